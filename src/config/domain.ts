@@ -1,0 +1,142 @@
+/**
+ * Loading a whole `<domain>` document (or a single device element) into the
+ * model, in libvirt's order: parse, post-parse (defaults, console
+ * compatibility, addresses), validate.
+ */
+import { ConfigError } from '../errors.ts';
+import { parseChrDevice, configError, type ParseOptions } from './parse.ts';
+import { postParse, type DriverOptions } from './postparse.ts';
+import type {
+  ChannelDef,
+  ChrDeviceDef,
+  ConsoleDef,
+  DomainChardevsDef,
+  ParallelDef,
+  SerialDef,
+  VirtioSerialControllerDef,
+} from './types.ts';
+import { validateDomain } from './validate.ts';
+import { attr, childElements, lineOf, loadXml, type XmlDocument, type XmlElement } from './xml.ts';
+
+export interface LoadOptions extends Partial<DriverOptions> {
+  /** File name for messages (default '<string>'). */
+  file?: string;
+  /** Parse as live XML (keeps pty paths, tty=, channel state). */
+  live?: boolean;
+}
+
+/** A loaded document: the model plus what is needed to write the rest back unchanged. */
+export interface LoadedDomain {
+  readonly def: DomainChardevsDef;
+  readonly file: string;
+  /** The parsed document; chardev elements are rewritten from `def` when formatting. */
+  readonly doc: XmlDocument;
+  /** True when the document is a single device element rather than a `<domain>`. */
+  readonly standalone: boolean;
+  readonly driver: DriverOptions;
+}
+
+export const DEFAULT_DRIVER_OPTIONS: DriverOptions = {
+  channelTargetDir: '/var/lib/libvirt/qemu/channel/target',
+  tlsDefault: false,
+  tlsVerify: false,
+  tlsCertDir: '/etc/pki/libvirt-chardev',
+};
+
+const DEVICE_NAMES = new Set(['serial', 'parallel', 'console', 'channel']);
+
+/** Parse a domain (or device) document, apply libvirt's defaults and validate it. */
+export function loadDomain(text: string, options: LoadOptions = {}): LoadedDomain {
+  const file = options.file ?? '<string>';
+  const driver: DriverOptions = { ...DEFAULT_DRIVER_OPTIONS };
+  for (const key of Object.keys(DEFAULT_DRIVER_OPTIONS) as Array<keyof DriverOptions>) {
+    const v = options[key];
+    if (v !== undefined) (driver as unknown as Record<string, unknown>)[key] = v;
+  }
+  const doc = loadXml(text, file);
+  const root = doc.documentElement;
+  if (!root) throw new ConfigError('ERR_XML_MALFORMED', 'XML error', 'missing root element', { file });
+  const parseOpts: ParseOptions = { file, live: options.live ?? false };
+  let def: DomainChardevsDef;
+  let standalone = false;
+  if (root.namespaceURI === null && root.localName === 'domain') {
+    def = parseDomainElement(root, parseOpts);
+  } else if (root.namespaceURI === null && DEVICE_NAMES.has(root.localName ?? '')) {
+    standalone = true;
+    def = emptyDomain();
+    addDevice(def, parseChrDevice(root, parseOpts), 0);
+  } else {
+    throw configError(
+      { file, line: lineOf(root), element: `<${root.tagName}>` },
+      'ERR_XML_NOT_DOMAIN',
+      'XML error',
+      'expected a <domain> document or a <serial>, <parallel>, <console> or <channel> element',
+    );
+  }
+  postParse(def, driver, { file, live: parseOpts.live ?? false, standalone });
+  validateDomain(def, driver, file);
+  return { def, file, doc, standalone, driver };
+}
+
+function emptyDomain(): DomainChardevsDef {
+  return { serials: [], parallels: [], consoles: [], channels: [], virtioSerialControllers: [] };
+}
+
+function addDevice(def: DomainChardevsDef, dev: ChrDeviceDef, index: number): void {
+  switch (dev.kind) {
+    case 'serial':
+      def.serials.push(dev);
+      return;
+    case 'parallel':
+      def.parallels.push(dev);
+      return;
+    case 'console':
+      // libvirt sets a console's port to its index, whatever the XML says.
+      dev.target.port = index;
+      def.consoles.push(dev);
+      return;
+    case 'channel':
+      def.channels.push(dev);
+      return;
+  }
+}
+
+function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardevsDef {
+  const def = emptyDomain();
+  const nameEl = childElements(root, 'name')[0];
+  if (nameEl?.textContent) def.name = nameEl.textContent.trim();
+  const osEl = childElements(root, 'os')[0];
+  const typeEl = osEl ? childElements(osEl, 'type')[0] : undefined;
+  if (typeEl) {
+    const osType = typeEl.textContent?.trim();
+    if (osType) def.osType = osType;
+    const arch = attr(typeEl, 'arch');
+    if (arch !== undefined) def.arch = arch;
+    const machine = attr(typeEl, 'machine');
+    if (machine !== undefined) def.machine = machine;
+  }
+  const devices = childElements(root, 'devices')[0];
+  if (!devices) return def;
+  // libvirt parses parallels, serials, consoles, channels in that order.
+  const parallels = childElements(devices, 'parallel').map((el) => parseChrDevice(el, opts) as ParallelDef);
+  for (const [i, p] of parallels.entries()) {
+    // Parallel ports missing a port number take one past the earlier siblings' maximum.
+    if (p.target.port === undefined) {
+      const max = Math.max(-1, ...parallels.slice(0, i).map((q) => q.target.port ?? -1));
+      p.target.port = max + 1;
+    }
+    def.parallels.push(p);
+  }
+  for (const el of childElements(devices, 'serial')) def.serials.push(parseChrDevice(el, opts) as SerialDef);
+  childElements(devices, 'console').forEach((el, i) => addDevice(def, parseChrDevice(el, opts) as ConsoleDef, i));
+  for (const el of childElements(devices, 'channel')) def.channels.push(parseChrDevice(el, opts) as ChannelDef);
+  for (const el of childElements(devices, 'controller')) {
+    if (attr(el, 'type') !== 'virtio-serial') continue;
+    const index = Number(attr(el, 'index') ?? NaN);
+    const ctrl: VirtioSerialControllerDef = { index };
+    const ports = attr(el, 'ports');
+    if (ports !== undefined && /^\d+$/.test(ports)) ctrl.ports = Number(ports);
+    def.virtioSerialControllers.push(ctrl);
+  }
+  return def;
+}

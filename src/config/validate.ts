@@ -1,0 +1,130 @@
+/**
+ * Semantic checks, exhaustive over host types: libvirt's
+ * virDomainChrSourceDefValidate (all drivers) followed by the QEMU driver's
+ * chardev checks, with their exact messages and error classes.
+ */
+import { assertNever, type ConfigError } from '../errors.ts';
+import { configError, describeElement } from './parse.ts';
+import { namedDevices, type NamedDevice } from './names.ts';
+import type { DriverOptions } from './postparse.ts';
+import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef } from './types.ts';
+
+const CHANNEL_NAME_RE = /^[A-Za-z0-9_.-]+$/;
+
+function fail(file: string, nd: NamedDevice, cls: ConfigError['libvirtClass'], detail: string): ConfigError {
+  const code = cls === 'unsupported configuration' ? 'ERR_CONFIG_UNSUPPORTED' : cls === 'internal error' && detail.startsWith('Missing') ? 'ERR_CONFIG_MISSING' : 'ERR_CONFIG_INVALID';
+  return configError(
+    { file, line: nd.dev.line, element: describeElement(nd.dev.kind, nd.dev.source.type), alias: nd.alias },
+    code,
+    cls,
+    detail,
+  );
+}
+
+/** The generic check libvirt applies to every chardev source; returns a message or undefined. */
+export function sourceProblem(src: ChrSourceDef, dev: ChrDeviceDef | undefined): string | undefined {
+  switch (src.type) {
+    case 'null':
+    case 'pty':
+    case 'vc':
+    case 'stdio':
+    case 'spicevmc':
+    case 'qemu-vdagent':
+      return undefined;
+    case 'file':
+    case 'dev':
+    case 'pipe':
+      return src.path === undefined ? 'Missing source path attribute for char device' : undefined;
+    case 'nmdm':
+      return src.master === undefined || src.slave === undefined
+        ? 'Should define both master and slave path attributes for nmdm device'
+        : undefined;
+    case 'tcp':
+      if (src.host === undefined) return 'Missing source host attribute for char device';
+      if (src.service === undefined) return 'Missing source service attribute for char device';
+      if (src.mode === 'bind' && src.reconnect !== undefined) return 'chardev reconnect is possible only for connect mode';
+      return undefined;
+    case 'udp':
+      return src.connectService === undefined ? 'Missing source service attribute for char device' : undefined;
+    case 'unix': {
+      const generated =
+        dev !== undefined && dev.kind === 'channel' && (dev.target.type === 'virtio' || dev.target.type === 'xen');
+      if (src.path === undefined && !generated) return 'Missing source path attribute for char device';
+      if (src.mode === 'bind' && src.reconnect !== undefined) return 'chardev reconnect is possible only for connect mode';
+      return undefined;
+    }
+    case 'spiceport':
+    case 'dbus':
+      if (src.channel === undefined) return 'Missing source channel attribute for char device';
+      if (!CHANNEL_NAME_RE.test(src.channel)) return 'Invalid character in source channel for char device';
+      return undefined;
+    default:
+      return assertNever(src, 'chardev type');
+  }
+}
+
+/** Address type each serial target type needs (undefined: none allowed). */
+const SERIAL_TARGET_ADDRESS: Record<string, string | undefined> = {
+  'isa-serial': 'isa',
+  'isa-debug': 'isa',
+  'usb-serial': 'usb',
+  'pci-serial': 'pci',
+  'spapr-vio-serial': 'spapr-vio',
+  'system-serial': undefined,
+  'sclp-serial': undefined,
+};
+
+const SERIAL_MODEL_TARGET: Record<string, string> = {
+  'isa-serial': 'isa-serial',
+  'usb-serial': 'usb-serial',
+  'pci-serial': 'pci-serial',
+  'spapr-vty': 'spapr-vio-serial',
+  pl011: 'system-serial',
+  '16550a': 'system-serial',
+  sclpconsole: 'sclp-serial',
+  sclplmconsole: 'sclp-serial',
+  'isa-debugcon': 'isa-debug',
+};
+
+/** The QEMU driver's checks. */
+function qemuProblem(nd: NamedDevice, def: DomainChardevsDef): [ConfigError['libvirtClass'], string] | undefined {
+  const { dev } = nd;
+  const src = dev.source;
+  if ((src.type === 'tcp' || src.type === 'unix') && src.reconnect?.enabled === 'yes' && src.reconnect.timeoutSec === 0) {
+    return ['invalid argument', "chardev reconnect source timeout cannot be '0'"];
+  }
+  if (src.type === 'nmdm') return ['unsupported configuration', `unsupported chardev '${src.type}'`];
+  if (dev.kind === 'parallel' && (def.arch === 's390' || def.arch === 's390x' || def.arch === 'ppc64' || def.arch === 'ppc64le')) {
+    return ['unsupported configuration', 'parallel ports are not supported'];
+  }
+  if (dev.kind === 'serial' && dev.target.type !== undefined) {
+    const t = dev.target.type;
+    const addr = dev.info.address?.type;
+    if (t in SERIAL_TARGET_ADDRESS) {
+      const need = SERIAL_TARGET_ADDRESS[t];
+      if (need === undefined && addr !== undefined) {
+        return ['unsupported configuration', `Target type '${t}' cannot have an associated address`];
+      }
+      if (need !== undefined && addr !== undefined && addr !== need) {
+        return ['unsupported configuration', `Target type '${t}' requires address type '${need}'`];
+      }
+    }
+    const model = dev.target.model;
+    if (model !== undefined && SERIAL_MODEL_TARGET[model] !== t) {
+      return ['unsupported configuration', `Target model '${model}' requires target type '${SERIAL_MODEL_TARGET[model] ?? ''}'`];
+    }
+  }
+  return undefined;
+}
+
+export function validateDomain(def: DomainChardevsDef, driver: DriverOptions, file: string): void {
+  void driver;
+  for (const nd of namedDevices(def)) {
+    // Serial 0 seen again as console 0 was checked as serial 0.
+    if (nd.dev.kind === 'console' && nd.dev.aliasOfSerial !== undefined) continue;
+    const generic = sourceProblem(nd.dev.source, nd.dev);
+    if (generic !== undefined) throw fail(file, nd, 'internal error', generic);
+    const qemu = qemuProblem(nd, def);
+    if (qemu) throw fail(file, nd, qemu[0], qemu[1]);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Errors with stable codes. One class per layer, a literal code per condition:
+ * callers switch on `code`, users read `message`.
+ */
+
+export type ConfigErrorCode =
+  | 'ERR_XML_MALFORMED'
+  | 'ERR_XML_FORBIDDEN'
+  | 'ERR_XML_NOT_DOMAIN'
+  | 'ERR_CONFIG_INVALID'
+  | 'ERR_CONFIG_MISSING'
+  | 'ERR_CONFIG_UNSUPPORTED';
+
+/** libvirt's error class, printed by libvirt as a prefix ("internal error: …"). */
+export type LibvirtErrorClass =
+  | 'XML error'
+  | 'internal error'
+  | 'unsupported configuration'
+  | 'invalid argument'
+  | 'XML document failed to validate against schema';
+
+export type RuntimeErrorCode =
+  | 'ERR_BACKEND_OPEN'
+  | 'ERR_BACKEND_UNSUPPORTED'
+  | 'ERR_BACKEND_BUSY'
+  | 'ERR_NOT_CONNECTED'
+  | 'ERR_USAGE';
+
+export type ChardevErrorCode = ConfigErrorCode | RuntimeErrorCode;
+
+export class ChardevError extends Error {
+  readonly code: ChardevErrorCode;
+
+  constructor(code: ChardevErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ChardevError';
+    this.code = code;
+  }
+}
+
+/** Where in a document an error was found. */
+export interface ConfigLocation {
+  /** File name as given by the user, or '<string>' for in-memory documents. */
+  readonly file: string;
+  /** 1-based line, when known. */
+  readonly line?: number;
+  /** 1-based column, for malformed XML. */
+  readonly column?: number;
+  /** The element's start tag as the user wrote its type, e.g. `<serial type='tcp'>`. */
+  readonly element?: string;
+  /** The device alias, e.g. `serial0`. */
+  readonly alias?: string;
+}
+
+/**
+ * A document libvirt would refuse. `detail` is libvirt's own message text
+ * (without its class prefix); `message` adds where it is.
+ */
+export class ConfigError extends ChardevError {
+  readonly detail: string;
+  readonly libvirtClass: LibvirtErrorClass;
+  readonly location: ConfigLocation;
+
+  constructor(
+    code: ConfigErrorCode,
+    libvirtClass: LibvirtErrorClass,
+    detail: string,
+    location: ConfigLocation,
+  ) {
+    super(code, formatConfigMessage(detail, location));
+    this.name = 'ConfigError';
+    this.detail = detail;
+    this.libvirtClass = libvirtClass;
+    this.location = location;
+  }
+
+  /** The message exactly as libvirt prints it, e.g. `internal error: Missing source path attribute for char device`. */
+  get libvirtMessage(): string {
+    return `${this.libvirtClass}: ${this.detail}`;
+  }
+}
+
+function formatConfigMessage(detail: string, loc: ConfigLocation): string {
+  let where = loc.file;
+  if (loc.line !== undefined) where += `:${loc.line}`;
+  if (loc.column !== undefined) where += `:${loc.column}`;
+  let subject = '';
+  if (loc.element !== undefined) subject += ` ${loc.element}`;
+  if (loc.alias !== undefined) subject += ` (${loc.alias})`;
+  return subject === '' ? `${where}: ${detail}` : `${where}:${subject}: ${detail}`;
+}
+
+export function assertNever(value: never, what = 'value'): never {
+  throw new Error(`unexpected ${what}: ${JSON.stringify(value)}`);
+}
