@@ -48,11 +48,13 @@ const DEVICE_NAMES = new Set(['serial', 'parallel', 'console', 'channel']);
 /** Parse a domain (or device) document, apply libvirt's defaults and validate it. */
 export function loadDomain(text: string, options: LoadOptions = {}): LoadedDomain {
   const file = options.file ?? '<string>';
-  const driver: DriverOptions = { ...DEFAULT_DRIVER_OPTIONS };
-  for (const key of Object.keys(DEFAULT_DRIVER_OPTIONS) as Array<keyof DriverOptions>) {
-    const v = options[key];
-    if (v !== undefined) (driver as unknown as Record<string, unknown>)[key] = v;
-  }
+  const driver: DriverOptions = {
+    channelTargetDir: options.channelTargetDir ?? DEFAULT_DRIVER_OPTIONS.channelTargetDir,
+    tlsDefault: options.tlsDefault ?? DEFAULT_DRIVER_OPTIONS.tlsDefault,
+    tlsVerify: options.tlsVerify ?? DEFAULT_DRIVER_OPTIONS.tlsVerify,
+    tlsCertDir: options.tlsCertDir ?? DEFAULT_DRIVER_OPTIONS.tlsCertDir,
+    ...(options.tlsSecretUuid !== undefined ? { tlsSecretUuid: options.tlsSecretUuid } : {}),
+  };
   const doc = loadXml(text, file);
   const root = doc.documentElement;
   if (!root) throw new ConfigError('ERR_XML_MALFORMED', 'XML error', 'missing root element', { file });
@@ -116,6 +118,7 @@ function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardev
     if (machine !== undefined) def.machine = machine;
   }
   const devices = childElements(root, 'devices')[0];
+  def.spiceGraphics = devices !== undefined && childElements(devices, 'graphics').some((g) => attr(g, 'type') === 'spice');
   if (!devices) return def;
   // libvirt parses parallels, serials, consoles, channels in that order.
   const parallels = childElements(devices, 'parallel').map((el) => parseChrDevice(el, opts) as ParallelDef);

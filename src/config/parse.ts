@@ -159,7 +159,13 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
 
   const targetEl = childElements(el, 'target')[0];
   const source = parseSource(ctx, el, type, opts);
+  if (type === 'spicevmc' && (deviceKind !== 'channel' || attr(targetEl ?? el, 'type') !== 'virtio')) {
+    throw errAt(ctx, el, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'spicevmc device type only supports virtio');
+  }
   const info = parseDeviceInfo(ctx, el);
+  if (deviceKind === 'serial' && targetEl && attr(targetEl, 'type') === 'usb-serial' && info.address && info.address.type !== 'usb') {
+    throw errAt(ctx, el, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'usb-serial requires address of usb type');
+  }
   const extensions = childElements(el)
     .filter((c) => c.namespaceURI === CHARDEV_NS)
     .map((c) => serializeNode(c));
@@ -177,13 +183,9 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
         ...common,
       };
     }
-    case 'console': {
-      const target = parseConsoleTarget(ctx, targetEl);
-      // The legacy tty= attribute repeats the pty path; only live XML carries it.
-      const tty = attr(el, 'tty');
-      if (opts.live && tty !== undefined && source.type === 'pty' && source.path === undefined) source.path = tty;
-      return { kind: 'console', target, ...common };
-    }
+    case 'console':
+      // tty= is output only: libvirt never reads it back (the path is in <source>).
+      return { kind: 'console', target: parseConsoleTarget(ctx, targetEl), ...common };
     case 'channel':
       return { kind: 'channel', target: parseChannelTarget(ctx, targetEl, opts), ...common };
   }
@@ -457,7 +459,7 @@ function buildSource(
         const p = attr(protocolEl, 'type');
         if (p !== undefined) {
           if (!(TCP_PROTOCOLS as readonly string[]).includes(p)) {
-            throw errAt(ctx, protocolEl, 'ERR_CONFIG_INVALID', 'internal error', `Unknown protocol '${p}'`);
+            throw errAt(ctx, protocolEl, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', `Unknown protocol '${p}'`);
           }
           protocol = p as typeof protocol;
         }

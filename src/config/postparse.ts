@@ -216,7 +216,7 @@ export function postParse(def: DomainChardevsDef, driver: DriverOptions, ctx: Po
     addConsoleCompat(def, ctx);
     const serial0 = def.serials[0];
     if (serial0) devicePostParse(def, serial0, ctx, driver);
-    assignVirtioSerialAddresses(def);
+    assignVirtioSerialAddresses(def, ctx.file);
   }
 }
 
@@ -230,13 +230,16 @@ function qemuUnixPostParse(dev: ChrDeviceDef, driver: DriverOptions, ctx: PostPa
   const src = dev.source;
   if (src.type !== 'unix') return;
   if (dev.kind === 'channel' && dev.target.type === 'virtio' && src.path !== undefined) {
-    const prefix = `${driver.channelTargetDir}/domain-`;
-    const name = dev.target.name;
-    if (src.path.startsWith(prefix) && name !== undefined && src.path.endsWith(`/${name}`)) {
-      delete src.path;
-    }
+    // libvirt's own regex, alternation quirk included: `^DIR/([^/]+\.)|(domain-[^/]+/)NAME$`.
+    const name = dev.target.name ?? '';
+    const re = new RegExp(`^${escapeRegExp(driver.channelTargetDir)}/([^/]+\\.)|(domain-[^/]+/)${escapeRegExp(name)}$`);
+    if (re.test(src.path)) delete src.path;
   }
   if (src.path === undefined) src.mode = 'bind';
 }
 
 export type { ConfigError };
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -233,6 +233,8 @@ export interface DomainChardevsDef {
   consoles: ConsoleDef[];
   channels: ChannelDef[];
   virtioSerialControllers: VirtioSerialControllerDef[];
+  /** Whether the domain has `<graphics type='spice'>` (undefined for a lone device element). */
+  spiceGraphics?: boolean;
 }
 
 /** Runtime facts that exist only while a domain runs (live XML). */

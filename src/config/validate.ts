@@ -22,7 +22,17 @@ function fail(file: string, nd: NamedDevice, cls: ConfigError['libvirtClass'], d
 }
 
 /** The generic check libvirt applies to every chardev source; returns a message or undefined. */
-export function sourceProblem(src: ChrSourceDef, dev: ChrDeviceDef | undefined): string | undefined {
+export type Problem = readonly [ConfigError['libvirtClass'], string];
+
+export function sourceProblem(src: ChrSourceDef, dev: ChrDeviceDef | undefined): Problem | undefined {
+  const msg = sourceMessage(src, dev);
+  if (msg === undefined) return undefined;
+  if (msg.startsWith('Missing source channel')) return ['unsupported configuration', msg];
+  if (msg.startsWith('Invalid character')) return ['invalid argument', msg];
+  return ['internal error', msg];
+}
+
+function sourceMessage(src: ChrSourceDef, dev: ChrDeviceDef | undefined): string | undefined {
   switch (src.type) {
     case 'null':
     case 'pty':
@@ -87,9 +97,12 @@ const SERIAL_MODEL_TARGET: Record<string, string> = {
 };
 
 /** The QEMU driver's checks. */
-function qemuProblem(nd: NamedDevice, def: DomainChardevsDef): [ConfigError['libvirtClass'], string] | undefined {
+function qemuProblem(nd: NamedDevice, def: DomainChardevsDef): Problem | undefined {
   const { dev } = nd;
   const src = dev.source;
+  if ((src.type === 'spicevmc' || src.type === 'spiceport') && def.spiceGraphics === false) {
+    return ['unsupported configuration', `chardev '${src.type}' not supported without spice graphics`];
+  }
   if ((src.type === 'tcp' || src.type === 'unix') && src.reconnect?.enabled === 'yes' && src.reconnect.timeoutSec === 0) {
     return ['invalid argument', "chardev reconnect source timeout cannot be '0'"];
   }
@@ -119,11 +132,18 @@ function qemuProblem(nd: NamedDevice, def: DomainChardevsDef): [ConfigError['lib
 
 export function validateDomain(def: DomainChardevsDef, driver: DriverOptions, file: string): void {
   void driver;
+  // The QEMU driver's domain-level console check comes before any device check.
+  for (const [index, c] of def.consoles.entries()) {
+    const t = c.target.type;
+    if (t === 'xen' || t === 'uml' || t === 'lxc' || t === 'openvz') {
+      throw fail(file, { dev: c, alias: `console${index}`, index }, 'unsupported configuration', `unsupported console target type ${t}`);
+    }
+  }
   for (const nd of namedDevices(def)) {
     // Serial 0 seen again as console 0 was checked as serial 0.
     if (nd.dev.kind === 'console' && nd.dev.aliasOfSerial !== undefined) continue;
     const generic = sourceProblem(nd.dev.source, nd.dev);
-    if (generic !== undefined) throw fail(file, nd, 'internal error', generic);
+    if (generic !== undefined) throw fail(file, nd, generic[0], generic[1]);
     const qemu = qemuProblem(nd, def);
     if (qemu) throw fail(file, nd, qemu[0], qemu[1]);
   }

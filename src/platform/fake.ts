@@ -1,0 +1,435 @@
+/**
+ * In-memory Platform for unit tests of the runtime core: no kernel, no koffi, fully
+ * deterministic. It models what the core reacts to:
+ *
+ * - ptys: a "client" can connect (ptyHasReader flips to true), send bytes to the host
+ *   (delivered to active readers), read what the host wrote, and disconnect (readers get
+ *   onHangup, like EIO on a real master). Host output written while nobody is connected
+ *   stays in the pty for the next client, as with a real pty.
+ * - devices: paths registered with addDevice, each optionally a tty and/or a parallel port,
+ *   so serial/parallel/pipe backends can be driven without hardware.
+ * - writers: per-fd "writable" switch to simulate EAGAIN backpressure and the drop policy.
+ *
+ * Differences from the real thing, on purpose: data and hang-ups are delivered
+ * synchronously (simpler tests); writers flush synchronously while the fd is writable.
+ */
+import { isStandardBaud } from './baud.ts';
+import {
+  PlatformError,
+  type ByteReader,
+  type ByteReaderHandlers,
+  type ByteWriter,
+  type ByteWriterOptions,
+  type Platform,
+  type PtyHandle,
+  type SerialLine,
+} from './platform.ts';
+import { DEFAULT_MAX_QUEUED_BYTES } from './fd-writer.ts';
+
+export interface FakeDeviceOptions {
+  readonly tty?: boolean;
+  readonly parallel?: boolean;
+}
+
+/** Serial settings recorded by setSerialRaw, for assertions. */
+export interface FakeSerialSettings {
+  readonly baud: number;
+  readonly dataBits: 5 | 6 | 7 | 8;
+  readonly parity: 'none' | 'even' | 'odd';
+  readonly stopBits: 1 | 2;
+}
+
+/** Sink shared by everything that can be written to. */
+interface Endpoint {
+  /** Bytes the host wrote, not yet taken by the test. */
+  output: Buffer[];
+  writable: boolean;
+  writers: Set<FakeWriter>;
+}
+
+export interface FakeDevice {
+  readonly path: string;
+  readonly tty: boolean;
+  readonly parallel: boolean;
+  /** Whether the parallel port is currently claimed. */
+  readonly claimed: boolean;
+  /** Last setSerialRaw settings, if any. */
+  readonly serial: FakeSerialSettings | undefined;
+  /** Everything the host wrote to the device so far (and clears it). */
+  takeOutput(): Buffer;
+  /** Simulate EAGAIN (false) or let queued bytes through (true). */
+  setWritable(writable: boolean): void;
+}
+
+export interface FakePty {
+  readonly masterFd: number;
+  readonly slavePath: string;
+  readonly connected: boolean;
+  /** A client opens the slave. */
+  connect(): void;
+  /** The last client closes the slave: active readers get onHangup. */
+  disconnect(): void;
+  /** Client → host bytes. Delivered to unpaused readers now, or held until one reads. */
+  send(data: Uint8Array): void;
+  /** Host → client bytes written so far (and clears them), like a client reading. */
+  takeOutput(): Buffer;
+  setWritable(writable: boolean): void;
+}
+
+type FdTarget =
+  | { readonly kind: 'pty'; readonly pty: FakePtyImpl }
+  | { readonly kind: 'device'; readonly device: FakeDeviceImpl };
+
+function newEndpoint(): Endpoint {
+  return { output: [], writable: true, writers: new Set() };
+}
+
+function take(endpoint: Endpoint): Buffer {
+  const out = Buffer.concat(endpoint.output);
+  endpoint.output = [];
+  return out;
+}
+
+function setWritable(endpoint: Endpoint, writable: boolean): void {
+  endpoint.writable = writable;
+  if (writable) for (const w of [...endpoint.writers]) w.flush();
+}
+
+class FakeDeviceImpl implements FakeDevice {
+  readonly endpoint = newEndpoint();
+  claimed = false;
+  serial: FakeSerialSettings | undefined;
+  constructor(
+    readonly path: string,
+    readonly tty: boolean,
+    readonly parallel: boolean,
+  ) {}
+  takeOutput(): Buffer {
+    return take(this.endpoint);
+  }
+  setWritable(writable: boolean): void {
+    setWritable(this.endpoint, writable);
+  }
+}
+
+class FakePtyImpl implements FakePty {
+  readonly endpoint = newEndpoint();
+  readonly readers = new Set<FakeReader>();
+  /** Client bytes no reader has taken yet (the kernel's input queue). */
+  pending: Buffer[] = [];
+  connected = false;
+  constructor(
+    readonly masterFd: number,
+    readonly slavePath: string,
+  ) {}
+  connect(): void {
+    this.connected = true;
+  }
+  disconnect(): void {
+    if (!this.connected) return;
+    this.connected = false;
+    for (const r of [...this.readers]) r.hangup();
+  }
+  send(data: Uint8Array): void {
+    if (!this.connected) throw new Error(`fake pty ${this.slavePath}: send() without connect()`);
+    this.pending.push(Buffer.from(data));
+    this.deliver();
+  }
+  deliver(): void {
+    for (const r of this.readers) {
+      if (r.paused || this.pending.length === 0) continue;
+      const chunk = Buffer.concat(this.pending);
+      this.pending = [];
+      r.push(chunk);
+    }
+  }
+  takeOutput(): Buffer {
+    return take(this.endpoint);
+  }
+  setWritable(writable: boolean): void {
+    setWritable(this.endpoint, writable);
+  }
+}
+
+class FakeReader implements ByteReader {
+  paused = false;
+  closed = false;
+  constructor(
+    private readonly pty: FakePtyImpl,
+    private readonly handlers: ByteReaderHandlers,
+  ) {}
+  push(chunk: Buffer): void {
+    this.handlers.onData(chunk);
+  }
+  hangup(): void {
+    this.finish();
+    this.handlers.onHangup?.();
+  }
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    if (this.closed) return;
+    this.paused = false;
+    this.pty.deliver();
+  }
+  close(): void {
+    this.finish();
+  }
+  private finish(): void {
+    this.closed = true;
+    this.pty.readers.delete(this);
+  }
+}
+
+class FakeWriter implements ByteWriter {
+  #queue: Buffer[] = [];
+  #queued = 0;
+  #dropped = 0;
+  #backpressured = false;
+  #closed = false;
+  #waiters: Array<() => void> = [];
+  readonly #max: number;
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly options: ByteWriterOptions,
+  ) {
+    this.#max = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    endpoint.writers.add(this);
+  }
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+  get droppedBytes(): number {
+    return this.#dropped;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  write(data: Uint8Array): number {
+    if (this.#closed) return 0;
+    const n = Math.min(data.length, this.#max - this.#queued);
+    if (n < data.length) {
+      this.#dropped += data.length - n;
+      this.#backpressured = true;
+    }
+    if (n <= 0) return 0;
+    this.#queue.push(Buffer.from(data.subarray(0, n)));
+    this.#queued += n;
+    if (!this.endpoint.writable) this.#backpressured = true;
+    this.flush();
+    return n;
+  }
+  flush(): void {
+    if (this.#closed || !this.endpoint.writable || this.#queued === 0) return;
+    this.endpoint.output.push(...this.#queue);
+    this.#queue = [];
+    this.#queued = 0;
+    this.#settle();
+    if (this.#backpressured) {
+      this.#backpressured = false;
+      this.options.onDrain?.();
+    }
+  }
+  drained(): Promise<void> {
+    if (this.#closed || this.#queued === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = [];
+    this.#queued = 0;
+    this.endpoint.writers.delete(this);
+    this.#settle();
+  }
+  /** Simulates a hard write error (e.g. EIO from a vanished device). */
+  fail(code: string): void {
+    const err = new PlatformError({ code, syscall: 'write', path: 'fake', description: code });
+    this.close();
+    this.options.onError?.(err);
+  }
+  #settle(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const resolve of w) resolve();
+  }
+}
+
+export class FakePlatform implements Platform {
+  #nextFd = 1000;
+  #nextPty = 0;
+  readonly #fds = new Map<number, FdTarget>();
+  readonly #ptys = new Map<number, FakePtyImpl>();
+  readonly #devices = new Map<string, FakeDeviceImpl>();
+  readonly #fifos = new Set<string>();
+
+  // ---- test controls -------------------------------------------------------------------
+
+  /** Register a path that openDevice can open. */
+  addDevice(path: string, options: FakeDeviceOptions = {}): FakeDevice {
+    const device = new FakeDeviceImpl(path, options.tty ?? false, options.parallel ?? false);
+    this.#devices.set(path, device);
+    return device;
+  }
+
+  device(path: string): FakeDevice {
+    const d = this.#devices.get(path);
+    if (d === undefined) throw new Error(`fake: no device ${path}`);
+    return d;
+  }
+
+  /** The pty for a master fd (any dup of it works too) or a slave path. */
+  pty(key: number | string): FakePty {
+    if (typeof key === 'string') {
+      for (const p of this.#ptys.values()) if (p.slavePath === key) return p;
+      throw new Error(`fake: no pty ${key}`);
+    }
+    const target = this.#fds.get(key);
+    if (target?.kind !== 'pty') throw new Error(`fake: fd ${key} is not a pty master`);
+    return target.pty;
+  }
+
+  /** FIFOs created with mkfifo. */
+  get fifos(): ReadonlySet<string> {
+    return this.#fifos;
+  }
+
+  /** Fds currently open (leak checks). */
+  get openFds(): readonly number[] {
+    return [...this.#fds.keys()];
+  }
+
+  // ---- Platform --------------------------------------------------------------------------
+
+  openPty(): PtyHandle {
+    const masterFd = this.#nextFd++;
+    const pty = new FakePtyImpl(masterFd, `/dev/pts/fake${this.#nextPty++}`);
+    this.#ptys.set(masterFd, pty);
+    this.#fds.set(masterFd, { kind: 'pty', pty });
+    return { masterFd, slavePath: pty.slavePath };
+  }
+
+  ptyHasReader(masterFd: number): boolean {
+    return this.#ptyOf(masterFd, 'poll').connected;
+  }
+
+  openDevice(path: string): number {
+    const device = this.#devices.get(path);
+    if (device === undefined) {
+      throw new PlatformError({ code: 'ENOENT', syscall: 'open', path, description: 'No such file or directory' });
+    }
+    const fd = this.#nextFd++;
+    this.#fds.set(fd, { kind: 'device', device });
+    return fd;
+  }
+
+  dup(fd: number): number {
+    const target = this.#target(fd, 'fcntl(F_DUPFD_CLOEXEC)');
+    const copy = this.#nextFd++;
+    this.#fds.set(copy, target);
+    return copy;
+  }
+
+  close(fd: number): void {
+    this.#target(fd, 'close');
+    this.#fds.delete(fd);
+  }
+
+  mkfifo(path: string, _mode: number): void {
+    if (this.#fifos.has(path) || this.#devices.has(path)) {
+      throw new PlatformError({ code: 'EEXIST', syscall: 'mkfifo', path, description: 'File exists' });
+    }
+    this.#fifos.add(path);
+  }
+
+  isatty(fd: number): boolean {
+    const t = this.#fds.get(fd);
+    if (t === undefined) return false;
+    return t.kind === 'pty' || t.device.tty;
+  }
+
+  setSerialRaw(fd: number, baud = 115200, line: SerialLine = {}): void {
+    const t = this.#target(fd, 'tcgetattr');
+    const path = t.kind === 'pty' ? t.pty.slavePath : t.device.path;
+    if (!this.isatty(fd)) {
+      throw new PlatformError({ code: 'ENOTTY', syscall: 'tcgetattr', path, description: 'Inappropriate ioctl for device' });
+    }
+    if (!isStandardBaud(baud)) {
+      throw new PlatformError({ code: 'EINVAL', syscall: 'cfsetspeed', path, description: `unsupported baud rate ${baud}` });
+    }
+    if (t.kind === 'device') {
+      t.device.serial = {
+        baud,
+        dataBits: line.dataBits ?? 8,
+        parity: line.parity ?? 'none',
+        stopBits: line.stopBits ?? 1,
+      };
+    }
+  }
+
+  isParallelPort(fd: number): boolean {
+    const t = this.#fds.get(fd);
+    return t?.kind === 'device' && t.device.parallel;
+  }
+
+  claimParallel(fd: number): void {
+    const t = this.#target(fd, 'ioctl(PPCLAIM)');
+    if (t.kind === 'device' && t.device.parallel) {
+      t.device.claimed = true;
+      return;
+    }
+    const path = t.kind === 'pty' ? t.pty.slavePath : t.device.path;
+    throw new PlatformError({
+      code: 'ENOTTY',
+      syscall: 'ioctl(PPCLAIM)',
+      path,
+      description: 'Inappropriate ioctl for device',
+      message: `not a parallel port: Inappropriate ioctl for device (ioctl PPCLAIM on ${path})`,
+    });
+  }
+
+  releaseParallel(fd: number): void {
+    const t = this.#target(fd, 'ioctl(PPRELEASE)');
+    if (t.kind !== 'device' || !t.device.parallel) {
+      throw new PlatformError({ code: 'ENOTTY', syscall: 'ioctl(PPRELEASE)', path: String(fd), description: 'Inappropriate ioctl for device' });
+    }
+    t.device.claimed = false;
+  }
+
+  openPtyReader(masterFd: number, handlers: ByteReaderHandlers): ByteReader {
+    const pty = this.#ptyOf(masterFd, 'read');
+    const reader = new FakeReader(pty, handlers);
+    pty.readers.add(reader);
+    pty.deliver();
+    return reader;
+  }
+
+  openWriter(fd: number, options: ByteWriterOptions = {}): ByteWriter {
+    const t = this.#target(fd, 'write');
+    return new FakeWriter(t.kind === 'pty' ? t.pty.endpoint : t.device.endpoint, options);
+  }
+
+  /** Makes every writer on this fd's endpoint fail with `code` (onError, then closed). */
+  failWriters(fd: number, code: string): void {
+    const t = this.#target(fd, 'write');
+    const endpoint = t.kind === 'pty' ? t.pty.endpoint : t.device.endpoint;
+    for (const w of [...endpoint.writers]) w.fail(code);
+  }
+
+  #target(fd: number, syscall: string): FdTarget {
+    const t = this.#fds.get(fd);
+    if (t === undefined) {
+      throw new PlatformError({ code: 'EBADF', syscall, path: `fd ${fd}`, description: 'Bad file descriptor' });
+    }
+    return t;
+  }
+
+  #ptyOf(fd: number, syscall: string): FakePtyImpl {
+    const t = this.#target(fd, syscall);
+    if (t.kind !== 'pty') {
+      throw new PlatformError({ code: 'ENOTTY', syscall, path: t.device.path, description: 'not a pty master' });
+    }
+    return t.pty;
+  }
+}

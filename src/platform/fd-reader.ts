@@ -1,0 +1,91 @@
+/**
+ * Reader for a pty master that survives the client going away.
+ *
+ * tty.ReadStream is the only epoll-driven, threadpool-free way Node reads a pty master
+ * (net.Socket refuses the fd; fs streams either fail with EAGAIN or park a threadpool
+ * thread in read()). But when the last slave fd closes, read(master) fails with EIO and
+ * the stream closes *its* fd — which would destroy the pty if it were the master itself.
+ * So the stream reads a dup: on EIO only the dup dies, the master and /dev/pts/N stay, and
+ * the caller makes a fresh reader when the next client connects (npm-probe.md §1).
+ *
+ * The stream is never written to: writes through a tty stream on a master are blocking
+ * (see fd-writer.ts).
+ */
+import * as fs from 'node:fs';
+import * as tty from 'node:tty';
+import {
+  PlatformError,
+  errnoName,
+  type ByteReader,
+  type ByteReaderHandlers,
+} from './platform.ts';
+
+export class PtyReader implements ByteReader {
+  readonly #stream: tty.ReadStream;
+  readonly #handlers: ByteReaderHandlers;
+  #closed = false;
+
+  /** `dup` is injected so the fd plumbing stays in the Platform implementation. */
+  constructor(masterFd: number, handlers: ByteReaderHandlers, dup: (fd: number) => number) {
+    this.#handlers = handlers;
+    const fd = dup(masterFd);
+    try {
+      this.#stream = new tty.ReadStream(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw toPlatformError(err, masterFd);
+    }
+    // Binary data: no setEncoding, chunks arrive as Buffers.
+    this.#stream.on('data', (chunk: Buffer) => {
+      if (!this.#closed) this.#handlers.onData(chunk);
+    });
+    this.#stream.on('error', (err: Error) => {
+      if (this.#closed) return;
+      this.#finish();
+      if ((err as NodeJS.ErrnoException).code === 'EIO') {
+        this.#handlers.onHangup?.();
+      } else {
+        this.#handlers.onError?.(toPlatformError(err, masterFd));
+      }
+    });
+    // A master does not normally see EOF (hang-up is EIO), but treat one as a hang-up too.
+    this.#stream.on('end', () => {
+      if (this.#closed) return;
+      this.#finish();
+      this.#handlers.onHangup?.();
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  pause(): void {
+    if (!this.#closed) this.#stream.pause();
+  }
+
+  resume(): void {
+    if (!this.#closed) this.#stream.resume();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#finish();
+  }
+
+  /** Marks the reader done and closes the dup (destroy is idempotent after an error). */
+  #finish(): void {
+    this.#closed = true;
+    this.#stream.destroy();
+  }
+}
+
+function toPlatformError(err: unknown, masterFd: number): PlatformError {
+  const e = err as NodeJS.ErrnoException;
+  return new PlatformError({
+    code: e.code ?? errnoName(-(e.errno ?? 0)),
+    syscall: e.syscall ?? 'read',
+    path: `pty master fd ${masterFd}`,
+    description: e.message,
+  });
+}

@@ -1,0 +1,28 @@
+/**
+ * The platform seam. Runtime code takes a `Platform` (the real `linuxPlatform`, or a
+ * `FakePlatform` in unit tests) and never imports koffi, fs ioctls or tty itself.
+ */
+export {
+  PlatformError,
+  errnoName,
+  errnoNumber,
+  type ByteReader,
+  type ByteReaderHandlers,
+  type ByteWriter,
+  type ByteWriterOptions,
+  type Parity,
+  type Platform,
+  type PlatformErrorInit,
+  type PtyHandle,
+  type SerialLine,
+} from './platform.ts';
+export { LINUX_BAUD_CONSTANTS, isStandardBaud } from './baud.ts';
+export { FdWriter, DEFAULT_MAX_QUEUED_BYTES } from './fd-writer.ts';
+export { PtyReader } from './fd-reader.ts';
+export { LinuxPlatform } from './linux.ts';
+export { FakePlatform, type FakePty, type FakeDevice, type FakeDeviceOptions, type FakeSerialSettings } from './fake.ts';
+
+import { LinuxPlatform } from './linux.ts';
+
+/** The process-wide real platform. koffi loads on its first native call, not on import. */
+export const linuxPlatform: LinuxPlatform = new LinuxPlatform();

@@ -1,0 +1,173 @@
+/**
+ * The platform seam: everything chardev needs from the OS that Node does not offer
+ * (ptys, termios, ioctls, FIFOs) goes through this interface, so the runtime core can be
+ * unit-tested against the in-memory fake and only linux.ts touches the real kernel.
+ *
+ * All calls are synchronous because the underlying syscalls are: none of them can block
+ * (fds are opened O_NONBLOCK, poll uses a zero timeout).
+ */
+import { constants } from 'node:os';
+
+const errnoNumbers: Readonly<Record<string, number>> = constants.errno;
+
+/** A pty master we hold for the lifetime of a chardev, plus the slave path clients open. */
+export interface PtyHandle {
+  /** Non-blocking, close-on-exec master fd. Close with `Platform.close`. */
+  readonly masterFd: number;
+  /** `/dev/pts/N` on Linux. */
+  readonly slavePath: string;
+}
+
+export type Parity = 'none' | 'even' | 'odd';
+
+/** Line settings for `setSerialRaw`; defaults are QEMU's 115200 8N1. */
+export interface SerialLine {
+  readonly dataBits?: 5 | 6 | 7 | 8;
+  readonly parity?: Parity;
+  readonly stopBits?: 1 | 2;
+}
+
+/** Called with each chunk a reader receives; the Buffer is owned by the callee. */
+export interface ByteReaderHandlers {
+  readonly onData: (chunk: Buffer) => void;
+  /**
+   * The peer went away (pty: the last slave fd closed, read gave EIO). The reader is finished;
+   * the fd it was created from is still open, so a new reader can be made on reconnect.
+   */
+  readonly onHangup?: () => void;
+  /** Any other read error. The reader is finished. */
+  readonly onError?: (err: PlatformError) => void;
+}
+
+/** An active reader on an fd. One-shot: after hangup/error/close make a new one. */
+export interface ByteReader {
+  /** Stop delivering data (for can_read-style backpressure); bytes wait in the kernel. */
+  pause(): void;
+  resume(): void;
+  /** Stop reading and release the reader's own resources (never the caller's fd). */
+  close(): void;
+  readonly closed: boolean;
+}
+
+export interface ByteWriterOptions {
+  /**
+   * Most bytes held in user space while the fd says EAGAIN. Writes that would go past
+   * this are cut at the limit and the rest dropped (see ByteWriter.write). Default 1 MiB.
+   */
+  readonly maxQueuedBytes?: number;
+  /** Called once the queue empties after bytes had to wait. */
+  readonly onDrain?: () => void;
+  /** Called on a write error other than EAGAIN; the writer is closed afterwards. */
+  readonly onError?: (err: PlatformError) => void;
+}
+
+/** A non-blocking, ordered writer on an fd it does not own. */
+export interface ByteWriter {
+  /**
+   * Queue `data` for writing; returns how many of its bytes were accepted (all, unless the
+   * queue limit was hit, in which case the tail beyond the limit is dropped — like a
+   * partial write(2), the caller decides whether to retry or discard). Returns 0 once closed.
+   */
+  write(data: Uint8Array): number;
+  /** Bytes accepted but not yet handed to the kernel. */
+  readonly queuedBytes: number;
+  /** Bytes refused because the queue was full, since creation. */
+  readonly droppedBytes: number;
+  /** Resolves when the queue is empty (immediately if it already is, or once closed). */
+  drained(): Promise<void>;
+  /** Discard the queue and stop retrying. Does not close the fd. */
+  close(): void;
+  readonly closed: boolean;
+}
+
+export interface Platform {
+  /**
+   * Allocate a pty: master opened O_RDWR|O_NOCTTY|O_NONBLOCK, unlocked, termios raw
+   * (like QEMU), and the slave opened and closed once so that "no client" reads as POLLHUP.
+   */
+  openPty(): PtyHandle;
+  /** True when some process has the slave open (QEMU's pty_chr_state: poll, no POLLHUP). */
+  ptyHasReader(masterFd: number): boolean;
+  /**
+   * Open a device or FIFO the way QEMU's serial/parallel/pipe backends do:
+   * read-write, non-blocking, no controlling tty, close-on-exec.
+   */
+  openDevice(path: string): number;
+  dup(fd: number): number;
+  close(fd: number): void;
+  /** Create a FIFO; `EEXIST` if the path exists. */
+  mkfifo(path: string, mode: number): void;
+  isatty(fd: number): boolean;
+  /**
+   * Raw 8N1 (by default) with CLOCAL|CREAD and no flow control, speed `baud` in both
+   * directions. Throws ENOTTY on a non-tty and EINVAL on a speed with no B-constant.
+   * QEMU ignores these failures for the serial backend; callers that mimic it must too.
+   */
+  setSerialRaw(fd: number, baud?: number, line?: SerialLine): void;
+  /** PPCLAIM succeeds (it is released again at once). */
+  isParallelPort(fd: number): boolean;
+  /** PPCLAIM; throws `not a parallel port: <strerror>` (QEMU's words) on failure. */
+  claimParallel(fd: number): void;
+  /** PPRELEASE. */
+  releaseParallel(fd: number): void;
+  /**
+   * Reader over a pty master that survives slave hang-ups (reads a dup of it). Open it only
+   * while ptyHasReader() is true: with no slave open, the first read fails with EIO at once
+   * and the reader reports a hang-up.
+   */
+  openPtyReader(masterFd: number, handlers: ByteReaderHandlers): ByteReader;
+  /** Queueing writer for an O_NONBLOCK fd that libuv cannot wrap as a socket. */
+  openWriter(fd: number, options?: ByteWriterOptions): ByteWriter;
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(errnoNumbers)) {
+  // os.constants.errno has a few aliases (EWOULDBLOCK = EAGAIN); keep the first, canonical one.
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
+
+/** Errno number → name such as 'ENOTTY'; 'EUNKNOWN' when Node does not know it. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? 'EUNKNOWN';
+}
+
+/** Errno number for a name such as 'EAGAIN', or undefined. */
+export function errnoNumber(code: string): number | undefined {
+  return Object.hasOwn(errnoNumbers, code) ? errnoNumbers[code] : undefined;
+}
+
+export interface PlatformErrorInit {
+  /** Errno name, e.g. 'ENOTTY'. Stable: tests and callers switch on it. */
+  readonly code: string;
+  /** The syscall (or libc call) that failed, e.g. 'ioctl(PPCLAIM)'. */
+  readonly syscall: string;
+  /** Path involved, when known. */
+  readonly path?: string;
+  /** Human text for the errno, e.g. 'Inappropriate ioctl for device'. */
+  readonly description: string;
+  /** Overrides the default message `<syscall> <path>: <description>`. */
+  readonly message?: string;
+}
+
+/** An OS-level failure with a stable errno `code`, shaped like Node's own system errors. */
+export class PlatformError extends Error {
+  readonly code: string;
+  /** Positive C errno value (Node's own errors use the negated value). */
+  readonly errno: number;
+  readonly syscall: string;
+  readonly path: string | undefined;
+  readonly description: string;
+
+  constructor(init: PlatformErrorInit) {
+    super(
+      init.message ??
+        `${init.syscall}${init.path === undefined ? '' : ` ${init.path}`}: ${init.description}`,
+    );
+    this.name = 'PlatformError';
+    this.code = init.code;
+    this.errno = errnoNumber(init.code) ?? 0;
+    this.syscall = init.syscall;
+    this.path = init.path;
+    this.description = init.description;
+  }
+}
