@@ -224,6 +224,7 @@ export function formatDomain(loaded: LoadedDomain, options: FormatOptions = {}):
   const devices = root ? childElements(root, 'devices')[0] : undefined;
   if (!devices) return serializeNode(doc);
   const old = childElements(devices).filter((e) => e.namespaceURI === null && CHARDEV_ELEMENTS.has(e.localName ?? ''));
+  if (old.length === 0 && elements.length === 0) return serializeNode(doc);
   let indent = '    ';
   const anchor = old[0] ?? childElements(devices).find((e) => e.namespaceURI === null && AFTER_CHARDEVS.has(e.localName ?? ''));
   const before = anchor?.previousSibling ?? devices.lastChild;

@@ -1,0 +1,37 @@
+/** Shared CLI plumbing: reading documents and turning errors into one line. */
+import { readFileSync } from 'node:fs';
+import { ChardevError } from '../errors.ts';
+import { loadDomain, type LoadedDomain, type LoadOptions } from '../config/domain.ts';
+
+/** An error the CLI reports as one line on stderr, with an exit status. */
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** Read and load a domain document; FILE '-' is standard input. */
+export function readDomain(file: string, options: Omit<LoadOptions, 'file'> = {}): LoadedDomain {
+  let text: string;
+  try {
+    text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const reason = err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EISDIR' ? 'Is a directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
+    throw new CliError(`${file}: cannot read: ${reason}`);
+  }
+  return loadDomain(text, { ...options, file: file === '-' ? '<stdin>' : file });
+}
+
+/** One line for any error: our own messages as they are, anything else without a stack. */
+export function errorLine(e: unknown): string {
+  if (e instanceof ChardevError || e instanceof CliError) return e.message;
+  if (e instanceof Error) return `internal error: ${e.message}`;
+  return `internal error: ${String(e)}`;
+}
+
+export function exitCodeOf(e: unknown): number {
+  return e instanceof CliError ? e.exitCode : 1;
+}

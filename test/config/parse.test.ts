@@ -1,0 +1,134 @@
+/** Parsing, defaults and validation: libvirt's messages, with file, line, element and alias. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadDomain } from '../../src/config/domain.ts';
+import { ConfigError } from '../../src/errors.ts';
+import { hostDevices } from '../../src/config/names.ts';
+
+function domain(devices: string, os = "<os><type arch='x86_64' machine='pc'>hvm</type></os>"): string {
+  return `<domain type='qemu'>\n  <name>t</name>\n  ${os}\n  <devices>\n${devices}\n  </devices>\n</domain>\n`;
+}
+
+function refuse(xml: string, libvirtMessage: string, message?: string | RegExp): ConfigError {
+  let caught: unknown;
+  try {
+    loadDomain(xml, { file: 'dom.xml' });
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${String(caught)}`);
+  assert.equal(caught.libvirtMessage, libvirtMessage);
+  if (typeof message === 'string') assert.equal(caught.message, message);
+  else if (message) assert.match(caught.message, message);
+  return caught;
+}
+
+test('missing tcp host: libvirt message with file, line, element and alias', () => {
+  const e = refuse(
+    domain("    <serial type='pty'/>\n    <serial type='tcp'>\n      <source mode='bind' service='9'/>\n    </serial>"),
+    'internal error: Missing source host attribute for char device',
+    "dom.xml:6: <serial type='tcp'> (serial1): Missing source host attribute for char device",
+  );
+  assert.equal(e.code, 'ERR_CONFIG_MISSING');
+});
+
+const refusals: Array<[string, string, string]> = [
+  ['unknown host type', "<serial type='bogus'/>", 'unsupported configuration: unknown type presented to host for character device: bogus'],
+  ['tcp without service', "<serial type='tcp'><source host='h'/></serial>", 'internal error: Missing source service attribute for char device'],
+  ['file without path', "<serial type='file'/>", 'internal error: Missing source path attribute for char device'],
+  ['pipe without path', "<parallel type='pipe'/>", 'internal error: Missing source path attribute for char device'],
+  ['udp with only a bind source', "<serial type='udp'><source mode='bind' host='h' service='1'/></serial>", 'internal error: Missing source service attribute for char device'],
+  ['reconnect in bind mode', "<serial type='tcp'><source mode='bind' host='h' service='1'><reconnect enabled='no'/></source></serial>", 'internal error: chardev reconnect is possible only for connect mode'],
+  ['reconnect timeout 0', "<serial type='tcp'><source host='h' service='1'><reconnect enabled='yes' timeout='0'/></source></serial>", "invalid argument: chardev reconnect source timeout cannot be '0'"],
+  ['reconnect without timeout', "<serial type='unix'><source path='/s'><reconnect enabled='yes'/></source></serial>", "XML error: Missing required attribute 'timeout' in element 'reconnect'"],
+  ['bad mode', "<serial type='tcp'><source mode='listen' host='h' service='1'/></serial>", "XML error: Invalid value for attribute 'mode' in element 'source': 'listen'."],
+  ['bad append', "<serial type='file'><source path='/f' append='yes'/></serial>", "XML error: Invalid value for attribute 'append' in element 'source': 'yes'."],
+  ['unknown protocol', "<serial type='tcp'><source host='h' service='1'/><protocol type='ssh'/></serial>", "unsupported configuration: Unknown protocol 'ssh'"],
+  ['two sources', "<serial type='file'><source path='/a'/><source path='/b'/></serial>", 'XML error: only one source element is allowed for character device'],
+  ['three udp sources', "<serial type='udp'><source service='1'/><source service='2'/><source service='3'/></serial>", 'XML error: only two source elements are allowed for character device'],
+  ['two logs', "<serial type='null'><log file='/a'/><log file='/b'/></serial>", 'XML error: only one log element is allowed for character device'],
+  ['bad target port', "<serial type='null'><target port='x'/></serial>", 'XML error: Invalid port number: x'],
+  ['channel without target', "<channel type='pty'/>", 'XML error: target type must be specified for channel device'],
+  ['channel target without type', "<channel type='pty'><target/></channel>", "unsupported configuration: unknown target type '(null)' specified for character device"],
+  ['guestfwd without address', "<channel type='pipe'><source path='/p'/><target type='guestfwd' port='1'/></channel>", 'XML error: guestfwd channel does not define a target address'],
+  ['guestfwd IPv6', "<channel type='pipe'><source path='/p'/><target type='guestfwd' address='::1' port='1'/></channel>", 'unsupported configuration: guestfwd channel only supports IPv4 addresses'],
+  ['second serial console', "<serial type='pty'/><console type='pty'/><console type='pty'><target type='serial'/></console>", 'unsupported configuration: Only the first console can be a serial port'],
+  ['spiceport bad channel', "<serial type='spiceport'><source channel='a b'/></serial><graphics type='spice'/>", 'invalid argument: Invalid character in source channel for char device'],
+  ['spiceport without spice graphics', "<serial type='spiceport'><source channel='org.qemu.x'/></serial>", "unsupported configuration: chardev 'spiceport' not supported without spice graphics"],
+  ['dbus without channel', "<channel type='dbus'><target type='virtio'/></channel>", 'unsupported configuration: Missing source channel attribute for char device'],
+  ['nmdm with only master', "<serial type='nmdm'><source master='/dev/nmdm0A'/></serial>", 'internal error: Should define both master and slave path attributes for nmdm device'],
+  ['spicevmc on a serial', "<serial type='spicevmc'/>", 'unsupported configuration: spicevmc device type only supports virtio'],
+  ['five isa serials', "<serial type='null'><target type='isa-serial' port='4'/></serial>", "internal error: Maximum supported number of ISA serial ports is '4'"],
+  ['isa-serial with a pci address', "<serial type='null'><target type='isa-serial'/><address type='pci' domain='0' bus='0' slot='3' function='0'/></serial>", "unsupported configuration: Target type 'isa-serial' requires address type 'isa'"],
+  ['xen console target under QEMU', "<console type='pty'><target type='xen'/></console>", 'unsupported configuration: unsupported console target type xen'],
+];
+
+for (const [what, xml, expected] of refusals) {
+  test(`refuses ${what}`, () => {
+    refuse(domain(`    ${xml}`), expected, /^dom\.xml:\d+: <\w+( type='[\w-]+')?>( \(\w+\))?: /);
+  });
+}
+
+test('defaults: type pty, mode connect, protocol raw; aliases and ids', () => {
+  const loaded = loadDomain(
+    domain("    <serial/>\n    <serial type='tcp'><source host='h' service='1'/></serial>\n    <parallel type='null'/>\n    <channel type='pty'><target type='virtio' name='x'/></channel>\n    <console type='pty'><target type='virtio'/></console>"),
+  );
+  const [s0, s1] = loaded.def.serials;
+  assert.equal(s0?.source.type, 'pty');
+  assert.ok(s1?.source.type === 'tcp');
+  assert.equal(s1.source.mode, 'connect');
+  assert.equal(s1.source.protocol, 'raw');
+  assert.deepEqual(
+    hostDevices(loaded.def).map((d) => d.alias),
+    ['serial0', 'serial1', 'parallel0', 'channel0', 'console1'],
+  );
+});
+
+test('console compatibility: a lone serial console becomes serial 0', () => {
+  const loaded = loadDomain(domain("    <console type='file'><source path='/tmp/c.log'/><target port='0'/></console>"));
+  assert.equal(loaded.def.serials.length, 1);
+  const s = loaded.def.serials[0];
+  assert.ok(s?.source.type === 'file');
+  assert.equal(s.source.path, '/tmp/c.log');
+  assert.equal(s.target.type, 'isa-serial');
+  assert.equal(loaded.def.consoles[0]?.aliasOfSerial, 0);
+});
+
+test('non-HVM guests get no console compatibility', () => {
+  const loaded = loadDomain(domain("    <console type='pty'><target type='serial'/></console>", '<os><type>xen</type></os>'));
+  assert.equal(loaded.def.serials.length, 0);
+  assert.equal(loaded.def.consoles[0]?.aliasOfSerial, undefined);
+});
+
+test('serial ports are numbered max+1 in document order', () => {
+  const loaded = loadDomain(domain("    <serial type='null'/>\n    <serial type='null'><target port='5'/></serial>\n    <serial type='null'/>", "<os><type arch='aarch64' machine='virt'>hvm</type></os>"));
+  assert.deepEqual(loaded.def.serials.map((s) => s.target.port), [6, 5, 7]);
+  assert.deepEqual(loaded.def.serials.map((s) => s.target.model), ['pl011', 'pl011', 'pl011']);
+});
+
+test('a single device element is accepted on its own', () => {
+  const loaded = loadDomain("<serial type='tcp'>\n  <source mode='bind' host='127.0.0.1' service='2445'/>\n  <protocol type='telnet'/>\n</serial>", { file: 'dev.xml' });
+  assert.equal(loaded.standalone, true);
+  const s = loaded.def.serials[0];
+  assert.ok(s?.source.type === 'tcp');
+  assert.equal(s.source.protocol, 'telnet');
+});
+
+test('malformed XML gives the parser line and column', () => {
+  assert.throws(
+    () => loadDomain('<domain>\n  <devices>\n    <serial type="pty">\n  </devices>\n</domain>', { file: 'm.xml' }),
+    (e: unknown) => e instanceof ConfigError && e.code === 'ERR_XML_MALFORMED' && /^m\.xml:[34]:\d+: malformed XML: Opening and ending tag mismatch/.test(e.message),
+  );
+});
+
+test('DTDs and entity declarations are refused before parsing', () => {
+  const xxe = '<?xml version="1.0"?>\n<!DOCTYPE domain [\n <!ENTITY x SYSTEM "file:///etc/passwd">\n]>\n<domain><name>&x;</name></domain>';
+  assert.throws(
+    () => loadDomain(xxe, { file: 'x.xml' }),
+    (e: unknown) => e instanceof ConfigError && e.code === 'ERR_XML_FORBIDDEN' && e.message.startsWith('x.xml:2:1: ') && !e.message.includes('root:'),
+  );
+});
+
+test('a document that is neither a domain nor a device is refused', () => {
+  assert.throws(() => loadDomain('<network/>', { file: 'n.xml' }), (e: unknown) => e instanceof ConfigError && e.code === 'ERR_XML_NOT_DOMAIN');
+});
