@@ -215,6 +215,12 @@ test('formatted output of every passing case validates against libvirt 9.0.0 dom
       assert.fail(`schema validation failed:\n${err.stderr ?? String(e)}`);
     }
     t.diagnostic(`${files.length} formatted documents validate against domain.rng`);
+    // The check can fail: a chardev element libvirt's schema does not allow is refused.
+    const bogus = join(dir, 'bogus.xml');
+    const withSerial = ok.find((r) => r.formatted?.includes('<serial type='));
+    assert.ok(withSerial, 'no formatted case with a <serial>');
+    writeFileSync(bogus, (withSerial.formatted ?? '').replace(/<serial type='(\w+)'>/, "<serial type='$1' bogus='1'>"));
+    assert.throws(() => execFileSync('xmllint', ['--noout', '--relaxng', SCHEMA, bogus], { stdio: 'pipe' }));
     void output;
   } finally {
     rmSync(dir, { recursive: true, force: true });
