@@ -6,14 +6,15 @@
 import { ConfigError } from '../errors.ts';
 import { parseChrDevice, configError, type ParseOptions } from './parse.ts';
 import { postParse, type DriverOptions } from './postparse.ts';
-import type {
-  ChannelDef,
-  ChrDeviceDef,
-  ConsoleDef,
-  DomainChardevsDef,
-  ParallelDef,
-  SerialDef,
-  VirtioSerialControllerDef,
+import {
+  DEVICE_KINDS,
+  type ChannelDef,
+  type ChrDeviceDef,
+  type ConsoleDef,
+  type DomainChardevsDef,
+  type ParallelDef,
+  type SerialDef,
+  type VirtioSerialControllerDef,
 } from './types.ts';
 import { validateDomain } from './validate.ts';
 import { attr, childElements, lineOf, loadXml, type XmlDocument, type XmlElement } from './xml.ts';
@@ -43,7 +44,7 @@ export const DEFAULT_DRIVER_OPTIONS: DriverOptions = {
   tlsCertDir: '/etc/pki/libvirt-chardev',
 };
 
-const DEVICE_NAMES = new Set(['serial', 'parallel', 'console', 'channel']);
+const DEVICE_NAMES: ReadonlySet<string> = new Set(DEVICE_KINDS);
 
 /** Parse a domain (or device) document, apply libvirt's defaults and validate it. */
 export function loadDomain(text: string, options: LoadOptions = {}): LoadedDomain {

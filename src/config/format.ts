@@ -6,8 +6,8 @@
 import { assertNever } from '../errors.ts';
 import type { LoadedDomain } from './domain.ts';
 import { deviceAlias } from './names.ts';
-import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef, LiveState, SeclabelDef } from './types.ts';
-import { childElements, formatXmlOut, isElement, NODE, rawXml, serializeNode, textElement, x, type XmlNode, type XmlOut } from './xml.ts';
+import { DEVICE_KINDS, type ChrDeviceDef, type ChrSourceDef, type DomainChardevsDef, type LiveState, type SeclabelDef } from './types.ts';
+import { childElements, formatXmlOut, NODE, rawXml, serializeNode, textElement, x, type XmlNode, type XmlOut } from './xml.ts';
 
 export interface FormatOptions {
   /** Live XML, with the runtime's state (or just what the document itself carried). */
@@ -199,7 +199,7 @@ export function chardevElementsOut(def: DomainChardevsDef, options: FormatOption
   ];
 }
 
-const CHARDEV_ELEMENTS = new Set(['serial', 'parallel', 'console', 'channel']);
+const CHARDEV_ELEMENTS: ReadonlySet<string> = new Set(DEVICE_KINDS);
 /** Elements libvirt writes after the chardevs, to place them when the input had none. */
 const AFTER_CHARDEVS = new Set([
   'input', 'tpm', 'graphics', 'sound', 'audio', 'video', 'hostdev', 'redirdev', 'redirfilter',
@@ -257,5 +257,3 @@ export function formatDomain(loaded: LoadedDomain, options: FormatOptions = {}):
   const out = serializeNode(doc);
   return out.replace(`<!--${token}-->`, () => text);
 }
-
-export { isElement };

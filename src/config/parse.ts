@@ -244,7 +244,6 @@ function parseChannelTarget(ctx: ElementContext, t: XmlElement | undefined, opts
   switch (target.type) {
     case 'guestfwd': {
       const address = attr(t, 'address');
-      const port = attr(t, 'port');
       if (address === undefined) {
         throw errAt(ctx, t, 'ERR_CONFIG_MISSING', 'XML error', 'guestfwd channel does not define a target address');
       }
@@ -257,7 +256,6 @@ function parseChannelTarget(ctx: ElementContext, t: XmlElement | undefined, opts
       target.address = address;
       const portNum = uintAttr(ctx, t, 'port', true);
       if (portNum !== undefined) target.port = portNum;
-      void port;
       break;
     }
     case 'virtio':
@@ -389,7 +387,6 @@ function parseSource(ctx: ElementContext, el: XmlElement, type: ChrType, opts: P
     throw errAt(ctx, protocols[1] ?? el, 'ERR_CONFIG_INVALID', 'XML error', 'only one protocol element is allowed for character device');
   }
 
-  const src0 = sources[0];
   const seclabels = sources.flatMap((s) => parseSeclabels(ctx, s));
   const def = buildSource(ctx, type, sources, protocols[0], opts);
   def.seclabels = seclabels;
@@ -401,7 +398,6 @@ function parseSource(ctx: ElementContext, el: XmlElement, type: ChrType, opts: P
       setIf(def.log, 'append', enumAttr(ctx, logEl, 'append', ['on', 'off'] as const));
     }
   }
-  void src0;
   return def;
 }
 

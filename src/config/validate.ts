@@ -12,7 +12,7 @@ import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef } from './types.ts';
 const CHANNEL_NAME_RE = /^[A-Za-z0-9_.-]+$/;
 
 function fail(file: string, nd: NamedDevice, cls: ConfigError['libvirtClass'], detail: string): ConfigError {
-  const code = cls === 'unsupported configuration' ? 'ERR_CONFIG_UNSUPPORTED' : cls === 'internal error' && detail.startsWith('Missing') ? 'ERR_CONFIG_MISSING' : 'ERR_CONFIG_INVALID';
+  const code = detail.startsWith('Missing') ? 'ERR_CONFIG_MISSING' : cls === 'unsupported configuration' ? 'ERR_CONFIG_UNSUPPORTED' : 'ERR_CONFIG_INVALID';
   return configError(
     { file, line: nd.dev.line, element: describeElement(nd.dev.kind, nd.dev.source.type), alias: nd.alias },
     code,

@@ -14,7 +14,7 @@ import { DOMParser } from '@xmldom/xmldom';
 import { loadDomain, type LoadedDomain, type LoadOptions } from '../../src/config/domain.ts';
 import { formatDomain } from '../../src/config/format.ts';
 import { hostDevices } from '../../src/config/names.ts';
-import { buildQemuArgs, generatedChannelPath, shellQuote, type ArgSyntax } from '../../src/qemu/command.ts';
+import { buildQemuArgs, generatedChannelPath, type ArgSyntax } from '../../src/qemu/command.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { childElements, serializeNode, NODE, type XmlNode } from '../../src/config/xml.ts';
 import { LIBVIRT_DATA } from '../helpers/paths.ts';
@@ -233,6 +233,5 @@ test('conformance summary', (t) => {
   t.diagnostic(line);
   process.stdout.write(`${line}\n`);
   for (const r of results) for (const s of r.skipped) process.stdout.write(`  skipped: ${s}\n`);
-  void shellQuote;
   assert.equal(passed, cases.length, `failing: ${failures.join(', ')}`);
 });
