@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerConfigCommands } from './commands/config.ts';
+import { registerRunCommand } from './commands/run.ts';
 import { errorLine, exitCodeOf } from './io.ts';
 
 export function buildProgram(write: (s: string) => void = (s) => process.stdout.write(s)): Command {
@@ -15,6 +16,7 @@ export function buildProgram(write: (s: string) => void = (s) => process.stdout.
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerConfigCommands(program, write);
+  registerRunCommand(program, write);
   return program;
 }
 

@@ -1,0 +1,123 @@
+/**
+ * `pty`: a pty pair from /dev/ptmx (raw), the slave path reported, the master kept.
+ *
+ * Client detection is QEMU's (char-pty.c): poll the master; no POLLHUP means some process
+ * holds the slave. While nobody does, a timer re-checks every `ptyPollMs` (QEMU: 1 s).
+ * Connected → reader on the master, 'open'. The reader's EIO (last slave fd closed) →
+ * 'close' and back to polling. Guest output while disconnected is discarded and reported
+ * as written (QEMU returns len; it must not sit in the pty for a later client), except
+ * that a write first re-polls, so output is not lost in the gap before the timer notices
+ * a new client (QEMU ≥ 8.2).
+ */
+import type { Backend, BackendContext } from '../core/backend.ts';
+import { ChardevError } from '../errors.ts';
+import type { ByteReader } from '../platform/index.ts';
+
+export function createPtyBackend(ctx: BackendContext): Backend {
+  const { platform, events, id } = ctx;
+  let pty;
+  try {
+    pty = platform.openPty();
+  } catch (e) {
+    throw new ChardevError('ERR_BACKEND_OPEN', `${id}: cannot allocate a pty: ${(e as Error).message}`, { cause: e });
+  }
+  const { masterFd, slavePath } = pty;
+  let stopped = false;
+  let connected = false;
+  let reading = false;
+  let reader: ByteReader | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let discarded = 0;
+  const writer = platform.openWriter(masterFd, {
+    onError: (err) => events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${err.message}`, { cause: err })),
+  });
+
+  const hasReader = (): boolean => {
+    try {
+      return platform.ptyHasReader(masterFd);
+    } catch {
+      return false;
+    }
+  };
+
+  const startPolling = (): void => {
+    if (stopped || timer !== undefined) return;
+    // unref: a pty waiting for a client must not keep the process alive on its own.
+    timer = setInterval(check, ctx.ptyPollMs);
+    timer.unref();
+  };
+  const stopPolling = (): void => {
+    if (timer !== undefined) clearInterval(timer);
+    timer = undefined;
+  };
+
+  const disconnect = (): void => {
+    reader?.close();
+    reader = undefined;
+    if (!connected) return;
+    connected = false;
+    events.closed();
+    startPolling();
+  };
+
+  function check(): void {
+    if (stopped || connected || !hasReader()) return;
+    stopPolling();
+    connected = true;
+    try {
+      reader = platform.openPtyReader(masterFd, {
+        onData: (chunk) => events.receive(chunk),
+        onHangup: disconnect,
+        onError: (err) => {
+          events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${err.message}`, { cause: err }));
+          disconnect();
+        },
+      });
+    } catch (e) {
+      connected = false;
+      events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${(e as Error).message}`, { cause: e }));
+      startPolling();
+      return;
+    }
+    if (!reading) reader.pause();
+    events.opened();
+  }
+
+  // QEMU checks once when the frontend attaches, then polls; so do we.
+  queueMicrotask(() => {
+    check();
+    if (!connected) startPolling();
+  });
+
+  return {
+    filename: `pty:${slavePath}`,
+    where: `char device redirected to ${slavePath} (label ${id})`,
+    ptyPath: slavePath,
+    openAtStart: false,
+    get droppedBytes() {
+      return discarded + writer.droppedBytes;
+    },
+    write(data) {
+      if (stopped) return 0;
+      if (!connected && !hasReader()) {
+        discarded += data.length;
+        return data.length;
+      }
+      return writer.write(data);
+    },
+    setReading(on) {
+      reading = on;
+      if (on) reader?.resume();
+      else reader?.pause();
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      stopPolling();
+      reader?.close();
+      reader = undefined;
+      writer.close();
+      platform.close(masterFd);
+    },
+  };
+}

@@ -1,0 +1,200 @@
+/**
+ * `chardev run [FILE] [--tty] [--log-dir DIR] -- COMMAND ARGS…`: start the domain's host
+ * interfaces and run COMMAND as the guest of its first serial (or console) device.
+ * Child stdout/stderr are guest output; device input goes to the child's stdin. With
+ * `--tty` the child gets a pty of its own (cooked, as a login terminal would be), so
+ * shells and editors work; its master is relayed to and from the device.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { loadDomain } from '../../config/domain.ts';
+import type { Chardev } from '../../core/chardev.ts';
+import { startDomain } from '../../core/domain.ts';
+import { linuxPlatform, type ByteReader, type ByteWriter } from '../../platform/index.ts';
+import { CliError, readDomain } from '../io.ts';
+import { defaultDomainXml } from '../default-domain.ts';
+
+/** How long a guest gets to exit after SIGHUP/SIGTERM before SIGKILL. */
+const KILL_AFTER_MS = 3000;
+
+interface RunFlags {
+  tty?: boolean;
+  logDir?: string;
+}
+
+/** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
+export function defaultLogDir(env: NodeJS.ProcessEnv = process.env): string {
+  const state = env['XDG_STATE_HOME'];
+  const base = state !== undefined && path.isAbsolute(state) ? state : path.join(os.homedir(), '.local', 'state');
+  return path.join(base, 'chardev');
+}
+
+/** The argv the root command was parsed from; commander drops `--` from operands, which we need to split FILE from COMMAND. */
+function rootRawArgs(cmd: Command): string[] {
+  let root: Command = cmd;
+  while (root.parent !== null) root = root.parent;
+  const raw = (root as unknown as { rawArgs?: unknown }).rawArgs;
+  return Array.isArray(raw) ? raw.filter((a): a is string => typeof a === 'string') : [];
+}
+
+/** Split commander's operands into FILE and COMMAND using where `--` was. */
+export function splitOperands(operands: readonly string[], raw: readonly string[]): { file?: string; command: string[] } {
+  const dash = raw.indexOf('--');
+  if (dash < 0) {
+    const [file, ...command] = operands;
+    return file === undefined ? { command } : { file, command };
+  }
+  const command = raw.slice(dash + 1);
+  const before = operands.length - command.length;
+  if (before > 1) throw new CliError(`run: expected at most one FILE before '--', got ${operands.slice(0, before).join(' ')}`, 2);
+  const file = before === 1 ? operands[0] : undefined;
+  return file === undefined ? { command } : { file, command };
+}
+
+/** Exit status the way a shell reports it: the code, or 128 + signal number. */
+function statusOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const n = signal === null ? undefined : os.constants.signals[signal];
+  return 128 + (n ?? 1);
+}
+
+interface GuestIo {
+  /** Resolves with the child's exit status once its output has been relayed. */
+  readonly done: Promise<number>;
+  readonly child: ChildProcess;
+}
+
+function waitExit(child: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    child.once('error', (e) => reject(new CliError(`run: cannot start ${child.spawnfile}: ${e.message}`, 127)));
+    child.once('close', (code, signal) => resolve(statusOf(code, signal)));
+  });
+}
+
+function runPiped(device: Chardev, command: readonly string[]): GuestIo {
+  const [cmd, ...args] = command as [string, ...string[]];
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const toDevice = (b: Buffer): void => {
+    // Bytes the device refuses (its bounded queue is full) are dropped, as a UART would.
+    device.write(b);
+  };
+  child.stdout?.on('data', toDevice);
+  child.stderr?.on('data', toDevice);
+  // The child may exit without reading its stdin; EPIPE then is not an error of ours.
+  child.stdin?.on('error', () => {});
+  const toChild = (b: Buffer): void => {
+    child.stdin?.write(b);
+  };
+  device.on('data', toChild);
+  const done = waitExit(child).finally(() => device.off('data', toChild));
+  return { child, done };
+}
+
+function runOnPty(device: Chardev, command: readonly string[]): GuestIo {
+  const platform = linuxPlatform;
+  const pty = platform.openPty();
+  let slaveFd: number | undefined;
+  let reader: ByteReader | undefined;
+  let writer: ByteWriter | undefined;
+  let child: ChildProcess;
+  let hungUp: () => void = () => {};
+  const hangup = new Promise<void>((resolve) => (hungUp = resolve));
+  try {
+    slaveFd = fs.openSync(pty.slavePath, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+    // openPty makes the pty raw (right for a device); a program on a terminal expects a
+    // cooked one (echo, ^C, CR→NL), as getty or sshd would hand it.
+    execFileSync('stty', ['sane'], { stdio: [slaveFd, 'ignore', 'ignore'] });
+    // setsid -c: a new session with the pty as controlling terminal, so job control and ^C work.
+    const useSetsid = fs.existsSync('/usr/bin/setsid');
+    const argv = useSetsid ? ['/usr/bin/setsid', '-c', ...command] : [...command];
+    const [cmd, ...args] = argv as [string, ...string[]];
+    child = spawn(cmd, args, { stdio: [slaveFd, slaveFd, slaveFd] });
+    reader = platform.openPtyReader(pty.masterFd, {
+      onData: (b) => device.write(b),
+      onHangup: () => hungUp(),
+      onError: () => hungUp(),
+    });
+    writer = platform.openWriter(pty.masterFd);
+  } catch (e) {
+    reader?.close();
+    writer?.close();
+    platform.close(pty.masterFd);
+    throw e;
+  } finally {
+    // The child holds its own copies; ours would keep the slave "open" after it exits.
+    if (slaveFd !== undefined) fs.closeSync(slaveFd);
+  }
+  const w = writer;
+  const toChild = (b: Buffer): void => {
+    w.write(b);
+  };
+  device.on('data', toChild);
+  const done = waitExit(child).then(async (status) => {
+    // Output the child wrote just before exiting is still in the pty: read it to the hang-up.
+    await Promise.race([hangup, new Promise((r) => setTimeout(r, 500).unref())]);
+    return status;
+  }).finally(() => {
+    device.off('data', toChild);
+    reader?.close();
+    w.close();
+    platform.close(pty.masterFd);
+  });
+  return { child, done };
+}
+
+export function registerRunCommand(program: Command, write: (s: string) => void): void {
+  program
+    .command('run')
+    .argument('[file]', "domain XML ('-' for stdin); default: the embedded domain (pty console, serial log, domain log)")
+    .argument('[command...]', 'the guest of the first serial (or console) device; default: $SHELL with --tty')
+    .option('--tty', 'give COMMAND a pty of its own (for interactive programs)')
+    .option('--log-dir <dir>', 'where the domain log and default logs go (default $XDG_STATE_HOME/chardev or ~/.local/state/chardev)')
+    .description('start the host interfaces of a domain and run COMMAND as the guest of its first serial device')
+    .action(async (fileArg: string | undefined, commandArg: string[], opts: RunFlags, cmd: Command) => {
+      const operands = [...(fileArg === undefined ? [] : [fileArg]), ...commandArg];
+      const { file, command: given } = splitOperands(operands, rootRawArgs(cmd));
+      const logDir = path.resolve(opts.logDir ?? defaultLogDir());
+      // Owner-only: logs hold everything the guest printed.
+      fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
+      const loaded = file === undefined ? loadDomain(defaultDomainXml(logDir), { file: '<default domain>' }) : readDomain(file);
+      const shell = process.env['SHELL'] ?? '/bin/sh';
+      const command = given.length > 0 ? given : [shell];
+      const tty = opts.tty === true || given.length === 0;
+
+      const domain = await startDomain(loaded, {
+        logDir,
+        onError: (err) => process.stderr.write(`${err.message}\n`),
+      });
+      let guestIo: GuestIo | undefined;
+      const onSignal = (): void => {
+        const child = guestIo?.child;
+        if (child === undefined) return;
+        // An interactive shell ignores SIGTERM but exits on SIGHUP, as when its terminal goes away.
+        child.kill(tty ? 'SIGHUP' : 'SIGTERM');
+        // A guest that ignores both still must not keep us running.
+        setTimeout(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        }, KILL_AFTER_MS).unref();
+      };
+      let status: number;
+      try {
+        for (const line of domain.describe()) write(`${line}\n`);
+        const device = domain.primary();
+        if (device === undefined) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
+        write(`${device.id}: guest is ${command.join(' ')}${tty ? ' (on its own pty)' : ''}\n`);
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        guestIo = tty ? runOnPty(device, command) : runPiped(device, command);
+        status = await guestIo.done;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await domain.stop();
+      }
+      // An empty message: main() prints nothing and exits with the child's status.
+      if (status !== 0) throw new CliError('', status);
+    });
+}

@@ -1,0 +1,74 @@
+/**
+ * The seam between the runtime core and one host interface (backend).
+ *
+ * A backend is created synchronously from its device definition, so that a domain can
+ * start all-or-nothing: either every factory returns, or the ones already created are
+ * stopped with `abort: true` and the error propagates. Stopping may be asynchronous
+ * because sockets wrapping FIFOs release their fd when libuv closes the handle.
+ */
+import type { ChrDeviceDef } from '../config/types.ts';
+import type { Platform } from '../platform/index.ts';
+import type { ChardevError } from '../errors.ts';
+import type { RotatingLog } from './rotating-log.ts';
+
+/** What a backend reports to its chardev (QEMU's qemu_chr_be_* calls). */
+export interface BackendEvents {
+  /** Host → guest bytes. Only called while input is enabled (see Backend.setReading). */
+  readonly receive: (chunk: Buffer) => void;
+  /** CHR_EVENT_OPENED: a client appeared (or the backend opened at creation). */
+  readonly opened: () => void;
+  /** CHR_EVENT_CLOSED: the client went away, or input hit EOF. */
+  readonly closed: () => void;
+  /** A serial break arrived from the host side. */
+  readonly break: () => void;
+  /** A run-time failure of this backend; reported once per cause. */
+  readonly error: (err: ChardevError) => void;
+}
+
+export interface RotationOptions {
+  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
+  readonly maxBytes: number;
+  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
+  readonly backups: number;
+}
+
+export interface BackendContext {
+  /** Device alias, e.g. `serial0`. */
+  readonly alias: string;
+  /** Chardev id, e.g. `charserial0`; every message a backend produces starts with it. */
+  readonly id: string;
+  readonly dev: ChrDeviceDef;
+  readonly platform: Platform;
+  readonly events: BackendEvents;
+  /** How often a pty without a client is polled for one (QEMU: 1000 ms). */
+  readonly ptyPollMs: number;
+  /** The domain log shared by every stdio device of the domain (opened on first use). */
+  readonly domainLog: () => RotatingLog;
+}
+
+export interface Backend {
+  /** query-chardev's filename: `pty:/dev/pts/N`, otherwise the bare type name. */
+  readonly filename: string;
+  /** One line saying where the host interface is, e.g. `char device redirected to … (label …)`. */
+  readonly where: string;
+  /** The pty slave path, for live XML. */
+  readonly ptyPath?: string;
+  /** Emits `opened` at creation (file, pipe, dev, stdio) rather than when a client comes. */
+  readonly openAtStart: boolean;
+  /**
+   * Guest → host. Returns how many bytes were accepted, like a non-blocking write(2);
+   * never throws and never buffers without bound.
+   */
+  write(data: Uint8Array): number;
+  /** Bytes the backend accepted but threw away (no client, full queue), since start. */
+  readonly droppedBytes: number;
+  /** Input flow control (QEMU's can_read): while false, bytes wait in the kernel. */
+  setReading(reading: boolean): void;
+  /**
+   * Release every fd and timer. `abort` means the domain failed to start: also remove
+   * what this backend created on disk, so a failed start leaves nothing behind.
+   */
+  stop(abort: boolean): Promise<void>;
+}
+
+export type BackendFactory = (ctx: BackendContext) => Backend;

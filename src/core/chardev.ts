@@ -1,0 +1,201 @@
+/**
+ * The guest-side handle of one running device: what an emulator (or `chardev run`'s
+ * child process) talks to. It owns its backend and the optional `<log>` tee.
+ */
+import type { ChrDeviceDef, ChrType } from '../config/types.ts';
+import { ChardevError } from '../errors.ts';
+import type { Backend } from './backend.ts';
+import { closeQuietly, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
+
+export interface ChardevEvents {
+  /** Host → guest bytes. Input is read only while at least one 'data' listener exists. */
+  data: (chunk: Buffer) => void;
+  /** A client appeared. A listener added while the device is open is called at once (QEMU replays OPENED). */
+  open: () => void;
+  close: () => void;
+  break: () => void;
+  /** A run-time failure of this device, reported once; the device and the domain keep running. */
+  error: (err: ChardevError) => void;
+}
+
+export type ChardevEvent = keyof ChardevEvents;
+
+export interface ChardevCounters {
+  /** Bytes the guest wrote that the backend accepted. */
+  readonly bytesFromGuest: number;
+  /** Bytes delivered to the guest through 'data'. */
+  readonly bytesToGuest: number;
+  /** Accepted bytes the backend discarded (no client, full queue). */
+  readonly dropped: number;
+}
+
+/** The `<log file append>` tee: every byte the backend accepts is appended here too. */
+class LogTee {
+  readonly path: string;
+  readonly #fd: number;
+  readonly #created: boolean;
+  #failed = false;
+  constructor(id: string, file: string, append: boolean) {
+    this.path = file;
+    const opened = openOutputFile(id, 'log', file, append);
+    this.#fd = opened.fd;
+    this.#created = opened.created;
+  }
+  /** Best effort like QEMU's logfile: returns the error once, then stops trying. */
+  write(data: Uint8Array): Error | undefined {
+    if (this.#failed) return undefined;
+    try {
+      writeAllSync(this.#fd, data);
+      return undefined;
+    } catch (e) {
+      this.#failed = true;
+      return e as Error;
+    }
+  }
+  close(abort: boolean): void {
+    closeQuietly(this.#fd);
+    if (abort && this.#created) unlinkQuietly(this.path);
+  }
+}
+
+type Listeners = { [E in ChardevEvent]: Array<ChardevEvents[E]> };
+
+export class Chardev {
+  readonly alias: string;
+  /** `char` + alias, as QEMU labels it. */
+  readonly id: string;
+  readonly type: ChrType;
+  readonly def: ChrDeviceDef;
+  #backend: Backend | undefined;
+  #log: LogTee | undefined;
+  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [] };
+  #isOpen = false;
+  #stopped = false;
+  #fromGuest = 0;
+  #toGuest = 0;
+
+  /** Opens the `<log>` tee only; `attach` adds the backend. Split so a failed backend start can close the log. */
+  constructor(alias: string, id: string, def: ChrDeviceDef) {
+    this.alias = alias;
+    this.id = id;
+    this.def = def;
+    this.type = def.source.type;
+    const log = def.source.log;
+    if (log !== undefined) this.#log = new LogTee(id, log.file, log.append === 'on');
+  }
+
+  /** @internal Called once by the domain after the backend factory returned. */
+  attach(backend: Backend): void {
+    this.#backend = backend;
+  }
+
+  get isOpen(): boolean {
+    return this.#isOpen;
+  }
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+  /** query-chardev's filename (`pty:/dev/pts/N`, `file`, …). */
+  get filename(): string {
+    return this.#backend?.filename ?? this.type;
+  }
+  /** Where the host interface is, one line for humans. */
+  get where(): string {
+    const base = this.#backend?.where ?? `${this.id}: ${this.type}`;
+    return this.#log === undefined ? base : `${base}\n${this.id}: log ${this.#log.path}`;
+  }
+  get ptyPath(): string | undefined {
+    return this.#backend?.ptyPath;
+  }
+  get counters(): ChardevCounters {
+    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: this.#backend?.droppedBytes ?? 0 };
+  }
+
+  /**
+   * Guest output. Returns how many bytes were accepted (0 after stop). Accepted bytes are
+   * also written to the `<log>` file: the log sees exactly what the backend took, so a
+   * frontend that retries the rest later never logs a byte twice.
+   */
+  write(data: Uint8Array): number {
+    if (this.#stopped || this.#backend === undefined || data.length === 0) return 0;
+    const n = this.#backend.write(data);
+    if (n > 0) {
+      this.#fromGuest += n;
+      const err = this.#log?.write(data.subarray(0, n));
+      if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_OPEN', `${this.id}: log ${this.#log?.path}: ${err.message}; logging stopped`, { cause: err }));
+    }
+    return n;
+  }
+
+  on<E extends ChardevEvent>(event: E, listener: ChardevEvents[E]): this {
+    (this.#listeners[event] as Array<ChardevEvents[E]>).push(listener);
+    if (event === 'data' && this.#listeners.data.length === 1) this.#backend?.setReading(true);
+    if (event === 'open' && this.#isOpen) {
+      // Late attach replays OPENED, asynchronously so the caller's own setup finishes first.
+      queueMicrotask(() => {
+        if (this.#isOpen && this.#listeners.open.includes(listener as ChardevEvents['open'])) (listener as ChardevEvents['open'])();
+      });
+    }
+    return this;
+  }
+
+  off<E extends ChardevEvent>(event: E, listener: ChardevEvents[E]): this {
+    const list = this.#listeners[event] as Array<ChardevEvents[E]>;
+    const i = list.indexOf(listener);
+    if (i >= 0) list.splice(i, 1);
+    if (event === 'data' && this.#listeners.data.length === 0) this.#backend?.setReading(false);
+    return this;
+  }
+
+  /** Stop the backend and the log; releases every fd and timer. Idempotent. */
+  async stop(abort = false): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    const backend = this.#backend;
+    try {
+      if (backend !== undefined) await backend.stop(abort);
+    } finally {
+      this.#log?.close(abort);
+      if (this.#isOpen) {
+        // QEMU sends CLOSED when a chardev is destroyed.
+        this.#isOpen = false;
+        for (const l of [...this.#listeners.close]) l();
+      }
+    }
+  }
+
+  /** @internal Backend callbacks. */
+  receive(chunk: Buffer): void {
+    if (this.#stopped) return;
+    this.#toGuest += chunk.length;
+    for (const l of [...this.#listeners.data]) l(chunk);
+  }
+  /** @internal */
+  opened(): void {
+    if (this.#stopped || this.#isOpen) return;
+    this.#isOpen = true;
+    for (const l of [...this.#listeners.open]) l();
+  }
+  /** @internal */
+  closed(): void {
+    if (this.#stopped || !this.#isOpen) return;
+    this.#isOpen = false;
+    for (const l of [...this.#listeners.close]) l();
+  }
+  /** @internal */
+  breakReceived(): void {
+    if (this.#stopped) return;
+    for (const l of [...this.#listeners.break]) l();
+  }
+  /** @internal Listeners get it; without one it goes to the domain's onError. */
+  reportError(err: ChardevError, fallback?: (err: ChardevError) => void): void {
+    const list = this.#listeners.error;
+    if (list.length > 0) for (const l of [...list]) l(err);
+    else (fallback ?? this.#fallback)?.(err);
+  }
+  #fallback: ((err: ChardevError) => void) | undefined;
+  /** @internal */
+  setErrorFallback(f: (err: ChardevError) => void): void {
+    this.#fallback = f;
+  }
+}

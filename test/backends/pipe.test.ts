@@ -1,0 +1,82 @@
+/** The pipe backend on real FIFOs with external writers and readers (shell, head). */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { open } from '../../src/index.ts';
+import { linuxPlatform } from '../../src/platform/index.ts';
+import { ChardevError } from '../../src/errors.ts';
+import { T, collect, domainXml, eventLog, newFds, openFds, payload, q, run, tmpDir, waitFor } from '../core/helpers.ts';
+
+describe('pipe backend (real FIFOs)', () => {
+  let dir = '';
+  let fds = new Map<string, string>();
+  before(() => {
+    dir = tmpDir('pipe');
+    fds = openFds();
+  });
+  after(async () => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    await sleep(20);
+    assert.deepEqual(newFds(fds), []);
+  });
+
+  it('PATH.in → guest and guest → PATH.out; writers may come and go', T, async () => {
+    const base = path.join(dir, 'pair');
+    linuxPlatform.mkfifo(`${base}.in`, 0o600);
+    linuxPlatform.mkfifo(`${base}.out`, 0o600);
+    const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
+    try {
+      const dev = d.device('serial0');
+      const events = eventLog(dev);
+      const input = collect(dev);
+      await sleep(0);
+      assert.deepEqual(events, ['open'], 'a pipe opens at creation');
+      assert.match(dev.where, /pair\.in \(to guest\), .*pair\.out \(from guest\)$/);
+      // Two separate writers: the FIFO is held read-write, so the first leaving is no EOF.
+      assert.equal((await run('sh', ['-c', 'printf "one " > "$1"', 'sh', `${base}.in`])).code, 0);
+      assert.equal((await run('sh', ['-c', 'printf "two" > "$1"', 'sh', `${base}.in`])).code, 0);
+      await waitFor(() => input.bytes().length === 7, 'both writers’ bytes at the guest');
+      assert.equal(input.bytes().toString(), 'one two');
+      assert.deepEqual(events, ['open']);
+
+      // Guest output with no reader waits in the FIFO; a later reader gets all of it.
+      const out = payload(30000);
+      assert.equal(dev.write(out), out.length);
+      const got = await run('head', ['-c', String(out.length), `${base}.out`]);
+      assert.deepEqual(got.stdout, out);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('falls back to PATH for both directions when PATH.in/.out do not exist (reads back its own output)', T, async () => {
+    const fifo = path.join(dir, 'single');
+    linuxPlatform.mkfifo(fifo, 0o600);
+    const d = await open(domainXml(`<serial type='pipe'><source path='${q(fifo)}'/></serial>`));
+    try {
+      const dev = d.device('serial0');
+      const input = collect(dev);
+      assert.equal(dev.write(Buffer.from('echo')), 4);
+      await waitFor(() => input.bytes().length === 4, 'own output read back, as in QEMU');
+      assert.equal(input.bytes().toString(), 'echo');
+      assert.equal((await run('sh', ['-c', 'printf "ext" > "$1"', 'sh', fifo])).code, 0);
+      await waitFor(() => input.bytes().length === 7, 'external writer');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('a missing pipe is an error naming the device and path; a regular file is refused', T, async () => {
+    const missing = path.join(dir, 'nope');
+    await assert.rejects(open(domainXml(`<serial type='pipe'><source path='${q(missing)}'/></serial>`)), (e: unknown) => {
+      assert.ok(e instanceof ChardevError);
+      assert.equal(e.message, `charserial0: pipe: Could not open '${missing}': No such file or directory`);
+      return true;
+    });
+    const regular = path.join(dir, 'regular');
+    fs.writeFileSync(regular, '');
+    await assert.rejects(open(domainXml(`<serial type='pipe'><source path='${q(regular)}'/></serial>`)), /charserial0: pipe: '.*regular' is not a FIFO/);
+  });
+});
