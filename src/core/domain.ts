@@ -37,6 +37,11 @@ export class Domain {
   readonly devices: ReadonlyMap<string, Chardev>;
   readonly #domainLog: RotatingLog | undefined;
   #stopping: Promise<void> | undefined;
+  /**
+   * A running domain keeps the process alive until stop(), as a listening
+   * server does; the backends' own poll timers are unref'd.
+   */
+  #keepAlive: NodeJS.Timeout | undefined = setInterval(() => {}, 0x7fffffff);
 
   /** @internal Use startDomain(). */
   constructor(name: string, devices: Map<string, Chardev>, domainLog: RotatingLog | undefined) {
@@ -75,6 +80,8 @@ export class Domain {
 
   /** Stop every device and release every fd and timer. Idempotent. */
   stop(): Promise<void> {
+    clearInterval(this.#keepAlive);
+    this.#keepAlive = undefined;
     this.#stopping ??= stopAll([...this.devices.values()], this.#domainLog, false);
     return this.#stopping;
   }
