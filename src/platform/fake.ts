@@ -24,7 +24,7 @@ import {
   type PtyHandle,
   type SerialLine,
 } from './platform.ts';
-import { DEFAULT_MAX_QUEUED_BYTES } from './fd-writer.ts';
+import { ByteQueue } from './byte-queue.ts';
 
 export interface FakeDeviceOptions {
   readonly tty?: boolean;
@@ -183,48 +183,38 @@ class FakeReader implements ByteReader {
 }
 
 class FakeWriter implements ByteWriter {
-  #queue: Buffer[] = [];
-  #queued = 0;
-  #dropped = 0;
+  readonly #queue: ByteQueue;
   #backpressured = false;
   #closed = false;
   #waiters: Array<() => void> = [];
-  readonly #max: number;
   constructor(
     private readonly endpoint: Endpoint,
     private readonly options: ByteWriterOptions,
   ) {
-    this.#max = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.#queue = new ByteQueue(options.maxQueuedBytes);
     endpoint.writers.add(this);
   }
   get queuedBytes(): number {
-    return this.#queued;
+    return this.#queue.queuedBytes;
   }
   get droppedBytes(): number {
-    return this.#dropped;
+    return this.#queue.droppedBytes;
   }
   get closed(): boolean {
     return this.#closed;
   }
   write(data: Uint8Array): number {
     if (this.#closed) return 0;
-    const n = Math.min(data.length, this.#max - this.#queued);
-    if (n < data.length) {
-      this.#dropped += data.length - n;
-      this.#backpressured = true;
-    }
-    if (n <= 0) return 0;
-    this.#queue.push(Buffer.from(data.subarray(0, n)));
-    this.#queued += n;
+    const n = this.#queue.accept(data);
+    if (n < data.length) this.#backpressured = true;
+    if (n === 0) return 0;
     if (!this.endpoint.writable) this.#backpressured = true;
     this.flush();
     return n;
   }
   flush(): void {
-    if (this.#closed || !this.endpoint.writable || this.#queued === 0) return;
-    this.endpoint.output.push(...this.#queue);
-    this.#queue = [];
-    this.#queued = 0;
+    if (this.#closed || !this.endpoint.writable || this.#queue.queuedBytes === 0) return;
+    this.endpoint.output.push(...this.#queue.takeAll());
     this.#settle();
     if (this.#backpressured) {
       this.#backpressured = false;
@@ -232,14 +222,13 @@ class FakeWriter implements ByteWriter {
     }
   }
   drained(): Promise<void> {
-    if (this.#closed || this.#queued === 0) return Promise.resolve();
+    if (this.#closed || this.#queue.queuedBytes === 0) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#queue = [];
-    this.#queued = 0;
+    this.#queue.clear();
     this.endpoint.writers.delete(this);
     this.#settle();
   }

@@ -25,19 +25,15 @@ import {
   type ByteWriter,
   type ByteWriterOptions,
 } from './platform.ts';
-
-export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
+import { ByteQueue } from './byte-queue.ts';
 const IMMEDIATE_RETRIES = 3;
 const MAX_RETRY_DELAY_MS = 10;
 
 export class FdWriter implements ByteWriter {
   readonly #fd: number;
-  readonly #max: number;
   readonly #onDrain: (() => void) | undefined;
   readonly #onError: ((err: PlatformError) => void) | undefined;
-  #queue: Buffer[] = [];
-  #queued = 0;
-  #dropped = 0;
+  readonly #queue: ByteQueue;
   #inFlight = false;
   #retries = 0;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -48,22 +44,18 @@ export class FdWriter implements ByteWriter {
   #drainWaiters: Array<() => void> = [];
 
   constructor(fd: number, options: ByteWriterOptions = {}) {
-    const max = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
-    if (!Number.isInteger(max) || max < 1) {
-      throw new RangeError(`maxQueuedBytes must be a positive integer, got ${max}`);
-    }
+    this.#queue = new ByteQueue(options.maxQueuedBytes);
     this.#fd = fd;
-    this.#max = max;
     this.#onDrain = options.onDrain;
     this.#onError = options.onError;
   }
 
   get queuedBytes(): number {
-    return this.#queued;
+    return this.#queue.queuedBytes;
   }
 
   get droppedBytes(): number {
-    return this.#dropped;
+    return this.#queue.droppedBytes;
   }
 
   get closed(): boolean {
@@ -72,21 +64,15 @@ export class FdWriter implements ByteWriter {
 
   write(data: Uint8Array): number {
     if (this.#closed) return 0;
-    const take = Math.min(data.length, this.#max - this.#queued);
-    if (take < data.length) {
-      this.#dropped += data.length - take;
-      this.#backpressured = true;
-    }
-    if (take <= 0) return 0;
-    // Copy: callers commonly reuse their buffer, and we keep it across event-loop turns.
-    this.#queue.push(Buffer.from(data.subarray(0, take)));
-    this.#queued += take;
+    const take = this.#queue.accept(data);
+    if (take < data.length) this.#backpressured = true;
+    if (take === 0) return 0;
     this.#pump();
     return take;
   }
 
   drained(): Promise<void> {
-    if (this.#closed || this.#queued === 0) return Promise.resolve();
+    if (this.#closed || this.#queue.queuedBytes === 0) return Promise.resolve();
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
@@ -94,14 +80,13 @@ export class FdWriter implements ByteWriter {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancelRetry();
-    this.#queue = [];
-    this.#queued = 0;
+    this.#queue.clear();
     this.#settleWaiters();
   }
 
   #pump(): void {
     if (this.#closed || this.#inFlight || this.#retryPending()) return;
-    const head = this.#queue[0];
+    const head = this.#queue.head();
     if (head === undefined) return;
     this.#inFlight = true;
     fs.write(this.#fd, head, 0, head.length, null, (err, written) => {
@@ -112,13 +97,8 @@ export class FdWriter implements ByteWriter {
         return;
       }
       this.#retries = 0;
-      this.#queued -= written;
-      if (written < head.length) {
-        this.#queue[0] = head.subarray(written);
-      } else {
-        this.#queue.shift();
-      }
-      if (this.#queued === 0) {
+      this.#queue.consumeHead(written);
+      if (this.#queue.queuedBytes === 0) {
         this.#emptied();
       } else {
         this.#pump();

@@ -17,7 +17,8 @@ export {
   type SerialLine,
 } from './platform.ts';
 export { LINUX_BAUD_CONSTANTS, isStandardBaud } from './baud.ts';
-export { FdWriter, DEFAULT_MAX_QUEUED_BYTES } from './fd-writer.ts';
+export { FdWriter } from './fd-writer.ts';
+export { ByteQueue, DEFAULT_MAX_QUEUED_BYTES } from './byte-queue.ts';
 export { PtyReader } from './fd-reader.ts';
 export { LinuxPlatform } from './linux.ts';
 export { FakePlatform, type FakePty, type FakeDevice, type FakeDeviceOptions, type FakeSerialSettings } from './fake.ts';
