@@ -24,6 +24,9 @@ export type RuntimeErrorCode =
   | 'ERR_BACKEND_UNSUPPORTED'
   | 'ERR_BACKEND_BUSY'
   | 'ERR_NOT_CONNECTED'
+  | 'ERR_CONNECT'
+  | 'ERR_TLS_CREDENTIALS'
+  | 'ERR_TLS_HANDSHAKE'
   | 'ERR_USAGE';
 
 export type ChardevErrorCode = ConfigErrorCode | RuntimeErrorCode;

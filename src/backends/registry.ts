@@ -7,13 +7,15 @@ import { createFileBackend } from './file.ts';
 import { createNullBackend } from './null.ts';
 import { createPipeBackend } from './pipe.ts';
 import { createPtyBackend } from './pty.ts';
+import { createSocketBackend } from './socket.ts';
 import { createStdioBackend } from './stdio.ts';
+import { createUdpBackend } from './udp.ts';
 
 function unsupported(ctx: BackendContext, source: ChrSourceDef): never {
   throw new ChardevError('ERR_BACKEND_UNSUPPORTED', `${ctx.id}: host interface type '${source.type}' is not supported yet`);
 }
 
-export function createBackend(ctx: BackendContext): Backend {
+export function createBackend(ctx: BackendContext): Backend | Promise<Backend> {
   const source = ctx.dev.source;
   switch (source.type) {
     case 'null':
@@ -30,7 +32,9 @@ export function createBackend(ctx: BackendContext): Backend {
       return createDevBackend(ctx, source);
     case 'tcp':
     case 'unix':
+      return createSocketBackend(ctx, source);
     case 'udp':
+      return createUdpBackend(ctx, source);
     case 'vc':
     case 'spicevmc':
     case 'spiceport':

@@ -40,7 +40,8 @@ export interface LoadedDomain {
 export const DEFAULT_DRIVER_OPTIONS: DriverOptions = {
   channelTargetDir: '/var/lib/libvirt/qemu/channel/target',
   tlsDefault: false,
-  tlsVerify: false,
+  // libvirt's default_tls_x509_verify is 1; its test harness sets 0 explicitly.
+  tlsVerify: true,
   tlsCertDir: '/etc/pki/libvirt-chardev',
 };
 

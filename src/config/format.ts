@@ -154,6 +154,7 @@ function printedAs(def: DomainChardevsDef, dev: ChrDeviceDef, index: number): { 
           info: serial.info,
           target: { type: 'serial', ...(serial.target.port !== undefined ? { port: serial.target.port } : {}) },
           extensions: dev.extensions,
+          ext: dev.ext,
         },
         alias: deviceAlias(serial, index),
       };

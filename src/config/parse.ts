@@ -27,8 +27,9 @@ import {
   type SourceMode,
 } from './types.ts';
 import { attr, childElements, lineOf, serializeNode, type XmlElement } from './xml.ts';
+import { CHARDEV_NS, parseExtensions } from './extensions.ts';
 
-export const CHARDEV_NS = 'urn:chardev:1';
+export { CHARDEV_NS };
 
 export interface ParseOptions {
   /** File name used in error messages. */
@@ -166,11 +167,11 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
   if (deviceKind === 'serial' && targetEl && attr(targetEl, 'type') === 'usb-serial' && info.address && info.address.type !== 'usb') {
     throw errAt(ctx, el, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'usb-serial requires address of usb type');
   }
-  const extensions = childElements(el)
-    .filter((c) => c.namespaceURI === CHARDEV_NS)
-    .map((c) => serializeNode(c));
+  const extElements = childElements(el).filter((c) => c.namespaceURI === CHARDEV_NS);
+  const extensions = extElements.map((c) => serializeNode(c));
+  const ext = parseExtensions(extElements, (node, code, cls, detail) => errAt(ctx, node, code, cls, detail));
   const line = lineOf(el);
-  const common = { source, info, extensions, ...(line !== undefined ? { line } : {}) };
+  const common = { source, info, extensions, ext, ...(line !== undefined ? { line } : {}) };
 
   switch (deviceKind) {
     case 'serial':

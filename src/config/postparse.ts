@@ -160,6 +160,7 @@ function stubConsole(): ConsoleDef {
     target: { type: 'serial' },
     info: {},
     extensions: [],
+    ext: {},
     aliasOfSerial: 0,
   };
 }
@@ -182,6 +183,7 @@ function addConsoleCompat(def: DomainChardevsDef, ctx: PostParseContext): void {
         target: { port: 0 },
         info: first.info,
         extensions: first.extensions,
+        ext: first.ext,
         ...(first.line !== undefined ? { line: first.line } : {}),
       };
       def.serials.push(moved);
@@ -191,6 +193,9 @@ function addConsoleCompat(def: DomainChardevsDef, ctx: PostParseContext): void {
       // only what makes it a console (its extensions apply to serial 0's device).
       const stub = stubConsole();
       stub.extensions = first.extensions;
+      stub.ext = first.ext;
+      const serial0 = def.serials[0];
+      if (serial0 !== undefined) serial0.ext = { ...first.ext, ...serial0.ext };
       if (first.line !== undefined) stub.line = first.line;
       def.consoles[0] = stub;
     }

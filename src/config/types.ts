@@ -190,11 +190,25 @@ export interface ChannelTargetDef {
   port?: number;
 }
 
+/** `<chardev:tls dir verify>`: per-device x509 credentials, overriding the run's. */
+export interface TlsExtensionDef {
+  /** Directory in libvirt's layout (ca-cert.pem, server-cert.pem, …). */
+  dir?: string;
+  verifyPeer?: boolean;
+}
+
+/** Typed settings from the `urn:chardev:1` elements of one device. */
+export interface DeviceExtensions {
+  tls?: TlsExtensionDef;
+}
+
 interface DeviceCommon {
   source: ChrSourceDef;
   info: DeviceInfoDef;
   /** Extension elements in the urn:chardev:1 namespace, kept verbatim (serialised XML). */
   extensions: string[];
+  /** What those elements configure. */
+  ext: DeviceExtensions;
   /** 1-based line of the element in its document. */
   line?: number;
 }

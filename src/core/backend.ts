@@ -1,12 +1,13 @@
 /**
  * The seam between the runtime core and one host interface (backend).
  *
- * A backend is created synchronously from its device definition, so that a domain can
- * start all-or-nothing: either every factory returns, or the ones already created are
+ * A backend is created from its device definition so that a domain can start
+ * all-or-nothing: either every factory returns, or the ones already created are
  * stopped with `abort: true` and the error propagates. Stopping may be asynchronous
  * because sockets wrapping FIFOs release their fd when libuv closes the handle.
  */
 import type { ChrDeviceDef } from '../config/types.ts';
+import type { DriverOptions } from '../config/postparse.ts';
 import type { Platform } from '../platform/index.ts';
 import type { ChardevError } from '../errors.ts';
 import type { RotatingLog } from './rotating-log.ts';
@@ -38,6 +39,8 @@ export interface BackendContext {
   /** Chardev id, e.g. `charserial0`; every message a backend produces starts with it. */
   readonly id: string;
   readonly dev: ChrDeviceDef;
+  /** The run's qemu.conf-style settings (TLS default, credentials directory, verify). */
+  readonly driver: DriverOptions;
   readonly platform: Platform;
   readonly events: BackendEvents;
   /** How often a pty without a client is polled for one (QEMU: 1000 ms). */
@@ -53,6 +56,8 @@ export interface Backend {
   readonly where: string;
   /** The pty slave path, for live XML. */
   readonly ptyPath?: string;
+  /** The port actually bound, for live XML where the XML said `service='0'`. */
+  readonly boundService?: string | undefined;
   /** Emits `opened` at creation (file, pipe, dev, stdio) rather than when a client comes. */
   readonly openAtStart: boolean;
   /**
@@ -71,4 +76,8 @@ export interface Backend {
   stop(abort: boolean): Promise<void>;
 }
 
-export type BackendFactory = (ctx: BackendContext) => Backend;
+/**
+ * Network backends must bind or connect before the domain counts as started, and Node
+ * does both asynchronously; a factory that fails must release what it created itself.
+ */
+export type BackendFactory = (ctx: BackendContext) => Backend | Promise<Backend>;

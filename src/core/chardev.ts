@@ -107,6 +107,9 @@ export class Chardev {
   get ptyPath(): string | undefined {
     return this.#backend?.ptyPath;
   }
+  get boundService(): string | undefined {
+    return this.#backend?.boundService;
+  }
   get counters(): ChardevCounters {
     return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: this.#backend?.droppedBytes ?? 0 };
   }

@@ -66,11 +66,15 @@ export class Domain {
     return all.find((d) => d.def.kind === 'serial') ?? all.find((d) => d.def.kind === 'console');
   }
 
-  /** What live XML needs: pty slave paths by alias (formatDomain's `state`). */
+  /** What live XML needs: pty slave paths and bound ports by alias (formatDomain's `state`). */
   liveState(): LiveState {
     const ptyPaths = new Map<string, string>();
-    for (const [alias, dev] of this.devices) if (dev.ptyPath !== undefined) ptyPaths.set(alias, dev.ptyPath);
-    return { ptyPaths };
+    const boundServices = new Map<string, string>();
+    for (const [alias, dev] of this.devices) {
+      if (dev.ptyPath !== undefined) ptyPaths.set(alias, dev.ptyPath);
+      if (dev.boundService !== undefined) boundServices.set(alias, dev.boundService);
+    }
+    return { ptyPaths, boundServices };
   }
 
   /** One line per host interface, e.g. `char device redirected to /dev/pts/3 (label charserial0)`. */
@@ -106,10 +110,13 @@ export async function startDomain(loaded: LoadedDomain, options: DomainOptions =
       const id = chardevId(alias);
       const chardev = new Chardev(alias, id, dev);
       started.push(chardev);
-      const backend = createBackend({
+      // Before the factory runs: a client backend may report while it is still connecting.
+      if (options.onError !== undefined) chardev.setErrorFallback(options.onError);
+      const backend = await createBackend({
         alias,
         id,
         dev,
+        driver: loaded.driver,
         platform,
         ptyPollMs,
         events: {
@@ -130,7 +137,6 @@ export async function startDomain(loaded: LoadedDomain, options: DomainOptions =
         },
       });
       chardev.attach(backend);
-      if (options.onError !== undefined) chardev.setErrorFallback(options.onError);
       devices.set(alias, chardev);
       if (backend.openAtStart) chardev.opened();
     }

@@ -50,6 +50,25 @@ export function describeErrno(err: { code?: string | undefined; message: string;
       return 'No such device or address';
     case 'ENOTDIR':
       return 'Not a directory';
+    case 'ECONNREFUSED':
+      return 'Connection refused';
+    case 'ECONNRESET':
+      return 'Connection reset by peer';
+    case 'ETIMEDOUT':
+      return 'Connection timed out';
+    case 'EHOSTUNREACH':
+      return 'No route to host';
+    case 'ENETUNREACH':
+      return 'Network is unreachable';
+    case 'EADDRINUSE':
+      return 'Address already in use';
+    case 'EADDRNOTAVAIL':
+      return 'Cannot assign requested address';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'Name or service not known';
+    case 'ENOTSOCK':
+      return 'Socket operation on non-socket';
     default:
       return err.description ?? err.message;
   }

@@ -4,16 +4,18 @@ import { formatDomain } from '../../config/format.ts';
 import { hostDevices, chardevId } from '../../config/names.ts';
 import type { LoadOptions } from '../../config/domain.ts';
 import { buildQemuArgs, formatQemuArgs, type ArgSyntax } from '../../qemu/command.ts';
+import { existsSync } from 'node:fs';
+import { defaultRunDir, readStatus } from '../../core/status.ts';
 import { readDomain, CliError } from '../io.ts';
 
-interface DriverFlags {
+export interface DriverFlags {
   tls?: boolean;
   tlsVerify?: boolean;
   tlsDir?: string;
   channelDir?: string;
 }
 
-function driverOptions(flags: DriverFlags): Omit<LoadOptions, 'file'> {
+export function driverOptions(flags: DriverFlags): Omit<LoadOptions, 'file'> {
   const o: Omit<LoadOptions, 'file'> = {};
   if (flags.tls !== undefined) o.tlsDefault = flags.tls;
   if (flags.tlsVerify !== undefined) o.tlsVerify = flags.tlsVerify;
@@ -22,10 +24,10 @@ function driverOptions(flags: DriverFlags): Omit<LoadOptions, 'file'> {
   return o;
 }
 
-function addDriverOptions(cmd: Command): Command {
+export function addDriverOptions(cmd: Command): Command {
   return cmd
     .option('--tls', 'TLS for tcp devices that do not say tls= (qemu.conf chardev_tls=1)')
-    .option('--tls-verify', 'verify clients of TLS servers (qemu.conf chardev_tls_x509_verify=1)')
+    .option('--no-tls-verify', 'do not require client certificates on TLS servers (qemu.conf chardev_tls_x509_verify=0)')
     .option('--tls-dir <dir>', 'x509 credentials directory (default /etc/pki/libvirt-chardev)')
     .option('--channel-dir <dir>', 'where generated virtio channel sockets go (qemu.conf channel_target_dir)');
 }
@@ -64,13 +66,21 @@ export function registerConfigCommands(program: Command, write: (s: string) => v
   addDriverOptions(
     program
       .command('dumpxml')
-      .argument('<file>', "domain XML ('-' for stdin)")
+      .argument('<domain>', "a running domain's name, or a domain XML file ('-' for stdin)")
       .description('print the document as libvirt formats it: inactive XML (after define) by default, or live XML')
       .option('--inactive', 'the persistent definition (default)')
-      .option('--live', 'the running definition: pty paths, tty= on console 0, aliases, bound ports'),
-  ).action((file: string, opts: DriverFlags & { inactive?: boolean; live?: boolean }) => {
+      .option('--live', 'the running definition: pty paths, tty= on console 0, aliases, bound ports')
+      .option('--run-dir <dir>', 'where running domains keep their status (default $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)'),
+  ).action((file: string, opts: DriverFlags & { inactive?: boolean; live?: boolean; runDir?: string }) => {
     if (opts.inactive && opts.live) throw new CliError('dumpxml: --inactive and --live are mutually exclusive');
     const live = opts.live ?? false;
+    // A name that is not a file: the running domain of that name, as `virsh dumpxml NAME`.
+    if (file !== '-' && !file.includes('/') && !existsSync(file)) {
+      const status = readStatus(opts.runDir ?? defaultRunDir(), file);
+      if (status === undefined) throw new CliError(`dumpxml: no running domain '${file}' and no such file`);
+      write(live ? status.liveXml : status.inactiveXml);
+      return;
+    }
     const loaded = readDomain(file, { ...driverOptions(opts), live });
     write(formatDomain(loaded, { live }));
   });

@@ -14,15 +14,19 @@ import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { startDomain } from '../../core/domain.ts';
 import { linuxPlatform, type ByteReader, type ByteWriter } from '../../platform/index.ts';
+import { formatDomain } from '../../config/format.ts';
+import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
+import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { defaultDomainXml } from '../default-domain.ts';
 
 /** How long a guest gets to exit after SIGHUP/SIGTERM before SIGKILL. */
 const KILL_AFTER_MS = 3000;
 
-interface RunFlags {
+interface RunFlags extends DriverFlags {
   tty?: boolean;
   logDir?: string;
+  runDir?: string;
 }
 
 /** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
@@ -146,20 +150,26 @@ function runOnPty(device: Chardev, command: readonly string[]): GuestIo {
 }
 
 export function registerRunCommand(program: Command, write: (s: string) => void): void {
-  program
+  addDriverOptions(program
     .command('run')
     .argument('[file]', "domain XML ('-' for stdin); default: the embedded domain (pty console, serial log, domain log)")
     .argument('[command...]', 'the guest of the first serial (or console) device; default: $SHELL with --tty')
     .option('--tty', 'give COMMAND a pty of its own (for interactive programs)')
     .option('--log-dir <dir>', 'where the domain log and default logs go (default $XDG_STATE_HOME/chardev or ~/.local/state/chardev)')
-    .description('start the host interfaces of a domain and run COMMAND as the guest of its first serial device')
+    .option('--run-dir <dir>', 'where the status of the running domain goes, for dumpxml (default $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)')
+    .description('start the host interfaces of a domain and run COMMAND as the guest of its first serial device'))
     .action(async (fileArg: string | undefined, commandArg: string[], opts: RunFlags, cmd: Command) => {
       const operands = [...(fileArg === undefined ? [] : [fileArg]), ...commandArg];
       const { file, command: given } = splitOperands(operands, rootRawArgs(cmd));
       const logDir = path.resolve(opts.logDir ?? defaultLogDir());
       // Owner-only: logs hold everything the guest printed.
       fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
-      const loaded = file === undefined ? loadDomain(defaultDomainXml(logDir), { file: '<default domain>' }) : readDomain(file);
+      const driver = driverOptions(opts);
+      const loaded = file === undefined ? loadDomain(defaultDomainXml(logDir), { ...driver, file: '<default domain>' }) : readDomain(file, driver);
+      const runDir = ensureRunDir(path.resolve(opts.runDir ?? defaultRunDir()));
+      const domainName = loaded.def.name ?? 'domain';
+      const running = readStatus(runDir, domainName);
+      if (running !== undefined) throw new CliError(`Requested operation is not valid: domain '${domainName}' is already running (pid ${running.pid})`);
       const shell = process.env['SHELL'] ?? '/bin/sh';
       const command = given.length > 0 ? given : [shell];
       const tty = opts.tty === true || given.length === 0;
@@ -181,6 +191,14 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       };
       let status: number;
       try {
+        writeStatus(runDir, {
+          name: domain.name,
+          pid: process.pid,
+          started: new Date().toISOString(),
+          inactiveXml: formatDomain(loaded),
+          liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
+          devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
+        });
         for (const line of domain.describe()) write(`${line}\n`);
         const device = domain.primary();
         if (device === undefined) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
@@ -192,6 +210,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        removeStatus(runDir, domain.name);
         await domain.stop();
       }
       // An empty message: main() prints nothing and exits with the child's status.

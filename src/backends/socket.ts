@@ -1,0 +1,467 @@
+/**
+ * `tcp` and `unix`: QEMU's socket chardev (char-socket.c), server and client.
+ *
+ * One peer at a time. A server keeps later clients waiting, unread, until the current one
+ * leaves, then serves them in order (QEMU stops accepting; Node accepts eagerly, so they
+ * wait here paused instead of in the kernel backlog). Handshakes run TLS first, then the
+ * telnet greeting; only then is the device opened, and only then does the filename show
+ * the connection. Guest output while no peer is connected is discarded and counted (the
+ * `<log>` tee still records it). A client without reconnect must connect at start; with
+ * reconnect it connects in the background, retrying every interval and reporting a
+ * failure once per streak.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type { TcpSourceDef, UnixSourceDef } from '../config/types.ts';
+import type { Backend, BackendContext } from '../core/backend.ts';
+import { describeErrno, unlinkQuietly } from '../core/files.ts';
+import { ChardevError } from '../errors.ts';
+import { DEFAULT_MAX_QUEUED_BYTES } from '../platform/byte-queue.ts';
+import { TelnetDecoder, TELNET_SERVER_GREETING } from '../protocols/telnet.ts';
+import { acceptTls, connectTls, loadTlsCredentials, type TlsCredentials } from '../protocols/tls.ts';
+import { tcpUsesTls } from '../qemu/command.ts';
+
+/** Why a handshake ended when the peer simply went away: not worth a message. */
+const CLOSED_IN_HANDSHAKE = 'connection closed during the handshake';
+
+/** A peer that has not finished its TLS/telnet handshake by then is dropped, so it cannot hold the device. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Clients waiting for a busy server beyond this many are closed (QEMU's kernel backlog is 1). */
+export const MAX_WAITING_CLIENTS = 16;
+
+export type SocketAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+export interface SocketSpec {
+  readonly address: SocketAddress;
+  readonly server: boolean;
+  /** Telnet: the filename prefix, and for a server the greeting and IAC stripping. */
+  readonly telnet: boolean;
+  readonly tls: TlsCredentials | undefined;
+  /** 0: no reconnect (client must connect at start; a disconnect is final). */
+  readonly reconnectMs: number;
+  /** Bytes queued towards a slow peer before writes are refused. */
+  readonly maxQueuedBytes: number;
+}
+
+function parsePort(ctx: BackendContext, service: string | undefined): number {
+  const port = Number(service);
+  if (service === undefined || !/^\d+$/.test(service) || port > 65535) {
+    // libvirt allows service names; QEMU resolves them. We take numbers only and say so.
+    throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: service '${service ?? ''}' is not a port number`);
+  }
+  return port;
+}
+
+/** The device definition → what to open. TLS credentials are loaded here, so a bad directory fails the start. */
+export function socketSpec(ctx: BackendContext, source: TcpSourceDef | UnixSourceDef): SocketSpec {
+  const server = source.mode === 'bind';
+  const reconnect = source.reconnect;
+  const reconnectMs = reconnect?.enabled === 'yes' && !server ? (reconnect.timeoutSec ?? 0) * 1000 : 0;
+  const base = { server, reconnectMs, maxQueuedBytes: DEFAULT_MAX_QUEUED_BYTES };
+  if (source.type === 'unix') {
+    if (source.path === undefined) throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: unix socket has no path`);
+    return { ...base, address: { kind: 'unix', path: source.path }, telnet: false, tls: undefined };
+  }
+  const protocol = source.protocol;
+  const useTls = protocol === 'tls' || protocol === 'telnets' || tcpUsesTls(source, ctx.driver);
+  const telnet = protocol === 'telnet' || protocol === 'telnets';
+  let creds: TlsCredentials | undefined;
+  if (useTls) {
+    const ext = ctx.dev.ext.tls;
+    const dir = ext?.dir ?? ctx.driver.tlsCertDir;
+    // QEMU's client endpoint always verifies; a server verifies as qemu.conf (or the device) says.
+    const verify = ext?.verifyPeer ?? (server ? ctx.driver.tlsVerify : true);
+    creds = loadTlsCredentials(ctx.id, dir, server ? 'server' : 'client', verify);
+  }
+  return { ...base, address: { kind: 'tcp', host: source.host ?? (server ? '127.0.0.1' : 'localhost'), port: parsePort(ctx, source.service) }, telnet, tls: creds };
+}
+
+function bracket(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** One accepted or connected peer, from the raw socket to the opened device. */
+interface Peer {
+  readonly raw: net.Socket;
+  /** Our handshake-time close listener on `raw`, removed once established. */
+  onRawClose?: () => void;
+  stream: net.Socket;
+  established: boolean;
+  /** `tcp:L:LP,server=on <-> P:PP` as QEMU prints it, fixed at connect time. */
+  label: string;
+}
+
+class SocketBackend implements Backend {
+  readonly openAtStart = false;
+  readonly #ctx: BackendContext;
+  readonly #spec: SocketSpec;
+  #server: net.Server | undefined;
+  #listenAddress: SocketAddress | undefined;
+  #peer: Peer | undefined;
+  readonly #waiting: net.Socket[] = [];
+  #reading = false;
+  #stopped = false;
+  #dropped = 0;
+  #retry: NodeJS.Timeout | undefined;
+  /** True from a failed connect until a successful one: the failure is reported once per streak. */
+  #failing = false;
+  #createdSocketFile = false;
+
+  constructor(ctx: BackendContext, spec: SocketSpec) {
+    this.#ctx = ctx;
+    this.#spec = spec;
+  }
+
+  get #proto(): string {
+    return this.#spec.telnet ? 'telnet' : 'tcp';
+  }
+
+  /** query-chardev's filename. */
+  get filename(): string {
+    const peer = this.#peer;
+    if (peer?.established === true) return peer.label;
+    const a = this.#listenAddress ?? this.#spec.address;
+    const server = this.#spec.server ? ',server=on' : '';
+    return a.kind === 'unix' ? `disconnected:unix:${a.path}${server}` : `disconnected:${this.#proto}:${a.host}:${a.port}${server}`;
+  }
+
+  get where(): string {
+    const a = this.#listenAddress ?? this.#spec.address;
+    const scheme = a.kind === 'unix' ? 'unix' : this.#spec.tls !== undefined ? (this.#spec.telnet ? 'telnets' : 'tls') : this.#proto;
+    const at = a.kind === 'unix' ? `unix:${a.path}` : `${scheme}:${bracket(a.host)}:${a.port}`;
+    if (this.#spec.server) return `${this.#ctx.id}: listening on ${at}`;
+    const every = this.#spec.reconnectMs > 0 ? ` (reconnect every ${this.#spec.reconnectMs / 1000} s)` : '';
+    return `${this.#ctx.id}: client of ${at}${every}`;
+  }
+
+  get boundService(): string | undefined {
+    const a = this.#listenAddress;
+    return a?.kind === 'tcp' ? String(a.port) : undefined;
+  }
+
+  get droppedBytes(): number {
+    return this.#dropped;
+  }
+
+  /** Whether a peer is connected and past its handshakes (QOM's `connected`). */
+  get connected(): boolean {
+    return this.#peer?.established === true;
+  }
+
+  write(data: Uint8Array): number {
+    const peer = this.#peer;
+    if (this.#stopped || peer === undefined || !peer.established || peer.stream.destroyed) {
+      // QEMU: EIO, the UART drops the byte. We report it taken (the log keeps it) and count it.
+      this.#dropped += data.length;
+      return data.length;
+    }
+    const room = this.#spec.maxQueuedBytes - peer.stream.writableLength;
+    if (room <= 0) return 0;
+    const n = Math.min(room, data.length);
+    // Node keeps a reference to what it is given; the caller may reuse its buffer.
+    peer.stream.write(Buffer.from(data.subarray(0, n)));
+    return n;
+  }
+
+  setReading(reading: boolean): void {
+    this.#reading = reading;
+    const peer = this.#peer;
+    if (peer?.established !== true) return;
+    if (reading) peer.stream.resume();
+    else peer.stream.pause();
+  }
+
+  // --- server ---------------------------------------------------------------------------
+
+  async listen(): Promise<void> {
+    const { address } = this.#spec;
+    const server = net.createServer({ pauseOnConnect: true });
+    this.#server = server;
+    server.on('connection', (sock) => this.#accepted(sock));
+    if (address.kind === 'unix') await this.#prepareUnixPath(address.path);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException): void => reject(this.#bindError(e));
+      server.once('error', onError);
+      const done = (): void => {
+        server.off('error', onError);
+        resolve();
+      };
+      if (address.kind === 'unix') {
+        // Owner-only from the moment the socket exists: bind() creates it under the umask.
+        const old = process.umask(0o177);
+        try {
+          server.listen({ path: address.path, backlog: 1 }, done);
+        } finally {
+          process.umask(old);
+        }
+      } else {
+        server.listen({ host: address.host, port: address.port, backlog: 1 }, done);
+      }
+    });
+    server.on('error', (e: NodeJS.ErrnoException) => this.#ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: ${describeErrno(e)}`, { cause: e })));
+    if (address.kind === 'unix') {
+      this.#createdSocketFile = true;
+      fs.chmodSync(address.path, 0o600);
+      this.#listenAddress = address;
+    } else {
+      const bound = server.address() as net.AddressInfo;
+      this.#listenAddress = { kind: 'tcp', host: bound.address, port: bound.port };
+    }
+  }
+
+  #bindError(e: NodeJS.ErrnoException): ChardevError {
+    const a = this.#spec.address;
+    const where = a.kind === 'unix' ? `'${a.path}'` : `'${a.host}:${a.port}'`;
+    return new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to ${where}: ${describeErrno(e)}`, { cause: e });
+  }
+
+  /** A socket file nobody listens on is replaced; a live one, or a file that is not a socket, is an error. */
+  async #prepareUnixPath(path: string): Promise<void> {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(path);
+    } catch {
+      return;
+    }
+    const id = this.#ctx.id;
+    if (!st.isSocket()) throw new ChardevError('ERR_BACKEND_OPEN', `${id}: Failed to bind socket to '${path}': the path exists and is not a socket`);
+    const live = await new Promise<boolean>((resolve) => {
+      const probe = net.connect({ path });
+      probe.once('connect', () => {
+        probe.destroy();
+        resolve(true);
+      });
+      probe.once('error', () => resolve(false));
+    });
+    if (live) throw new ChardevError('ERR_BACKEND_BUSY', `${id}: Failed to bind socket to '${path}': another process is listening on it`);
+    unlinkQuietly(path);
+  }
+
+  #accepted(sock: net.Socket): void {
+    sock.on('error', () => {});
+    if (this.#stopped) {
+      sock.destroy();
+      return;
+    }
+    if (this.#peer !== undefined) {
+      if (this.#waiting.length >= MAX_WAITING_CLIENTS) sock.destroy();
+      else this.#waiting.push(sock);
+      return;
+    }
+    this.#handshake(sock);
+  }
+
+  #serveNext(): void {
+    while (!this.#stopped && this.#peer === undefined) {
+      const next = this.#waiting.shift();
+      if (next === undefined) return;
+      if (!next.destroyed) this.#handshake(next);
+    }
+  }
+
+  // --- both -----------------------------------------------------------------------------
+
+  #label(stream: net.Socket): string {
+    const a = this.#spec.address;
+    const server = this.#spec.server ? ',server=on' : '';
+    if (a.kind === 'unix') return `unix:${a.path}${server}`;
+    const local = `${bracket(stream.localAddress ?? '')}:${stream.localPort ?? ''}`;
+    const remote = `${bracket(stream.remoteAddress ?? '')}:${stream.remotePort ?? ''}`;
+    return `${this.#proto}:${local}${server} <-> ${remote}`;
+  }
+
+  #peerName(raw: net.Socket): string {
+    return this.#spec.address.kind === 'unix' ? 'a unix client' : `${bracket(raw.remoteAddress ?? '?')}:${raw.remotePort ?? '?'}`;
+  }
+
+  /**
+   * TLS, then the telnet greeting, then OPENED. Resolves undefined when the peer is
+   * established, else the reason it was dropped. A server reports that reason itself
+   * (the device keeps serving others); a client's caller decides.
+   */
+  #handshake(raw: net.Socket): Promise<string | undefined> {
+    const peer: Peer = { raw, stream: raw, established: false, label: this.#label(raw) };
+    this.#peer = peer;
+    const { events, id } = this.#ctx;
+    return new Promise<string | undefined>((resolve) => {
+      let finished = false;
+      const fail = (reason: string): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        if (this.#spec.server && !this.#stopped && reason !== CLOSED_IN_HANDSHAKE) events.error(new ChardevError('ERR_TLS_HANDSHAKE', `${id}: ${reason}`));
+        peer.stream.destroy();
+        raw.destroy();
+        if (this.#peer === peer) this.#peer = undefined;
+        resolve(reason);
+        this.#afterPeer();
+      };
+      const timer = setTimeout(() => fail(`handshake with ${this.#peerName(raw)} timed out after ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS);
+      timer.unref();
+      const established = (): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        this.#established(peer);
+        resolve(undefined);
+      };
+      // A peer that leaves mid-handshake is not an error worth reporting; QEMU only traces it.
+      peer.onRawClose = () => fail(CLOSED_IN_HANDSHAKE);
+      raw.once('close', peer.onRawClose);
+
+      const telnetThenOpen = (): void => {
+        if (!(this.#spec.server && this.#spec.telnet)) {
+          established();
+          return;
+        }
+        // QEMU declares the connection open once all 12 bytes are written.
+        peer.stream.write(TELNET_SERVER_GREETING, (err) => {
+          if (err) fail(CLOSED_IN_HANDSHAKE);
+          else established();
+        });
+      };
+
+      const creds = this.#spec.tls;
+      if (creds === undefined) {
+        telnetThenOpen();
+        return;
+      }
+      const a = this.#spec.address;
+      const opts = { handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS };
+      const handshake = this.#spec.server ? acceptTls(creds, raw, opts) : connectTls(creds, raw, a.kind === 'tcp' ? a.host : 'localhost', opts);
+      handshake.then(
+        (t) => {
+          peer.stream = t;
+          telnetThenOpen();
+        },
+        (e: unknown) => fail(e instanceof ChardevError ? e.message.replace(`${id}: `, '') : String(e)),
+      );
+    });
+  }
+
+  #established(peer: Peer): void {
+    const { events } = this.#ctx;
+    const stream = peer.stream;
+    peer.established = true;
+    this.#failing = false;
+    // Errors end in 'close', which is where the peer is let go.
+    stream.on('error', () => {});
+    if (peer.onRawClose !== undefined) peer.raw.off('close', peer.onRawClose);
+    if (this.#spec.server && this.#spec.telnet) {
+      const decoder = new TelnetDecoder({ data: (c) => events.receive(c), break: () => events.break() });
+      stream.on('data', (c: Buffer) => decoder.feed(c));
+    } else {
+      stream.on('data', (c: Buffer) => events.receive(c));
+    }
+    // Accepted sockets start paused (pauseOnConnect), so flowing must be set explicitly.
+    if (this.#reading) stream.resume();
+    else stream.pause();
+    // Data still buffered when the peer closed is delivered before CLOSED ('close' follows 'end').
+    stream.once('close', () => {
+      if (this.#peer === peer) this.#peer = undefined;
+      events.closed();
+      this.#afterPeer();
+    });
+    events.opened();
+  }
+
+  /** After a peer left (or failed its handshake): serve the next waiting client, or reconnect. */
+  #afterPeer(): void {
+    if (this.#stopped) return;
+    if (this.#spec.server) this.#serveNext();
+    // Without reconnect a client stays down after a disconnect, as QEMU's does.
+    else if (this.#spec.reconnectMs > 0) this.#scheduleConnect();
+  }
+
+  // --- client ---------------------------------------------------------------------------
+
+  #dial(): net.Socket {
+    const a = this.#spec.address;
+    return a.kind === 'unix' ? net.connect({ path: a.path }) : net.connect({ host: a.host, port: a.port });
+  }
+
+  #connectError(e: NodeJS.ErrnoException): string {
+    const a = this.#spec.address;
+    const where = a.kind === 'unix' ? a.path : `${a.host}:${a.port}`;
+    return `Failed to connect to '${where}': ${describeErrno(e)}`;
+  }
+
+  /** One attempt: resolves when established, rejects with the reason it was not. */
+  connectOnce(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const raw = this.#dial();
+      const onError = (e: NodeJS.ErrnoException): void => reject(new ChardevError('ERR_CONNECT', this.#connectError(e), { cause: e }));
+      raw.once('error', onError);
+      raw.once('connect', () => {
+        raw.off('error', onError);
+        raw.on('error', () => {});
+        if (this.#stopped) {
+          raw.destroy();
+          reject(new ChardevError('ERR_CONNECT', 'stopped'));
+          return;
+        }
+        void this.#handshake(raw).then((failed) => (failed === undefined ? resolve() : reject(new ChardevError('ERR_CONNECT', failed))));
+      });
+    });
+  }
+
+  #scheduleConnect(): void {
+    if (this.#stopped || this.#retry !== undefined) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.backgroundConnect();
+    }, this.#spec.reconnectMs);
+  }
+
+  /** With reconnect: try now; on failure report once per streak and try again after the interval. */
+  backgroundConnect(): void {
+    if (this.#stopped || this.#peer !== undefined) return;
+    this.connectOnce().catch((e: unknown) => {
+      if (this.#stopped) return;
+      if (!this.#failing && e instanceof ChardevError) {
+        this.#ctx.events.error(new ChardevError('ERR_CONNECT', `Unable to connect character device ${this.#ctx.id}: ${e.message}`, { cause: e }));
+      }
+      this.#failing = true;
+      this.#scheduleConnect();
+    });
+  }
+
+  async stop(abort: boolean): Promise<void> {
+    void abort;
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    this.#retry = undefined;
+    const peer = this.#peer;
+    this.#peer = undefined;
+    const closing: Array<Promise<void>> = [];
+    if (peer !== undefined) {
+      closing.push(new Promise((r) => (peer.raw.destroyed ? r() : peer.raw.once('close', () => r()))));
+      peer.stream.destroy();
+      peer.raw.destroy();
+    }
+    for (const s of this.#waiting.splice(0)) s.destroy();
+    const server = this.#server;
+    if (server !== undefined) closing.push(new Promise((r) => server.close(() => r())));
+    await Promise.all(closing);
+    const a = this.#spec.address;
+    // QEMU removes its socket file when the chardev goes away.
+    if (this.#createdSocketFile && a.kind === 'unix') unlinkQuietly(a.path);
+  }
+}
+
+export async function createSocketBackend(ctx: BackendContext, source: TcpSourceDef | UnixSourceDef): Promise<Backend> {
+  const spec = socketSpec(ctx, source);
+  const backend = new SocketBackend(ctx, spec);
+  try {
+    if (spec.server) await backend.listen();
+    else if (spec.reconnectMs > 0) backend.backgroundConnect();
+    else await backend.connectOnce().catch((e: unknown) => {
+      throw e instanceof ChardevError ? new ChardevError(e.code, `${ctx.id}: ${e.message}`, { cause: e }) : e;
+    });
+  } catch (e) {
+    await backend.stop(true);
+    throw e;
+  }
+  return backend;
+}

@@ -1,0 +1,104 @@
+/**
+ * `udp`: QEMU's udp chardev (char-udp.c), a connected datagram socket. Bound to the bind
+ * source (default: any address, an ephemeral port) and connected to the connect source
+ * (default host: localhost), so the kernel delivers only the peer's datagrams. Each guest
+ * write is one datagram; a send that fails (an ICMP port-unreachable from a peer that is
+ * not listening) loses that write and nothing else. Never opened, like QEMU's.
+ *
+ * Node cannot leave datagrams waiting in the kernel (no pause on dgram sockets), so ones
+ * that arrive while nobody reads the device are counted and dropped; UDP is lossy anyway.
+ */
+import * as dgram from 'node:dgram';
+import * as dns from 'node:dns/promises';
+import * as net from 'node:net';
+import type { UdpSourceDef } from '../config/types.ts';
+import type { Backend, BackendContext } from '../core/backend.ts';
+import { describeErrno } from '../core/files.ts';
+import { ChardevError } from '../errors.ts';
+
+function port(ctx: BackendContext, what: string, service: string | undefined, fallback: number): number {
+  if (service === undefined) return fallback;
+  const n = Number(service);
+  if (!/^\d+$/.test(service) || n > 65535) throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: udp ${what} service '${service}' is not a port number`);
+  return n;
+}
+
+async function resolve(ctx: BackendContext, host: string, family: 4 | 6 | undefined): Promise<{ address: string; family: 4 | 6 }> {
+  const literal = net.isIP(host);
+  if (literal === 4 || literal === 6) return { address: host, family: literal };
+  try {
+    const r = await dns.lookup(host, family === undefined ? {} : { family });
+    return { address: r.address, family: r.family === 6 ? 6 : 4 };
+  } catch (e) {
+    throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: address resolution failed for ${host}: ${describeErrno(e as NodeJS.ErrnoException)}`, { cause: e });
+  }
+}
+
+function bracket(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef): Promise<Backend> {
+  const { id, events } = ctx;
+  const remotePort = port(ctx, 'connect', source.connectService, -1);
+  if (remotePort < 0) throw new ChardevError('ERR_BACKEND_OPEN', `${id}: chardev: udp: remote port not specified`);
+  const remote = await resolve(ctx, source.connectHost ?? 'localhost', undefined);
+  const local = source.bindHost !== undefined ? await resolve(ctx, source.bindHost, remote.family) : { address: remote.family === 6 ? '::' : '0.0.0.0', family: remote.family };
+  const localPort = port(ctx, 'bind', source.bindService, 0);
+
+  const sock = dgram.createSocket({ type: remote.family === 6 ? 'udp6' : 'udp4' });
+  let stopped = false;
+  let reading = false;
+  let dropped = 0;
+  let failedSends = 0;
+  try {
+    await new Promise<void>((ok, fail) => {
+      sock.once('error', fail);
+      sock.bind({ address: local.address, port: localPort }, () => {
+        sock.off('error', fail);
+        ok();
+      });
+    });
+    await new Promise<void>((ok, fail) => {
+      sock.connect(remotePort, remote.address, (err?: Error) => (err ? fail(err) : ok()));
+    });
+  } catch (e) {
+    sock.close();
+    const err = e as NodeJS.ErrnoException;
+    throw new ChardevError('ERR_BACKEND_OPEN', `${id}: udp ${bracket(local.address)}:${localPort} -> ${bracket(remote.address)}:${remotePort}: ${describeErrno(err)}`, { cause: e });
+  }
+  const bound = sock.address();
+  // Send errors surface both in send callbacks and here; neither may take the process down.
+  sock.on('error', () => {});
+  sock.on('message', (msg) => {
+    if (stopped) return;
+    if (reading) events.receive(msg);
+    else dropped += msg.length;
+  });
+
+  return {
+    filename: 'udp',
+    where: `${id}: udp ${bracket(bound.address)}:${bound.port} -> ${bracket(remote.address)}:${remotePort}`,
+    openAtStart: false,
+    boundService: String(bound.port),
+    get droppedBytes() {
+      return dropped + failedSends;
+    },
+    write(data: Uint8Array): number {
+      if (stopped) return 0;
+      const n = data.length;
+      sock.send(Buffer.from(data), (err) => {
+        if (err) failedSends += n;
+      });
+      return n;
+    },
+    setReading(r: boolean): void {
+      reading = r;
+    },
+    stop(): Promise<void> {
+      if (stopped) return Promise.resolve();
+      stopped = true;
+      return new Promise((r) => sock.close(() => r()));
+    },
+  };
+}
