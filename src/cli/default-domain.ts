@@ -1,16 +1,23 @@
 /**
  * The domain `chardev run` uses when no FILE is given: the guest on a pty console, every
  * byte it writes also in a file log under the log directory, and a stdio device whose
- * output goes to the rotating domain log. Later issues add telnet and the browser console.
+ * output goes to the rotating domain log, and a telnet server on 127.0.0.1. Later issues add
+ * the browser console.
  */
 export const DEFAULT_DOMAIN_NAME = 'chardev';
+
+/** The guest shell is on both the pty console and the telnet server. */
+export const DEFAULT_DOMAIN_ATTACH: readonly string[] = ['serial0', 'serial2'];
 
 function xmlAttr(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
 }
 
+/** Loopback only; `service='0'` would pick a free port, but a fixed one can be typed from memory. */
+export const DEFAULT_TELNET_PORT = 4555;
+
 /** The embedded default domain, with its serial log placed in `logDir`. */
-export function defaultDomainXml(logDir: string): string {
+export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_PORT): string {
   const serialLog = xmlAttr(`${logDir.replace(/\/+$/, '')}/serial0.log`);
   return `<domain type='kvm'>
   <name>${DEFAULT_DOMAIN_NAME}</name>
@@ -24,6 +31,11 @@ export function defaultDomainXml(logDir: string): string {
     </serial>
     <serial type='stdio'>
       <target port='1'/>
+    </serial>
+    <serial type='tcp'>
+      <source mode='bind' host='127.0.0.1' service='${telnetPort}'/>
+      <protocol type='telnet'/>
+      <target port='2'/>
     </serial>
     <console type='pty'>
       <target type='serial' port='0'/>

@@ -3,18 +3,22 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT } from '../helpers/paths.ts';
 import { linuxPlatform } from '../../src/platform/index.ts';
 import { domainXml, q, run, tmpDir, waitFor } from '../core/helpers.ts';
 
-const RUN_CLI = path.join(ROOT, 'test', 'helpers', 'run-cli.ts');
+const RUN_CLI = path.join(ROOT, 'src', 'cli', 'main.ts');
 const BIN = path.join(ROOT, 'bin', 'chardev.js');
 const T = { timeout: 30000 };
+/** Per test process: the domain names here must not collide with a user's running domains. */
+const RUN_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-rundir-'));
+process.on('exit', () => fs.rmSync(RUN_DIR, { recursive: true, force: true }));
 
-/** `chardev run ARGS…` through run.ts (the helper mirrors cli/main.ts). */
+/** `chardev run ARGS…` from the sources. */
 function chardevRun(args: readonly string[], timeoutMs = 15000) {
-  return run(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', ...args], timeoutMs);
+  return run(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', '--run-dir', RUN_DIR, ...args], timeoutMs);
 }
 
 describe('chardev run', () => {
@@ -67,7 +71,7 @@ describe('chardev run', () => {
 
   it('no FILE: the embedded default domain, with the serial log and domain log under --log-dir', T, async () => {
     const defaults = path.join(dir, 'default-logs');
-    const r = await chardevRun(['--log-dir', defaults, '--', 'sh', '-c', 'echo from-the-guest']);
+    const r = await chardevRun(['--log-dir', defaults, '--telnet-port', '0', '--', 'sh', '-c', 'echo from-the-guest']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(fs.statSync(defaults).mode & 0o777, 0o700);
     // The console pty has no reader here, so its output is discarded — but logged.
@@ -79,7 +83,7 @@ describe('chardev run', () => {
   it('SIGTERM stops the domain and the child, and exits', T, async () => {
     const out = path.join(dir, 'sig.out');
     const file = writeDomain('sig', `<serial type='file'><source path='${q(out)}'/></serial>`);
-    const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', '--log-dir', logDir, file, '--', 'sh', '-c', 'echo started; exec sleep 30'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', '--run-dir', RUN_DIR, '--log-dir', logDir, file, '--', 'sh', '-c', 'echo started; exec sleep 30'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -104,16 +108,81 @@ describe('chardev run', () => {
     assert.equal(fs.existsSync(marker), false);
   });
 
-  it('bin/chardev.js run (once cli/main.ts registers the command)', T, async (t) => {
-    const help = await run(process.execPath, [BIN, '--help']);
-    if (!/^\s+run\b/m.test(help.stdout.toString())) {
-      t.skip('`run` is not registered in src/cli/main.ts yet (one line: registerRunCommand(program, write))');
-      return;
-    }
+  it('bin/chardev.js run: the installed command works the same', T, async () => {
     const out = path.join(dir, 'bin.out');
     const file = writeDomain('bin', `<serial type='file'><source path='${q(out)}'/></serial>`);
-    const r = await run(process.execPath, [BIN, 'run', '--log-dir', logDir, file, '--', 'sh', '-c', 'echo hello; exit 3'], 15000);
+    const r = await run(process.execPath, [BIN, 'run', '--run-dir', RUN_DIR, '--log-dir', logDir, file, '--', 'sh', '-c', 'echo hello; exit 3'], 15000);
     assert.equal(r.code, 3, r.stderr);
     assert.equal(fs.readFileSync(out, 'utf8'), 'hello\n');
+  });
+
+  /** `chardev run` in the background, its stdout collected as it comes. */
+  function startRun(args: readonly string[]) {
+    const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', '--run-dir', RUN_DIR, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    return { child, exited, stdout: () => stdout, stderr: () => stderr };
+  }
+
+  it('dumpxml NAME reads the running domain (live: pty path, bound port); a second run of it is refused', T, async () => {
+    const file = writeDomain('live', `<serial type='pty'/><serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/></serial>`);
+    const r = startRun(['--log-dir', logDir, file, '--', 'sleep', '30']);
+    try {
+      await waitFor(() => /guest is sleep/.test(r.stdout()), 'the domain to start', 10000);
+      const pts = /redirected to (\/dev\/pts\/\d+) \(label charserial0\)/.exec(r.stdout())?.[1];
+      const port = /charserial1: listening on telnet:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
+      assert.ok(pts !== undefined && port !== undefined, r.stdout());
+      const live = await run(process.execPath, ['--import', 'tsx', RUN_CLI, 'dumpxml', '--live', '--run-dir', RUN_DIR, 'live']);
+      assert.equal(live.code, 0, live.stderr);
+      const xml = live.stdout.toString();
+      assert.ok(xml.includes(`<source path='${pts}'/>`), xml);
+      assert.ok(xml.includes(`<source mode='bind' host='127.0.0.1' service='${port}'/>`), xml);
+      assert.ok(xml.includes(`<console type='pty' tty='${pts}'>`), xml);
+      const inactive = await run(process.execPath, ['--import', 'tsx', RUN_CLI, 'dumpxml', '--run-dir', RUN_DIR, 'live']);
+      assert.ok(inactive.stdout.toString().includes(`service='0'`), 'inactive XML keeps what the user wrote');
+      assert.ok(!inactive.stdout.toString().includes(pts));
+
+      const again = await chardevRun(['--log-dir', logDir, file, '--', 'true']);
+      assert.equal(again.code, 1);
+      assert.equal(again.stderr.toString(), `Requested operation is not valid: domain 'live' is already running (pid ${r.child.pid})\n`);
+    } finally {
+      r.child.kill('SIGTERM');
+      await r.exited;
+    }
+    const gone = await run(process.execPath, ['--import', 'tsx', RUN_CLI, 'dumpxml', '--live', '--run-dir', RUN_DIR, 'live']);
+    assert.equal(gone.code, 1);
+    assert.equal(gone.stderr.toString(), "dumpxml: no running domain 'live' and no such file\n");
+    assert.deepEqual(fs.readdirSync(RUN_DIR), [], 'the status file is removed at exit');
+  });
+
+  it('the default domain has a telnet server on 127.0.0.1 attached to the guest too (Python socket client)', T, async () => {
+    const r = startRun(['--log-dir', path.join(dir, 'telnet-logs'), '--telnet-port', '0', '--', 'sh', '-c', 'read l; echo "got:$l"']);
+    try {
+      await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
+      assert.match(r.stdout(), /^charserial0, charserial2: guest is sh -c/m);
+      const port = /charserial2: listening on telnet:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
+      assert.ok(port !== undefined, r.stdout());
+      const py = [
+        'import socket,sys',
+        `s=socket.create_connection(("127.0.0.1",${port}),timeout=10)`,
+        'buf=b""',
+        'while len(buf)<12: buf+=s.recv(12-len(buf))',
+        'sys.stdout.write(buf.hex()+"\\n")',
+        's.sendall(b"ping\\n")',
+        'out=b""',
+        'while b"\\n" not in out: out+=s.recv(100)',
+        'sys.stdout.write(out.decode())',
+      ].join('\n');
+      const client = await run('python3', ['-c', py], 15000);
+      assert.equal(client.code, 0, client.stderr.toString());
+      assert.equal(client.stdout.toString(), 'fffb01fffb03fffb00fffd00\ngot:ping\n');
+      assert.equal(await r.exited, 0, r.stderr());
+    } finally {
+      r.child.kill('SIGTERM');
+      await r.exited;
+    }
   });
 });

@@ -18,7 +18,7 @@ import { formatDomain } from '../../config/format.ts';
 import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
-import { defaultDomainXml } from '../default-domain.ts';
+import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
 
 /** How long a guest gets to exit after SIGHUP/SIGTERM before SIGKILL. */
 const KILL_AFTER_MS = 3000;
@@ -27,6 +27,8 @@ interface RunFlags extends DriverFlags {
   tty?: boolean;
   logDir?: string;
   runDir?: string;
+  attach?: string[];
+  telnetPort?: string;
 }
 
 /** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
@@ -78,13 +80,31 @@ function waitExit(child: ChildProcess): Promise<number> {
   });
 }
 
-function runPiped(device: Chardev, command: readonly string[]): GuestIo {
+/**
+ * The devices a guest command is attached to, seen as one: its output goes to every one,
+ * input from any reaches it (QEMU 10's `hub` chardev does the same for an emulated port).
+ */
+class GuestPorts {
+  readonly #devices: readonly Chardev[];
+  constructor(devices: readonly Chardev[]) {
+    this.#devices = devices;
+  }
+  /** Bytes a device refuses (its bounded queue is full) are dropped there, as a UART would. */
+  write(b: Buffer): void {
+    for (const d of this.#devices) d.write(b);
+  }
+  on(listener: (b: Buffer) => void): void {
+    for (const d of this.#devices) d.on('data', listener);
+  }
+  off(listener: (b: Buffer) => void): void {
+    for (const d of this.#devices) d.off('data', listener);
+  }
+}
+
+function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const toDevice = (b: Buffer): void => {
-    // Bytes the device refuses (its bounded queue is full) are dropped, as a UART would.
-    device.write(b);
-  };
+  const toDevice = (b: Buffer): void => device.write(b);
   child.stdout?.on('data', toDevice);
   child.stderr?.on('data', toDevice);
   // The child may exit without reading its stdin; EPIPE then is not an error of ours.
@@ -92,12 +112,12 @@ function runPiped(device: Chardev, command: readonly string[]): GuestIo {
   const toChild = (b: Buffer): void => {
     child.stdin?.write(b);
   };
-  device.on('data', toChild);
-  const done = waitExit(child).finally(() => device.off('data', toChild));
+  device.on(toChild);
+  const done = waitExit(child).finally(() => device.off(toChild));
   return { child, done };
 }
 
-function runOnPty(device: Chardev, command: readonly string[]): GuestIo {
+function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
   const platform = linuxPlatform;
   const pty = platform.openPty();
   let slaveFd: number | undefined;
@@ -135,13 +155,13 @@ function runOnPty(device: Chardev, command: readonly string[]): GuestIo {
   const toChild = (b: Buffer): void => {
     w.write(b);
   };
-  device.on('data', toChild);
+  device.on(toChild);
   const done = waitExit(child).then(async (status) => {
     // Output the child wrote just before exiting is still in the pty: read it to the hang-up.
     await Promise.race([hangup, new Promise((r) => setTimeout(r, 500).unref())]);
     return status;
   }).finally(() => {
-    device.off('data', toChild);
+    device.off(toChild);
     reader?.close();
     w.close();
     platform.close(pty.masterFd);
@@ -156,6 +176,8 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
     .argument('[command...]', 'the guest of the first serial (or console) device; default: $SHELL with --tty')
     .option('--tty', 'give COMMAND a pty of its own (for interactive programs)')
     .option('--log-dir <dir>', 'where the domain log and default logs go (default $XDG_STATE_HOME/chardev or ~/.local/state/chardev)')
+    .option('--attach <alias>', 'attach COMMAND to this device (repeatable; default: the first serial, or console)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .option('--telnet-port <port>', `the default domain's telnet server port on 127.0.0.1 (default ${DEFAULT_TELNET_PORT}; 0 picks a free one)`)
     .option('--run-dir <dir>', 'where the status of the running domain goes, for dumpxml (default $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)')
     .description('start the host interfaces of a domain and run COMMAND as the guest of its first serial device'))
     .action(async (fileArg: string | undefined, commandArg: string[], opts: RunFlags, cmd: Command) => {
@@ -165,7 +187,13 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       // Owner-only: logs hold everything the guest printed.
       fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
       const driver = driverOptions(opts);
-      const loaded = file === undefined ? loadDomain(defaultDomainXml(logDir), { ...driver, file: '<default domain>' }) : readDomain(file, driver);
+      if (opts.telnetPort !== undefined && (file !== undefined || !/^\d+$/.test(opts.telnetPort) || Number(opts.telnetPort) > 65535)) {
+        throw new CliError(file !== undefined ? 'run: --telnet-port applies to the default domain only' : `run: --telnet-port must be a port number, not '${opts.telnetPort}'`, 2);
+      }
+      const loaded =
+        file === undefined
+          ? loadDomain(defaultDomainXml(logDir, opts.telnetPort === undefined ? undefined : Number(opts.telnetPort)), { ...driver, file: '<default domain>' })
+          : readDomain(file, driver);
       const runDir = ensureRunDir(path.resolve(opts.runDir ?? defaultRunDir()));
       const domainName = loaded.def.name ?? 'domain';
       const running = readStatus(runDir, domainName);
@@ -200,9 +228,11 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
           devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
         });
         for (const line of domain.describe()) write(`${line}\n`);
-        const device = domain.primary();
-        if (device === undefined) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
-        write(`${device.id}: guest is ${command.join(' ')}${tty ? ' (on its own pty)' : ''}\n`);
+        const attach = opts.attach ?? (file === undefined ? DEFAULT_DOMAIN_ATTACH : []);
+        const devices = attach.length > 0 ? attach.map((a) => domain.device(a)) : [domain.primary()].filter((d) => d !== undefined);
+        if (devices.length === 0) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
+        const device = new GuestPorts(devices);
+        write(`${devices.map((d) => d.id).join(', ')}: guest is ${command.join(' ')}${tty ? ' (on its own pty)' : ''}\n`);
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
         guestIo = tty ? runOnPty(device, command) : runPiped(device, command);
