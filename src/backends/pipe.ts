@@ -98,6 +98,13 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
       if (take > 0) output.write(Buffer.from(data.subarray(0, take)));
       return take;
     },
+    drained() {
+      if (output.destroyed || output.writableLength === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        output.once('drain', () => resolve());
+        output.once('close', () => resolve());
+      });
+    },
     setReading(on) {
       if (on) input.resume();
       else input.pause();

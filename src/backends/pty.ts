@@ -13,6 +13,9 @@ import type { Backend, BackendContext } from '../core/backend.ts';
 import { ChardevError } from '../errors.ts';
 import type { ByteReader } from '../platform/index.ts';
 
+/** How often a draining stop re-checks what the reader has left unread. */
+const DRAIN_POLL_MS = 10;
+
 export function createPtyBackend(ctx: BackendContext): Backend {
   const { platform, events, id } = ctx;
   let pty;
@@ -104,6 +107,20 @@ export function createPtyBackend(ctx: BackendContext): Backend {
         return data.length;
       }
       return writer.write(data);
+    },
+    async drained() {
+      await writer.drained();
+      // Then the kernel's copy: closing the master would discard what the reader has not read.
+      while (!stopped && connected) {
+        let unread: number;
+        try {
+          unread = platform.ptyUnreadBytes(slavePath);
+        } catch {
+          return;
+        }
+        if (unread === 0) return;
+        await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      }
     },
     setReading(on) {
       reading = on;

@@ -67,6 +67,8 @@ export interface Backend {
   write(data: Uint8Array): number;
   /** Bytes the backend accepted but threw away (no client, full queue), since start. */
   readonly droppedBytes: number;
+  /** Resolves once output accepted so far has left user space (or cannot anymore). */
+  drained?(): Promise<void>;
   /** Input flow control (QEMU's can_read): while false, bytes wait in the kernel. */
   setReading(reading: boolean): void;
   /**

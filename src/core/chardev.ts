@@ -150,6 +150,11 @@ export class Chardev {
     return this;
   }
 
+  /** Resolves once what the guest wrote has left user space (pty or socket peer read it). */
+  drained(): Promise<void> {
+    return this.#backend?.drained?.() ?? Promise.resolve();
+  }
+
   /** Stop the backend and the log; releases every fd and timer. Idempotent. */
   async stop(abort = false): Promise<void> {
     if (this.#stopped) return;

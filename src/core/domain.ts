@@ -82,12 +82,24 @@ export class Domain {
     return [...this.devices.values()].flatMap((d) => d.where.split('\n'));
   }
 
-  /** Stop every device and release every fd and timer. Idempotent. */
-  stop(): Promise<void> {
+  /**
+   * Stop every device and release every fd and timer. Idempotent. With `drainMs`, output
+   * still queued for a slow reader first gets that long to leave (a guest's last words).
+   */
+  async stop(options: { readonly drainMs?: number } = {}): Promise<void> {
+    const drainMs = options.drainMs ?? 0;
+    if (drainMs > 0 && this.#stopping === undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...this.devices.values()].map((d) => d.drained())),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs))),
+      ]);
+      clearTimeout(timer);
+    }
     clearInterval(this.#keepAlive);
     this.#keepAlive = undefined;
     this.#stopping ??= stopAll([...this.devices.values()], this.#domainLog, false);
-    return this.#stopping;
+    await this.#stopping;
   }
 }
 

@@ -299,6 +299,13 @@ export class FakePlatform implements Platform {
     return { masterFd, slavePath: pty.slavePath };
   }
 
+  ptyUnreadBytes(slavePath: string): number {
+    for (const pty of this.#ptys.values()) {
+      if (pty.slavePath === slavePath) return pty.endpoint.output.reduce((n, b) => n + b.length, 0);
+    }
+    throw new PlatformError({ code: 'ENOENT', syscall: 'open', path: slavePath, description: 'No such file or directory' });
+  }
+
   ptyHasReader(masterFd: number): boolean {
     return this.#ptyOf(masterFd, 'poll').connected;
   }

@@ -29,6 +29,8 @@ const POLLOUT = 0x004;
 const POLLHUP = 0x010;
 const POLLNVAL = 0x020;
 
+/** asm-generic/ioctls.h: bytes waiting to be read. */
+const FIONREAD = 0x541b;
 // ppdev ioctls: _IO('p', 0x8b) and _IO('p', 0x8c) from linux/ppdev.h.
 const PPCLAIM = 0x708b;
 const PPRELEASE = 0x708c;
@@ -74,6 +76,18 @@ export class LinuxPlatform implements Platform {
     } catch (err) {
       fs.closeSync(masterFd);
       throw err;
+    }
+  }
+
+  ptyUnreadBytes(slavePath: string): number {
+    // O_NOCTTY: looking must not make it our controlling terminal; O_NONBLOCK: never wait.
+    const fd = fs.openSync(slavePath, fs.constants.O_RDWR | fs.constants.O_NOCTTY | fs.constants.O_NONBLOCK);
+    try {
+      const n = libc().ioctlIntOut(fd, FIONREAD);
+      if (n < 0) throw this.#errno('ioctl(FIONREAD)', slavePath);
+      return n;
+    } finally {
+      fs.closeSync(fd);
     }
   }
 

@@ -30,6 +30,8 @@ export interface Libc {
   mkfifo(path: string, mode: number): number;
   /** ioctl with no third argument (`_IO` requests such as PPCLAIM / PPRELEASE). */
   ioctlNoArg(fd: number, request: number): number;
+  /** ioctl whose third argument is an `int *` it fills in (FIONREAD); -1 on error. */
+  ioctlIntOut(fd: number, request: number): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -79,6 +81,10 @@ export function libc(): Libc {
     dupCloexec: (fd) => fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number,
     mkfifo: (p, m) => mkfifo(p, m) as number,
     ioctlNoArg: (fd, req) => ioctl(fd, req) as number,
+    ioctlIntOut: (fd, req) => {
+      const out = Buffer.alloc(4);
+      return (ioctl(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
+    },
     strerror: (e) => (strerror(e) as string | null) ?? `errno ${e}`,
     errno: () => koffi.errno(),
   };

@@ -89,6 +89,11 @@ export interface Platform {
   /** True when some process has the slave open (QEMU's pty_chr_state: poll, no POLLHUP). */
   ptyHasReader(masterFd: number): boolean;
   /**
+   * Bytes written to the master that the slave's reader has not read yet (FIONREAD on
+   * the slave). Closing the master discards them, so a graceful stop waits for 0.
+   */
+  ptyUnreadBytes(slavePath: string): number;
+  /**
    * Open a device or FIFO the way QEMU's serial/parallel/pipe backends do:
    * read-write, non-blocking, no controlling tty, close-on-exec.
    */

@@ -20,6 +20,9 @@ import { CliError, readDomain } from '../io.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
 
+/** How long output still queued for a slow reader gets to leave after the guest exits. */
+const DRAIN_MS = 2000;
+
 /** How long a guest gets to exit after SIGHUP/SIGTERM before SIGKILL. */
 const KILL_AFTER_MS = 3000;
 
@@ -241,7 +244,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         removeStatus(runDir, domain.name);
-        await domain.stop();
+        await domain.stop({ drainMs: DRAIN_MS });
       }
       // An empty message: main() prints nothing and exits with the child's status.
       if (status !== 0) throw new CliError('', status);

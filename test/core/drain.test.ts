@@ -1,0 +1,43 @@
+/** A guest's last words: output still queued for a slow reader leaves before stop() closes the device. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { open } from '../../src/index.ts';
+import { T, domainXml, payload, waitFor } from './helpers.ts';
+
+describe('stop({ drainMs })', () => {
+  it('a pty reader gets every byte the guest wrote before stop, even what was still queued', T, async () => {
+    const d = await open(domainXml(`<serial type='pty'/>`), { ptyPollMs: 10 });
+    const dev = d.device('serial0');
+    const pts = dev.ptyPath;
+    assert.ok(pts !== undefined);
+    // A reader that takes its time (Python, 64 KiB reads with pauses), so most of the output waits in our queue.
+    const py = [
+      'import os, sys, time',
+      `fd = os.open(${JSON.stringify(pts)}, os.O_RDONLY | os.O_NOCTTY)`,
+      'n = 0',
+      'while True:',
+      '    try: b = os.read(fd, 65536)',
+      '    except OSError: break',  // EIO: the master is gone
+      '    if not b: break',
+      '    n += len(b)',
+      '    time.sleep(0.02)',
+      'print(n)',
+    ].join('\n');
+    const reader = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let counted = '';
+    reader.stdout.on('data', (b: Buffer) => (counted += b.toString()));
+    const exited = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+    try {
+      await waitFor(() => dev.isOpen, 'the reader to be seen');
+      const data = payload(900 * 1024);
+      assert.equal(dev.write(data), data.length, 'within the 1 MiB queue bound, all is accepted');
+      await d.stop({ drainMs: 10000 });
+      await exited;
+      assert.equal(Number(counted.trim()), data.length);
+    } finally {
+      reader.kill();
+      await d.stop();
+    }
+  });
+});
