@@ -6,7 +6,7 @@
  */
 import type { ConfigErrorCode, LibvirtErrorClass } from '../errors.ts';
 import type { ConfigError } from '../errors.ts';
-import type { DeviceExtensions, TlsExtensionDef } from './types.ts';
+import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, TlsExtensionDef } from './types.ts';
 import { attr, type XmlElement } from './xml.ts';
 
 export const CHARDEV_NS = 'urn:chardev:1';
@@ -36,6 +36,43 @@ function parseTls(el: XmlElement, errAt: ErrorAt): TlsExtensionDef {
   return out;
 }
 
+/** Upper bounds that keep a typo (an extra zero or three) from reserving gigabytes. */
+export const MAX_HISTORY_BYTES = 64 * 1024 * 1024;
+export const MAX_CLIENTS = 64;
+export const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
+
+function positiveInt(el: XmlElement, name: string, max: number, errAt: ErrorAt): number | undefined {
+  const v = attr(el, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > max) {
+    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute '${name}' in element '${el.tagName}': '${v}'. Expected an integer from 1 to ${max}`);
+  }
+  return n;
+}
+
+function parseHistory(el: XmlElement, errAt: ErrorAt): HistoryExtensionDef {
+  const size = positiveInt(el, 'size', MAX_HISTORY_BYTES, errAt);
+  if (size === undefined) throw errAt(el, 'ERR_CONFIG_MISSING', 'XML error', `missing attribute 'size' (bytes) in element '${el.tagName}'`);
+  return { sizeBytes: size };
+}
+
+function parseClients(el: XmlElement, errAt: ErrorAt): ClientsExtensionDef {
+  const max = positiveInt(el, 'max', MAX_CLIENTS, errAt);
+  if (max === undefined) throw errAt(el, 'ERR_CONFIG_MISSING', 'XML error', `missing attribute 'max' in element '${el.tagName}'`);
+  const out: ClientsExtensionDef = { max };
+  const queue = positiveInt(el, 'queue', MAX_QUEUE_BYTES, errAt);
+  if (queue !== undefined) out.queueBytes = queue;
+  const slow = attr(el, 'slow');
+  if (slow !== undefined) {
+    if (slow !== 'drop' && slow !== 'disconnect') {
+      throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'slow' in element '${el.tagName}': '${slow}'. Expected 'drop' or 'disconnect'`);
+    }
+    out.slow = slow;
+  }
+  return out;
+}
+
 /** Typed settings from a device's `urn:chardev:1` children. */
 export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt): DeviceExtensions {
   const ext: DeviceExtensions = {};
@@ -48,7 +85,8 @@ export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt)
     if (seen.has(name)) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `element '${el.tagName}' may appear only once per device`);
     seen.add(name);
     if (name === 'tls') ext.tls = parseTls(el, errAt);
-    // history and clients are read by the runtime of a later issue; kept verbatim until then.
+    else if (name === 'history') ext.history = parseHistory(el, errAt);
+    else ext.clients = parseClients(el, errAt);
   }
   return ext;
 }

@@ -197,9 +197,25 @@ export interface TlsExtensionDef {
   verifyPeer?: boolean;
 }
 
+/** `<chardev:history size>`: a ring of recent guest output replayed to late clients. */
+export interface HistoryExtensionDef {
+  sizeBytes: number;
+}
+
+/** `<chardev:clients max queue slow>`: many clients at once, one writer, bounded queues. */
+export interface ClientsExtensionDef {
+  max: number;
+  /** Per-client output queue bound. */
+  queueBytes?: number;
+  /** What happens to a client whose queue is full. */
+  slow?: 'drop' | 'disconnect';
+}
+
 /** Typed settings from the `urn:chardev:1` elements of one device. */
 export interface DeviceExtensions {
   tls?: TlsExtensionDef;
+  history?: HistoryExtensionDef;
+  clients?: ClientsExtensionDef;
 }
 
 interface DeviceCommon {

@@ -1,0 +1,189 @@
+/** The client hub and the history ring, on in-memory sinks: roles, replay, bounded queues. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { HistoryRing } from '../../src/core/history.ts';
+import { Hub, HubFullError, type ClientSink, type HubOptions } from '../../src/core/hub.ts';
+
+/** A sink whose queue drains only when told to, like a socket whose peer stopped reading. */
+class MemorySink implements ClientSink {
+  sent: Buffer[] = [];
+  notices: string[] = [];
+  closed: string | undefined;
+  paused = false;
+  queued = 0;
+  /** When false, sent bytes stay queued (a stalled peer). */
+  draining = true;
+  send(data: Buffer): void {
+    this.sent.push(Buffer.from(data));
+    if (!this.draining) this.queued += data.length;
+  }
+  get queuedBytes(): number {
+    return this.queued;
+  }
+  notice(text: string): void {
+    this.notices.push(text);
+  }
+  close(reason: string): void {
+    this.closed = reason;
+  }
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
+  text(): string {
+    return Buffer.concat(this.sent).toString();
+  }
+}
+
+function hub(over: Partial<HubOptions> = {}) {
+  const input: Buffer[] = [];
+  const events: string[] = [];
+  let breaks = 0;
+  const h = new Hub({
+    maxClients: 4,
+    queueBytes: 100,
+    slowPolicy: 'drop',
+    onInput: (b) => input.push(b),
+    onBreak: () => breaks++,
+    onFirstAttach: () => events.push('first'),
+    onLastDetach: () => events.push('last'),
+    onChange: (e, c) => events.push(`${e}:${c.label}:${c.role}`),
+    ...over,
+  });
+  return { h, input: () => Buffer.concat(input).toString(), events, breaks: () => breaks };
+}
+
+describe('HistoryRing', () => {
+  it('keeps the last N bytes in order, across wrap-around, without growing', () => {
+    const r = new HistoryRing(8);
+    r.append(Buffer.from('abc'));
+    assert.equal(r.snapshot().toString(), 'abc');
+    r.append(Buffer.from('defgh'));
+    assert.equal(r.snapshot().toString(), 'abcdefgh');
+    r.append(Buffer.from('ij'));
+    assert.equal(r.snapshot().toString(), 'cdefghij');
+    r.append(Buffer.from('0123456789XY'));
+    assert.equal(r.snapshot().toString(), '456789XY');
+    assert.equal(r.totalBytes, 22);
+    assert.equal(r.read(3).toString(), '456');
+    assert.equal(r.snapshot().toString(), '789XY');
+  });
+
+  it('equals the tail of everything appended, for any sequence of appends (property)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 64 }), fc.array(fc.uint8Array({ maxLength: 100 }), { maxLength: 30 }), (size, chunks) => {
+        const r = new HistoryRing(size);
+        for (const c of chunks) r.append(c);
+        const all = Buffer.concat(chunks);
+        assert.deepEqual(r.snapshot(), all.subarray(Math.max(0, all.length - size)));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('Hub', () => {
+  it('the first client writes, later ones view; only the writer’s input and BREAK reach the guest', () => {
+    const { h, input, events, breaks } = hub();
+    const a = new MemorySink();
+    const b = new MemorySink();
+    const ca = h.attach(a, { kind: 'tcp', label: 'A' });
+    const cb = h.attach(b, { kind: 'tcp', label: 'B' });
+    assert.equal(ca.role, 'writer');
+    assert.equal(cb.role, 'viewer');
+    assert.deepEqual(b.notices, ['read-only: A is the writer (attach with force to take over)']);
+    h.broadcast(Buffer.from('out'));
+    assert.equal(a.text(), 'out');
+    assert.equal(b.text(), 'out');
+    ca.input(Buffer.from('from-a '));
+    cb.input(Buffer.from('from-b'));
+    cb.break();
+    ca.break();
+    assert.equal(input(), 'from-a ');
+    assert.equal(breaks(), 1);
+    assert.equal(h.inputDropped, 6);
+    assert.deepEqual(events, ['attached:A:writer', 'first', 'attached:B:viewer']);
+  });
+
+  it('force takes over and tells both; the writer leaving promotes the oldest who may write', () => {
+    const { h, events } = hub();
+    const [a, b, c, d] = [new MemorySink(), new MemorySink(), new MemorySink(), new MemorySink()];
+    const ca = h.attach(a, { kind: 'tcp', label: 'A' });
+    const cb = h.attach(b, { kind: 'console', label: 'B', readonly: true });
+    const cc = h.attach(c, { kind: 'console', label: 'C', force: true });
+    assert.equal(ca.role, 'viewer');
+    assert.equal(cc.role, 'writer');
+    assert.deepEqual(a.notices, ['C took over; you are a read-only viewer now']);
+    const cd = h.attach(d, { kind: 'browser', label: 'D' });
+    assert.equal(cd.role, 'viewer');
+    cc.detach();
+    // B is read-only for good: A, attached before D, is next.
+    assert.equal(ca.role, 'writer');
+    assert.equal(cb.role, 'viewer');
+    assert.deepEqual(a.notices.at(-1), 'C left; you are the writer now');
+    h.takeOver(cd);
+    assert.equal(cd.role, 'writer');
+    assert.equal(ca.role, 'viewer');
+    for (const x of [ca, cb, cd]) x.detach();
+    assert.equal(events.at(-1), 'last');
+    assert.equal(h.size, 0);
+  });
+
+  it('history is replayed to each client before live output', () => {
+    const history = new HistoryRing(1024);
+    const { h } = hub({ history });
+    history.append(Buffer.from('boot log\n'));
+    const a = new MemorySink();
+    h.attach(a, { kind: 'tcp', label: 'A' });
+    history.append(Buffer.from('live\n'));
+    h.broadcast(Buffer.from('live\n'));
+    assert.equal(a.text(), 'boot log\nlive\n');
+    const late = new MemorySink();
+    h.attach(late, { kind: 'console', label: 'late' });
+    assert.equal(late.text(), 'boot log\nlive\n');
+  });
+
+  it('a stalled client misses output within its bound and is told when it reads again; the others get everything', () => {
+    const { h } = hub({ queueBytes: 10 });
+    const fast = new MemorySink();
+    const slow = new MemorySink();
+    slow.draining = false;
+    h.attach(fast, { kind: 'tcp', label: 'fast' });
+    const cs = h.attach(slow, { kind: 'tcp', label: 'slow' });
+    for (let i = 0; i < 10; i++) h.broadcast(Buffer.from('0123'));
+    assert.equal(fast.text(), '0123'.repeat(10));
+    assert.equal(slow.queuedBytes, 8, 'never more than the bound is queued');
+    assert.equal(cs.bytesMissed, 32);
+    slow.queued = 0; // the peer read what was queued
+    h.broadcast(Buffer.from('next'));
+    assert.deepEqual(slow.notices.at(-1), '32 bytes of output were dropped while this client was not reading');
+    assert.equal(slow.text(), '01230123next');
+  });
+
+  it("policy 'disconnect' ends a stalled client's session; maxClients refuses the next", () => {
+    const { h } = hub({ queueBytes: 4, slowPolicy: 'disconnect', maxClients: 1 });
+    const slow = new MemorySink();
+    slow.draining = false;
+    h.attach(slow, { kind: 'tcp', label: 'slow' });
+    assert.throws(() => h.attach(new MemorySink(), { kind: 'tcp', label: 'x' }), HubFullError);
+    h.broadcast(Buffer.from('1234'));
+    h.broadcast(Buffer.from('5'));
+    assert.match(slow.closed ?? '', /output queue full \(4 bytes\): disconnected/);
+    assert.equal(h.size, 0);
+  });
+
+  it('input flow control pauses every client, including ones that attach while paused', () => {
+    const { h } = hub();
+    const a = new MemorySink();
+    h.attach(a, { kind: 'tcp', label: 'A' });
+    h.setReading(false);
+    const b = new MemorySink();
+    h.attach(b, { kind: 'tcp', label: 'B' });
+    assert.equal(a.paused && b.paused, true);
+    h.setReading(true);
+    assert.equal(a.paused || b.paused, false);
+  });
+});
