@@ -11,6 +11,7 @@ import type { DriverOptions } from '../config/postparse.ts';
 import type { Platform } from '../platform/index.ts';
 import type { ChardevError } from '../errors.ts';
 import type { RotatingLog } from './rotating-log.ts';
+import type { Hub } from './hub.ts';
 
 /** What a backend reports to its chardev (QEMU's qemu_chr_be_* calls). */
 export interface BackendEvents {
@@ -45,6 +46,8 @@ export interface BackendContext {
   readonly events: BackendEvents;
   /** How often a pty without a client is polled for one (QEMU: 1000 ms). */
   readonly ptyPollMs: number;
+  /** Everyone attached to the device; backends with clients (servers, pty) attach them here. */
+  readonly hub: Hub;
   /** The domain log shared by every stdio device of the domain (opened on first use). */
   readonly domainLog: () => RotatingLog;
 }
@@ -58,6 +61,11 @@ export interface Backend {
   readonly ptyPath?: string;
   /** The port actually bound, for live XML where the XML said `service='0'`. */
   readonly boundService?: string | undefined;
+  /**
+   * Output reaches this backend's clients through the hub (the backend attached them to
+   * `ctx.hub`), so the chardev must not broadcast a second copy. Default false.
+   */
+  readonly deliversToHub?: boolean;
   /** Emits `opened` at creation (file, pipe, dev, stdio) rather than when a client comes. */
   readonly openAtStart: boolean;
   /**

@@ -6,6 +6,13 @@ import type { ChrDeviceDef, ChrType } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { closeQuietly, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
+import { HistoryRing } from './history.ts';
+import { Hub } from './hub.ts';
+
+/** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
+export const DEFAULT_MAX_CLIENTS = 8;
+/** Per-client output queue bound when the XML does not say. */
+export const DEFAULT_CLIENT_QUEUE_BYTES = 1024 * 1024;
 
 export interface ChardevEvents {
   /** Host → guest bytes. Input is read only while at least one 'data' listener exists. */
@@ -73,6 +80,10 @@ export class Chardev {
   #stopped = false;
   #fromGuest = 0;
   #toGuest = 0;
+  /** Recent guest output, when `<cd:history>` asks for it. */
+  readonly history: HistoryRing | undefined;
+  /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
+  readonly hub: Hub;
 
   /** Opens the `<log>` tee only; `attach` adds the backend. Split so a failed backend start can close the log. */
   constructor(alias: string, id: string, def: ChrDeviceDef) {
@@ -82,6 +93,23 @@ export class Chardev {
     this.type = def.source.type;
     const log = def.source.log;
     if (log !== undefined) this.#log = new LogTee(id, log.file, log.append === 'on');
+    const ext = def.ext;
+    this.history = ext.history !== undefined ? new HistoryRing(ext.history.sizeBytes) : undefined;
+    this.hub = new Hub({
+      maxClients: ext.clients?.max ?? DEFAULT_MAX_CLIENTS,
+      queueBytes: ext.clients?.queueBytes ?? DEFAULT_CLIENT_QUEUE_BYTES,
+      slowPolicy: ext.clients?.slow ?? 'drop',
+      history: this.history,
+      onInput: (b) => this.receive(b),
+      onBreak: () => this.breakReceived(),
+      // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and goes.
+      onFirstAttach: () => {
+        if (this.#backend?.openAtStart === false) this.opened();
+      },
+      onLastDetach: () => {
+        if (this.#backend?.openAtStart === false) this.closed();
+      },
+    });
   }
 
   /** @internal Called once by the domain after the backend factory returned. */
@@ -124,6 +152,10 @@ export class Chardev {
     const n = this.#backend.write(data);
     if (n > 0) {
       this.#fromGuest += n;
+      // One copy: transports keep references to what they are given, and callers reuse buffers.
+      const accepted = Buffer.from(data.subarray(0, n));
+      this.history?.append(accepted);
+      if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
       const err = this.#log?.write(data.subarray(0, n));
       if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_OPEN', `${this.id}: log ${this.#log?.path}: ${err.message}; logging stopped`, { cause: err }));
     }
@@ -132,7 +164,7 @@ export class Chardev {
 
   on<E extends ChardevEvent>(event: E, listener: ChardevEvents[E]): this {
     (this.#listeners[event] as Array<ChardevEvents[E]>).push(listener);
-    if (event === 'data' && this.#listeners.data.length === 1) this.#backend?.setReading(true);
+    if (event === 'data' && this.#listeners.data.length === 1) this.#setReading(true);
     if (event === 'open' && this.#isOpen) {
       // Late attach replays OPENED, asynchronously so the caller's own setup finishes first.
       queueMicrotask(() => {
@@ -146,8 +178,13 @@ export class Chardev {
     const list = this.#listeners[event] as Array<ChardevEvents[E]>;
     const i = list.indexOf(listener);
     if (i >= 0) list.splice(i, 1);
-    if (event === 'data' && this.#listeners.data.length === 0) this.#backend?.setReading(false);
+    if (event === 'data' && this.#listeners.data.length === 0) this.#setReading(false);
     return this;
+  }
+
+  #setReading(reading: boolean): void {
+    this.#backend?.setReading(reading);
+    this.hub.setReading(reading);
   }
 
   /** Resolves once what the guest wrote has left user space (pty or socket peer read it). */
@@ -160,6 +197,7 @@ export class Chardev {
     if (this.#stopped) return;
     this.#stopped = true;
     const backend = this.#backend;
+    this.hub.closeAll('the device was stopped');
     try {
       if (backend !== undefined) await backend.stop(abort);
     } finally {

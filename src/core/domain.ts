@@ -129,6 +129,7 @@ export async function startDomain(loaded: LoadedDomain, options: DomainOptions =
         id,
         dev,
         driver: loaded.driver,
+        hub: chardev.hub,
         platform,
         ptyPollMs,
         events: {
