@@ -7,7 +7,7 @@ import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { closeQuietly, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { HistoryRing } from './history.ts';
-import { Hub } from './hub.ts';
+import { Hub, type ClientInfo } from './hub.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
@@ -23,6 +23,8 @@ export interface ChardevEvents {
   break: () => void;
   /** A run-time failure of this device, reported once; the device and the domain keep running. */
   error: (err: ChardevError) => void;
+  /** A client attached, left, or changed role (see Hub). */
+  client: (change: 'attached' | 'detached' | 'role', client: ClientInfo) => void;
 }
 
 export type ChardevEvent = keyof ChardevEvents;
@@ -75,7 +77,7 @@ export class Chardev {
   readonly def: ChrDeviceDef;
   #backend: Backend | undefined;
   #log: LogTee | undefined;
-  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [] };
+  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [], client: [] };
   #isOpen = false;
   #stopped = false;
   #fromGuest = 0;
@@ -108,6 +110,9 @@ export class Chardev {
       },
       onLastDetach: () => {
         if (this.#backend?.openAtStart === false) this.closed();
+      },
+      onChange: (change, client) => {
+        for (const l of [...this.#listeners.client]) l(change, client);
       },
     });
   }
