@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerConfigCommands } from './commands/config.ts';
 import { registerRunCommand } from './commands/run.ts';
+import { registerConsoleCommands } from './commands/console.ts';
 import { errorLine, exitCodeOf } from './io.ts';
 
 export function buildProgram(write: (s: string) => void = (s) => process.stdout.write(s)): Command {
@@ -17,6 +18,7 @@ export function buildProgram(write: (s: string) => void = (s) => process.stdout.
     .exitOverride();
   registerConfigCommands(program, write);
   registerRunCommand(program, write);
+  registerConsoleCommands(program, write);
   return program;
 }
 

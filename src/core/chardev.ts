@@ -115,6 +115,8 @@ export class Chardev {
         for (const l of [...this.#listeners.client]) l(change, client);
       },
     });
+    // Like a backend, clients are read only while the guest side listens for input.
+    this.hub.setReading(false);
   }
 
   /** @internal Called once by the domain after the backend factory returned. */

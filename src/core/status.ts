@@ -18,6 +18,10 @@ export interface DomainStatus {
   readonly inactiveXml: string;
   /** As `dumpxml --live` prints it: pty paths, tty=, aliases, bound ports. */
   readonly liveXml: string;
+  /** Where `chardev console` attaches (console-protocol.ts). */
+  readonly consoleSocket?: string;
+  /** The QMP control socket. */
+  readonly qmpSocket?: string;
   readonly devices: ReadonlyArray<{ readonly alias: string; readonly type: string; readonly filename: string; readonly where: string }>;
 }
 

@@ -17,6 +17,7 @@ import { linuxPlatform, type ByteReader, type ByteWriter } from '../../platform/
 import { formatDomain } from '../../config/format.ts';
 import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
+import { startConsoleServer, type ConsoleServer } from '../../control/console-server.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
 
@@ -221,16 +222,20 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         }, KILL_AFTER_MS).unref();
       };
       let status: number;
+      let consoleServer: ConsoleServer | undefined;
       try {
+        consoleServer = await startConsoleServer(domain, path.join(runDir, `${domain.name}.console`));
         writeStatus(runDir, {
           name: domain.name,
           pid: process.pid,
           started: new Date().toISOString(),
+          consoleSocket: consoleServer.path,
           inactiveXml: formatDomain(loaded),
           liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
           devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
         });
         for (const line of domain.describe()) write(`${line}\n`);
+        write(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})\n`);
         const attach = opts.attach ?? (file === undefined ? DEFAULT_DOMAIN_ATTACH : []);
         const devices = attach.length > 0 ? attach.map((a) => domain.device(a)) : [domain.primary()].filter((d) => d !== undefined);
         if (devices.length === 0) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
@@ -244,6 +249,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         removeStatus(runDir, domain.name);
+        await consoleServer?.close();
         await domain.stop({ drainMs: DRAIN_MS });
       }
       // An empty message: main() prints nothing and exits with the child's status.
