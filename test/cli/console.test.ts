@@ -1,0 +1,111 @@
+/**
+ * `chardev console` and `chardev list` against a running `chardev run`, driven the way a
+ * person would: in tmux, with send-keys and capture-pane.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ROOT } from '../helpers/paths.ts';
+import { domainXml, run, tmpDir, waitFor } from '../core/helpers.ts';
+
+const CLI = path.join(ROOT, 'src', 'cli', 'main.ts');
+const T = { timeout: 40000 };
+/** A tmux server of our own, so nothing here touches a user's sessions. */
+const TMUX = ['-L', `chardev-test-${process.pid}`];
+
+function tmux(...args: string[]): string {
+  return execFileSync('tmux', [...TMUX, ...args], { encoding: 'utf8' });
+}
+function screen(window: string): string {
+  return tmux('capture-pane', '-p', '-t', window);
+}
+
+describe('chardev console (in tmux)', () => {
+  let dir = '';
+  let runDir = '';
+  let domain: ReturnType<typeof spawn> | undefined;
+  let domainOut = '';
+  const cli = (args: string): string => `${process.execPath} --import tsx ${CLI} ${args}`;
+
+  before(async () => {
+    dir = tmpDir('console');
+    runDir = path.join(dir, 'run');
+    fs.mkdirSync(runDir, { mode: 0o700 });
+    const xml = path.join(dir, 'con.xml');
+    fs.writeFileSync(
+      xml,
+      domainXml(`<serial type='null'><target port='0'/><cd:history size='65536'/></serial>`, 'con').replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"),
+    );
+    // The guest echoes each line it reads, so what reaches it is visible.
+    const guest = 'echo boot-line; while IFS= read -r l; do printf "echo:%s\\n" "$l"; done';
+    domain = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(dir, 'logs'), xml, '--', 'sh', '-c', guest], { stdio: ['ignore', 'pipe', 'pipe'] });
+    domain.stdout?.on('data', (b: Buffer) => (domainOut += b.toString()));
+    await waitFor(() => /console: chardev console con/.test(domainOut), 'the domain to start', 15000);
+    tmux('new-session', '-d', '-s', 'main', '-x', '120', '-y', '30', 'sleep 600');
+  });
+
+  after(() => {
+    try {
+      tmux('kill-server');
+    } catch {
+      // already gone
+    }
+    domain?.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Open a tmux window running `chardev console ARGS`, then report its exit status and terminal settings. */
+  function openConsole(name: string, args: string): void {
+    tmux('new-window', '-d', '-t', 'main', '-n', name, `stty -g > ${dir}/${name}.before; ${cli(`console --run-dir ${runDir} ${args}`)}; echo "EXIT=$?"; stty -g > ${dir}/${name}.after; sleep 600`);
+  }
+
+  it('attaches with the banner and history, input reaches the guest, ^] leaves and restores the terminal', T, async () => {
+    openConsole('a', 'con');
+    await waitFor(() => screen('main:a').includes('boot-line'), 'banner and history', 10000);
+    const s = screen('main:a');
+    assert.match(s, /^Connected to domain 'con'\nEscape character is \^\]\nboot-line\n/);
+    tmux('send-keys', '-t', 'main:a', 'hello', 'C-j');
+    await waitFor(() => screen('main:a').includes('echo:hello'), 'the guest to echo the line', 10000);
+    tmux('send-keys', '-t', 'main:a', 'C-]');
+    await waitFor(() => screen('main:a').includes('EXIT='), 'the console to exit', 10000);
+    assert.match(screen('main:a'), /EXIT=0/);
+    await waitFor(() => fs.existsSync(`${dir}/a.after`), 'stty after');
+    assert.equal(fs.readFileSync(`${dir}/a.after`, 'utf8'), fs.readFileSync(`${dir}/a.before`, 'utf8'), 'the terminal is restored');
+  });
+
+  it('a second console is a viewer; --readonly input never reaches the guest; --force takes over and both are told', T, async () => {
+    openConsole('w', 'con serial0');
+    await waitFor(() => screen('main:w').includes('Escape character'), 'writer attached', 10000);
+    openConsole('v', 'con --readonly');
+    await waitFor(() => screen('main:v').includes('Escape character'), 'viewer attached', 10000);
+    tmux('send-keys', '-t', 'main:v', 'from-viewer', 'C-j');
+    tmux('send-keys', '-t', 'main:w', 'from-writer', 'C-j');
+    await waitFor(() => screen('main:v').includes('echo:from-writer'), 'the viewer sees the writer’s echo', 10000);
+    assert.ok(!screen('main:w').includes('echo:from-viewer'), 'viewer input is dropped');
+
+    openConsole('f', 'con --force');
+    await waitFor(() => screen('main:w').includes('took over; you are a read-only viewer now'), 'the old writer is told', 10000);
+    tmux('send-keys', '-t', 'main:w', 'old-writer', 'C-j');
+    tmux('send-keys', '-t', 'main:f', 'new-writer', 'C-j');
+    await waitFor(() => screen('main:w').includes('echo:new-writer'), 'the new writer’s input reaches the guest', 10000);
+    assert.ok(!screen('main:f').includes('echo:old-writer'));
+    for (const w of ['w', 'v', 'f']) tmux('send-keys', '-t', `main:${w}`, 'C-]');
+    for (const w of ['w', 'v', 'f']) await waitFor(() => screen(`main:${w}`).includes('EXIT=0'), `console ${w} to exit`, 10000);
+  });
+
+  it('chardev list shows the running domain; console to an unknown domain or device is one clear line', T, async () => {
+    const list = await run(process.execPath, ['--import', 'tsx', CLI, 'list', '--run-dir', runDir]);
+    assert.equal(list.code, 0, list.stderr.toString());
+    assert.match(list.stdout.toString(), new RegExp(`^Pid\\s+Name\\s+State\\s+Started\\n-+\\n${domain?.pid}\\s+con\\s+running\\s+\\S+\\n$`));
+    const json = JSON.parse((await run(process.execPath, ['--import', 'tsx', CLI, 'list', '--json', '--run-dir', runDir])).stdout.toString()) as Array<{ name: string }>;
+    assert.deepEqual(json.map((d) => d.name), ['con']);
+    const nope = await run(process.execPath, ['--import', 'tsx', CLI, 'console', '--run-dir', runDir, 'nope']);
+    assert.equal(nope.code, 1);
+    assert.equal(nope.stderr.toString(), "failed to get domain 'nope'\n");
+    const noDev = await run(process.execPath, ['--import', 'tsx', CLI, 'console', '--run-dir', runDir, 'con', 'serial9']);
+    assert.equal(noDev.code, 1);
+    assert.equal(noDev.stderr.toString(), "error: no device 'serial9' in domain con (has: serial0)\n");
+  });
+});
