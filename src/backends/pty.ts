@@ -8,10 +8,14 @@
  * as written (QEMU returns len; it must not sit in the pty for a later client), except
  * that a write first re-polls, so output is not lost in the gap before the timer notices
  * a new client (QEMU ≥ 8.2).
+ *
+ * The reader is one of the device's hub clients: it gets the history first, its input
+ * reaches the guest only while it is the writer, and its queue is bounded like any client's.
  */
 import type { Backend, BackendContext } from '../core/backend.ts';
 import { ChardevError } from '../errors.ts';
 import type { ByteReader } from '../platform/index.ts';
+import type { ClientSink, HubClient } from '../core/hub.ts';
 
 /** How often a draining stop re-checks what the reader has left unread. */
 const DRAIN_POLL_MS = 10;
@@ -29,6 +33,8 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   let connected = false;
   let reading = false;
   let reader: ByteReader | undefined;
+  /** The reader as one of the device's clients (history, writer role, bounded queue). */
+  let client: HubClient | undefined;
   let timer: NodeJS.Timeout | undefined;
   let discarded = 0;
   const writer = platform.openWriter(masterFd, {
@@ -59,8 +65,26 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     reader = undefined;
     if (!connected) return;
     connected = false;
-    events.closed();
+    client?.detach();
+    client = undefined;
     startPolling();
+  };
+
+  const sink: ClientSink = {
+    // The writer's own bound applies; what it refuses is counted in its droppedBytes.
+    send: (data) => void writer.write(data),
+    get queuedBytes() {
+      return writer.queuedBytes;
+    },
+    notice: (text) => void writer.write(Buffer.from(`\r\n[chardev: ${text}]\r\n`)),
+    // Nobody can be pushed off a pty; the reader just stops getting output until it reopens.
+    close: () => {
+      client = undefined;
+    },
+    pause: () => reader?.pause(),
+    resume: () => {
+      if (reading) reader?.resume();
+    },
   };
 
   function check(): void {
@@ -69,7 +93,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     connected = true;
     try {
       reader = platform.openPtyReader(masterFd, {
-        onData: (chunk) => events.receive(chunk),
+        onData: (chunk) => client?.input(chunk),
         onHangup: disconnect,
         onError: (err) => {
           events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${err.message}`, { cause: err }));
@@ -83,7 +107,12 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       return;
     }
     if (!reading) reader.pause();
-    events.opened();
+    try {
+      // Attaching replays the history, and opens the device if nobody else was attached.
+      client = ctx.hub.attach(sink, { kind: 'pty', label: slavePath });
+    } catch (e) {
+      events.error(new ChardevError('ERR_BACKEND_BUSY', `${id}: pty ${slavePath}: reader not served: ${(e as Error).message}`, { cause: e }));
+    }
   }
 
   // QEMU checks once when the frontend attaches, then polls; so do we.
@@ -102,11 +131,14 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     },
     write(data) {
       if (stopped) return 0;
-      if (!connected && !hasReader()) {
+      // Re-poll first (QEMU ≥ 8.2): output right after a reader appears is not lost.
+      if (!connected) check();
+      if (!connected) {
         discarded += data.length;
         return data.length;
       }
-      return writer.write(data);
+      // The chardev hands the bytes to every client, this reader included.
+      return data.length;
     },
     async drained() {
       await writer.drained();
