@@ -92,6 +92,13 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     stopPolling();
     connected = true;
     try {
+      // Attach before reading starts, so nothing the reader sends can arrive ahead of its client.
+      // Attaching replays the history, and opens the device if nobody else was attached.
+      client = ctx.hub.attach(sink, { kind: 'pty', label: slavePath });
+    } catch (e) {
+      events.error(new ChardevError('ERR_BACKEND_BUSY', `${id}: pty ${slavePath}: reader not served: ${(e as Error).message}`, { cause: e }));
+    }
+    try {
       reader = platform.openPtyReader(masterFd, {
         onData: (chunk) => client?.input(chunk),
         onHangup: disconnect,
@@ -102,17 +109,13 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       });
     } catch (e) {
       connected = false;
+      client?.detach();
+      client = undefined;
       events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${(e as Error).message}`, { cause: e }));
       startPolling();
       return;
     }
     if (!reading) reader.pause();
-    try {
-      // Attaching replays the history, and opens the device if nobody else was attached.
-      client = ctx.hub.attach(sink, { kind: 'pty', label: slavePath });
-    } catch (e) {
-      events.error(new ChardevError('ERR_BACKEND_BUSY', `${id}: pty ${slavePath}: reader not served: ${(e as Error).message}`, { cause: e }));
-    }
   }
 
   // QEMU checks once when the frontend attaches, then polls; so do we.

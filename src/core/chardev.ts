@@ -34,7 +34,7 @@ export interface ChardevCounters {
   readonly bytesFromGuest: number;
   /** Bytes delivered to the guest through 'data'. */
   readonly bytesToGuest: number;
-  /** Accepted bytes the backend discarded (no client, full queue). */
+  /** Accepted bytes that did not reach a client: the backend discarded them (no client), or a client's queue was full (summed per client). */
   readonly dropped: number;
 }
 
@@ -146,7 +146,7 @@ export class Chardev {
     return this.#backend?.boundService;
   }
   get counters(): ChardevCounters {
-    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: this.#backend?.droppedBytes ?? 0 };
+    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: (this.#backend?.droppedBytes ?? 0) + this.hub.missedBytes };
   }
 
   /**

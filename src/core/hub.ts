@@ -132,6 +132,7 @@ export class Hub {
   #nextId = 1;
   #reading = true;
   #inputDropped = 0;
+  #missed = 0;
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -142,6 +143,10 @@ export class Hub {
   }
   get maxClients(): number {
     return this.#options.maxClients;
+  }
+  /** Output some client missed (its queue was full), summed over every client ever attached. */
+  get missedBytes(): number {
+    return this.#missed;
   }
   /** Input from clients that were not the writer, since start. */
   get inputDropped(): number {
@@ -216,6 +221,7 @@ export class Hub {
       if (sink.queuedBytes + data.length > queueBytes) {
         client.bytesMissed += data.length;
         client.missedUntold += data.length;
+        this.#missed += data.length;
         if (slowPolicy === 'disconnect') {
           sink.close(`output queue full (${queueBytes} bytes): disconnected, as this device's policy says`);
           this.detach(client);
