@@ -76,6 +76,13 @@ export function socketSpec(ctx: BackendContext, source: TcpSourceDef | UnixSourc
   return { ...base, address: { kind: 'tcp', host: source.host ?? (server ? '127.0.0.1' : 'localhost'), port: parsePort(ctx, source.service) }, telnet, tls: creds };
 }
 
+/** A server-side TLS handshake that ended because the client went away, with no TLS reason to report. */
+function isHangUp(e: unknown): boolean {
+  const cause = e instanceof ChardevError ? e.cause : undefined;
+  const code = cause instanceof Error && 'code' in cause ? cause.code : undefined;
+  return code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 function bracket(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
@@ -103,6 +110,8 @@ class SocketBackend implements Backend {
   #stopped = false;
   #dropped = 0;
   #retry: NodeJS.Timeout | undefined;
+  /** A client connect still in progress. */
+  #dialing: net.Socket | undefined;
   /** True from a failed connect until a successful one: the failure is reported once per streak. */
   #failing = false;
   #createdSocketFile = false;
@@ -231,7 +240,8 @@ class SocketBackend implements Backend {
         probe.destroy();
         resolve(true);
       });
-      probe.once('error', () => resolve(false));
+      // EAGAIN: a listener whose backlog is full is alive too; only "refused" means stale.
+      probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EAGAIN'));
     });
     if (live) throw new ChardevError('ERR_BACKEND_BUSY', `${id}: Failed to bind socket to '${path}': another process is listening on it`);
     unlinkQuietly(path);
@@ -306,7 +316,15 @@ class SocketBackend implements Backend {
         resolve(undefined);
       };
       // A peer that leaves mid-handshake is not an error worth reporting; QEMU only traces it.
-      peer.onRawClose = () => fail(CLOSED_IN_HANDSHAKE);
+      // Under TLS the raw socket reports 'close' before the TLS layer says why it ended (a
+      // refused client certificate destroys the socket, and only then is the reason
+      // reported), so the TLS outcome is given the rest of this turn of the loop to win.
+      let rawClosed = false;
+      peer.onRawClose = () => {
+        rawClosed = true;
+        if (this.#spec.tls === undefined) fail(CLOSED_IN_HANDSHAKE);
+        else setImmediate(() => fail(CLOSED_IN_HANDSHAKE));
+      };
       raw.once('close', peer.onRawClose);
 
       const telnetThenOpen = (): void => {
@@ -331,10 +349,14 @@ class SocketBackend implements Backend {
       const handshake = this.#spec.server ? acceptTls(creds, raw, opts) : connectTls(creds, raw, a.kind === 'tcp' ? a.host : 'localhost', opts);
       handshake.then(
         (t) => {
+          if (rawClosed) {
+            fail(CLOSED_IN_HANDSHAKE);
+            return;
+          }
           peer.stream = t;
           telnetThenOpen();
         },
-        (e: unknown) => fail(e instanceof ChardevError ? e.message.replace(`${id}: `, '') : String(e)),
+        (e: unknown) => fail(this.#spec.server && isHangUp(e) ? CLOSED_IN_HANDSHAKE : e instanceof ChardevError ? e.message.replace(`${id}: `, '') : String(e)),
       );
     });
   }
@@ -390,9 +412,17 @@ class SocketBackend implements Backend {
   connectOnce(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const raw = this.#dial();
+      // Until it connects, stop() must be able to abort it (a connect can hang for minutes).
+      this.#dialing = raw;
       const onError = (e: NodeJS.ErrnoException): void => reject(new ChardevError('ERR_CONNECT', this.#connectError(e), { cause: e }));
       raw.once('error', onError);
+      raw.once('close', () => {
+        if (this.#dialing !== raw) return;
+        this.#dialing = undefined;
+        reject(new ChardevError('ERR_CONNECT', 'stopped'));
+      });
       raw.once('connect', () => {
+        this.#dialing = undefined;
         raw.off('error', onError);
         raw.on('error', () => {});
         if (this.#stopped) {
@@ -432,6 +462,8 @@ class SocketBackend implements Backend {
     this.#stopped = true;
     if (this.#retry !== undefined) clearTimeout(this.#retry);
     this.#retry = undefined;
+    this.#dialing?.destroy();
+    this.#dialing = undefined;
     const peer = this.#peer;
     this.#peer = undefined;
     const closing: Array<Promise<void>> = [];
