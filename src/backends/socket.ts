@@ -15,8 +15,9 @@ import * as net from 'node:net';
 import type { TcpSourceDef, UnixSourceDef } from '../config/types.ts';
 import type { Backend, BackendContext } from '../core/backend.ts';
 import { describeErrno, unlinkQuietly } from '../core/files.ts';
+import { HubFullError, type ClientSink, type HubClient } from '../core/hub.ts';
+import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { ChardevError } from '../errors.ts';
-import { DEFAULT_MAX_QUEUED_BYTES } from '../platform/byte-queue.ts';
 import { TelnetDecoder, TELNET_SERVER_GREETING } from '../protocols/telnet.ts';
 import { acceptTls, connectTls, loadTlsCredentials, type TlsCredentials } from '../protocols/tls.ts';
 import { tcpUsesTls } from '../qemu/command.ts';
@@ -39,8 +40,8 @@ export interface SocketSpec {
   readonly tls: TlsCredentials | undefined;
   /** 0: no reconnect (client must connect at start; a disconnect is final). */
   readonly reconnectMs: number;
-  /** Bytes queued towards a slow peer before writes are refused. */
-  readonly maxQueuedBytes: number;
+  /** Peers served at once: 1 like QEMU, more with `<cd:clients max>` (servers only). */
+  readonly maxPeers: number;
 }
 
 function parsePort(ctx: BackendContext, service: string | undefined): number {
@@ -57,7 +58,7 @@ export function socketSpec(ctx: BackendContext, source: TcpSourceDef | UnixSourc
   const server = source.mode === 'bind';
   const reconnect = source.reconnect;
   const reconnectMs = reconnect?.enabled === 'yes' && !server ? (reconnect.timeoutSec ?? 0) * 1000 : 0;
-  const base = { server, reconnectMs, maxQueuedBytes: DEFAULT_MAX_QUEUED_BYTES };
+  const base = { server, reconnectMs, maxPeers: server ? (ctx.dev.ext.clients?.max ?? 1) : 1 };
   if (source.type === 'unix') {
     if (source.path === undefined) throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: unix socket has no path`);
     return { ...base, address: { kind: 'unix', path: source.path }, telnet: false, tls: undefined };
@@ -96,6 +97,8 @@ interface Peer {
   established: boolean;
   /** `tcp:L:LP,server=on <-> P:PP` as QEMU prints it, fixed at connect time. */
   label: string;
+  /** The peer as one of the device's clients, once established. */
+  client?: HubClient;
 }
 
 class SocketBackend implements Backend {
@@ -104,7 +107,8 @@ class SocketBackend implements Backend {
   readonly #spec: SocketSpec;
   #server: net.Server | undefined;
   #listenAddress: SocketAddress | undefined;
-  #peer: Peer | undefined;
+  /** Peers in their handshake or established, in arrival order. */
+  readonly #peers = new Set<Peer>();
   readonly #waiting: net.Socket[] = [];
   #reading = false;
   #stopped = false;
@@ -127,8 +131,8 @@ class SocketBackend implements Backend {
 
   /** query-chardev's filename. */
   get filename(): string {
-    const peer = this.#peer;
-    if (peer?.established === true) return peer.label;
+    const peer = this.#firstEstablished();
+    if (peer !== undefined) return peer.label;
     const a = this.#listenAddress ?? this.#spec.address;
     const server = this.#spec.server ? ',server=on' : '';
     return a.kind === 'unix' ? `disconnected:unix:${a.path}${server}` : `disconnected:${this.#proto}:${a.host}:${a.port}${server}`;
@@ -152,32 +156,43 @@ class SocketBackend implements Backend {
     return this.#dropped;
   }
 
+  #firstEstablished(): Peer | undefined {
+    for (const p of this.#peers) if (p.established) return p;
+    return undefined;
+  }
+
   /** Whether a peer is connected and past its handshakes (QOM's `connected`). */
   get connected(): boolean {
-    return this.#peer?.established === true;
+    return this.#firstEstablished() !== undefined;
   }
 
+  /**
+   * The chardev hands guest output to every hub client, our peers included, each within
+   * its own bound; here only what no peer gets is counted. QEMU answers EIO and the UART
+   * drops the byte; we report it taken (the log keeps it) and count it.
+   */
   write(data: Uint8Array): number {
-    const peer = this.#peer;
-    if (this.#stopped || peer === undefined || !peer.established || peer.stream.destroyed) {
-      // QEMU: EIO, the UART drops the byte. We report it taken (the log keeps it) and count it.
-      this.#dropped += data.length;
-      return data.length;
-    }
-    const room = this.#spec.maxQueuedBytes - peer.stream.writableLength;
-    if (room <= 0) return 0;
-    const n = Math.min(room, data.length);
-    // Node keeps a reference to what it is given; the caller may reuse its buffer.
-    peer.stream.write(Buffer.from(data.subarray(0, n)));
-    return n;
+    if (this.#stopped) return 0;
+    if (!this.connected) this.#dropped += data.length;
+    return data.length;
   }
 
+  drained(): Promise<void> {
+    const pending = [...this.#peers].filter((p) => p.established && !p.stream.destroyed && p.stream.writableLength > 0);
+    return Promise.all(
+      pending.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            p.stream.once('drain', () => resolve());
+            p.stream.once('close', () => resolve());
+          }),
+      ),
+    ).then(() => undefined);
+  }
+
+  /** Peers are hub clients: the hub pauses and resumes them; this only sets how new ones start. */
   setReading(reading: boolean): void {
     this.#reading = reading;
-    const peer = this.#peer;
-    if (peer?.established !== true) return;
-    if (reading) peer.stream.resume();
-    else peer.stream.pause();
   }
 
   // --- server ---------------------------------------------------------------------------
@@ -187,64 +202,24 @@ class SocketBackend implements Backend {
     const server = net.createServer({ pauseOnConnect: true });
     this.#server = server;
     server.on('connection', (sock) => this.#accepted(sock));
-    if (address.kind === 'unix') await this.#prepareUnixPath(address.path);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (e: NodeJS.ErrnoException): void => reject(this.#bindError(e));
-      server.once('error', onError);
-      const done = (): void => {
-        server.off('error', onError);
-        resolve();
-      };
-      if (address.kind === 'unix') {
-        // Owner-only from the moment the socket exists: bind() creates it under the umask.
-        const old = process.umask(0o177);
-        try {
-          server.listen({ path: address.path, backlog: 1 }, done);
-        } finally {
-          process.umask(old);
-        }
-      } else {
-        server.listen({ host: address.host, port: address.port, backlog: 1 }, done);
-      }
-    });
-    server.on('error', (e: NodeJS.ErrnoException) => this.#ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: ${describeErrno(e)}`, { cause: e })));
     if (address.kind === 'unix') {
+      await listenUnixOwnerOnly(this.#ctx.id, server, address.path, 1);
       this.#createdSocketFile = true;
-      fs.chmodSync(address.path, 0o600);
       this.#listenAddress = address;
     } else {
+      await new Promise<void>((resolve, reject) => {
+        const onError = (e: NodeJS.ErrnoException): void =>
+          reject(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to '${address.host}:${address.port}': ${describeErrno(e)}`, { cause: e }));
+        server.once('error', onError);
+        server.listen({ host: address.host, port: address.port, backlog: 1 }, () => {
+          server.off('error', onError);
+          resolve();
+        });
+      });
       const bound = server.address() as net.AddressInfo;
       this.#listenAddress = { kind: 'tcp', host: bound.address, port: bound.port };
     }
-  }
-
-  #bindError(e: NodeJS.ErrnoException): ChardevError {
-    const a = this.#spec.address;
-    const where = a.kind === 'unix' ? `'${a.path}'` : `'${a.host}:${a.port}'`;
-    return new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to ${where}: ${describeErrno(e)}`, { cause: e });
-  }
-
-  /** A socket file nobody listens on is replaced; a live one, or a file that is not a socket, is an error. */
-  async #prepareUnixPath(path: string): Promise<void> {
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(path);
-    } catch {
-      return;
-    }
-    const id = this.#ctx.id;
-    if (!st.isSocket()) throw new ChardevError('ERR_BACKEND_OPEN', `${id}: Failed to bind socket to '${path}': the path exists and is not a socket`);
-    const live = await new Promise<boolean>((resolve) => {
-      const probe = net.connect({ path });
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve(true);
-      });
-      // EAGAIN: a listener whose backlog is full is alive too; only "refused" means stale.
-      probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EAGAIN'));
-    });
-    if (live) throw new ChardevError('ERR_BACKEND_BUSY', `${id}: Failed to bind socket to '${path}': another process is listening on it`);
-    unlinkQuietly(path);
+    server.on('error', (e: NodeJS.ErrnoException) => this.#ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: ${describeErrno(e)}`, { cause: e })));
   }
 
   #accepted(sock: net.Socket): void {
@@ -253,7 +228,7 @@ class SocketBackend implements Backend {
       sock.destroy();
       return;
     }
-    if (this.#peer !== undefined) {
+    if (this.#peers.size >= this.#spec.maxPeers) {
       if (this.#waiting.length >= MAX_WAITING_CLIENTS) sock.destroy();
       else this.#waiting.push(sock);
       return;
@@ -262,7 +237,7 @@ class SocketBackend implements Backend {
   }
 
   #serveNext(): void {
-    while (!this.#stopped && this.#peer === undefined) {
+    while (!this.#stopped && this.#peers.size < this.#spec.maxPeers) {
       const next = this.#waiting.shift();
       if (next === undefined) return;
       if (!next.destroyed) this.#handshake(next);
@@ -291,7 +266,7 @@ class SocketBackend implements Backend {
    */
   #handshake(raw: net.Socket): Promise<string | undefined> {
     const peer: Peer = { raw, stream: raw, established: false, label: this.#label(raw) };
-    this.#peer = peer;
+    this.#peers.add(peer);
     const { events, id } = this.#ctx;
     return new Promise<string | undefined>((resolve) => {
       let finished = false;
@@ -302,7 +277,7 @@ class SocketBackend implements Backend {
         if (this.#spec.server && !this.#stopped && reason !== CLOSED_IN_HANDSHAKE) events.error(new ChardevError('ERR_TLS_HANDSHAKE', `${id}: ${reason}`));
         peer.stream.destroy();
         raw.destroy();
-        if (this.#peer === peer) this.#peer = undefined;
+        this.#peers.delete(peer);
         resolve(reason);
         this.#afterPeer();
       };
@@ -312,8 +287,13 @@ class SocketBackend implements Backend {
         if (finished) return;
         finished = true;
         clearTimeout(timer);
-        this.#established(peer);
-        resolve(undefined);
+        const full = this.#established(peer);
+        if (full === undefined) {
+          resolve(undefined);
+          return;
+        }
+        finished = false;
+        fail(full);
       };
       // A peer that leaves mid-handshake is not an error worth reporting; QEMU only traces it.
       // Under TLS the raw socket reports 'close' before the TLS layer says why it ended (a
@@ -361,30 +341,53 @@ class SocketBackend implements Backend {
     });
   }
 
-  #established(peer: Peer): void {
-    const { events } = this.#ctx;
+  /** The peer joins the device's clients (history first). Returns why not, if it cannot. */
+  #established(peer: Peer): string | undefined {
     const stream = peer.stream;
+    const sink: ClientSink = {
+      send: (data) => void stream.write(data),
+      get queuedBytes() {
+        return stream.writableLength;
+      },
+      notice: (text) => void stream.write(`\r\n[chardev: ${text}]\r\n`),
+      close: (reason) => {
+        // A peer that does not read may never take the goodbye; it goes anyway.
+        setTimeout(() => stream.destroy(), 1000).unref();
+        stream.end(`\r\n[chardev: ${reason}]\r\n`);
+      },
+      pause: () => stream.pause(),
+      resume: () => stream.resume(),
+    };
+    let client: HubClient;
+    try {
+      client = this.#ctx.hub.attach(sink, { kind: this.#spec.address.kind, label: this.#peerName(peer.raw) });
+    } catch (e) {
+      if (!(e instanceof HubFullError)) throw e;
+      stream.end(`\r\n[chardev: ${e.message}]\r\n`);
+      return `${this.#peerName(peer.raw)} refused: ${e.message}`;
+    }
+    peer.client = client;
     peer.established = true;
     this.#failing = false;
     // Errors end in 'close', which is where the peer is let go.
     stream.on('error', () => {});
     if (peer.onRawClose !== undefined) peer.raw.off('close', peer.onRawClose);
     if (this.#spec.server && this.#spec.telnet) {
-      const decoder = new TelnetDecoder({ data: (c) => events.receive(c), break: () => events.break() });
+      const decoder = new TelnetDecoder({ data: (c) => client.input(c), break: () => client.break() });
       stream.on('data', (c: Buffer) => decoder.feed(c));
     } else {
-      stream.on('data', (c: Buffer) => events.receive(c));
+      stream.on('data', (c: Buffer) => client.input(c));
     }
     // Accepted sockets start paused (pauseOnConnect), so flowing must be set explicitly.
     if (this.#reading) stream.resume();
     else stream.pause();
     // Data still buffered when the peer closed is delivered before CLOSED ('close' follows 'end').
     stream.once('close', () => {
-      if (this.#peer === peer) this.#peer = undefined;
-      events.closed();
+      this.#peers.delete(peer);
+      client.detach();
       this.#afterPeer();
     });
-    events.opened();
+    return undefined;
   }
 
   /** After a peer left (or failed its handshake): serve the next waiting client, or reconnect. */
@@ -445,7 +448,7 @@ class SocketBackend implements Backend {
 
   /** With reconnect: try now; on failure report once per streak and try again after the interval. */
   backgroundConnect(): void {
-    if (this.#stopped || this.#peer !== undefined) return;
+    if (this.#stopped || this.#peers.size > 0) return;
     this.connectOnce().catch((e: unknown) => {
       if (this.#stopped) return;
       if (!this.#failing && e instanceof ChardevError) {
@@ -464,14 +467,13 @@ class SocketBackend implements Backend {
     this.#retry = undefined;
     this.#dialing?.destroy();
     this.#dialing = undefined;
-    const peer = this.#peer;
-    this.#peer = undefined;
     const closing: Array<Promise<void>> = [];
-    if (peer !== undefined) {
+    for (const peer of [...this.#peers]) {
       closing.push(new Promise((r) => (peer.raw.destroyed ? r() : peer.raw.once('close', () => r()))));
       peer.stream.destroy();
       peer.raw.destroy();
     }
+    this.#peers.clear();
     for (const s of this.#waiting.splice(0)) s.destroy();
     const server = this.#server;
     if (server !== undefined) closing.push(new Promise((r) => server.close(() => r())));

@@ -104,12 +104,13 @@ export class Chardev {
       history: this.history,
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
-      // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and goes.
+      // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and
+      // goes. (While a client backend connects at start, the backend is not attached yet.)
       onFirstAttach: () => {
-        if (this.#backend?.openAtStart === false) this.opened();
+        if (this.#backend?.openAtStart !== true) this.opened();
       },
       onLastDetach: () => {
-        if (this.#backend?.openAtStart === false) this.closed();
+        if (this.#backend?.openAtStart !== true) this.closed();
       },
       onChange: (change, client) => {
         for (const l of [...this.#listeners.client]) l(change, client);
@@ -204,10 +205,11 @@ export class Chardev {
     if (this.#stopped) return;
     this.#stopped = true;
     const backend = this.#backend;
-    this.hub.closeAll('the device was stopped');
     try {
+      // The backend's own peers just go away, as QEMU's do; other clients (consoles) are told.
       if (backend !== undefined) await backend.stop(abort);
     } finally {
+      this.hub.closeAll('the device was stopped');
       this.#log?.close(abort);
       if (this.#isOpen) {
         // QEMU sends CLOSED when a chardev is destroyed.

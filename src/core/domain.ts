@@ -6,7 +6,8 @@
 import * as path from 'node:path';
 import type { LoadedDomain } from '../config/domain.ts';
 import { chardevId, hostDevices } from '../config/names.ts';
-import type { LiveState } from '../config/types.ts';
+import type { DriverOptions } from '../config/postparse.ts';
+import type { ChrDeviceDef, ChrSourceDef, LiveState } from '../config/types.ts';
 import { createBackend } from '../backends/registry.ts';
 import { ChardevError } from '../errors.ts';
 import { linuxPlatform, type Platform } from '../platform/index.ts';
@@ -31,11 +32,46 @@ export interface DomainOptions {
   readonly onError?: (err: ChardevError) => void;
 }
 
+/** How a device added to a running domain (Domain.add) is made. */
+export interface AddDeviceOptions {
+  /**
+   * The device element its host interface is created for. `parallel` makes a `dev` source a
+   * parallel port (PPCLAIM); anything else is created as a frontend-less `channel`.
+   */
+  readonly kind?: 'channel' | 'parallel';
+  /** Keep the last N bytes of guest output, as `<cd:history size='N'/>` does (QMP's ringbuf). */
+  readonly historyBytes?: number;
+}
+
+/** A device came or went after start (Domain.add / Domain.remove). */
+export type DeviceChangeListener = (change: 'added' | 'removed', device: Chardev) => void;
+
+/** What starting one more device needs; shared by startDomain and Domain.add. */
+interface StartContext {
+  readonly name: string;
+  readonly driver: DriverOptions;
+  readonly platform: Platform;
+  readonly ptyPollMs: number;
+  readonly rotation: RotationOptions;
+  readonly options: DomainOptions;
+  /** Opened by the first stdio device. */
+  domainLog: RotatingLog | undefined;
+}
+
+/** QEMU-style identifier: a letter, then letters, digits, `-`, `.`, `_`. */
+const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
+
 export class Domain {
   readonly name: string;
-  /** Running devices by alias (`serial0`, `parallel0`, …), in libvirt's start order. */
+  /** Running devices by alias (`serial0`, `parallel0`, …), in libvirt's start order; added devices last. */
   readonly devices: ReadonlyMap<string, Chardev>;
-  readonly #domainLog: RotatingLog | undefined;
+  readonly #devices: Map<string, Chardev>;
+  readonly #start: StartContext;
+  /** Devices that Domain.add started (they have no element in the domain document). */
+  readonly #added = new Set<Chardev>();
+  /** Aliases being added right now. */
+  readonly #adding = new Set<string>();
+  readonly #watchers = new Set<DeviceChangeListener>();
   #stopping: Promise<void> | undefined;
   /**
    * A running domain keeps the process alive until stop(), as a listening
@@ -44,10 +80,77 @@ export class Domain {
   #keepAlive: NodeJS.Timeout | undefined = setInterval(() => {}, 0x7fffffff);
 
   /** @internal Use startDomain(). */
-  constructor(name: string, devices: Map<string, Chardev>, domainLog: RotatingLog | undefined) {
+  constructor(name: string, devices: Map<string, Chardev>, start: StartContext) {
     this.name = name;
     this.devices = devices;
-    this.#domainLog = domainLog;
+    this.#devices = devices;
+    this.#start = start;
+  }
+
+  /**
+   * Start one more device (QMP's chardev-add), all-or-nothing. `id` is its chardev id as
+   * given; its alias is `id` without a leading `char` (so `charfoo` and `foo` are one name).
+   * The device has no guest frontend: it is created as a `channel` (or a `parallel`, see
+   * AddDeviceOptions) that no document shows.
+   */
+  async add(id: string, source: ChrSourceDef, options: AddDeviceOptions = {}): Promise<Chardev> {
+    const alias = id.startsWith('char') && id.length > 4 ? id.slice(4) : id;
+    if (!ID_RE.test(id)) throw new ChardevError('ERR_USAGE', `'${id}' is not a valid chardev id (a letter, then letters, digits, '-', '.', '_')`);
+    if (this.#stopping !== undefined) throw new ChardevError('ERR_USAGE', `${id}: domain ${this.name} is stopping`);
+    if (this.#devices.has(alias) || this.#adding.has(alias) || [...this.#devices.values()].some((d) => d.id === id)) {
+      throw new ChardevError('ERR_BACKEND_BUSY', `${id}: domain ${this.name} already has a device with this id or alias`);
+    }
+    const dev: ChrDeviceDef = {
+      source,
+      info: {},
+      extensions: [],
+      ext: options.historyBytes !== undefined ? { history: { sizeBytes: options.historyBytes } } : {},
+      ...(options.kind === 'parallel' ? { kind: 'parallel', target: {} } : { kind: 'channel', target: { type: 'virtio' } }),
+    };
+    this.#adding.add(alias);
+    try {
+      const started: Chardev[] = [];
+      let chardev: Chardev;
+      try {
+        chardev = await startDevice(this.#start, alias, id, dev, started);
+      } catch (err) {
+        await Promise.allSettled(started.map((c) => c.stop(true)));
+        throw err;
+      }
+      if (this.#stopping !== undefined) {
+        await chardev.stop(true);
+        throw new ChardevError('ERR_USAGE', `${id}: domain ${this.name} stopped while the device was starting`);
+      }
+      this.#devices.set(alias, chardev);
+      this.#added.add(chardev);
+      for (const w of [...this.#watchers]) w('added', chardev);
+      return chardev;
+    } finally {
+      this.#adding.delete(alias);
+    }
+  }
+
+  /** Stop one device (alias or chardev id) and forget it (QMP's chardev-remove). */
+  async remove(name: string): Promise<void> {
+    const dev = this.device(name);
+    this.#devices.delete(dev.alias);
+    this.#added.delete(dev);
+    try {
+      await dev.stop();
+    } finally {
+      for (const w of [...this.#watchers]) w('removed', dev);
+    }
+  }
+
+  /** True for a device Domain.add started, false for one of the domain document. */
+  isAdded(device: Chardev): boolean {
+    return this.#added.has(device);
+  }
+
+  /** Be told when devices are added or removed; returns the unsubscribe function. */
+  watch(listener: DeviceChangeListener): () => void {
+    this.#watchers.add(listener);
+    return () => this.#watchers.delete(listener);
   }
 
   /** The device by alias or chardev id; throws ERR_USAGE naming what exists. */
@@ -98,64 +201,73 @@ export class Domain {
     }
     clearInterval(this.#keepAlive);
     this.#keepAlive = undefined;
-    this.#stopping ??= stopAll([...this.devices.values()], this.#domainLog, false);
+    this.#stopping ??= stopAll([...this.devices.values()], this.#start, false);
     await this.#stopping;
   }
 }
 
-async function stopAll(devices: Chardev[], domainLog: RotatingLog | undefined, abort: boolean): Promise<void> {
+async function stopAll(devices: Chardev[], start: StartContext, abort: boolean): Promise<void> {
   // Reverse order, like teardown of anything built up step by step.
   await Promise.allSettled([...devices].reverse().map((d) => d.stop(abort)));
-  domainLog?.close(abort);
+  start.domainLog?.close(abort);
+}
+
+/** Create one device and its backend; a created Chardev is pushed to `started` first, so a failure can stop it. */
+async function startDevice(start: StartContext, alias: string, id: string, dev: ChrDeviceDef, started: Chardev[]): Promise<Chardev> {
+  const { options } = start;
+  const chardev = new Chardev(alias, id, dev);
+  started.push(chardev);
+  // Before the factory runs: a client backend may report while it is still connecting.
+  if (options.onError !== undefined) chardev.setErrorFallback(options.onError);
+  const backend = await createBackend({
+    alias,
+    id,
+    dev,
+    driver: start.driver,
+    hub: chardev.hub,
+    platform: start.platform,
+    ptyPollMs: start.ptyPollMs,
+    events: {
+      receive: (chunk) => chardev.receive(chunk),
+      opened: () => chardev.opened(),
+      closed: () => chardev.closed(),
+      break: () => chardev.breakReceived(),
+      error: (err) => chardev.reportError(err),
+    },
+    domainLog: () => {
+      if (start.domainLog === undefined) {
+        if (options.logDir === undefined) {
+          throw new ChardevError('ERR_USAGE', `${id}: a stdio device writes the domain log, but no log directory was given`);
+        }
+        start.domainLog = new RotatingLog(id, path.join(options.logDir, `${start.name}.log`), start.rotation);
+      }
+      return start.domainLog;
+    },
+  });
+  chardev.attach(backend);
+  if (backend.openAtStart) chardev.opened();
+  return chardev;
 }
 
 export async function startDomain(loaded: LoadedDomain, options: DomainOptions = {}): Promise<Domain> {
-  const name = options.name ?? loaded.def.name ?? 'domain';
-  const platform = options.platform ?? linuxPlatform;
-  const rotation: RotationOptions = { ...DEFAULT_ROTATION, ...options.rotation };
-  const ptyPollMs = options.ptyPollMs ?? DEFAULT_PTY_POLL_MS;
+  const start: StartContext = {
+    name: options.name ?? loaded.def.name ?? 'domain',
+    driver: loaded.driver,
+    platform: options.platform ?? linuxPlatform,
+    ptyPollMs: options.ptyPollMs ?? DEFAULT_PTY_POLL_MS,
+    rotation: { ...DEFAULT_ROTATION, ...options.rotation },
+    options,
+    domainLog: undefined,
+  };
   const started: Chardev[] = [];
-  let domainLog: RotatingLog | undefined;
   const devices = new Map<string, Chardev>();
   try {
     for (const { dev, alias } of hostDevices(loaded.def)) {
-      const id = chardevId(alias);
-      const chardev = new Chardev(alias, id, dev);
-      started.push(chardev);
-      // Before the factory runs: a client backend may report while it is still connecting.
-      if (options.onError !== undefined) chardev.setErrorFallback(options.onError);
-      const backend = await createBackend({
-        alias,
-        id,
-        dev,
-        driver: loaded.driver,
-        hub: chardev.hub,
-        platform,
-        ptyPollMs,
-        events: {
-          receive: (chunk) => chardev.receive(chunk),
-          opened: () => chardev.opened(),
-          closed: () => chardev.closed(),
-          break: () => chardev.breakReceived(),
-          error: (err) => chardev.reportError(err),
-        },
-        domainLog: () => {
-          if (domainLog === undefined) {
-            if (options.logDir === undefined) {
-              throw new ChardevError('ERR_USAGE', `${id}: a stdio device writes the domain log, but no log directory was given`);
-            }
-            domainLog = new RotatingLog(id, path.join(options.logDir, `${name}.log`), rotation);
-          }
-          return domainLog;
-        },
-      });
-      chardev.attach(backend);
-      devices.set(alias, chardev);
-      if (backend.openAtStart) chardev.opened();
+      devices.set(alias, await startDevice(start, alias, chardevId(alias), dev, started));
     }
   } catch (err) {
-    await stopAll(started, domainLog, true);
+    await stopAll(started, start, true);
     throw err;
   }
-  return new Domain(name, devices, domainLog);
+  return new Domain(start.name, devices, start);
 }

@@ -15,7 +15,8 @@ export function unixPathIsLive(path: string): Promise<boolean> {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => resolve(false));
+    // EAGAIN: a listener whose backlog is full is alive too; only "refused" means stale.
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EAGAIN'));
   });
 }
 
@@ -36,14 +37,14 @@ export async function prepareUnixPath(who: string, path: string): Promise<void> 
 }
 
 /** Listen on `path`, mode 0600 from creation (bind creates the file under the umask). */
-export async function listenUnixOwnerOnly(who: string, server: net.Server, path: string): Promise<void> {
+export async function listenUnixOwnerOnly(who: string, server: net.Server, path: string, backlog = 16): Promise<void> {
   await prepareUnixPath(who, path);
   await new Promise<void>((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException): void => reject(new ChardevError('ERR_BACKEND_OPEN', `${who}: Failed to bind socket to '${path}': ${describeErrno(e)}`, { cause: e }));
     server.once('error', onError);
     const old = process.umask(0o177);
     try {
-      server.listen({ path, backlog: 16 }, () => {
+      server.listen({ path, backlog }, () => {
         server.off('error', onError);
         resolve();
       });

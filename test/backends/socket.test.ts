@@ -384,7 +384,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it('a stalled client: writes come back short then 0, never throw, memory stays bounded; once it leaves writes are taken again', { timeout: 20000 }, async () => {
+      it('a stalled client never blocks the guest: writes are taken whole, memory stays bounded, what it misses is counted', { timeout: 20000 }, async () => {
         const peers: PyPeer[] = [];
         const srv = server(kind);
         const d = await open(domainXml(srv.xml));
@@ -398,26 +398,17 @@ describe('socket backend (tcp and unix, real peers)', () => {
           const total = 64 * 1024 * 1024;
           global.gc?.();
           const rss0 = process.memoryUsage().rss;
-          let accepted = 0;
-          let short = 0;
-          let zeros = 0;
           for (let offered = 0; offered < total; offered += chunk.length) {
-            const n = dev.write(chunk);
-            assert.ok(Number.isInteger(n) && n >= 0 && n <= chunk.length, `write returned ${n}`);
-            accepted += n;
-            if (n < chunk.length) short++;
-            if (n === 0) zeros++;
+            assert.equal(dev.write(chunk), chunk.length, 'the guest is never held back by a client');
             // Let libuv move what it can into the kernel.
-            if (n < chunk.length) await sleep(1);
-            else await new Promise((r) => setImmediate(r));
+            await new Promise((r) => setImmediate(r));
           }
           const growth = process.memoryUsage().rss - rss0;
-          assert.ok(short > 0 && zeros > 0, `some writes are refused (short ${short}, zero ${zeros})`);
-          assert.ok(accepted >= 1024 * 1024, `at least the 1 MiB queue was taken (${accepted})`);
-          assert.ok(accepted < 24 * 1024 * 1024, `bounded: ${accepted} of ${total} bytes accepted`);
           assert.ok(growth < 40 * 1024 * 1024, `RSS grew by ${growth} bytes while 64 MiB were offered`);
-          assert.equal(dev.write(chunk), 0, 'still full');
-          assert.equal(dev.counters.bytesFromGuest, accepted);
+          assert.equal(dev.counters.bytesFromGuest, total);
+          const missed = dev.counters.dropped;
+          // The client's queue (1 MiB) and the kernel's buffers took some; the rest it missed.
+          assert.ok(missed > total - 24 * 1024 * 1024 && missed <= total - 1024 * 1024, `missed ${missed} of ${total}`);
 
           assert.equal(await c.peer.cmd('close'), 'closed');
           await events(ev, ['open', 'close'], 'the stalled client leaving closes the device');
