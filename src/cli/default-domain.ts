@@ -1,8 +1,9 @@
 /**
  * The domain `chardev run` uses when no FILE is given: the guest on a pty console, every
  * byte it writes also in a file log under the log directory, and a stdio device whose
- * output goes to the rotating domain log, and a telnet server on 127.0.0.1. Later issues add
- * the browser console.
+ * output goes to the rotating domain log, and a telnet server on 127.0.0.1; the two the
+ * guest is on keep 1 MiB of history and take up to 8 clients (one writer, the rest
+ * viewers). Later issues add the browser console.
  */
 export const DEFAULT_DOMAIN_NAME = 'chardev';
 
@@ -19,7 +20,7 @@ export const DEFAULT_TELNET_PORT = 4555;
 /** The embedded default domain, with its serial log placed in `logDir`. */
 export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_PORT): string {
   const serialLog = xmlAttr(`${logDir.replace(/\/+$/, '')}/serial0.log`);
-  return `<domain type='kvm'>
+  return `<domain type='kvm' xmlns:cd='urn:chardev:1'>
   <name>${DEFAULT_DOMAIN_NAME}</name>
   <os>
     <type arch='x86_64'>hvm</type>
@@ -28,6 +29,8 @@ export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_POR
     <serial type='pty'>
       <log file='${serialLog}' append='on'/>
       <target port='0'/>
+      <cd:history size='1048576'/>
+      <cd:clients max='8'/>
     </serial>
     <serial type='stdio'>
       <target port='1'/>
@@ -36,6 +39,8 @@ export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_POR
       <source mode='bind' host='127.0.0.1' service='${telnetPort}'/>
       <protocol type='telnet'/>
       <target port='2'/>
+      <cd:history size='1048576'/>
+      <cd:clients max='8'/>
     </serial>
     <console type='pty'>
       <target type='serial' port='0'/>
