@@ -132,7 +132,7 @@ export class Domain {
 
   /** Stop one device (alias or chardev id) and forget it (QMP's chardev-remove). */
   async remove(name: string): Promise<void> {
-    const dev = this.device(name);
+    const dev = this.#devices.get(name) ?? [...this.#devices.values()].find((d) => d.id === name) ?? this.device(name);
     this.#devices.delete(dev.alias);
     this.#added.delete(dev);
     try {

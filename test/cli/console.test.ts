@@ -95,12 +95,30 @@ describe('chardev console (in tmux)', () => {
     for (const w of ['w', 'v', 'f']) await waitFor(() => screen(`main:${w}`).includes('EXIT=0'), `console ${w} to exit`, 10000);
   });
 
-  it('chardev list shows the running domain; console to an unknown domain or device is one clear line', T, async () => {
+  it('chardev list and chardev status show the running domain; console to an unknown domain or device is one clear line', T, async () => {
     const list = await run(process.execPath, ['--import', 'tsx', CLI, 'list', '--run-dir', runDir]);
     assert.equal(list.code, 0, list.stderr.toString());
     assert.match(list.stdout.toString(), new RegExp(`^Pid\\s+Name\\s+State\\s+Started\\n-+\\n${domain?.pid}\\s+con\\s+running\\s+\\S+\\n$`));
     const json = JSON.parse((await run(process.execPath, ['--import', 'tsx', CLI, 'list', '--json', '--run-dir', runDir])).stdout.toString()) as Array<{ name: string }>;
     assert.deepEqual(json.map((d) => d.name), ['con']);
+    // status goes through the QMP control socket: live counters and clients.
+    openConsole('s', 'con --readonly');
+    await waitFor(() => screen('main:s').includes('Escape character'), 'a viewer attached', 10000);
+    const st = await run(process.execPath, ['--import', 'tsx', CLI, 'status', '--json', '--run-dir', runDir, 'con']);
+    assert.equal(st.code, 0, st.stderr.toString());
+    const report = JSON.parse(st.stdout.toString()) as { name: string; devices: Array<{ alias: string; type: string; filename: string; bytesFromGuest: number; clients: Array<{ kind: string; role: string }> }> };
+    assert.equal(report.name, 'con');
+    assert.equal(report.devices.length, 1);
+    const dev = report.devices[0];
+    assert.equal(dev?.alias, 'serial0');
+    assert.equal(dev?.type, 'null');
+    assert.equal(dev?.filename, 'null');
+    assert.ok((dev?.bytesFromGuest ?? 0) >= 'boot-line\n'.length);
+    assert.deepEqual(dev?.clients.map((c) => [c.kind, c.role]), [['console', 'viewer']]);
+    const table = await run(process.execPath, ['--import', 'tsx', CLI, 'status', '--run-dir', runDir]);
+    assert.match(table.stdout.toString(), /^Domain con: running, pid \d+, since \S+\ncontrol socket \(QMP\): \S+con\.qmp\nDevice\s+Type\s+From guest\s+To guest\s+Dropped\s+Clients\s+Host interface\nserial0\s+null\s+\d+\s+\d+\s+\d+\s+viewer console pid \d+\s+null\n$/);
+    tmux('send-keys', '-t', 'main:s', 'C-]');
+
     const nope = await run(process.execPath, ['--import', 'tsx', CLI, 'console', '--run-dir', runDir, 'nope']);
     assert.equal(nope.code, 1);
     assert.equal(nope.stderr.toString(), "failed to get domain 'nope'\n");

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { FRAME_CLOSE, FRAME_DATA, FRAME_NOTICE, FrameDecoder, LineReader, type ConsoleHello, type ConsoleReply } from '../../control/console-protocol.ts';
 import { defaultRunDir, listStatus, readStatus, type DomainStatus } from '../../core/status.ts';
 import { CliError } from '../io.ts';
+import { QmpClient } from '../../control/qmp-client.ts';
 
 /** ^] as virsh uses it. */
 const ESCAPE_BYTE = 0x1d;
@@ -176,4 +177,77 @@ export function registerConsoleCommands(program: Command, write: (s: string) => 
       const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ').trimEnd();
       write(`${line(header)}\n${'-'.repeat(line(header).length + 4)}\n${rows.map((r) => `${line(r)}\n`).join('')}`);
     });
+
+  program
+    .command('status')
+    .argument('[domain]', 'a running domain (default: the only one running)')
+    .option('--json', 'as JSON')
+    .option('--run-dir <dir>', 'where running domains keep their status')
+    .description('per device: where it is, bytes in and out, drops, clients (through the control socket)')
+    .action(async (name: string | undefined, flags: { json?: boolean; runDir?: string }) => {
+      const status = findDomain(path.resolve(flags.runDir ?? defaultRunDir()), name);
+      if (status.qmpSocket === undefined) throw new CliError(`domain '${status.name}' has no control socket`);
+      const report = await deviceReport(status, status.qmpSocket);
+      if (flags.json === true) {
+        write(`${JSON.stringify({ name: status.name, pid: status.pid, started: status.started, qmp: status.qmpSocket, devices: report }, null, 2)}\n`);
+        return;
+      }
+      write(`Domain ${status.name}: running, pid ${status.pid}, since ${status.started}\ncontrol socket (QMP): ${status.qmpSocket}\n`);
+      const header = ['Device', 'Type', 'From guest', 'To guest', 'Dropped', 'Clients', 'Host interface'];
+      const rows = report.map((d) => [d.alias, d.type, String(d.bytesFromGuest), String(d.bytesToGuest), String(d.dropped), d.clients.map((c) => `${c.role} ${c.label}`).join(', ') || '-', d.filename]);
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+      const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+      write(`${line(header)}\n${rows.map((r) => `${line(r)}\n`).join('')}`);
+    });
 }
+
+interface DeviceReport {
+  alias: string;
+  label: string;
+  type: string;
+  filename: string;
+  bytesFromGuest: number;
+  bytesToGuest: number;
+  dropped: number;
+  clients: Array<{ id: number; kind: string; label: string; role: string; bytesSent: number; bytesMissed: number }>;
+}
+
+async function deviceReport(status: DomainStatus, qmpSocket: string): Promise<DeviceReport[]> {
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(qmpSocket);
+  } catch (e) {
+    throw new CliError(`status: domain '${status.name}': ${(e as Error).message}`);
+  }
+  try {
+    const chardevs = (await qmp.execute('query-chardev')) as Array<{ label: string; filename: string }>;
+    const counters = (await qmp.execute('x-chardev-counters')) as Array<Record<string, number | string>>;
+    const out: DeviceReport[] = [];
+    for (const k of counters) {
+      const label = String(k['label']);
+      const clients = (await qmp.execute('x-chardev-clients', { id: label })) as Array<Record<string, unknown>>;
+      const known = status.devices.find((d) => `char${d.alias}` === label || d.alias === label);
+      out.push({
+        alias: known?.alias ?? label,
+        label,
+        type: known?.type ?? '-',
+        filename: chardevs.find((c) => c.label === label)?.filename ?? '',
+        bytesFromGuest: Number(k['bytes-from-guest']),
+        bytesToGuest: Number(k['bytes-to-guest']),
+        dropped: Number(k['dropped']),
+        clients: clients.map((c) => ({
+          id: Number(c['id']),
+          kind: String(c['kind']),
+          label: String(c['label']),
+          role: String(c['role']),
+          bytesSent: Number(c['bytes-sent']),
+          bytesMissed: Number(c['bytes-missed']),
+        })),
+      });
+    }
+    return out;
+  } finally {
+    await qmp.close();
+  }
+}
+

@@ -18,6 +18,7 @@ import { formatDomain } from '../../config/format.ts';
 import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
 import { startConsoleServer, type ConsoleServer } from '../../control/console-server.ts';
+import { startQmpServer, type QmpServer } from '../../control/qmp.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
 
@@ -223,19 +224,27 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       };
       let status: number;
       let consoleServer: ConsoleServer | undefined;
+      let qmpServer: QmpServer | undefined;
       try {
         consoleServer = await startConsoleServer(domain, path.join(runDir, `${domain.name}.console`));
+        qmpServer = await startQmpServer(domain, {
+          path: path.join(runDir, `${domain.name}.qmp`),
+          liveXml: () => formatDomain(loaded, { live: true, state: domain.liveState() }),
+          inactiveXml: () => formatDomain(loaded),
+        });
         writeStatus(runDir, {
           name: domain.name,
           pid: process.pid,
           started: new Date().toISOString(),
           consoleSocket: consoleServer.path,
+          qmpSocket: qmpServer.path,
           inactiveXml: formatDomain(loaded),
           liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
           devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
         });
         for (const line of domain.describe()) write(`${line}\n`);
         write(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})\n`);
+        write(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})\n`);
         const attach = opts.attach ?? (file === undefined ? DEFAULT_DOMAIN_ATTACH : []);
         const devices = attach.length > 0 ? attach.map((a) => domain.device(a)) : [domain.primary()].filter((d) => d !== undefined);
         if (devices.length === 0) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
@@ -250,6 +259,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         process.off('SIGTERM', onSignal);
         removeStatus(runDir, domain.name);
         await consoleServer?.close();
+        await qmpServer?.close();
         await domain.stop({ drainMs: DRAIN_MS });
       }
       // An empty message: main() prints nothing and exits with the child's status.
