@@ -49,7 +49,17 @@ export async function startConsoleServer(domain: Domain, path: string): Promise<
   return {
     path,
     close: async () => {
-      for (const s of sockets) s.destroy();
+      // Sessions already ended by their device are flushing their goodbye; give them a moment.
+      await Promise.all(
+        [...sockets].map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.once('close', () => resolve());
+              s.end();
+              setTimeout(() => s.destroy(), 1000).unref();
+            }),
+        ),
+      );
       await new Promise<void>((resolve) => server.close(() => resolve()));
       unlinkQuietly(path);
     },

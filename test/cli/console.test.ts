@@ -126,4 +126,14 @@ describe('chardev console (in tmux)', () => {
     assert.equal(noDev.code, 1);
     assert.equal(noDev.stderr.toString(), "error: no device 'serial9' in domain con (has: serial0)\n");
   });
+
+  it('the domain stopping ends the session with a message and gives the terminal back (last: stops the domain)', T, async () => {
+    openConsole('z', 'con');
+    await waitFor(() => screen('main:z').includes('Escape character'), 'attached', 10000);
+    domain?.kill('SIGTERM');
+    await waitFor(() => screen('main:z').includes('EXIT='), 'the console to exit', 15000);
+    assert.match(screen('main:z'), /\[chardev: the device was stopped\]\n+EXIT=0/);
+    await waitFor(() => fs.existsSync(`${dir}/z.after`), 'stty after');
+    assert.equal(fs.readFileSync(`${dir}/z.after`, 'utf8'), fs.readFileSync(`${dir}/z.before`, 'utf8'), 'the terminal is restored');
+  });
 });

@@ -258,9 +258,10 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         removeStatus(runDir, domain.name);
+        // Devices first: attached consoles are told the device stopped before their socket goes.
+        await domain.stop({ drainMs: DRAIN_MS });
         await consoleServer?.close();
         await qmpServer?.close();
-        await domain.stop({ drainMs: DRAIN_MS });
       }
       // An empty message: main() prints nothing and exits with the child's status.
       if (status !== 0) throw new CliError('', status);
