@@ -10,6 +10,7 @@ import { createPtyBackend } from './pty.ts';
 import { createSocketBackend } from './socket.ts';
 import { createStdioBackend } from './stdio.ts';
 import { createUdpBackend } from './udp.ts';
+import { createVcBackend } from './vc.ts';
 
 function unsupported(ctx: BackendContext, source: ChrSourceDef): never {
   throw new ChardevError('ERR_BACKEND_UNSUPPORTED', `${ctx.id}: host interface type '${source.type}' is not supported yet`);
@@ -36,6 +37,7 @@ export function createBackend(ctx: BackendContext): Backend | Promise<Backend> {
     case 'udp':
       return createUdpBackend(ctx, source);
     case 'vc':
+      return createVcBackend(ctx);
     case 'spicevmc':
     case 'spiceport':
     case 'nmdm':

@@ -6,13 +6,13 @@
  */
 import type { ConfigErrorCode, LibvirtErrorClass } from '../errors.ts';
 import type { ConfigError } from '../errors.ts';
-import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, TlsExtensionDef } from './types.ts';
+import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
 import { attr, type XmlElement } from './xml.ts';
 
 export const CHARDEV_NS = 'urn:chardev:1';
 
 /** Extension elements chardev knows; anything else in the namespace is a typo worth reporting. */
-export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients'] as const;
+export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients', 'web'] as const;
 
 export type ErrorAt = (node: XmlElement, code: ConfigErrorCode, cls: LibvirtErrorClass, detail: string) => ConfigError;
 
@@ -73,6 +73,22 @@ function parseClients(el: XmlElement, errAt: ErrorAt): ClientsExtensionDef {
   return out;
 }
 
+function parseWeb(el: XmlElement, errAt: ErrorAt): WebExtensionDef {
+  const out: WebExtensionDef = {};
+  const listen = attr(el, 'listen');
+  if (listen !== undefined) {
+    if (listen === '' || /[\s/]/.test(listen)) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'listen' in element '${el.tagName}': '${listen}'. Expected an address`);
+    out.listen = listen;
+  }
+  const port = attr(el, 'port');
+  if (port !== undefined) {
+    const n = Number(port);
+    if (!/^\d+$/.test(port) || n > 65535) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'port' in element '${el.tagName}': '${port}'. Expected a port number (0 picks a free one)`);
+    out.port = n;
+  }
+  return out;
+}
+
 /** Typed settings from a device's `urn:chardev:1` children. */
 export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt): DeviceExtensions {
   const ext: DeviceExtensions = {};
@@ -86,6 +102,7 @@ export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt)
     seen.add(name);
     if (name === 'tls') ext.tls = parseTls(el, errAt);
     else if (name === 'history') ext.history = parseHistory(el, errAt);
+    else if (name === 'web') ext.web = parseWeb(el, errAt);
     else ext.clients = parseClients(el, errAt);
   }
   return ext;

@@ -211,8 +211,15 @@ export interface ClientsExtensionDef {
   slow?: 'drop' | 'disconnect';
 }
 
+/** `<chardev:web listen port>`: where the domain's browser console server listens. */
+export interface WebExtensionDef {
+  listen?: string;
+  port?: number;
+}
+
 /** Typed settings from the `urn:chardev:1` elements of one device. */
 export interface DeviceExtensions {
+  web?: WebExtensionDef;
   tls?: TlsExtensionDef;
   history?: HistoryExtensionDef;
   clients?: ClientsExtensionDef;

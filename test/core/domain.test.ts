@@ -106,14 +106,15 @@ describe('runtime core', () => {
     assert.equal(mode(path.join(dir, 'tee-new.log')), 0o600, 'a log file chardev creates is owner-only');
   });
 
-  it('types not implemented yet fail at start with ERR_BACKEND_UNSUPPORTED naming the device', T, async () => {
+  it('types that need other software fail at start with ERR_BACKEND_UNSUPPORTED naming the device', T, async () => {
     const cases: Array<[string, string]> = [
-      [`<serial type='vc'/>`, 'vc'],
+      [`<channel type='qemu-vdagent'><target type='virtio' name='com.redhat.spice.0'/></channel>`, 'qemu-vdagent'],
+      [`<channel type='dbus'><source channel='org.qemu.x'/><target type='virtio' name='org.qemu.x'/></channel>`, 'dbus'],
     ];
     for (const [xml, type] of cases) {
       const err = await startError(open(domainXml(xml)));
       assert.equal(err.code, 'ERR_BACKEND_UNSUPPORTED');
-      assert.equal(err.message, `charserial0: host interface type '${type}' is not supported yet`);
+      assert.equal(err.message, `charchannel0: host interface type '${type}' is not supported yet`);
     }
   });
 
