@@ -7,7 +7,8 @@
  *   onHangup, like EIO on a real master). Host output written while nobody is connected
  *   stays in the pty for the next client, as with a real pty.
  * - devices: paths registered with addDevice, each optionally a tty and/or a parallel port,
- *   so serial/parallel/pipe backends can be driven without hardware.
+ *   so serial/parallel/pipe backends can be driven without hardware. A tty can be read, as
+ *   on the real platform: its far end sends bytes and hangs up like a pty client.
  * - writers: per-fd "writable" switch to simulate EAGAIN backpressure and the drop policy.
  *
  * Differences from the real thing, on purpose: data and hang-ups are delivered
@@ -59,6 +60,18 @@ export interface FakeDevice {
   takeOutput(): Buffer;
   /** Simulate EAGAIN (false) or let queued bytes through (true). */
   setWritable(writable: boolean): void;
+  /** Far end → host bytes (a tty only). Delivered to unpaused readers now, or held until one reads. */
+  send(data: Uint8Array): void;
+  /** The far end hangs up (EOF on the line): active readers get onHangup. */
+  hangup(): void;
+  /** Readers the host has open on the tty, for assertions. */
+  readonly readers: ReadonlySet<FakeReaderState>;
+}
+
+/** What a test can see of a reader the host opened. */
+export interface FakeReaderState {
+  readonly paused: boolean;
+  readonly closed: boolean;
 }
 
 export interface FakePty {
@@ -95,8 +108,36 @@ function setWritable(endpoint: Endpoint, writable: boolean): void {
   if (writable) for (const w of [...endpoint.writers]) w.flush();
 }
 
+/** Far end → host side of a pty or tty: the kernel's input queue and the readers on it. */
+class Input {
+  readonly readers = new Set<FakeReader>();
+  /** Bytes no reader has taken yet. */
+  pending: Buffer[] = [];
+  reader(handlers: ByteReaderHandlers): FakeReader {
+    const reader = new FakeReader(this, handlers);
+    this.readers.add(reader);
+    return reader;
+  }
+  send(data: Uint8Array): void {
+    this.pending.push(Buffer.from(data));
+    this.deliver();
+  }
+  deliver(): void {
+    for (const r of this.readers) {
+      if (r.paused || this.pending.length === 0) continue;
+      const chunk = Buffer.concat(this.pending);
+      this.pending = [];
+      r.push(chunk);
+    }
+  }
+  hangup(): void {
+    for (const r of [...this.readers]) r.hangup();
+  }
+}
+
 class FakeDeviceImpl implements FakeDevice {
   readonly endpoint = newEndpoint();
+  readonly input = new Input();
   claimed = false;
   serial: FakeSerialSettings | undefined;
   constructor(
@@ -110,13 +151,21 @@ class FakeDeviceImpl implements FakeDevice {
   setWritable(writable: boolean): void {
     setWritable(this.endpoint, writable);
   }
+  send(data: Uint8Array): void {
+    if (!this.tty) throw new Error(`fake device ${this.path}: send() on a device that is not a tty`);
+    this.input.send(data);
+  }
+  hangup(): void {
+    this.input.hangup();
+  }
+  get readers(): ReadonlySet<FakeReaderState> {
+    return this.input.readers;
+  }
 }
 
 class FakePtyImpl implements FakePty {
   readonly endpoint = newEndpoint();
-  readonly readers = new Set<FakeReader>();
-  /** Client bytes no reader has taken yet (the kernel's input queue). */
-  pending: Buffer[] = [];
+  readonly input = new Input();
   connected = false;
   constructor(
     readonly masterFd: number,
@@ -128,20 +177,11 @@ class FakePtyImpl implements FakePty {
   disconnect(): void {
     if (!this.connected) return;
     this.connected = false;
-    for (const r of [...this.readers]) r.hangup();
+    this.input.hangup();
   }
   send(data: Uint8Array): void {
     if (!this.connected) throw new Error(`fake pty ${this.slavePath}: send() without connect()`);
-    this.pending.push(Buffer.from(data));
-    this.deliver();
-  }
-  deliver(): void {
-    for (const r of this.readers) {
-      if (r.paused || this.pending.length === 0) continue;
-      const chunk = Buffer.concat(this.pending);
-      this.pending = [];
-      r.push(chunk);
-    }
+    this.input.send(data);
   }
   takeOutput(): Buffer {
     return take(this.endpoint);
@@ -151,11 +191,11 @@ class FakePtyImpl implements FakePty {
   }
 }
 
-class FakeReader implements ByteReader {
+class FakeReader implements ByteReader, FakeReaderState {
   paused = false;
   closed = false;
   constructor(
-    private readonly pty: FakePtyImpl,
+    private readonly input: Input,
     private readonly handlers: ByteReaderHandlers,
   ) {}
   push(chunk: Buffer): void {
@@ -171,14 +211,14 @@ class FakeReader implements ByteReader {
   resume(): void {
     if (this.closed) return;
     this.paused = false;
-    this.pty.deliver();
+    this.input.deliver();
   }
   close(): void {
     this.finish();
   }
   private finish(): void {
     this.closed = true;
-    this.pty.readers.delete(this);
+    this.input.readers.delete(this);
   }
 }
 
@@ -394,10 +434,13 @@ export class FakePlatform implements Platform {
   }
 
   openPtyReader(masterFd: number, handlers: ByteReaderHandlers): ByteReader {
+    const t = this.#fds.get(masterFd);
+    // Like the real platform, any tty can be read. A tty.ReadStream starts reading on a later
+    // tick, so nothing is delivered here: a pause() right after creation holds every byte.
+    if (t?.kind === 'device' && t.device.tty) return t.device.input.reader(handlers);
     const pty = this.#ptyOf(masterFd, 'read');
-    const reader = new FakeReader(pty, handlers);
-    pty.readers.add(reader);
-    pty.deliver();
+    const reader = pty.input.reader(handlers);
+    pty.input.deliver();
     return reader;
   }
 

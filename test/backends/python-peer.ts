@@ -9,8 +9,10 @@ import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:c
 const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim() || 'python3';
 
 /**
- * Stream peer. argv: KIND (tcp|unix) ROLE (connect|listen) ADDRESS (port or path).
- * Answers: `connected LOCALPORT` / `listening PORT` at start, then one line per command.
+ * Stream peer. argv: KIND (tcp|unix) ROLE (connect|listen) ADDRESS (port or path) [CA CERT KEY].
+ * With CA CERT KEY a tcp connect speaks TLS (Python's ssl, verifying the server against CA,
+ * presenting CERT/KEY). Answers: `connected LOCALPORT` / `listening PORT` at start, then one
+ * line per command.
  */
 export const STREAM_PEER = String.raw`
 import os, socket, sys
@@ -27,6 +29,11 @@ lst = conn = None
 if role == 'connect':
     conn = socket.socket(fam, socket.SOCK_STREAM)
     conn.connect(target)
+    if len(sys.argv) > 4:
+        import ssl
+        ctx = ssl.create_default_context(cafile=sys.argv[4])
+        ctx.load_cert_chain(sys.argv[5], sys.argv[6])
+        conn = ctx.wrap_socket(conn, server_hostname='127.0.0.1')
     out('connected', port(conn))
 else:
     lst = socket.socket(fam, socket.SOCK_STREAM)

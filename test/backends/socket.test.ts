@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { open } from '../../src/index.ts';
 import { loadDomain } from '../../src/config/domain.ts';
 import { formatDomain } from '../../src/config/format.ts';
+import type { Chardev } from '../../src/core/chardev.ts';
 import type { Domain } from '../../src/core/domain.ts';
 import { ChardevError } from '../../src/errors.ts';
 import { T, collect, domainXml, eventLog, mode, newFds, openFds, q, tmpDir, waitFor } from '../core/helpers.ts';
@@ -71,6 +72,14 @@ function server(kind: Kind, inner = ''): Server {
   };
 }
 
+/** A server device of `kind`, started, with its events logged and its input collected from the start. */
+async function startServer(kind: Kind): Promise<{ srv: Server; d: Domain; dev: Chardev; ev: string[]; input: { bytes: () => Buffer } }> {
+  const srv = server(kind);
+  const d = await open(domainXml(srv.xml));
+  const dev = d.device('serial0');
+  return { srv, d, dev, ev: eventLog(dev), input: collect(dev) };
+}
+
 /** A client device for `address` (a port or a path); `reconnect` in seconds. */
 function clientXml(kind: Kind, address: string, reconnect?: number): string {
   const rc = reconnect === undefined ? '' : `<reconnect enabled='yes' timeout='${reconnect}'/>`;
@@ -117,7 +126,7 @@ async function events(list: string[], expected: string[], what: string, timeoutM
 }
 
 /** The guest's ping-pong of QEMU's tests: Hello\0 out, World\0 back, exactly. */
-async function pingPong(dev: ReturnType<Domain['device']>, peer: PyPeer, input: { bytes: () => Buffer }, what: string): Promise<void> {
+async function pingPong(dev: Chardev, peer: PyPeer, input: { bytes: () => Buffer }, what: string): Promise<void> {
   const before = input.bytes().length;
   assert.equal(dev.write(HELLO), 6, `${what}: write_all of Hello\\0`);
   assert.equal(await peer.cmd('recv 6'), `got ${hex(HELLO)}`, `${what}: peer receives exactly Hello\\0`);
@@ -167,12 +176,8 @@ describe('socket backend (tcp and unix, real peers)', () => {
     describe(kind, () => {
       it('server mainloop: starts disconnected, a client opens it, Hello/World both ways, close; twice (/char/socket/server/mainloop)', T, async () => {
         const peers: PyPeer[] = [];
-        const srv = server(kind);
-        const d = await open(domainXml(srv.xml));
+        const { srv, d, dev, ev, input } = await startServer(kind);
         try {
-          const dev = d.device('serial0');
-          const ev = eventLog(dev);
-          const input = collect(dev);
           if (kind === 'tcp') assert.match(srv.address(d), /^[1-9]\d*$/, 'the real port is in the live state');
           assert.equal(dev.filename, srv.disconnected(d));
           assert.equal(dev.isOpen, false);
@@ -206,12 +211,8 @@ describe('socket backend (tcp and unix, real peers)', () => {
 
       it('two clients: the second waits (connected, unserved) until the first leaves, then is served (/char/socket/server/two-clients)', T, async () => {
         const peers: PyPeer[] = [];
-        const srv = server(kind);
-        const d = await open(domainXml(srv.xml));
+        const { srv, d, dev, ev, input } = await startServer(kind);
         try {
-          const dev = d.device('serial0');
-          const ev = eventLog(dev);
-          const input = collect(dev);
           const c1 = await pyClient(kind, srv.address(d), peers);
           await events(ev, ['open'], 'client 1 opens');
           const c2 = await pyClient(kind, srv.address(d), peers); // connect() returned: the backlog took it
@@ -386,12 +387,8 @@ describe('socket backend (tcp and unix, real peers)', () => {
 
       it('a stalled client never blocks the guest: writes are taken whole, memory stays bounded, what it misses is counted', { timeout: 20000 }, async () => {
         const peers: PyPeer[] = [];
-        const srv = server(kind);
-        const d = await open(domainXml(srv.xml));
+        const { srv, d, dev, ev } = await startServer(kind); // input is collected: the guest keeps reading
         try {
-          const dev = d.device('serial0');
-          const ev = eventLog(dev);
-          collect(dev);
           const c = await pyClient(kind, srv.address(d), peers); // never calls recv()
           await events(ev, ['open'], 'stalled client opens');
           const chunk = Buffer.alloc(64 * 1024, 0x5a);

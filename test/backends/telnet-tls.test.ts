@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { open, type Domain } from '../../src/index.ts';
 import { ChardevError } from '../../src/errors.ts';
 import { makePki, type Pki } from '../helpers/pki.ts';
+import { PyPeer, STREAM_PEER } from './python-peer.ts';
 import { T, collect, domainXml, eventLog, q, tmpDir, waitFor } from '../core/helpers.ts';
 
 /** QEMU's telnet greeting: IAC WILL ECHO, IAC WILL SGA, IAC WILL BINARY, IAC DO BINARY. */
@@ -85,87 +86,6 @@ class Proc {
   }
 }
 
-/**
- * Python's socket/ssl as the far end, one command per stdin line, one answer line each.
- * argv: connect PORT [CA CERT KEY] (TLS when the files are given) | listen 0.
- */
-const PY_PEER = String.raw`
-import socket, ssl, sys
-role, port = sys.argv[1], int(sys.argv[2])
-def out(*a):
-    print(*a, flush=True)
-lst = s = None
-if role == 'listen':
-    lst = socket.socket()
-    lst.bind(('127.0.0.1', 0))
-    lst.listen(1)
-    out('listening', lst.getsockname()[1])
-else:
-    s = socket.create_connection(('127.0.0.1', port), timeout=5)
-    if len(sys.argv) > 3:
-        ctx = ssl.create_default_context(cafile=sys.argv[3])
-        ctx.load_cert_chain(sys.argv[4], sys.argv[5])
-        s = ctx.wrap_socket(s, server_hostname='127.0.0.1')
-    out('connected', s.getsockname()[1])
-for line in sys.stdin:
-    cmd, *args = line.split()
-    if cmd == 'accept':
-        lst.settimeout(float(args[0]))
-        s, peer = lst.accept()
-        out('accepted', peer[1])
-    elif cmd == 'recv':
-        n, buf = int(args[0]), b''
-        s.settimeout(float(args[1]))
-        try:
-            while len(buf) < n:
-                c = s.recv(n - len(buf))
-                if not c:
-                    break
-                buf += c
-        except socket.timeout:
-            pass
-        out('got', buf.hex() or '-')
-    elif cmd == 'quiet':
-        s.settimeout(float(args[0]))
-        try:
-            c = s.recv(65536)
-            out('got', c.hex() if c else 'EOF')
-        except socket.timeout:
-            out('none')
-    elif cmd == 'send':
-        s.sendall(bytes.fromhex(args[0]))
-        out('sent')
-    elif cmd == 'close':
-        s.close()
-        out('closed')
-`;
-
-class Py extends Proc {
-  #partial = '';
-  readonly #lines: string[] = [];
-
-  constructor(args: readonly string[]) {
-    super('python3', 'python3', ['-u', '-c', PY_PEER, ...args]);
-    this.child.stdout.on('data', (b: Buffer) => {
-      const parts = (this.#partial + b.toString('latin1')).split('\n');
-      this.#partial = parts.pop() ?? '';
-      this.#lines.push(...parts);
-    });
-  }
-
-  async line(timeoutMs = 5000): Promise<string> {
-    await this.until(() => this.#lines.length > 0 || this.exited, 'an answer from python', timeoutMs);
-    const l = this.#lines.shift();
-    if (l === undefined) throw new Error(`python exited without answering; stderr: ${this.stderr}`);
-    return l;
-  }
-
-  async cmd(command: string, timeoutMs = 5000): Promise<string> {
-    this.child.stdin.write(`${command}\n`);
-    return this.line(timeoutMs);
-  }
-}
-
 // --- domains -----------------------------------------------------------------------------
 
 function withCdNs(xml: string): string {
@@ -220,9 +140,9 @@ function merged(log: readonly string[]): string[] {
 describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
   let pki: Pki;
   let scratch = '';
-  const procs = new Set<Proc>();
+  const procs = new Set<Proc | PyPeer>();
   const domains = new Set<Domain>();
-  const track = <P extends Proc>(p: P): P => {
+  const track = <P extends Proc | PyPeer>(p: P): P => {
     procs.add(p);
     return p;
   };
@@ -243,8 +163,10 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     }
     return track(new Proc(`s_client(${cert})`, 'openssl', args));
   };
-  const pyTls = (port: number): Py => track(new Py(['connect', String(port), good('ca-cert.pem'), good('client-cert.pem'), good('client-key.pem')]));
-  const pyPlain = (port: number): Py => track(new Py(['connect', String(port)]));
+  /** Python's socket (and ssl, given the CA and client files) as the far end: test/backends/python-peer.ts. */
+  const pyTcp = (...args: string[]): PyPeer => track(new PyPeer(STREAM_PEER, ['tcp', ...args]));
+  const pyTls = (port: number): PyPeer => pyTcp('connect', String(port), good('ca-cert.pem'), good('client-cert.pem'), good('client-key.pem'));
+  const pyPlain = (port: number): PyPeer => pyTcp('connect', String(port));
 
   before(() => {
     pki = makePki();
@@ -336,7 +258,7 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
   });
 
   it('telnet client mode (python server): no negotiation sent, IAC bytes raw both ways, no BREAK', T, async () => {
-    const py = track(new Py(['listen', '0']));
+    const py = pyTcp('listen', '0');
     const port = Number((await py.line()).split(' ')[1]);
     const d = await started(tcpXml(connectAttrs(port), 'telnet'));
     const dev = d.device('serial0');

@@ -27,6 +27,25 @@ async function pyUdp(peers: PyPeer[], port?: number): Promise<{ peer: PyPeer; po
   return { peer, port: m[1] as string };
 }
 
+/**
+ * A python peer and a domain whose serial0 sends to it, for `body`; afterwards the domain is
+ * stopped and every peer in `peers` (the body may start more) is killed.
+ */
+async function withUdpPeer(body: (py: { peer: PyPeer; port: string }, d: Domain, peers: PyPeer[]) => Promise<void>): Promise<void> {
+  const peers: PyPeer[] = [];
+  try {
+    const py = await pyUdp(peers);
+    const d = await open(domainXml(udpXml(py.port)));
+    try {
+      await body(py, d, peers);
+    } finally {
+      await d.stop();
+    }
+  } finally {
+    await Promise.all(peers.map((p) => p.kill()));
+  }
+}
+
 /** A UDP port nobody is bound to (bound, then released). */
 async function freeUdpPort(): Promise<number> {
   const s = dgram.createSocket('udp4');
@@ -56,71 +75,53 @@ describe('udp backend (python peer)', () => {
   });
 
   it('echo: one datagram from the bound address, the reply reaches the guest; never OPENED (/char/udp)', T, async () => {
-    const peers: PyPeer[] = [];
-    try {
-      const py = await pyUdp(peers);
-      const d = await open(domainXml(udpXml(py.port)));
-      try {
-        const dev = d.device('serial0');
-        const ev = eventLog(dev);
-        const input = collect(dev);
-        const local = boundPort(d);
-        assert.equal(dev.filename, 'udp');
-        assert.equal(dev.where, `charserial0: udp 127.0.0.1:${local} -> 127.0.0.1:${py.port}`);
-        assert.equal(dev.isOpen, false);
+    await withUdpPeer(async (py, d) => {
+      const dev = d.device('serial0');
+      const ev = eventLog(dev);
+      const input = collect(dev);
+      const local = boundPort(d);
+      assert.equal(dev.filename, 'udp');
+      assert.equal(dev.where, `charserial0: udp 127.0.0.1:${local} -> 127.0.0.1:${py.port}`);
+      assert.equal(dev.isOpen, false);
 
-        assert.equal(dev.write(Buffer.from('hello')), 5);
-        assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex('hello')} ${local}`, 'one 5-byte datagram from the chardev’s bound port');
-        assert.equal(await py.peer.cmd(`sendto ${local} ${hex('hello')}`), 'sent');
-        await waitFor(() => input.bytes().length === 5, 'the reply at the guest');
-        assert.equal(input.bytes().toString(), 'hello');
+      assert.equal(dev.write(Buffer.from('hello')), 5);
+      assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex('hello')} ${local}`, 'one 5-byte datagram from the chardev’s bound port');
+      assert.equal(await py.peer.cmd(`sendto ${local} ${hex('hello')}`), 'sent');
+      await waitFor(() => input.bytes().length === 5, 'the reply at the guest');
+      assert.equal(input.bytes().toString(), 'hello');
 
-        // Each write is one datagram, boundaries kept.
-        for (const w of ['a', 'bb', 'ccc']) assert.equal(dev.write(Buffer.from(w)), w.length);
-        for (const w of ['a', 'bb', 'ccc']) assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex(w)} ${local}`);
-        assert.equal(await py.peer.cmd('recv 0.2'), 'timeout', 'exactly three datagrams');
+      // Each write is one datagram, boundaries kept.
+      for (const w of ['a', 'bb', 'ccc']) assert.equal(dev.write(Buffer.from(w)), w.length);
+      for (const w of ['a', 'bb', 'ccc']) assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex(w)} ${local}`);
+      assert.equal(await py.peer.cmd('recv 0.2'), 'timeout', 'exactly three datagrams');
 
-        // Binary, including NUL and 0xFF, both ways.
-        const bin = Buffer.from([0, 1, 0xff, 0x0a, 0x0d, 0x80]);
-        assert.equal(dev.write(bin), bin.length);
-        assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex(bin)} ${local}`);
-        assert.equal(await py.peer.cmd(`sendto ${local} ${hex(bin)}`), 'sent');
-        await waitFor(() => input.bytes().length === 5 + bin.length, 'binary datagram at the guest');
-        assert.deepEqual(input.bytes().subarray(5), bin);
+      // Binary, including NUL and 0xFF, both ways.
+      const bin = Buffer.from([0, 1, 0xff, 0x0a, 0x0d, 0x80]);
+      assert.equal(dev.write(bin), bin.length);
+      assert.equal(await py.peer.cmd('recv 2'), `dgram ${hex(bin)} ${local}`);
+      assert.equal(await py.peer.cmd(`sendto ${local} ${hex(bin)}`), 'sent');
+      await waitFor(() => input.bytes().length === 5 + bin.length, 'binary datagram at the guest');
+      assert.deepEqual(input.bytes().subarray(5), bin);
 
-        await sleep(20);
-        assert.deepEqual(ev, [], 'udp never emits OPENED (nor CLOSED)');
-        assert.equal(dev.isOpen, false);
-        assert.deepEqual(dev.counters, { bytesFromGuest: 5 + 6 + 6, bytesToGuest: 5 + 6, dropped: 0 });
-      } finally {
-        await d.stop();
-      }
-    } finally {
-      await Promise.all(peers.map((p) => p.kill()));
-    }
+      await sleep(20);
+      assert.deepEqual(ev, [], 'udp never emits OPENED (nor CLOSED)');
+      assert.equal(dev.isOpen, false);
+      assert.deepEqual(dev.counters, { bytesFromGuest: 5 + 6 + 6, bytesToGuest: 5 + 6, dropped: 0 });
+    });
   });
 
   it('only the connected peer’s datagrams reach the guest', T, async () => {
-    const peers: PyPeer[] = [];
-    try {
-      const py = await pyUdp(peers);
+    await withUdpPeer(async (py, d, peers) => {
       const stranger = await pyUdp(peers);
-      const d = await open(domainXml(udpXml(py.port)));
-      try {
-        const dev = d.device('serial0');
-        const input = collect(dev);
-        const local = boundPort(d);
-        assert.equal(await stranger.peer.cmd(`sendto ${local} ${hex('intruder')}`), 'sent');
-        assert.equal(await py.peer.cmd(`sendto ${local} ${hex('friend')}`), 'sent');
-        await waitFor(() => input.bytes().length >= 6, 'the peer’s datagram');
-        await sleep(100);
-        assert.equal(input.bytes().toString(), 'friend', 'the kernel filters other sources of a connected socket');
-      } finally {
-        await d.stop();
-      }
-    } finally {
-      await Promise.all(peers.map((p) => p.kill()));
-    }
+      const dev = d.device('serial0');
+      const input = collect(dev);
+      const local = boundPort(d);
+      assert.equal(await stranger.peer.cmd(`sendto ${local} ${hex('intruder')}`), 'sent');
+      assert.equal(await py.peer.cmd(`sendto ${local} ${hex('friend')}`), 'sent');
+      await waitFor(() => input.bytes().length >= 6, 'the peer’s datagram');
+      await sleep(100);
+      assert.equal(input.bytes().toString(), 'friend', 'the kernel filters other sources of a connected socket');
+    });
   });
 
   it('a peer that is not listening (ICMP port unreachable): writes keep returning their length, nothing crashes; a peer that appears later gets the next writes', T, async () => {
@@ -163,25 +164,16 @@ describe('udp backend (python peer)', () => {
   });
 
   it('datagrams arriving while the guest is not reading are dropped and counted (Node cannot leave them in the kernel)', T, async () => {
-    const peers: PyPeer[] = [];
-    try {
-      const py = await pyUdp(peers);
-      const d = await open(domainXml(udpXml(py.port)));
-      try {
-        const dev = d.device('serial0');
-        const local = boundPort(d);
-        assert.equal(await py.peer.cmd(`sendto ${local} ${hex('early')}`), 'sent');
-        await waitFor(() => dev.counters.dropped === 5, 'the unread datagram counted as dropped');
-        const input = collect(dev);
-        assert.equal(await py.peer.cmd(`sendto ${local} ${hex('late')}`), 'sent');
-        await waitFor(() => input.bytes().length === 4, 'the datagram sent while reading');
-        assert.equal(input.bytes().toString(), 'late');
-      } finally {
-        await d.stop();
-      }
-    } finally {
-      await Promise.all(peers.map((p) => p.kill()));
-    }
+    await withUdpPeer(async (py, d) => {
+      const dev = d.device('serial0');
+      const local = boundPort(d);
+      assert.equal(await py.peer.cmd(`sendto ${local} ${hex('early')}`), 'sent');
+      await waitFor(() => dev.counters.dropped === 5, 'the unread datagram counted as dropped');
+      const input = collect(dev);
+      assert.equal(await py.peer.cmd(`sendto ${local} ${hex('late')}`), 'sent');
+      await waitFor(() => input.bytes().length === 4, 'the datagram sent while reading');
+      assert.equal(input.bytes().toString(), 'late');
+    });
   });
 
   it('bind service=0: the real port in the live state and the live XML; stop releases the socket', T, async () => {

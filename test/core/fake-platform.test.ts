@@ -9,13 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startDomain, type Domain, type DomainOptions } from '../../src/core/domain.ts';
 import type { Chardev } from '../../src/core/chardev.ts';
 import { ChardevError } from '../../src/errors.ts';
-import {
-  FakePlatform,
-  PlatformError,
-  type ByteReader,
-  type ByteReaderHandlers,
-  type FakePty,
-} from '../../src/platform/index.ts';
+import { FakePlatform, PlatformError, type FakePty } from '../../src/platform/index.ts';
 import { collect, eventLog, load, waitFor } from './helpers.ts';
 
 /** Small, so a real-timer test waits milliseconds, not QEMU's second. */
@@ -61,64 +55,14 @@ function mockIntervals(t: TestContext): (ms: number) => void {
   return (ms) => t.mock.timers.tick(ms);
 }
 
-/**
- * The fake only hands out readers on pty masters (openPtyReader on a device fd throws
- * ENOTTY "not a pty master"), while the real platform reads any tty fd — which the dev
- * backend needs for a serial line. This subclass adds that: a reader on a tty device fd is
- * a TtyLine the test drives. Unlike the fake pty it never delivers during construction
- * (the real tty.ReadStream starts reading on a later tick), so the backend's pause() right
- * after creation takes effect before any byte, as it does on Linux.
- */
-class TtyLine implements ByteReader {
-  paused = false;
-  closed = false;
-  #pending: Buffer[] = [];
-  constructor(
-    readonly fd: number,
-    private readonly handlers: ByteReaderHandlers,
-  ) {}
-  /** Far end → host. */
-  send(data: Uint8Array): void {
-    this.#pending.push(Buffer.from(data));
-    this.#deliver();
-  }
-  hangup(): void {
-    this.closed = true;
-    this.handlers.onHangup?.();
-  }
-  pause(): void {
-    this.paused = true;
-  }
-  resume(): void {
-    if (this.closed) return;
-    this.paused = false;
-    this.#deliver();
-  }
-  close(): void {
-    this.closed = true;
-  }
-  #deliver(): void {
-    if (this.paused || this.closed || this.#pending.length === 0) return;
-    const chunk = Buffer.concat(this.#pending);
-    this.#pending = [];
-    this.handlers.onData(chunk);
-  }
-}
-
-class FakeWithTtyLines extends FakePlatform {
-  readonly lines: TtyLine[] = [];
-  override openPtyReader(fd: number, handlers: ByteReaderHandlers): ByteReader {
-    let isPtyMaster = true;
-    try {
-      this.pty(fd);
-    } catch {
-      isPtyMaster = false;
-    }
-    if (isPtyMaster || !this.isatty(fd)) return super.openPtyReader(fd, handlers);
-    const line = new TtyLine(fd, handlers);
-    this.lines.push(line);
-    return line;
-  }
+/** startPty on mocked intervals, then a client opens the slave and the next poll opens the device. */
+async function openPty(t: TestContext, platform: FakePlatform): Promise<PtyRun> {
+  const tick = mockIntervals(t);
+  const run = await startPty(t, platform);
+  run.pty.connect();
+  tick(POLL);
+  assert.equal(run.dev.isOpen, true);
+  return run;
 }
 
 describe('pty backend on the fake platform', () => {
@@ -227,12 +171,7 @@ describe('pty backend on the fake platform', () => {
   });
 
   it("input flow control: no 'data' listener, no reading; a listener starts it, removing the last stops it", QUICK, async (t) => {
-    const tick = mockIntervals(t);
-    const fake = new FakePlatform();
-    const { domain, dev, pty } = await startPty(t, fake);
-    pty.connect();
-    tick(POLL);
-    assert.equal(dev.isOpen, true);
+    const { domain, dev, pty } = await openPty(t, new FakePlatform());
 
     pty.send(Buffer.from('abc'));
     assert.equal(dev.counters.bytesToGuest, 0, 'bytes wait in the (fake) kernel while nobody listens');
@@ -253,12 +192,7 @@ describe('pty backend on the fake platform', () => {
   });
 
   it('a reader that stops reading: write() never throws; its queue stays bounded (1 MiB), chunks that do not fit are skipped and it is told', QUICK, async (t) => {
-    const tick = mockIntervals(t);
-    const fake = new FakePlatform();
-    const { domain, dev, pty } = await startPty(t, fake);
-    pty.connect();
-    tick(POLL);
-    assert.equal(dev.isOpen, true);
+    const { domain, dev, pty } = await openPty(t, new FakePlatform());
     pty.setWritable(false); // every write to the master would say EAGAIN now
 
     const a = Buffer.alloc(600 * 1024, 'a');
@@ -407,7 +341,7 @@ describe('dev backend on the fake platform', () => {
   const CHAR_DEV = '/dev/null';
 
   it('a serial tty is set raw 115200 8N1, opens at start, carries bytes both ways under flow control', QUICK, async (t) => {
-    const fake = new FakeWithTtyLines();
+    const fake = new FakePlatform();
     const line = fake.addDevice(CHAR_DEV, { tty: true });
     const domain = await start(t, `<serial type='dev'><source path='${CHAR_DEV}'/></serial>`, { platform: fake });
     const dev = domain.device('serial0');
@@ -419,15 +353,15 @@ describe('dev backend on the fake platform', () => {
 
     assert.equal(dev.write(Buffer.from('AT\r')), 3);
     assert.equal(line.takeOutput().toString(), 'AT\r');
-    const far = fake.lines[0] ?? assert.fail('the backend opened no reader on the tty');
+    const far = [...line.readers][0] ?? assert.fail('the backend opened no reader on the tty');
     assert.equal(far.paused, true, 'no data listener yet');
-    far.send(Buffer.from('OK\r\n'));
+    line.send(Buffer.from('OK\r\n'));
     assert.equal(dev.counters.bytesToGuest, 0);
     const input = collect(dev);
     assert.equal(input.bytes().toString(), 'OK\r\n');
 
     const events = eventLog(dev);
-    far.hangup();
+    line.hangup();
     assert.deepEqual(events, ['close'], 'EOF on the line is CHR_EVENT_CLOSED');
     await domain.stop();
     assert.deepEqual(fake.openFds, []);
