@@ -1,14 +1,14 @@
 /**
  * The domain `chardev run` uses when no FILE is given: the guest on a pty console, every
  * byte it writes also in a file log under the log directory, and a stdio device whose
- * output goes to the rotating domain log, and a telnet server on 127.0.0.1; the two the
- * guest is on keep 1 MiB of history and take up to 8 clients (one writer, the rest
- * viewers). Later issues add the browser console.
+ * output goes to the rotating domain log, a telnet server on 127.0.0.1, and a virtual
+ * console in the browser (`vc`, served on 127.0.0.1 at a free port); the three the guest is
+ * on keep 1 MiB of history and take up to 8 clients (one writer, the rest viewers).
  */
 export const DEFAULT_DOMAIN_NAME = 'chardev';
 
-/** The guest shell is on both the pty console and the telnet server. */
-export const DEFAULT_DOMAIN_ATTACH: readonly string[] = ['serial0', 'serial2'];
+/** The guest shell is on the pty console, the telnet server and the browser console. */
+export const DEFAULT_DOMAIN_ATTACH: readonly string[] = ['serial0', 'serial2', 'serial3'];
 
 function xmlAttr(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
@@ -39,6 +39,11 @@ export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_POR
       <source mode='bind' host='127.0.0.1' service='${telnetPort}'/>
       <protocol type='telnet'/>
       <target port='2'/>
+      <cd:history size='1048576'/>
+      <cd:clients max='8'/>
+    </serial>
+    <serial type='vc'>
+      <target port='3'/>
       <cd:history size='1048576'/>
       <cd:clients max='8'/>
     </serial>

@@ -22,6 +22,8 @@ export interface DomainStatus {
   readonly consoleSocket?: string;
   /** The QMP control socket. */
   readonly qmpSocket?: string;
+  /** The browser console's index page, access token included (the file is owner-only). */
+  readonly webUrl?: string;
   readonly devices: ReadonlyArray<{ readonly alias: string; readonly type: string; readonly filename: string; readonly where: string }>;
 }
 

@@ -162,7 +162,7 @@ describe('chardev run', () => {
     const r = startRun(['--log-dir', path.join(dir, 'telnet-logs'), '--telnet-port', '0', '--', 'sh', '-c', 'read l; echo "got:$l"']);
     try {
       await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
-      assert.match(r.stdout(), /^charserial0, charserial2: guest is sh -c/m);
+      assert.match(r.stdout(), /^charserial0, charserial2, charserial3: guest is sh -c/m);
       const port = /charserial2: listening on telnet:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
       assert.ok(port !== undefined, r.stdout());
       const py = [

@@ -19,6 +19,7 @@ import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } fr
 import { CliError, readDomain } from '../io.ts';
 import { startConsoleServer, type ConsoleServer } from '../../control/console-server.ts';
 import { startQmpServer, type QmpServer } from '../../control/qmp.ts';
+import { startWebServer, type WebServer } from '../../web/server.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
 
@@ -34,6 +35,33 @@ interface RunFlags extends DriverFlags {
   runDir?: string;
   attach?: string[];
   telnetPort?: string;
+  web?: string;
+}
+
+export interface WebAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** `--web HOST:PORT` (`[v6]:PORT`; a bare PORT means 127.0.0.1). */
+export function parseWebAddress(s: string): WebAddress {
+  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(s) ?? /^([^\s:/[\]]+):(\d+)$/.exec(s) ?? /^()(\d+)$/.exec(s);
+  const port = m === null ? NaN : Number(m[2]);
+  if (m === null || !(port <= 65535)) throw new CliError(`run: --web must be HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one), not '${s}'`, 2);
+  return { host: m[1] === '' || m[1] === undefined ? '127.0.0.1' : m[1], port };
+}
+
+/**
+ * Where the browser console listens, or undefined for none: `--web`, else the first
+ * `<cd:web>` (of a vc device first), else 127.0.0.1 on a free port when the domain has a
+ * vc device (its console is only reachable there).
+ */
+function webAddress(flag: WebAddress | undefined, devices: readonly Chardev[]): WebAddress | undefined {
+  if (flag !== undefined) return flag;
+  const vcs = devices.filter((d) => d.type === 'vc');
+  const def = vcs.find((d) => d.def.ext.web !== undefined)?.def.ext.web ?? devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
+  if (vcs.length === 0 && def === undefined) return undefined;
+  return { host: def?.listen ?? '127.0.0.1', port: def?.port ?? 0 };
 }
 
 /** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
@@ -183,6 +211,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
     .option('--log-dir <dir>', 'where the domain log and default logs go (default $XDG_STATE_HOME/chardev or ~/.local/state/chardev)')
     .option('--attach <alias>', 'attach COMMAND to this device (repeatable; default: the first serial, or console)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .option('--telnet-port <port>', `the default domain's telnet server port on 127.0.0.1 (default ${DEFAULT_TELNET_PORT}; 0 picks a free one)`)
+    .option('--web <host:port>', "serve the browser console there (default: the first vc device's <cd:web>, else 127.0.0.1 and a free port; without a vc device only with this option)")
     .option('--run-dir <dir>', 'where the status of the running domain goes, for dumpxml (default $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)')
     .description('start the host interfaces of a domain and run COMMAND as the guest of its first serial device'))
     .action(async (fileArg: string | undefined, commandArg: string[], opts: RunFlags, cmd: Command) => {
@@ -192,6 +221,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       // Owner-only: logs hold everything the guest printed.
       fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
       const driver = driverOptions(opts);
+      const webFlag = opts.web === undefined ? undefined : parseWebAddress(opts.web);
       if (opts.telnetPort !== undefined && (file !== undefined || !/^\d+$/.test(opts.telnetPort) || Number(opts.telnetPort) > 65535)) {
         throw new CliError(file !== undefined ? 'run: --telnet-port applies to the default domain only' : `run: --telnet-port must be a port number, not '${opts.telnetPort}'`, 2);
       }
@@ -225,6 +255,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       let status: number;
       let consoleServer: ConsoleServer | undefined;
       let qmpServer: QmpServer | undefined;
+      let webServer: WebServer | undefined;
       try {
         consoleServer = await startConsoleServer(domain, path.join(runDir, `${domain.name}.console`));
         qmpServer = await startQmpServer(domain, {
@@ -232,17 +263,24 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
           liveXml: () => formatDomain(loaded, { live: true, state: domain.liveState() }),
           inactiveXml: () => formatDomain(loaded),
         });
+        const web = webAddress(webFlag, [...domain.devices.values()]);
+        if (web !== undefined) webServer = await startWebServer(domain, web);
         writeStatus(runDir, {
           name: domain.name,
           pid: process.pid,
           started: new Date().toISOString(),
           consoleSocket: consoleServer.path,
           qmpSocket: qmpServer.path,
+          ...(webServer !== undefined ? { webUrl: webServer.url } : {}),
           inactiveXml: formatDomain(loaded),
           liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
           devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
         });
         for (const line of domain.describe()) write(`${line}\n`);
+        if (webServer !== undefined) {
+          for (const d of domain.devices.values()) if (d.type === 'vc') write(`web console: ${webServer.urlFor(d.alias)} (${d.id})\n`);
+          write(`web console: ${webServer.url} (every device; others read-only)\n`);
+        }
         write(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})\n`);
         write(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})\n`);
         const attach = opts.attach ?? (file === undefined ? DEFAULT_DOMAIN_ATTACH : []);
@@ -262,6 +300,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         await domain.stop({ drainMs: DRAIN_MS });
         await consoleServer?.close();
         await qmpServer?.close();
+        await webServer?.close();
       }
       // An empty message: main() prints nothing and exits with the child's status.
       if (status !== 0) throw new CliError('', status);
