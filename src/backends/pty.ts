@@ -19,6 +19,8 @@ import type { ClientSink, HubClient } from '../core/hub.ts';
 
 /** How often a draining stop re-checks what the reader has left unread. */
 const DRAIN_POLL_MS = 10;
+/** How many empty readings in a row count as drained. */
+const DRAIN_EMPTY_CHECKS = 5;
 
 export function createPtyBackend(ctx: BackendContext): Backend {
   const { platform, events, id } = ctx;
@@ -146,14 +148,17 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     async drained() {
       await writer.drained();
       // Then the kernel's copy: closing the master would discard what the reader has not read.
-      while (!stopped && connected) {
+      // FIONREAD sees only the line discipline's buffer, not bytes still on their way to it
+      // (a kernel worker moves them, late under load), so "empty" must hold a few times running.
+      let emptyChecks = 0;
+      while (!stopped && connected && emptyChecks < DRAIN_EMPTY_CHECKS) {
         let unread: number;
         try {
           unread = platform.ptyUnreadBytes(slavePath);
         } catch {
           return;
         }
-        if (unread === 0) return;
+        emptyChecks = unread === 0 ? emptyChecks + 1 : 0;
         await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
       }
     },
