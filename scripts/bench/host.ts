@@ -1,0 +1,376 @@
+/**
+ * The chardev side of every measurement: a process of its own that uses the library the
+ * way an emulator (or `chardev run`) does — open a domain, spawn the guest, hand its
+ * output to `device.write`, its input to the guest — so its CPU, memory and profile
+ * (`node --cpu-prof`) are chardev's alone, like socat's are socat's.
+ *
+ *   node --import tsx scripts/bench/host.ts '<HostConfig as JSON>'
+ *
+ * Talks JSON lines on stdout (protocol.ts); a `stop` line on stdin (or stdin closing)
+ * ends it: the domain is stopped and the guest killed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { hostDevices, loadDomain, open, type Chardev, type Domain } from '../../src/index.ts';
+import type { EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
+
+const CD_NS = 'urn:chardev:1';
+
+function send(msg: HostMessage): void {
+  process.stdout.write(`${JSON.stringify(msg)}\n`);
+}
+
+function domainXml(devices: string): string {
+  return `<domain type='kvm' xmlns:cd='${CD_NS}'><name>bench</name><memory>1</memory><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>${devices}</devices></domain>`;
+}
+
+function streamDeviceXml(cfg: StreamConfig): string {
+  const clients = cfg.maxClients !== undefined ? `<cd:clients max='${Math.min(cfg.maxClients, 64)}'/>` : '';
+  const target = `<target port='0'/>`;
+  switch (cfg.backend) {
+    case 'tcp':
+      return `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/>${target}${clients}</serial>`;
+    case 'unix':
+      return `<serial type='unix'><source mode='bind' path='${path.join(cfg.dir, 'chardev.sock')}'/>${target}${clients}</serial>`;
+    case 'pty':
+      return `<serial type='pty'>${target}${clients}</serial>`;
+    case 'file':
+      return `<serial type='file'><source path='${path.join(cfg.dir, 'chardev.out')}'/>${target}</serial>`;
+    case 'log':
+      return `<serial type='null'><log file='${path.join(cfg.dir, 'chardev.log')}'/>${target}</serial>`;
+  }
+}
+
+function peakRss(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m?.[1] !== undefined ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Minor page faults of this process so far (/proc/self/stat field 10). */
+function minorFaults(): number {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+  } catch {
+    return 0;
+  }
+}
+
+/** The final figures of a device's run (ResultMessage). */
+function resultMessage(device: Chardev, cpu0: NodeJS.CpuUsage, faults0: number): HostMessage {
+  const cpu = process.cpuUsage(cpu0);
+  const c = device.counters;
+  return {
+    event: 'result',
+    bytesFromGuest: c.bytesFromGuest,
+    dropped: c.dropped,
+    clients: device.hub.clients().map((ci) => ({ role: ci.role, bytesSent: ci.bytesSent, bytesMissed: ci.bytesMissed })),
+    cpuUserUs: cpu.user,
+    cpuSystemUs: cpu.system,
+    rssBytes: process.memoryUsage().rss,
+    peakRssBytes: peakRss(),
+    minorFaults: minorFaults() - faults0,
+  };
+}
+
+/** Cleanup that must run however the process ends. */
+let domain: Domain | undefined;
+let guest: ChildProcess | undefined;
+let finishing = false;
+
+async function finish(code: number): Promise<never> {
+  if (!finishing) {
+    finishing = true;
+    guest?.kill('SIGKILL');
+    try {
+      await domain?.stop();
+    } catch {
+      // Exiting anyway; the driver removes the scratch directory.
+    }
+  }
+  process.exit(code);
+}
+
+function onStop(handler: () => void): void {
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    if (line.trim() === 'stop') handler();
+  });
+  // The driver went away: do not outlive it.
+  rl.on('close', () => void finish(0));
+}
+
+function spawnGuest(argv: readonly string[]): ChildProcess {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new Error('no guest command');
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  child.on('error', (e) => {
+    send({ event: 'error', message: `guest ${cmd}: ${e.message}` });
+    void finish(1);
+  });
+  return child;
+}
+
+function whenClients(device: Chardev, count: number): Promise<void> {
+  if (device.hub.size >= count) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (device.hub.size >= count) {
+        device.off('client', check);
+        resolve();
+      }
+    };
+    device.on('client', check);
+  });
+}
+
+async function runStream(cfg: StreamConfig): Promise<void> {
+  const loaded = loadDomain(domainXml(streamDeviceXml(cfg)));
+  if (cfg.maxClients !== undefined && cfg.maxClients > 64) {
+    // The XML caps <cd:clients max> at 64 (src/config/extensions.ts MAX_CLIENTS); the spec's
+    // fan-out figure needs 100 viewers plus a stalled one, so the loaded model is raised.
+    for (const { dev } of hostDevices(loaded.def)) {
+      if (dev.ext.clients !== undefined) dev.ext.clients.max = cfg.maxClients;
+    }
+  }
+  domain = await open(loaded, { ptyPollMs: 10 });
+  const device = domain.device('serial0');
+  // A 'data' listener turns on client input; the guest here only writes.
+  device.on('data', () => {});
+  device.on('error', (e) => process.stderr.write(`bench host: ${e.message}\n`));
+
+  // The guest starts now and blocks on its full stdout pipe until released, as socat's
+  // EXEC child does until socat has its second address.
+  const spawnedAt = process.hrtime.bigint();
+  guest = spawnGuest(cfg.guest);
+  const out = guest.stdout;
+  if (out === null) throw new Error('guest has no stdout');
+  out.pause();
+
+  const port = device.boundService !== undefined ? Number(device.boundService) : undefined;
+  const where = cfg.backend === 'pty' ? device.ptyPath : cfg.backend === 'unix' ? path.join(cfg.dir, 'chardev.sock') : undefined;
+  send({ event: 'ready', ...(port !== undefined ? { port } : {}), ...(where !== undefined ? { path: where } : {}) });
+
+  await whenClients(device, cfg.clients);
+
+  const { highBytes, lowBytes, pollMs } = cfg.pacing;
+  const queued = (): number => device.hub.writer?.sink.queuedBytes ?? 0;
+  let written = 0;
+  let pauses = 0;
+  let done = false;
+  const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
+  // With no client to wait for (file, log) the clock includes the guest's start, as the
+  // peer's does (`sh -c 'GUEST | cat > FILE'` timed from spawn to exit).
+  const t0 = cfg.clients === 0 ? spawnedAt : process.hrtime.bigint();
+  const waitLow = (): void => {
+    if (queued() <= lowBytes) out.resume();
+    else setTimeout(waitLow, pollMs);
+  };
+  out.on('data', (chunk: Buffer) => {
+    if (done) return;
+    const take = written + chunk.length > cfg.bytes ? chunk.subarray(0, cfg.bytes - written) : chunk;
+    device.write(take);
+    written += take.length;
+    if (written >= cfg.bytes) {
+      done = true;
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      send({ event: 'written', seconds, bytes: written, pauses });
+      return;
+    }
+    if (queued() > highBytes) {
+      pauses++;
+      out.pause();
+      setTimeout(waitLow, pollMs);
+    }
+  });
+  out.resume();
+
+  onStop(() => {
+    send(resultMessage(device, cpu0, faults0));
+    void finish(0);
+  });
+}
+
+async function runEcho(cfg: EchoConfig): Promise<void> {
+  domain = await open(domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>`));
+  const device = domain.device('serial0');
+  const child = spawnGuest(cfg.guest);
+  guest = child;
+  const stdin = child.stdin;
+  const stdout = child.stdout;
+  if (stdin === null || stdout === null) throw new Error('guest has no stdio');
+  // `chardev run`'s wiring: client input to the guest's stdin, its stdout to the device.
+  device.on('data', (b) => void stdin.write(b));
+  stdout.on('data', (b: Buffer) => void device.write(b));
+  send({ event: 'ready', port: Number(device.boundService) });
+  const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
+  onStop(() => {
+    send(resultMessage(device, cpu0, faults0));
+    void finish(0);
+  });
+}
+
+async function runFloor(cfg: FloorConfig): Promise<void> {
+  const spawnedAt = process.hrtime.bigint();
+  const child = spawnGuest(cfg.guest);
+  guest = child;
+  const out = child.stdout;
+  if (out === null) throw new Error('guest has no stdout');
+  out.pause();
+  let written = 0;
+  const done = (): void => {
+    send({ event: 'written', seconds: Number(process.hrtime.bigint() - spawnedAt) / 1e9, bytes: written, pauses: 0 });
+  };
+  if (cfg.backend === 'file') {
+    const fd = fs.openSync(path.join(cfg.dir, 'floor.out'), 'w', 0o600);
+    send({ event: 'ready' });
+    out.on('data', (b: Buffer) => {
+      if (written >= cfg.bytes) return;
+      let off = 0;
+      while (off < b.length) off += fs.writeSync(fd, b, off, b.length - off);
+      written += b.length;
+      if (written >= cfg.bytes) {
+        done();
+        fs.closeSync(fd);
+      }
+    });
+    out.resume();
+  } else {
+    const server = net.createServer((sock) => {
+      server.close();
+      sock.on('error', () => {});
+      out.pipe(sock);
+    });
+    const sockPath = path.join(cfg.dir, 'floor.sock');
+    await new Promise<void>((resolve) => (cfg.backend === 'tcp' ? server.listen(0, '127.0.0.1', resolve) : server.listen(sockPath, resolve)));
+    const address = server.address();
+    send({ event: 'ready', ...(typeof address === 'object' && address !== null ? { port: address.port } : { path: sockPath }) });
+  }
+  onStop(() => {
+    send({ event: 'result', bytesFromGuest: written, dropped: 0, clients: [], cpuUserUs: 0, cpuSystemUs: 0, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
+    void finish(0);
+  });
+}
+
+function fdLimits(): { soft: number | null; hard: number | null } {
+  try {
+    const m = /Max open files\s+(\S+)\s+(\S+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    const num = (s: string | undefined): number | null => (s === undefined || s === 'unlimited' ? null : Number(s));
+    return { soft: num(m?.[1]), hard: num(m?.[2]) };
+  } catch {
+    return { soft: null, hard: null };
+  }
+}
+
+/** CPU time (ns) of every thread of this process, by thread id. */
+function threadTimes(): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      try {
+        out.set(Number(tid), Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]));
+      } catch {
+        // The thread ended.
+      }
+    }
+  } catch {
+    // No /proc: the split is left at zero.
+  }
+  return out;
+}
+
+function gc(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g === undefined) throw new Error('the idle measurement needs node --expose-gc');
+  g();
+  g();
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function runIdle(cfg: IdleConfig): Promise<void> {
+  let devices = '';
+  for (let i = 0; i < cfg.devices; i++) {
+    devices += `<serial type='unix'><source mode='bind' path='${path.join(cfg.dir, `d${i}`)}'/><target port='${i}'/></serial>`;
+  }
+  const xml = domainXml(devices);
+  await sleep(100);
+  gc();
+  const before = process.memoryUsage();
+  const t0 = performance.now();
+  domain = await open(xml);
+  const startMs = performance.now() - t0;
+  await sleep(1000);
+  gc();
+  await sleep(200);
+  const after = process.memoryUsage();
+  let listening = 0;
+  for (let i = 0; i < cfg.devices; i++) {
+    try {
+      if (fs.statSync(path.join(cfg.dir, `d${i}`)).isSocket()) listening++;
+    } catch {
+      // Counted as not listening.
+    }
+  }
+  // Let the start-up's garbage settle (V8 schedules GC work for a while after a burst of
+  // allocation); what is measured then is what a long-idle process costs.
+  await sleep(cfg.settleMs);
+  const threads0 = threadTimes();
+  const cpu0 = process.cpuUsage();
+  const t1 = performance.now();
+  await sleep(cfg.idleMs);
+  const cpu = process.cpuUsage(cpu0);
+  const idleMs = performance.now() - t1;
+  const threads1 = threadTimes();
+  let mainNs = 0;
+  let otherNs = 0;
+  for (const [tid, ns] of threads1) {
+    const d = ns - (threads0.get(tid) ?? 0);
+    if (tid === process.pid) mainNs += d;
+    else otherNs += d;
+  }
+  const limits = fdLimits();
+  send({
+    event: 'idle',
+    devices: domain.devices.size,
+    listening,
+    startMs,
+    rssBeforeBytes: before.rss,
+    rssAfterBytes: after.rss,
+    heapDeltaBytes: after.heapUsed - before.heapUsed,
+    externalDeltaBytes: after.external - before.external,
+    idleCpuUs: cpu.user + cpu.system,
+    mainThreadMs: mainNs / 1e6,
+    otherThreadsMs: otherNs / 1e6,
+    idleMs,
+    fdSoft: limits.soft,
+    fdHard: limits.hard,
+    fdsOpen: fs.readdirSync('/proc/self/fd').length,
+  });
+  onStop(() => void finish(0));
+}
+
+async function main(): Promise<void> {
+  const arg = process.argv[2];
+  if (arg === undefined) throw new Error('usage: host.ts CONFIG_JSON');
+  const cfg = JSON.parse(arg) as HostConfig;
+  process.on('SIGTERM', () => void finish(0));
+  if (cfg.kind === 'stream') await runStream(cfg);
+  else if (cfg.kind === 'echo') await runEcho(cfg);
+  else if (cfg.kind === 'floor') await runFloor(cfg);
+  else await runIdle(cfg);
+}
+
+main().catch((e: unknown) => {
+  send({ event: 'error', message: e instanceof Error ? e.message : String(e) });
+  void finish(1);
+});

@@ -1,0 +1,171 @@
+/**
+ * The far ends of every measurement, identical for chardev and for socat: small Python
+ * programs (stdlib only) run as their own processes, so neither relay shares a CPU or an
+ * event loop with the code that measures it. Python, not Node, because a `recv_into` loop
+ * into one preallocated buffer costs far less CPU per byte than a Node stream reader — on
+ * a 2-core machine the reader's cost is paid by whichever relay is being measured.
+ *
+ * Each prints one JSON line on stdout at the end; errors go to stderr, exit status 1.
+ */
+
+/**
+ * Bulk reader. argv: KIND (tcp|unix|pty) ADDRESS (port, socket path, pty slave or link)
+ * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S.
+ *
+ * Connects LIVE reading connections, then STALLED ones that never read (SO_RCVBUF 4 KiB,
+ * set before connect, so they stall at once), retrying while the listener is not there
+ * yet (socat opens its addresses one after the other). Every live connection reads until
+ * it has BYTES, sees EOF, or nothing arrives on any live connection for IDLE_S after the
+ * first byte (a viewer that missed output never gets all BYTES). The clock starts at the
+ * first byte on any connection: chardev and socat both have their guest started and
+ * blocked on a full pipe before the reader connects, so neither pays a start-up cost here.
+ *
+ * Output: {"bytes": [...], "first": NS, "last": [...], "connectSeconds": S}: times in
+ * perf_counter_ns; connectSeconds from start until every connection was made.
+ */
+export const READER_PY = String.raw`
+import json, os, selectors, socket, sys, time
+kind, addr = sys.argv[1], sys.argv[2]
+want, live, stalled = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+idle_s, deadline_s = float(sys.argv[6]), float(sys.argv[7])
+start = time.monotonic()
+def fail(msg):
+    sys.stderr.write(msg + '\n'); sys.exit(1)
+def wait_for(make):
+    while True:
+        try:
+            return make()
+        except (FileNotFoundError, ConnectionRefusedError, OSError) as e:
+            if time.monotonic() - start > 10:
+                fail('reader: cannot connect to %s %s: %s' % (kind, addr, e))
+            time.sleep(0.01)
+def connect(rcvbuf=None):
+    fam = socket.AF_INET if kind == 'tcp' else socket.AF_UNIX
+    target = ('127.0.0.1', int(addr)) if kind == 'tcp' else addr
+    def make():
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        try:
+            s.connect(target)
+        except Exception:
+            s.close(); raise
+        return s
+    return wait_for(make)
+buf = bytearray(256 * 1024)
+view = memoryview(buf)
+got = [0] * live
+last = [0] * live
+first = 0
+if kind == 'pty':
+    fd = wait_for(lambda: os.open(addr, os.O_RDONLY | os.O_NOCTTY))
+    f = os.fdopen(fd, 'rb', buffering=0)
+    conn_s = time.monotonic() - start
+    import select
+    while got[0] < want:
+        if not select.select([fd], [], [], idle_s if first else deadline_s)[0]:
+            break
+        try:
+            n = f.readinto(view)
+        except OSError:
+            break  # EIO: the master went away
+        if not n:
+            break
+        now = time.perf_counter_ns()
+        if first == 0:
+            first = now
+        got[0] += n
+        last[0] = now
+elif live == 1 and stalled == 0:
+    s = connect()
+    conn_s = time.monotonic() - start
+    s.settimeout(deadline_s)
+    while got[0] < want:
+        try:
+            n = s.recv_into(view)
+        except socket.timeout:
+            break
+        if not n:
+            break
+        now = time.perf_counter_ns()
+        if first == 0:
+            first = now
+            s.settimeout(idle_s)
+        got[0] += n
+        last[0] = now
+else:
+    # chardev's servers listen with a backlog of 1, as QEMU's do: a burst of connects
+    # overflows it and each dropped SYN costs a 1 s+ retransmit. Spaced, they go in at once.
+    socks, keep = [], []
+    for _ in range(live):
+        socks.append(connect()); time.sleep(0.003)
+    for _ in range(stalled):
+        keep.append(connect(4096)); time.sleep(0.003)
+    conn_s = time.monotonic() - start
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    pending = live
+    t_end = time.monotonic() + deadline_s
+    while pending > 0:
+        timeout = idle_s if first else max(0.0, t_end - time.monotonic())
+        events = sel.select(timeout)
+        if not events:
+            break
+        for key, _ in events:
+            i = key.data
+            try:
+                n = key.fileobj.recv_into(view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            now = time.perf_counter_ns()
+            if not n:
+                sel.unregister(key.fileobj); pending -= 1
+                continue
+            if first == 0:
+                first = now
+            got[i] += n
+            last[i] = now
+            if got[i] >= want:
+                sel.unregister(key.fileobj); pending -= 1
+print(json.dumps({'bytes': got, 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
+`;
+
+/**
+ * 1-byte ping-pong. argv: PORT WARMUP COUNT. TCP_NODELAY on; connects (retrying), sends
+ * one byte, waits for it to come back, COUNT times after WARMUP unmeasured trips.
+ * Output: {"p50": µs, "p99": µs, "mean": µs, "n": COUNT}.
+ */
+export const PINGPONG_PY = String.raw`
+import json, socket, sys, time
+port, warm, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+start = time.monotonic()
+while True:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.connect(('127.0.0.1', port)); break
+    except OSError as e:
+        s.close()
+        if time.monotonic() - start > 10:
+            sys.stderr.write('pingpong: cannot connect to %d: %s\n' % (port, e)); sys.exit(1)
+        time.sleep(0.01)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(10)
+out = []
+x = b'x'
+pc = time.perf_counter_ns
+for i in range(warm + count):
+    t = pc()
+    s.send(x)
+    if not s.recv(1):
+        sys.stderr.write('pingpong: the echo closed after %d trips\n' % i); sys.exit(1)
+    if i >= warm:
+        out.append(pc() - t)
+out.sort()
+def q(p):
+    return out[min(len(out) - 1, int(p * len(out)))] / 1000
+print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 1000, 'n': len(out)}), flush=True)
+`;

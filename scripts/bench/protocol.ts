@@ -1,0 +1,129 @@
+/**
+ * What the benchmark driver (scripts/bench.ts) and the chardev host process
+ * (scripts/bench/host.ts) say to each other: one JSON argument in, JSON lines out on the
+ * host's stdout, `stop` lines in on its stdin.
+ */
+
+/** Where guest output goes in a stream measurement. `log`: a null device with `<log file>`. */
+export type StreamBackend = 'tcp' | 'unix' | 'pty' | 'file' | 'log';
+
+/**
+ * How the guest is paced. The hub never blocks and never refuses bytes, so a guest that
+ * writes as fast as it can into a device whose client reads slower loses output (counted
+ * as dropped). A frontend that must not lose bytes waits while the writer client's queue is
+ * above `highBytes` and resumes once it is at or below `lowBytes`, checking every
+ * `pollMs` (there is no drain event for one client in the public API).
+ */
+export interface Pacing {
+  readonly highBytes: number;
+  readonly lowBytes: number;
+  readonly pollMs: number;
+}
+
+export interface StreamConfig {
+  readonly kind: 'stream';
+  readonly backend: StreamBackend;
+  /** The guest: a command whose stdout is the guest's output (it must not exit before `bytes`). */
+  readonly guest: readonly string[];
+  readonly bytes: number;
+  /** Start the guest once this many clients are attached (0: at once). */
+  readonly clients: number;
+  /** `<cd:clients max>`; above the XML's bound it is set on the loaded model (see fan-out). */
+  readonly maxClients?: number;
+  readonly pacing: Pacing;
+  /** Scratch directory for socket paths and files. */
+  readonly dir: string;
+}
+
+export interface EchoConfig {
+  readonly kind: 'echo';
+  /** The echoing guest, e.g. ['cat']. */
+  readonly guest: readonly string[];
+}
+
+export interface IdleConfig {
+  readonly kind: 'idle';
+  readonly devices: number;
+  readonly dir: string;
+  /** Wait after start before the idle window: V8 keeps collecting the start-up's garbage for a few seconds. */
+  readonly settleMs: number;
+  readonly idleMs: number;
+}
+
+/**
+ * The floor: the same guest relayed by a few lines of bare Node with no chardev code —
+ * `child.stdout.pipe(socket)` for a server, `fs.writeSync` per chunk for a file — so a
+ * shortfall against socat splits into what Node itself costs and what chardev adds.
+ */
+export interface FloorConfig {
+  readonly kind: 'floor';
+  readonly backend: 'tcp' | 'unix' | 'file';
+  readonly guest: readonly string[];
+  readonly bytes: number;
+  readonly dir: string;
+}
+
+export type HostConfig = StreamConfig | EchoConfig | IdleConfig | FloorConfig;
+
+export interface ReadyMessage {
+  readonly event: 'ready';
+  readonly port?: number;
+  readonly path?: string;
+}
+
+/** A stream measurement's guest finished writing; for file/log the measurement itself. */
+export interface WrittenMessage {
+  readonly event: 'written';
+  /** From the guest's release to its last byte accepted by chardev. */
+  readonly seconds: number;
+  readonly bytes: number;
+  /** How often the guest was paused for a full queue. */
+  readonly pauses: number;
+}
+
+export interface ClientFigures {
+  readonly role: string;
+  readonly bytesSent: number;
+  readonly bytesMissed: number;
+}
+
+export interface ResultMessage {
+  readonly event: 'result';
+  readonly bytesFromGuest: number;
+  readonly dropped: number;
+  readonly clients: readonly ClientFigures[];
+  /** CPU of the chardev process from the guest's release (µs). */
+  readonly cpuUserUs: number;
+  readonly cpuSystemUs: number;
+  readonly rssBytes: number;
+  /** Peak RSS (VmHWM). */
+  readonly peakRssBytes: number;
+  /** Minor page faults since the guest's release: fresh memory for every chunk shows here. */
+  readonly minorFaults: number;
+}
+
+export interface IdleMessage {
+  readonly event: 'idle';
+  readonly devices: number;
+  readonly listening: number;
+  readonly startMs: number;
+  readonly rssBeforeBytes: number;
+  readonly rssAfterBytes: number;
+  readonly heapDeltaBytes: number;
+  readonly externalDeltaBytes: number;
+  readonly idleCpuUs: number;
+  /** The same window per thread (schedstat): the event loop's thread vs V8's and libuv's helpers. */
+  readonly mainThreadMs: number;
+  readonly otherThreadsMs: number;
+  readonly idleMs: number;
+  readonly fdSoft: number | null;
+  readonly fdHard: number | null;
+  readonly fdsOpen: number;
+}
+
+export interface ErrorMessage {
+  readonly event: 'error';
+  readonly message: string;
+}
+
+export type HostMessage = ReadyMessage | WrittenMessage | ResultMessage | IdleMessage | ErrorMessage;
