@@ -125,6 +125,14 @@ class SocketBackend implements Backend {
     this.#spec = spec;
   }
 
+  /**
+   * QEMU listens with a backlog of 1. With many peers at once, clients arriving together
+   * would see their SYNs dropped and retried a second later, so the backlog covers them.
+   */
+  get #backlog(): number {
+    return this.#spec.maxPeers > 1 ? this.#spec.maxPeers + MAX_WAITING_CLIENTS : 1;
+  }
+
   get #proto(): string {
     return this.#spec.telnet ? 'telnet' : 'tcp';
   }
@@ -203,7 +211,7 @@ class SocketBackend implements Backend {
     this.#server = server;
     server.on('connection', (sock) => this.#accepted(sock));
     if (address.kind === 'unix') {
-      await listenUnixOwnerOnly(this.#ctx.id, server, address.path, 1);
+      await listenUnixOwnerOnly(this.#ctx.id, server, address.path, this.#backlog);
       this.#createdSocketFile = true;
       this.#listenAddress = address;
     } else {
@@ -211,7 +219,7 @@ class SocketBackend implements Backend {
         const onError = (e: NodeJS.ErrnoException): void =>
           reject(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to '${address.host}:${address.port}': ${describeErrno(e)}`, { cause: e }));
         server.once('error', onError);
-        server.listen({ host: address.host, port: address.port, backlog: 1 }, () => {
+        server.listen({ host: address.host, port: address.port, backlog: this.#backlog }, () => {
           server.off('error', onError);
           resolve();
         });

@@ -38,7 +38,7 @@ function parseTls(el: XmlElement, errAt: ErrorAt): TlsExtensionDef {
 
 /** Upper bounds that keep a typo (an extra zero or three) from reserving gigabytes. */
 export const MAX_HISTORY_BYTES = 64 * 1024 * 1024;
-export const MAX_CLIENTS = 64;
+export const MAX_CLIENTS = 256;
 export const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
 
 function positiveInt(el: XmlElement, name: string, max: number, errAt: ErrorAt): number | undefined {

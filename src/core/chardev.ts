@@ -160,8 +160,10 @@ export class Chardev {
     const n = this.#backend.write(data);
     if (n > 0) {
       this.#fromGuest += n;
-      // One copy: transports keep references to what they are given, and callers reuse buffers.
-      const accepted = Buffer.from(data.subarray(0, n));
+      // One copy: transports keep references to what they are given, and callers reuse
+      // buffers. allocUnsafe + set is a memcpy; Buffer.from(view) copies element-wise.
+      const accepted = Buffer.allocUnsafe(n);
+      accepted.set(data.subarray(0, n));
       this.history?.append(accepted);
       if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
       const err = this.#log?.write(data.subarray(0, n));
