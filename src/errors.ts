@@ -83,14 +83,38 @@ export class ConfigError extends ChardevError {
   }
 }
 
+/** Longest element, alias or detail a message repeats; a document's value can be megabytes. */
+const MAX_MESSAGE_PART = 300;
+
+/**
+ * A piece of a document made fit for a one-line message: control characters
+ * (a newline from `&#10;`, a NUL, a byte order mark, a bidi override) escaped,
+ * and anything very long cut short.
+ */
+export function printable(text: string, max = MAX_MESSAGE_PART): string {
+  let s = text;
+  let cut = 0;
+  if (s.length > max) {
+    cut = s.length - max;
+    s = s.slice(0, max);
+  }
+  // Invisible and direction-changing characters too: what a terminal shows must be what is there.
+  s = s.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16)}`;
+  });
+  return cut > 0 ? `${s}… (${cut} more characters)` : s;
+}
+
 function formatConfigMessage(detail: string, loc: ConfigLocation): string {
-  let where = loc.file;
+  let where = printable(loc.file, 4096);
   if (loc.line !== undefined) where += `:${loc.line}`;
   if (loc.column !== undefined) where += `:${loc.column}`;
   let subject = '';
-  if (loc.element !== undefined) subject += ` ${loc.element}`;
-  if (loc.alias !== undefined) subject += ` (${loc.alias})`;
-  return subject === '' ? `${where}: ${detail}` : `${where}:${subject}: ${detail}`;
+  if (loc.element !== undefined) subject += ` ${printable(loc.element)}`;
+  if (loc.alias !== undefined) subject += ` (${printable(loc.alias)})`;
+  const text = printable(detail);
+  return subject === '' ? `${where}: ${text}` : `${where}:${subject}: ${text}`;
 }
 
 export function assertNever(value: never, what = 'value'): never {

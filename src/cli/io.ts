@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { ChardevError } from '../errors.ts';
 import { loadDomain, type LoadedDomain, type LoadOptions } from '../config/domain.ts';
+import { decodeDocument } from '../config/xml.ts';
 
 /** An error the CLI reports as one line on stderr, with an exit status. */
 export class CliError extends Error {
@@ -14,22 +15,26 @@ export class CliError extends Error {
 
 /** Read and load a domain document; FILE '-' is standard input. */
 export function readDomain(file: string, options: Omit<LoadOptions, 'file'> = {}): LoadedDomain {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    bytes = file === '-' ? readFileSync(0) : readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const reason = err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EISDIR' ? 'Is a directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
     throw new CliError(`${file}: cannot read: ${reason}`);
   }
-  return loadDomain(text, { ...options, file: file === '-' ? '<stdin>' : file });
+  const name = file === '-' ? '<stdin>' : file;
+  return loadDomain(decodeDocument(bytes, name), { ...options, file: name });
 }
 
 /** One line for any error: our own messages as they are, anything else without a stack. */
 export function errorLine(e: unknown): string {
-  if (e instanceof ChardevError || e instanceof CliError) return e.message;
-  if (e instanceof Error) return `internal error: ${e.message}`;
-  return `internal error: ${String(e)}`;
+  let line: string;
+  if (e instanceof ChardevError || e instanceof CliError) line = e.message;
+  else if (e instanceof Error) line = `internal error: ${e.message}`;
+  else line = `internal error: ${String(e)}`;
+  // One line whatever the message holds.
+  return line.replace(/\r?\n/g, ' ');
 }
 
 export function exitCodeOf(e: unknown): number {

@@ -2,15 +2,21 @@
  * The `chardev` command: a thin shell that parses arguments, calls the
  * library and prints results. Errors are one line on stderr, never a stack.
  */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { registerConfigCommands } from './commands/config.ts';
 import { registerRunCommand } from './commands/run.ts';
 import { registerConsoleCommands } from './commands/console.ts';
 import { errorLine, exitCodeOf } from './io.ts';
 
-export function buildProgram(write: (s: string) => void = (s) => process.stdout.write(s)): Command {
+export function buildProgram(
+  write: (s: string) => void = (s) => process.stdout.write(s),
+  writeErr: (s: string) => void = (s) => process.stderr.write(s),
+): Command {
   const program = new Command();
   program
+    .configureOutput({ writeOut: write, writeErr })
     .name('chardev')
     .description("host interfaces for virtual machines' character devices, configured with libvirt domain XML")
     .version('0.1.0')
@@ -22,8 +28,16 @@ export function buildProgram(write: (s: string) => void = (s) => process.stdout.
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+/** Where the CLI writes; the defaults are the process's own stdout and stderr. */
+export interface CliOutput {
+  stdout?: (s: string) => void;
+  stderr?: (s: string) => void;
+}
+
+/** Run the CLI on `argv` (without node and script) and return its exit status. */
+export async function main(argv: string[], output: CliOutput = {}): Promise<number> {
+  const writeErr = output.stderr ?? ((s: string) => process.stderr.write(s));
+  const program = buildProgram(output.stdout, writeErr);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
@@ -34,9 +48,21 @@ export async function main(argv: string[]): Promise<number> {
     }
     const line = errorLine(e);
     // The line names the file (or the command) itself: FILE:LINE: <element> (alias): message.
-    if (line) process.stderr.write(`${line}\n`);
+    if (line) writeErr(`${line}\n`);
     return exitCodeOf(e);
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+/** True when this module is the program itself (`node --import tsx src/cli/main.ts …`), not imported. */
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+// bin/chardev.js imports this module and calls main() itself; tests import it too.
+if (isEntryPoint()) process.exitCode = await main(process.argv.slice(2));

@@ -123,25 +123,44 @@ function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardev
   def.spiceGraphics = devices !== undefined && childElements(devices, 'graphics').some((g) => attr(g, 'type') === 'spice');
   if (!devices) return def;
   // libvirt parses parallels, serials, consoles, channels in that order.
-  const parallels = childElements(devices, 'parallel').map((el) => parseChrDevice(el, opts) as ParallelDef);
-  for (const [i, p] of parallels.entries()) {
-    // Parallel ports missing a port number take one past the earlier siblings' maximum.
-    if (p.target.port === undefined) {
-      const max = Math.max(-1, ...parallels.slice(0, i).map((q) => q.target.port ?? -1));
-      p.target.port = max + 1;
-    }
+  // Parallel ports missing a port number take one past the earlier siblings' maximum
+  // (kept as a running maximum: a document may hold many thousands of them).
+  let maxParallelPort = -1;
+  for (const el of childElements(devices, 'parallel')) {
+    const p = parseChrDevice(el, opts) as ParallelDef;
+    if (p.target.port === undefined) p.target.port = maxParallelPort + 1;
+    maxParallelPort = Math.max(maxParallelPort, p.target.port);
     def.parallels.push(p);
   }
   for (const el of childElements(devices, 'serial')) def.serials.push(parseChrDevice(el, opts) as SerialDef);
   childElements(devices, 'console').forEach((el, i) => addDevice(def, parseChrDevice(el, opts) as ConsoleDef, i));
   for (const el of childElements(devices, 'channel')) def.channels.push(parseChrDevice(el, opts) as ChannelDef);
+  const unindexed: VirtioSerialControllerDef[] = [];
   for (const el of childElements(devices, 'controller')) {
     if (attr(el, 'type') !== 'virtio-serial') continue;
-    const index = Number(attr(el, 'index') ?? NaN);
-    const ctrl: VirtioSerialControllerDef = { index };
+    const idx = attr(el, 'index');
+    // virStrToLong_i, then a check for negative values.
+    if (idx !== undefined && (!/^\s*\+?\d+$/.test(idx) || Number(idx) > 0x7fffffff)) {
+      throw configError(
+        { file: opts.file, line: lineOf(el), element: "<controller type='virtio-serial'>" },
+        'ERR_CONFIG_INVALID',
+        'internal error',
+        `Cannot parse controller index ${idx}`,
+      );
+    }
+    const ctrl: VirtioSerialControllerDef = { index: idx === undefined ? -1 : Number(idx) };
     const ports = attr(el, 'ports');
     if (ports !== undefined && /^\d+$/.test(ports)) ctrl.ports = Number(ports);
+    if (idx === undefined) unindexed.push(ctrl);
     def.virtioSerialControllers.push(ctrl);
+  }
+  // libvirt's post-parse gives a controller without an index the lowest unused one.
+  const usedIndexes = new Set(def.virtioSerialControllers.map((c) => c.index));
+  let nextIndex = 0;
+  for (const ctrl of unindexed) {
+    while (usedIndexes.has(nextIndex)) nextIndex++;
+    ctrl.index = nextIndex;
+    usedIndexes.add(nextIndex);
   }
   return def;
 }

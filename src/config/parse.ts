@@ -3,7 +3,7 @@
  * virDomainChrSourceDefParseXML: the same attributes read, the same defaults
  * at parse time, the same messages for what it refuses.
  */
-import { ConfigError, type LibvirtErrorClass, type ConfigErrorCode } from '../errors.ts';
+import { ConfigError, printable, type LibvirtErrorClass, type ConfigErrorCode } from '../errors.ts';
 import {
   CHANNEL_TARGET_TYPES,
   CHR_TYPES,
@@ -26,7 +26,7 @@ import {
   type SerialTargetDef,
   type SourceMode,
 } from './types.ts';
-import { attr, childElements, lineOf, serializeNode, type XmlElement } from './xml.ts';
+import { attr, childElements, declarationsFrom, lineOf, serializeNode, type XmlElement } from './xml.ts';
 import { CHARDEV_NS, parseExtensions } from './extensions.ts';
 
 export { CHARDEV_NS };
@@ -52,7 +52,8 @@ export interface ElementContext {
 }
 
 export function describeElement(kind: string, type: string | undefined): string {
-  return type === undefined ? `<${kind}>` : `<${kind} type='${type}'>`;
+  // The type is the document's own text: keep the element readable whatever it holds.
+  return type === undefined ? `<${kind}>` : `<${kind} type='${printable(type, 40)}'>`;
 }
 
 export function configError(
@@ -168,7 +169,9 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
     throw errAt(ctx, el, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'usb-serial requires address of usb type');
   }
   const extElements = childElements(el).filter((c) => c.namespaceURI === CHARDEV_NS);
-  const extensions = extElements.map((c) => serializeNode(c));
+  // Kept verbatim, with the namespace declarations they borrow from the device
+  // element itself (which is rewritten from the model when formatting).
+  const extensions = extElements.map((c) => serializeNode(c, declarationsFrom(el, c)));
   const ext = parseExtensions(extElements, (node, code, cls, detail) => errAt(ctx, node, code, cls, detail));
   const line = lineOf(el);
   const common = { source, info, extensions, ext, ...(line !== undefined ? { line } : {}) };
@@ -248,7 +251,7 @@ function parseChannelTarget(ctx: ElementContext, t: XmlElement | undefined, opts
       if (address === undefined) {
         throw errAt(ctx, t, 'ERR_CONFIG_MISSING', 'XML error', 'guestfwd channel does not define a target address');
       }
-      if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(address)) {
+      if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(address) || address.split('.').some((octet) => Number(octet) > 255)) {
         if (address.includes(':')) {
           throw errAt(ctx, t, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'guestfwd channel only supports IPv4 addresses');
         }
@@ -320,7 +323,7 @@ function parseAddress(ctx: ElementContext, el: XmlElement): AddressDef {
   }
   if (type === 'virtio-serial') {
     for (const [name, value] of attrs) {
-      if (!/^\d+$/.test(value)) throw invalidValue(ctx, el, name, value, 'non-negative integer value');
+      if (!/^\d+$/.test(value) || Number(value) > 0xffffffff) throw invalidValue(ctx, el, name, value, 'non-negative integer value');
     }
   }
   return { type, attrs };

@@ -124,8 +124,14 @@ function isaSerialPortsPostParse(def: DomainChardevsDef, ctx: PostParseContext):
   }
 }
 
+/**
+ * The highest target port in each device list, kept as ports are assigned so
+ * that numbering N devices costs N steps, not N² (a document may hold many).
+ */
+type MaxPorts = Map<readonly ChrDeviceDef[], number>;
+
 /** libvirt's generic virDomainChrDefPostParse. */
-function chrPostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseContext): void {
+function chrPostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseContext, maxPorts: MaxPorts): void {
   if (dev.kind === 'console' && dev.target.type === undefined) dev.target.type = 'serial';
   if (dev.kind === 'serial' && dev.target.type === 'isa-debug' && !isX86(def.arch)) {
     throw configError(
@@ -138,19 +144,23 @@ function chrPostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseC
   if (dev.kind === 'channel' || dev.target.port !== undefined) return;
   const peers: ChrDeviceDef[] =
     dev.kind === 'serial' ? def.serials : dev.kind === 'parallel' ? def.parallels : def.consoles;
-  let max = -1;
-  for (const p of peers) {
-    if (p.kind === 'channel') continue;
-    const port = p.target.port;
-    if (port !== undefined && port > max) max = port;
+  let max = maxPorts.get(peers);
+  if (max === undefined) {
+    max = -1;
+    for (const p of peers) {
+      if (p.kind === 'channel') continue;
+      const port = p.target.port;
+      if (port !== undefined && port > max) max = port;
+    }
   }
   dev.target.port = max + 1;
+  maxPorts.set(peers, max + 1);
 }
 
-function devicePostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseContext, driver: DriverOptions): void {
+function devicePostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseContext, driver: DriverOptions, maxPorts: MaxPorts): void {
   if (dev.kind === 'serial') qemuSerialPostParse(def, dev);
   qemuUnixPostParse(dev, driver, ctx);
-  chrPostParse(def, dev, ctx);
+  chrPostParse(def, dev, ctx, maxPorts);
 }
 
 function stubConsole(): ConsoleDef {
@@ -213,14 +223,16 @@ function addConsoleCompat(def: DomainChardevsDef, ctx: PostParseContext): void {
 export function postParse(def: DomainChardevsDef, driver: DriverOptions, ctx: PostParseContext): void {
   isaSerialPortsPostParse(def, ctx);
   // Device iteration order in libvirt: serials, parallels, channels, consoles.
-  for (const s of def.serials) devicePostParse(def, s, ctx, driver);
-  for (const p of def.parallels) devicePostParse(def, p, ctx, driver);
-  for (const c of def.channels) devicePostParse(def, c, ctx, driver);
-  for (const c of def.consoles) devicePostParse(def, c, ctx, driver);
+  const maxPorts: MaxPorts = new Map();
+  for (const s of def.serials) devicePostParse(def, s, ctx, driver, maxPorts);
+  for (const p of def.parallels) devicePostParse(def, p, ctx, driver, maxPorts);
+  for (const c of def.channels) devicePostParse(def, c, ctx, driver, maxPorts);
+  for (const c of def.consoles) devicePostParse(def, c, ctx, driver, maxPorts);
   if (!ctx.standalone) {
     addConsoleCompat(def, ctx);
     const serial0 = def.serials[0];
-    if (serial0) devicePostParse(def, serial0, ctx, driver);
+    // Console compatibility moved devices around: ports are counted afresh.
+    if (serial0) devicePostParse(def, serial0, ctx, driver, new Map());
     assignVirtioSerialAddresses(def, ctx.file);
   }
 }

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { loadDomain } from '../../src/config/domain.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { hostDevices } from '../../src/config/names.ts';
+import { decodeDocument } from '../../src/config/xml.ts';
+import { performance } from 'node:perf_hooks';
 
 function domain(devices: string, os = "<os><type arch='x86_64' machine='pc'>hvm</type></os>"): string {
   return `<domain type='qemu'>\n  <name>t</name>\n  ${os}\n  <devices>\n${devices}\n  </devices>\n</domain>\n`;
@@ -131,4 +133,58 @@ test('DTDs and entity declarations are refused before parsing', () => {
 
 test('a document that is neither a domain nor a device is refused', () => {
   assert.throws(() => loadDomain('<network/>', { file: 'n.xml' }), (e: unknown) => e instanceof ConfigError && e.code === 'ERR_XML_NOT_DOMAIN');
+});
+
+// ---- found by the hostile corpus and the fuzzer ----
+
+test('a UTF-8 byte order mark is skipped; UTF-16 and bytes that are not UTF-8 are refused, not replaced', () => {
+  const doc = Buffer.from("<serial type='pty'/>");
+  assert.equal(loadDomain(decodeDocument(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), doc]), 'b.xml')).def.serials.length, 1);
+  assert.throws(() => decodeDocument(Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from("<serial type='pty'/>", 'utf16le')]), 'u.xml'), /^ConfigError: u\.xml:1: malformed XML: the document is UTF-16/);
+  assert.throws(() => decodeDocument(Buffer.from("<serial type='pty'>\n<source path='/tmp/\xe9'/></serial>", 'latin1'), 'l.xml'), /l\.xml:2:20: malformed XML: input is not proper UTF-8 \(byte 0xE9\)/);
+});
+
+test('characters XML does not allow are refused; values are printed escaped and cut short', () => {
+  assert.throws(() => loadDomain("<serial type='p\u0000ty'/>", { file: 'n.xml' }), /n\.xml:1:16: malformed XML: character U\+0000 is not allowed in XML/);
+  assert.throws(() => loadDomain("<serial type='pty&#27;[2J'/>", { file: 'e.xml' }), /character U\+001B/);
+  // &#10; is allowed in a value, but a message is one line.
+  assert.throws(() => loadDomain("<serial type='a&#10;b'/>", { file: 'l.xml' }), (e: unknown) => e instanceof ConfigError && e.message === "l.xml:1: <serial type='a\\x0ab'>: unknown type presented to host for character device: a\\x0ab");
+  assert.throws(
+    () => loadDomain(`<serial type='${'A'.repeat(100_000)}'/>`, { file: 'h.xml' }),
+    (e: unknown) => e instanceof ConfigError && e.message.length < 1000 && e.message.includes('more characters)') && e.detail.length > 100_000,
+  );
+});
+
+test('what xmldom would repair is refused, as libxml2 refuses it', () => {
+  refuse(domain('    <serial type=pty/>'), `XML error: malformed XML: AttValue: " or ' expected (attribute value pty is not quoted)`);
+  refuse(domain('    <serial type/>'), 'XML error: malformed XML: Specification mandates value for attribute type');
+  refuse(domain("    <1serial type='pty'/>"), "XML error: malformed XML: invalid element name '1serial'");
+});
+
+test('nesting deeper than 256 levels is refused; 256 levels are not', () => {
+  const nest = (n: number) => `<metadata>${'<a>'.repeat(n)}${'</a>'.repeat(n)}</metadata>`;
+  assert.equal(loadDomain(`<domain>${nest(254)}<devices><serial type='pty'/></devices></domain>`).def.serials.length, 1);
+  refuse(`<domain>${nest(255)}</domain>`, 'XML error: malformed XML: elements nested more than 256 deep');
+});
+
+test('virtio-serial controllers: a missing index is the lowest unused one, a bad one is refused, any number of ports', () => {
+  const channel = "<channel type='pty'><target type='virtio'/></channel>";
+  const loaded = loadDomain(domain(`<controller type='virtio-serial' index='0' ports='1'/><controller type='virtio-serial' ports='4'/>${channel}`));
+  assert.deepEqual(loaded.def.virtioSerialControllers.map((c) => c.index), [0, 1]);
+  assert.deepEqual(loaded.def.channels[0]?.info.address?.attrs, [['controller', '1'], ['bus', '0'], ['port', '1']]);
+  refuse(domain(`<controller type='virtio-serial' index='first'/>${channel}`), 'internal error: Cannot parse controller index first');
+  const many = loadDomain(domain(`<controller type='virtio-serial' index='0' ports='4000000000'/>${channel}`));
+  assert.deepEqual(many.def.channels[0]?.info.address?.attrs, [['controller', '0'], ['bus', '0'], ['port', '1']]);
+});
+
+test('thousands of devices load in linear time', () => {
+  const t0 = performance.now();
+  const loaded = loadDomain(domain("<parallel type='null'/>".repeat(20_000) + "<channel type='null'><target type='virtio'/></channel>".repeat(5_000)));
+  assert.equal(loaded.def.parallels.at(-1)?.target.port, 19_999);
+  assert.deepEqual(loaded.def.channels.at(-1)?.info.address?.attrs, [['controller', '166'], ['bus', '0'], ['port', '20']]);
+  assert.ok(performance.now() - t0 < 5_000, `${Math.round(performance.now() - t0)} ms`);
+});
+
+test('a guestfwd address with an octet above 255 is refused', () => {
+  refuse(domain("<channel type='pipe'><source path='/p'/><target type='guestfwd' address='10.0.2.256' port='1'/></channel>"), "XML error: Cannot parse socket address '10.0.2.256'");
 });
