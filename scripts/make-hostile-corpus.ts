@@ -30,22 +30,12 @@ import { fileURLToPath } from 'node:url';
 import { loadDomain } from '../src/config/domain.ts';
 import { decodeDocument } from '../src/config/xml.ts';
 import { ConfigError } from '../src/errors.ts';
+import { prng } from '../test/helpers/prng.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CORPUS_DIR = join(ROOT, 'test', 'fixtures', 'hostile');
 const SEED = 0x63686172; // "char"
 
-/** mulberry32: small, fast, and the same sequence on every platform. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const random = prng(SEED);
 const int = (n: number): number => Math.floor(random() * n);

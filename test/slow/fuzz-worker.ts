@@ -22,6 +22,7 @@ import {
 } from '../../src/config/types.ts';
 import { TelnetDecoder } from '../../src/protocols/telnet.ts';
 import { LIBVIRT_DATA, ROOT } from '../helpers/paths.ts';
+import { prng } from '../helpers/prng.ts';
 
 export interface FuzzJob {
   xmlMs: number;
@@ -48,16 +49,6 @@ export type FuzzResult =
   | { type: 'failure'; phase: 'xml' | 'telnet'; input: string; error: string };
 
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const job = workerData as FuzzJob;
 /** Longest input: what fits in shared memory (and so is reportable after a hang). */
