@@ -32,4 +32,5 @@ export { Chardev, type ChardevCounters, type ChardevEvent, type ChardevEvents } 
 export { Domain, startDomain, DEFAULT_PTY_POLL_MS, type DomainOptions } from './core/domain.ts';
 export { DEFAULT_ROTATION } from './core/rotating-log.ts';
 export type { RotationOptions } from './core/backend.ts';
+export { tuneAllocatorForStreaming } from './platform/tuning.ts';
 export { startWebServer, type WebServer, type WebServerOptions } from './web/server.ts';

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { hostDevices, loadDomain, open, type Chardev, type Domain } from '../../src/index.ts';
+import { hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import type { EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
 const CD_NS = 'urn:chardev:1';
@@ -363,6 +363,9 @@ async function main(): Promise<void> {
   const arg = process.argv[2];
   if (arg === undefined) throw new Error('usage: host.ts CONFIG_JSON');
   const cfg = JSON.parse(arg) as HostConfig;
+  // What `chardev run` does at start; the bare-Node floor gets it too, so the floor stays
+  // the limit for a Node process set up the same way.
+  tuneAllocatorForStreaming();
   process.on('SIGTERM', () => void finish(0));
   if (cfg.kind === 'stream') await runStream(cfg);
   else if (cfg.kind === 'echo') await runEcho(cfg);

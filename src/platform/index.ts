@@ -21,6 +21,7 @@ export { FdWriter } from './fd-writer.ts';
 export { ByteQueue, DEFAULT_MAX_QUEUED_BYTES } from './byte-queue.ts';
 export { PtyReader } from './fd-reader.ts';
 export { LinuxPlatform } from './linux.ts';
+export { tuneAllocatorForStreaming } from './tuning.ts';
 export { FakePlatform, type FakePty, type FakeDevice, type FakeDeviceOptions, type FakeReaderState, type FakeSerialSettings } from './fake.ts';
 
 import { LinuxPlatform } from './linux.ts';

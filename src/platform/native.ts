@@ -32,6 +32,8 @@ export interface Libc {
   ioctlNoArg(fd: number, request: number): number;
   /** ioctl whose third argument is an `int *` it fills in (FIONREAD); -1 on error. */
   ioctlIntOut(fd: number, request: number): number;
+  /** glibc's mallopt(3): 1 on success, 0 on error. */
+  mallopt(param: number, value: number): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -66,6 +68,7 @@ export function libc(): Libc {
   // ioctl is variadic; declaring it variadic keeps the ABI right (e.g. %al on x86-64).
   const ioctl = lib.func('int ioctl(int fd, unsigned long request, ...)');
   const strerror = lib.func('const char *strerror(int errnum)');
+  const mallopt = lib.func('int mallopt(int param, int value)');
 
   cached = {
     unlockpt: (fd) => unlockpt(fd) as number,
@@ -85,6 +88,7 @@ export function libc(): Libc {
       const out = Buffer.alloc(4);
       return (ioctl(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
     },
+    mallopt: (param, value) => mallopt(param, value) as number,
     strerror: (e) => (strerror(e) as string | null) ?? `errno ${e}`,
     errno: () => koffi.errno(),
   };

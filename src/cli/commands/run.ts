@@ -13,7 +13,7 @@ import type { Command } from 'commander';
 import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { startDomain } from '../../core/domain.ts';
-import { linuxPlatform, type ByteReader, type ByteWriter } from '../../platform/index.ts';
+import { linuxPlatform, tuneAllocatorForStreaming, type ByteReader, type ByteWriter } from '../../platform/index.ts';
 import { formatDomain } from '../../config/format.ts';
 import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
@@ -237,6 +237,8 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       const command = given.length > 0 ? given : [shell];
       const tty = opts.tty === true || given.length === 0;
 
+      // A long-lived relay: keep freed chunk memory for reuse (src/platform/tuning.ts).
+      tuneAllocatorForStreaming();
       const domain = await startDomain(loaded, {
         logDir,
         onError: (err) => process.stderr.write(`${err.message}\n`),
