@@ -6,11 +6,15 @@
  * back to blocking writes; with a full pty buffer that busy-spins the whole process, and
  * WriteStream also clears O_NONBLOCK on the shared open file description (npm-probe.md §1).
  *
- * Instead: fs.write on the O_NONBLOCK fd, one write in flight at a time. EAGAIN means the
- * kernel buffer is full; we retry later. There is no readiness notification Node exposes
- * for such an fd, so retries back off: a few setImmediate turns (a reader draining the pty
- * usually frees room within microseconds), then timers doubling from 1 ms up to
- * MAX_RETRY_DELAY_MS, reset on every successful write.
+ * Instead: write(2) on the O_NONBLOCK fd straight from the event loop (fs.writeSync, which
+ * never blocks here: a full buffer is EAGAIN, not a wait), as libuv does for sockets. Node
+ * exposes no readiness notification for such an fd, so on EAGAIN a poll(POLLOUT) runs on
+ * one of koffi's worker threads (`waitWritable`) and the pump resumes when it returns — the
+ * moment the reader has made room, as socat's select() loop would. A poll that times out
+ * (the reader stalled) is retried after a pause that grows to MAX_IDLE_POLL_DELAY_MS, so a
+ * stalled reader keeps a worker thread busy for a small fraction of the time only. Without
+ * `waitWritable` (or when poll reports a hang-up) the writer falls back to retrying on
+ * timers.
  *
  * Drop policy: at most `maxQueuedBytes` wait in user space. A write that does not fit is
  * cut at the limit; the tail is dropped, counted in `droppedBytes`, and the return value
@@ -26,10 +30,17 @@ import {
   type ByteWriterOptions,
 } from './platform.ts';
 import { ByteQueue } from './byte-queue.ts';
-// A pty's ~64 KiB buffer drains in well under a millisecond when its reader is busy, so
-// retry on the next turns for a while before falling back to (≥ 1 ms) timers; measured
-// with `npm run bench -- --only pty`.
-const IMMEDIATE_RETRIES = 64;
+
+/** What a writability wait ended with. */
+export type WritableWait = 'writable' | 'timeout' | 'unavailable';
+/** Blocks off the main thread until `fd` is writable or `timeoutMs` passed; reports on the loop. */
+export type WaitWritable = (fd: number, timeoutMs: number, done: (result: WritableWait) => void) => void;
+
+/** One poll's worth of waiting: short, so close() is never held up for long by a worker. */
+const POLL_TIMEOUT_MS = 20;
+/** Pause between polls once the reader has stalled (doubling from 1 ms). */
+const MAX_IDLE_POLL_DELAY_MS = 250;
+/** Timer retries when no poll is possible (fake fds, a hung-up pty). */
 const MAX_RETRY_DELAY_MS = 4;
 
 export class FdWriter implements ByteWriter {
@@ -37,17 +48,20 @@ export class FdWriter implements ByteWriter {
   readonly #onDrain: (() => void) | undefined;
   readonly #onError: ((err: PlatformError) => void) | undefined;
   readonly #queue: ByteQueue;
-  #inFlight = false;
+  readonly #waitWritable: WaitWritable | undefined;
+  /** A poll is running on a worker thread; its result resumes the pump. */
+  #waiting = false;
+  /** Polls or timer retries since the last successful write. */
   #retries = 0;
   #retryTimer: NodeJS.Timeout | undefined;
-  #retryImmediate: NodeJS.Immediate | undefined;
   /** Set when EAGAIN or a drop happened since the queue was last empty: onDrain is due. */
   #backpressured = false;
   #closed = false;
   #drainWaiters: Array<() => void> = [];
 
-  constructor(fd: number, options: ByteWriterOptions = {}) {
+  constructor(fd: number, options: ByteWriterOptions = {}, waitWritable?: WaitWritable) {
     this.#queue = new ByteQueue(options.maxQueuedBytes);
+    this.#waitWritable = waitWritable;
     this.#fd = fd;
     this.#onDrain = options.onDrain;
     this.#onError = options.onError;
@@ -88,25 +102,30 @@ export class FdWriter implements ByteWriter {
   }
 
   #pump(): void {
-    if (this.#closed || this.#inFlight || this.#retryPending()) return;
-    const head = this.#queue.head();
-    if (head === undefined) return;
-    this.#inFlight = true;
-    fs.write(this.#fd, head, 0, head.length, null, (err, written) => {
-      this.#inFlight = false;
-      if (this.#closed) return;
-      if (err !== null) {
-        this.#onWriteError(err);
+    if (this.#closed || this.#waiting || this.#retryTimer !== undefined) return;
+    for (;;) {
+      const head = this.#queue.head();
+      if (head === undefined) {
+        this.#emptied();
+        return;
+      }
+      let written: number;
+      try {
+        written = fs.writeSync(this.#fd, head, 0, head.length);
+      } catch (e) {
+        this.#onWriteError(e as NodeJS.ErrnoException);
         return;
       }
       this.#retries = 0;
       this.#queue.consumeHead(written);
-      if (this.#queue.queuedBytes === 0) {
-        this.#emptied();
-      } else {
-        this.#pump();
+      if (written < head.length) {
+        // A short write means the buffer is full: wait for room rather than collect an
+        // EAGAIN (an exception, in Node) on the next try.
+        this.#backpressured = true;
+        this.#scheduleRetry();
+        return;
       }
-    });
+    }
   }
 
   #onWriteError(err: NodeJS.ErrnoException): void {
@@ -139,29 +158,41 @@ export class FdWriter implements ByteWriter {
     for (const resolve of waiters) resolve();
   }
 
-  #retryPending(): boolean {
-    return this.#retryTimer !== undefined || this.#retryImmediate !== undefined;
-  }
-
   #scheduleRetry(): void {
     const attempt = this.#retries++;
-    const fire = (): void => {
-      this.#retryTimer = undefined;
-      this.#retryImmediate = undefined;
-      this.#pump();
-    };
-    if (attempt < IMMEDIATE_RETRIES) {
-      this.#retryImmediate = setImmediate(fire);
-    } else {
-      const delay = Math.min(MAX_RETRY_DELAY_MS, 2 ** (attempt - IMMEDIATE_RETRIES));
-      this.#retryTimer = setTimeout(fire, delay);
+    const wait = this.#waitWritable;
+    if (wait === undefined) {
+      this.#retryAfter(Math.min(MAX_RETRY_DELAY_MS, 2 ** Math.max(0, attempt - 1)));
+      return;
     }
+    this.#waiting = true;
+    wait(this.#fd, POLL_TIMEOUT_MS, (result) => {
+      this.#waiting = false;
+      if (this.#closed) return;
+      switch (result) {
+        case 'writable':
+          this.#pump();
+          return;
+        case 'timeout':
+          // The reader stalled: pause before the next poll so it does not hold a worker.
+          this.#retryAfter(Math.min(MAX_IDLE_POLL_DELAY_MS, 2 ** Math.min(attempt, 8)));
+          return;
+        case 'unavailable':
+          this.#retryAfter(Math.min(MAX_RETRY_DELAY_MS, 2 ** Math.min(attempt, 8)));
+          return;
+      }
+    });
+  }
+
+  #retryAfter(delayMs: number): void {
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#pump();
+    }, delayMs);
   }
 
   #cancelRetry(): void {
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
-    if (this.#retryImmediate !== undefined) clearImmediate(this.#retryImmediate);
     this.#retryTimer = undefined;
-    this.#retryImmediate = undefined;
   }
 }

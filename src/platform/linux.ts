@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as tty from 'node:tty';
 import { LINUX_BAUD_CONSTANTS } from './baud.ts';
-import { FdWriter } from './fd-writer.ts';
+import { FdWriter, type WaitWritable } from './fd-writer.ts';
 import { PtyReader } from './fd-reader.ts';
 import { TERMIOS_SIZE, libc } from './native.ts';
 import {
@@ -26,6 +26,7 @@ const DEVICE_FLAGS = O_RDWR | O_NOCTTY | O_NONBLOCK;
 
 const TCSANOW = 0;
 const POLLOUT = 0x004;
+const POLLERR = 0x008;
 const POLLHUP = 0x010;
 const POLLNVAL = 0x020;
 
@@ -52,6 +53,24 @@ const CHAR_SIZE_BITS: Readonly<Record<5 | 6 | 7 | 8, number>> = { 5: CS5, 6: CS6
 
 /** Architectures whose termbits differ from asm-generic; we refuse rather than guess. */
 const FOREIGN_TERMBITS_ARCHS: ReadonlySet<string> = new Set(['ppc', 'ppc64', 'mips', 'mipsel', 's390', 's390x']);
+
+/** FdWriter's wait for room: poll(POLLOUT) on a koffi worker thread. */
+const waitWritable: WaitWritable = (fd, timeoutMs, done) => {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLOUT, 4);
+  try {
+    libc().pollAsync(pfd, 1, timeoutMs, (err, rc) => {
+      if (err !== null && err !== undefined) return done('unavailable');
+      if (rc === 0) return done('timeout');
+      const revents = pfd.readUInt16LE(6);
+      // A hung-up pty or a closed fd polls "ready" at once: waiting on it would spin.
+      done(rc > 0 && (revents & POLLOUT) !== 0 && (revents & (POLLHUP | POLLERR | POLLNVAL)) === 0 ? 'writable' : 'unavailable');
+    });
+  } catch {
+    done('unavailable');
+  }
+};
 
 export class LinuxPlatform implements Platform {
   openPty(): PtyHandle {
@@ -198,7 +217,7 @@ export class LinuxPlatform implements Platform {
   }
 
   openWriter(fd: number, options?: ByteWriterOptions): ByteWriter {
-    return new FdWriter(fd, options);
+    return new FdWriter(fd, options, waitWritable);
   }
 
   #open(path: string): number {

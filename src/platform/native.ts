@@ -25,6 +25,11 @@ export interface Libc {
   cfsetospeed(termios: Buffer, speed: number): number;
   /** `fds` is an array of `struct pollfd` (8 bytes each: int fd, short events, short revents). */
   poll(fds: Buffer, nfds: number, timeoutMs: number): number;
+  /**
+   * poll() on one of koffi's worker threads; `done` runs on the main thread with the
+   * result (or the error koffi reports). Blocks that worker for up to `timeoutMs`.
+   */
+  pollAsync(fds: Buffer, nfds: number, timeoutMs: number, done: (err: unknown, rc: number) => void): void;
   /** fcntl(fd, F_DUPFD_CLOEXEC, 0): dup(2) would drop FD_CLOEXEC and leak into children. */
   dupCloexec(fd: number): number;
   mkfifo(path: string, mode: number): number;
@@ -81,6 +86,9 @@ export function libc(): Libc {
     cfsetispeed: (t, s) => cfsetispeed(t, s) as number,
     cfsetospeed: (t, s) => cfsetospeed(t, s) as number,
     poll: (fds, n, timeout) => poll(fds, n, timeout) as number,
+    pollAsync: (fds, n, timeout, done) => {
+      poll.async(fds, n, timeout, (err: unknown, rc: unknown) => done(err, typeof rc === 'number' ? rc : -1));
+    },
     dupCloexec: (fd) => fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number,
     mkfifo: (p, m) => mkfifo(p, m) as number,
     ioctlNoArg: (fd, req) => ioctl(fd, req) as number,
