@@ -12,7 +12,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as dgram from 'node:dgram';
-import { q } from '../core/helpers.ts';
+import { spawn } from 'node:child_process';
+import { open } from '../../src/index.ts';
+import { domainXml, q } from '../core/helpers.ts';
 import { ChardevRun, runDir, scratchDir, secDomain, Tally } from './helpers.ts';
 
 const T = { timeout: 60000 };
@@ -250,5 +252,59 @@ ${v6}`,
       tally.add('connections from other local addresses refused');
     }
     tally.report('bind addresses', (s) => t.diagnostic(s));
+  });
+});
+
+describe('security: a udp device takes guest input from its configured peer only', () => {
+  it('datagrams from another sender, even ones queued before connect(), never reach the guest (10 starts under a spray)', T, async (t) => {
+    const tally = new Tally();
+    const freeUdpPort = async (): Promise<number> => {
+      const s = dgram.createSocket('udp4');
+      await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+      const port = s.address().port;
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      return port;
+    };
+    const port = await freeUdpPort();
+    const peer = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', resolve));
+    const peerPort = peer.address().port;
+    // Another local sender hammering the device's fixed port the whole time, in its own process.
+    const spray = spawn('python3', ['-c', `
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 30
+while time.time() < end:
+    try:
+        s.sendto(b'FOREIGN', ('127.0.0.1', ${port}))
+    except OSError:
+        pass
+`], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const xml = domainXml(`<serial type='udp'><source mode='bind' host='127.0.0.1' service='${port}'/><source mode='connect' host='127.0.0.1' service='${peerPort}'/></serial>`);
+      for (let i = 0; i < 10; i++) {
+        const d = await open(xml);
+        try {
+          const dev = d.device('serial0');
+          const chunks: Buffer[] = [];
+          dev.on('data', (b) => chunks.push(b));
+          peer.send(`peer ${i}`, port, '127.0.0.1');
+          const deadline = Date.now() + 3000;
+          while (!Buffer.concat(chunks).includes(`peer ${i}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          assert.equal(Buffer.concat(chunks).toString(), `peer ${i}`, `start ${i}: only the peer's datagram reached the guest`);
+          // Not even counted as guest input nobody read: a foreign datagram is not input at all.
+          assert.deepEqual(dev.counters, { bytesFromGuest: 0, bytesToGuest: `peer ${i}`.length, dropped: 0 }, `start ${i}`);
+          tally.add('starts under a spray with no foreign input');
+        } finally {
+          await d.stop();
+        }
+      }
+    } finally {
+      spray.kill('SIGKILL');
+      peer.close();
+    }
+    tally.report('udp peer filter', (s) => t.diagnostic(s));
   });
 });
