@@ -1,7 +1,9 @@
 /**
  * `udp`: QEMU's udp chardev (char-udp.c), a connected datagram socket. Bound to the bind
  * source (default: any address, an ephemeral port) and connected to the connect source
- * (default host: localhost), so the kernel delivers only the peer's datagrams. Each guest
+ * (default host: localhost), so the kernel delivers only the peer's datagrams — except ones
+ * that arrived between bind and connect, which sit in the queue from any sender: so every
+ * datagram's source is checked against the peer too, and others are ignored. Each guest
  * write is one datagram; a send that fails (an ICMP port-unreachable from a peer that is
  * not listening) loses that write and nothing else. Never opened, like QEMU's.
  *
@@ -32,6 +34,18 @@ async function resolve(ctx: BackendContext, host: string, family: 4 | 6 | undefi
   } catch (e) {
     throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: address resolution failed for ${host}: ${describeErrno(e as NodeJS.ErrnoException)}`, { cause: e });
   }
+}
+
+/** One spelling per address, so `::1`, `0:0::1` and `::ffff:127.0.0.1` compare as the kernel sees them. */
+function canonicalAddress(address: string): string {
+  if (net.isIPv6(address)) {
+    try {
+      return new URL(`http://[${address}]/`).hostname;
+    } catch {
+      return address.toLowerCase();
+    }
+  }
+  return address;
 }
 
 function bracket(host: string): string {
@@ -70,8 +84,11 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
   const bound = sock.address();
   // Send errors surface both in send callbacks and here; neither may take the process down.
   sock.on('error', () => {});
-  sock.on('message', (msg) => {
+  const peerAddress = canonicalAddress(remote.address);
+  sock.on('message', (msg, rinfo) => {
     if (stopped) return;
+    // Queued before connect() narrowed the socket to the peer: not from the peer, not guest input.
+    if (rinfo.port !== remotePort || canonicalAddress(rinfo.address) !== peerAddress) return;
     if (reading) events.receive(msg);
     else dropped += msg.length;
   });

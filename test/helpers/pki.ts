@@ -172,3 +172,64 @@ function generate(): Pki {
     throw e;
   }
 }
+
+/** Credentials outside their validity period, signed by the good CA (libvirt layout, `ca-cert.pem` the good CA). */
+export interface DatedPki {
+  /** client-cert.pem and server-cert.pem expired on 2020-02-01. */
+  readonly expiredDir: string;
+  /** client-cert.pem and server-cert.pem valid only from 2099-01-01. */
+  readonly futureDir: string;
+}
+
+let datedCache: { root: string; dated: DatedPki } | undefined;
+
+/**
+ * Expired and not-yet-valid certificates from the good CA of `pki`. OpenSSL 3.0's `req`
+ * and `x509` take only `-days` (from now), so these come from `openssl ca` with explicit
+ * `-startdate`/`-enddate`, its database in the work directory (no faketime needed).
+ */
+export function makeDatedPki(pki: Pki): DatedPki {
+  if (datedCache?.root === pki.root && fs.existsSync(pki.root)) return datedCache.dated;
+  const work = path.join(pki.root, 'work');
+  const ca = { cert: pki.caCert, key: path.join(work, 'ca-key.pem') };
+  const dbDir = path.join(work, 'dated-ca');
+  fs.mkdirSync(dbDir, { recursive: true });
+  fs.writeFileSync(path.join(dbDir, 'index.txt'), '');
+  fs.writeFileSync(
+    path.join(dbDir, 'ca.cnf'),
+    `[ca]
+default_ca = dated
+[dated]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+commonName = supplied
+[server_ext]
+${SERVER_EXT}[client_ext]
+${CLIENT_EXT}`,
+  );
+  const make = (dir: string, start: string, end: string): void => {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.copyFileSync(pki.caCert, path.join(dir, 'ca-cert.pem'));
+    for (const [who, cn, ext] of [['server', 'localhost', 'server_ext'], ['client', 'chardev test client', 'client_ext']] as const) {
+      const csr = path.join(dbDir, `${path.basename(dir)}-${who}.csr`);
+      openssl(['req', '-config', path.join(work, 'req.cnf'), '-new', ...NEW_P256_KEY, '-keyout', path.join(dir, `${who}-key.pem`), '-subj', `/CN=${cn}`, '-out', csr], dbDir);
+      fs.writeFileSync(path.join(dbDir, 'serial'), `${serial().slice(2)}\n`);
+      openssl(
+        ['ca', '-config', 'ca.cnf', '-batch', '-notext', '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', path.join(dir, `${who}-cert.pem`),
+          '-startdate', start, '-enddate', end, '-extensions', ext],
+        dbDir,
+      );
+    }
+  };
+  const dated: DatedPki = { expiredDir: path.join(pki.root, 'expired'), futureDir: path.join(pki.root, 'future') };
+  make(dated.expiredDir, '20200101000000Z', '20200201000000Z');
+  make(dated.futureDir, '20990101000000Z', '20991231000000Z');
+  datedCache = { root: pki.root, dated };
+  return dated;
+}
