@@ -154,11 +154,13 @@ async function main(): Promise<number> {
   const readerPy = path.join(scripts, 'reader.py');
   const pingPy = path.join(scripts, 'pingpong.py');
   const guestSh = path.join(scripts, 'guest.sh');
+  const pacedGuestSh = path.join(scripts, 'guest-paced.sh');
   fs.writeFileSync(readerPy, READER_PY);
   fs.writeFileSync(pingPy, PINGPONG_PY);
   fs.writeFileSync(guestSh, '#!/bin/sh\n# chardev bench guest: $1 blocks of 64 KiB of zeros on stdout, then silence with stdout kept open.\ndd if=/dev/zero bs=65536 count="$1" status=none\nexec sleep 600\n', { mode: 0o755 });
+  fs.writeFileSync(pacedGuestSh, '#!/bin/sh\n# chardev bench guest at a pace: $1 blocks of 64 KiB in bursts of $2 every 100 ms, then silence.\ni=0\nwhile [ "$i" -lt "$1" ]; do dd if=/dev/zero bs=65536 count="$2" status=none; i=$((i + $2)); sleep 0.1; done\nexec sleep 600\n', { mode: 0o755 });
 
-  const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestSh, profileDir: opts.profileDir, log };
+  const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestSh, pacedGuestSh, profileDir: opts.profileDir, log };
   log(`${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev}, socat ${versions.socat}, Node ${versions.node}; ${mach.cores} cores, load ${mach.loadAverage.join(' ')}`);
 
   const started = performance.now();

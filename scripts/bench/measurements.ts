@@ -32,7 +32,8 @@
  *   the XML caps it at 64), 100 reading viewers and one that never reads (4 KiB receive
  *   buffer), against the same device with one client; one Python process reads all 100
  *   with epoll. Per-viewer and aggregate throughput; what live viewers and the stalled one
- *   missed.
+ *   missed. Then the same with the guest at a console's pace (`guest-paced.sh`, ~2.6 MB/s,
+ *   4 MiB), so the guest and not the relay sets the rate (information, no target).
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'dd … | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file size is checked. Floor: bare Node
@@ -53,6 +54,8 @@ export interface Ctx {
   readonly pingPy: string;
   /** `guest.sh BLOCKS`: BLOCKS × 64 KiB of zeros on stdout, then silence with stdout open. */
   readonly guestSh: string;
+  /** `guest-paced.sh BLOCKS PER_TICK`: the same zeros, PER_TICK blocks every 100 ms. */
+  readonly pacedGuestSh: string;
   readonly profileDir: string | undefined;
   readonly log: (line: string) => void;
 }
@@ -157,14 +160,14 @@ interface StreamRun {
 }
 
 /** chardev: guest → device → `live` reading clients (+ `stalled` that never read). */
-async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, live = 1, stalled = 0): Promise<StreamRun> {
+async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, live = 1, stalled = 0, guest: readonly string[] = [ctx.guestSh, String(bytes / BLOCK)]): Promise<StreamRun> {
   const dir = makeScratch('chardev-bench-');
   const clients = live + stalled;
   const host = new Host(
     {
       kind: 'stream',
       backend,
-      guest: [ctx.guestSh, String(bytes / BLOCK)],
+      guest: [...guest],
       bytes,
       clients,
       ...(clients > 1 ? { maxClients: clients } : {}),
@@ -531,6 +534,12 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
  * the same device with a single client, both paced by the writer client (the first to
  * attach, a reading one).
  */
+/** The paced guest: PACED_BLOCKS_PER_TICK × 64 KiB every 100 ms (~2.6 MB/s, ~230× a 115200-baud UART). */
+const PACED_BLOCKS_PER_TICK = 4;
+const PACED_MBPS = Math.round((PACED_BLOCKS_PER_TICK * BLOCK * 10) / 1e5) / 10;
+/** 4 MiB: ~1.6 s per run at that pace. */
+const PACED_BYTES = 4 * MiB;
+
 export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const viewers = 100;
   const bytes = (ctx.quick ? 16 : 64) * MiB;
@@ -545,6 +554,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   let missedLive = 0;
   let missedStalled = 0;
   let incomplete = 0;
+  const pacedSingles: number[] = [];
+  const pacedMins: number[] = [];
+  const pacedRatios: number[] = [];
+  let pacedIncomplete = 0;
   for (let rep = 0; rep < reps; rep++) {
     ctx.log(`fan-out: chardev, 1 client, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
     const one = await chardevStream(ctx, 'tcp', bytes);
@@ -571,6 +584,20 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     aggregates.push(aggregate);
     minRatios.push(min / single);
     aggRatios.push(aggregate / single);
+
+    // The same fan-out with the guest at a console's pace (far above any UART's): what a
+    // viewer gets when the guest, not the relay, sets the rate.
+    const pacedBytes = PACED_BYTES;
+    const pacedGuest = [ctx.pacedGuestSh, String(pacedBytes / BLOCK), String(PACED_BLOCKS_PER_TICK)];
+    ctx.log(`fan-out: chardev, guest at ~${PACED_MBPS} MB/s, 1 client, then ${viewers} viewers + 1 stalled (${rep + 1}/${reps})`);
+    const pacedOne = await chardevStream(ctx, 'tcp', pacedBytes, 1, 0, pacedGuest);
+    checkComplete('chardev single client (paced guest)', pacedOne.reader, pacedBytes);
+    const pacedMany = await chardevStream(ctx, 'tcp', pacedBytes, viewers, 1, pacedGuest);
+    const pacedRates = pacedMany.reader.bytes.map((_, i) => rate(pacedMany.reader, i));
+    pacedIncomplete += pacedMany.reader.bytes.filter((b) => b < pacedBytes).length;
+    pacedSingles.push(rate(pacedOne.reader, 0));
+    pacedMins.push(Math.min(...pacedRates));
+    pacedRatios.push(Math.min(...pacedRates) / rate(pacedOne.reader, 0));
   }
   const minRatio = median(minRatios);
   const details = { viewers, stalled: 1, bytesPerViewer: bytes, reps, singleMBps: singles, minViewerMBps: mins, medianViewerMBps: medians, aggregateMBps: aggregates, liveViewerBytesMissed: missedLive, stalledBytesMissed: missedStalled, liveViewersIncomplete: incomplete, connectSeconds };
@@ -599,6 +626,19 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       target: '(information)',
       met: null,
       details,
+    },
+    {
+      id: 'fanout-paced',
+      figure: `fan-out, guest at ~${PACED_MBPS} MB/s: slowest of ${viewers} live viewers (1 stalled) vs 1 client`,
+      unit: 'MB/s',
+      chardev: median(pacedMins),
+      peer: median(pacedSingles),
+      peerName: 'chardev, single client, same guest',
+      ratio: median(pacedRatios),
+      target: '(information)',
+      met: null,
+      note: `${pacedIncomplete} live viewers incomplete with the guest at a console's pace`,
+      details: { viewers, bytesPerViewer: PACED_BYTES, reps, singleMBps: pacedSingles, minViewerMBps: pacedMins, ratios: pacedRatios, liveViewersIncomplete: pacedIncomplete },
     },
   ];
 }
