@@ -177,7 +177,8 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   out.on('data', (chunk: Buffer) => {
     if (done) return;
     const take = written + chunk.length > cfg.bytes ? chunk.subarray(0, cfg.bytes - written) : chunk;
-    device.write(take);
+    // A stream chunk is fresh and never reused: hand it over, as `chardev run` does.
+    device.writeOwned(take);
     written += take.length;
     if (written >= cfg.bytes) {
       done = true;
@@ -209,7 +210,7 @@ async function runEcho(cfg: EchoConfig): Promise<void> {
   if (stdin === null || stdout === null) throw new Error('guest has no stdio');
   // `chardev run`'s wiring: client input to the guest's stdin, its stdout to the device.
   device.on('data', (b) => void stdin.write(b));
-  stdout.on('data', (b: Buffer) => void device.write(b));
+  stdout.on('data', (b: Buffer) => void device.writeOwned(b));
   send({ event: 'ready', port: Number(device.boundService) });
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();

@@ -153,20 +153,39 @@ export class Chardev {
   /**
    * Guest output. Returns how many bytes were accepted (0 after stop). Accepted bytes are
    * also written to the `<log>` file: the log sees exactly what the backend took, so a
-   * frontend that retries the rest later never logs a byte twice.
+   * frontend that retries the rest later never logs a byte twice. The bytes are copied:
+   * the caller may reuse `data` at once.
    */
   write(data: Uint8Array): number {
+    return this.#write(data, false);
+  }
+
+  /**
+   * `write` for a buffer the caller hands over and never touches again (a chunk fresh from
+   * a Node stream, say): clients and history keep references to it instead of a copy.
+   * Measured on a bulk relay: one 64 KiB allocation, memcpy and its share of GC less per chunk.
+   */
+  writeOwned(data: Buffer): number {
+    return this.#write(data, true);
+  }
+
+  #write(data: Uint8Array, owned: boolean): number {
     if (this.#stopped || this.#backend === undefined || data.length === 0) return 0;
     const n = this.#backend.write(data);
     if (n > 0) {
       this.#fromGuest += n;
-      // One copy: transports keep references to what they are given, and callers reuse
-      // buffers. allocUnsafe + set is a memcpy; Buffer.from(view) copies element-wise.
-      const accepted = Buffer.allocUnsafe(n);
-      accepted.set(data.subarray(0, n));
+      // Transports keep references to what they are given, and callers reuse buffers: unless
+      // handed over, copy once. allocUnsafe + set is a memcpy; Buffer.from(view) copies element-wise.
+      let accepted: Buffer;
+      if (owned) {
+        accepted = n === data.length ? (data as Buffer) : (data as Buffer).subarray(0, n);
+      } else {
+        accepted = Buffer.allocUnsafe(n);
+        accepted.set(data.subarray(0, n));
+      }
       this.history?.append(accepted);
       if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
-      const err = this.#log?.write(data.subarray(0, n));
+      const err = this.#log?.write(accepted);
       if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_OPEN', `${this.id}: log ${this.#log?.path}: ${err.message}; logging stopped`, { cause: err }));
     }
     return n;

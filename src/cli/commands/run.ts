@@ -122,9 +122,12 @@ class GuestPorts {
   constructor(devices: readonly Chardev[]) {
     this.#devices = devices;
   }
-  /** Bytes a device refuses (its bounded queue is full) are dropped there, as a UART would. */
+  /**
+   * Bytes a device refuses (its bounded queue is full) are dropped there, as a UART would.
+   * `b` is a chunk fresh from the guest's stream, never reused: the devices share it.
+   */
   write(b: Buffer): void {
-    for (const d of this.#devices) d.write(b);
+    for (const d of this.#devices) d.writeOwned(b);
   }
   on(listener: (b: Buffer) => void): void {
     for (const d of this.#devices) d.on('data', listener);
