@@ -132,8 +132,12 @@ export function readRotated(file: string): { files: string[]; bytes: Buffer } {
  */
 export const RECORD = 256;
 
-/** Python source of a guest writing records 0.. (`count` of them, `per` per write, `sleepMs` between writes; count 0: until stdin says `quit`). */
-export function recordGuest(count: number, per: number, sleepMs: number): string {
+/**
+ * Python source of a guest writing records 0.. (`count` of them, `per` per write, `sleepMs`
+ * between writes; count 0: until its input says `quit`). With `countFile`, it writes there
+ * how many records it wrote, at the end.
+ */
+export function recordGuest(count: number, per: number, sleepMs: number, countFile?: string): string {
   return String.raw`
 import os, select, sys, time
 R = ${RECORD}
@@ -158,6 +162,10 @@ while count == 0 or i < count:
             break
     elif pause > 0:
         time.sleep(pause)
+count_file = ${JSON.stringify(countFile ?? '')}
+if count_file:
+    with open(count_file, 'w') as f:
+        f.write(str(i))
 `;
 }
 
