@@ -21,6 +21,8 @@ export type LibvirtErrorClass =
 
 export type RuntimeErrorCode =
   | 'ERR_BACKEND_OPEN'
+  /** Output could not be written (full disk, file size limit): reported once, the guest keeps running. */
+  | 'ERR_BACKEND_WRITE'
   | 'ERR_BACKEND_UNSUPPORTED'
   | 'ERR_BACKEND_BUSY'
   | 'ERR_NOT_CONNECTED'

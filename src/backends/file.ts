@@ -1,16 +1,23 @@
 /**
  * `file`: guest output written to a file, truncated at start unless append='on';
- * no input (libvirt never passes QEMU's input-path). Opens at creation.
+ * no input (libvirt never passes QEMU's input-path). Opens at creation. Rotated by size
+ * under `<cd:rotate>`.
  */
 import type { FileSourceDef } from '../config/types.ts';
 import type { Backend, BackendContext } from '../core/backend.ts';
-import { closeQuietly, openOutputFile, unlinkQuietly, writeAllSync } from '../core/files.ts';
+import { describeErrno } from '../core/files.ts';
+import { RotatingLog } from '../core/rotating-log.ts';
 import { ChardevError } from '../errors.ts';
 
 export function createFileBackend(ctx: BackendContext, source: FileSourceDef): Backend {
   const file = source.path;
   if (file === undefined) throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: file: no filename given`);
-  const { fd, created } = openOutputFile(ctx.id, 'file', file, source.append === 'on');
+  const rotate = ctx.dev.ext.rotate;
+  const out = new RotatingLog(ctx.id, file, rotate === undefined ? undefined : { maxBytes: rotate.sizeBytes, backups: rotate.backups }, {
+    append: source.append === 'on',
+    what: 'file',
+    onError: (err) => ctx.events.error(err),
+  });
   let failed = false;
   let dropped = 0;
   return {
@@ -26,19 +33,18 @@ export function createFileBackend(ctx: BackendContext, source: FileSourceDef): B
         return data.length;
       }
       try {
-        writeAllSync(fd, data);
+        out.write(data);
       } catch (e) {
         // A full disk must not stop the guest: report once, then discard like a dead file.
         failed = true;
         dropped += data.length;
-        ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: file ${file}: ${(e as Error).message}; further output discarded`, { cause: e }));
+        ctx.events.error(new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: file ${file}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, { cause: e }));
       }
       return data.length;
     },
     setReading: () => {},
     async stop(abort) {
-      closeQuietly(fd);
-      if (abort && created) unlinkQuietly(file);
+      out.close(abort);
     },
   };
 }

@@ -4,6 +4,7 @@
  * file is shared by every stdio device of the domain and rotated (see rotating-log.ts).
  */
 import type { Backend, BackendContext } from '../core/backend.ts';
+import { describeErrno } from '../core/files.ts';
 import { ChardevError } from '../errors.ts';
 
 export function createStdioBackend(ctx: BackendContext): Backend {
@@ -24,7 +25,7 @@ export function createStdioBackend(ctx: BackendContext): Backend {
           return data.length;
         } catch (e) {
           failed = true;
-          ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: domain log ${log.path}: ${(e as Error).message}; further output discarded`, { cause: e }));
+          ctx.events.error(new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: domain log ${log.path}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, { cause: e }));
         }
       }
       dropped += data.length;

@@ -6,13 +6,13 @@
  */
 import type { ConfigErrorCode, LibvirtErrorClass } from '../errors.ts';
 import type { ConfigError } from '../errors.ts';
-import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
+import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, RotateExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
 import { attr, type XmlElement } from './xml.ts';
 
 export const CHARDEV_NS = 'urn:chardev:1';
 
 /** Extension elements chardev knows; anything else in the namespace is a typo worth reporting. */
-export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients', 'web'] as const;
+export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients', 'web', 'rotate'] as const;
 
 export type ErrorAt = (node: XmlElement, code: ConfigErrorCode, cls: LibvirtErrorClass, detail: string) => ConfigError;
 
@@ -40,6 +40,10 @@ function parseTls(el: XmlElement, errAt: ErrorAt): TlsExtensionDef {
 export const MAX_HISTORY_BYTES = 64 * 1024 * 1024;
 export const MAX_CLIENTS = 256;
 export const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
+export const MAX_ROTATE_BYTES = 1024 * 1024 * 1024 * 1024;
+export const MAX_ROTATE_BACKUPS = 1000;
+/** virtlogd's: the domain log rotates the same way. */
+export const DEFAULT_ROTATE: RotateExtensionDef = { sizeBytes: 2 * 1024 * 1024, backups: 3 };
 
 function positiveInt(el: XmlElement, name: string, max: number, errAt: ErrorAt): number | undefined {
   const v = attr(el, name);
@@ -73,6 +77,15 @@ function parseClients(el: XmlElement, errAt: ErrorAt): ClientsExtensionDef {
   return out;
 }
 
+function parseRotate(el: XmlElement, errAt: ErrorAt): RotateExtensionDef {
+  const size = positiveInt(el, 'size', MAX_ROTATE_BYTES, errAt);
+  const backups = attr(el, 'backups');
+  if (backups !== undefined && (!/^\d+$/.test(backups) || Number(backups) > MAX_ROTATE_BACKUPS)) {
+    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'backups' in element '${el.tagName}': '${backups}'. Expected an integer from 0 to ${MAX_ROTATE_BACKUPS}`);
+  }
+  return { sizeBytes: size ?? DEFAULT_ROTATE.sizeBytes, backups: backups === undefined ? DEFAULT_ROTATE.backups : Number(backups) };
+}
+
 function parseWeb(el: XmlElement, errAt: ErrorAt): WebExtensionDef {
   const out: WebExtensionDef = {};
   const listen = attr(el, 'listen');
@@ -103,6 +116,7 @@ export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt)
     if (name === 'tls') ext.tls = parseTls(el, errAt);
     else if (name === 'history') ext.history = parseHistory(el, errAt);
     else if (name === 'web') ext.web = parseWeb(el, errAt);
+    else if (name === 'rotate') ext.rotate = parseRotate(el, errAt);
     else ext.clients = parseClients(el, errAt);
   }
   return ext;

@@ -211,6 +211,17 @@ export interface ClientsExtensionDef {
   slow?: 'drop' | 'disconnect';
 }
 
+/**
+ * `<chardev:rotate size backups>`: rotate the device's `<log>` file (and a `file` device's
+ * file) by size, like virtlogd rotates the domain log.
+ */
+export interface RotateExtensionDef {
+  /** Rotate before the active file would grow past this many bytes. */
+  sizeBytes: number;
+  /** Rotated files kept: `.1` (newest) … `.N`. */
+  backups: number;
+}
+
 /** `<chardev:web listen port>`: where the domain's browser console server listens. */
 export interface WebExtensionDef {
   listen?: string;
@@ -223,6 +234,7 @@ export interface DeviceExtensions {
   tls?: TlsExtensionDef;
   history?: HistoryExtensionDef;
   clients?: ClientsExtensionDef;
+  rotate?: RotateExtensionDef;
 }
 
 interface DeviceCommon {

@@ -15,6 +15,8 @@
  *   x-chardev-counters {id?}           → [{label, bytes-from-guest, bytes-to-guest, dropped, clients}]
  *   x-chardev-clients {id}             → the device's clients (Hub ClientInfo, kebab-case keys)
  *   x-chardev-take-over {id, client}   → make that client the writer
+ *   x-chardev-resources                → the process's memory, open fds and active handles/timers
+ *                                        ({pid, rss, heap-used, heap-total, external, fds, resources: {Timeout: n, …}})
  * Events (chardev's own; QEMU has no host-side connection events):
  *   CHARDEV_CLIENT_ATTACHED, CHARDEV_CLIENT_DETACHED, CHARDEV_CLIENT_ROLE
  *   with data {id: label, client: {id, kind, label, role, readonly, since, bytes-sent, bytes-missed}}
@@ -528,6 +530,23 @@ function asQmpError(e: unknown): QmpError {
   return generic(e instanceof Error ? e.message : String(e));
 }
 
+/**
+ * What a leak would show: memory, open fds (Linux: /proc/self/fd; -1 elsewhere) and the
+ * handles and timers keeping the event loop busy, by type (Node's getActiveResourcesInfo).
+ */
+export function processResources(): JsonObject {
+  const mem = process.memoryUsage();
+  let fds = -1;
+  try {
+    fds = fs.readdirSync('/proc/self/fd').length;
+  } catch {
+    // not Linux: unknown
+  }
+  const resources: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) resources[kind] = (resources[kind] ?? 0) + 1;
+  return { pid: process.pid, rss: mem.rss, 'heap-used': mem.heapUsed, 'heap-total': mem.heapTotal, external: mem.external, fds, resources };
+}
+
 function returnResponse(ret: Json, id: Json | undefined): JsonObject {
   return id === undefined ? { return: ret } : { return: ret, id };
 }
@@ -746,6 +765,10 @@ class QmpServerImpl implements QmpServer {
       const id = a.str('id');
       a.done();
       return this.#mustFind(id).hub.clients().map(clientJson);
+    });
+    c.set('x-chardev-resources', (a) => {
+      a.done();
+      return processResources();
     });
     c.set('x-chardev-take-over', (a) => {
       const id = a.str('id');

@@ -2,10 +2,11 @@
  * The guest-side handle of one running device: what an emulator (or `chardev run`'s
  * child process) talks to. It owns its backend and the optional `<log>` tee.
  */
-import type { ChrDeviceDef, ChrType } from '../config/types.ts';
+import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
-import { closeQuietly, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
+import { describeErrno } from './files.ts';
+import { RotatingLog } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, type ClientInfo } from './hub.ts';
 
@@ -38,23 +39,22 @@ export interface ChardevCounters {
   readonly dropped: number;
 }
 
-/** The `<log file append>` tee: every byte the backend accepts is appended here too. */
+/** The `<log file append>` tee: every byte the backend accepts is appended here too (rotated under `<cd:rotate>`). */
 class LogTee {
-  readonly path: string;
-  readonly #fd: number;
-  readonly #created: boolean;
+  readonly #log: RotatingLog;
   #failed = false;
-  constructor(id: string, file: string, append: boolean) {
-    this.path = file;
-    const opened = openOutputFile(id, 'log', file, append);
-    this.#fd = opened.fd;
-    this.#created = opened.created;
+  constructor(id: string, file: string, append: boolean, rotate: RotateExtensionDef | undefined, onError: (err: ChardevError) => void) {
+    const rotation = rotate === undefined ? undefined : { maxBytes: rotate.sizeBytes, backups: rotate.backups };
+    this.#log = new RotatingLog(id, file, rotation, { append, what: 'log', onError });
+  }
+  get path(): string {
+    return this.#log.path;
   }
   /** Best effort like QEMU's logfile: returns the error once, then stops trying. */
   write(data: Uint8Array): Error | undefined {
     if (this.#failed) return undefined;
     try {
-      writeAllSync(this.#fd, data);
+      this.#log.write(data);
       return undefined;
     } catch (e) {
       this.#failed = true;
@@ -62,8 +62,7 @@ class LogTee {
     }
   }
   close(abort: boolean): void {
-    closeQuietly(this.#fd);
-    if (abort && this.#created) unlinkQuietly(this.path);
+    this.#log.close(abort);
   }
 }
 
@@ -94,7 +93,7 @@ export class Chardev {
     this.def = def;
     this.type = def.source.type;
     const log = def.source.log;
-    if (log !== undefined) this.#log = new LogTee(id, log.file, log.append === 'on');
+    if (log !== undefined) this.#log = new LogTee(id, log.file, log.append === 'on', def.ext.rotate, (err) => this.reportError(err));
     const ext = def.ext;
     this.history = ext.history !== undefined ? new HistoryRing(ext.history.sizeBytes) : undefined;
     this.hub = new Hub({
@@ -186,7 +185,7 @@ export class Chardev {
       this.history?.append(accepted);
       if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
       const err = this.#log?.write(accepted);
-      if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_OPEN', `${this.id}: log ${this.#log?.path}: ${err.message}; logging stopped`, { cause: err }));
+      if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_WRITE', `${this.id}: log ${this.#log?.path}: ${describeErrno(err as NodeJS.ErrnoException)}; logging stopped`, { cause: err }));
     }
     return n;
   }

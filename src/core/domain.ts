@@ -239,7 +239,10 @@ async function startDevice(start: StartContext, alias: string, id: string, dev: 
         if (options.logDir === undefined) {
           throw new ChardevError('ERR_USAGE', `${id}: a stdio device writes the domain log, but no log directory was given`);
         }
-        start.domainLog = new RotatingLog(id, path.join(options.logDir, `${start.name}.log`), start.rotation);
+        start.domainLog = new RotatingLog(id, path.join(options.logDir, `${start.name}.log`), start.rotation, {
+          what: 'domain log',
+          onError: (err) => chardev.reportError(err),
+        });
       }
       return start.domainLog;
     },

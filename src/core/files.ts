@@ -69,6 +69,18 @@ export function describeErrno(err: { code?: string | undefined; message: string;
       return 'Name or service not known';
     case 'ENOTSOCK':
       return 'Socket operation on non-socket';
+    case 'ENOSPC':
+      return 'No space left on device';
+    case 'EDQUOT':
+      return 'Disk quota exceeded';
+    case 'EFBIG':
+      return 'File too large';
+    case 'EMFILE':
+      return 'Too many open files';
+    case 'ENFILE':
+      return 'Too many open files in system';
+    case 'EIO':
+      return 'Input/output error';
     default:
       return err.description ?? err.message;
   }

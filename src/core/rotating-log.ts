@@ -1,10 +1,16 @@
 /**
- * The domain log (`LOGDIR/DOMAIN.log`), rotated like virtlogd: before the active file
- * would grow past `maxBytes`, `.log.N-1` → `.log.N` … `.log` → `.log.1`, and a fresh
- * `.log` is started; the oldest backup beyond `backups` is deleted.
+ * An output log that may rotate by size: the domain log (`LOGDIR/DOMAIN.log`, rotated like
+ * virtlogd), a device's `<log>` and a `file` device's file under `<cd:rotate>`. Before the
+ * active file would grow past `maxBytes`, `.log.N-1` → `.log.N` … `.log` → `.log.1`, and a
+ * fresh `.log` is started; the oldest backup beyond `backups` is deleted.
  *
  * A write that straddles the limit is split: what fits goes to the old file, the rest to
  * the new one, so across `.log`, `.log.1`, … every byte appears exactly once, in order.
+ *
+ * The new file is opened (as `.log.new`) before anything is renamed. If it cannot be — no
+ * file descriptor left, no room for a directory entry — nothing moves: output goes on into
+ * the current file past the limit, the failure is reported once, and rotation is tried
+ * again on later writes. No byte is lost to a failed rotation.
  */
 import * as fs from 'node:fs';
 import type { RotationOptions } from './backend.ts';
@@ -13,66 +19,121 @@ import { ChardevError } from '../errors.ts';
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
 
+export interface OutputLogOptions {
+  /** Keep what is there (default true, like virtlogd across domain restarts); false truncates at open. */
+  readonly append?: boolean;
+  /** What the file is, for messages: `domain log`, `log`, `file`. */
+  readonly what?: string;
+  /** A failed rotation (the log carries on in the current file); reported once per run of failures. */
+  readonly onError?: (err: ChardevError) => void;
+}
+
 export class RotatingLog {
   readonly path: string;
-  readonly #rotation: RotationOptions;
+  readonly #id: string;
+  readonly #what: string;
+  readonly #rotation: RotationOptions | undefined;
+  readonly #onError: ((err: ChardevError) => void) | undefined;
   #fd: number;
   #size: number;
   readonly #created: boolean;
   #closed = false;
+  /** Rotation failed and has not succeeded since: later failures are not reported again. */
+  #rotateFailing = false;
+  /** A rename failed halfway: files are no longer where rotation expects them, so it stops. */
+  #rotateBroken = false;
+  /** Completed rotations, since open. */
+  #rotations = 0;
 
-  /** Opens (appending, like virtlogd across domain restarts) and creates it 0600. */
-  constructor(id: string, file: string, rotation: RotationOptions = DEFAULT_ROTATION) {
-    if (!Number.isInteger(rotation.maxBytes) || rotation.maxBytes < 1) {
-      throw new ChardevError('ERR_USAGE', `${id}: log rotation maxBytes must be a positive integer, got ${rotation.maxBytes}`);
-    }
-    if (!Number.isInteger(rotation.backups) || rotation.backups < 0) {
-      throw new ChardevError('ERR_USAGE', `${id}: log rotation backups must be a non-negative integer, got ${rotation.backups}`);
+  /**
+   * Opens the file 0600 (created if missing). `rotation` undefined: never rotates. Throws
+   * a ChardevError naming the device and the path if the file cannot be opened.
+   */
+  constructor(id: string, file: string, rotation: RotationOptions | undefined = DEFAULT_ROTATION, options: OutputLogOptions = {}) {
+    if (rotation !== undefined) {
+      if (!Number.isInteger(rotation.maxBytes) || rotation.maxBytes < 1) {
+        throw new ChardevError('ERR_USAGE', `${id}: log rotation maxBytes must be a positive integer, got ${rotation.maxBytes}`);
+      }
+      if (!Number.isInteger(rotation.backups) || rotation.backups < 0) {
+        throw new ChardevError('ERR_USAGE', `${id}: log rotation backups must be a non-negative integer, got ${rotation.backups}`);
+      }
     }
     this.path = file;
+    this.#id = id;
+    this.#what = options.what ?? 'domain log';
     this.#rotation = rotation;
-    const opened = openOutputFile(id, 'domain log', file, true);
+    this.#onError = options.onError;
+    const opened = openOutputFile(id, this.#what, file, options.append ?? true);
     this.#fd = opened.fd;
     this.#created = opened.created;
     this.#size = fs.fstatSync(this.#fd).size;
   }
 
-  /** Append `data`, rotating as often as needed. Throws a Node errno error on I/O failure. */
+  /** How many times the file was rotated since it was opened. */
+  get rotations(): number {
+    return this.#rotations;
+  }
+
+  /** Append `data`, rotating as often as needed. Throws a Node errno error if the write itself fails (full disk). */
   write(data: Uint8Array): void {
     if (this.#closed) return;
+    const rotation = this.#rotation;
     let rest = data;
     while (rest.length > 0) {
-      const room = this.#rotation.maxBytes - this.#size;
-      if (room <= 0) {
-        this.#rotate();
-        continue;
-      }
-      const part = rest.subarray(0, Math.min(room, rest.length));
+      let room = rotation === undefined ? rest.length : rotation.maxBytes - this.#size;
+      if (room <= 0 && !this.#rotate()) room = rest.length; // could not rotate: carry on in this file
+      if (room <= 0) continue;
+      const part = room >= rest.length ? rest : rest.subarray(0, room);
       writeAllSync(this.#fd, part);
       this.#size += part.length;
       rest = rest.subarray(part.length);
     }
   }
 
-  #rotate(): void {
-    const { backups } = this.#rotation;
-    closeQuietly(this.#fd);
-    if (backups === 0) {
-      unlinkQuietly(this.path);
-    } else {
-      unlinkQuietly(`${this.path}.${backups}`);
-      for (let n = backups - 1; n >= 1; n--) {
-        if (fs.existsSync(`${this.path}.${n}`)) fs.renameSync(`${this.path}.${n}`, `${this.path}.${n + 1}`);
-      }
-      fs.renameSync(this.path, `${this.path}.1`);
+  /** True when a fresh file is active. */
+  #rotate(): boolean {
+    const rotation = this.#rotation;
+    if (rotation === undefined || this.#rotateBroken) return false;
+    const next = `${this.path}.new`;
+    let fd: number;
+    try {
+      fd = fs.openSync(next, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND, OUTPUT_FILE_MODE);
+    } catch (e) {
+      this.#failed(`cannot start a new file: ${describeErrno(e as NodeJS.ErrnoException)}; writing on past the limit`, e);
+      return false;
     }
     try {
-      this.#fd = fs.openSync(this.path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, OUTPUT_FILE_MODE);
+      const { backups } = rotation;
+      if (backups === 0) {
+        // The rename below replaces it.
+      } else {
+        unlinkQuietly(`${this.path}.${backups}`);
+        for (let n = backups - 1; n >= 1; n--) {
+          if (fs.existsSync(`${this.path}.${n}`)) fs.renameSync(`${this.path}.${n}`, `${this.path}.${n + 1}`);
+        }
+        fs.renameSync(this.path, `${this.path}.1`);
+      }
+      fs.renameSync(next, this.path);
     } catch (e) {
-      this.#closed = true;
-      throw new Error(`cannot reopen ${this.path} after rotation: ${describeErrno(e as NodeJS.ErrnoException)}`, { cause: e });
+      closeQuietly(fd);
+      unlinkQuietly(next);
+      this.#rotateBroken = true;
+      this.#rotateFailing = false;
+      this.#failed(`rotation failed: ${describeErrno(e as NodeJS.ErrnoException)}; no longer rotating`, e);
+      return false;
     }
+    closeQuietly(this.#fd);
+    this.#fd = fd;
     this.#size = 0;
+    this.#rotations++;
+    this.#rotateFailing = false;
+    return true;
+  }
+
+  #failed(text: string, cause: unknown): void {
+    if (this.#rotateFailing) return;
+    this.#rotateFailing = true;
+    this.#onError?.(new ChardevError('ERR_BACKEND_WRITE', `${this.#id}: ${this.#what} ${this.path}: ${text}`, { cause }));
   }
 
   close(abort: boolean): void {

@@ -303,6 +303,16 @@ describe('QMP server', () => {
     assert.equal(r[3]?.lines[0], '{"return": "<domain>inactive</domain>", "id": "{[\\"}"}');
   });
 
+  it('x-chardev-resources: memory, open fds and active handles and timers of the process', T, async () => {
+    const [r] = await session(sock, [exec('x-chardev-resources')]);
+    const ret = (JSON.parse(r ?? '') as { return: { pid: number; rss: number; 'heap-used': number; fds: number; resources: Record<string, number> } }).return;
+    assert.equal(ret.pid, process.pid);
+    assert.ok(ret.rss > 0 && ret['heap-used'] > 0);
+    assert.equal(typeof ret.fds, 'number');
+    assert.ok(ret.fds > 3);
+    assert.ok((ret.resources['PipeConnectWrap'] ?? 0) + (ret.resources['PipeWrap'] ?? 0) >= 1, JSON.stringify(ret.resources));
+  });
+
   it('query-version, query-commands, query-chardev, query-chardev-backends, x-chardev-domain-xml', T, async () => {
     const [version, commands, chardevs, backends, live, inactive] = await session(sock, [
       exec('query-version'),
@@ -328,6 +338,7 @@ describe('QMP server', () => {
       'x-chardev-clients',
       'x-chardev-counters',
       'x-chardev-domain-xml',
+      'x-chardev-resources',
       'x-chardev-take-over',
     ]);
     const pty = domain?.device('serial0').ptyPath ?? '';

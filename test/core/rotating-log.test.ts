@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { open } from '../../src/index.ts';
 import { DEFAULT_ROTATION, RotatingLog } from '../../src/core/rotating-log.ts';
-import { T, domainXml, mode, payload, tmpDir } from './helpers.ts';
+import { loadDomain } from '../../src/config/domain.ts';
+import type { ChardevError } from '../../src/errors.ts';
+import { T, domainXml, mode, payload, q, tmpDir } from './helpers.ts';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -93,5 +95,69 @@ describe('domain log rotation', () => {
   it('refuses nonsense limits', () => {
     assert.throws(() => new RotatingLog('charserial0', path.join(dir, 'x.log'), { maxBytes: 0, backups: 1 }), /maxBytes must be a positive integer/);
     assert.throws(() => new RotatingLog('charserial0', path.join(dir, 'x.log'), { maxBytes: 1, backups: -1 }), /backups must be a non-negative integer/);
+  });
+
+  it('a rotation that cannot start a new file (no fd, no room) loses nothing: reported once, the log carries on, rotation resumes', T, () => {
+    const file = path.join(dir, 'stuck.log');
+    const errors: ChardevError[] = [];
+    const log = new RotatingLog('charserial0', file, { maxBytes: 100, backups: 20 }, { what: 'log', onError: (e) => errors.push(e) });
+    const data = payload(2000);
+    let off = 0;
+    const feed = (n: number): void => {
+      log.write(data.subarray(off, off + n));
+      off += n;
+    };
+    feed(250); // two rotations
+    assert.equal(log.rotations, 2);
+    // A directory where the new file would be opened makes every open fail, as EMFILE or ENOSPC would.
+    fs.mkdirSync(`${file}.new`);
+    for (let i = 0; i < 10; i++) feed(37);
+    assert.equal(log.rotations, 2, 'no rotation while the new file cannot be opened');
+    assert.equal(errors.length, 1, errors.map((e) => e.message).join('\n'));
+    assert.equal(errors[0]?.code, 'ERR_BACKEND_WRITE');
+    assert.match(errors[0]?.message ?? '', /^charserial0: log .*stuck\.log: cannot start a new file: Is a directory; writing on past the limit$/);
+    fs.rmdirSync(`${file}.new`);
+    while (off < data.length) feed(Math.min(61, data.length - off));
+    log.close(false);
+    assert.ok(log.rotations > 2, 'rotation resumed');
+    assert.equal(errors.length, 1, 'still reported once');
+    const { bytes } = readRotated(file, 20);
+    assert.equal(sha(bytes), sha(data), 'every byte once, in order');
+    assert.equal(fs.existsSync(`${file}.new`), false);
+  });
+
+  it("a device's <log> and a file device rotate under <cd:rotate>; every byte once, in order", T, async () => {
+    const logFile = path.join(dir, 'dev-serial.log');
+    const outFile = path.join(dir, 'dev-file.out');
+    fs.writeFileSync(outFile, 'stale bytes of an earlier run\n');
+    const xml = domainXml(
+      `<serial type='null'><log file='${q(logFile)}'/><cd:rotate size='1000' backups='50'/></serial>` +
+        `<serial type='file'><source path='${q(outFile)}'/><cd:rotate size='700' backups='50'/></serial>`,
+      'devrot',
+    ).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+    const d = await open(xml);
+    const data = payload(9000);
+    for (let off = 0; off < data.length; off += 333) {
+      const chunk = data.subarray(off, off + 333);
+      assert.equal(d.device('serial0').write(chunk), chunk.length);
+      assert.equal(d.device('serial1').write(chunk), chunk.length);
+    }
+    await d.stop();
+    for (const [file, max] of [[logFile, 1000], [outFile, 700]] as const) {
+      const { files, bytes } = readRotated(file, 50);
+      assert.equal(files.length, Math.ceil(data.length / max), files.join(', '));
+      assert.equal(sha(bytes), sha(data), `${file}: every byte once, in order (the file device truncated the stale bytes)`);
+      for (const f of files) assert.ok(fs.statSync(f).size <= max);
+    }
+  });
+
+  it('<cd:rotate>: virtlogd defaults; bad values are refused naming the attribute', () => {
+    const doc = (inner: string): string =>
+      domainXml(`<serial type='null'><log file='/tmp/x.log'/>${inner}</serial>`).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+    const dev = (inner: string) => loadDomain(doc(inner)).def.serials[0];
+    assert.deepEqual(dev('<cd:rotate/>')?.ext.rotate, { sizeBytes: 2 * 1024 * 1024, backups: 3 });
+    assert.deepEqual(dev("<cd:rotate size='4096' backups='0'/>")?.ext.rotate, { sizeBytes: 4096, backups: 0 });
+    assert.throws(() => dev("<cd:rotate size='0'/>"), /Invalid value for attribute 'size' in element 'cd:rotate': '0'/);
+    assert.throws(() => dev("<cd:rotate backups='-1'/>"), /Invalid value for attribute 'backups' in element 'cd:rotate': '-1'. Expected an integer from 0 to 1000/);
   });
 });

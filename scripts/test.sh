@@ -1,0 +1,29 @@
+#!/bin/sh
+# `npm test`: the type check, then every test file one at a time (node --test's own order and
+# concurrency on 2 cores) — except the soak, test/slow/soak.test.ts, which runs for 5 minutes
+# mostly waiting on its churn, in a second runner beside them so the whole stays under 10
+# minutes. Its report is printed after the others', then one summary of both runners (the
+# node:test `# tests/# pass/# fail …` lines, summed), so a reader of the last summary sees the
+# whole suite. The status is non-zero if either runner failed.
+set -u
+cd "$(dirname "$0")/.."
+./node_modules/.bin/tsc -p . || exit 1
+SOAK=test/slow/soak.test.ts
+soak_out=$(mktemp)
+rest_out=$(mktemp)
+rest_rc=$(mktemp)
+trap 'rm -f "$soak_out" "$rest_out" "$rest_rc"' EXIT
+node --import tsx --test "$SOAK" >"$soak_out" 2>&1 &
+soak_pid=$!
+# Streamed as it runs, and kept for the summary.
+{ node --import tsx --test $(find test -name '*.test.ts' ! -path "./$SOAK" ! -path "$SOAK" | sort) 2>&1; echo $? >"$rest_rc"; } | tee "$rest_out"
+rest=$(cat "$rest_rc")
+wait "$soak_pid"
+soak=$?
+echo "# --- $SOAK (ran beside the files above) ---"
+cat "$soak_out"
+echo "# --- whole suite: both runners ---"
+# The runners' own summary lines (`# tests 333` …) at the start of a line, summed per key.
+cat "$rest_out" "$soak_out" | awk '/^# (tests|suites|pass|fail|cancelled|skipped|todo) [0-9]+$/ { n[$2] += $3 }
+  END { split("tests suites pass fail cancelled skipped todo", k, " "); for (i = 1; i <= 7; i++) printf "# %s %d\n", k[i], n[k[i]] }'
+[ "$rest" -eq 0 ] && [ "$soak" -eq 0 ]
