@@ -46,10 +46,12 @@ export class RotatingLog {
   #rotations = 0;
 
   /**
-   * Opens the file 0600 (created if missing). `rotation` undefined: never rotates. Throws
+   * Opens the file 0600 (created if missing). `rotation` undefined: never rotates (no
+   * default on purpose: a default parameter would turn an explicit undefined into rotation,
+   * and a plain `file` device or `<log>` must never rotate). Throws
    * a ChardevError naming the device and the path if the file cannot be opened.
    */
-  constructor(id: string, file: string, rotation: RotationOptions | undefined = DEFAULT_ROTATION, options: OutputLogOptions = {}) {
+  constructor(id: string, file: string, rotation: RotationOptions | undefined, options: OutputLogOptions = {}) {
     if (rotation !== undefined) {
       if (!Number.isInteger(rotation.maxBytes) || rotation.maxBytes < 1) {
         throw new ChardevError('ERR_USAGE', `${id}: log rotation maxBytes must be a positive integer, got ${rotation.maxBytes}`);

@@ -160,4 +160,17 @@ describe('domain log rotation', () => {
     assert.throws(() => dev("<cd:rotate size='0'/>"), /Invalid value for attribute 'size' in element 'cd:rotate': '0'/);
     assert.throws(() => dev("<cd:rotate backups='-1'/>"), /Invalid value for attribute 'backups' in element 'cd:rotate': '-1'. Expected an integer from 0 to 1000/);
   });
+
+  it('a file device and a <log> without <cd:rotate> never rotate, however much is written', T, async () => {
+    const out = path.join(dir, 'plain.out');
+    const log = path.join(dir, 'plain.log');
+    const d = await open(domainXml(`<serial type='file'><source path='${q(out)}'/><log file='${q(log)}'/></serial>`));
+    const data = payload(DEFAULT_ROTATION.maxBytes * 2);
+    for (let off = 0; off < data.length; off += 65536) d.device('serial0').write(data.subarray(off, off + 65536));
+    await d.stop();
+    for (const f of [out, log]) {
+      assert.equal(fs.existsSync(`${f}.1`), false, `${path.basename(f)} was not rotated`);
+      assert.equal(sha(fs.readFileSync(f)), sha(data), `${path.basename(f)} holds everything`);
+    }
+  });
 });
