@@ -289,13 +289,21 @@ while time.time() < end:
           const dev = d.device('serial0');
           const chunks: Buffer[] = [];
           dev.on('data', (b) => chunks.push(b));
-          peer.send(`peer ${i}`, port, '127.0.0.1');
-          const deadline = Date.now() + 3000;
-          while (!Buffer.concat(chunks).includes(`peer ${i}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+          // UDP is lossy and the spray can fill the socket's receive queue: the peer sends
+          // again every 100 ms until its datagram is through, as a real peer would.
+          const deadline = Date.now() + 5000;
+          let sends = 0;
+          while (!Buffer.concat(chunks).includes(`peer ${i}`) && Date.now() < deadline) {
+            peer.send(`peer ${i}`, port, '127.0.0.1');
+            sends++;
+            for (let w = 0; w < 10 && !Buffer.concat(chunks).includes(`peer ${i}`); w++) await new Promise((resolve) => setTimeout(resolve, 10));
+          }
           await new Promise((resolve) => setTimeout(resolve, 50));
-          assert.equal(Buffer.concat(chunks).toString(), `peer ${i}`, `start ${i}: only the peer's datagram reached the guest`);
+          const got = Buffer.concat(chunks).toString();
+          const copies = got.length / `peer ${i}`.length;
+          assert.ok(copies >= 1 && copies <= sends && got === `peer ${i}`.repeat(copies), `start ${i}: only the peer's datagrams reached the guest (got ${JSON.stringify(got.slice(0, 80))} after ${sends} sends)`);
           // Not even counted as guest input nobody read: a foreign datagram is not input at all.
-          assert.deepEqual(dev.counters, { bytesFromGuest: 0, bytesToGuest: `peer ${i}`.length, dropped: 0 }, `start ${i}`);
+          assert.deepEqual(dev.counters, { bytesFromGuest: 0, bytesToGuest: got.length, dropped: 0 }, `start ${i}`);
           tally.add('starts under a spray with no foreign input');
         } finally {
           await d.stop();
