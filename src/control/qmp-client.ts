@@ -27,9 +27,14 @@ export class QmpClient {
       sock.once('connect', resolve);
       sock.once('error', (e) => reject(new QmpClientError(`cannot reach ${path}: ${e.message}`)));
     });
+    return QmpClient.over(sock, timeoutMs);
+  }
+
+  /** Speak QMP on a connected stream (e.g. QEMU connecting to us): greeting, capabilities. */
+  static async over(sock: net.Socket, timeoutMs = 5000): Promise<QmpClient> {
     const client = new QmpClient(sock);
     const greeting = await client.#next(timeoutMs);
-    if (!('QMP' in greeting)) throw new QmpClientError(`${path} does not speak QMP`);
+    if (!('QMP' in greeting)) throw new QmpClientError(`${sock.remoteAddress ?? 'the peer'} does not speak QMP`);
     await client.execute('qmp_capabilities', undefined, timeoutMs);
     return client;
   }
