@@ -17,6 +17,8 @@ export class QmpClient {
     this.#sock = sock;
     sock.setEncoding('utf8');
     sock.on('data', (s: string) => this.#feed(s));
+    // A peer that goes away (QEMU quitting resets the connection) ends in 'close'.
+    sock.on('error', () => {});
     this.#closed = new Promise((resolve) => sock.once('close', () => resolve()));
   }
 

@@ -3,7 +3,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { load } from '../core/helpers.ts';
 import { ChardevError } from '../../src/errors.ts';
+import * as net from 'node:net';
 import { describePorts, planQemuPorts, qemuDeviceArgs } from '../../src/qemu/launch.ts';
+import { QmpClient } from '../../src/control/qmp-client.ts';
 
 const paths = { portSocket: (i: number) => `/run/x/p${i}`, qmpSocket: '/run/x/qmp' };
 
@@ -76,5 +78,32 @@ describe('chardev qemu: planning the guest ports', () => {
     const loaded = load(`<serial type='pty'><target type='system-serial'><model name='pl011'/></target></serial>`);
     const args = qemuDeviceArgs(planQemuPorts(loaded), paths);
     assert.deepEqual(args.slice(-4), ['-chardev', 'socket,id=charserial0,path=/run/x/p0', '-serial', 'chardev:charserial0']);
+  });
+});
+
+describe('chardev qemu: the QMP connection QEMU opens to chardev', () => {
+  it('QmpClient.over negotiates on a connected stream; QEMU resetting the connection as it quits is no error', { timeout: 10000 }, async () => {
+    const [ours, theirs] = await new Promise<[net.Socket, net.Socket]>((resolve) => {
+      const server = net.createServer((s) => {
+        server.close();
+        resolve([client, s]);
+      });
+      let client: net.Socket;
+      server.listen(0, '127.0.0.1', () => {
+        client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      });
+    });
+    // The QEMU side: greeting, then an empty return for each command; `quit` ends in a reset.
+    theirs.write('{"QMP": {"version": {}, "capabilities": []}}\r\n');
+    theirs.on('data', (b: Buffer) => {
+      for (const line of b.toString().split('\n').filter((l) => l.trim() !== '')) {
+        theirs.write('{"return": {}}\r\n');
+        if (line.includes('"quit"')) setTimeout(() => theirs.resetAndDestroy(), 20);
+      }
+    });
+    const qmp = await QmpClient.over(ours, 2000);
+    assert.deepEqual(await qmp.execute('quit'), {});
+    await new Promise((r) => ours.once('close', r));
+    await qmp.close();
   });
 });
