@@ -147,7 +147,8 @@ describe('chardev qemu with a real guest', () => {
     const monitorSock = path.join(dir, 'monitor.sock');
     // serial0 is the guest's ttyS0 and the console (the <console> is serial 0 seen again);
     // serial1 (pty) and serial2 (UNIX socket) are joined to it with --hub; serial3 carries
-    // QEMU's monitor. Every view keeps history, so late readers miss nothing.
+    // QEMU's monitor. Every view keeps history, so late readers miss nothing; the telnet
+    // server takes several clients at once (a writer and viewers).
     const file = writeDomain('linux', `
     <serial type='tcp'>
       <source mode='bind' host='127.0.0.1' service='0'/>
@@ -155,6 +156,7 @@ describe('chardev qemu with a real guest', () => {
       <log file='${q(consoleLog)}'/>
       <target port='0'/>
       <cd:history size='1048576'/>
+      <cd:clients max='4'/>
     </serial>
     <serial type='pty'><target port='1'/><cd:history size='1048576'/></serial>
     <serial type='unix'><source mode='bind' path='${q(consoleSock)}'/><target port='2'/><cd:history size='1048576'/></serial>
@@ -203,6 +205,11 @@ describe('chardev qemu with a real guest', () => {
       assert.ok(upTo(telnet.text).includes(upTo(unixReader.text).slice(-2000)), 'telnet saw them too');
       assert.ok(fs.readFileSync(consoleLog, 'latin1').includes(upTo(unixReader.text)), 'and so did the <log> file');
 
+      // What QEMU lacks: a second telnet client, late, gets the boot from the device's history.
+      const late = new Proc('late telnet', 'telnet', ['127.0.0.1', port]);
+      clients.push(late);
+      await late.until(() => late.text.includes('Linux version') && /^chardev-42\r?$/m.test(late.text), 'history replay at a late telnet client', 10000);
+
       // QEMU's HMP monitor on serial3, through chardev: `info version` is QEMU's own version.
       const monitor = new Proc('socat monitor', 'socat', ['-', `UNIX-CONNECT:${monitorSock}`]);
       clients.push(monitor);
@@ -237,7 +244,7 @@ describe('chardev qemu with a real guest', () => {
     assert.equal(await c.exited, 1);
     assert.equal(c.stderr(), 'qemu: qemu-system-x86_64 exited with status 1: qemu-system-x86_64: -no-such-option: invalid option\n');
     assert.match(fs.readFileSync(path.join(dir, 'logs', 'bad.log'), 'utf8'), /-no-such-option: invalid option/);
-    assert.deepEqual(fs.readdirSync(path.join(dir, 'run')), []);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'run')).filter((f) => f.startsWith('bad.')), []);
 
     const missing = chardevQemu([file, ...common(), '--', 'qemu-system-none-such']);
     assert.equal(await missing.exited, 127);
