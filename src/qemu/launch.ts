@@ -312,6 +312,27 @@ function privateDir(runDir: string, name: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-qemu-'));
 }
 
+/** `cmd` as execvp would find it, or undefined. */
+function findExecutable(cmd: string): string | undefined {
+  const candidates = cmd.includes('/') ? [cmd] : (process.env['PATH'] ?? '').split(':').filter((d) => d !== '').map((d) => path.join(d, cmd));
+  for (const c of candidates) {
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      if (fs.statSync(c).isFile()) return c;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/**
+ * util-linux's setpriv (essential in Debian) sets QEMU's parent-death signal before exec:
+ * if chardev is killed outright (SIGKILL, a crash), QEMU gets SIGTERM and shuts down
+ * instead of running on with nobody serving its devices.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p));
+
 function timestamp(): string {
   return new Date().toISOString().replace('T', ' ').replace('Z', '+0000');
 }
@@ -478,9 +499,11 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
     await listenUnixOwnerOnly(QMP_CHARDEV_ID, qmpServer, qmpPath, 1);
 
     const argv = [binary, ...userArgs, ...qemuDeviceArgs(options.ports, { portSocket: socketPath, qmpSocket: qmpPath }, userArgs, options.syntax)];
+    if (findExecutable(binary) === undefined) throw new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: No such file or directory (is QEMU installed?)`);
     log(Buffer.from(`${timestamp()}: starting up chardev, domain ${domain.name}, qemu command line:\n${argv.map(shellQuote).join(' ')}\n`));
+    const [cmd, ...args] = SETPRIV !== undefined ? [SETPRIV, '--pdeathsig', 'TERM', '--', ...argv] : argv;
     // Its own process group: a ^C at the terminal reaches chardev, which stops QEMU in order.
-    child = spawn(binary, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
+    child = spawn(cmd as string, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
     const c = child;
     await new Promise<void>((resolve, reject) => {
       c.once('spawn', resolve);

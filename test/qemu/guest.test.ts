@@ -88,10 +88,24 @@ function chardevQemu(args: readonly string[]) {
   let stderr = '';
   child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  let done = false;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      done = true;
+      resolve(code);
+    }),
+  );
   return {
     child,
     exited,
+    /** Cleanup after a failure: SIGTERM (chardev stops QEMU), SIGKILL if that takes too long. */
+    stop: async () => {
+      if (done) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+      await exited;
+      clearTimeout(timer);
+    },
     stdout: () => stdout,
     stderr: () => stderr,
     /** waitFor on its output, which the failure message shows. */
@@ -105,10 +119,11 @@ function chardevQemu(args: readonly string[]) {
   };
 }
 
+/** Running (a zombie nobody reaped yet counts as gone). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) [ZX]/.test(stat);
   } catch {
     return false;
   }
@@ -232,7 +247,7 @@ describe('chardev qemu with a real guest', () => {
       assert.deepEqual(fs.readdirSync(path.join(dir, 'run')), [], 'no status file or socket left');
       t.diagnostic(`whole test: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     } finally {
-      c.child.kill('SIGKILL');
+      await c.stop();
       await Promise.all(clients.map((p) => p.kill()));
     }
   });
@@ -251,7 +266,7 @@ describe('chardev qemu with a real guest', () => {
     assert.equal(missing.stderr(), 'qemu: cannot start qemu-system-none-such: No such file or directory (is QEMU installed?)\n');
   });
 
-  it('SIGTERM to chardev quits QEMU cleanly (QMP quit) and exits; quit in the monitor ends chardev', { timeout: 60000, ...needs(qemuMissing) }, async () => {
+  it('SIGTERM to chardev quits QEMU cleanly (QMP quit) and exits; quit in the monitor ends chardev; chardev killed outright takes QEMU along', { timeout: 60000, ...needs(qemuMissing) }, async () => {
     requireKit(qemuMissing);
     const monitorSock = path.join(dir, 'hmp.sock');
     const file = writeDomain('idle', `<serial type='pty'/><serial type='unix'><source mode='bind' path='${q(monitorSock)}'/></serial>`);
@@ -269,7 +284,7 @@ describe('chardev qemu with a real guest', () => {
       assert.equal(alive(pid), false, 'QEMU is gone');
       assert.match(fs.readFileSync(path.join(dir, 'logs', 'idle.log'), 'utf8'), /qemu exited \(status 0\), as chardev asked\n$/);
     } finally {
-      c.child.kill('SIGKILL');
+      await c.stop();
     }
 
     const again = chardevQemu([file, ...common(), '--monitor', 'serial1', ...qemuArgs]);
@@ -281,8 +296,22 @@ describe('chardev qemu with a real guest', () => {
       assert.equal(await again.exited, 0, again.stderr());
       assert.equal(again.stderr(), '');
     } finally {
-      again.child.kill('SIGKILL');
+      await again.stop();
       await monitor?.kill();
+    }
+
+    // chardev killed outright: QEMU must not run on with nobody serving its devices.
+    const killed = chardevQemu([file, ...common(), '--monitor', 'serial1', ...qemuArgs]);
+    let pid = 0;
+    try {
+      await killed.until(() => /qemu: every device connected/.test(killed.stdout()), 'QEMU to connect', 20000);
+      pid = Number(/started \(pid (\d+)\)/.exec(killed.stdout())?.[1]);
+      killed.child.kill('SIGKILL');
+      await killed.exited;
+      await waitFor(() => !alive(pid), 'QEMU to end after chardev was killed', 10000);
+    } finally {
+      await killed.stop();
+      if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
     }
   });
 });
