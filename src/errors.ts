@@ -29,7 +29,9 @@ export type RuntimeErrorCode =
   | 'ERR_CONNECT'
   | 'ERR_TLS_CREDENTIALS'
   | 'ERR_TLS_HANDSHAKE'
-  | 'ERR_USAGE';
+  | 'ERR_USAGE'
+  /** The emulator chardev runs as the guest (`chardev qemu`) failed to start or exited with an error. */
+  | 'ERR_GUEST';
 
 export type ChardevErrorCode = ConfigErrorCode | RuntimeErrorCode;
 

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { registerConfigCommands } from './commands/config.ts';
 import { registerRunCommand } from './commands/run.ts';
+import { registerQemuCommand } from './commands/qemu.ts';
 import { registerConsoleCommands } from './commands/console.ts';
 import { errorLine, exitCodeOf } from './io.ts';
 
@@ -24,6 +25,7 @@ export function buildProgram(
     .exitOverride();
   registerConfigCommands(program, write);
   registerRunCommand(program, write);
+  registerQemuCommand(program, write);
   registerConsoleCommands(program, write);
   return program;
 }

@@ -10,14 +10,22 @@ export class QmpClientError extends Error {}
 export class QmpClient {
   readonly #sock: net.Socket;
   #buf = '';
-  readonly #pending: Array<(msg: Record<string, unknown>) => void> = [];
+  /** Waiting for an answer, in order; `gone` fails them when the connection ends. */
+  readonly #pending: Array<{ answer: (msg: Record<string, unknown>) => void; gone: () => void }> = [];
   readonly #closed: Promise<void>;
 
   private constructor(sock: net.Socket) {
     this.#sock = sock;
     sock.setEncoding('utf8');
     sock.on('data', (s: string) => this.#feed(s));
-    this.#closed = new Promise((resolve) => sock.once('close', () => resolve()));
+    // A peer that goes away (QEMU quitting resets the connection) ends in 'close'.
+    sock.on('error', () => {});
+    this.#closed = new Promise((resolve) =>
+      sock.once('close', () => {
+        for (const p of this.#pending.splice(0)) p.gone();
+        resolve();
+      }),
+    );
   }
 
   /** Connect, read the greeting and send qmp_capabilities. */
@@ -27,9 +35,14 @@ export class QmpClient {
       sock.once('connect', resolve);
       sock.once('error', (e) => reject(new QmpClientError(`cannot reach ${path}: ${e.message}`)));
     });
+    return QmpClient.over(sock, timeoutMs);
+  }
+
+  /** Speak QMP on a connected stream (e.g. QEMU connecting to us): greeting, capabilities. */
+  static async over(sock: net.Socket, timeoutMs = 5000): Promise<QmpClient> {
     const client = new QmpClient(sock);
     const greeting = await client.#next(timeoutMs);
-    if (!('QMP' in greeting)) throw new QmpClientError(`${path} does not speak QMP`);
+    if (!('QMP' in greeting)) throw new QmpClientError(`${sock.remoteAddress ?? 'the peer'} does not speak QMP`);
     await client.execute('qmp_capabilities', undefined, timeoutMs);
     return client;
   }
@@ -49,17 +62,33 @@ export class QmpClient {
         continue;
       }
       if ('event' in msg) continue;
-      this.#pending.shift()?.(msg);
+      this.#pending.shift()?.answer(msg);
     }
   }
 
   #next(timeoutMs: number): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new QmpClientError(`no answer within ${timeoutMs} ms`)), timeoutMs);
-      this.#pending.push((msg) => {
-        clearTimeout(timer);
-        resolve(msg);
-      });
+      if (this.#sock.destroyed) {
+        reject(new QmpClientError('the connection is closed'));
+        return;
+      }
+      const entry = {
+        answer: (msg: Record<string, unknown>): void => {
+          clearTimeout(timer);
+          resolve(msg);
+        },
+        gone: (): void => {
+          clearTimeout(timer);
+          reject(new QmpClientError('the connection closed before an answer'));
+        },
+      };
+      const timer = setTimeout(() => {
+        // Whatever answers later belongs to this question: keep the entry, silenced.
+        entry.answer = () => {};
+        entry.gone = () => {};
+        reject(new QmpClientError(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.push(entry);
     });
   }
 

@@ -169,6 +169,14 @@ export class Domain {
     return all.find((d) => d.def.kind === 'serial') ?? all.find((d) => d.def.kind === 'console');
   }
 
+  /**
+   * The domain log `LOGDIR/NAME.log` (rotated like virtlogd), shared with the stdio devices;
+   * opened on first use. Where an emulator's own stdout/stderr go, as under libvirt.
+   */
+  domainLog(): RotatingLog {
+    return openDomainLog(this.#start);
+  }
+
   /** What live XML needs: pty slave paths and bound ports by alias (formatDomain's `state`). */
   liveState(): LiveState {
     const ptyPaths = new Map<string, string>();
@@ -212,6 +220,23 @@ async function stopAll(devices: Chardev[], start: StartContext, abort: boolean):
   start.domainLog?.close(abort);
 }
 
+/** The shared domain log, opened by whoever needs it first. */
+function openDomainLog(start: StartContext, id = start.name, who = 'the domain log'): RotatingLog {
+  if (start.domainLog === undefined) {
+    if (start.options.logDir === undefined) {
+      throw new ChardevError('ERR_USAGE', `${id}: ${who}, but no log directory was given`);
+    }
+    // Whoever opens it first (a stdio device, or the emulator's own output), a write or
+    // rotation failure goes to the domain's error sink: the log is the domain's, not a device's.
+    const onError = start.options.onError;
+    start.domainLog = new RotatingLog(id, path.join(start.options.logDir, `${start.name}.log`), start.rotation, {
+      what: 'domain log',
+      ...(onError !== undefined ? { onError } : {}),
+    });
+  }
+  return start.domainLog;
+}
+
 /** Create one device and its backend; a created Chardev is pushed to `started` first, so a failure can stop it. */
 async function startDevice(start: StartContext, alias: string, id: string, dev: ChrDeviceDef, started: Chardev[]): Promise<Chardev> {
   const { options } = start;
@@ -234,18 +259,7 @@ async function startDevice(start: StartContext, alias: string, id: string, dev: 
       break: () => chardev.breakReceived(),
       error: (err) => chardev.reportError(err),
     },
-    domainLog: () => {
-      if (start.domainLog === undefined) {
-        if (options.logDir === undefined) {
-          throw new ChardevError('ERR_USAGE', `${id}: a stdio device writes the domain log, but no log directory was given`);
-        }
-        start.domainLog = new RotatingLog(id, path.join(options.logDir, `${start.name}.log`), start.rotation, {
-          what: 'domain log',
-          onError: (err) => chardev.reportError(err),
-        });
-      }
-      return start.domainLog;
-    },
+    domainLog: () => openDomainLog(start, id, 'a stdio device writes the domain log'),
   });
   chardev.attach(backend);
   if (backend.openAtStart) chardev.opened();

@@ -180,7 +180,8 @@ function frontendProps(nd: NamedDevice): Props | undefined {
   }
 }
 
-function frontendArgs(nd: NamedDevice, syntax: ArgSyntax): QemuArg[] {
+/** The guest frontend of one device (`-device …`, `-serial chardev:…`, guestfwd `-netdev`); empty when it has none. */
+export function frontendArgs(nd: NamedDevice, syntax: ArgSyntax): QemuArg[] {
   const { dev, alias } = nd;
   if (dev.kind === 'channel' && dev.target.type === 'guestfwd') {
     const fwd = `tcp:${dev.target.address ?? ''}:${dev.target.port ?? ''}-chardev:${chardevId(alias)}`;

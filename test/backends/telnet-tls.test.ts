@@ -5,7 +5,6 @@
  */
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -13,78 +12,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { open, type Domain } from '../../src/index.ts';
 import { ChardevError } from '../../src/errors.ts';
 import { makePki, type Pki } from '../helpers/pki.ts';
+import { Proc } from '../helpers/proc.ts';
 import { PyPeer, STREAM_PEER } from './python-peer.ts';
 import { T, collect, domainXml, eventLog, q, tmpDir, waitFor } from '../core/helpers.ts';
 
 /** QEMU's telnet greeting: IAC WILL ECHO, IAC WILL SGA, IAC WILL BINARY, IAC DO BINARY. */
 const GREETING_HEX = 'fffb01fffb03fffb00fffd00';
-
-// --- external processes ------------------------------------------------------------------
-
-/** Any child process: output collected, stdin kept open, always killable. */
-class Proc {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly #out: Buffer[] = [];
-  stderr = '';
-  exitCode: number | null | undefined;
-  readonly #exit: Promise<void>;
-
-  constructor(readonly label: string, cmd: string, args: readonly string[]) {
-    this.child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout.on('data', (b: Buffer) => this.#out.push(b));
-    this.child.stderr.on('data', (b: Buffer) => {
-      this.stderr += b.toString('latin1');
-    });
-    this.child.stdin.on('error', () => {});
-    this.#exit = new Promise((resolve) => {
-      this.child.once('close', (code) => {
-        this.exitCode = code;
-        resolve();
-      });
-      // spawn failure (ENOENT) also ends in 'close'; keep it from being an uncaught 'error'.
-      this.child.once('error', (e) => {
-        this.stderr += `spawn error: ${e.message}`;
-      });
-    });
-  }
-
-  get stdout(): Buffer {
-    return Buffer.concat(this.#out);
-  }
-
-  get text(): string {
-    return this.stdout.toString('latin1');
-  }
-
-  get exited(): boolean {
-    return this.exitCode !== undefined;
-  }
-
-  /** waitFor, with this process's output in the failure message. */
-  async until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-    try {
-      await waitFor(cond, what, timeoutMs);
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n${this.label} stdout: ${JSON.stringify(this.text)}\n${this.label} stderr: ${JSON.stringify(this.stderr)}`);
-    }
-  }
-
-  /** True if it exited by itself within `timeoutMs`. */
-  async waitExit(timeoutMs: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs);
-    });
-    const r = await Promise.race([this.#exit.then(() => true), timedOut]);
-    clearTimeout(timer);
-    return r;
-  }
-
-  async kill(): Promise<void> {
-    if (!this.exited) this.child.kill('SIGKILL');
-    await this.#exit;
-  }
-}
 
 // --- domains -----------------------------------------------------------------------------
 

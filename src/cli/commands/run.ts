@@ -14,17 +14,13 @@ import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { startDomain } from '../../core/domain.ts';
 import { linuxPlatform, tuneAllocatorForStreaming, type ByteReader, type ByteWriter } from '../../platform/index.ts';
-import { formatDomain } from '../../config/format.ts';
-import { defaultRunDir, ensureRunDir, readStatus, removeStatus, writeStatus } from '../../core/status.ts';
+import { defaultRunDir, ensureRunDir } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
-import { startConsoleServer, type ConsoleServer } from '../../control/console-server.ts';
-import { startQmpServer, type QmpServer } from '../../control/qmp.ts';
-import { startWebServer, type WebServer } from '../../web/server.ts';
 import { addDriverOptions, driverOptions, type DriverFlags } from './config.ts';
 import { DEFAULT_DOMAIN_ATTACH, DEFAULT_TELNET_PORT, defaultDomainXml } from '../default-domain.ts';
+import { ensureLogDir, parseWebAddress, refuseRunning, rootRawArgs, serveDomain, splitOperands, type ServedDomain } from '../serve.ts';
 
-/** How long output still queued for a slow reader gets to leave after the guest exits. */
-const DRAIN_MS = 2000;
+export { defaultLogDir, parseWebAddress, splitOperands, type WebAddress } from '../serve.ts';
 
 /** How long a guest gets to exit after SIGHUP/SIGTERM before SIGKILL. */
 const KILL_AFTER_MS = 3000;
@@ -36,61 +32,6 @@ interface RunFlags extends DriverFlags {
   attach?: string[];
   telnetPort?: string;
   web?: string;
-}
-
-export interface WebAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** `--web HOST:PORT` (`[v6]:PORT`; a bare PORT means 127.0.0.1). */
-export function parseWebAddress(s: string): WebAddress {
-  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(s) ?? /^([^\s:/[\]]+):(\d+)$/.exec(s) ?? /^()(\d+)$/.exec(s);
-  const port = m === null ? NaN : Number(m[2]);
-  if (m === null || !(port <= 65535)) throw new CliError(`run: --web must be HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one), not '${s}'`, 2);
-  return { host: m[1] === '' || m[1] === undefined ? '127.0.0.1' : m[1], port };
-}
-
-/**
- * Where the browser console listens, or undefined for none: `--web`, else the first
- * `<cd:web>` (of a vc device first), else 127.0.0.1 on a free port when the domain has a
- * vc device (its console is only reachable there).
- */
-function webAddress(flag: WebAddress | undefined, devices: readonly Chardev[]): WebAddress | undefined {
-  if (flag !== undefined) return flag;
-  const vcs = devices.filter((d) => d.type === 'vc');
-  const def = vcs.find((d) => d.def.ext.web !== undefined)?.def.ext.web ?? devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
-  if (vcs.length === 0 && def === undefined) return undefined;
-  return { host: def?.listen ?? '127.0.0.1', port: def?.port ?? 0 };
-}
-
-/** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
-export function defaultLogDir(env: NodeJS.ProcessEnv = process.env): string {
-  const state = env['XDG_STATE_HOME'];
-  const base = state !== undefined && path.isAbsolute(state) ? state : path.join(os.homedir(), '.local', 'state');
-  return path.join(base, 'chardev');
-}
-
-/** The argv the root command was parsed from; commander drops `--` from operands, which we need to split FILE from COMMAND. */
-function rootRawArgs(cmd: Command): string[] {
-  let root: Command = cmd;
-  while (root.parent !== null) root = root.parent;
-  const raw = (root as unknown as { rawArgs?: unknown }).rawArgs;
-  return Array.isArray(raw) ? raw.filter((a): a is string => typeof a === 'string') : [];
-}
-
-/** Split commander's operands into FILE and COMMAND using where `--` was. */
-export function splitOperands(operands: readonly string[], raw: readonly string[]): { file?: string; command: string[] } {
-  const dash = raw.indexOf('--');
-  if (dash < 0) {
-    const [file, ...command] = operands;
-    return file === undefined ? { command } : { file, command };
-  }
-  const command = raw.slice(dash + 1);
-  const before = operands.length - command.length;
-  if (before > 1) throw new CliError(`run: expected at most one FILE before '--', got ${operands.slice(0, before).join(' ')}`, 2);
-  const file = before === 1 ? operands[0] : undefined;
-  return file === undefined ? { command } : { file, command };
 }
 
 /** Exit status the way a shell reports it: the code, or 128 + signal number. */
@@ -220,9 +161,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
     .action(async (fileArg: string | undefined, commandArg: string[], opts: RunFlags, cmd: Command) => {
       const operands = [...(fileArg === undefined ? [] : [fileArg]), ...commandArg];
       const { file, command: given } = splitOperands(operands, rootRawArgs(cmd));
-      const logDir = path.resolve(opts.logDir ?? defaultLogDir());
-      // Owner-only: logs hold everything the guest printed.
-      fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
+      const logDir = ensureLogDir(opts.logDir);
       const driver = driverOptions(opts);
       const webFlag = opts.web === undefined ? undefined : parseWebAddress(opts.web);
       if (opts.telnetPort !== undefined && (file !== undefined || !/^\d+$/.test(opts.telnetPort) || Number(opts.telnetPort) > 65535)) {
@@ -233,9 +172,7 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
           ? loadDomain(defaultDomainXml(logDir, opts.telnetPort === undefined ? undefined : Number(opts.telnetPort)), { ...driver, file: '<default domain>' })
           : readDomain(file, driver);
       const runDir = ensureRunDir(path.resolve(opts.runDir ?? defaultRunDir()));
-      const domainName = loaded.def.name ?? 'domain';
-      const running = readStatus(runDir, domainName);
-      if (running !== undefined) throw new CliError(`Requested operation is not valid: domain '${domainName}' is already running (pid ${running.pid})`);
+      refuseRunning(runDir, loaded.def.name ?? 'domain');
       const shell = process.env['SHELL'] ?? '/bin/sh';
       const command = given.length > 0 ? given : [shell];
       const tty = opts.tty === true || given.length === 0;
@@ -258,36 +195,9 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         }, KILL_AFTER_MS).unref();
       };
       let status: number;
-      let consoleServer: ConsoleServer | undefined;
-      let qmpServer: QmpServer | undefined;
-      let webServer: WebServer | undefined;
+      let served: ServedDomain | undefined;
       try {
-        consoleServer = await startConsoleServer(domain, path.join(runDir, `${domain.name}.console`));
-        qmpServer = await startQmpServer(domain, {
-          path: path.join(runDir, `${domain.name}.qmp`),
-          liveXml: () => formatDomain(loaded, { live: true, state: domain.liveState() }),
-          inactiveXml: () => formatDomain(loaded),
-        });
-        const web = webAddress(webFlag, [...domain.devices.values()]);
-        if (web !== undefined) webServer = await startWebServer(domain, web);
-        writeStatus(runDir, {
-          name: domain.name,
-          pid: process.pid,
-          started: new Date().toISOString(),
-          consoleSocket: consoleServer.path,
-          qmpSocket: qmpServer.path,
-          ...(webServer !== undefined ? { webUrl: webServer.url } : {}),
-          inactiveXml: formatDomain(loaded),
-          liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
-          devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
-        });
-        for (const line of domain.describe()) write(`${line}\n`);
-        if (webServer !== undefined) {
-          for (const d of domain.devices.values()) if (d.type === 'vc') write(`web console: ${webServer.urlFor(d.alias)} (${d.id})\n`);
-          write(`web console: ${webServer.url} (every device; others read-only)\n`);
-        }
-        write(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})\n`);
-        write(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})\n`);
+        served = await serveDomain(domain, loaded, { runDir, web: webFlag, write });
         const attach = opts.attach ?? (file === undefined ? DEFAULT_DOMAIN_ATTACH : []);
         const devices = attach.length > 0 ? attach.map((a) => domain.device(a)) : [domain.primary()].filter((d) => d !== undefined);
         if (devices.length === 0) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
@@ -300,12 +210,8 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
-        removeStatus(runDir, domain.name);
-        // Devices first: attached consoles are told the device stopped before their socket goes.
-        await domain.stop({ drainMs: DRAIN_MS });
-        await consoleServer?.close();
-        await qmpServer?.close();
-        await webServer?.close();
+        if (served !== undefined) await served.close();
+        else await domain.stop();
       }
       // An empty message: main() prints nothing and exits with the child's status.
       if (status !== 0) throw new CliError('', status);
