@@ -2,6 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -180,6 +181,48 @@ describe('chardev run', () => {
       assert.equal(client.code, 0, client.stderr.toString());
       assert.equal(client.stdout.toString(), 'fffb01fffb03fffb00fffd00\ngot:ping\n');
       assert.equal(await r.exited, 0, r.stderr());
+    } finally {
+      r.child.kill('SIGTERM');
+      await r.exited;
+    }
+  });
+
+  it('input the guest does not read yet waits in the kernel, not in chardev; once it reads, every byte arrives (Python client, 64 MiB)', T, async () => {
+    const file = writeDomain('slowin', `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/></serial>`);
+    const out = path.join(dir, 'slowin.out');
+    const bytes = 64 * 1024 * 1024;
+    const go = path.join(dir, 'slowin.go');
+    // The guest reads nothing until the test creates `go`, then takes everything.
+    const r = startRun(['--log-dir', logDir, file, '--', 'sh', '-c', `while [ ! -e '${go}' ]; do sleep 0.1; done; exec head -c ${bytes} > '${out}'`]);
+    try {
+      await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
+      const port = /listening on tcp:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
+      assert.ok(port !== undefined, r.stdout());
+      const vm = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${r.child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+      const rss0 = vm('VmRSS');
+      // Sends a deterministic stream as fast as the connection takes it, then prints its sha256.
+      const py = [
+        'import hashlib,socket,sys',
+        `s=socket.create_connection(("127.0.0.1",${port}),timeout=60)`,
+        'h=hashlib.sha256()',
+        `left=${bytes}`,
+        'i=0',
+        'while left>0:',
+        '  b=bytes([(i+k)%251 for k in range(256)])*256',
+        '  b=b[:left]; h.update(b); s.sendall(b); left-=len(b); i+=1',
+        'sys.stdout.write(h.hexdigest()+"\\n")',
+      ].join('\n');
+      const client = run('python3', ['-c', py], 25000);
+      // While the guest does not read: the client is held back, chardev's memory is not the buffer.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const held = vm('VmHWM') - rss0;
+      assert.ok(held < 32 * 1024 * 1024, `chardev grew ${(held / 1048576).toFixed(1)} MiB holding unread input`);
+      fs.writeFileSync(go, '');
+      const c = await client;
+      assert.equal(c.code, 0, c.stderr.toString());
+      assert.equal(await r.exited, 0, r.stderr());
+      const sha = createHash('sha256').update(fs.readFileSync(out)).digest('hex');
+      assert.equal(`${sha}\n`, c.stdout.toString(), 'the guest read every byte the client sent, in order');
     } finally {
       r.child.kill('SIGTERM');
       await r.exited;

@@ -70,8 +70,12 @@ class GuestPorts {
   write(b: Buffer): void {
     for (const d of this.#devices) d.writeOwned(b);
   }
+  /** Idempotent per listener, so a resumed listener is never attached twice. */
   on(listener: (b: Buffer) => void): void {
-    for (const d of this.#devices) d.on('data', listener);
+    for (const d of this.#devices) {
+      d.off('data', listener);
+      d.on('data', listener);
+    }
   }
   off(listener: (b: Buffer) => void): void {
     for (const d of this.#devices) d.off('data', listener);
@@ -86,11 +90,21 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   child.stderr?.on('data', toDevice);
   // The child may exit without reading its stdin; EPIPE then is not an error of ours.
   child.stdin?.on('error', () => {});
+  // Input the child does not read yet must wait in the clients and the kernel, not pile up
+  // here: while its stdin pipe is full we stop taking device input (the device stops reading
+  // its clients, as a UART with a full receive FIFO would) and resume on 'drain'.
+  let exited = false;
   const toChild = (b: Buffer): void => {
-    child.stdin?.write(b);
+    if (child.stdin?.write(b) === false) device.off(toChild);
   };
+  child.stdin?.on('drain', () => {
+    if (!exited) device.on(toChild);
+  });
   device.on(toChild);
-  const done = waitExit(child).finally(() => device.off(toChild));
+  const done = waitExit(child).finally(() => {
+    exited = true;
+    device.off(toChild);
+  });
   return { child, done };
 }
 
