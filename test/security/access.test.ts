@@ -46,22 +46,27 @@ for spec in sys.argv[1:]:
 print(json.dumps(out), flush=True)
 `;
 
-function probeAs(uid: number | undefined, specs: readonly string[]): Promise<Record<string, string>> {
-  const argv = uid === undefined ? [SYSTEM_PYTHON] : ['/usr/bin/setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', SYSTEM_PYTHON];
+/** Runs `argv` (a Python command line) and parses the one JSON document it prints. */
+function pythonJson<T>(argv: readonly string[], what: string, cwd?: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, [...argv.slice(1), '-c', PY_PROBE, ...specs], { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     child.once('close', () => {
       try {
-        resolve(JSON.parse(out) as Record<string, string>);
+        resolve(JSON.parse(out) as T);
       } catch {
-        reject(new Error(`probe failed: ${err}`));
+        reject(new Error(`${what} failed: ${err}`));
       }
     });
   });
+}
+
+function probeAs(uid: number | undefined, specs: readonly string[]): Promise<Record<string, string>> {
+  const argv = uid === undefined ? [SYSTEM_PYTHON] : ['/usr/bin/setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', SYSTEM_PYTHON];
+  return pythonJson([...argv, '-c', PY_PROBE, ...specs], 'probe', '/');
 }
 
 interface HttpTry {
@@ -88,20 +93,7 @@ print(json.dumps(out), flush=True)
 `;
 
 function httpStatuses(tries: readonly HttpTry[]): Promise<Array<number | string>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, ['-c', PY_HTTP, JSON.stringify(tries)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    child.once('close', () => {
-      try {
-        resolve(JSON.parse(out) as Array<number | string>);
-      } catch {
-        reject(new Error(`python http.client failed: ${err}`));
-      }
-    });
-  });
+  return pythonJson([PYTHON, '-c', PY_HTTP, JSON.stringify(tries)], 'python http.client');
 }
 
 const WS_HEADERS = { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' };
