@@ -36,7 +36,9 @@ if [ ! -s "$kernel" ]; then
 fi
 
 busybox=/bin/busybox
-if [ ! -x "$busybox" ] || ! "$busybox" --list | grep -qx cttyhack; then
+# grep without -q: under pipefail, grep -q leaving early makes busybox die of SIGPIPE and
+# the pipeline fail now and then although cttyhack is there.
+if [ ! -x "$busybox" ] || ! "$busybox" --list | grep -x cttyhack >/dev/null; then
   echo "guest-kit: $busybox is missing (apt-get install busybox-static)" >&2
   exit 1
 fi
