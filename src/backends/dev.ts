@@ -102,9 +102,8 @@ function createSerial(ctx: BackendContext, path: string): Backend {
     filename: 'serial',
     where: `${id}: serial device ${path}${tty ? '' : ' (not a tty: output only)'}`,
     openAtStart: true,
-    get droppedBytes() {
-      return writer.droppedBytes;
-    },
+    // The writer's refusals come back as short writes: the frontend's to retry or discard.
+    droppedBytes: 0,
     write: (data) => (stopped ? 0 : writer.write(data)),
     setReading(on) {
       if (on) reader?.resume();

@@ -56,7 +56,6 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
   const sockets: net.Socket[] = [];
   let input: net.Socket;
   let output: net.Socket;
-  let dropped = 0;
   let failed = false;
   const onError = (err: Error): void => {
     if (failed) return;
@@ -86,15 +85,13 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
     filename: 'pipe',
     where: pair ? `${ctx.id}: pipe ${path}.in (to guest), ${path}.out (from guest)` : `${ctx.id}: pipe ${path}`,
     openAtStart: true,
-    get droppedBytes() {
-      return dropped;
-    },
+    // Refused bytes are the frontend's to retry or discard (Chardev.discard).
+    droppedBytes: 0,
     write(data) {
       if (failed || output.destroyed) return 0;
       // net.Socket queues without limit; cap it so a stalled reader cannot grow memory.
       const room = PIPE_MAX_QUEUED_BYTES - output.writableLength;
       const take = Math.max(0, Math.min(room, data.length));
-      if (take < data.length) dropped += data.length - take;
       if (take > 0) output.write(Buffer.from(data.subarray(0, take)));
       return take;
     },

@@ -73,7 +73,11 @@ export interface Backend {
    * never throws and never buffers without bound.
    */
   write(data: Uint8Array): number;
-  /** Bytes the backend accepted but threw away (no client, full queue), since start. */
+  /**
+   * Bytes the backend accepted (or reported as written) but threw away (no client, a full
+   * client queue), since start. Bytes `write` refused are not counted here: the frontend may
+   * retry them, and tells the device with `Chardev.discard` when it gives up instead.
+   */
   readonly droppedBytes: number;
   /** Resolves once output accepted so far has left user space (or cannot anymore). */
   drained?(): Promise<void>;

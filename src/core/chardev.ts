@@ -81,6 +81,8 @@ export class Chardev {
   #stopped = false;
   #fromGuest = 0;
   #toGuest = 0;
+  /** Refused bytes the frontend gave up on (discard). */
+  #discarded = 0;
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
@@ -146,7 +148,16 @@ export class Chardev {
     return this.#backend?.boundService;
   }
   get counters(): ChardevCounters {
-    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: (this.#backend?.droppedBytes ?? 0) + this.hub.missedBytes };
+    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: (this.#backend?.droppedBytes ?? 0) + this.hub.missedBytes + this.#discarded };
+  }
+
+  /**
+   * The frontend gives up on `n` bytes `write` refused (a UART dropping what its full FIFO
+   * could not pass on): counted in `counters.dropped`. A frontend that retries them later
+   * does not call this, so nothing is counted twice.
+   */
+  discard(n: number): void {
+    if (Number.isInteger(n) && n > 0) this.#discarded += n;
   }
 
   /**

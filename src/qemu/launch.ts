@@ -283,6 +283,7 @@ class PortBridge {
       else if (n > 0) this.#pending.set(d, { rest: p.rest.subarray(n), since: now });
       else if (now - p.since >= STALL_DROP_MS) {
         this.dropped += p.rest.length;
+        d.discard(p.rest.length);
         this.#pending.delete(d);
       }
     }

@@ -51,6 +51,34 @@ describe('pipe backend (real FIFOs)', () => {
     }
   });
 
+  it('refused output is the frontend\'s: not counted as dropped until it calls discard; everything accepted arrives', T, async () => {
+    const base = path.join(dir, 'refuse');
+    linuxPlatform.mkfifo(`${base}.in`, 0o600);
+    linuxPlatform.mkfifo(`${base}.out`, 0o600);
+    const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
+    try {
+      const dev = d.device('serial0');
+      // Nobody reads PATH.out: the FIFO (64 KiB) and then the backend's bounded queue fill.
+      const chunk = payload(65536 - 256);
+      let accepted = 0;
+      let refused = 0;
+      for (let i = 0; i < 64 && refused === 0; i++) {
+        const n = dev.write(chunk);
+        accepted += n;
+        refused = chunk.length - n;
+        await sleep(1);
+      }
+      assert.ok(refused > 0, 'the backend refused some output');
+      assert.equal(dev.counters.dropped, 0, 'a refusal the frontend may retry is not a drop');
+      dev.discard(refused);
+      assert.equal(dev.counters.dropped, refused, 'what the frontend gives up on is counted once');
+      const got = await run('head', ['-c', String(accepted), `${base}.out`]);
+      assert.equal(got.stdout.length, accepted, 'every accepted byte reaches the reader');
+    } finally {
+      await d.stop();
+    }
+  });
+
   it('falls back to PATH for both directions when PATH.in/.out do not exist (reads back its own output)', T, async () => {
     const fifo = path.join(dir, 'single');
     linuxPlatform.mkfifo(fifo, 0o600);

@@ -68,7 +68,10 @@ class GuestPorts {
    * `b` is a chunk fresh from the guest's stream, never reused: the devices share it.
    */
   write(b: Buffer): void {
-    for (const d of this.#devices) d.writeOwned(b);
+    for (const d of this.#devices) {
+      const n = d.writeOwned(b);
+      if (n < b.length) d.discard(b.length - n);
+    }
   }
   /** Idempotent per listener, so a resumed listener is never attached twice. */
   on(listener: (b: Buffer) => void): void {
