@@ -78,10 +78,17 @@ function createSerial(ctx: BackendContext, path: string): Backend {
   const { platform, events, id } = ctx;
   const tty = platform.isatty(fd);
   let writer: ByteWriter;
+  /** write() refused bytes since the writer last emptied: 'writable' is due. */
+  let refused = false;
   let reader: ByteReader | undefined;
   try {
     if (tty) platform.setSerialRaw(fd, 115200);
     writer = platform.openWriter(fd, {
+      onDrain: () => {
+        if (!refused) return;
+        refused = false;
+        events.writable?.();
+      },
       onError: (err) => events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: ${path}: ${err.message}`, { cause: err })),
     });
     if (tty) {
@@ -104,7 +111,12 @@ function createSerial(ctx: BackendContext, path: string): Backend {
     openAtStart: true,
     // The writer's refusals come back as short writes: the frontend's to retry or discard.
     droppedBytes: 0,
-    write: (data) => (stopped ? 0 : writer.write(data)),
+    write: (data) => {
+      if (stopped) return 0;
+      const n = writer.write(data);
+      if (n < data.length) refused = true;
+      return n;
+    },
     setReading(on) {
       if (on) reader?.resume();
       else reader?.pause();

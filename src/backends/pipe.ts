@@ -57,6 +57,8 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
   let input: net.Socket;
   let output: net.Socket;
   let failed = false;
+  /** write() refused bytes since the last drain: 'writable' is due. */
+  let refused = false;
   const onError = (err: Error): void => {
     if (failed) return;
     failed = true;
@@ -80,6 +82,12 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
   for (const s of sockets) s.on('error', onError);
   input.pause();
   input.on('data', (chunk: Buffer) => ctx.events.receive(chunk));
+  // A refusal means the socket's queue is past its high-water mark, so 'drain' follows.
+  output.on('drain', () => {
+    if (!refused) return;
+    refused = false;
+    ctx.events.writable?.();
+  });
 
   return {
     filename: 'pipe',
@@ -92,6 +100,7 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
       // net.Socket queues without limit; cap it so a stalled reader cannot grow memory.
       const room = PIPE_MAX_QUEUED_BYTES - output.writableLength;
       const take = Math.max(0, Math.min(room, data.length));
+      if (take < data.length) refused = true;
       if (take > 0) output.write(Buffer.from(data.subarray(0, take)));
       return take;
     },

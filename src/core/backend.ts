@@ -25,6 +25,11 @@ export interface BackendEvents {
   readonly break: () => void;
   /** A run-time failure of this backend; reported once per cause. */
   readonly error: (err: ChardevError) => void;
+  /**
+   * After `write` refused bytes (returned short): the backend can take output again (QEMU's
+   * qemu_chr_fe_add_watch(G_IO_OUT)). Backends that never refuse need not call it.
+   */
+  readonly writable?: () => void;
 }
 
 export interface RotationOptions {

@@ -26,6 +26,11 @@ export interface ChardevEvents {
   error: (err: ChardevError) => void;
   /** A client attached, left, or changed role (see Hub). */
   client: (change: 'attached' | 'detached' | 'role', client: ClientInfo) => void;
+  /**
+   * After `write` returned short: the device can take output again, so a frontend retries
+   * now instead of on a timer (QEMU's qemu_chr_fe_add_watch(G_IO_OUT)). Once per refusal streak.
+   */
+  writable: () => void;
 }
 
 export type ChardevEvent = keyof ChardevEvents;
@@ -76,7 +81,7 @@ export class Chardev {
   readonly def: ChrDeviceDef;
   #backend: Backend | undefined;
   #log: LogTee | undefined;
-  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [], client: [] };
+  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [], client: [], writable: [] };
   #isOpen = false;
   #stopped = false;
   #fromGuest = 0;
@@ -272,6 +277,11 @@ export class Chardev {
   breakReceived(): void {
     if (this.#stopped) return;
     for (const l of [...this.#listeners.break]) l();
+  }
+  /** @internal The backend can take output again after refusing some. */
+  writableAgain(): void {
+    if (this.#stopped) return;
+    for (const l of [...this.#listeners.writable]) l();
   }
   /** @internal Listeners get it; without one it goes to the domain's onError. */
   reportError(err: ChardevError, fallback?: (err: ChardevError) => void): void {

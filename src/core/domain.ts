@@ -258,6 +258,7 @@ async function startDevice(start: StartContext, alias: string, id: string, dev: 
       closed: () => chardev.closed(),
       break: () => chardev.breakReceived(),
       error: (err) => chardev.reportError(err),
+      writable: () => chardev.writableAgain(),
     },
     domainLog: () => openDomainLog(start, id, 'a stdio device writes the domain log'),
   });

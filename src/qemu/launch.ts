@@ -191,7 +191,8 @@ const STALL_DROP_MS = 5000;
 /**
  * One guest port's connection from QEMU, bridged to its devices. Guest output a device
  * refuses for now (a pipe or host tty whose reader is slow) is retried with QEMU's socket
- * paused, as QEMU's serial waits for its backend; device input is read only while QEMU's
+ * paused — when the device says it is writable again, or on a backing-off timer — as QEMU's
+ * serial waits for its backend; device input is read only while QEMU's
  * socket takes it (the device's 'data' listener comes and goes with the socket's drain).
  */
 class PortBridge {
@@ -210,6 +211,11 @@ class PortBridge {
 
   constructor(devices: readonly Chardev[]) {
     this.#devices = devices;
+    // A device that refused output says when it can take more: retry then, not on the next
+    // timer. Backends without that signal are still retried on the timer.
+    for (const d of devices) d.on('writable', () => {
+      if (this.#pending.has(d)) this.#retryPending(5);
+    });
   }
 
   get isConnected(): boolean {

@@ -51,13 +51,15 @@ describe('pipe backend (real FIFOs)', () => {
     }
   });
 
-  it('refused output is the frontend\'s: not counted as dropped until it calls discard; everything accepted arrives', T, async () => {
+  it("refused output is the frontend's: not dropped until it calls discard; 'writable' once the reader catches up; everything accepted arrives", T, async () => {
     const base = path.join(dir, 'refuse');
     linuxPlatform.mkfifo(`${base}.in`, 0o600);
     linuxPlatform.mkfifo(`${base}.out`, 0o600);
     const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
     try {
       const dev = d.device('serial0');
+      let writable = 0;
+      dev.on('writable', () => writable++);
       // Nobody reads PATH.out: the FIFO (64 KiB) and then the backend's bounded queue fill.
       const chunk = payload(65536 - 256);
       let accepted = 0;
@@ -72,8 +74,11 @@ describe('pipe backend (real FIFOs)', () => {
       assert.equal(dev.counters.dropped, 0, 'a refusal the frontend may retry is not a drop');
       dev.discard(refused);
       assert.equal(dev.counters.dropped, refused, 'what the frontend gives up on is counted once');
+      assert.equal(writable, 0, 'not writable while the reader is away');
       const got = await run('head', ['-c', String(accepted), `${base}.out`]);
       assert.equal(got.stdout.length, accepted, 'every accepted byte reaches the reader');
+      await waitFor(() => writable === 1, "'writable' once the queue drained");
+      assert.equal(dev.write(Buffer.from('more')), 4, 'and output is taken again');
     } finally {
       await d.stop();
     }

@@ -368,6 +368,27 @@ describe('dev backend on the fake platform', () => {
     assert.equal(far.closed, true);
   });
 
+  it("a serial line that cannot take more refuses output (not a drop) and says 'writable' when it can again", QUICK, async (t) => {
+    const fake = new FakePlatform();
+    const line = fake.addDevice(CHAR_DEV, { tty: true });
+    const domain = await start(t, `<serial type='dev'><source path='${CHAR_DEV}'/></serial>`, { platform: fake });
+    const dev = domain.device('serial0');
+    let writable = 0;
+    dev.on('writable', () => writable++);
+    line.setWritable(false);
+    const big = Buffer.alloc(2 * 1024 * 1024, 0x55);
+    const n = dev.write(big);
+    assert.ok(n > 0 && n < big.length, `the writer's bound cut the write (took ${n})`);
+    assert.equal(dev.counters.dropped, 0, 'a refusal is the frontend’s to retry, not a drop');
+    assert.equal(writable, 0);
+    line.setWritable(true);
+    assert.equal(writable, 1, "'writable' once the line took the queue");
+    assert.equal(line.takeOutput().length, n, 'every accepted byte went out');
+    assert.equal(dev.write(Buffer.from('more')), 4);
+    assert.equal(writable, 1, 'no refusal, no second event');
+    await domain.stop();
+  });
+
   it('a serial device that is not a tty is output-only and its line settings are left alone', QUICK, async (t) => {
     const fake = new FakePlatform();
     const sink = fake.addDevice(CHAR_DEV);
