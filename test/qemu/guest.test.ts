@@ -185,7 +185,13 @@ describe('chardev qemu with a real guest', () => {
     const clients: Proc[] = [];
     try {
       // Clients attach as soon as the host interfaces exist, before the guest prints anything.
-      await c.until(() => /listening on telnet:127\.0\.0\.1:\d+/.test(c.stdout()) && /redirected to \/dev\/pts\/\d+ \(label charserial1\)/.test(c.stdout()), 'the host interfaces', 20000);
+      // The port lines come after the host interfaces' own lines: wait for them too, not just
+      // the first (asserting right after the interfaces appeared raced with their printing).
+      await c.until(
+        () => /listening on telnet:127\.0\.0\.1:\d+/.test(c.stdout()) && /redirected to \/dev\/pts\/\d+ \(label charserial1\)/.test(c.stdout()) && /^charserial3: QEMU monitor \(HMP\)$/m.test(c.stdout()),
+        'the host interfaces and the guest ports',
+        20000,
+      );
       const port = /charserial0: listening on telnet:127\.0\.0\.1:(\d+)/.exec(c.stdout())?.[1] as string;
       const pts = /redirected to (\/dev\/pts\/\d+) \(label charserial1\)/.exec(c.stdout())?.[1] as string;
       assert.match(c.stdout(), /^charserial0, charserial1, charserial2: guest serial0 \(-device isa-serial\)$/m);
