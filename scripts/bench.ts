@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PINGPONG_PY, READER_PY } from './bench/peers.ts';
-import { BenchError, cleanup, cleanupSync, commandOutput, makeScratch, resolvePython } from './bench/procs.ts';
+import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython } from './bench/procs.ts';
 import { fanOut, fileWrite, idleDevices, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 
 const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file'] as const;
@@ -78,16 +78,6 @@ interface Machine {
   kernel: string;
   loadAverage: number[];
   openFilesLimit: { soft: number | null; hard: number | null };
-}
-
-function fdLimits(): { soft: number | null; hard: number | null } {
-  try {
-    const m = /Max open files\s+(\S+)\s+(\S+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
-    const num = (s: string | undefined): number | null => (s === undefined || s === 'unlimited' ? null : Number(s));
-    return { soft: num(m?.[1]), hard: num(m?.[2]) };
-  } catch {
-    return { soft: null, hard: null };
-  }
 }
 
 function machine(): Machine {

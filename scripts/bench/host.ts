@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import { fdLimits } from './procs.ts';
 import type { EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
 const CD_NS = 'urn:chardev:1';
@@ -260,16 +261,6 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
     send({ event: 'result', bytesFromGuest: written, dropped: 0, clients: [], cpuUserUs: 0, cpuSystemUs: 0, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
     void finish(0);
   });
-}
-
-function fdLimits(): { soft: number | null; hard: number | null } {
-  try {
-    const m = /Max open files\s+(\S+)\s+(\S+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
-    const num = (s: string | undefined): number | null => (s === undefined || s === 'unlimited' ? null : Number(s));
-    return { soft: num(m?.[1]), hard: num(m?.[2]) };
-  } catch {
-    return { soft: null, hard: null };
-  }
 }
 
 /** CPU time (ns) of every thread of this process, by thread id. */

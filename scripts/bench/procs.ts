@@ -233,3 +233,14 @@ export function commandOutput(cmd: string, args: readonly string[]): string | un
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** This process's open-files limit (soft, hard; null for unlimited or unreadable). */
+export function fdLimits(): { soft: number | null; hard: number | null } {
+  try {
+    const m = /Max open files\s+(\S+)\s+(\S+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    const num = (s: string | undefined): number | null => (s === undefined || s === 'unlimited' ? null : Number(s));
+    return { soft: num(m?.[1]), hard: num(m?.[2]) };
+  } catch {
+    return { soft: null, hard: null };
+  }
+}
