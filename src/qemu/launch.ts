@@ -26,6 +26,7 @@ import type { LoadedDomain } from '../config/domain.ts';
 import { chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
 import type { Chardev } from '../core/chardev.ts';
 import type { Domain } from '../core/domain.ts';
+import { exitStatus } from '../core/exit-status.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { QmpClient } from '../control/qmp-client.ts';
 import { ChardevError } from '../errors.ts';
@@ -302,11 +303,6 @@ class PortBridge {
   }
 }
 
-function statusOf(code: number | null, signal: NodeJS.Signals | null): number {
-  if (code !== null) return code;
-  const n = signal === null ? undefined : os.constants.signals[signal];
-  return 128 + (n ?? 1);
-}
 
 /** UNIX socket paths must fit sockaddr_un (108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
@@ -389,7 +385,7 @@ export class QemuProcess {
       // The guest's last output is in the sockets QEMU just closed: let it arrive.
       await Promise.race([Promise.all(bridges.map((b) => b.closed)), new Promise((r) => setTimeout(r, 1000).unref())]);
       this.#release();
-      const status = statusOf(code, signal);
+      const status = exitStatus(code, signal);
       const lastError = stderrTail.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
       log(Buffer.from(`${timestamp()}: qemu exited (${signal !== null ? `signal ${signal}` : `status ${code}`})${this.#stopRequested ? ', as chardev asked' : ''}\n`));
       return { code, signal, status, lastError, stopRequested: this.#stopRequested };

@@ -7,12 +7,12 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { startDomain } from '../../core/domain.ts';
+import { exitStatus } from '../../core/exit-status.ts';
 import { linuxPlatform, tuneAllocatorForStreaming, type ByteReader, type ByteWriter } from '../../platform/index.ts';
 import { defaultRunDir, ensureRunDir } from '../../core/status.ts';
 import { CliError, readDomain } from '../io.ts';
@@ -34,12 +34,6 @@ interface RunFlags extends DriverFlags {
   web?: string;
 }
 
-/** Exit status the way a shell reports it: the code, or 128 + signal number. */
-function statusOf(code: number | null, signal: NodeJS.Signals | null): number {
-  if (code !== null) return code;
-  const n = signal === null ? undefined : os.constants.signals[signal];
-  return 128 + (n ?? 1);
-}
 
 interface GuestIo {
   /** Resolves with the child's exit status once its output has been relayed. */
@@ -50,7 +44,7 @@ interface GuestIo {
 function waitExit(child: ChildProcess): Promise<number> {
   return new Promise((resolve, reject) => {
     child.once('error', (e) => reject(new CliError(`run: cannot start ${child.spawnfile}: ${e.message}`, 127)));
-    child.once('close', (code, signal) => resolve(statusOf(code, signal)));
+    child.once('close', (code, signal) => resolve(exitStatus(code, signal)));
   });
 }
 
