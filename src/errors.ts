@@ -29,6 +29,8 @@ export type RuntimeErrorCode =
   | 'ERR_CONNECT'
   | 'ERR_TLS_CREDENTIALS'
   | 'ERR_TLS_HANDSHAKE'
+  /** A client that held the guest took nothing for the device's stall limit and was released. */
+  | 'ERR_CLIENT_STALLED'
   | 'ERR_USAGE'
   /** The emulator chardev runs as the guest (`chardev qemu`) failed to start or exited with an error. */
   | 'ERR_GUEST';

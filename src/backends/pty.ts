@@ -40,6 +40,8 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   let timer: NodeJS.Timeout | undefined;
   let discarded = 0;
   const writer = platform.openWriter(masterFd, {
+    // The guest may be waiting for the reader to take more.
+    onDrain: () => client?.drained(),
     onError: (err) => events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${err.message}`, { cause: err })),
   });
 

@@ -379,6 +379,8 @@ class SocketBackend implements Backend {
     this.#failing = false;
     // Errors end in 'close', which is where the peer is let go.
     stream.on('error', () => {});
+    // The guest may be waiting for this peer to take more.
+    stream.on('drain', () => client.drained());
     if (peer.onRawClose !== undefined) peer.raw.off('close', peer.onRawClose);
     if (this.#spec.server && this.#spec.telnet) {
       const decoder = new TelnetDecoder({ data: (c) => client.input(c), break: () => client.break() });

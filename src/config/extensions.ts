@@ -6,13 +6,13 @@
  */
 import type { ConfigErrorCode, LibvirtErrorClass } from '../errors.ts';
 import type { ConfigError } from '../errors.ts';
-import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, RotateExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
+import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, RotateExtensionDef, StallExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
 import { attr, type XmlElement } from './xml.ts';
 
 export const CHARDEV_NS = 'urn:chardev:1';
 
 /** Extension elements chardev knows; anything else in the namespace is a typo worth reporting. */
-export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients', 'web', 'rotate'] as const;
+export const EXTENSION_ELEMENTS = ['tls', 'history', 'clients', 'web', 'rotate', 'stall'] as const;
 
 export type ErrorAt = (node: XmlElement, code: ConfigErrorCode, cls: LibvirtErrorClass, detail: string) => ConfigError;
 
@@ -42,6 +42,8 @@ export const MAX_CLIENTS = 256;
 export const MAX_QUEUE_BYTES = 64 * 1024 * 1024;
 export const MAX_ROTATE_BYTES = 1024 * 1024 * 1024 * 1024;
 export const MAX_ROTATE_BACKUPS = 1000;
+/** A day: a longer stall limit is a typo for "none". */
+export const MAX_STALL_SECONDS = 86_400;
 /** virtlogd's: the domain log rotates the same way. */
 export const DEFAULT_ROTATE: RotateExtensionDef = { sizeBytes: 2 * 1024 * 1024, backups: 3 };
 
@@ -75,6 +77,16 @@ function parseClients(el: XmlElement, errAt: ErrorAt): ClientsExtensionDef {
     out.slow = slow;
   }
   return out;
+}
+
+function parseStall(el: XmlElement, errAt: ErrorAt): StallExtensionDef {
+  const timeout = positiveInt(el, 'timeout', MAX_STALL_SECONDS, errAt);
+  if (timeout === undefined) throw errAt(el, 'ERR_CONFIG_MISSING', 'XML error', `missing attribute 'timeout' (seconds) in element '${el.tagName}'`);
+  const action = attr(el, 'action') ?? 'drop';
+  if (action !== 'drop' && action !== 'disconnect') {
+    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'action' in element '${el.tagName}': '${action}'. Expected 'drop' or 'disconnect'`);
+  }
+  return { timeoutSec: timeout, action };
 }
 
 function parseRotate(el: XmlElement, errAt: ErrorAt): RotateExtensionDef {
@@ -117,6 +129,7 @@ export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt)
     else if (name === 'history') ext.history = parseHistory(el, errAt);
     else if (name === 'web') ext.web = parseWeb(el, errAt);
     else if (name === 'rotate') ext.rotate = parseRotate(el, errAt);
+    else if (name === 'stall') ext.stall = parseStall(el, errAt);
     else ext.clients = parseClients(el, errAt);
   }
   return ext;

@@ -212,6 +212,16 @@ export interface ClientsExtensionDef {
 }
 
 /**
+ * `<chardev:stall timeout action>`: a client that holds the guest (the writer) but has taken
+ * no output for `timeoutSec` stops holding it — it misses output until it catches up
+ * (`drop`), or is disconnected. Without it a stalled client holds the guest, as in QEMU.
+ */
+export interface StallExtensionDef {
+  timeoutSec: number;
+  action: 'drop' | 'disconnect';
+}
+
+/**
  * `<chardev:rotate size backups>`: rotate the device's `<log>` file (and a `file` device's
  * file) by size, like virtlogd rotates the domain log.
  */
@@ -235,6 +245,7 @@ export interface DeviceExtensions {
   history?: HistoryExtensionDef;
   clients?: ClientsExtensionDef;
   rotate?: RotateExtensionDef;
+  stall?: StallExtensionDef;
 }
 
 interface DeviceCommon {

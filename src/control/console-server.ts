@@ -153,5 +153,7 @@ function attach(domain: Domain, device: Chardev, hello: ConsoleHello, sock: net.
   const c = client;
   sock.on('data', (b: Buffer) => c.input(b));
   sock.on('close', () => c.detach());
+  // The guest may be waiting for this console to take more.
+  sock.on('drain', () => c.drained());
   if (rest.length > 0) c.input(rest);
 }

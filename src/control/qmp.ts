@@ -42,7 +42,7 @@ import type { ChrSourceDef, LogDef, OnOff } from '../config/types.ts';
 import type { Chardev } from '../core/chardev.ts';
 import type { AddDeviceOptions, Domain } from '../core/domain.ts';
 import { unlinkQuietly } from '../core/files.ts';
-import type { ClientInfo } from '../core/hub.ts';
+import type { ClientChange, ClientInfo } from '../core/hub.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { ChardevError } from '../errors.ts';
 import { JsonLimitError, JsonSplitter, MAX_NESTING, JsonSyntaxError, parseQmpJson, qemuJson, type Json, type JsonObject } from './qmp-json.ts';
@@ -359,8 +359,17 @@ function clientJson(c: ClientInfo): JsonObject {
     since: c.since,
     'bytes-sent': c.bytesSent,
     'bytes-missed': c.bytesMissed,
+    released: c.released,
   };
 }
+
+/** QMP events for hub changes; CHARDEV_CLIENT_STALLED is the stall limit releasing a client. */
+const CLIENT_EVENTS: Record<ClientChange, string> = {
+  attached: 'CHARDEV_CLIENT_ATTACHED',
+  detached: 'CHARDEV_CLIENT_DETACHED',
+  role: 'CHARDEV_CLIENT_ROLE',
+  stalled: 'CHARDEV_CLIENT_STALLED',
+};
 
 function timestamp(): JsonObject {
   const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
@@ -563,7 +572,7 @@ class QmpServerImpl implements QmpServer {
   readonly #options: QmpServerOptions;
   readonly #server: net.Server;
   readonly #sessions = new Map<net.Socket, Session>();
-  readonly #listeners = new Map<Chardev, (change: 'attached' | 'detached' | 'role', client: ClientInfo) => void>();
+  readonly #listeners = new Map<Chardev, (change: ClientChange, client: ClientInfo) => void>();
   #unwatch: (() => void) | undefined;
   /** chardev-add / chardev-remove run one at a time, so checks and changes do not interleave. */
   #ops: Promise<unknown> = Promise.resolve();
@@ -605,8 +614,8 @@ class QmpServerImpl implements QmpServer {
 
   #subscribe(dev: Chardev): void {
     if (this.#listeners.has(dev)) return;
-    const listener = (change: 'attached' | 'detached' | 'role', client: ClientInfo): void => {
-      const event = change === 'attached' ? 'CHARDEV_CLIENT_ATTACHED' : change === 'detached' ? 'CHARDEV_CLIENT_DETACHED' : 'CHARDEV_CLIENT_ROLE';
+    const listener = (change: ClientChange, client: ClientInfo): void => {
+      const event = CLIENT_EVENTS[change];
       this.#broadcast(event, { id: dev.id, client: clientJson(client) });
     };
     this.#listeners.set(dev, listener);

@@ -8,12 +8,18 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientInfo } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo } from './hub.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
 /** Per-client output queue bound when the XML does not say. */
 export const DEFAULT_CLIENT_QUEUE_BYTES = 1024 * 1024;
+/**
+ * Guest output in flight to the writer client before `write` takes no more (QEMU holds
+ * none: its frontend retries). Large enough to keep a fast reader busy across a turn of
+ * the event loop, small enough that a device waiting for its client costs little.
+ */
+export const WRITER_IN_FLIGHT_BYTES = 256 * 1024;
 
 export interface ChardevEvents {
   /** Host → guest bytes. Input is read only while at least one 'data' listener exists. */
@@ -24,11 +30,12 @@ export interface ChardevEvents {
   break: () => void;
   /** A run-time failure of this device, reported once; the device and the domain keep running. */
   error: (err: ChardevError) => void;
-  /** A client attached, left, or changed role (see Hub). */
-  client: (change: 'attached' | 'detached' | 'role', client: ClientInfo) => void;
+  /** A client attached, left, changed role, or was released by the stall limit (see Hub). */
+  client: (change: ClientChange, client: ClientInfo) => void;
   /**
-   * After `write` returned short: the device can take output again, so a frontend retries
-   * now instead of on a timer (QEMU's qemu_chr_fe_add_watch(G_IO_OUT)). Once per refusal streak.
+   * After `write` returned short: the device can take output again (QEMU's
+   * qemu_chr_fe_add_watch(G_IO_OUT)). Once per refusal; a frontend keeps what was refused,
+   * stops producing, and retries when this fires.
    */
   writable: () => void;
 }
@@ -88,6 +95,8 @@ export class Chardev {
   #toGuest = 0;
   /** Refused bytes the frontend gave up on (discard). */
   #discarded = 0;
+  /** The last `write` took less than it was given: 'writable' is due. */
+  #refused = false;
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
@@ -107,7 +116,10 @@ export class Chardev {
       maxClients: ext.clients?.max ?? DEFAULT_MAX_CLIENTS,
       queueBytes: ext.clients?.queueBytes ?? DEFAULT_CLIENT_QUEUE_BYTES,
       slowPolicy: ext.clients?.slow ?? 'drop',
+      holdBytes: Math.min(WRITER_IN_FLIGHT_BYTES, ext.clients?.queueBytes ?? DEFAULT_CLIENT_QUEUE_BYTES),
+      stall: ext.stall === undefined ? undefined : { limitMs: ext.stall.timeoutSec * 1000, action: ext.stall.action },
       history: this.history,
+      onWritable: () => this.writableAgain(),
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
       // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and
@@ -119,6 +131,10 @@ export class Chardev {
         if (this.#backend?.openAtStart !== true) this.closed();
       },
       onChange: (change, client) => {
+        if (change === 'stalled') {
+          const what = ext.stall?.action === 'disconnect' ? 'disconnected' : 'now misses output until it catches up';
+          this.reportError(new ChardevError('ERR_CLIENT_STALLED', `${id}: client ${client.label} took no output for ${ext.stall?.timeoutSec ?? 0} s; it ${what} and the guest goes on`));
+        }
         for (const l of [...this.#listeners.client]) l(change, client);
       },
     });
@@ -166,10 +182,13 @@ export class Chardev {
   }
 
   /**
-   * Guest output. Returns how many bytes were accepted (0 after stop). Accepted bytes are
-   * also written to the `<log>` file: the log sees exactly what the backend took, so a
-   * frontend that retries the rest later never logs a byte twice. The bytes are copied:
-   * the caller may reuse `data` at once.
+   * Guest output. Returns how many bytes were accepted, like a non-blocking write(2): fewer
+   * than given (maybe 0) while the connected client is behind or the host side cannot take
+   * more, and 'writable' follows once it can — QEMU's contract with its frontends. The
+   * frontend keeps the rest, stops producing (a UART holds its transmitter) and retries
+   * then; or gives up on it with `discard`. 0 after stop. Accepted bytes go to every client,
+   * the history and the `<log>` file exactly once, so a retry never logs a byte twice. The
+   * bytes are copied: the caller may reuse `data` at once.
    */
   write(data: Uint8Array): number {
     return this.#write(data, false);
@@ -186,7 +205,14 @@ export class Chardev {
 
   #write(data: Uint8Array, owned: boolean): number {
     if (this.#stopped || this.#backend === undefined || data.length === 0) return 0;
-    const n = this.#backend.write(data);
+    // The writer client's room first: what it cannot take now must not reach the backend either.
+    const room = this.hub.room(data.length);
+    if (room === 0) {
+      this.#refused = true;
+      return 0;
+    }
+    const n = this.#backend.write(room < data.length ? data.subarray(0, room) : data);
+    if (n < data.length) this.#refused = true;
     if (n > 0) {
       this.#fromGuest += n;
       // Transports keep references to what they are given, and callers reuse buffers: unless
@@ -278,9 +304,10 @@ export class Chardev {
     if (this.#stopped) return;
     for (const l of [...this.#listeners.break]) l();
   }
-  /** @internal The backend can take output again after refusing some. */
+  /** @internal The backend or the writer client can take output again after refusing some. */
   writableAgain(): void {
-    if (this.#stopped) return;
+    if (this.#stopped || !this.#refused) return;
+    this.#refused = false;
     for (const l of [...this.#listeners.writable]) l();
   }
   /** @internal Listeners get it; without one it goes to the domain's onError. */

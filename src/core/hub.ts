@@ -6,10 +6,14 @@
  * and when the writer leaves the longest-attached client that may write is promoted.
  * Role changes are told to the clients they concern.
  *
- * Every client has a bounded queue. The hub never waits for a client, so a stalled one
- * cannot slow the guest or the others: output that does not fit is counted as missed and,
- * by the device's policy, either skipped (the client is told how much, once it has room
- * again) or ends that client's session.
+ * Flow control is QEMU's: the writer gets every byte, in order, and holds the guest while it
+ * is behind — `room()` says how much output the device may take now (at most `holdBytes`
+ * in flight per writer), and `onWritable` fires once it can take more. Viewers never hold
+ * the guest: each has a bounded queue, and output that does not fit is counted as missed
+ * and, by the device's policy, either skipped (the client is told how much, once it has
+ * room again) or ends that client's session. A stall limit (opt-in) releases a writer that
+ * has taken nothing for that long: it then misses output like a viewer (or is
+ * disconnected) until it has caught up.
  */
 import type { HistoryRing } from './history.ts';
 
@@ -19,7 +23,11 @@ export type SlowClientPolicy = 'drop' | 'disconnect';
 
 /** What a transport offers the hub for one client. */
 export interface ClientSink {
-  /** Hand bytes to the transport (never blocks; the hub checks `queuedBytes` first). */
+  /**
+   * Hand bytes to the transport (never blocks; the hub checks `queuedBytes` first). A
+   * transport whose queue can fill calls `HubClient.drained()` once it has sent what it
+   * held (a socket's 'drain'), so a guest held by this client resumes.
+   */
   send(data: Buffer): void;
   /** Bytes handed over but not yet sent by the transport (net.Socket's writableLength). */
   readonly queuedBytes: number;
@@ -56,6 +64,17 @@ export interface ClientInfo {
   readonly bytesSent: number;
   /** Guest output this client did not get because its queue was full. */
   readonly bytesMissed: number;
+  /** A writer the stall limit released: it misses output instead of holding the guest until it catches up. */
+  readonly released: boolean;
+}
+
+export type ClientChange = 'attached' | 'detached' | 'role' | 'stalled';
+
+/** The stall limit (`<cd:stall>`): a writer that took nothing for `limitMs` stops holding the guest. */
+export interface StallPolicy {
+  readonly limitMs: number;
+  /** `drop`: it misses output until it has caught up; `disconnect`: its session ends. */
+  readonly action: SlowClientPolicy;
 }
 
 export interface HubOptions {
@@ -64,6 +83,9 @@ export interface HubOptions {
   /** Per-client queue bound in bytes. */
   readonly queueBytes: number;
   readonly slowPolicy: SlowClientPolicy;
+  /** Most guest output in flight to the writer before the guest waits (default: `queueBytes`). */
+  readonly holdBytes?: number;
+  readonly stall?: StallPolicy | undefined;
   readonly history?: HistoryRing | undefined;
   /** Writer input → guest. */
   readonly onInput: (data: Buffer) => void;
@@ -72,7 +94,9 @@ export interface HubOptions {
   readonly onFirstAttach?: () => void;
   readonly onLastDetach?: () => void;
   /** A client attached, left or changed role (control-socket events). */
-  readonly onChange?: (event: 'attached' | 'detached' | 'role', client: ClientInfo) => void;
+  readonly onChange?: (event: ClientChange, client: ClientInfo) => void;
+  /** After `room()` said less than was asked: the device can take more output now. */
+  readonly onWritable?: () => void;
 }
 
 export class HubClient {
@@ -87,6 +111,11 @@ export class HubClient {
   /** Missed since the client was last told. */
   missedUntold = 0;
   detached = false;
+  /** Released by the stall limit: treated as a viewer for output until its queue is empty. */
+  released = false;
+  /** Stall watch: the queue size last sampled, and when it last went down. */
+  lastQueued = 0;
+  progressAt = 0;
   readonly sink: ClientSink;
   readonly #hub: Hub;
 
@@ -106,6 +135,14 @@ export class HubClient {
   break(): void {
     this.#hub.breakFrom(this);
   }
+  /** The transport sent what it held (or some of it): a guest this client holds may go on. */
+  drained(): void {
+    this.#hub.drained(this);
+  }
+  /** Whether guest output waits for this client (the writer, unless the stall limit released it). */
+  get holds(): boolean {
+    return this.role === 'writer' && !this.released && !this.detached;
+  }
   /** The transport went away. */
   detach(): void {
     this.#hub.detach(this);
@@ -120,6 +157,7 @@ export class HubClient {
       since: this.since,
       bytesSent: this.bytesSent,
       bytesMissed: this.bytesMissed,
+      released: this.released,
     };
   }
 }
@@ -133,9 +171,104 @@ export class Hub {
   #reading = true;
   #inputDropped = 0;
   #missed = 0;
+  /** `room()` said less than was asked; `onWritable` is due once there is room. */
+  #wantRoom = false;
+  #stallTimer: NodeJS.Timeout | undefined;
 
   constructor(options: HubOptions) {
     this.#options = options;
+  }
+
+  get #holdBytes(): number {
+    return this.#options.holdBytes ?? this.#options.queueBytes;
+  }
+
+  /**
+   * How many bytes of guest output the device may take now: unlimited while no client holds
+   * the guest (nobody connected, or only viewers), else what the writer's in-flight bound
+   * leaves. Asking for more than there is arms `onWritable`.
+   */
+  room(wanted: number): number {
+    let room = Number.POSITIVE_INFINITY;
+    for (const c of this.#clients) if (c.holds) room = Math.min(room, Math.max(0, this.#holdBytes - c.sink.queuedBytes));
+    if (room < wanted && !this.#wantRoom) {
+      this.#wantRoom = true;
+      this.#watchStalls();
+    }
+    return room;
+  }
+
+  /** A client's transport sent what it held: the guest may go on, a released writer may hold again. */
+  drained(client: HubClient): void {
+    if (client.detached) return;
+    if (client.released && client.sink.queuedBytes === 0) {
+      client.released = false;
+      if (client.missedUntold > 0) {
+        client.sink.notice(`${client.missedUntold} bytes of output were dropped while this client was not reading`);
+        client.missedUntold = 0;
+      }
+      client.sink.notice('caught up: output waits for this client again');
+    }
+    this.#maybeWritable();
+  }
+
+  #maybeWritable(): void {
+    if (!this.#wantRoom) return;
+    let room = Number.POSITIVE_INFINITY;
+    for (const c of this.#clients) if (c.holds) room = Math.min(room, this.#holdBytes - c.sink.queuedBytes);
+    if (room <= 0) return;
+    this.#wantRoom = false;
+    this.#stopStallWatch();
+    this.#options.onWritable?.();
+  }
+
+  /**
+   * While the guest waits, sample each holding client's queue; one whose queue has not gone
+   * down for the stall limit is released (or disconnected), once, and reported.
+   */
+  #watchStalls(): void {
+    const stall = this.#options.stall;
+    if (stall === undefined || this.#stallTimer !== undefined) return;
+    const now = Date.now();
+    for (const c of this.#clients) {
+      c.lastQueued = c.sink.queuedBytes;
+      c.progressAt = now;
+    }
+    const everyMs = Math.max(20, Math.min(1000, Math.floor(stall.limitMs / 4)));
+    this.#stallTimer = setInterval(() => this.#checkStalls(stall), everyMs);
+    // A device waiting on a client must not keep the process alive on its own.
+    this.#stallTimer.unref();
+  }
+
+  #checkStalls(stall: StallPolicy): void {
+    if (!this.#wantRoom) {
+      this.#stopStallWatch();
+      return;
+    }
+    const now = Date.now();
+    for (const c of [...this.#clients]) {
+      if (!c.holds) continue;
+      const queued = c.sink.queuedBytes;
+      if (queued < c.lastQueued) c.progressAt = now;
+      c.lastQueued = queued;
+      if (now - c.progressAt < stall.limitMs) continue;
+      const seconds = stall.limitMs / 1000;
+      if (stall.action === 'disconnect') {
+        c.sink.close(`took no output for ${seconds} s: disconnected, as this device's stall limit says`);
+        this.#options.onChange?.('stalled', { ...c.info(), released: true });
+        this.detach(c);
+      } else {
+        c.released = true;
+        c.sink.notice(`took no output for ${seconds} s: output no longer waits for this client; it misses what does not fit until it catches up`);
+        this.#options.onChange?.('stalled', c.info());
+      }
+    }
+    this.#maybeWritable();
+  }
+
+  #stopStallWatch(): void {
+    if (this.#stallTimer !== undefined) clearInterval(this.#stallTimer);
+    this.#stallTimer = undefined;
   }
 
   get size(): number {
@@ -209,20 +342,28 @@ export class Hub {
       const next = this.#clients.find((c) => !c.readonly);
       if (next !== undefined) this.#setRole(next, 'writer', `${client.label} left; you are the writer now`);
     }
-    if (this.#clients.length === 0) this.#options.onLastDetach?.();
+    if (this.#clients.length === 0) {
+      this.#stopStallWatch();
+      this.#options.onLastDetach?.();
+    }
+    // The guest may have been waiting for this client.
+    this.#maybeWritable();
   }
 
-  /** Guest output to every client, each within its own bound. */
+  /**
+   * Guest output to every client. A client that holds the guest takes it whole (`room()`
+   * was asked first); the others each within their own bound.
+   */
   broadcast(data: Buffer): void {
     if (data.length === 0) return;
     const { queueBytes, slowPolicy } = this.#options;
     for (const client of [...this.#clients]) {
       const sink = client.sink;
-      if (sink.queuedBytes + data.length > queueBytes) {
+      if (!client.holds && sink.queuedBytes + data.length > queueBytes) {
         client.bytesMissed += data.length;
         client.missedUntold += data.length;
         this.#missed += data.length;
-        if (slowPolicy === 'disconnect') {
+        if (slowPolicy === 'disconnect' && !client.released) {
           sink.close(`output queue full (${queueBytes} bytes): disconnected, as this device's policy says`);
           this.detach(client);
         }
@@ -261,6 +402,7 @@ export class Hub {
 
   /** End every session (device stop). */
   closeAll(reason: string): void {
+    this.#stopStallWatch();
     for (const c of [...this.#clients]) {
       c.sink.close(reason);
       this.detach(c);
@@ -272,5 +414,7 @@ export class Hub {
     client.role = role;
     client.sink.notice(notice);
     this.#options.onChange?.('role', client.info());
+    // A demoted writer no longer holds the guest.
+    this.#maybeWritable();
   }
 }

@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import type { LoadedDomain } from '../config/domain.ts';
 import { chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
 import type { Chardev } from '../core/chardev.ts';
+import { OutputPump } from '../core/output-pump.ts';
 import type { Domain } from '../core/domain.ts';
 import { exitStatus } from '../core/exit-status.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
@@ -186,37 +187,26 @@ export interface QemuLaunchOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** How long a stalled device may refuse guest output before that chunk is dropped for it. */
-const STALL_DROP_MS = 5000;
-
 /**
- * One guest port's connection from QEMU, bridged to its devices. Guest output a device
- * refuses for now (a pipe or host tty whose reader is slow) is retried with QEMU's socket
- * paused — when the device says it is writable again, or on a backing-off timer — as QEMU's
- * serial waits for its backend; device input is read only while QEMU's
- * socket takes it (the device's 'data' listener comes and goes with the socket's drain).
+ * One guest port's connection from QEMU, bridged to its devices. Guest output flows as in
+ * QEMU itself: while a device cannot take more (its client reads slowly, a pipe's reader
+ * lags) QEMU's socket is not read, so QEMU's chardev sees a full socket and its frontend
+ * waits (the 16550 holds its transmitter, virtio-serial throttles the port) until the
+ * device says it is writable again. Device input is read only while QEMU's socket takes
+ * it (the device's 'data' listener comes and goes with the socket's drain).
  */
 class PortBridge {
   readonly #devices: readonly Chardev[];
   #sock: net.Socket | undefined;
   #listening = false;
-  readonly #pending = new Map<Chardev, { rest: Buffer; since: number }>();
-  #retry: NodeJS.Timeout | undefined;
   #connected!: () => void;
   readonly connected = new Promise<void>((resolve) => (this.#connected = resolve));
   #closed: () => void = () => {};
   /** Resolves when QEMU's connection is gone (at once if it never came). */
   closed: Promise<void> = Promise.resolve();
-  /** Guest output that a device never took (stalled beyond STALL_DROP_MS). */
-  dropped = 0;
 
   constructor(devices: readonly Chardev[]) {
     this.#devices = devices;
-    // A device that refused output says when it can take more: retry then, not on the next
-    // timer. Backends without that signal are still retried on the timer.
-    for (const d of devices) d.on('writable', () => {
-      if (this.#pending.has(d)) this.#retryPending(5);
-    });
   }
 
   get isConnected(): boolean {
@@ -231,13 +221,15 @@ class PortBridge {
     }
     this.#sock = sock;
     this.closed = new Promise<void>((resolve) => (this.#closed = resolve));
-    sock.on('data', (b: Buffer) => this.#fromGuest(b));
+    const pump = new OutputPump(this.#devices, { pause: () => sock.pause(), resume: () => sock.resume() });
+    // A chunk fresh from QEMU's socket, never reused: the devices may keep it.
+    sock.on('data', (b: Buffer) => pump.push(b));
     sock.on('drain', () => this.#listen(true));
     sock.on('error', () => {});
     sock.on('close', () => {
       this.#listen(false);
-      clearTimeout(this.#retry);
-      this.#pending.clear();
+      // What QEMU wrote and no device took yet goes with the connection, as in QEMU.
+      pump.close();
       this.#sock = undefined;
       this.#closed();
     });
@@ -258,44 +250,6 @@ class PortBridge {
       if (on) d.on('data', this.#toGuest);
       else d.off('data', this.#toGuest);
     }
-  }
-
-  #fromGuest(b: Buffer): void {
-    for (const d of this.#devices) {
-      if (d.stopped) continue;
-      // A chunk fresh from QEMU's socket, never reused: the devices may keep it.
-      const n = d.writeOwned(b);
-      if (n < b.length) this.#pending.set(d, { rest: b.subarray(n), since: Date.now() });
-    }
-    if (this.#pending.size > 0) {
-      this.#sock?.pause();
-      this.#schedule(5);
-    }
-  }
-
-  #schedule(ms: number): void {
-    clearTimeout(this.#retry);
-    this.#retry = setTimeout(() => this.#retryPending(ms), ms);
-  }
-
-  #retryPending(lastDelay: number): void {
-    const now = Date.now();
-    for (const [d, p] of [...this.#pending]) {
-      if (d.stopped) {
-        this.#pending.delete(d);
-        continue;
-      }
-      const n = d.writeOwned(p.rest);
-      if (n === p.rest.length) this.#pending.delete(d);
-      else if (n > 0) this.#pending.set(d, { rest: p.rest.subarray(n), since: now });
-      else if (now - p.since >= STALL_DROP_MS) {
-        this.dropped += p.rest.length;
-        d.discard(p.rest.length);
-        this.#pending.delete(d);
-      }
-    }
-    if (this.#pending.size === 0) this.#sock?.resume();
-    else this.#schedule(Math.min(lastDelay * 2, 100));
   }
 
   close(): void {
@@ -408,11 +362,6 @@ export class QemuProcess {
   /** True while QEMU's connection for port `index` is up. */
   portConnected(index: number): boolean {
     return this.#bridges[index]?.isConnected === true;
-  }
-
-  /** Guest output dropped because a device refused it for too long. */
-  get droppedBytes(): number {
-    return this.#bridges.reduce((n, b) => n + b.dropped, 0);
   }
 
   /**

@@ -409,6 +409,8 @@ function serveTab(domain: Domain, device: Chardev, ws: WebSocket, opts: TabOptio
     if (ws.readyState !== WebSocket.OPEN) return;
     ws.send(data, { binary }, (err) => {
       if (err !== undefined && err !== null) ws.terminate();
+      // A frame went out: the guest may be waiting for this tab to take more.
+      else client?.drained();
     });
   };
   const control = (msg: Record<string, unknown>): void => out(JSON.stringify(msg), false);

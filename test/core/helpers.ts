@@ -70,3 +70,29 @@ export function eventLog(dev: Chardev): string[] {
 export function mode(file: string): number {
   return fs.statSync(file).mode & 0o777;
 }
+
+/**
+ * What a frontend does under QEMU's flow control: write, keep what the device refused,
+ * and go on when it says 'writable'. Resolves once the device has taken every byte.
+ */
+export function writeAll(dev: Chardev, data: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let off = 0;
+    const more = (): void => {
+      while (off < data.length) {
+        if (dev.stopped) {
+          dev.off('writable', more);
+          reject(new Error(`${dev.id} stopped with ${data.length - off} bytes not taken`));
+          return;
+        }
+        const n = dev.write(data.subarray(off));
+        off += n;
+        if (n === 0) return;
+      }
+      dev.off('writable', more);
+      resolve();
+    };
+    dev.on('writable', more);
+    more();
+  });
+}

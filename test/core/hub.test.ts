@@ -163,8 +163,10 @@ describe('Hub', () => {
     assert.equal(slow.text(), '01230123next');
   });
 
-  it("policy 'disconnect' ends a stalled client's session; maxClients refuses the next", () => {
-    const { h } = hub({ queueBytes: 4, slowPolicy: 'disconnect', maxClients: 1 });
+  it("policy 'disconnect' ends a stalled viewer's session; maxClients refuses the next", () => {
+    const { h } = hub({ queueBytes: 4, slowPolicy: 'disconnect', maxClients: 2 });
+    const writer = new MemorySink();
+    h.attach(writer, { kind: 'tcp', label: 'writer' });
     const slow = new MemorySink();
     slow.draining = false;
     h.attach(slow, { kind: 'tcp', label: 'slow' });
@@ -172,7 +174,8 @@ describe('Hub', () => {
     h.broadcast(Buffer.from('1234'));
     h.broadcast(Buffer.from('5'));
     assert.match(slow.closed ?? '', /output queue full \(4 bytes\): disconnected/);
-    assert.equal(h.size, 0);
+    assert.equal(h.size, 1);
+    assert.equal(writer.text(), '12345');
   });
 
   it('input flow control pauses every client, including ones that attach while paused', () => {
@@ -185,5 +188,117 @@ describe('Hub', () => {
     assert.equal(a.paused && b.paused, true);
     h.setReading(true);
     assert.equal(a.paused || b.paused, false);
+  });
+});
+
+describe('Hub flow control (QEMU: the connected client gets every byte; the guest waits)', () => {
+  it('nobody holding: room is unlimited; viewers never hold', () => {
+    const { h } = hub({ holdBytes: 10 });
+    assert.equal(h.room(1000), Number.POSITIVE_INFINITY);
+    const v = new MemorySink();
+    v.draining = false;
+    h.attach(v, { kind: 'console', label: 'ro', readonly: true });
+    h.broadcast(Buffer.from('x'.repeat(50)));
+    assert.equal(h.room(1000), Number.POSITIVE_INFINITY, 'a read-only viewer is not waited for');
+  });
+
+  it("the writer's in-flight bound gives room; refusing arms onWritable, once, when it drains", () => {
+    let writable = 0;
+    const { h } = hub({ holdBytes: 10, onWritable: () => void writable++ });
+    const w = new MemorySink();
+    w.draining = false;
+    const c = h.attach(w, { kind: 'tcp', label: 'w' });
+    assert.equal(h.room(4), 10);
+    h.broadcast(Buffer.from('0123456'));
+    assert.equal(h.room(4), 3, 'what is left of the bound');
+    h.broadcast(Buffer.from('789'));
+    assert.equal(h.room(1), 0);
+    assert.equal(c.info().bytesMissed, 0, 'the writer misses nothing');
+    c.drained(); // still full: not yet
+    assert.equal(writable, 0);
+    w.queued = 0;
+    c.drained();
+    c.drained();
+    assert.equal(writable, 1, 'once per refusal');
+    assert.equal(w.text(), '0123456789');
+  });
+
+  it('the writer leaving or being demoted lets the guest go on; the new writer holds it', () => {
+    let writable = 0;
+    const { h } = hub({ holdBytes: 4, queueBytes: 4, onWritable: () => void writable++ });
+    const a = new MemorySink();
+    a.draining = false;
+    const ca = h.attach(a, { kind: 'tcp', label: 'A' });
+    const b = new MemorySink();
+    const cb = h.attach(b, { kind: 'console', label: 'B' });
+    h.broadcast(Buffer.from('1234'));
+    assert.equal(h.room(1), 0);
+    h.takeOver(cb);
+    assert.equal(writable, 1, 'A was demoted: it no longer holds the guest');
+    assert.equal(h.room(1), 4, "B's queue drains at once");
+    h.broadcast(Buffer.from('5'));
+    assert.equal(ca.info().bytesMissed, 1, 'A is a viewer now: it misses what does not fit');
+    b.draining = false;
+    h.broadcast(Buffer.from('6789'));
+    assert.equal(h.room(1), 0);
+    cb.detach();
+    assert.equal(ca.info().role, 'writer', 'A is promoted');
+    assert.equal(writable, 1, "and A's queue is full: the guest still waits, now for A");
+    a.queued = 0;
+    ca.drained();
+    assert.equal(writable, 2);
+  });
+
+  it("stall limit 'drop': a writer that takes nothing for the limit is released and told; it holds again once caught up", async () => {
+    let writable = 0;
+    const { h, events } = hub({ holdBytes: 4, queueBytes: 8, stall: { limitMs: 100, action: 'drop' }, onWritable: () => void writable++ });
+    const w = new MemorySink();
+    w.draining = false;
+    const c = h.attach(w, { kind: 'tcp', label: 'w' });
+    h.broadcast(Buffer.from('1234'));
+    assert.equal(h.room(1), 0);
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(writable, 1);
+    assert.ok(events.includes('stalled:w:writer'), events.join(' '));
+    assert.match(w.notices.at(-1) ?? '', /took no output for 0\.1 s/);
+    assert.equal(c.info().released, true);
+    assert.equal(h.room(100), Number.POSITIVE_INFINITY, 'the guest goes on');
+    h.broadcast(Buffer.from('5678'));
+    h.broadcast(Buffer.from('9'));
+    assert.equal(c.info().bytesMissed, 1, 'released: misses what does not fit its queue');
+    w.queued = 0;
+    c.drained();
+    assert.equal(c.info().released, false, 'caught up: it holds the guest again');
+    assert.equal(h.room(100), 4);
+  });
+
+  it('a slow writer that keeps taking something is never released', async () => {
+    const { h, events } = hub({ holdBytes: 100, stall: { limitMs: 100, action: 'disconnect' } });
+    const w = new MemorySink();
+    w.draining = false;
+    h.attach(w, { kind: 'tcp', label: 'w' });
+    h.broadcast(Buffer.alloc(100));
+    assert.equal(h.room(1), 0);
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      w.queued -= 1; // one byte every 20 ms
+    }
+    assert.equal(w.closed, undefined);
+    assert.ok(!events.some((e) => e.startsWith('stalled')), events.join(' '));
+    h.closeAll('end');
+  });
+
+  it("stall limit 'disconnect': the stalled writer's session ends and the guest goes on", async () => {
+    let writable = 0;
+    const { h } = hub({ holdBytes: 4, stall: { limitMs: 100, action: 'disconnect' }, onWritable: () => void writable++ });
+    const w = new MemorySink();
+    w.draining = false;
+    h.attach(w, { kind: 'tcp', label: 'w' });
+    h.broadcast(Buffer.from('1234'));
+    assert.equal(h.room(1), 0);
+    await new Promise((r) => setTimeout(r, 400));
+    assert.match(w.closed ?? '', /took no output for 0\.1 s: disconnected/);
+    assert.equal(h.size, 0);
+    assert.equal(writable, 1);
   });
 });

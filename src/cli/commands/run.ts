@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
+import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
 import { startDomain } from '../../core/domain.ts';
 import { exitStatus } from '../../core/exit-status.ts';
 import { linuxPlatform, tuneAllocatorForStreaming, type ByteReader, type ByteWriter } from '../../platform/index.ts';
@@ -39,6 +40,11 @@ interface GuestIo {
   /** Resolves with the child's exit status once its output has been relayed. */
   readonly done: Promise<number>;
   readonly child: ChildProcess;
+  /**
+   * Stop waiting for slow clients: output they have not taken is given up, so a stop is
+   * not held for ever by a client that reads nothing.
+   */
+  abandon(): void;
 }
 
 function waitExit(child: ChildProcess): Promise<number> {
@@ -58,14 +64,11 @@ class GuestPorts {
     this.#devices = devices;
   }
   /**
-   * Bytes a device refuses (its bounded queue is full) are dropped there, as a UART would.
-   * `b` is a chunk fresh from the guest's stream, never reused: the devices share it.
+   * The guest's output to every device: while one is behind (its client reads slowly), the
+   * source is paused and the guest blocks in write(), as QEMU's frontends wait.
    */
-  write(b: Buffer): void {
-    for (const d of this.#devices) {
-      const n = d.writeOwned(b);
-      if (n < b.length) d.discard(b.length - n);
-    }
+  output(source: OutputSource): OutputPump {
+    return new OutputPump(this.#devices, source);
   }
   /** Idempotent per listener, so a resumed listener is never attached twice. */
   on(listener: (b: Buffer) => void): void {
@@ -82,7 +85,19 @@ class GuestPorts {
 function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const toDevice = (b: Buffer): void => device.write(b);
+  // Both streams pause together, so their order at the device stays the order they arrived in.
+  const pump = device.output({
+    pause: () => {
+      child.stdout?.pause();
+      child.stderr?.pause();
+    },
+    resume: () => {
+      child.stdout?.resume();
+      child.stderr?.resume();
+    },
+  });
+  // Chunks fresh from the child's streams, never reused: the devices may keep them.
+  const toDevice = (b: Buffer): void => pump.push(b);
   child.stdout?.on('data', toDevice);
   child.stderr?.on('data', toDevice);
   // The child may exit without reading its stdin; EPIPE then is not an error of ours.
@@ -101,8 +116,9 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   const done = waitExit(child).finally(() => {
     exited = true;
     device.off(toChild);
+    pump.close();
   });
-  return { child, done };
+  return { child, done, abandon: () => pump.close() };
 }
 
 function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
@@ -114,6 +130,9 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
   let child: ChildProcess;
   let hungUp: () => void = () => {};
   const hangup = new Promise<void>((resolve) => (hungUp = resolve));
+  let inputDrained: () => void = () => {};
+  let pump: OutputPump | undefined;
+  let abandoned = false;
   try {
     slaveFd = fs.openSync(pty.slavePath, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
     // openPty makes the pty raw (right for a device); a program on a terminal expects a
@@ -124,12 +143,15 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
     const argv = useSetsid ? ['/usr/bin/setsid', '-c', ...command] : [...command];
     const [cmd, ...args] = argv as [string, ...string[]];
     child = spawn(cmd, args, { stdio: [slaveFd, slaveFd, slaveFd] });
-    reader = platform.openPtyReader(pty.masterFd, {
-      onData: (b) => device.write(b),
+    const r = platform.openPtyReader(pty.masterFd, {
+      // Chunks fresh from the reader, never reused: the devices may keep them.
+      onData: (b) => pump?.push(b),
       onHangup: () => hungUp(),
       onError: () => hungUp(),
     });
-    writer = platform.openWriter(pty.masterFd);
+    reader = r;
+    pump = device.output({ pause: () => r.pause(), resume: () => r.resume() });
+    writer = platform.openWriter(pty.masterFd, { onDrain: () => inputDrained() });
   } catch (e) {
     reader?.close();
     writer?.close();
@@ -140,21 +162,51 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
     if (slaveFd !== undefined) fs.closeSync(slaveFd);
   }
   const w = writer;
+  const out = pump as OutputPump;
+  // Input the child does not read yet waits in the clients and the kernel: what the pty's
+  // writer refuses is kept, and device input stops until the writer has drained.
+  let refused: Buffer | undefined;
   const toChild = (b: Buffer): void => {
-    w.write(b);
+    const n = w.write(b);
+    if (n === b.length) return;
+    refused = b.subarray(n);
+    device.off(toChild);
+  };
+  inputDrained = () => {
+    const rest = refused;
+    if (rest === undefined) return;
+    refused = undefined;
+    device.on(toChild);
+    toChild(rest);
   };
   device.on(toChild);
+  let gone = false;
+  void hangup.then(() => (gone = true));
   const done = waitExit(child).then(async (status) => {
-    // Output the child wrote just before exiting is still in the pty: read it to the hang-up.
-    await Promise.race([hangup, new Promise((r) => setTimeout(r, 500).unref())]);
+    // Output the child wrote just before exiting is still in the pty: read it to the
+    // hang-up, however long a slow client takes, unless a grandchild keeps the pty open
+    // (then half a second of the device not waiting is enough).
+    let idleMs = 0;
+    while (!gone && !abandoned && idleMs < 500) {
+      await new Promise((r) => setTimeout(r, 50).unref());
+      idleMs = out.waiting ? 0 : idleMs + 50;
+    }
     return status;
   }).finally(() => {
     device.off(toChild);
+    out.close();
     reader?.close();
     w.close();
     platform.close(pty.masterFd);
   });
-  return { child, done };
+  return {
+    child,
+    done,
+    abandon: () => {
+      abandoned = true;
+      out.close();
+    },
+  };
 }
 
 export function registerRunCommand(program: Command, write: (s: string) => void): void {
@@ -200,9 +252,10 @@ export function registerRunCommand(program: Command, write: (s: string) => void)
         if (child === undefined) return;
         // An interactive shell ignores SIGTERM but exits on SIGHUP, as when its terminal goes away.
         child.kill(tty ? 'SIGHUP' : 'SIGTERM');
-        // A guest that ignores both still must not keep us running.
+        // A guest that ignores both still must not keep us running, nor a client that reads nothing.
         setTimeout(() => {
           if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+          guestIo?.abandon();
         }, KILL_AFTER_MS).unref();
       };
       let status: number;
