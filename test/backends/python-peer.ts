@@ -15,7 +15,7 @@ const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)
  * line per command.
  */
 export const STREAM_PEER = String.raw`
-import os, socket, sys
+import hashlib, os, socket, sys
 kind, role, addr = sys.argv[1], sys.argv[2], sys.argv[3]
 fam = socket.AF_INET if kind == 'tcp' else socket.AF_UNIX
 target = ('127.0.0.1', int(addr)) if kind == 'tcp' else addr
@@ -79,6 +79,20 @@ while True:
     elif cmd == 'send':
         conn.sendall(bytes.fromhex(args[0]))
         out('sent')
+    elif cmd == 'sha':
+        # sha N [TIMEOUT]: read N bytes (or until EOF / TIMEOUT s of silence), hash them.
+        n, got, h = int(args[0]), 0, hashlib.sha256()
+        conn.settimeout(float(args[1]) if len(args) > 1 else 30.0)
+        try:
+            while got < n:
+                c = conn.recv(min(65536, n - got))
+                if not c:
+                    break
+                got += len(c)
+                h.update(c)
+        except socket.timeout:
+            pass
+        out('sha', got, h.hexdigest())
     elif cmd == 'close':
         conn.close()
         conn = None

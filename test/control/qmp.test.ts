@@ -573,8 +573,8 @@ describe('QMP server', () => {
     assert.equal(attached.event, 'CHARDEV_CLIENT_ATTACHED');
     assert.equal(attached.data.id, 'charserial0');
     const c = attached.data.client;
-    assert.deepEqual(Object.keys(c), ['id', 'kind', 'label', 'role', 'readonly', 'since', 'bytes-sent', 'bytes-missed']);
-    assert.deepEqual({ ...c, since: '', 'bytes-sent': 0 }, { id: c['id'], kind: 'pty', label: pty, role: 'writer', readonly: false, since: '', 'bytes-sent': 0, 'bytes-missed': 0 });
+    assert.deepEqual(Object.keys(c), ['id', 'kind', 'label', 'role', 'readonly', 'since', 'bytes-sent', 'bytes-missed', 'released']);
+    assert.deepEqual({ ...c, since: '', 'bytes-sent': 0 }, { id: c['id'], kind: 'pty', label: pty, role: 'writer', readonly: false, since: '', 'bytes-sent': 0, 'bytes-missed': 0, released: false });
     assert.equal(typeof c['id'], 'number');
     assert.ok((c['bytes-sent'] as number) > 0, 'the history was replayed to the reader');
     assert.match(r[5]?.lines[0] ?? '', /"timestamp": \{"seconds": \d+, "microseconds": \d+\}\}$/);
