@@ -7,8 +7,12 @@
  * write is one datagram; a send that fails (an ICMP port-unreachable from a peer that is
  * not listening) loses that write and nothing else. Never opened, like QEMU's.
  *
- * Node cannot leave datagrams waiting in the kernel (no pause on dgram sockets), so ones
- * that arrive while nobody reads the device are counted and dropped; UDP is lossy anyway.
+ * Input flow control as in QEMU (can_read 0 leaves datagrams in the socket): while the guest
+ * does not read, the socket itself is not read, so datagrams wait in the kernel's receive
+ * buffer (what does not fit there the kernel drops, as for QEMU) and arrive in order once
+ * the guest reads again. Node's dgram has no pause, so `kernelReading` reaches into Node's
+ * own socket state for it; where that is missing (another Node), datagrams that arrive
+ * while nobody reads are counted and dropped instead.
  */
 import * as dgram from 'node:dgram';
 import * as dns from 'node:dns/promises';
@@ -48,6 +52,39 @@ function canonicalAddress(address: string): string {
   return address;
 }
 
+/**
+ * Start or stop reading `sock` (libuv's uv_udp_recv_start/stop; while stopped, datagrams wait
+ * in the kernel), or undefined where that cannot be done. Why an internal: Node's dgram has
+ * no pause, and `setReading(false)` must leave datagrams in the kernel as QEMU does. Node 20's
+ * lib/dgram.js keeps the socket's UDPWrap handle in an own property keyed by
+ * `Symbol('state symbol')` (`{ handle, receiving, … }`); its own startListening and
+ * stopReceiving call `handle.recvStart()` / `handle.recvStop()` (0 or a libuv error) and keep
+ * `receiving` in step, which `close()` consults. This does the same, nothing more. Every piece
+ * is checked first, so a Node without that shape gets undefined (the caller then counts
+ * drops), never an exception; the tests fail if that happens on the Node they run on.
+ */
+export function kernelReading(sock: dgram.Socket): ((on: boolean) => boolean) | undefined {
+  const key = Object.getOwnPropertySymbols(sock).find((s) => s.description === 'state symbol');
+  if (key === undefined) return undefined;
+  const state: unknown = Reflect.get(sock, key);
+  if (typeof state !== 'object' || state === null) return undefined;
+  interface RecvHandle {
+    recvStart(): unknown;
+    recvStop(): unknown;
+  }
+  const isHandle = (h: unknown): h is RecvHandle =>
+    typeof h === 'object' && h !== null && typeof Reflect.get(h, 'recvStart') === 'function' && typeof Reflect.get(h, 'recvStop') === 'function';
+  if (!isHandle(Reflect.get(state, 'handle')) || typeof Reflect.get(state, 'receiving') !== 'boolean') return undefined;
+  return (on) => {
+    // Read again each time: close() sets it to null.
+    const handle: unknown = Reflect.get(state, 'handle');
+    if (!isHandle(handle)) return false;
+    if ((on ? handle.recvStart() : handle.recvStop()) !== 0) return false;
+    Reflect.set(state, 'receiving', on);
+    return true;
+  };
+}
+
 function bracket(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
@@ -61,6 +98,7 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
   const localPort = port(ctx, 'bind', source.bindService, 0);
 
   const sock = dgram.createSocket({ type: remote.family === 6 ? 'udp6' : 'udp4' });
+  const kernel = kernelReading(sock);
   let stopped = false;
   let reading = false;
   let dropped = 0;
@@ -70,6 +108,8 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
       sock.once('error', fail);
       sock.bind({ address: local.address, port: localPort }, () => {
         sock.off('error', fail);
+        // Node starts reading at bind; nobody reads the device yet, so leave datagrams queued.
+        kernel?.(false);
         ok();
       });
     });
@@ -90,6 +130,7 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
     // Queued before connect() narrowed the socket to the peer: not from the peer, not guest input.
     if (rinfo.port !== remotePort || canonicalAddress(rinfo.address) !== peerAddress) return;
     if (reading) events.receive(msg);
+    // Only without kernelReading (or if it failed): a datagram read while nobody reads.
     else dropped += msg.length;
   });
 
@@ -111,6 +152,7 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
     },
     setReading(r: boolean): void {
       reading = r;
+      if (!stopped) kernel?.(r);
     },
     stop(): Promise<void> {
       if (stopped) return Promise.resolve();
