@@ -4,6 +4,9 @@
  * output goes to the rotating domain log, a telnet server on 127.0.0.1, and a virtual
  * console in the browser (`vc`, served on 127.0.0.1 at a free port); the three the guest is
  * on keep 1 MiB of history and take up to 8 clients (one writer, the rest viewers).
+ * They also set a 30 s stall limit: the shell is shared by three consoles, and a writer
+ * left suspended (a `chardev console` stopped with ^Z, a frozen tab) must not freeze it
+ * for the others; a writer that reads again holds the shell again.
  */
 export const DEFAULT_DOMAIN_NAME = 'chardev';
 
@@ -31,6 +34,7 @@ export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_POR
       <target port='0'/>
       <cd:history size='1048576'/>
       <cd:clients max='8'/>
+      <cd:stall timeout='30'/>
     </serial>
     <serial type='stdio'>
       <target port='1'/>
@@ -41,11 +45,13 @@ export function defaultDomainXml(logDir: string, telnetPort = DEFAULT_TELNET_POR
       <target port='2'/>
       <cd:history size='1048576'/>
       <cd:clients max='8'/>
+      <cd:stall timeout='30'/>
     </serial>
     <serial type='vc'>
       <target port='3'/>
       <cd:history size='1048576'/>
       <cd:clients max='8'/>
+      <cd:stall timeout='30'/>
     </serial>
     <console type='pty'>
       <target type='serial' port='0'/>
