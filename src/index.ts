@@ -28,7 +28,8 @@ export { hostDevices, namedDevices, chardevId, deviceAlias, type NamedDevice } f
 export type { ChrDeviceDef, ChrSourceDef, ChrType, DomainChardevsDef, LiveState, LogDef } from './config/types.ts';
 export { buildQemuArgs, formatQemuArgs } from './qemu/command.ts';
 export { ChardevError, ConfigError, type ChardevErrorCode } from './errors.ts';
-export { Chardev, type ChardevCounters, type ChardevEvent, type ChardevEvents } from './core/chardev.ts';
+export { Chardev, WRITER_IN_FLIGHT_BYTES, type ChardevCounters, type ChardevEvent, type ChardevEvents } from './core/chardev.ts';
+export { OutputPump, type OutputSource } from './core/output-pump.ts';
 export { Domain, startDomain, DEFAULT_PTY_POLL_MS, type DomainOptions } from './core/domain.ts';
 export { DEFAULT_ROTATION } from './core/rotating-log.ts';
 export type { RotationOptions } from './core/backend.ts';
