@@ -9,17 +9,22 @@
  *   --reps N       repetitions per figure (default 3, --quick 1); ratios are per repetition, then the median
  *   --profile DIR  run every chardev host process under `node --cpu-prof`, profiles in DIR
  *
- * How each figure is measured is described in scripts/bench/measurements.ts; the readers
- * and the ping-pong client (Python, stdlib only) are in scripts/bench/peers.ts; the
- * chardev side runs in a process of its own (scripts/bench/host.ts).
+ * How each figure is measured is described in scripts/bench/measurements.ts; the guest,
+ * the readers and the ping-pong client (Python, stdlib only) are in scripts/bench/peers.ts;
+ * the chardev side runs in a process of its own (scripts/bench/host.ts).
+ *
+ * The guest is never paced (issue 14): it writes a fixed pseudo-random stream as fast as it
+ * can, and every bulk figure is checked — the reader's byte count and SHA-256 against the
+ * generator's own. A side that missed a byte gives no figure: the run says
+ * `FAILED <row>, BYTES LOST` with bytes expected and got, and exits 1.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PINGPONG_PY, READER_PY } from './bench/peers.ts';
+import { GUEST_PY, PINGPONG_PY, READER_PY } from './bench/peers.ts';
 import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython } from './bench/procs.ts';
-import { fanOut, fileWrite, idleDevices, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
+import { LostBytesError, fanOut, fileWrite, idleDevices, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 
 const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file'] as const;
 type Id = (typeof ALL)[number];
@@ -143,19 +148,17 @@ async function main(): Promise<number> {
   const scripts = makeScratch('chardev-bench-', true);
   const readerPy = path.join(scripts, 'reader.py');
   const pingPy = path.join(scripts, 'pingpong.py');
-  const guestSh = path.join(scripts, 'guest.sh');
-  const pacedGuestSh = path.join(scripts, 'guest-paced.sh');
+  const guestPy = path.join(scripts, 'guest.py');
   fs.writeFileSync(readerPy, READER_PY);
   fs.writeFileSync(pingPy, PINGPONG_PY);
-  fs.writeFileSync(guestSh, '#!/bin/sh\n# chardev bench guest: $1 blocks of 64 KiB of zeros on stdout, then silence with stdout kept open.\ndd if=/dev/zero bs=65536 count="$1" status=none\nexec sleep 600\n', { mode: 0o755 });
-  fs.writeFileSync(pacedGuestSh, '#!/bin/sh\n# chardev bench guest at a pace: $1 blocks of 64 KiB in bursts of $2 every 100 ms, then silence.\ni=0\nwhile [ "$i" -lt "$1" ]; do dd if=/dev/zero bs=65536 count="$2" status=none; i=$((i + $2)); sleep 0.1; done\nexec sleep 600\n', { mode: 0o755 });
+  fs.writeFileSync(guestPy, GUEST_PY);
 
-  const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestSh, pacedGuestSh, profileDir: opts.profileDir, log };
+  const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestPy, profileDir: opts.profileDir, log };
   log(`${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev}, socat ${versions.socat}, Node ${versions.node}; ${mach.cores} cores, load ${mach.loadAverage.join(' ')}`);
 
   const started = performance.now();
   const rows: Row[] = [];
-  const errors: Array<{ id: Id; error: string }> = [];
+  const errors: Array<{ id: Id; error: string; lostBytes: boolean }> = [];
   const steps: Array<[Id, () => Promise<Row | Row[]>]> = [
     ['bulk-tcp', () => throughput(ctx, 'tcp')],
     ['bulk-unix', () => throughput(ctx, 'unix')],
@@ -174,8 +177,10 @@ async function main(): Promise<number> {
       log(`${id} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
-      log(`${id} failed: ${message}`);
-      errors.push({ id, error: message });
+      const lostBytes = e instanceof LostBytesError;
+      // A reader that missed a byte is no figure: said at once, and again under the table.
+      log(lostBytes ? `${id} FAILED, BYTES LOST: ${message}` : `${id} failed: ${message}`);
+      errors.push({ id, error: message, lostBytes });
     } finally {
       // Whatever a measurement left running or on disk goes before the next one starts.
       await cleanup();
@@ -189,7 +194,7 @@ async function main(): Promise<number> {
     const out: string[] = [];
     out.push(table(rows));
     for (const r of rows) if (r.note !== undefined) out.push(`note (${r.id}): ${r.note}`);
-    for (const e of errors) out.push(`FAILED ${e.id}: ${e.error}`);
+    for (const e of errors) out.push(e.lostBytes ? `FAILED ${e.id}, BYTES LOST (no figure): ${e.error}` : `FAILED ${e.id}: ${e.error}`);
     out.push('');
     out.push(`versions: chardev ${versions.chardev}, socat ${versions.socat} (peer), Node ${versions.node}, Python ${versions.python} (readers and clients)`);
     out.push(`machine: ${mach.cores} cores, ${mach.cpu}, ${mach.memoryGiB} GiB, ${mach.kernel}, load average at start ${mach.loadAverage.join(' ')}`);

@@ -8,6 +8,11 @@
  *
  * Talks JSON lines on stdout (protocol.ts); a `stop` line on stdin (or stdin closing)
  * ends it: the domain is stopped and the guest killed.
+ *
+ * The guest is never paced here. Its output goes to the device as a frontend's must under
+ * QEMU's flow control: `write` takes what the device can take now (less while the writer
+ * client is behind), the rest is kept and offered again on 'writable', and the guest's
+ * stdout is paused meanwhile, so the guest blocks in its own write(2).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,7 +21,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
-import type { EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
+import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
 const CD_NS = 'urn:chardev:1';
 
@@ -64,15 +69,100 @@ function minorFaults(): number {
   }
 }
 
+/**
+ * The guest's stdout into one device, as a frontend does it under QEMU's flow control
+ * (the library's OutputPump does the same for `chardev run`; this local copy keeps the
+ * bench independent of it): what `writeOwned` does not take stays here, in order, and is
+ * offered again on 'writable'; the guest's stdout is paused until all of it is taken.
+ * Holds at most what a paused stream still delivers (a chunk or two).
+ */
+class GuestPump {
+  readonly #device: Chardev;
+  readonly #source: { pause(): void; resume(): void };
+  readonly #pending: Buffer[] = [];
+  #paused = false;
+  #flushing = false;
+  /** 'writable' came while a flush was running: look again before waiting. */
+  #again = false;
+  /** How often the guest had to wait (a short write). */
+  waits = 0;
+
+  constructor(device: Chardev, source: { pause(): void; resume(): void }) {
+    this.#device = device;
+    this.#source = source;
+    device.on('writable', () => this.#flush());
+  }
+
+  get pendingBytes(): number {
+    let n = 0;
+    for (const b of this.#pending) n += b.length;
+    return n;
+  }
+
+  /** A chunk fresh from the stream, handed over. */
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#pending.push(chunk);
+    if (this.#pending.length === 1) this.#flush();
+  }
+
+  #flush(): void {
+    if (this.#flushing) {
+      this.#again = true;
+      return;
+    }
+    this.#flushing = true;
+    try {
+      do {
+        this.#again = false;
+        while (this.#pending.length > 0) {
+          const head = this.#pending[0] as Buffer;
+          const n = this.#device.writeOwned(head);
+          if (n < head.length) {
+            this.#pending[0] = head.subarray(n);
+            break;
+          }
+          this.#pending.shift();
+        }
+      } while (this.#again && this.#pending.length > 0);
+    } finally {
+      this.#flushing = false;
+    }
+    if (this.#pending.length > 0) {
+      if (!this.#paused) {
+        this.#paused = true;
+        this.waits++;
+        this.#source.pause();
+      }
+    } else if (this.#paused) {
+      this.#paused = false;
+      this.#source.resume();
+    }
+  }
+}
+
+/** Every client the device had: final figures of those that left, current ones of the rest. */
+function trackClients(device: Chardev): () => ClientFigures[] {
+  const left = new Map<number, ClientFigures>();
+  device.on('client', (change, info) => {
+    if (change === 'detached') left.set(info.id, { role: info.role, bytesSent: info.bytesSent, bytesMissed: info.bytesMissed });
+  });
+  return () => {
+    const all = new Map(left);
+    for (const ci of device.hub.clients()) all.set(ci.id, { role: ci.role, bytesSent: ci.bytesSent, bytesMissed: ci.bytesMissed });
+    return [...all.entries()].sort((a, b) => a[0] - b[0]).map(([, f]) => f);
+  };
+}
+
 /** The final figures of a device's run (ResultMessage). */
-function resultMessage(device: Chardev, cpu0: NodeJS.CpuUsage, faults0: number): HostMessage {
+function resultMessage(device: Chardev, clients: () => ClientFigures[], cpu0: NodeJS.CpuUsage, faults0: number): HostMessage {
   const cpu = process.cpuUsage(cpu0);
   const c = device.counters;
   return {
     event: 'result',
     bytesFromGuest: c.bytesFromGuest,
     dropped: c.dropped,
-    clients: device.hub.clients().map((ci) => ({ role: ci.role, bytesSent: ci.bytesSent, bytesMissed: ci.bytesMissed })),
+    clients: clients(),
     cpuUserUs: cpu.user,
     cpuSystemUs: cpu.system,
     rssBytes: process.memoryUsage().rss,
@@ -143,6 +233,7 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   }
   domain = await open(loaded, { ptyPollMs: 10 });
   const device = domain.device('serial0');
+  const clients = trackClients(device);
   // A 'data' listener turns on client input; the guest here only writes.
   device.on('data', () => {});
   device.on('error', (e) => process.stderr.write(`bench host: ${e.message}\n`));
@@ -161,42 +252,39 @@ async function runStream(cfg: StreamConfig): Promise<void> {
 
   await whenClients(device, cfg.clients);
 
-  const { highBytes, lowBytes, pollMs } = cfg.pacing;
-  const queued = (): number => device.hub.writer?.sink.queuedBytes ?? 0;
   let written = 0;
-  let pauses = 0;
   let done = false;
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();
   // With no client to wait for (file, log) the clock includes the guest's start, as the
   // peer's does (`sh -c 'GUEST | cat > FILE'` timed from spawn to exit).
   const t0 = cfg.clients === 0 ? spawnedAt : process.hrtime.bigint();
-  const waitLow = (): void => {
-    if (queued() <= lowBytes) out.resume();
-    else setTimeout(waitLow, pollMs);
+  // 'written' once every byte the guest wrote is in the device (none left in the pump).
+  const checkDone = (): void => {
+    if (done || written < cfg.bytes || pump.pendingBytes > 0) return;
+    done = true;
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    send({ event: 'written', seconds, bytes: written, pauses: pump.waits });
   };
+  const pump = new GuestPump(device, {
+    pause: () => out.pause(),
+    resume: () => {
+      out.resume();
+      checkDone();
+    },
+  });
   out.on('data', (chunk: Buffer) => {
-    if (done) return;
+    if (written >= cfg.bytes) return;
     const take = written + chunk.length > cfg.bytes ? chunk.subarray(0, cfg.bytes - written) : chunk;
-    // A stream chunk is fresh and never reused: hand it over, as `chardev run` does.
-    device.writeOwned(take);
     written += take.length;
-    if (written >= cfg.bytes) {
-      done = true;
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      send({ event: 'written', seconds, bytes: written, pauses });
-      return;
-    }
-    if (queued() > highBytes) {
-      pauses++;
-      out.pause();
-      setTimeout(waitLow, pollMs);
-    }
+    // A stream chunk is fresh and never reused: hand it over, as `chardev run` does.
+    pump.push(take);
+    checkDone();
   });
   out.resume();
 
   onStop(() => {
-    send(resultMessage(device, cpu0, faults0));
+    send(resultMessage(device, clients, cpu0, faults0));
     void finish(0);
   });
 }
@@ -210,13 +298,15 @@ async function runEcho(cfg: EchoConfig): Promise<void> {
   const stdout = child.stdout;
   if (stdin === null || stdout === null) throw new Error('guest has no stdio');
   // `chardev run`'s wiring: client input to the guest's stdin, its stdout to the device.
+  const clients = trackClients(device);
   device.on('data', (b) => void stdin.write(b));
-  stdout.on('data', (b: Buffer) => void device.writeOwned(b));
+  const pump = new GuestPump(device, stdout);
+  stdout.on('data', (b: Buffer) => pump.push(b));
   send({ event: 'ready', port: Number(device.boundService) });
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();
   onStop(() => {
-    send(resultMessage(device, cpu0, faults0));
+    send(resultMessage(device, clients, cpu0, faults0));
     void finish(0);
   });
 }

@@ -9,6 +9,60 @@
  */
 
 /**
+ * The guest: a fixed pseudo-random stream, as fast as it can write it (or at a fixed rate
+ * when one is given: the guest's own pace, never the relay's). Every side of every
+ * measurement runs this same program, so chardev, socat, `cat` and bare Node all move the
+ * same bytes.
+ *
+ *   guest.py write BYTES RATE AFTER   BYTES on stdout; RATE bytes/s (0: unthrottled);
+ *                                     AFTER `hold` (stay silent with stdout open, so no
+ *                                     side races an EOF) or `exit`
+ *   guest.py sha256 BYTES             print the stream's SHA-256 (hex) without writing it
+ *
+ * The stream: 64 KiB blocks cut at pseudo-random offsets (an LCG) out of 1 MiB of seeded
+ * random bytes, the last block short. Consecutive blocks differ, so a lost, repeated or
+ * reordered block changes the hash; writing a memoryview slice costs no copy in Python,
+ * so the guest moves ~1.7 GB/s into a pipe here (dd from /dev/zero: ~2.3 GB/s). The hash
+ * is computed from the generator, not from anything a relay delivered: it is the
+ * reference the readers' hashes are compared with.
+ */
+export const GUEST_PY = String.raw`
+import hashlib, os, random, sys, time
+mode, n = sys.argv[1], int(sys.argv[2])
+B, P = 65536, 1 << 20
+base = random.Random(20261126).randbytes(P)
+mv = memoryview(base + base[:B])
+def blocks():
+    left, x = n, 0x9E3779B9
+    while left > 0:
+        x = (x * 1103515245 + 12345) & 0x7fffffff
+        off = x % P
+        k = B if left >= B else left
+        yield mv[off:off + k]
+        left -= k
+if mode == 'sha256':
+    h = hashlib.sha256()
+    for blk in blocks():
+        h.update(blk)
+    print(h.hexdigest(), flush=True)
+    sys.exit(0)
+rate, after = float(sys.argv[3]), sys.argv[4]
+sent, t0 = 0, time.monotonic()
+for blk in blocks():
+    if rate > 0:
+        due = t0 + sent / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+    w = 0
+    while w < len(blk):
+        w += os.write(1, blk[w:])
+    sent += len(blk)
+if after == 'hold':
+    time.sleep(600)
+`;
+
+/**
  * Bulk reader. argv: KIND (tcp|unix|pty) ADDRESS (port, socket path, pty slave or link)
  * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S.
  *
@@ -19,12 +73,16 @@
  * first byte (a viewer that missed output never gets all BYTES). The clock starts at the
  * first byte on any connection: chardev and socat both have their guest started and
  * blocked on a full pipe before the reader connects, so neither pays a start-up cost here.
+ * Every live connection hashes what it got (SHA-256, OpenSSL's through hashlib: ~0.8 s of
+ * CPU per GiB here, the same on every side); the driver compares count and hash with the
+ * guest's own (GUEST_PY sha256).
  *
- * Output: {"bytes": [...], "first": NS, "last": [...], "connectSeconds": S}: times in
- * perf_counter_ns; connectSeconds from start until every connection was made.
+ * Output: {"bytes": [...], "sha256": [...], "first": NS, "last": [...], "connectSeconds": S}:
+ * per live connection; times in perf_counter_ns; connectSeconds from start until every
+ * connection was made.
  */
 export const READER_PY = String.raw`
-import json, os, selectors, socket, sys, time
+import hashlib, json, os, selectors, socket, sys, time
 kind, addr = sys.argv[1], sys.argv[2]
 want, live, stalled = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 idle_s, deadline_s = float(sys.argv[6]), float(sys.argv[7])
@@ -56,6 +114,7 @@ buf = bytearray(256 * 1024)
 view = memoryview(buf)
 got = [0] * live
 last = [0] * live
+sha = [hashlib.sha256() for _ in range(live)]
 first = 0
 if kind == 'pty':
     fd = wait_for(lambda: os.open(addr, os.O_RDONLY | os.O_NOCTTY))
@@ -74,6 +133,7 @@ if kind == 'pty':
         now = time.perf_counter_ns()
         if first == 0:
             first = now
+        sha[0].update(view[:n])
         got[0] += n
         last[0] = now
 elif live == 1 and stalled == 0:
@@ -91,6 +151,7 @@ elif live == 1 and stalled == 0:
         if first == 0:
             first = now
             s.settimeout(idle_s)
+        sha[0].update(view[:n])
         got[0] += n
         last[0] = now
 else:
@@ -127,11 +188,12 @@ else:
                 continue
             if first == 0:
                 first = now
+            sha[i].update(view[:n])
             got[i] += n
             last[i] = now
             if got[i] >= want:
                 sel.unregister(key.fileobj); pending -= 1
-print(json.dumps({'bytes': got, 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
+print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
 `;
 
 /**

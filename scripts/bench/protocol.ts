@@ -7,30 +7,21 @@
 /** Where guest output goes in a stream measurement. `log`: a null device with `<log file>`. */
 export type StreamBackend = 'tcp' | 'unix' | 'pty' | 'file' | 'log';
 
-/**
- * How the guest is paced. The hub never blocks and never refuses bytes, so a guest that
- * writes as fast as it can into a device whose client reads slower loses output (counted
- * as dropped). A frontend that must not lose bytes waits while the writer client's queue is
- * above `highBytes` and resumes once it is at or below `lowBytes`, checking every
- * `pollMs` (there is no drain event for one client in the public API).
- */
-export interface Pacing {
-  readonly highBytes: number;
-  readonly lowBytes: number;
-  readonly pollMs: number;
-}
-
 export interface StreamConfig {
   readonly kind: 'stream';
   readonly backend: StreamBackend;
-  /** The guest: a command whose stdout is the guest's output (it must not exit before `bytes`). */
+  /**
+   * The guest: a command whose stdout is the guest's output (it must not exit before
+   * `bytes`). It is never paced by the host: its output goes to `device.write` as a
+   * frontend's does (QEMU's flow control: what the device refuses waits for 'writable',
+   * the guest's stdout paused meanwhile).
+   */
   readonly guest: readonly string[];
   readonly bytes: number;
   /** Start the guest once this many clients are attached (0: at once). */
   readonly clients: number;
   /** `<cd:clients max>`; above the XML's bound it is set on the loaded model (see fan-out). */
   readonly maxClients?: number;
-  readonly pacing: Pacing;
   /** Scratch directory for socket paths and files. */
   readonly dir: string;
 }
@@ -77,7 +68,7 @@ export interface WrittenMessage {
   /** From the guest's release to its last byte accepted by chardev. */
   readonly seconds: number;
   readonly bytes: number;
-  /** How often the guest was paused for a full queue. */
+  /** How often the guest waited: `write` took less than it was given, the guest's stdout was paused until 'writable'. */
   readonly pauses: number;
 }
 
@@ -91,6 +82,7 @@ export interface ResultMessage {
   readonly event: 'result';
   readonly bytesFromGuest: number;
   readonly dropped: number;
+  /** Every client the device had, in attach order: final figures of those that left, current ones of the rest. */
   readonly clients: readonly ClientFigures[];
   /** CPU of the chardev process from the guest's release (µs). */
   readonly cpuUserUs: number;
