@@ -19,6 +19,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import type { Readable } from 'node:stream';
+import { OutputPump } from '../../src/core/output-pump.ts';
 import { hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
@@ -70,75 +72,22 @@ function minorFaults(): number {
 }
 
 /**
- * The guest's stdout into one device, as a frontend does it under QEMU's flow control
- * (the library's OutputPump does the same for `chardev run`; this local copy keeps the
- * bench independent of it): what `writeOwned` does not take stays here, in order, and is
- * offered again on 'writable'; the guest's stdout is paused until all of it is taken.
- * Holds at most what a paused stream still delivers (a chunk or two).
+ * The guest's stdout into the device through the library's OutputPump, as `chardev run`
+ * does it; counts how often the guest had to wait (the pump paused its stdout).
  */
-class GuestPump {
-  readonly #device: Chardev;
-  readonly #source: { pause(): void; resume(): void };
-  readonly #pending: Buffer[] = [];
-  #paused = false;
-  #flushing = false;
-  /** 'writable' came while a flush was running: look again before waiting. */
-  #again = false;
-  /** How often the guest had to wait (a short write). */
-  waits = 0;
-
-  constructor(device: Chardev, source: { pause(): void; resume(): void }) {
-    this.#device = device;
-    this.#source = source;
-    device.on('writable', () => this.#flush());
-  }
-
-  get pendingBytes(): number {
-    let n = 0;
-    for (const b of this.#pending) n += b.length;
-    return n;
-  }
-
-  /** A chunk fresh from the stream, handed over. */
-  push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.#pending.push(chunk);
-    if (this.#pending.length === 1) this.#flush();
-  }
-
-  #flush(): void {
-    if (this.#flushing) {
-      this.#again = true;
-      return;
-    }
-    this.#flushing = true;
-    try {
-      do {
-        this.#again = false;
-        while (this.#pending.length > 0) {
-          const head = this.#pending[0] as Buffer;
-          const n = this.#device.writeOwned(head);
-          if (n < head.length) {
-            this.#pending[0] = head.subarray(n);
-            break;
-          }
-          this.#pending.shift();
-        }
-      } while (this.#again && this.#pending.length > 0);
-    } finally {
-      this.#flushing = false;
-    }
-    if (this.#pending.length > 0) {
-      if (!this.#paused) {
-        this.#paused = true;
-        this.waits++;
-        this.#source.pause();
-      }
-    } else if (this.#paused) {
-      this.#paused = false;
-      this.#source.resume();
-    }
-  }
+function guestPump(device: Chardev, out: Readable, onResume: () => void = () => {}): { pump: OutputPump; waits: () => number } {
+  let waits = 0;
+  const pump = new OutputPump([device], {
+    pause: () => {
+      waits++;
+      out.pause();
+    },
+    resume: () => {
+      out.resume();
+      onResume();
+    },
+  });
+  return { pump, waits: () => waits };
 }
 
 /** Every client the device had: final figures of those that left, current ones of the rest. */
@@ -264,15 +213,9 @@ async function runStream(cfg: StreamConfig): Promise<void> {
     if (done || written < cfg.bytes || pump.pendingBytes > 0) return;
     done = true;
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    send({ event: 'written', seconds, bytes: written, pauses: pump.waits });
+    send({ event: 'written', seconds, bytes: written, pauses: waits() });
   };
-  const pump = new GuestPump(device, {
-    pause: () => out.pause(),
-    resume: () => {
-      out.resume();
-      checkDone();
-    },
-  });
+  const { pump, waits } = guestPump(device, out, () => checkDone());
   out.on('data', (chunk: Buffer) => {
     if (written >= cfg.bytes) return;
     const take = written + chunk.length > cfg.bytes ? chunk.subarray(0, cfg.bytes - written) : chunk;
@@ -300,7 +243,7 @@ async function runEcho(cfg: EchoConfig): Promise<void> {
   // `chardev run`'s wiring: client input to the guest's stdin, its stdout to the device.
   const clients = trackClients(device);
   device.on('data', (b) => void stdin.write(b));
-  const pump = new GuestPump(device, stdout);
+  const { pump } = guestPump(device, stdout);
   stdout.on('data', (b: Buffer) => pump.push(b));
   send({ event: 'ready', port: Number(device.boundService) });
   const cpu0 = process.cpuUsage();

@@ -14,7 +14,7 @@
  * measurement runs this same program, so chardev, socat, `cat` and bare Node all move the
  * same bytes.
  *
- *   guest.py write BYTES RATE AFTER   BYTES on stdout; RATE bytes/s (0: unthrottled);
+ *   guest.py write BYTES RATE AFTER   BYTES on stdout; RATE bytes/s at most (0: unthrottled);
  *                                     AFTER `hold` (stay silent with stdout open, so no
  *                                     side races an EOF) or `exit`
  *   guest.py sha256 BYTES             print the stream's SHA-256 (hex) without writing it
@@ -47,24 +47,27 @@ if mode == 'sha256':
     print(h.hexdigest(), flush=True)
     sys.exit(0)
 rate, after = float(sys.argv[3]), sys.argv[4]
-sent, t0 = 0, time.monotonic()
+due = time.monotonic()
 for blk in blocks():
     if rate > 0:
-        due = t0 + sent / rate
+        # At most RATE: time spent blocked in write (nobody reading yet, or a relay holding
+        # the guest) is not made up for with a burst afterwards.
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
+        else:
+            due = now
+        due += len(blk) / rate
     w = 0
     while w < len(blk):
         w += os.write(1, blk[w:])
-    sent += len(blk)
 if after == 'hold':
     time.sleep(600)
 `;
 
 /**
  * Bulk reader. argv: KIND (tcp|unix|pty) ADDRESS (port, socket path, pty slave or link)
- * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S.
+ * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S [HASH].
  *
  * Connects LIVE reading connections, then STALLED ones that never read (SO_RCVBUF 4 KiB,
  * set before connect, so they stall at once), retrying while the listener is not there
@@ -75,17 +78,26 @@ if after == 'hold':
  * blocked on a full pipe before the reader connects, so neither pays a start-up cost here.
  * Every live connection hashes what it got (SHA-256, OpenSSL's through hashlib: ~0.8 s of
  * CPU per GiB here, the same on every side); the driver compares count and hash with the
- * guest's own (GUEST_PY sha256).
+ * guest's own (GUEST_PY sha256). HASH `first` hashes connection 0 only (the fan-out's
+ * writer; its viewers, which may miss output, are only counted: one process hashing 100
+ * streams would measure hashlib, not the relay); the others' sha256 is then "".
  *
- * Output: {"bytes": [...], "sha256": [...], "first": NS, "last": [...], "connectSeconds": S}:
- * per live connection; times in perf_counter_ns; connectSeconds from start until every
- * connection was made.
+ * With several connections (fan-out), chardev tells each viewer on attach, inline in the raw
+ * stream, who the writer is (`\r\n[chardev: read-only: …]\r\n`, src/core/hub.ts): such
+ * notices at the very start of a connection, before any guest byte, are counted apart
+ * (noticeBytes) and not hashed. A notice anywhere else (a viewer told it missed output) stays
+ * in the stream and so fails the hash, as the missed output does.
+ *
+ * Output: {"bytes": [...], "sha256": [...], "noticeBytes": [...], "first": NS, "last": [...],
+ * "connectSeconds": S}: per live connection; times in perf_counter_ns; connectSeconds from
+ * start until every connection was made.
  */
 export const READER_PY = String.raw`
 import hashlib, json, os, selectors, socket, sys, time
 kind, addr = sys.argv[1], sys.argv[2]
 want, live, stalled = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 idle_s, deadline_s = float(sys.argv[6]), float(sys.argv[7])
+hash_all = (sys.argv[8] if len(sys.argv) > 8 else 'all') == 'all'
 start = time.monotonic()
 def fail(msg):
     sys.stderr.write(msg + '\n'); sys.exit(1)
@@ -114,7 +126,33 @@ buf = bytearray(256 * 1024)
 view = memoryview(buf)
 got = [0] * live
 last = [0] * live
-sha = [hashlib.sha256() for _ in range(live)]
+class NoHash:
+    def update(self, _):
+        pass
+    def hexdigest(self):
+        return ''
+sha = [hashlib.sha256() if hash_all or i == 0 else NoHash() for i in range(live)]
+notice = [0] * live
+MARK, MARK_END = b'\r\n[chardev: ', b']\r\n'
+head = [bytearray() for _ in range(live)]
+def take_head(i, data):
+    # The start of connection i: leading chardev notices are counted, the rest is guest output.
+    h = head[i]
+    h += data
+    while True:
+        if len(h) < len(MARK) and MARK.startswith(h):
+            return None
+        if not h.startswith(MARK):
+            break
+        end = h.find(MARK_END, len(MARK))
+        if end < 0:
+            if len(h) < 4096:
+                return None
+            break
+        notice[i] += end + len(MARK_END)
+        del h[:end + len(MARK_END)]
+    head[i] = None
+    return h
 first = 0
 if kind == 'pty':
     fd = wait_for(lambda: os.open(addr, os.O_RDONLY | os.O_NOCTTY))
@@ -186,14 +224,20 @@ else:
             if not n:
                 sel.unregister(key.fileobj); pending -= 1
                 continue
+            data = view[:n]
+            if head[i] is not None:
+                data = take_head(i, data)
+                if not data:
+                    continue
+            # The clock starts at the first guest byte, not at a notice sent on attach.
             if first == 0:
                 first = now
-            sha[i].update(view[:n])
-            got[i] += n
+            sha[i].update(data)
+            got[i] += len(data)
             last[i] = now
             if got[i] >= want:
                 sel.unregister(key.fileobj); pending -= 1
-print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
+print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'noticeBytes': notice, 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
 `;
 
 /**
