@@ -14,8 +14,8 @@
  * control (host.ts: `write` takes what the device can take, the rest waits for 'writable'
  * with the guest's stdout paused, so the guest blocks in its own write).
  *
- * Every bulk figure is lossless or it is not a figure: the reader hashes every live
- * connection (SHA-256), the guest's hash of the same stream is computed by the generator
+ * Every bulk figure is lossless or it is not a figure: the reader hashes what every live
+ * connection got (SHA-256; peers.ts READER_PY says when), the guest's hash of the same stream is computed by the generator
  * itself (`guest.py sha256 BYTES`, once per size), and a count or hash that differs — on
  * chardev's side or on the peer's — fails the measurement (LostBytesError: the row, the
  * side, bytes expected and got) instead of printing a rate. chardev's own `dropped`
@@ -23,8 +23,9 @@
  *
  * - throughput (tcp, unix): chardev serves a `<serial type='tcp'|'unix'>` server. socat:
  *   `socat -u -b 65536 EXEC:guest TCP-LISTEN:P,bind=127.0.0.1,reuseaddr` (UNIX-LISTEN:PATH).
- *   Same Python reader on both (recv_into a 256 KiB buffer, hashing as it goes), clocked
- *   from its first byte to its last. A third side, bare Node `child.stdout.pipe(socket)`,
+ *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
+ *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
+ *   first byte to its last. A third side, bare Node `child.stdout.pipe(socket)`,
  *   is the floor any Node relay starts from (checked the same way).
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
