@@ -20,8 +20,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { OutputPump } from '../../src/core/output-pump.ts';
-import { hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import { OutputPump, hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
