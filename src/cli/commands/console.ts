@@ -109,9 +109,16 @@ async function runConsole(status: DomainStatus, device: string | undefined, flag
     const onSignal = (): void => finish(0);
     for (const s of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const) process.on(s, onSignal);
 
+    // A terminal (or pipe) slower than the guest: stop reading the console socket until it
+    // drains, so the device holds the guest instead of this process buffering without bound.
+    const toTerminal = (b: Buffer | string): void => {
+      if (stdout.write(b) || done) return;
+      sock.pause();
+      stdout.once('drain', () => sock.resume());
+    };
     const decoder = new FrameDecoder((type, payload) => {
-      if (type === FRAME_DATA) stdout.write(payload);
-      else if (type === FRAME_NOTICE) stdout.write(`\r\n[chardev: ${payload.toString()}]\r\n`);
+      if (type === FRAME_DATA) toTerminal(payload);
+      else if (type === FRAME_NOTICE) toTerminal(`\r\n[chardev: ${payload.toString()}]\r\n`);
       else if (type === FRAME_CLOSE) finish(0, `[chardev: ${payload.toString()}]`);
     });
     sock.on('data', (chunk: Buffer) => {
@@ -132,7 +139,13 @@ async function runConsole(status: DomainStatus, device: string | undefined, flag
         finish(0);
         return;
       }
-      sock.write(chunk);
+      // Input the guest does not take yet waits in the terminal, not here.
+      if (!sock.write(chunk)) {
+        stdin.pause();
+        sock.once('drain', () => {
+          if (!done) stdin.resume();
+        });
+      }
     };
     if (raw) stdin.setRawMode(true);
     stdin.on('data', onInput);
