@@ -4,59 +4,20 @@
  * initramfs built here from busybox-static whose /init runs a shell on ttyS0, booted under
  * TCG. The clients are real too: inetutils telnet, socat on the pty and the UNIX sockets.
  *
- * In CI (CI set) a missing kit is a failure; elsewhere these tests skip and say why.
+ * In CI (CI set) a missing kit is a failure; elsewhere these tests skip and say why
+ * (test/qemu/guest-kit.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ROOT } from '../helpers/paths.ts';
 import { Proc } from '../helpers/proc.ts';
 import { q, waitFor } from '../core/helpers.ts';
+import { QEMU, alive, buildInitramfs, chardevQemu, findKit, needs, qemuMissing, requireKit, within, type Kit } from './guest-kit.ts';
 
-const BIN = path.join(ROOT, 'bin', 'chardev.js');
-const QEMU = 'qemu-system-x86_64';
-const KIT_ENV = path.join(ROOT, '.cache', 'guest', 'kit.env');
-
-function onPath(cmd: string): boolean {
-  return (process.env['PATH'] ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, cmd)));
-}
-
-interface Kit {
-  readonly kernel: string;
-  readonly busybox: string;
-}
-
-/** The guest kit, or why it is not there. */
-function findKit(): Kit | string {
-  if (!onPath(QEMU)) return `${QEMU} is not installed (apt-get install --no-install-recommends qemu-system-x86)`;
-  if (!onPath('cpio')) return 'cpio is not installed (apt-get install cpio)';
-  let env: string;
-  try {
-    env = fs.readFileSync(KIT_ENV, 'utf8');
-  } catch {
-    return `no guest kit: run scripts/guest-kit.sh (it writes ${path.relative(ROOT, KIT_ENV)})`;
-  }
-  const get = (k: string): string => new RegExp(`^${k}=(.*)$`, 'm').exec(env)?.[1] ?? '';
-  const kernel = get('CHARDEV_GUEST_KERNEL');
-  const busybox = get('CHARDEV_GUEST_BUSYBOX');
-  if (!fs.existsSync(kernel)) return `the guest kernel ${kernel || '(none)'} is missing: run scripts/guest-kit.sh`;
-  if (!fs.existsSync(busybox)) return `busybox ${busybox || '(none)'} is missing: apt-get install busybox-static`;
-  return { kernel, busybox };
-}
-
-const qemuMissing = onPath(QEMU) ? undefined : `${QEMU} is not installed (apt-get install --no-install-recommends qemu-system-x86)`;
 const kit = findKit();
-
-/** Skip locally with the reason; in CI the missing piece is the failure. */
-function needs(reason: string | undefined): { skip?: string } {
-  return reason !== undefined && process.env['CI'] === undefined ? { skip: reason } : {};
-}
-function requireKit(reason: string | undefined): void {
-  if (reason !== undefined) assert.fail(`CI must provide the real-guest kit: ${reason}`);
-}
 
 /** /init: mount what a shell needs and run one on the console (ttyS0, from console=), as its controlling tty. */
 const INIT = `#!/bin/busybox sh
@@ -68,66 +29,6 @@ mount -t devtmpfs devtmpfs /dev
 echo chardev-guest-ready
 exec setsid cttyhack sh
 `;
-
-/** A newc initramfs with busybox and INIT, built with cpio. */
-function buildInitramfs(dir: string, busybox: string): string {
-  const tree = path.join(dir, 'initramfs');
-  fs.mkdirSync(path.join(tree, 'bin'), { recursive: true });
-  fs.copyFileSync(busybox, path.join(tree, 'bin', 'busybox'));
-  fs.chmodSync(path.join(tree, 'bin', 'busybox'), 0o755);
-  fs.writeFileSync(path.join(tree, 'init'), INIT, { mode: 0o755 });
-  const out = path.join(dir, 'initramfs.cpio');
-  execFileSync('sh', ['-c', 'cd "$1" && find . | cpio -o -H newc --quiet > "$2"', 'sh', tree, out]);
-  return out;
-}
-
-/** `chardev qemu ARGS…` in the background, its stdout and stderr collected. */
-function chardevQemu(args: readonly string[]) {
-  const child = spawn(process.execPath, [BIN, 'qemu', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  let done = false;
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('close', (code) => {
-      done = true;
-      resolve(code);
-    }),
-  );
-  return {
-    child,
-    exited,
-    /** Cleanup after a failure: SIGTERM (chardev stops QEMU), SIGKILL if that takes too long. */
-    stop: async () => {
-      if (done) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-      await exited;
-      clearTimeout(timer);
-    },
-    stdout: () => stdout,
-    stderr: () => stderr,
-    /** waitFor on its output, which the failure message shows. */
-    until: async (cond: () => boolean, what: string, ms: number) => {
-      try {
-        await waitFor(cond, what, ms);
-      } catch (e) {
-        throw new Error(`${(e as Error).message}\nchardev stdout: ${stdout}\nchardev stderr: ${stderr}`);
-      }
-    },
-  };
-}
-
-/** Running (a zombie nobody reaped yet counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
-}
 
 /** `QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)` → ['7.2.22', 'Debian 1:7.2+dfsg-7+deb12u18+b3']. */
 function qemuVersion(): string[] {
@@ -156,7 +57,7 @@ describe('chardev qemu with a real guest', () => {
     requireKit(typeof kit === 'string' ? kit : undefined);
     const { kernel, busybox } = kit as Kit;
     const t0 = Date.now();
-    const initrd = buildInitramfs(dir, busybox);
+    const initrd = buildInitramfs(dir, busybox, INIT);
     const consoleLog = path.join(dir, 'console.log');
     const consoleSock = path.join(dir, 'console.sock');
     const monitorSock = path.join(dir, 'monitor.sock');
@@ -246,7 +147,7 @@ describe('chardev qemu with a real guest', () => {
 
       // The guest powers off: QEMU exits 0, and so does chardev, cleaning up behind it.
       telnet.child.stdin.write('poweroff -f\n');
-      const code = await Promise.race([c.exited, new Promise((r) => setTimeout(() => r('timeout'), 30000))]);
+      const code = await within(c.exited, 30000);
       assert.equal(code, 0, `chardev exits with QEMU's status\n${c.stderr()}`);
       assert.equal(alive(pid), false, 'QEMU is gone');
       assert.match(fs.readFileSync(path.join(dir, 'logs', 'linux.log'), 'utf8'), /qemu exited \(status 0\)\n$/);
