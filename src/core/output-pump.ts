@@ -30,6 +30,7 @@ export class OutputPump {
   #paused = false;
   #recheck: NodeJS.Timeout | undefined;
   #closed = false;
+  #flushWaiters: Array<() => void> = [];
 
   constructor(devices: readonly Chardev[], source: OutputSource) {
     this.#devices = devices;
@@ -51,6 +52,15 @@ export class OutputPump {
   /** Whether the source is paused because a device is behind. */
   get waiting(): boolean {
     return this.#paused;
+  }
+
+  /**
+   * Resolves once every device has taken all that was pushed (or the pump is closed): a
+   * source that ended may still have output pending for a slow client.
+   */
+  flushed(): Promise<void> {
+    if (this.#closed || this.#pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#flushWaiters.push(resolve));
   }
 
   /** Guest output. `chunk` is handed over: never reused by the caller, shared by the devices. */
@@ -109,6 +119,9 @@ export class OutputPump {
   #resume(): void {
     if (this.#recheck !== undefined) clearInterval(this.#recheck);
     this.#recheck = undefined;
+    const waiters = this.#flushWaiters;
+    this.#flushWaiters = [];
+    for (const w of waiters) w();
     if (!this.#paused) return;
     this.#paused = false;
     this.#source.resume();

@@ -113,11 +113,18 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
     if (!exited) device.on(toChild);
   });
   device.on(toChild);
-  const done = waitExit(child).finally(() => {
-    exited = true;
-    device.off(toChild);
-    pump.close();
-  });
+  // The child's streams may end while a slow client has not taken all of their output yet:
+  // it is delivered before the devices stop, however long that client takes (unless abandoned).
+  const done = waitExit(child)
+    .then(async (status) => {
+      await pump.flushed();
+      return status;
+    })
+    .finally(() => {
+      exited = true;
+      device.off(toChild);
+      pump.close();
+    });
   return { child, done, abandon: () => pump.close() };
 }
 
