@@ -117,6 +117,8 @@ function createSerial(ctx: BackendContext, path: string): Backend {
       if (n < data.length) refused = true;
       return n;
     },
+    // What the far end has not read yet leaves before a stop closes the writer (which drops its queue).
+    drained: () => writer.drained(),
     setReading(on) {
       if (on) reader?.resume();
       else reader?.pause();
