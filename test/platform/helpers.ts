@@ -15,6 +15,16 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 500
   }
 }
 
+/** Poll an async condition (a page, a socket) every 25 ms; reject after `timeoutMs` with `what` in the message. */
+export async function eventually(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
 export interface Ran {
   readonly code: number | null;
   readonly stdout: Buffer;

@@ -30,6 +30,8 @@ export interface RunOptions {
   /** Guest command (after `--`). */
   readonly guest: readonly string[];
   readonly attach?: readonly string[];
+  /** More `chardev run` options before FILE (e.g. `--tty`). */
+  readonly flags?: readonly string[];
   /** `prlimit` options (e.g. `--fsize=262144`) the process starts under. */
   readonly prlimit?: readonly string[];
 }
@@ -43,7 +45,7 @@ export class ChardevProcess {
   #done = false;
 
   constructor(o: RunOptions) {
-    const args = [BIN, 'run', '--run-dir', o.runDir, '--log-dir', o.logDir, ...(o.attach ?? []).flatMap((a) => ['--attach', a]), o.xmlFile, '--', ...o.guest];
+    const args = [BIN, 'run', '--run-dir', o.runDir, '--log-dir', o.logDir, ...(o.attach ?? []).flatMap((a) => ['--attach', a]), ...(o.flags ?? []), o.xmlFile, '--', ...o.guest];
     // prlimit sets the limit and execs: the pid is chardev's own.
     this.child =
       o.prlimit === undefined

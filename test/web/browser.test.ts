@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { open } from '../../src/index.ts';
 import type { Chardev } from '../../src/core/chardev.ts';
@@ -20,9 +20,10 @@ import type { Domain } from '../../src/core/domain.ts';
 import { startWebServer, type WebServer } from '../../src/web/server.ts';
 import { parseWebAddress } from '../../src/cli/commands/run.ts';
 import { run } from '../core/helpers.ts';
+import { eventually } from '../platform/helpers.ts';
 import { ROOT } from '../helpers/paths.ts';
+import { launchChromium } from '../helpers/chromium.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const CLI = path.join(ROOT, 'src', 'cli', 'main.ts');
 const T = { timeout: 20000 };
@@ -45,16 +46,6 @@ const XML = `<domain type='kvm' xmlns:cd='urn:chardev:1'>
 `;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Poll an async condition until it holds; every wait here is time-limited. */
-async function eventually(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 /** What the terminal shows, scrollback included, one string per row (xterm.js's buffer). */
 function screen(page: Page): Promise<string> {
@@ -141,7 +132,6 @@ describe('browser console (chromium)', () => {
   const pages: Page[] = [];
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian's chromium; .ci/run installs it)`);
     domain = await open(XML, { load: { file: 'web.xml' } });
     vc = domain.device('serial0');
     watched = domain.device('serial1');
@@ -149,7 +139,7 @@ describe('browser console (chromium)', () => {
     vc.on('data', (b) => (fromVc = Buffer.concat([fromVc, b])));
     watched.on('data', (b) => (fromWatched = Buffer.concat([fromWatched, b])));
     web = await startWebServer(domain, {});
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--headless=new'], timeout: 15000 });
+    browser = await launchChromium();
     context = await browser.newContext({ viewport: { width: 960, height: 540 } });
     context.setDefaultTimeout(5000);
   });
