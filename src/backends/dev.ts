@@ -119,6 +119,9 @@ function createSerial(ctx: BackendContext, path: string): Backend {
     },
     // What the far end has not read yet leaves before a stop closes the writer (which drops its queue).
     drained: () => writer.drained(),
+    get pendingBytes() {
+      return writer.queuedBytes;
+    },
     setReading(on) {
       if (on) reader?.resume();
       else reader?.pause();

@@ -104,6 +104,9 @@ export function createPipeBackend(ctx: BackendContext, path: string | undefined)
       if (take > 0) output.write(Buffer.from(data.subarray(0, take)));
       return take;
     },
+    get pendingBytes() {
+      return output.destroyed ? 0 : output.writableLength;
+    },
     drained() {
       if (output.destroyed || output.writableLength === 0) return Promise.resolve();
       return new Promise<void>((resolve) => {

@@ -352,10 +352,26 @@ class SocketBackend implements Backend {
   /** The peer joins the device's clients (history first). Returns why not, if it cannot. */
   #established(peer: Peer): string | undefined {
     const stream = peer.stream;
+    const platform = this.#ctx.platform;
+    const raw = peer.raw as unknown as { _handle?: { fd?: number } | null };
     const sink: ClientSink = {
       send: (data) => void stream.write(data),
       get queuedBytes() {
         return stream.writableLength;
+      },
+      get unreadBytes() {
+        // The kernel's share (under TLS, of the records): a slow reader's progress shows
+        // here long before a large queued write completes.
+        const fd = raw._handle?.fd;
+        let kernel = 0;
+        if (fd !== undefined && fd >= 0) {
+          try {
+            kernel = platform.socketUnreadBytes(fd);
+          } catch {
+            // No native module, or the socket just closed: chardev's queue alone.
+          }
+        }
+        return stream.writableLength + kernel;
       },
       notice: (text) => void stream.write(`\r\n[chardev: ${text}]\r\n`),
       close: (reason) => {

@@ -86,6 +86,8 @@ export interface Backend {
   readonly droppedBytes: number;
   /** Resolves once output accepted so far has left user space (or cannot anymore). */
   drained?(): Promise<void>;
+  /** Output the backend accepted and still holds in user space (its own writer's queue, not the hub's). */
+  readonly pendingBytes?: number;
   /** Input flow control (QEMU's can_read): while false, bytes wait in the kernel. */
   setReading(reading: boolean): void;
   /**

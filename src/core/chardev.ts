@@ -257,6 +257,11 @@ export class Chardev {
     this.hub.setReading(reading);
   }
 
+  /** Guest output this device's clients and backend have not taken yet (chardev's queues, and the kernel's where known). */
+  get pendingOutputBytes(): number {
+    return this.hub.unreadBytes + (this.#backend?.pendingBytes ?? 0);
+  }
+
   /** Resolves once what the guest wrote has left user space (pty or socket peer read it). */
   drained(): Promise<void> {
     return this.#backend?.drained?.() ?? Promise.resolve();

@@ -195,17 +195,26 @@ export class Domain {
 
   /**
    * Stop every device and release every fd and timer. Idempotent. With `drainMs`, output
-   * still queued for a slow reader first gets that long to leave (a guest's last words).
+   * still queued for a slow reader first leaves (a guest's last words): for as long as the
+   * readers keep taking it, and `drainMs` more once they have taken nothing for that long.
    */
   async stop(options: { readonly drainMs?: number } = {}): Promise<void> {
     const drainMs = options.drainMs ?? 0;
     if (drainMs > 0 && this.#stopping === undefined) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.all([...this.devices.values()].map((d) => d.drained())),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs))),
-      ]);
-      clearTimeout(timer);
+      const devices = [...this.devices.values()];
+      const pending = (): number => devices.reduce((n, d) => n + d.pendingOutputBytes, 0);
+      let done = false;
+      const drained = Promise.all(devices.map((d) => d.drained())).then(() => (done = true));
+      let last = pending();
+      let progressAt = Date.now();
+      while (!done && Date.now() - progressAt < drainMs) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(drainMs, DRAIN_CHECK_MS))))]);
+        clearTimeout(timer);
+        const now = pending();
+        if (now < last) progressAt = Date.now();
+        last = now;
+      }
     }
     clearInterval(this.#keepAlive);
     this.#keepAlive = undefined;
@@ -213,6 +222,9 @@ export class Domain {
     await this.#stopping;
   }
 }
+
+/** How often a draining stop looks whether the readers are still taking output. */
+const DRAIN_CHECK_MS = 100;
 
 async function stopAll(devices: Chardev[], start: StartContext, abort: boolean): Promise<void> {
   // Reverse order, like teardown of anything built up step by step.

@@ -24,6 +24,12 @@ export type SlowClientPolicy = 'drop' | 'disconnect';
 /** What a transport offers the hub for one client. */
 export interface ClientSink {
   /**
+   * What the client has not read yet: `queuedBytes` plus what the kernel holds for it, when
+   * the transport can tell. Progress is seen here (a queued write completes only whole, so
+   * `queuedBytes` alone stands still while a slow reader takes a large one).
+   */
+  readonly unreadBytes?: number;
+  /**
    * Hand bytes to the transport (never blocks; the hub checks `queuedBytes` first). A
    * transport whose queue can fill calls `HubClient.drained()` once it has sent what it
    * held (a socket's 'drain'), so a guest held by this client resumes.
@@ -164,6 +170,10 @@ export class HubClient {
 
 export class HubFullError extends Error {}
 
+function unread(c: HubClient): number {
+  return c.sink.unreadBytes ?? c.sink.queuedBytes;
+}
+
 export class Hub {
   readonly #options: HubOptions;
   readonly #clients: HubClient[] = [];
@@ -231,7 +241,7 @@ export class Hub {
     if (stall === undefined || this.#stallTimer !== undefined) return;
     const now = Date.now();
     for (const c of this.#clients) {
-      c.lastQueued = c.sink.queuedBytes;
+      c.lastQueued = unread(c);
       c.progressAt = now;
     }
     const everyMs = Math.max(20, Math.min(1000, Math.floor(stall.limitMs / 4)));
@@ -248,7 +258,7 @@ export class Hub {
     const now = Date.now();
     for (const c of [...this.#clients]) {
       if (!c.holds) continue;
-      const queued = c.sink.queuedBytes;
+      const queued = unread(c);
       if (queued < c.lastQueued) c.progressAt = now;
       c.lastQueued = queued;
       if (now - c.progressAt < stall.limitMs) continue;
@@ -284,6 +294,12 @@ export class Hub {
   /** Input from clients that were not the writer, since start. */
   get inputDropped(): number {
     return this.#inputDropped;
+  }
+  /** Output the clients have not read yet (chardev's queues and, where known, the kernel's), summed. */
+  get unreadBytes(): number {
+    let n = 0;
+    for (const c of this.#clients) n += unread(c);
+    return n;
   }
   get writer(): HubClient | undefined {
     return this.#clients.find((c) => c.role === 'writer');

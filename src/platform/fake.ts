@@ -346,6 +346,12 @@ export class FakePlatform implements Platform {
     throw new PlatformError({ code: 'ENOENT', syscall: 'open', path: slavePath, description: 'No such file or directory' });
   }
 
+  /** The fake has no sockets: real ones are Node's, and their kernel queues are not faked. */
+  socketUnreadBytes(fd: number): number {
+    void fd;
+    return 0;
+  }
+
   ptyHasReader(masterFd: number): boolean {
     return this.#ptyOf(masterFd, 'poll').connected;
   }

@@ -32,6 +32,8 @@ const POLLNVAL = 0x020;
 
 /** asm-generic/ioctls.h: bytes waiting to be read. */
 const FIONREAD = 0x541b;
+/** TIOCOUTQ, which is SIOCOUTQ on a socket. */
+const TIOCOUTQ = 0x5411;
 // ppdev ioctls: _IO('p', 0x8b) and _IO('p', 0x8c) from linux/ppdev.h.
 const PPCLAIM = 0x708b;
 const PPRELEASE = 0x708c;
@@ -108,6 +110,12 @@ export class LinuxPlatform implements Platform {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  socketUnreadBytes(fd: number): number {
+    const n = libc().ioctlIntOut(fd, TIOCOUTQ);
+    if (n < 0) throw this.#errno('ioctl(SIOCOUTQ)', fdPath(fd));
+    return n;
   }
 
   ptyHasReader(masterFd: number): boolean {

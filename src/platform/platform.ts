@@ -94,6 +94,11 @@ export interface Platform {
    */
   ptyUnreadBytes(slavePath: string): number;
   /**
+   * Bytes a socket has sent that its peer has not read yet (TIOCOUTQ/SIOCOUTQ: TCP's unsent
+   * and unacknowledged bytes, a UNIX socket's bytes still in the peer's queue).
+   */
+  socketUnreadBytes(fd: number): number;
+  /**
    * Open a device or FIFO the way QEMU's serial/parallel/pipe backends do:
    * read-write, non-blocking, no controlling tty, close-on-exec.
    */

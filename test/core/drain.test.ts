@@ -2,6 +2,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { open } from '../../src/index.ts';
 import { T, domainXml, payload, waitFor, writeAll } from './helpers.ts';
 
@@ -39,6 +43,46 @@ describe('stop({ drainMs })', () => {
     } finally {
       reader.kill();
       await d.stop();
+    }
+  });
+
+  it('a socket reader slower than drainMs still gets everything: the drain goes on while it takes output', { timeout: 30000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-drain-'));
+    const sock = path.join(dir, 's');
+    const d = await open(domainXml(`<serial type='unix'><source mode='bind' path='${sock}'/></serial>`));
+    const dev = d.device('serial0');
+    // ~100 KB/s: the 256 KiB chardev holds for it take ~2.5 s to leave, longer than drainMs.
+    const py = [
+      'import hashlib, socket, sys, time',
+      's = socket.socket(socket.AF_UNIX)',
+      `s.connect(${JSON.stringify(sock)})`,
+      'h, n = hashlib.sha256(), 0',
+      'while True:',
+      '    b = s.recv(8192)',
+      '    if not b: break',
+      '    h.update(b); n += len(b)',
+      '    time.sleep(0.08)',
+      'print(n, h.hexdigest())',
+    ].join('\n');
+    const reader = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let counted = '';
+    reader.stdout.on('data', (b: Buffer) => (counted += b.toString()));
+    const exited = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+    try {
+      await waitFor(() => dev.isOpen, 'the reader to connect');
+      const data = payload(1024 * 1024);
+      const tail = 256 * 1024;
+      await writeAll(dev, data.subarray(0, data.length - tail));
+      // The client's kernel buffers are full (it is slow); the last 256 KiB wait in chardev.
+      assert.equal(dev.write(data.subarray(data.length - tail)), tail);
+      assert.ok(dev.pendingOutputBytes > 0, 'some output still waits in chardev');
+      await d.stop({ drainMs: 1500 });
+      await exited;
+      assert.equal(counted.trim(), `${data.length} ${createHash('sha256').update(data).digest('hex')}`);
+    } finally {
+      reader.kill();
+      await d.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
