@@ -32,6 +32,8 @@ export interface RunOptions {
   readonly attach?: readonly string[];
   /** `prlimit` options (e.g. `--fsize=262144`) the process starts under. */
   readonly prlimit?: readonly string[];
+  /** More `chardev run` options (e.g. `--tls-dir DIR`), before FILE. */
+  readonly options?: readonly string[];
 }
 
 /** A running `chardev run`, its stdout and stderr collected. */
@@ -43,7 +45,7 @@ export class ChardevProcess {
   #done = false;
 
   constructor(o: RunOptions) {
-    const args = [BIN, 'run', '--run-dir', o.runDir, '--log-dir', o.logDir, ...(o.attach ?? []).flatMap((a) => ['--attach', a]), o.xmlFile, '--', ...o.guest];
+    const args = [BIN, 'run', '--run-dir', o.runDir, '--log-dir', o.logDir, ...(o.attach ?? []).flatMap((a) => ['--attach', a]), ...(o.options ?? []), o.xmlFile, '--', ...o.guest];
     // prlimit sets the limit and execs: the pid is chardev's own.
     this.child =
       o.prlimit === undefined
