@@ -15,7 +15,7 @@ const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)
  * line per command.
  */
 export const STREAM_PEER = String.raw`
-import hashlib, os, socket, sys
+import hashlib, os, socket, sys, time
 kind, role, addr = sys.argv[1], sys.argv[2], sys.argv[3]
 fam = socket.AF_INET if kind == 'tcp' else socket.AF_UNIX
 target = ('127.0.0.1', int(addr)) if kind == 'tcp' else addr
@@ -93,6 +93,40 @@ while True:
         except socket.timeout:
             pass
         out('sha', got, h.hexdigest())
+    elif cmd == 'queued':
+        # Bytes waiting in this socket's receive queue (FIONREAD; under TLS, still encrypted).
+        import fcntl, struct, termios
+        out('queued', struct.unpack('i', fcntl.ioctl(conn.fileno(), termios.FIONREAD, b'\0\0\0\0'))[0])
+    elif cmd == 'pace':
+        # pace N RATE [TIMEOUT [FILE]]: read N bytes at RATE bytes/s (0: as fast as it can), or
+        # until EOF, a reset or TIMEOUT s of silence; hash them (and keep them in FILE).
+        # Answers 'paced GOT SHA END SECONDS', END one of done, eof, reset, timeout.
+        n, rate = int(args[0]), float(args[1])
+        conn.settimeout(float(args[2]) if len(args) > 2 else 30.0)
+        keep = open(args[3], 'wb') if len(args) > 3 else None
+        got, h, end, t0 = 0, hashlib.sha256(), 'done', time.monotonic()
+        step = 65536 if rate <= 0 else max(4096, min(65536, int(rate / 50)))
+        try:
+            while got < n:
+                c = conn.recv(min(step, n - got))
+                if not c:
+                    end = 'eof'
+                    break
+                got += len(c)
+                h.update(c)
+                if keep:
+                    keep.write(c)
+                if rate > 0:
+                    ahead = t0 + got / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except socket.timeout:
+            end = 'timeout'
+        except OSError:
+            end = 'reset'
+        if keep:
+            keep.close()
+        out('paced', got, h.hexdigest(), end, '%.3f' % (time.monotonic() - t0))
     elif cmd == 'close':
         conn.close()
         conn = None

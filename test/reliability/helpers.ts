@@ -30,7 +30,7 @@ export interface RunOptions {
   /** Guest command (after `--`). */
   readonly guest: readonly string[];
   readonly attach?: readonly string[];
-  /** More `chardev run` options before FILE (e.g. `--tty`). */
+  /** More `chardev run` options before FILE (e.g. `--tty`, `--tls-dir DIR`). */
   readonly flags?: readonly string[];
   /** `prlimit` options (e.g. `--fsize=262144`) the process starts under. */
   readonly prlimit?: readonly string[];
