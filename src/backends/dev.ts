@@ -6,9 +6,7 @@
  *   writer. A character device that is not a tty (QEMU's own test uses /dev/null) is
  *   accepted as QEMU does — termios failures are ignored there — and carries output only.
  *   Anything else (a regular file, a directory) is refused before any I/O.
- * - `<parallel>`: must accept PPCLAIM; otherwise QEMU's error `not a parallel port: …`.
- *   The port is driven by ioctls from the guest's parallel-port model; the byte stream
- *   itself is QEMU's generic discard (writes return len), and there is no input.
+ * - `<parallel>`: a claimed ppdev port that gets the guest's bytes (parallel.ts).
  */
 import * as fs from 'node:fs';
 import type { DevSourceDef } from '../config/types.ts';
@@ -16,6 +14,7 @@ import type { Backend, BackendContext } from '../core/backend.ts';
 import { ChardevError } from '../errors.ts';
 import type { ByteReader, ByteWriter, PlatformError } from '../platform/index.ts';
 import { describeErrno } from '../core/files.ts';
+import { createParallelBackend } from './parallel.ts';
 
 function openDev(ctx: BackendContext, path: string): number {
   try {
@@ -32,36 +31,8 @@ export function createDevBackend(ctx: BackendContext, source: DevSourceDef): Bac
   if (path === undefined) {
     throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: ${kind === 'parallel' ? 'parallel' : 'serial/tty'}: no device path given`);
   }
-  if (kind === 'parallel') return createParallel(ctx, path);
+  if (kind === 'parallel') return createParallelBackend(ctx, path);
   return createSerial(ctx, path);
-}
-
-function createParallel(ctx: BackendContext, path: string): Backend {
-  const fd = openDev(ctx, path);
-  try {
-    ctx.platform.claimParallel(fd);
-  } catch (e) {
-    ctx.platform.close(fd);
-    throw new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: ${path}: ${(e as Error).message}`, { cause: e });
-  }
-  let stopped = false;
-  return {
-    filename: 'parallel',
-    where: `${ctx.id}: parallel port ${path}`,
-    openAtStart: true,
-    droppedBytes: 0,
-    write: (data) => (stopped ? 0 : data.length),
-    setReading: () => {},
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      try {
-        ctx.platform.releaseParallel(fd);
-      } finally {
-        ctx.platform.close(fd);
-      }
-    },
-  };
 }
 
 function createSerial(ctx: BackendContext, path: string): Backend {

@@ -30,6 +30,11 @@ import { ByteQueue } from './byte-queue.ts';
 export interface FakeDeviceOptions {
   readonly tty?: boolean;
   readonly parallel?: boolean;
+  /**
+   * A parallel port's peripheral speaks IEEE 1284 reverse modes, so readParallel gets what
+   * it sends; without it, readParallel fails with EIO as ppdev's negotiation does.
+   */
+  readonly reverse?: boolean;
 }
 
 /** Serial settings recorded by setSerialRaw, for assertions. */
@@ -58,9 +63,21 @@ export interface FakeDevice {
   readonly serial: FakeSerialSettings | undefined;
   /** Everything the host wrote to the device so far (and clears it). */
   takeOutput(): Buffer;
-  /** Simulate EAGAIN (false) or let queued bytes through (true). */
+  /** Simulate EAGAIN (false) or let queued bytes through (true); a busy peripheral on a parallel port. */
   setWritable(writable: boolean): void;
-  /** Far end → host bytes (a tty only). Delivered to unpaused readers now, or held until one reads. */
+  /**
+   * Parallel port: the peripheral takes `bytes` more, then is busy (writeParallel returns
+   * short, then 0) until the next setRoom; undefined takes everything (the default).
+   */
+  setRoom(bytes: number | undefined): void;
+  /** Parallel port: the next writeParallel fails with this errno (e.g. 'EIO'), and every one after. */
+  failWrites(code: string): void;
+  /** Parallel port: the length of every writeParallel call that took bytes, in order. */
+  readonly writeSizes: readonly number[];
+  /**
+   * Far end → host bytes (a tty, or a parallel port with `reverse`). Delivered to unpaused
+   * readers now, or held until one reads.
+   */
   send(data: Uint8Array): void;
   /** The far end hangs up (EOF on the line): active readers get onHangup. */
   hangup(): void;
@@ -140,11 +157,21 @@ class FakeDeviceImpl implements FakeDevice {
   readonly input = new Input();
   claimed = false;
   serial: FakeSerialSettings | undefined;
+  room: number | undefined;
+  writeError: string | undefined;
+  readonly writeSizes: number[] = [];
   constructor(
     readonly path: string,
     readonly tty: boolean,
     readonly parallel: boolean,
+    readonly reverse: boolean,
   ) {}
+  setRoom(bytes: number | undefined): void {
+    this.room = bytes;
+  }
+  failWrites(code: string): void {
+    this.writeError = code;
+  }
   takeOutput(): Buffer {
     return take(this.endpoint);
   }
@@ -152,7 +179,9 @@ class FakeDeviceImpl implements FakeDevice {
     setWritable(this.endpoint, writable);
   }
   send(data: Uint8Array): void {
-    if (!this.tty) throw new Error(`fake device ${this.path}: send() on a device that is not a tty`);
+    if (!this.tty && !(this.parallel && this.reverse)) {
+      throw new Error(`fake device ${this.path}: send() on a device that is not a tty or a parallel port with a reverse channel`);
+    }
     this.input.send(data);
   }
   hangup(): void {
@@ -297,7 +326,7 @@ export class FakePlatform implements Platform {
 
   /** Register a path that openDevice can open. */
   addDevice(path: string, options: FakeDeviceOptions = {}): FakeDevice {
-    const device = new FakeDeviceImpl(path, options.tty ?? false, options.parallel ?? false);
+    const device = new FakeDeviceImpl(path, options.tty ?? false, options.parallel ?? false, options.reverse ?? false);
     this.#devices.set(path, device);
     return device;
   }
@@ -439,6 +468,31 @@ export class FakePlatform implements Platform {
     t.device.claimed = false;
   }
 
+  writeParallel(fd: number, data: Uint8Array): number {
+    const device = this.#claimedPort(fd, 'write');
+    if (device.writeError !== undefined) {
+      throw new PlatformError({ code: device.writeError, syscall: 'write', path: device.path, description: device.writeError });
+    }
+    if (!device.endpoint.writable) return 0;
+    // ppdev moves at most PP_BUFFER_SIZE (1024) bytes per non-blocking write.
+    const n = Math.min(data.length, 1024, device.room ?? Infinity);
+    if (n === 0) return 0;
+    if (device.room !== undefined) device.room -= n;
+    device.endpoint.output.push(Buffer.from(data.subarray(0, n)));
+    device.writeSizes.push(n);
+    return n;
+  }
+
+  readParallel(fd: number, max: number): Buffer {
+    const device = this.#claimedPort(fd, 'read');
+    if (!device.reverse) {
+      throw new PlatformError({ code: 'EIO', syscall: 'read', path: device.path, description: 'Input/output error' });
+    }
+    const pending = Buffer.concat(device.input.pending);
+    device.input.pending = pending.length > max ? [pending.subarray(max)] : [];
+    return pending.subarray(0, max);
+  }
+
   openPtyReader(masterFd: number, handlers: ByteReaderHandlers): ByteReader {
     const t = this.#fds.get(masterFd);
     // Like the real platform, any tty can be read. A tty.ReadStream starts reading on a later
@@ -468,6 +522,16 @@ export class FakePlatform implements Platform {
       throw new PlatformError({ code: 'EBADF', syscall, path: `fd ${fd}`, description: 'Bad file descriptor' });
     }
     return t;
+  }
+
+  /** ppdev refuses read/write with EINVAL until the port is claimed. */
+  #claimedPort(fd: number, syscall: string): FakeDeviceImpl {
+    const t = this.#target(fd, syscall);
+    if (t.kind !== 'device' || !t.device.parallel || !t.device.claimed) {
+      const path = t.kind === 'pty' ? t.pty.slavePath : t.device.path;
+      throw new PlatformError({ code: 'EINVAL', syscall, path, description: 'Invalid argument' });
+    }
+    return t.device;
   }
 
   #ptyOf(fd: number, syscall: string): FakePtyImpl {

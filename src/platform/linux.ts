@@ -220,6 +220,27 @@ export class LinuxPlatform implements Platform {
     if (libc().ioctlNoArg(fd, PPRELEASE) !== 0) throw this.#errno('ioctl(PPRELEASE)', fdPath(fd));
   }
 
+  writeParallel(fd: number, data: Uint8Array): number {
+    try {
+      return fs.writeSync(fd, data, 0, data.length);
+    } catch (err) {
+      if (isAgain(err)) return 0;
+      throw fromNodeError(err, 'write', fdPath(fd));
+    }
+  }
+
+  readParallel(fd: number, max: number): Buffer {
+    const buf = Buffer.allocUnsafe(max);
+    let n: number;
+    try {
+      n = fs.readSync(fd, buf, 0, max, null);
+    } catch (err) {
+      if (isAgain(err)) return Buffer.alloc(0);
+      throw fromNodeError(err, 'read', fdPath(fd));
+    }
+    return buf.subarray(0, n);
+  }
+
   openPtyReader(masterFd: number, handlers: ByteReaderHandlers): ByteReader {
     return new PtyReader(masterFd, handlers, (fd) => this.dup(fd));
   }
@@ -277,6 +298,11 @@ function fdPath(fd: number): string {
   } catch {
     return `fd ${fd}`;
   }
+}
+
+function isAgain(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EAGAIN' || code === 'EWOULDBLOCK';
 }
 
 function fromNodeError(err: unknown, syscall: string, path: string): PlatformError {

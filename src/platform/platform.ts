@@ -121,6 +121,20 @@ export interface Platform {
   /** PPRELEASE. */
   releaseParallel(fd: number): void;
   /**
+   * write(2) to a claimed parallel port (ppdev): the kernel runs the IEEE 1284
+   * compatibility-mode handshake for each byte, at most 1024 bytes per call. Returns how
+   * many bytes the peripheral took; 0 while it is busy (BUSY held, paper out, offline) or
+   * on EAGAIN. Throws PlatformError on any other failure (EIO, ENODEV: the port is gone).
+   */
+  writeParallel(fd: number, data: Uint8Array): number;
+  /**
+   * read(2) from a claimed parallel port: ppdev negotiates a reverse mode (byte or nibble)
+   * with the peripheral and reads what it offers. An empty Buffer when it has nothing now
+   * (EAGAIN); throws PlatformError, `EIO` when the peripheral refuses the IEEE 1284
+   * negotiation (it has no reverse channel).
+   */
+  readParallel(fd: number, max: number): Buffer;
+  /**
    * Reader over a pty master that survives slave hang-ups (reads a dup of it). Open it only
    * while ptyHasReader() is true: with no slave open, the first read fails with EIO at once
    * and the reader reports a hang-up.

@@ -9,8 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startDomain, type Domain, type DomainOptions } from '../../src/core/domain.ts';
 import type { Chardev } from '../../src/core/chardev.ts';
 import { ChardevError } from '../../src/errors.ts';
+import { PARALLEL_MAX_QUEUED_BYTES } from '../../src/backends/parallel.ts';
 import { FakePlatform, PlatformError, type FakePty } from '../../src/platform/index.ts';
-import { collect, eventLog, load, waitFor, writeAll } from './helpers.ts';
+import { collect, eventLog, load, payload, waitFor, writeAll } from './helpers.ts';
 
 /** Small, so a real-timer test waits milliseconds, not QEMU's second. */
 const POLL = 5;
@@ -418,18 +419,101 @@ describe('dev backend on the fake platform', () => {
     assert.deepEqual(fake.openFds, []);
   });
 
-  it('a parallel port is claimed while running and released at stop', QUICK, async (t) => {
+  it('a parallel port gets every byte the guest writes, in order, through write(2) on the claimed port', QUICK, async (t) => {
     const fake = new FakePlatform();
     const port = fake.addDevice('/dev/parport0', { parallel: true });
     const domain = await start(t, `<parallel type='dev'><source path='/dev/parport0'/></parallel>`, { platform: fake });
     const dev = domain.device('parallel0');
     assert.equal(port.claimed, true);
     assert.equal(dev.where, 'charparallel0: parallel port /dev/parport0');
+    assert.equal(dev.filename, 'parallel');
     assert.equal(dev.isOpen, true);
-    assert.equal(dev.write(Buffer.from('page')), 4, "QEMU's generic discard: writes return len");
-    assert.equal(port.takeOutput().length, 0);
+    assert.equal(dev.write(Buffer.from('page')), 4);
+    assert.equal(port.takeOutput().toString(), 'page', 'the printer got the bytes, not a discard');
+    const job = payload(20_000);
+    await writeAll(dev, job);
+    await dev.drained();
+    assert.deepEqual(port.takeOutput(), job);
+    assert.ok(port.writeSizes.every((n) => n <= 256), 'each write(2) carries at most 256 bytes of handshake');
+    assert.equal(dev.counters.dropped, 0);
     await domain.stop();
     assert.equal(port.claimed, false);
+    assert.deepEqual(fake.openFds, []);
+  });
+
+  it("a busy peripheral holds the guest: write() returns short, nothing is dropped, 'writable' follows", QUICK, async (t) => {
+    const fake = new FakePlatform();
+    const port = fake.addDevice('/dev/parport0', { parallel: true });
+    const domain = await start(t, `<parallel type='dev'><source path='/dev/parport0'/></parallel>`, { platform: fake });
+    const dev = domain.device('parallel0');
+    let writable = 0;
+    dev.on('writable', () => writable++);
+    port.setRoom(100); // takes 100 bytes, then BUSY stays high (out of paper)
+    const job = payload(200_000);
+    let took = dev.write(job);
+    assert.ok(took > 0 && took < job.length, `the write was cut short (took ${took})`);
+    took += dev.write(job.subarray(took));
+    assert.equal(took, 100 + PARALLEL_MAX_QUEUED_BYTES, 'the port took 100 bytes, a fixed 64 KiB waits');
+    await sleep(50);
+    assert.equal(dev.write(job.subarray(took)), 0, 'nothing more while the port is busy');
+    assert.equal(port.takeOutput().length, 100);
+    assert.equal(writable, 0);
+    assert.equal(dev.counters.dropped, 0, 'a busy port is not a drop');
+    port.setRoom(undefined); // paper in
+    await waitFor(() => writable === 1, "'writable' after the port took the queue");
+    await writeAll(dev, job.subarray(took));
+    await dev.drained();
+    assert.deepEqual(port.takeOutput(), job.subarray(100));
+    assert.equal(dev.counters.dropped, 0);
+    await domain.stop();
+  });
+
+  it('input: a peripheral with a reverse channel is read while the frontend reads; one without says so once and output goes on', QUICK, async (t) => {
+    const fake = new FakePlatform();
+    const talker = fake.addDevice('/dev/parport0', { parallel: true, reverse: true });
+    fake.addDevice('/dev/parport1', { parallel: true });
+    const errors: ChardevError[] = [];
+    const domain = await start(
+      t,
+      `<parallel type='dev'><source path='/dev/parport0'/></parallel><parallel type='dev'><source path='/dev/parport1'/></parallel>`,
+      { platform: fake, onError: (e) => errors.push(e) },
+    );
+    const dev = domain.device('parallel0');
+    talker.send(Buffer.from('status: ready'));
+    await sleep(20);
+    assert.equal(dev.counters.bytesToGuest, 0, 'not read while nobody reads');
+    const input = collect(dev);
+    await waitFor(() => input.bytes().length === 13, 'the peripheral’s bytes');
+    assert.equal(input.bytes().toString(), 'status: ready');
+
+    const mute = domain.device('parallel1');
+    const none = collect(mute);
+    await waitFor(() => errors.length > 0, 'the no-input notice');
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      ['charparallel1: parallel port /dev/parport1: no input from it: the peripheral has no IEEE 1284 reverse channel; output goes on'],
+    );
+    assert.equal(mute.write(Buffer.from('still prints')), 12);
+    assert.equal(fake.device('/dev/parport1').takeOutput().toString(), 'still prints');
+    await sleep(150);
+    assert.equal(errors.length, 1, 'said once');
+    assert.equal(none.bytes().length, 0);
+    await domain.stop();
+  });
+
+  it('a port that vanishes is reported once; later output is discarded and counted, never holding the guest', QUICK, async (t) => {
+    const fake = new FakePlatform();
+    const port = fake.addDevice('/dev/parport0', { parallel: true });
+    const errors: ChardevError[] = [];
+    const domain = await start(t, `<parallel type='dev'><source path='/dev/parport0'/></parallel>`, { platform: fake, onError: (e) => errors.push(e) });
+    const dev = domain.device('parallel0');
+    port.failWrites('ENODEV');
+    assert.equal(dev.write(Buffer.from('lost')), 4);
+    assert.equal(dev.write(Buffer.from('also lost')), 9);
+    assert.deepEqual(errors.map((e) => [e.code, e.message]), [['ERR_BACKEND_WRITE', 'charparallel0: parallel port /dev/parport0: ENODEV; further output discarded']]);
+    assert.equal(dev.counters.dropped, 13);
+    await dev.drained();
+    await domain.stop();
     assert.deepEqual(fake.openFds, []);
   });
 

@@ -171,6 +171,36 @@ describe('devices (real)', () => {
     }
   });
 
+  // No parallel port on this machine: what the real parallel I/O path can show without one is
+  // its write(2)/read(2) mapping (the ppdev handshake itself happens in the kernel). A full
+  // FIFO stands in for a busy port, a pty master without a slave for a failed negotiation.
+  it('writeParallel/readParallel are plain write(2)/read(2): a full fd takes 0 (not an error), an empty one reads empty, EIO is thrown', T, () => {
+    const p = path.join(tmp, 'parport-standin');
+    platform.mkfifo(p, 0o600);
+    const fd = platform.openDevice(p);
+    try {
+      assert.equal(platform.writeParallel(fd, Buffer.from('page 1')), 6);
+      assert.equal(platform.readParallel(fd, 4096).toString(), 'page 1');
+      assert.equal(platform.readParallel(fd, 4096).length, 0, 'EAGAIN reads as nothing yet');
+      const block = Buffer.alloc(65536, 0x2a);
+      let total = 0;
+      for (let n = platform.writeParallel(fd, block); n > 0; n = platform.writeParallel(fd, block)) total += n;
+      assert.ok(total >= 4096, `filled the FIFO (${total} bytes)`);
+      assert.equal(platform.writeParallel(fd, Buffer.from('x')), 0, 'a full fd takes nothing: EAGAIN is 0, not an error');
+    } finally {
+      platform.close(fd);
+    }
+    const pty = platform.openPty();
+    try {
+      assert.throws(() => platform.readParallel(pty.masterFd, 16), (e: unknown) => e instanceof PlatformError && e.code === 'EIO' && e.syscall === 'read');
+    } finally {
+      platform.close(pty.masterFd);
+    }
+    const bad = platform.openDevice('/dev/null');
+    platform.close(bad);
+    assert.throws(() => platform.writeParallel(bad, Buffer.from('x')), { code: 'EBADF', syscall: 'write' });
+  });
+
   it('close reports EBADF for an fd that is not open', T, () => {
     const fd = platform.openDevice('/dev/null');
     platform.close(fd);
