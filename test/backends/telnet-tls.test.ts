@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { open, type Domain } from '../../src/index.ts';
-import { ChardevError } from '../../src/errors.ts';
+import { ChardevError, ConfigError } from '../../src/errors.ts';
 import { makePki, type Pki } from '../helpers/pki.ts';
 import { Proc } from '../helpers/proc.ts';
 import { PyPeer, STREAM_PEER } from './python-peer.ts';
@@ -360,7 +360,7 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     await ss.until(() => input.bytes().toString() === 'hi guest\n', 's_server bytes at the guest');
   });
 
-  it("TLS client mode against an s_server with the rogue CA's certificate: start fails, naming the reason; verify='no' connects", T, async () => {
+  it("TLS client mode against an s_server with the rogue CA's certificate: start fails, naming the reason; verify='no' on a client is refused before connecting", T, async () => {
     /** s_server with the rogue server certificate, trusting (and requiring) our good client certificate. */
     const rogueServer = async (): Promise<{ ss: Proc; port: number }> => {
       const ss = track(
@@ -381,13 +381,21 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
       return true;
     });
 
-    // QEMU's client endpoint always verifies; only chardev's per-device <cd:tls verify='no'/> turns that off.
+    // QEMU's client endpoint always verifies, and so does chardev's: verify='no' on a client is a
+    // configuration error, refused before anything connects.
     const second = await rogueServer();
-    const d = await started(tcpXml(connectAttrs(second.port), 'tls', `<cd:tls dir='${q(pki.dir)}' verify='no'/>`), { load: { tlsVerify: false } });
-    const dev = d.device('serial0');
-    assert.ok(dev.isOpen);
-    dev.write(Buffer.from('trusting anyway\n'));
-    await second.ss.until(() => second.ss.text.includes('trusting anyway\n'), 'guest bytes at the rogue s_server');
+    await assert.rejects(started(tcpXml(connectAttrs(second.port), 'tls', `<cd:tls dir='${q(pki.dir)}' verify='no'/>`), { load: { tlsVerify: false } }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.code, 'ERR_CONFIG_UNSUPPORTED');
+      assert.match(
+        e.message,
+        /^<string>:\d+: <serial type='tcp'>: verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does$/,
+      );
+      return true;
+    });
+    await sleep(300);
+    assert.equal(second.ss.exitCode, undefined, 's_server (-naccept 1) still waits: nobody connected');
+    assert.doesNotMatch(second.ss.text + second.ss.stderr, /CONNECTION|ERROR|depth=/);
   });
 
   it('a missing credentials directory fails the start with QEMU\'s words; nothing is left listening or connected', T, async () => {
