@@ -70,8 +70,9 @@ export function socketSpec(ctx: BackendContext, source: TcpSourceDef | UnixSourc
   if (useTls) {
     const ext = ctx.dev.ext.tls;
     const dir = ext?.dir ?? ctx.driver.tlsCertDir;
-    // QEMU's client endpoint always verifies; a server verifies as qemu.conf (or the device) says.
-    const verify = ext?.verifyPeer ?? (server ? ctx.driver.tlsVerify : true);
+    // QEMU's client endpoint always verifies (the loader refuses verify='no' on a client);
+    // a server verifies as qemu.conf (or the device) says.
+    const verify = server ? (ext?.verifyPeer ?? ctx.driver.tlsVerify) : true;
     creds = loadTlsCredentials(ctx.id, dir, server ? 'server' : 'client', verify);
   }
   return { ...base, address: { kind: 'tcp', host: source.host ?? (server ? '127.0.0.1' : 'localhost'), port: parsePort(ctx, source.service) }, telnet, tls: creds };
