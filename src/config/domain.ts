@@ -68,7 +68,7 @@ export function loadDomain(text: string, options: LoadOptions = {}): LoadedDomai
   } else if (root.namespaceURI === null && DEVICE_NAMES.has(root.localName ?? '')) {
     standalone = true;
     def = emptyDomain();
-    addDevice(def, parseChrDevice(root, parseOpts), 0);
+    addDevice(def, parseChrDevice(root, { ...parseOpts, alias: `${root.localName ?? ''}0` }), 0);
   } else {
     throw configError(
       { file, line: lineOf(root), element: `<${root.tagName}>` },
@@ -105,6 +105,30 @@ function addDevice(def: DomainChardevsDef, dev: ChrDeviceDef, index: number): vo
   }
 }
 
+/** Serial target types after which console compatibility puts a stub console first. */
+const STUB_BEFORE_SERIAL_TARGETS: ReadonlySet<string | undefined> = new Set([undefined, 'isa-serial', 'spapr-vio-serial', 'system-serial', 'sclp-serial']);
+
+/**
+ * The aliases libvirt will give the `<console>` elements, known before parsing them so that
+ * a parse error can name its device: console compatibility (postparse.ts addConsoleCompat) makes
+ * a serial-typed first console serial 0, or puts a stub console in front of the others.
+ */
+function predictConsoleAliases(devices: XmlElement, hvm: boolean): string[] {
+  const consoles = childElements(devices, 'console');
+  const targetType = (el: XmlElement | undefined): string | undefined => {
+    const t = el ? childElements(el, 'target')[0] : undefined;
+    return t ? attr(t, 'type') : undefined;
+  };
+  if (!hvm) return consoles.map((_, i) => `console${i}`);
+  const firstType = targetType(consoles[0]);
+  if (consoles.length > 0 && (firstType === undefined || firstType === 'serial')) {
+    return consoles.map((_, i) => (i === 0 ? 'serial0' : `console${i}`));
+  }
+  const serial0 = childElements(devices, 'serial')[0];
+  const shift = serial0 !== undefined && STUB_BEFORE_SERIAL_TARGETS.has(targetType(serial0)) ? 1 : 0;
+  return consoles.map((_, i) => `console${i + shift}`);
+}
+
 function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardevsDef {
   const def = emptyDomain();
   const nameEl = childElements(root, 'name')[0];
@@ -126,15 +150,17 @@ function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardev
   // Parallel ports missing a port number take one past the earlier siblings' maximum
   // (kept as a running maximum: a document may hold many thousands of them).
   let maxParallelPort = -1;
-  for (const el of childElements(devices, 'parallel')) {
-    const p = parseChrDevice(el, opts) as ParallelDef;
+  const as = (kind: string, i: number): ParseOptions => ({ ...opts, alias: `${kind}${i}` });
+  const consoleAliases = predictConsoleAliases(devices, def.osType === 'hvm');
+  for (const [i, el] of childElements(devices, 'parallel').entries()) {
+    const p = parseChrDevice(el, as('parallel', i)) as ParallelDef;
     if (p.target.port === undefined) p.target.port = maxParallelPort + 1;
     maxParallelPort = Math.max(maxParallelPort, p.target.port);
     def.parallels.push(p);
   }
-  for (const el of childElements(devices, 'serial')) def.serials.push(parseChrDevice(el, opts) as SerialDef);
-  childElements(devices, 'console').forEach((el, i) => addDevice(def, parseChrDevice(el, opts) as ConsoleDef, i));
-  for (const el of childElements(devices, 'channel')) def.channels.push(parseChrDevice(el, opts) as ChannelDef);
+  childElements(devices, 'serial').forEach((el, i) => def.serials.push(parseChrDevice(el, as('serial', i)) as SerialDef));
+  childElements(devices, 'console').forEach((el, i) => addDevice(def, parseChrDevice(el, { ...opts, alias: consoleAliases[i] ?? `console${i}` }) as ConsoleDef, i));
+  childElements(devices, 'channel').forEach((el, i) => def.channels.push(parseChrDevice(el, as('channel', i)) as ChannelDef));
   const unindexed: VirtioSerialControllerDef[] = [];
   for (const el of childElements(devices, 'controller')) {
     if (attr(el, 'type') !== 'virtio-serial') continue;

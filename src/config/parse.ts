@@ -39,6 +39,28 @@ export interface ParseOptions {
    * which libvirt ignores in inactive definitions.
    */
   live?: boolean;
+  /**
+   * The alias libvirt will give this element (`serial0`, `console1`, …), for messages; a
+   * `<alias name='ua-…'/>` in the element wins, as it does in libvirt.
+   */
+  alias?: string;
+}
+
+/**
+ * The alias each parsed device was named with in messages, so later stages (post-parse,
+ * which moves devices around) name a device the same way.
+ */
+const aliasesAtParse = new WeakMap<ChrDeviceDef, string>();
+
+/** The alias a device had when it was parsed, if any. */
+export function aliasAtParse(dev: ChrDeviceDef): string | undefined {
+  return aliasesAtParse.get(dev);
+}
+
+/** A device made from another (console compatibility moves a console to serial 0) keeps its name. */
+export function inheritAlias(to: ChrDeviceDef, from: ChrDeviceDef): void {
+  const alias = aliasesAtParse.get(from);
+  if (alias !== undefined) aliasesAtParse.set(to, alias);
 }
 
 /** Context for messages: which element we are in. */
@@ -71,7 +93,7 @@ export function configError(
 
 function errAt(ctx: ElementContext, node: XmlElement, code: ConfigErrorCode, cls: LibvirtErrorClass, detail: string): ConfigError {
   return configError(
-    { file: ctx.file, line: lineOf(node) ?? lineOf(ctx.el), element: describeElement(ctx.kind, ctx.type) },
+    { file: ctx.file, line: lineOf(node) ?? lineOf(ctx.el), element: describeElement(ctx.kind, ctx.type), alias: ctx.alias },
     code,
     cls,
     detail,
@@ -151,6 +173,8 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
   const deviceKind = kind as DeviceKind;
   const rawType = attr(el, 'type');
   const ctx: ElementContext = { file: opts.file, el, kind: deviceKind, type: rawType ?? 'pty' };
+  const alias = userAliasOf(el) ?? opts.alias;
+  if (alias !== undefined) ctx.alias = alias;
   let type: ChrType = 'pty';
   if (rawType !== undefined) {
     if (!(CHR_TYPES as readonly string[]).includes(rawType)) {
@@ -187,23 +211,37 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
   const line = lineOf(el);
   const common = { source, info, extensions, ext, ...(line !== undefined ? { line } : {}) };
 
+  let dev: ChrDeviceDef;
   switch (deviceKind) {
     case 'serial':
-      return { kind: 'serial', target: parseSerialTarget(ctx, targetEl), ...common };
+      dev = { kind: 'serial', target: parseSerialTarget(ctx, targetEl), ...common };
+      break;
     case 'parallel': {
       const port = targetEl ? attr(targetEl, 'port') : undefined;
-      return {
+      dev = {
         kind: 'parallel',
         target: port !== undefined && targetEl ? opt('port', parsePort(ctx, targetEl, port)) : {},
         ...common,
       };
+      break;
     }
     case 'console':
       // tty= is output only: libvirt never reads it back (the path is in <source>).
-      return { kind: 'console', target: parseConsoleTarget(ctx, targetEl), ...common };
+      dev = { kind: 'console', target: parseConsoleTarget(ctx, targetEl), ...common };
+      break;
     case 'channel':
-      return { kind: 'channel', target: parseChannelTarget(ctx, targetEl, opts), ...common };
+      dev = { kind: 'channel', target: parseChannelTarget(ctx, targetEl, opts), ...common };
+      break;
   }
+  if (alias !== undefined) aliasesAtParse.set(dev, alias);
+  return dev;
+}
+
+/** `<alias name='ua-…'/>`: a user alias, which libvirt keeps instead of assigning one. */
+function userAliasOf(el: XmlElement): string | undefined {
+  const aliasEl = childElements(el, 'alias')[0];
+  const name = aliasEl ? attr(aliasEl, 'name') : undefined;
+  return name !== undefined && name.startsWith('ua-') ? name : undefined;
 }
 
 function parseSerialTarget(ctx: ElementContext, t: XmlElement | undefined): SerialTargetDef {
@@ -292,10 +330,9 @@ function parseChannelTarget(ctx: ElementContext, t: XmlElement | undefined, opts
 
 function parseDeviceInfo(ctx: ElementContext, el: XmlElement): DeviceInfoDef {
   const info: DeviceInfoDef = {};
-  const aliasEl = childElements(el, 'alias')[0];
-  const alias = aliasEl ? attr(aliasEl, 'name') : undefined;
   // Only user aliases survive in inactive XML; others are runtime names.
-  if (alias !== undefined && alias.startsWith('ua-')) info.userAlias = alias;
+  const alias = userAliasOf(el);
+  if (alias !== undefined) info.userAlias = alias;
   const addrEl = childElements(el, 'address')[0];
   if (addrEl) info.address = parseAddress(ctx, addrEl);
   const acpiEl = childElements(el, 'acpi')[0];

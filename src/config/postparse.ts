@@ -4,7 +4,7 @@
  * ports, per-device defaults, console compatibility, virtio-serial addresses.
  */
 import type { ConfigError } from '../errors.ts';
-import { configError, describeElement } from './parse.ts';
+import { aliasAtParse, configError, describeElement, inheritAlias } from './parse.ts';
 import type {
   ChrDeviceDef,
   ConsoleDef,
@@ -91,12 +91,12 @@ function qemuSerialPostParse(def: DomainChardevsDef, serial: SerialDef): void {
   }
 }
 
-function where(ctx: PostParseContext, dev: ChrDeviceDef, alias?: string) {
+function where(ctx: PostParseContext, dev: ChrDeviceDef) {
   return {
     file: ctx.file,
     line: dev.line,
     element: describeElement(dev.kind, dev.source.type),
-    alias,
+    alias: aliasAtParse(dev),
   };
 }
 
@@ -196,6 +196,7 @@ function addConsoleCompat(def: DomainChardevsDef, ctx: PostParseContext): void {
         ext: first.ext,
         ...(first.line !== undefined ? { line: first.line } : {}),
       };
+      inheritAlias(moved, first);
       def.serials.push(moved);
       def.consoles[0] = stubConsole();
     } else {
@@ -207,6 +208,7 @@ function addConsoleCompat(def: DomainChardevsDef, ctx: PostParseContext): void {
       const serial0 = def.serials[0];
       if (serial0 !== undefined) serial0.ext = { ...first.ext, ...serial0.ext };
       if (first.line !== undefined) stub.line = first.line;
+      inheritAlias(stub, first);
       def.consoles[0] = stub;
     }
     return;

@@ -6,6 +6,7 @@
  * every port is taken.
  */
 import { ConfigError } from '../errors.ts';
+import { aliasAtParse, describeElement } from './parse.ts';
 import type { AddressDef, ChrDeviceDef, DomainChardevsDef, VirtioSerialControllerDef } from './types.ts';
 
 const DEFAULT_PORTS = 31;
@@ -45,9 +46,12 @@ function isVirtio(dev: ChrDeviceDef): boolean {
 }
 
 function xmlError(detail: string, dev: ChrDeviceDef): ConfigError {
+  const alias = aliasAtParse(dev);
   return new ConfigError('ERR_CONFIG_INVALID', 'XML error', detail, {
     file: '<domain>',
     ...(dev.line !== undefined ? { line: dev.line } : {}),
+    element: describeElement(dev.kind, dev.source.type),
+    ...(alias !== undefined ? { alias } : {}),
   });
 }
 

@@ -198,14 +198,13 @@ export function loadXml(text: string, file: string): XmlDocument {
   } catch (e) {
     const locator = (e as { locator?: { lineNumber?: number; columnNumber?: number } }).locator;
     const detail = failure?.message ?? (e instanceof Error ? e.message : String(e));
+    if (/missing root element/.test(detail)) throw missingRoot(text, file);
     const loc: { file: string; line?: number; column?: number } = { file };
     if (locator?.lineNumber) loc.line = locator.lineNumber;
     if (locator?.columnNumber) loc.column = locator.columnNumber;
     throw new ConfigError('ERR_XML_MALFORMED', 'XML error', `malformed XML: ${detail}`, loc);
   }
-  if (!doc.documentElement) {
-    throw new ConfigError('ERR_XML_MALFORMED', 'XML error', 'malformed XML: missing root element', { file });
-  }
+  if (!doc.documentElement) throw missingRoot(text, file);
   const deep = tooDeep(doc);
   if (deep) {
     const loc: { file: string; line?: number; column?: number } = { file };
@@ -214,6 +213,16 @@ export function loadXml(text: string, file: string): XmlDocument {
     throw new ConfigError('ERR_XML_MALFORMED', 'XML error', `malformed XML: elements nested more than ${MAX_XML_DEPTH} deep`, loc);
   }
   return doc;
+}
+
+/**
+ * A document with no element (empty, blank, only comments or a declaration), reported on the
+ * line where libxml2 gives up looking for one: the last line (1 for an empty file).
+ */
+function missingRoot(text: string, file: string): ConfigError {
+  let line = 1;
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) line++;
+  return new ConfigError('ERR_XML_MALFORMED', 'XML error', 'malformed XML: missing root element', { file, line });
 }
 
 export function isElement(node: XmlNode | null): node is XmlElement {

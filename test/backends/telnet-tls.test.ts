@@ -389,7 +389,7 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
       assert.equal(e.code, 'ERR_CONFIG_UNSUPPORTED');
       assert.match(
         e.message,
-        /^<string>:\d+: <serial type='tcp'>: verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does$/,
+        /^<string>:\d+: <serial type='tcp'> \(serial0\): verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does$/,
       );
       return true;
     });

@@ -52,6 +52,21 @@ test('validate: a bad document gives one line FILE:LINE: <element> (alias): mess
   assert.equal(r.stderr, `${file}:4: <serial type='tcp'> (serial0): Missing source host attribute for char device\n`);
 });
 
+test('validate: errors the parser finds name the device too; an empty or blank file gets a line like every other error', () => {
+  const file = join(dir, 'append.xml');
+  writeFileSync(file, "<domain>\n  <name>x</name>\n  <devices>\n    <serial type='pty'/>\n    <serial type='file'>\n      <source path='/tmp/x' append='sometimes'/>\n    </serial>\n  </devices>\n</domain>\n");
+  const r = chardev(['validate', file]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, `${file}:6: <serial type='file'> (serial1): Invalid value for attribute 'append' in element 'source': 'sometimes'.\n`);
+  for (const [name, text, line] of [['empty.xml', '', 1], ['blank.xml', '  \n\n', 3]] as const) {
+    const f = join(dir, name);
+    writeFileSync(f, text);
+    const e = chardev(['validate', f]);
+    assert.equal(e.status, 1);
+    assert.equal(e.stderr, `${f}:${line}: malformed XML: missing root element\n`);
+  }
+});
+
 test('validate --json reports validity for scripts', () => {
   const ok = chardev(['validate', '--json', join(CASES, 'serial-tcp-telnet-chardev.xml')]);
   assert.equal(ok.status, 0);

@@ -3,7 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadDomain } from '../../src/config/domain.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { hostDevices } from '../../src/config/names.ts';
+import { hostDevices, namedDevices } from '../../src/config/names.ts';
+import { aliasAtParse } from '../../src/config/parse.ts';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LIBVIRT_DATA } from '../helpers/paths.ts';
 import { decodeDocument } from '../../src/config/xml.ts';
 import { performance } from 'node:perf_hooks';
 
@@ -148,7 +152,7 @@ test('characters XML does not allow are refused; values are printed escaped and 
   assert.throws(() => loadDomain("<serial type='p\u0000ty'/>", { file: 'n.xml' }), /n\.xml:1:16: malformed XML: character U\+0000 is not allowed in XML/);
   assert.throws(() => loadDomain("<serial type='pty&#27;[2J'/>", { file: 'e.xml' }), /character U\+001B/);
   // &#10; is allowed in a value, but a message is one line.
-  assert.throws(() => loadDomain("<serial type='a&#10;b'/>", { file: 'l.xml' }), (e: unknown) => e instanceof ConfigError && e.message === "l.xml:1: <serial type='a\\x0ab'>: unknown type presented to host for character device: a\\x0ab");
+  assert.throws(() => loadDomain("<serial type='a&#10;b'/>", { file: 'l.xml' }), (e: unknown) => e instanceof ConfigError && e.message === "l.xml:1: <serial type='a\\x0ab'> (serial0): unknown type presented to host for character device: a\\x0ab");
   assert.throws(
     () => loadDomain(`<serial type='${'A'.repeat(100_000)}'/>`, { file: 'h.xml' }),
     (e: unknown) => e instanceof ConfigError && e.message.length < 1000 && e.message.includes('more characters)') && e.detail.length > 100_000,
@@ -187,4 +191,98 @@ test('thousands of devices load in linear time', () => {
 
 test('a guestfwd address with an octet above 255 is refused', () => {
   refuse(domain("<channel type='pipe'><source path='/p'/><target type='guestfwd' address='10.0.2.256' port='1'/></channel>"), "XML error: Cannot parse socket address '10.0.2.256'");
+});
+
+// ---- every device error names its device (issue 17 item 5) ----
+
+test('errors found while parsing name the alias libvirt gives the device, like every later check', () => {
+  const cases: Array<[string, string, string]> = [
+    [
+      "    <serial type='pty'/>\n    <serial type='file'>\n      <source path='/tmp/x' append='maybe'/>\n    </serial>",
+      "XML error: Invalid value for attribute 'append' in element 'source': 'maybe'.",
+      "dom.xml:7: <serial type='file'> (serial1): Invalid value for attribute 'append' in element 'source': 'maybe'.",
+    ],
+    [
+      "    <parallel type='pty'/>\n    <parallel type='wire'/>",
+      'unsupported configuration: unknown type presented to host for character device: wire',
+      "dom.xml:6: <parallel type='wire'> (parallel1): unknown type presented to host for character device: wire",
+    ],
+    [
+      "    <channel type='pty'><target type='virtio'/></channel>\n    <channel type='pty'><target type='virtio'/><protocol type='raw'/><protocol type='raw'/></channel>",
+      'XML error: only one protocol element is allowed for character device',
+      "dom.xml:6: <channel type='pty'> (channel1): only one protocol element is allowed for character device",
+    ],
+    [
+      // A user alias is the device's name in libvirt too.
+      "    <serial type='tcp'><source mode='mash' host='h' service='1'/><alias name='ua-modem'/></serial>",
+      "XML error: Invalid value for attribute 'mode' in element 'source': 'mash'.",
+      "dom.xml:5: <serial type='tcp'> (ua-modem): Invalid value for attribute 'mode' in element 'source': 'mash'.",
+    ],
+    [
+      // The first console of an HVM guest is serial 0 (console compatibility).
+      "    <console type='tcp'><source mode='bind' host='h' service='1'><reconnect enabled='maybe'/></source></console>",
+      "XML error: Invalid value for attribute 'enabled' in element 'reconnect': 'maybe'.",
+      "dom.xml:5: <console type='tcp'> (serial0): Invalid value for attribute 'enabled' in element 'reconnect': 'maybe'.",
+    ],
+    [
+      // A stub console for serial 0 goes first, so the virtio console is console1.
+      "    <serial type='pty'/>\n    <console type='pty'><target type='virtio' port='x'/></console>",
+      'XML error: Invalid port number: x',
+      "dom.xml:6: <console type='pty'> (console1): Invalid port number: x",
+    ],
+    [
+      // chardev's own extensions: its words, the same place and name.
+      "    <serial type='pty'/>\n    <serial type='pty'><cd:history xmlns:cd='urn:chardev:1' size='lots'/></serial>",
+      "XML error: Invalid value for attribute 'size' in element 'cd:history': 'lots'. Expected an integer from 1 to 67108864",
+      "dom.xml:6: <serial type='pty'> (serial1): Invalid value for attribute 'size' in element 'cd:history': 'lots'. Expected an integer from 1 to 67108864",
+    ],
+    [
+      // Post-parse: libvirt's serial port numbering.
+      "    <serial type='pty'><target type='isa-serial' port='1'/></serial>\n    <serial type='pty'><target type='isa-serial' port='1'/></serial>",
+      "internal error: target port '1' already allocated",
+      "dom.xml:6: <serial type='pty'> (serial1): target port '1' already allocated",
+    ],
+    [
+      // virtio-serial addresses.
+      "    <controller type='virtio-serial' index='0' ports='2'/>\n    <channel type='pty'><target type='virtio'/><address type='virtio-serial' controller='0' bus='0' port='5'/></channel>",
+      'XML error: virtio serial controller 0 does not have port 5',
+      "dom.xml:6: <channel type='pty'> (channel0): virtio serial controller 0 does not have port 5",
+    ],
+  ];
+  for (const [devices, libvirtMessage, message] of cases) refuse(domain(devices), libvirtMessage, message);
+  // A device element on its own is device 0 of its kind.
+  assert.throws(() => loadDomain("<parallel type='file'>\n  <source path='/x' append='1'/>\n</parallel>", { file: 'p.xml' }), {
+    message: "p.xml:2: <parallel type='file'> (parallel0): Invalid value for attribute 'append' in element 'source': '1'.",
+  });
+});
+
+test('the alias a device is named with at parse time is the one libvirt gives it, over all of libvirt 9.0.0\'s test documents', () => {
+  const dir = path.join(LIBVIRT_DATA, 'qemuxml2argvdata');
+  let devices = 0;
+  for (const name of fs.readdirSync(dir).filter((f) => f.endsWith('.xml'))) {
+    let loaded;
+    try {
+      loaded = loadDomain(fs.readFileSync(path.join(dir, name), 'utf8'), { file: name });
+    } catch {
+      continue; // libvirt refuses it too (an .err case)
+    }
+    for (const nd of namedDevices(loaded.def)) {
+      const atParse = aliasAtParse(nd.dev);
+      if (atParse === undefined) continue; // a stub console libvirt made, not an element
+      assert.equal(atParse, nd.alias, `${name}: ${nd.dev.kind} named ${atParse} while parsing, ${nd.alias} after`);
+      devices++;
+    }
+  }
+  assert.ok(devices > 100, `checked ${devices} devices`);
+});
+
+test('a document with no element: one line with the line where libxml2 gives up, like every other error', () => {
+  for (const [text, line] of [['', 1], ['\n\n   \n', 4], ['<!-- nothing -->\n', 2], ["<?xml version='1.0'?>\n\n", 3]] as const) {
+    assert.throws(() => loadDomain(text, { file: 'e.xml' }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.code, 'ERR_XML_MALFORMED');
+      assert.equal(e.message, `e.xml:${line}: malformed XML: missing root element`);
+      return true;
+    });
+  }
 });
