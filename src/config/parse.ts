@@ -197,17 +197,6 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
   // element itself (which is rewritten from the model when formatting).
   const extensions = extElements.map((c) => serializeNode(c, declarationsFrom(el, c)));
   const ext = parseExtensions(extElements, (node, code, cls, detail) => errAt(ctx, node, code, cls, detail));
-  if (source.type === 'tcp' && source.mode === 'connect' && ext.tls?.verifyPeer === false) {
-    // QEMU's client endpoint always verifies the server (and its name); so does chardev's.
-    const tlsEl = extElements.find((c) => (c.localName ?? c.tagName) === 'tls') ?? el;
-    throw errAt(
-      ctx,
-      tlsEl,
-      'ERR_CONFIG_UNSUPPORTED',
-      'unsupported configuration',
-      `verify='no' in <${tlsEl.tagName}> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does`,
-    );
-  }
   const line = lineOf(el);
   const common = { source, info, extensions, ext, ...(line !== undefined ? { line } : {}) };
 

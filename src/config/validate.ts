@@ -106,7 +106,8 @@ function qemuProblem(nd: NamedDevice, def: DomainChardevsDef): Problem | undefin
   if ((src.type === 'tcp' || src.type === 'unix') && src.reconnect?.enabled === 'yes' && src.reconnect.timeoutSec === 0) {
     return ['invalid argument', "chardev reconnect source timeout cannot be '0'"];
   }
-  if (src.type === 'nmdm') return ['unsupported configuration', `unsupported chardev '${src.type}'`];
+  // nmdm (bhyve's null-modem pair) is a document libvirt 9.0.0 accepts and formats: valid here.
+  // QEMU has no backend for it, so qemu-args (command.ts) and a start (the registry) refuse it.
   if (dev.kind === 'parallel' && (def.arch === 's390' || def.arch === 's390x' || def.arch === 'ppc64' || def.arch === 'ppc64le')) {
     return ['unsupported configuration', 'parallel ports are not supported'];
   }
@@ -146,5 +147,10 @@ export function validateDomain(def: DomainChardevsDef, driver: DriverOptions, fi
     if (generic !== undefined) throw fail(file, nd, generic[0], generic[1]);
     const qemu = qemuProblem(nd, def);
     if (qemu) throw fail(file, nd, qemu[0], qemu[1]);
+    const src = nd.dev.source;
+    if (src.type === 'tcp' && src.mode === 'connect' && nd.dev.ext.tls?.verifyPeer === false) {
+      // chardev's own rule: QEMU's client endpoint always verifies the server (and its name).
+      throw fail(file, nd, 'unsupported configuration', "verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does");
+    }
   }
 }

@@ -8,6 +8,7 @@ import { assertNever } from '../errors.ts';
 import type { LoadedDomain } from '../config/domain.ts';
 import type { DriverOptions } from '../config/postparse.ts';
 import { chardevId, namedDevices, type NamedDevice } from '../config/names.ts';
+import { configError, describeElement } from '../config/parse.ts';
 import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef } from '../config/types.ts';
 
 export type ArgSyntax = 'json' | 'keyval';
@@ -109,7 +110,7 @@ export function chardevValue(def: DomainChardevsDef, nd: NamedDevice, driver: Dr
       s = `dbus,id=${id},name=${src.channel ?? ''}`;
       break;
     case 'nmdm':
-      // Validation refuses nmdm for QEMU; keep the switch exhaustive.
+      // buildQemuArgs refuses nmdm first; keep the switch exhaustive.
       s = `nmdm,id=${id}`;
       break;
     default:
@@ -224,11 +225,20 @@ function tlsObject(nd: NamedDevice, driver: DriverOptions, syntax: ArgSyntax): Q
  * parallels, channels, consoles), each device's `-object`, `-chardev` and
  * frontend together. A console that is serial 0 seen again adds nothing.
  */
-export function buildQemuArgs(loaded: Pick<LoadedDomain, 'def' | 'driver'>, options: QemuArgsOptions = {}): QemuArg[] {
+export function buildQemuArgs(loaded: Pick<LoadedDomain, 'def' | 'driver'> & { readonly file?: string }, options: QemuArgsOptions = {}): QemuArg[] {
   const syntax = options.syntax ?? 'json';
   const out: QemuArg[] = [];
   for (const nd of namedDevices(loaded.def)) {
     if (nd.dev.kind === 'console' && nd.dev.aliasOfSerial !== undefined) continue;
+    if (nd.dev.source.type === 'nmdm') {
+      // libvirt's QEMU driver has no -chardev for bhyve's nmdm: qemuBuildChardevStr's words.
+      throw configError(
+        { file: loaded.file ?? '<string>', line: nd.dev.line, element: describeElement(nd.dev.kind, 'nmdm'), alias: nd.alias },
+        'ERR_CONFIG_UNSUPPORTED',
+        'unsupported configuration',
+        "unsupported chardev 'nmdm'",
+      );
+    }
     const tls = tlsObject(nd, loaded.driver, syntax);
     if (tls) out.push(tls);
     out.push(['-chardev', chardevValue(loaded.def, nd, loaded.driver)]);

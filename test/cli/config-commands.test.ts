@@ -67,6 +67,21 @@ test('validate: errors the parser finds name the device too; an empty or blank f
   }
 });
 
+test("nmdm, which libvirt 9.0.0 accepts: validate and dumpxml take it, qemu-args refuses it in one line (QEMU has no such backend)", () => {
+  const file = join(dir, 'nmdm.xml');
+  writeFileSync(file, "<domain type='bhyve'>\n  <name>bsd</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n    <serial type='nmdm'>\n      <source master='/dev/nmdm0A' slave='/dev/nmdm0B'/>\n    </serial>\n  </devices>\n</domain>\n");
+  const v = chardev(['validate', file]);
+  assert.equal(v.status, 0, v.stderr);
+  assert.match(v.stdout, /valid \(1 character device: serial0 nmdm\)/);
+  const d = chardev(['dumpxml', file]);
+  assert.equal(d.status, 0, d.stderr);
+  assert.match(d.stdout, /<serial type='nmdm'>\n\s+<source master='\/dev\/nmdm0A' slave='\/dev\/nmdm0B'\/>/);
+  const q = chardev(['qemu-args', file]);
+  assert.equal(q.status, 1);
+  assert.equal(q.stdout, '');
+  assert.equal(q.stderr, `${file}:5: <serial type='nmdm'> (serial0): unsupported chardev 'nmdm'\n`);
+});
+
 test('validate --json reports validity for scripts', () => {
   const ok = chardev(['validate', '--json', join(CASES, 'serial-tcp-telnet-chardev.xml')]);
   assert.equal(ok.status, 0);
