@@ -5,6 +5,7 @@
  */
 import { DOMParser, type Document, type Element, type Node, type ProcessingInstruction } from '@xmldom/xmldom';
 import { ConfigError } from '../errors.ts';
+import { encodingProblem } from './encodings.ts';
 
 export type XmlDocument = Document;
 export type XmlElement = Element;
@@ -183,6 +184,7 @@ export function loadXml(text: string, file: string): XmlDocument {
   }
   // xmldom passes NUL and other control characters through; libxml2 refuses them.
   checkCharacters(text, file);
+  checkEncodingDecl(text, file);
   let failure: { message: string } | undefined;
   const parser = new DOMParser({
     onError(level, message) {
@@ -205,6 +207,7 @@ export function loadXml(text: string, file: string): XmlDocument {
     throw new ConfigError('ERR_XML_MALFORMED', 'XML error', `malformed XML: ${detail}`, loc);
   }
   if (!doc.documentElement) throw missingRoot(text, file);
+  checkNameLengths(doc, file);
   const deep = tooDeep(doc);
   if (deep) {
     const loc: { file: string; line?: number; column?: number } = { file };
@@ -223,6 +226,57 @@ function missingRoot(text: string, file: string): ConfigError {
   let line = 1;
   for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) line++;
   return new ConfigError('ERR_XML_MALFORMED', 'XML error', 'malformed XML: missing root element', { file, line });
+}
+
+/** The XML declaration's `encoding=`, refused where libxml2 refuses it. */
+function checkEncodingDecl(text: string, file: string): void {
+  const decl = /^<\?xml[ \t\r\n][^]*?\?>/.exec(text);
+  if (!decl) return;
+  const enc = /[ \t\r\n]encoding[ \t\r\n]*=[ \t\r\n]*(["'])([^"'<>]*)\1/.exec(decl[0]);
+  if (!enc) return;
+  const name = enc[2] ?? '';
+  const problem = encodingProblem(name);
+  if (problem === undefined) return;
+  const { line, column } = lineColumnAt(text, enc.index + enc[0].length - name.length - 1);
+  throw new ConfigError('ERR_XML_MALFORMED', 'XML error', `malformed XML: ${problem}`, { file, line, column });
+}
+
+/**
+ * libxml2's XML_MAX_NAME_LENGTH: without XML_PARSE_HUGE (libvirt does not set it) an element or
+ * attribute name, or either part of a prefixed one, longer than this is refused.
+ */
+export const MAX_XML_NAME_LENGTH = 50_000;
+
+function checkNameLengths(doc: XmlDocument, file: string): void {
+  const stack: XmlNode[] = [];
+  for (let n = doc.firstChild; n; n = n.nextSibling) stack.push(n);
+  const tooLong = (name: string): number => Math.max(0, ...name.split(':').map((part) => part.length)) > MAX_XML_NAME_LENGTH ? name.length : 0;
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (node.nodeType !== NODE.ELEMENT) continue;
+    const el = node as XmlElement;
+    let what: string | undefined;
+    let length = tooLong(el.tagName);
+    if (length > 0) what = 'element';
+    for (let i = 0; what === undefined && i < el.attributes.length; i++) {
+      const a = el.attributes.item(i);
+      if (a === null) continue;
+      length = tooLong(a.name);
+      if (length > 0) what = 'attribute';
+    }
+    if (what !== undefined) {
+      const loc: { file: string; line?: number; column?: number } = { file };
+      if (el.lineNumber) loc.line = el.lineNumber;
+      if (el.columnNumber) loc.column = el.columnNumber;
+      throw new ConfigError(
+        'ERR_XML_MALFORMED',
+        'XML error',
+        `malformed XML: Name too long (an ${what} name of ${length} characters; libxml2 allows ${MAX_XML_NAME_LENGTH})`,
+        loc,
+      );
+    }
+    for (let n = el.firstChild; n; n = n.nextSibling) stack.push(n);
+  }
 }
 
 export function isElement(node: XmlNode | null): node is XmlElement {

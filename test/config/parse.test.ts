@@ -286,3 +286,41 @@ test('a document with no element: one line with the line where libxml2 gives up,
     });
   }
 });
+
+// ---- what libxml2 refuses (issue 17 item 7) ----
+
+test("an encoding= libxml2 does not know is refused in libxml2's words; the ones it knows are read (as UTF-8)", () => {
+  const decl = (enc: string): string => `<?xml version='1.0' encoding='${enc}'?>\n<serial type='pty'/>\n`;
+  for (const enc of ['UTF-8', 'utf8', 'ISO-8859-1', 'latin1', 'ISO-8859-15', 'US-ASCII', 'windows-1252', 'KOI8-R', 'Shift_JIS']) {
+    assert.equal(loadDomain(decl(enc), { file: 'e.xml' }).def.serials.length, 1, enc);
+  }
+  const refused: Array<[string, string]> = [
+    ['bogus', 'Unsupported encoding bogus'],
+    ['UTF-9', 'Unsupported encoding UTF-9'],
+    ['', 'Invalid XML encoding name'],
+    ['1252', 'Invalid XML encoding name'],
+    ['UTF-16', 'Document labelled UTF-16 but has UTF-8 content'],
+    ['ucs-4', 'Document labelled UCS-4 but has UTF-8 content'],
+  ];
+  for (const [enc, words] of refused) {
+    assert.throws(() => loadDomain(decl(enc), { file: 'e.xml' }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, enc);
+      assert.equal(e.code, 'ERR_XML_MALFORMED');
+      assert.equal(e.message, `e.xml:1:31: malformed XML: ${words}`);
+      return true;
+    });
+  }
+});
+
+test("element and attribute names longer than libxml2's 50,000 characters are refused; 50,000 are not", () => {
+  const name = (n: number): string => 'n'.repeat(n);
+  assert.equal(loadDomain(domain(`    <${name(50_000)} ${name(50_000)}='1'/>\n    <serial type='pty'/>`)).def.serials.length, 1);
+  const cases: Array<[string, string]> = [
+    [`    <${name(50_001)}/>`, 'an element name of 50001 characters'],
+    [`    <x:${name(50_001)} xmlns:x='urn:x'/>`, 'an element name of 50003 characters'],
+    [`    <serial type='pty' ${name(50_001)}='1'/>`, 'an attribute name of 50001 characters'],
+  ];
+  for (const [devices, what] of cases) {
+    refuse(domain(devices), `XML error: malformed XML: Name too long (${what}; libxml2 allows 50000)`, new RegExp(`^dom\\.xml:5:5: malformed XML: Name too long`));
+  }
+});
