@@ -3,8 +3,9 @@
 # concurrency on 2 cores) — except the soak, test/slow/soak.test.ts, which runs for 5 minutes
 # mostly waiting on its churn, in a second runner beside them so the whole stays under 10
 # minutes. Its report is printed after the others', then one summary of both runners (the
-# node:test `# tests/# pass/# fail …` lines, summed), so a reader of the last summary sees the
-# whole suite. The status is non-zero if either runner failed.
+# node:test `# tests/# pass/# fail …` lines, summed, and every skipped test and part of a test
+# with its reason: scripts/test-summary.sh), so a reader of the last summary sees the whole
+# suite. The status is non-zero if either runner failed.
 set -u
 cd "$(dirname "$0")/.."
 ./node_modules/.bin/tsc -p . || exit 1
@@ -23,7 +24,5 @@ soak=$?
 echo "# --- $SOAK (ran beside the files above) ---"
 cat "$soak_out"
 echo "# --- whole suite: both runners ---"
-# The runners' own summary lines (`# tests 333` …) at the start of a line, summed per key.
-cat "$rest_out" "$soak_out" | awk '/^# (tests|suites|pass|fail|cancelled|skipped|todo) [0-9]+$/ { n[$2] += $3 }
-  END { split("tests suites pass fail cancelled skipped todo", k, " "); for (i = 1; i <= 7; i++) printf "# %s %d\n", k[i], n[k[i]] }'
+sh scripts/test-summary.sh "$rest_out" "$soak_out"
 [ "$rest" -eq 0 ] && [ "$soak" -eq 0 ]
