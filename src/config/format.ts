@@ -7,7 +7,7 @@ import { assertNever } from '../errors.ts';
 import type { LoadedDomain } from './domain.ts';
 import { deviceAlias } from './names.ts';
 import { DEVICE_KINDS, type ChrDeviceDef, type ChrSourceDef, type DomainChardevsDef, type LiveState, type SeclabelDef } from './types.ts';
-import { childElements, formatXmlOut, NODE, rawXml, serializeNode, textElement, x, type XmlNode, type XmlOut } from './xml.ts';
+import { attr, childElements, formatXmlOut, NODE, rawXml, serializeNode, textElement, x, type XmlDocument, type XmlElement, type XmlNode, type XmlOut } from './xml.ts';
 
 export interface FormatOptions {
   /** Live XML, with the runtime's state (or just what the document itself carried). */
@@ -207,6 +207,73 @@ const AFTER_CHARDEVS = new Set([
   'hub', 'watchdog', 'memballoon', 'rng', 'nvram', 'panic', 'shmem', 'iommu', 'vsock', 'crypto',
 ]);
 
+/** Elements libvirt writes after its controllers, to place the first one when there was none. */
+const AFTER_CONTROLLERS = new Set(['lease', 'filesystem', 'interface', 'smartcard', ...DEVICE_KINDS, ...AFTER_CHARDEVS]);
+
+/** The whitespace before `el`'s line, i.e. its indentation ('    ' if there is none to copy). */
+function indentOf(el: XmlNode): string {
+  const prev = el.previousSibling;
+  if (!prev || !isBlank(prev)) return '    ';
+  const ws = prev.nodeValue ?? '';
+  return ws.slice(ws.lastIndexOf('\n') + 1);
+}
+
+/**
+ * The virtio-serial controllers as libvirt prints them: the document's own with the index
+ * libvirt gave one that had none (attributes in libvirt's order), and the ones libvirt added for
+ * a virtio channel or console that needed one, among the controllers in index order. libvirt
+ * also gives every controller a PCI `<address>` from its PCI allocator, which models every PCI
+ * device of the domain; chardev does not, so an added controller has none (QEMU places it).
+ */
+function virtioSerialControllersOut(doc: XmlDocument, devices: XmlElement, def: DomainChardevsDef): void {
+  const own = childElements(devices, 'controller').filter((e) => attr(e, 'type') === 'virtio-serial');
+  // The document's controllers were parsed first, in document order.
+  const parsed = def.virtioSerialControllers.filter((c) => c.implicit !== true);
+  own.forEach((el, i) => {
+    const ctrl = parsed[i];
+    if (ctrl === undefined || el.hasAttribute('index')) return;
+    const rest: Array<[string, string]> = [];
+    for (let a = 0; a < el.attributes.length; a++) {
+      const item = el.attributes.item(a);
+      if (item && item.name !== 'type') rest.push([item.name, item.value]);
+    }
+    for (const [name] of rest) el.removeAttribute(name);
+    el.setAttribute('index', String(ctrl.index));
+    for (const [name, value] of rest) el.setAttribute(name, value);
+  });
+  const added = def.virtioSerialControllers.filter((c) => c.implicit === true).sort((a, b) => a.index - b.index);
+  for (const ctrl of added) {
+    const el = doc.createElement('controller');
+    el.setAttribute('type', 'virtio-serial');
+    el.setAttribute('index', String(ctrl.index));
+    const virtioSerial = childElements(devices, 'controller').filter((e) => attr(e, 'type') === 'virtio-serial');
+    const higher = virtioSerial.find((e) => Number(attr(e, 'index') ?? NaN) > ctrl.index);
+    const controllers = childElements(devices, 'controller');
+    const last = controllers[controllers.length - 1];
+    if (higher !== undefined) {
+      devices.insertBefore(el, higher);
+      devices.insertBefore(doc.createTextNode('\n' + indentOf(higher)), higher);
+    } else if (last !== undefined) {
+      const next = last.nextSibling;
+      devices.insertBefore(doc.createTextNode('\n' + indentOf(last)), next);
+      devices.insertBefore(el, next);
+    } else {
+      const follower = childElements(devices).find((e) => e.namespaceURI === null && AFTER_CONTROLLERS.has(e.localName ?? ''));
+      if (follower !== undefined) {
+        devices.insertBefore(el, follower);
+        devices.insertBefore(doc.createTextNode('\n' + indentOf(follower)), follower);
+      } else {
+        const end = devices.lastChild;
+        const ws = doc.createTextNode('\n    ');
+        if (end && isBlank(end)) {
+          devices.insertBefore(ws, end);
+          devices.insertBefore(el, end);
+        } else devices.appendChild(el);
+      }
+    }
+  }
+}
+
 function isBlank(node: XmlNode | null): boolean {
   return node !== null && node.nodeType === NODE.TEXT && /^\s*$/.test(node.nodeValue ?? '');
 }
@@ -224,6 +291,7 @@ export function formatDomain(loaded: LoadedDomain, options: FormatOptions = {}):
   const root = doc.documentElement;
   const devices = root ? childElements(root, 'devices')[0] : undefined;
   if (!devices) return serializeNode(doc);
+  virtioSerialControllersOut(doc, devices, loaded.def);
   const old = childElements(devices).filter((e) => e.namespaceURI === null && CHARDEV_ELEMENTS.has(e.localName ?? ''));
   if (old.length === 0 && elements.length === 0) return serializeNode(doc);
   let indent = '    ';

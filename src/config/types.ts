@@ -279,6 +279,11 @@ export type ChrDeviceDef = SerialDef | ParallelDef | ConsoleDef | ChannelDef;
 export interface VirtioSerialControllerDef {
   index: number;
   ports?: number;
+  /**
+   * Not in the document: libvirt added it for a virtio channel or console that needed it
+   * (formatted as a new `<controller type='virtio-serial'>`, as libvirt prints it).
+   */
+  implicit?: true;
 }
 
 export interface DomainChardevsDef {

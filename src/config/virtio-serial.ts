@@ -64,7 +64,7 @@ export function assignVirtioSerialAddresses(def: DomainChardevsDef, file = '<dom
   for (const dev of devices) {
     const idx = dev.info.address?.type === 'virtio-serial' ? (addrNumber(dev.info.address, 'controller') ?? 0) : 0;
     if (!indexes.has(idx)) {
-      def.virtioSerialControllers.push({ index: idx });
+      def.virtioSerialControllers.push({ index: idx, implicit: true });
       indexes.add(idx);
     }
   }
@@ -128,7 +128,7 @@ export function assignVirtioSerialAddresses(def: DomainChardevsDef, file = '<dom
         while (indexes.has(nextIndex)) nextIndex++;
         const index = nextIndex;
         indexes.add(index);
-        def.virtioSerialControllers.push({ index });
+        def.virtioSerialControllers.push({ index, implicit: true });
         found = controllerPorts(index, DEFAULT_PORTS);
         byIndex.set(index, found);
         // Keep `set` sorted by index; the new controller is open from where it lands.

@@ -42,9 +42,27 @@ function json(props: Props): string {
   return JSON.stringify(Object.fromEntries(props));
 }
 
-/** The path QEMU's chardev sees for a unix server whose path libvirt generates at start. */
-export function generatedChannelPath(def: DomainChardevsDef, dev: ChrDeviceDef, driver: DriverOptions): string {
-  const dir = `${driver.channelTargetDir}/domain-${def.name ?? 'chardev'}`;
+/** libvirt's VIR_DOMAIN_SHORT_NAME_MAX: how much of the name a per-domain directory keeps. */
+const SHORT_NAME_MAX = 20;
+
+/**
+ * libvirt's virDomainDefGetShortName: `ID-NAME` with the name cut to 20 characters (wide
+ * characters, so a multi-byte name is cut between characters). The ID is -1 for a domain
+ * that is not running — what `virsh domxml-to-native` and libvirt's test data see, and what
+ * qemu-args prints.
+ */
+export function domainShortName(name: string, id = -1): string {
+  return `${id}-${[...name].slice(0, SHORT_NAME_MAX).join('')}`;
+}
+
+/**
+ * The path QEMU's chardev sees for a virtio channel's unix server whose path libvirt
+ * generates at start (qemuDomainPrepareChannel): the domain's channel directory
+ * (qemuDomainSetPrivatePaths: channel_target_dir/domain-SHORTNAME), then the target name, or
+ * `vioser-CC-BB-PP.sock` from its virtio-serial address when it has none.
+ */
+export function generatedChannelPath(def: DomainChardevsDef, dev: ChrDeviceDef, driver: DriverOptions, domainId = -1): string {
+  const dir = `${driver.channelTargetDir}/domain-${domainShortName(def.name ?? 'chardev', domainId)}`;
   if (dev.kind === 'channel' && dev.target.name !== undefined) return `${dir}/${dev.target.name}`;
   const a = dev.info.address?.attrs ?? [];
   const num = (k: string) => String(Number(a.find(([n]) => n === k)?.[1] ?? 0)).padStart(2, '0');
