@@ -176,7 +176,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
 
   for (const kind of ['tcp', 'unix'] as const) {
     describe(kind, () => {
-      it('server mainloop: starts disconnected, a client opens it, Hello/World both ways, close; twice (/char/socket/server/mainloop)', T, async () => {
+      it(`server mainloop: starts disconnected, a client opens it, Hello/World both ways, close; twice (/char/socket/server/mainloop/${kind}, /char/socket/server/wait-conn/${kind})`, T, async () => {
         const peers: PyPeer[] = [];
         const { srv, d, dev, ev, input } = await startServer(kind);
         try {
@@ -211,7 +211,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
         if (kind === 'unix') assert.equal(fs.existsSync(srv.address(d)), false, 'socket file removed at stop');
       });
 
-      it('two clients: the second waits (connected, unserved) until the first leaves, then is served (/char/socket/server/two-clients)', T, async () => {
+      it(`two clients: the second waits (connected, unserved) until the first leaves, then is served (/char/socket/server/two-clients/${kind})`, T, async () => {
         const peers: PyPeer[] = [];
         const { srv, d, dev, ev, input } = await startServer(kind);
         try {
@@ -268,7 +268,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it('client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop)', T, async () => {
+      it(`client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop/${kind}, /char/socket/client/wait-conn/${kind})`, T, async () => {
         const peers: PyPeer[] = [];
         const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
         const names = clientNames(kind, target.address);
@@ -316,7 +316,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
         if (kind === 'unix') assert.equal(fs.existsSync(address), false);
       });
 
-      it('client with reconnect and the server down: one error per streak, connects when the server appears, reconnects after a disconnect (/char/socket/client/mainloop-reconnect, §7.7)', { timeout: 20000 }, async () => {
+      it(`client with reconnect and the server down: one error per streak, connects when the server appears, reconnects after a disconnect (/char/socket/client/mainloop-reconnect/${kind}, /char/socket/client/wait-conn-reconnect/${kind}, §7.7)`, { timeout: 20000 }, async () => {
         const peers: PyPeer[] = [];
         const address = kind === 'tcp' ? String(await freePort()) : sockPath();
         const where = kind === 'tcp' ? `127.0.0.1:${address}` : address;
@@ -359,6 +359,65 @@ describe('socket backend (tcp and unix, real peers)', () => {
           assert.ok(Date.now() - closedAt >= 800, `reconnected ${Date.now() - closedAt} ms after the disconnect`);
           await pingPong(dev, s2.peer, input, 'second server');
           assert.equal(errors.length, 1, `no new error: ${errors.map((e) => e.message).join(' | ')}`);
+        } finally {
+          await d.stop();
+          await killAll(peers);
+        }
+      });
+
+      it(`client with reconnect whose first connection is dropped at once: CLOSED, a reconnect after the interval, then the normal ping-pong, close and reconnect (/char/socket/client/reconnect-error/${kind})`, { timeout: 20000 }, async () => {
+        // QEMU's frontend disconnects on the first OPENED; chardev's frontends have no such call,
+        // so the peer drops that first connection instead — the client side sees the same thing.
+        const peers: PyPeer[] = [];
+        const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
+        const errors: ChardevError[] = [];
+        const d = await open(domainXml(clientXml(kind, target.address, 1)), { onError: (e) => errors.push(e) });
+        try {
+          const dev = d.device('serial0');
+          const ev = eventLog(dev);
+          const input = collect(dev);
+          assert.match(await target.peer.cmd('accept 3'), /^accepted /);
+          await events(ev, ['open'], 'the first connection opens');
+          assert.equal(await target.peer.cmd('close'), 'closed');
+          await events(ev, ['open', 'close'], 'its end is CLOSED');
+          const closedAt = Date.now();
+          assert.match(await target.peer.cmd('accept 4'), /^accepted /);
+          await events(ev, ['open', 'close', 'open'], 'reconnected by itself', 3000);
+          assert.ok(Date.now() - closedAt >= 800, `reconnected ${Date.now() - closedAt} ms after the drop, not at once`);
+          await pingPong(dev, target.peer, input, 'after the reconnect');
+          assert.equal(await target.peer.cmd('close'), 'closed');
+          await events(ev, ['open', 'close', 'open', 'close'], 'CLOSED again');
+          assert.match(await target.peer.cmd('accept 4'), /^accepted /);
+          await events(ev, ['open', 'close', 'open', 'close', 'open'], 'and reconnected again', 3000);
+          await pingPong(dev, target.peer, input, 'second reconnect');
+          assert.deepEqual(errors, [], 'a dropped connection is not a connect failure');
+        } finally {
+          await d.stop();
+          await killAll(peers);
+        }
+      });
+
+      it(`a second device with the id of a connected reconnecting client is refused; the first keeps working (/char/socket/client/dupid-reconnect/${kind})`, T, async () => {
+        const peers: PyPeer[] = [];
+        const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
+        const d = await open(domainXml(clientXml(kind, target.address, 1)));
+        try {
+          const dev = d.device('serial0');
+          const ev = eventLog(dev);
+          const input = collect(dev);
+          assert.match(await target.peer.cmd('accept 3'), /^accepted /);
+          await events(ev, ['open'], 'connected');
+          const source = d.device('serial0').def.source;
+          await assert.rejects(d.add('charserial0', source), (e: unknown) => {
+            assert.ok(e instanceof ChardevError);
+            assert.equal(e.code, 'ERR_BACKEND_BUSY');
+            assert.equal(e.message, 'charserial0: domain t already has a device with this id or alias');
+            return true;
+          });
+          assert.equal(await target.peer.cmd('accept 1'), 'timeout', 'the refused duplicate never connected');
+          assert.equal(d.device('charserial0'), dev);
+          await pingPong(dev, target.peer, input, 'the first device after the refusal');
+          assert.deepEqual(ev, ['open']);
         } finally {
           await d.stop();
           await killAll(peers);
