@@ -103,7 +103,16 @@ export type SpicevmcSourceDef = SourceCommon & { type: 'spicevmc' };
 export type PtySourceDef = SourceCommon & { type: 'pty'; path?: string };
 export type DevSourceDef = SourceCommon & { type: 'dev'; path?: string };
 export type PipeSourceDef = SourceCommon & { type: 'pipe'; path?: string };
-export type FileSourceDef = SourceCommon & { type: 'file'; path?: string; append?: OnOff };
+export type FileSourceDef = SourceCommon & {
+  type: 'file';
+  path?: string;
+  append?: OnOff;
+  /**
+   * QEMU's `in`/`input-path`: a file or FIFO whose bytes are the guest's input. Only QMP's
+   * chardev-add sets it; libvirt has no XML for it, so it is never parsed or formatted.
+   */
+  input?: string;
+};
 export type UdpSourceDef = SourceCommon & {
   type: 'udp';
   bindHost?: string;

@@ -264,8 +264,7 @@ function parseBackend(backend: Args): AddSpec {
       const out = data.str('out');
       const input = data.optStr('in');
       const append = data.optBool('append');
-      if (input !== undefined) failures.push("an input file ('in') is not supported by chardev");
-      source = { type: 'file', path: out, ...(append === undefined ? {} : { append: append ? 'on' : 'off' }), ...base };
+      source = { type: 'file', path: out, ...(append === undefined ? {} : { append: append ? 'on' : 'off' }), ...(input === undefined ? {} : { input }), ...base };
       break;
     }
     case 'pty':

@@ -289,7 +289,7 @@ describe('QMP server', () => {
     assert.equal(domain?.devices.size, 3);
   });
 
-  it('chardev-add refuses what QEMU refuses, with its texts', T, async () => {
+  it('chardev-add refuses what QEMU refuses, with its texts (/char/invalid)', T, async () => {
     const add = (id: unknown, backend: unknown): string => exec('chardev-add', { id, backend });
     const got = await session(sock, [
       add('charserial0', { type: 'null', data: {} }),
@@ -302,7 +302,7 @@ describe('QMP server', () => {
       add('b', { type: 'bogus', data: {} }),
       add('nd', { type: 'null' }),
       add('fo', { type: 'file', data: {} }),
-      add('fi', { type: 'file', data: { out: path.join(dir, 'fi'), in: '/dev/null' } }),
+      add('fi', { type: 'file', data: { out: path.join(dir, 'fi'), in: path.join(dir, 'no-such-input') } }),
       add('sw', { type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1', port: '0' } }, wait: true } }),
       add('sr', { type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1', port: '0' } }, reconnect: 1 } }),
       add('sa', { type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1' } } } }),
@@ -323,7 +323,7 @@ describe('QMP server', () => {
       err("Parameter 'type' does not accept value 'bogus'"),
       err("Parameter 'backend.data' is missing"),
       err("Parameter 'backend.data.out' is missing"),
-      err("Failed to add chardev 'fi': an input file ('in') is not supported by chardev"),
+      err(`Failed to add chardev 'fi': file: Could not open '${path.join(dir, 'no-such-input')}': No such file or directory`),
       err("Failed to add chardev 'sw': 'wait' is not supported by chardev: a server never blocks for its first client"),
       err("Failed to add chardev 'sr': 'reconnect' option is incompatible with 'server' option"),
       err("Parameter 'backend.data.addr.data.port' is missing"),
@@ -337,6 +337,43 @@ describe('QMP server', () => {
     // Nothing half-made stays behind.
     assert.equal((JSON.parse(got.at(-1) ?? '') as { return: unknown[] }).return.length, 3);
     assert.equal(fs.existsSync(path.join(dir, 'fi')), false);
+  });
+
+  it("a file chardev with a FIFO as input: BREAK only to the id that exists, the FIFO's bytes to the guest, CLOSED at its end (/char/file-fifo)", T, async () => {
+    const fifo = path.join(dir, 'fifo-in');
+    const out = path.join(dir, 'fifo-out');
+    execFileSync('mkfifo', [fifo]);
+    // Held read-write, as QEMU's test does, so the bytes wait in it before the chardev exists.
+    const writer = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    fs.writeSync(writer, Buffer.from('fifo-in\0'));
+    try {
+      assert.deepEqual(await session(sock, [exec('chardev-add', { id: 'label-file', backend: { type: 'file', data: { out, in: fifo } } })]), ['{"return": {}}']);
+      const dev = domain?.device('label-file') ?? assert.fail('no label-file device');
+      const seen: string[] = [];
+      const input: Buffer[] = [];
+      dev.on('break', () => seen.push('break'));
+      dev.on('open', () => seen.push('open'));
+      dev.on('close', () => seen.push('close'));
+      dev.on('data', (b) => input.push(b));
+      const got = await session(sock, [exec('chardev-send-break', { id: 'label-foo' }), exec('chardev-send-break', { id: 'label-file' })]);
+      assert.deepEqual(got, [err("Chardev 'label-foo' not found"), '{"return": {}}']);
+      await waitFor(() => Buffer.concat(input).length >= 8, "the FIFO's 8 bytes at the guest");
+      assert.deepEqual(Buffer.concat(input), Buffer.from('fifo-in\0'));
+      assert.deepEqual(seen, ['open', 'break'], 'opened at creation (replayed), one BREAK');
+      assert.equal(dev.write(Buffer.from('out')), 3);
+      assert.equal(fs.readFileSync(out, 'utf8'), 'out');
+      fs.closeSync(writer);
+      await waitFor(() => seen.includes('close'), 'CLOSED at the end of the input');
+      assert.equal(dev.write(Buffer.from(' still')), 6, 'output goes on after the input ended');
+      assert.equal(fs.readFileSync(out, 'utf8'), 'out still');
+      assert.deepEqual(await session(sock, [exec('chardev-remove', { id: 'label-file' })]), ['{"return": {}}']);
+    } finally {
+      try {
+        fs.closeSync(writer);
+      } catch {
+        // closed above
+      }
+    }
   });
 
   it('chardev-remove and chardev-send-break on devices of the document', T, async () => {
