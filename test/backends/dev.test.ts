@@ -10,7 +10,7 @@ import { linuxPlatform } from '../../src/platform/index.ts';
 import { T, collect, domainXml, eventLog, newFds, openFds, payload, q, run, tmpDir, waitFor } from '../core/helpers.ts';
 
 describe('dev backend', () => {
-  it("serial on /dev/null is accepted, as QEMU's test-char expects; output is taken", T, async () => {
+  it("serial on /dev/null is accepted, as QEMU's test-char expects; output is taken (/char/serial)", T, async () => {
     const fds = openFds();
     const d = await open(domainXml(`<serial type='dev'><source path='/dev/null'/></serial>`));
     const dev = d.device('serial0');
@@ -24,7 +24,7 @@ describe('dev backend', () => {
     assert.deepEqual(newFds(fds), []);
   });
 
-  it("parallel on /dev/null is refused with QEMU's 'not a parallel port', leaving no fd open", T, async () => {
+  it("parallel on /dev/null is refused with QEMU's 'not a parallel port', leaving no fd open (/char/parallel)", T, async () => {
     const fds = openFds();
     await assert.rejects(open(domainXml(`<parallel type='dev'><source path='/dev/null'/></parallel>`)), (e: unknown) => {
       assert.ok(e instanceof ChardevError);

@@ -268,7 +268,7 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it(`client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop/${kind}, /char/socket/client/wait-conn/${kind})`, T, async () => {
+      it(`client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop/${kind}, /char/socket/client/wait-conn/${kind}, /char/socket/basic)`, T, async () => {
         const peers: PyPeer[] = [];
         const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
         const names = clientNames(kind, target.address);

@@ -452,6 +452,23 @@ describe('QMP server', () => {
     assert.deepEqual(more, ['{"return": "est"}', '{"return": ""}', '{"return": {}}']);
   });
 
+  it("QEMU's ringbuf scenario: size 5 refused, size 2 keeps the last two bytes the guest wrote, a read consumes them; the memory alias (/char/ringbuf)", T, async () => {
+    const add = (id: string, type: string, size: number): string => exec('chardev-add', { id, backend: { type, data: { size } } });
+    const got = await session(sock, [add('ring5', 'ringbuf', 5), add('ring2', 'ringbuf', 2), add('mem2', 'memory', 2)]);
+    assert.deepEqual(got, [err("Failed to add chardev 'ring5': size of ringbuf chardev must be power of two"), '{"return": {}}', '{"return": {}}']);
+    assert.equal(domain?.device('ring2').write(Buffer.from('buff')), 4, 'the guest writes buff: 4 taken');
+    const read = await session(sock, [
+      exec('ringbuf-read', { device: 'ring2', size: 4 }),
+      exec('ringbuf-read', { device: 'ring2', size: 4 }),
+      exec('query-chardev'),
+      exec('chardev-remove', { id: 'ring2' }),
+      exec('chardev-remove', { id: 'mem2' }),
+    ]);
+    assert.deepEqual(read.slice(0, 2), ['{"return": "ff"}', '{"return": ""}']);
+    assert.match(read[2] ?? '', /\{"label": "mem2", "filename": "memory", "frontend-open": false\}/);
+    assert.deepEqual(read.slice(3), ['{"return": {}}', '{"return": {}}']);
+  });
+
   it('x-chardev-counters, x-chardev-clients, x-chardev-take-over, and client events to negotiated sessions', T, async () => {
     const pty = domain?.device('serial0').ptyPath ?? '';
     domain?.device('serial0').write(Buffer.from('before the reader came\n'));

@@ -27,7 +27,7 @@ describe('runtime core', () => {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('null: every write succeeds, nothing comes back, never opens', T, async () => {
+  it('null: every write succeeds, nothing comes back, never opens (/char/null)', T, async () => {
     const d = await startDomain(load(`<serial type='null'/>`));
     const dev = d.device('serial0');
     const events = eventLog(dev);
@@ -44,7 +44,7 @@ describe('runtime core', () => {
     assert.equal(dev.write(Buffer.from('x')), 0, 'a stopped device accepts nothing');
   });
 
-  it('file: truncates at start, 0600, opened at once (late listeners get open replayed)', T, async () => {
+  it('file: truncates at start, 0600, opened at once (late listeners get open replayed) (/char/file)', T, async () => {
     const file = path.join(dir, 'trunc.log');
     fs.writeFileSync(file, 'old contents\n');
     const d = await open(domainXml(`<serial type='file'><source path='${q(file)}'/></serial>`));
@@ -179,7 +179,7 @@ describe('runtime core', () => {
     assert.equal(handles.filter((h) => h === 'Timeout').length, 0, `active: ${handles.join(', ')}`);
   });
 
-  it('stdio: the domain log LOGDIR/NAME.log, appended across runs, input disabled', T, async () => {
+  it('stdio: the domain log LOGDIR/NAME.log, appended across runs, input disabled (/char/stdio: libvirt sends a stdio chardev to the domain log)', T, async () => {
     const logDir = path.join(dir, 'stdio');
     fs.mkdirSync(logDir);
     for (const text of ['run 1\n', 'run 2\n']) {
