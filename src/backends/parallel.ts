@@ -178,6 +178,9 @@ export function createParallelBackend(ctx: BackendContext, path: string): Backen
       if (take > 0 && pumpQueued === undefined && retryTimer === undefined) pump();
       return take;
     },
+    get pendingBytes() {
+      return queue.queuedBytes;
+    },
     drained() {
       if (stopped || failed || queue.queuedBytes === 0) return Promise.resolve();
       return new Promise<void>((resolve) => drainWaiters.push(resolve));
