@@ -287,7 +287,7 @@ describe('security: TLS clients with bad certificates are refused with the reaso
 
     // Our own expired server certificate does not start at all (QEMU's own-certificate check).
     const own = start('tlsown', `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='tls'/><cd:tls dir='${q(dated.expiredDir)}'/></serial>`);
-    assert.equal(await own.exited, 1);
+    assert.equal(await own.exited, 125);
     assert.equal(own.stderr(), `charserial0: The server certificate ${dated.expiredDir}/server-cert.pem has expired\n`);
     tally.add('own expired certificate refused at start');
     tally.report('TLS client refusals', (s) => t.diagnostic(s));
