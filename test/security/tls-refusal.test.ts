@@ -260,7 +260,7 @@ describe('security: TLS clients with bad certificates are refused with the reaso
       try {
         // Without reconnect the start fails: one line, exit status 1, the guest never runs.
         const r = start(`tlscli${cases.indexOf(c)}`, client(ss.port));
-        assert.equal(await r.exited, 1, r.stderr());
+        assert.equal(await r.exited, 125, r.stderr());
         assert.equal(r.stderr(), `charserial0: TLS handshake with 127.0.0.1:${ss.port} failed: ${c.reason}\n`, `server with a certificate: ${c.what}`);
         assert.doesNotMatch(r.stdout(), /guest is/);
         tally.add('server refused by chardev (start fails)');

@@ -332,11 +332,12 @@ async function run(fileArg: string | undefined, commandArg: string[], opts: RunF
     const attach = opts.attach ?? (file === undefined ? defaultDomainAttach(telnet !== undefined) : []);
     const devices = attachedDevices(domain, attach);
     if (devices.length === 0) throw new CliError(`run: domain ${domain.name} has no serial or console device for the command`);
-    if (shell) {
+    if (shell || telnet !== undefined) {
       // Asked for explicitly (--telnet, --shell with such a device), and still said once.
+      const what = shell ? 'this shell' : `the guest (${command[0] ?? ''})`;
       for (const d of devices) {
         const who = networkReach(d);
-        if (who !== undefined) report.warn(`run: warning: ${who} gets this shell (${d.id}), with no password`);
+        if (who !== undefined) report.warn(`run: warning: ${who} gets ${what}, with no password (${d.id})`);
       }
     }
     if (signals.signal !== undefined) {
