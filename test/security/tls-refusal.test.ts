@@ -258,7 +258,7 @@ describe('security: TLS clients with bad certificates are refused with the reaso
     for (const c of cases) {
       const ss = await sServer(c.dir);
       try {
-        // Without reconnect the start fails: one line, exit status 1, the guest never runs.
+        // Without reconnect the start fails: one line, exit status 125 (chardev's own failure), the guest never runs.
         const r = start(`tlscli${cases.indexOf(c)}`, client(ss.port));
         assert.equal(await r.exited, 125, r.stderr());
         assert.equal(r.stderr(), `charserial0: TLS handshake with 127.0.0.1:${ss.port} failed: ${c.reason}\n`, `server with a certificate: ${c.what}`);
