@@ -64,7 +64,7 @@ export function registerConfigCommands(program: Command, io: CliIo): void {
       .option('--run-dir <dir>', 'where running domains keep their status (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)'),
   ).action(async (file: string, opts: DumpxmlFlags) => {
     if (opts.inactive && opts.live) throw new CliError('dumpxml: --inactive and --live are mutually exclusive', EXIT_USAGE);
-    (await actions()).dumpxml(file, opts, io);
+    await (await actions()).dumpxml(file, opts, io);
   });
 
   addDriverOptions(
@@ -78,6 +78,6 @@ export function registerConfigCommands(program: Command, io: CliIo): void {
     if (opts.syntax !== 'json' && opts.syntax !== 'keyval') {
       throw new CliError(`qemu-args: --syntax must be 'json' or 'keyval', not '${opts.syntax}'`, EXIT_USAGE);
     }
-    (await actions()).qemuArgs(file, opts, io);
+    await (await actions()).qemuArgs(file, opts, io);
   });
 }
