@@ -47,6 +47,8 @@ export interface CliOutput {
 
 /** Run the CLI on `argv` (without node and script) and return its exit status. */
 export async function main(argv: string[], output: CliOutput = {}): Promise<number> {
+  if (output.stdout === undefined) ignoreClosedPipe(process.stdout);
+  if (output.stderr === undefined) ignoreClosedPipe(process.stderr);
   const writeErr = output.stderr ?? ((s: string) => process.stderr.write(s));
   const terminal = output.terminal ?? (output.stdout === undefined && process.stdout.isTTY === true);
   const program = buildProgram(output.stdout, writeErr, terminal);
@@ -63,6 +65,14 @@ export async function main(argv: string[], output: CliOutput = {}): Promise<numb
     if (line) writeErr(`${line}\n`);
     return exitCodeOf(e);
   }
+}
+
+/**
+ * A reader of our stdout or stderr that went away (a closed pipe, npm killed under `npm
+ * start`) must not take a running domain down with an EPIPE: what we print is informative.
+ */
+function ignoreClosedPipe(stream: NodeJS.WriteStream): void {
+  if (stream.listenerCount('error') === 0) stream.on('error', () => {});
 }
 
 /** True when this module is the program itself (`node --import tsx src/cli/main.ts …`), not imported. */

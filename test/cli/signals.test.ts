@@ -6,10 +6,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ROOT } from '../helpers/paths.ts';
 import { waitFor } from '../core/helpers.ts';
 import { BIN, Daemon, alive, childrenOf } from './daemon.ts';
 
@@ -90,6 +91,24 @@ describe('signals stop chardev run and chardev qemu cleanly; exit statuses', () 
       assert.deepEqual(fs.readdirSync(rd), []);
     });
   }
+
+  it('npm start killed with SIGTERM: npm’s sh -c is in between, chardev sees npm go and stops all the same', T, async () => {
+    const rd = runDir('npm-start');
+    const npm = spawn('npm', ['start', '--', '--run-dir', rd, '--log-dir', path.join(dir, 'logs')], { cwd: ROOT, env: { ...process.env, SHELL: '/bin/sh' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    npm.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    npm.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor(() => /guest is \/bin\/sh/.test(out), `npm start to start the default domain: ${out}`, 20000);
+      const { pid } = JSON.parse(fs.readFileSync(path.join(rd, 'chardev.json'), 'utf8')) as { pid: number };
+      assert.notEqual(pid, npm.pid, 'chardev is not npm’s own process');
+      npm.kill('SIGTERM');
+      await waitFor(() => !alive(pid), 'chardev to stop after npm went', 8000);
+      assert.deepEqual(fs.readdirSync(rd), []);
+    } finally {
+      npm.kill('SIGKILL');
+    }
+  });
 
   it('a guest that ignores SIGTERM and SIGHUP is killed 3 s after the signal; nothing is left', T, async () => {
     const rd = runDir('stubborn');

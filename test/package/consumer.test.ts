@@ -11,11 +11,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT } from '../helpers/paths.ts';
+import { waitFor } from '../core/helpers.ts';
+import { alive } from '../cli/daemon.ts';
 
 const T = { timeout: 120_000 };
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
@@ -124,6 +126,25 @@ process.stdout.write(\`accepted \${accepted} \${ChardevError.name}\\n\`);
     // The project's own tsc (TypeScript 7); the consumer has none of its own.
     ok(sh(process.execPath, [TSC, '-p', '.'], project), 'tsc on the consumer');
     assert.equal(ok(sh(process.execPath, ['out/main.js'], project), 'node out/main.js'), 'accepted 1 ChardevError\n');
+  });
+
+  it('npx chardev run killed with SIGTERM (npm and its sh -c in between): chardev sees npm go and stops, guest and all', T, async () => {
+    const rd = path.join(dir, 'run-npx');
+    fs.mkdirSync(rd, { mode: 0o700 });
+    fs.writeFileSync(path.join(project, 'npx.xml'), DOMAIN('npx', `<serial type='null'/>`));
+    const npx = spawn('npx', ['--no-install', 'chardev', 'run', 'npx.xml', '--run-dir', rd, '--log-dir', 'logs', '--', 'sleep', '60'], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    npx.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    npx.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor(() => /guest is sleep/.test(out), `npx chardev run to start: ${out}`, 20000);
+      const { pid } = JSON.parse(fs.readFileSync(path.join(rd, 'npx.json'), 'utf8')) as { pid: number };
+      npx.kill('SIGTERM');
+      await waitFor(() => !alive(pid), 'chardev to stop after npm went', 8000);
+      assert.deepEqual(fs.readdirSync(rd), []);
+    } finally {
+      npx.kill('SIGKILL');
+    }
   });
 
   it("without koffi's native module: a pty device fails in one line saying what is missing; tcp, null and file work", T, () => {

@@ -15,6 +15,7 @@ import { describePorts, launchQemu, planQemuPorts, qemuExitMessage, type QemuPor
 import { VERSION } from '../../version.ts';
 import { cliRunDir, parseWebAddress, rootRawArgs, splitOperands } from '../args.ts';
 import { CliError, EXIT_NOT_FOUND, EXIT_USAGE, GuestExit, asChardevFailure, type CliIo } from '../io.ts';
+import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
@@ -41,6 +42,8 @@ export async function qemuAction(fileArg: string, qemuArg: string[], opts: QemuF
   };
   const handlers = STOP_SIGNALS.map((s) => [s, () => onSignal(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);
+  // Started by npm (npx): npm killed is a stop too.
+  const unwatch = watchNpmParent(() => onSignal('SIGHUP'));
   try {
     await runQemu(fileArg, qemuArg, opts, cmd, report, {
       started: (q) => {
@@ -53,6 +56,7 @@ export async function qemuAction(fileArg: string, qemuArg: string[], opts: QemuF
     throw asChardevFailure(e);
   } finally {
     for (const [s, h] of handlers) process.off(s, h);
+    unwatch();
   }
 }
 

@@ -26,6 +26,7 @@ import { VERSION } from '../../version.ts';
 import { cliRunDir, parseTelnetAddress, parseWebAddress, rootRawArgs, splitOperands } from '../args.ts';
 import { defaultDomainAttach, defaultDomainXml } from '../default-domain.ts';
 import { CliError, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE, GuestExit, asChardevFailure, type CliIo } from '../io.ts';
+import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, networkReach, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
@@ -234,17 +235,20 @@ class StopSignals {
   signal: StopSignal | undefined;
   #onStop: ((s: StopSignal) => void) | undefined;
   readonly #handlers = new Map<StopSignal, () => void>();
+  readonly #unwatch: () => void;
   constructor(private readonly report: Reporter) {
     for (const s of STOP_SIGNALS) {
       const h = (): void => this.#received(s);
       this.#handlers.set(s, h);
       process.on(s, h);
     }
+    // Started by npm (npm start, npx): npm killed is a stop too, as its terminal going away.
+    this.#unwatch = watchNpmParent(() => this.#received('SIGHUP', 'npm, which started chardev, exited'));
   }
-  #received(s: StopSignal): void {
+  #received(s: StopSignal, why = `${s} received`): void {
     const first = this.signal === undefined;
     this.signal ??= s;
-    this.report.detail(`run: ${s} received; ${first ? 'stopping' : 'still stopping'}`);
+    this.report.detail(`run: ${why}; ${first ? 'stopping' : 'still stopping'}`);
     sdNotify('STOPPING=1');
     this.#onStop?.(s);
   }
@@ -255,6 +259,7 @@ class StopSignals {
   }
   dispose(): void {
     for (const [s, h] of this.#handlers) process.off(s, h);
+    this.#unwatch();
   }
 }
 
