@@ -25,8 +25,9 @@ import { fileURLToPath } from 'node:url';
 import { GUEST_PY, PINGPONG_PY, READER_PY } from './bench/peers.ts';
 import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython } from './bench/procs.ts';
 import { LostBytesError, fanOut, fileWrite, idleDevices, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
+import { startupFigures } from './bench/startup.ts';
 
-const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file'] as const;
+const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file', 'startup'] as const;
 type Id = (typeof ALL)[number];
 
 interface Options {
@@ -167,6 +168,7 @@ async function main(): Promise<number> {
     ['idle', () => idleDevices(ctx, mach.openFilesLimit.hard)],
     ['fanout', () => fanOut(ctx)],
     ['file', () => fileWrite(ctx)],
+    ['startup', () => startupFigures(ctx)],
   ];
   for (const [id, run] of steps) {
     if (!opts.only.has(id)) continue;

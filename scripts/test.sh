@@ -1,5 +1,5 @@
 #!/bin/sh
-# `npm test`: the type check, then every test file one at a time (node --test's own order and
+# `npm test`: the type check and the build, then every test file one at a time (node --test's own order and
 # concurrency on 2 cores) — except the soak, test/slow/soak.test.ts, which runs for 5 minutes
 # mostly waiting on its churn, in a second runner beside them so the whole stays under 10
 # minutes. Its report is printed after the others', then one summary of both runners (the
@@ -9,6 +9,8 @@
 set -u
 cd "$(dirname "$0")/.."
 ./node_modules/.bin/tsc -p . || exit 1
+# dist/ as users run it (bin/chardev.js, the package test): rebuilt from the sources just checked.
+node scripts/build.mjs || exit 1
 SOAK=test/slow/soak.test.ts
 soak_out=$(mktemp)
 rest_out=$(mktemp)

@@ -35,3 +35,4 @@ export { DEFAULT_ROTATION } from './core/rotating-log.ts';
 export type { RotationOptions } from './core/backend.ts';
 export { tuneAllocatorForStreaming } from './platform/tuning.ts';
 export { startWebServer, type WebServer, type WebServerOptions } from './web/server.ts';
+export { VERSION } from './version.ts';

@@ -1,30 +1,40 @@
-/** Shared CLI plumbing: reading documents and turning errors into one line. */
-import { readFileSync } from 'node:fs';
+/**
+ * Shared CLI plumbing that every command needs at start: the error type, one line per
+ * error, and the exit statuses. Kept free of the library's heavy modules, so `chardev
+ * --help` and a command's argument errors load nothing else.
+ *
+ * Exit statuses (README "Exit status"):
+ *   0    success
+ *   1    the document was refused, or the operation failed (validate, dumpxml, console…)
+ *   2    usage: a bad option, operand or combination
+ *   125  run / qemu: chardev itself failed (the document, a device, the run directory…),
+ *        so the guest's own statuses stay its own
+ *   126  run: COMMAND was found but cannot be executed
+ *   127  run: COMMAND (qemu: the QEMU binary) was not found
+ *   any other: the guest's (COMMAND's, QEMU's) exit status; 128+N when it died of signal N
+ */
 import { ChardevError } from '../errors.ts';
-import { loadDomain, type LoadedDomain, type LoadOptions } from '../config/domain.ts';
-import { decodeDocument } from '../config/xml.ts';
+
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_CHARDEV = 125;
+export const EXIT_CANNOT_EXECUTE = 126;
+export const EXIT_NOT_FOUND = 127;
 
 /** An error the CLI reports as one line on stderr, with an exit status. */
 export class CliError extends Error {
   readonly exitCode: number;
-  constructor(message: string, exitCode = 1) {
+  constructor(message: string, exitCode = EXIT_FAILED) {
     super(message);
     this.exitCode = exitCode;
   }
 }
 
-/** Read and load a domain document; FILE '-' is standard input. */
-export function readDomain(file: string, options: Omit<LoadOptions, 'file'> = {}): LoadedDomain {
-  let bytes: Buffer;
-  try {
-    bytes = file === '-' ? readFileSync(0) : readFileSync(file);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const reason = err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EISDIR' ? 'Is a directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
-    throw new CliError(`${file}: cannot read: ${reason}`);
+/** The guest's own exit status, passed through; printed only if it has a message. */
+export class GuestExit extends CliError {
+  constructor(status: number, message = '') {
+    super(message, status);
   }
-  const name = file === '-' ? '<stdin>' : file;
-  return loadDomain(decodeDocument(bytes, name), { ...options, file: name });
 }
 
 /** One line for any error: our own messages as they are, anything else without a stack. */
@@ -38,5 +48,23 @@ export function errorLine(e: unknown): string {
 }
 
 export function exitCodeOf(e: unknown): number {
-  return e instanceof CliError ? e.exitCode : 1;
+  return e instanceof CliError ? e.exitCode : EXIT_FAILED;
+}
+
+/**
+ * For run and qemu: any failure that is not the guest's status nor a usage error becomes
+ * chardev's own (125), so a guest that exits 1 and a document chardev refused differ.
+ */
+export function asChardevFailure(e: unknown): unknown {
+  if (e instanceof GuestExit) return e;
+  const code = exitCodeOf(e);
+  if (code === EXIT_USAGE || code === EXIT_CANNOT_EXECUTE || code === EXIT_NOT_FOUND || code === EXIT_CHARDEV) return e;
+  return new CliError(errorLine(e), EXIT_CHARDEV);
+}
+
+/** Where a command writes, and whether its stdout is a terminal (secrets are shown only there). */
+export interface CliIo {
+  readonly write: (s: string) => void;
+  readonly writeErr: (s: string) => void;
+  readonly terminal: boolean;
 }

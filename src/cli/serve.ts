@@ -1,13 +1,11 @@
 /**
- * What `chardev run` and `chardev qemu` share: where logs and the run directory are, the
- * command-line split between FILE and the guest command, and serving a started domain (the
- * console socket, the QMP control socket, the browser console, the status file) until it
- * stops.
+ * What `chardev run` and `chardev qemu` share once the arguments are read: the log and run
+ * directories, serving a started domain (the console socket, the QMP control socket, the
+ * browser console, the status file) until it stops, and the lines saying where each host
+ * interface is.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Command } from 'commander';
 import type { LoadedDomain } from '../config/domain.ts';
 import { formatDomain } from '../config/format.ts';
 import type { Chardev } from '../core/chardev.ts';
@@ -16,23 +14,14 @@ import { readStatus, removeStatus, writeStatus } from '../core/status.ts';
 import { startConsoleServer, type ConsoleServer } from '../control/console-server.ts';
 import { startQmpServer, type QmpServer } from '../control/qmp.ts';
 import { startWebServer, type WebServer } from '../web/server.ts';
-import { CliError } from './io.ts';
+import { defaultLogDir, type WebAddress } from './args.ts';
+import { CliError, EXIT_CHARDEV } from './io.ts';
+import type { Reporter } from './report.ts';
+
+export { defaultLogDir, parseWebAddress, rootRawArgs, splitOperands, type WebAddress } from './args.ts';
 
 /** How long output still queued for a slow reader gets to leave after the guest exits. */
 export const DRAIN_MS = 2000;
-
-export interface WebAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** `--web HOST:PORT` (`[v6]:PORT`; a bare PORT means 127.0.0.1). */
-export function parseWebAddress(s: string, command = 'run'): WebAddress {
-  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(s) ?? /^([^\s:/[\]]+):(\d+)$/.exec(s) ?? /^()(\d+)$/.exec(s);
-  const port = m === null ? NaN : Number(m[2]);
-  if (m === null || !(port <= 65535)) throw new CliError(`${command}: --web must be HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one), not '${s}'`, 2);
-  return { host: m[1] === '' || m[1] === undefined ? '127.0.0.1' : m[1], port };
-}
 
 /**
  * Where the browser console listens, or undefined for none: `--web`, else the first
@@ -47,13 +36,6 @@ export function webAddress(flag: WebAddress | undefined, devices: readonly Chard
   return { host: def?.listen ?? '127.0.0.1', port: def?.port ?? 0 };
 }
 
-/** `$XDG_STATE_HOME/chardev`, else `~/.local/state/chardev` (XDG base directory spec). */
-export function defaultLogDir(env: NodeJS.ProcessEnv = process.env): string {
-  const state = env['XDG_STATE_HOME'];
-  const base = state !== undefined && path.isAbsolute(state) ? state : path.join(os.homedir(), '.local', 'state');
-  return path.join(base, 'chardev');
-}
-
 /** Create the log directory owner-only (logs hold everything the guest printed); returns it absolute. */
 export function ensureLogDir(dir: string | undefined): string {
   const logDir = path.resolve(dir ?? defaultLogDir());
@@ -61,32 +43,25 @@ export function ensureLogDir(dir: string | undefined): string {
   return logDir;
 }
 
-/** The argv the root command was parsed from; commander drops `--` from operands, which we need to split FILE from COMMAND. */
-export function rootRawArgs(cmd: Command): string[] {
-  let root: Command = cmd;
-  while (root.parent !== null) root = root.parent;
-  const raw = (root as unknown as { rawArgs?: unknown }).rawArgs;
-  return Array.isArray(raw) ? raw.filter((a): a is string => typeof a === 'string') : [];
-}
-
-/** Split commander's operands into FILE and COMMAND using where `--` was. */
-export function splitOperands(operands: readonly string[], raw: readonly string[], command = 'run'): { file?: string; command: string[] } {
-  const dash = raw.indexOf('--');
-  if (dash < 0) {
-    const [file, ...rest] = operands;
-    return file === undefined ? { command: rest } : { file, command: rest };
-  }
-  const after = raw.slice(dash + 1);
-  const before = operands.length - after.length;
-  if (before > 1) throw new CliError(`${command}: expected at most one FILE before '--', got ${operands.slice(0, before).join(' ')}`, 2);
-  const file = before === 1 ? operands[0] : undefined;
-  return file === undefined ? { command: after } : { file, command: after };
-}
-
 /** Refuse to start a domain whose name is already running (its status file names a live process). */
 export function refuseRunning(runDir: string, name: string): void {
   const running = readStatus(runDir, name);
-  if (running !== undefined) throw new CliError(`Requested operation is not valid: domain '${name}' is already running (pid ${running.pid})`);
+  if (running !== undefined) throw new CliError(`Requested operation is not valid: domain '${name}' is already running (pid ${running.pid})`, EXIT_CHARDEV);
+}
+
+/**
+ * Where a device reaches the network, for the warning before a shell is served on it:
+ * a listening tcp socket, a tcp client (the server it connects to gets the shell), udp.
+ */
+export function networkReach(d: Chardev): string | undefined {
+  const s = d.def.source;
+  if (s.type === 'tcp') {
+    const port = d.boundService ?? s.service ?? '?';
+    const at = `${s.host ?? '0.0.0.0'}:${port}`;
+    return s.mode === 'bind' ? `anyone who can reach ${s.protocol} ${at}` : `the server at ${at}`;
+  }
+  if (s.type === 'udp') return `whoever sends from ${s.connectHost ?? 'localhost'}:${s.connectService ?? '?'} to udp ${s.bindHost ?? '0.0.0.0'}:${d.boundService ?? s.bindService ?? '?'}`;
+  return undefined;
 }
 
 /** A started domain being served: close() stops it (draining first) and everything around it. */
@@ -97,16 +72,16 @@ export interface ServedDomain {
 export interface ServeOptions {
   readonly runDir: string;
   readonly web: WebAddress | undefined;
-  readonly write: (s: string) => void;
+  readonly report: Reporter;
 }
 
 /**
  * Serve a started domain: console socket, QMP control socket, the browser console when
- * wanted, the status file; prints where each host interface is. On failure what was started
+ * wanted, the status file; says where each host interface is. On failure what was started
  * here is closed again (the domain itself is the caller's).
  */
 export async function serveDomain(domain: Domain, loaded: LoadedDomain, options: ServeOptions): Promise<ServedDomain> {
-  const { runDir, write } = options;
+  const { runDir, report } = options;
   let consoleServer: ConsoleServer | undefined;
   let qmpServer: QmpServer | undefined;
   let webServer: WebServer | undefined;
@@ -146,12 +121,25 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
     await webServer?.close();
     throw e;
   }
-  for (const line of domain.describe()) write(`${line}\n`);
+  for (const line of domain.describe()) report.info(line);
   if (webServer !== undefined) {
-    for (const d of domain.devices.values()) if (d.type === 'vc') write(`web console: ${webServer.urlFor(d.alias)} (${d.id})\n`);
-    write(`web console: ${webServer.url} (every device; others read-only)\n`);
+    // The token is a password: shown to a person at a terminal, never written to a log or
+    // the journal. The status file (owner-only) and `chardev status` have it.
+    const w = webServer;
+    const url = (full: string): string => (report.terminal ? full : full.replace(/\?token=[^#&]*/, ''));
+    const where = report.terminal ? '' : `; token: chardev status ${domain.name}`;
+    for (const d of domain.devices.values()) if (d.type === 'vc') report.info(`web console: ${url(w.urlFor(d.alias))} (${d.id}${where})`);
+    report.info(`web console: ${url(w.url)} (every device; others read-only${where})`);
   }
-  write(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})\n`);
-  write(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})\n`);
+  report.info(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})`);
+  report.info(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})`);
+  for (const d of domain.devices.values()) {
+    d.on('client', (change, client) => {
+      if (change === 'attached') report.detail(`${d.id}: ${client.kind} client ${client.label} attached as ${client.role}`);
+      else if (change === 'detached') report.detail(`${d.id}: ${client.kind} client ${client.label} left`);
+      else if (change === 'role') report.detail(`${d.id}: ${client.kind} client ${client.label} is now ${client.role}`);
+      else report.detail(`${d.id}: ${client.kind} client ${client.label} took nothing for the stall limit; released`);
+    });
+  }
   return { close };
 }

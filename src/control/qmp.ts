@@ -45,12 +45,13 @@ import { unlinkQuietly } from '../core/files.ts';
 import type { ClientChange, ClientInfo } from '../core/hub.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { ChardevError } from '../errors.ts';
+import { VERSION } from '../version.ts';
 import { JsonLimitError, JsonSplitter, MAX_NESTING, JsonSyntaxError, parseQmpJson, qemuJson, type Json, type JsonObject } from './qmp-json.ts';
 
 /** The QEMU release whose QMP this server speaks. */
 export const QMP_QEMU_VERSION = { micro: 0, minor: 2, major: 9 } as const;
-/** chardev's own version, in the greeting's `package`. */
-export const CHARDEV_VERSION = '0.1.0';
+/** chardev's own version (package.json's), in the greeting's `package`. */
+export const CHARDEV_VERSION = VERSION;
 /** Output queued for a client: beyond it requests wait, and an event drops the client. */
 export const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
 /** QEMU's default ringbuf size. */

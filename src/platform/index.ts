@@ -28,3 +28,6 @@ import { LinuxPlatform } from './linux.ts';
 
 /** The process-wide real platform. koffi loads on its first native call, not on import. */
 export const linuxPlatform: LinuxPlatform = new LinuxPlatform();
+export { releaseFreedHeap, tuneAllocator } from './tuning.ts';
+export { sdNotify, notifyAddress, type NotifyResult } from './sd-notify.ts';
+export { NativeUnavailableError, currentLibc, detectLibc, elfInterpreter, nativeProblem, platformName, type LibcFamily, type LibcInfo } from './native.ts';

@@ -1,17 +1,27 @@
 /**
  * The only file that talks to libc through koffi.
  *
- * koffi is loaded lazily (synchronously, through createRequire) on the first call, so that
- * importing the platform layer — e.g. to use the fake in unit tests, or on a machine where
- * the prebuilt koffi binary is missing — never loads a native addon.
+ * Everything is bound on first use, one symbol at a time: importing the platform layer
+ * loads no native addon, a machine without koffi's prebuilt binary still runs every device
+ * that needs none (null, file, stdio, tcp, unix, udp, vc), and a symbol one C library lacks
+ * (musl has no `mallopt`) fails only the call that needs it, with a line saying so.
+ *
+ * The C library is chosen at run time, the way koffi picks its own binary: the program
+ * interpreter of the running Node (its ELF `PT_INTERP`) says which libc this process has —
+ * `/lib64/ld-linux-x86-64.so.2` is glibc (`libc.so.6`), `/lib/ld-musl-x86_64.so.1` is musl,
+ * whose dynamic loader is also its libc.
  *
  * Every wrapper returns the raw C result plus errno; turning that into a PlatformError is
  * linux.ts's job, because only it knows the path and the QEMU wording.
  */
+import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import * as path from 'node:path';
 import type * as KoffiModule from 'koffi';
 
 type Koffi = typeof KoffiModule;
+type Library = ReturnType<Koffi['load']>;
+type Bound = ReturnType<Library['func']>;
 
 /** The libc functions we use, typed for TypeScript. `errno` must be read right after a call. */
 export interface Libc {
@@ -37,8 +47,16 @@ export interface Libc {
   ioctlNoArg(fd: number, request: number): number;
   /** ioctl whose third argument is an `int *` it fills in (FIONREAD); -1 on error. */
   ioctlIntOut(fd: number, request: number): number;
-  /** glibc's mallopt(3): 1 on success, 0 on error. */
+  /** glibc's mallopt(3): 1 on success, 0 on error. Not in musl. */
   mallopt(param: number, value: number): number;
+  /** glibc's malloc_trim(3): give freed heap back to the kernel; 1 if some was. Not in musl. */
+  malloc_trim(pad: number): number;
+  /** socket(2); -1 on error. */
+  socket(domain: number, type: number, protocol: number): number;
+  /** sendto(2) with a raw `struct sockaddr` buffer; -1 on error. */
+  sendto(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrLen: number): number;
+  /** close(2) of an fd Node does not know about (one socket() made). */
+  closeFd(fd: number): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -48,57 +66,227 @@ export const TERMIOS_SIZE = 64;
 
 const F_DUPFD_CLOEXEC = 1030;
 
-let cached: Libc | undefined;
+export type LibcFamily = 'glibc' | 'musl' | 'unknown';
 
-/** Loads koffi and libc on first use; later calls return the same bindings. */
-export function libc(): Libc {
-  if (cached !== undefined) return cached;
+/** Which C library this process runs on, and what we dlopen for it. */
+export interface LibcInfo {
+  readonly family: LibcFamily;
+  /** The ELF program interpreter of the running executable, if it has one. */
+  readonly interpreter: string | undefined;
+  /** What koffi.load() is given. */
+  readonly library: string;
+}
+
+/**
+ * A native call that cannot be made here: koffi's native module is missing for this
+ * platform, the C library cannot be loaded, or it lacks the symbol. The message is one
+ * line saying what is missing and what still works.
+ */
+export class NativeUnavailableError extends Error {
+  readonly code = 'ERR_NATIVE_UNAVAILABLE';
+  /** What is missing: koffi's module, the library, or one symbol. */
+  readonly missing: 'koffi' | 'libc' | 'symbol';
+  constructor(missing: 'koffi' | 'libc' | 'symbol', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NativeUnavailableError';
+    this.missing = missing;
+  }
+}
+
+const PT_INTERP = 3;
+
+/**
+ * The program interpreter (`PT_INTERP`) of an ELF executable, or undefined for a static
+ * one or a file that is not ELF. Reads the headers only (both classes, both byte orders).
+ */
+export function elfInterpreter(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const read = (pos: number, len: number): Buffer => {
+      const b = Buffer.alloc(len);
+      const n = fs.readSync(fd, b, 0, len, pos);
+      return b.subarray(0, n);
+    };
+    const ident = read(0, 64);
+    if (ident.length < 52 || ident.readUInt32BE(0) !== 0x7f454c46) return undefined;
+    const is64 = ident[4] === 2;
+    const le = ident[5] === 1;
+    const u16 = (b: Buffer, o: number): number => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+    const u32 = (b: Buffer, o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+    const u64 = (b: Buffer, o: number): number => Number(le ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o));
+    const phoff = is64 ? u64(ident, 32) : u32(ident, 28);
+    const phentsize = u16(ident, is64 ? 54 : 42);
+    const phnum = u16(ident, is64 ? 56 : 44);
+    if (phoff === 0 || phentsize === 0 || phnum > 4096) return undefined;
+    const table = read(phoff, phentsize * phnum);
+    for (let i = 0; i + 1 <= phnum && (i + 1) * phentsize <= table.length; i++) {
+      const h = table.subarray(i * phentsize, (i + 1) * phentsize);
+      if (u32(h, 0) !== PT_INTERP) continue;
+      const offset = is64 ? u64(h, 8) : u32(h, 4);
+      const size = is64 ? u64(h, 32) : u32(h, 16);
+      if (size === 0 || size > 4096) return undefined;
+      const s = read(offset, size);
+      const end = s.indexOf(0);
+      return s.subarray(0, end < 0 ? s.length : end).toString('utf8');
+    }
+    return undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The C library of the executable `exe` (default: this Node), from its program interpreter. */
+export function detectLibc(exe: string = process.execPath): LibcInfo {
+  const interpreter = elfInterpreter(exe);
+  const base = interpreter === undefined ? '' : path.basename(interpreter);
+  // musl's dynamic loader is its libc: dlopen() of that path returns the loaded library.
+  if (base.startsWith('ld-musl-')) return { family: 'musl', interpreter, library: interpreter as string };
+  if (base.startsWith('ld-linux') || base.startsWith('ld64.so') || base === 'ld.so.1') return { family: 'glibc', interpreter, library: 'libc.so.6' };
+  return { family: 'unknown', interpreter, library: 'libc.so.6' };
+}
+
+let libcInfo: LibcInfo | undefined;
+
+/** This process's C library (detected once). */
+export function currentLibc(): LibcInfo {
+  libcInfo ??= detectLibc();
+  return libcInfo;
+}
+
+/** `linux-x64 (glibc)`: the platform as koffi's prebuilt packages name it, plus the libc. */
+export function platformName(): string {
+  return `${process.platform}-${process.arch} (${currentLibc().family})`;
+}
+
+/** What works without koffi: the host interfaces that need nothing native. */
+export const WORKS_WITHOUT_NATIVE = 'null, file, stdio, tcp, unix, udp and vc devices work without it';
+
+let loaded: { koffi: Koffi; lib: Library } | undefined;
+let loadError: NativeUnavailableError | undefined;
+
+/** koffi and the C library, loaded on the first native call; a failure is remembered and thrown again. */
+function load(): { koffi: Koffi; lib: Library } {
+  if (loaded !== undefined) return loaded;
+  if (loadError !== undefined) throw loadError;
   const require = createRequire(import.meta.url);
-  // The CommonJS entry has the same shape as the ESM one; require keeps the load synchronous.
-  const koffi = require('koffi') as Koffi;
-  const lib = koffi.load('libc.so.6');
+  let koffi: Koffi;
+  try {
+    // The CommonJS entry has the same shape as the ESM one; require keeps the load synchronous.
+    koffi = require('koffi') as Koffi;
+  } catch (e) {
+    loadError = new NativeUnavailableError('koffi', `needs koffi's native module, which is missing for ${platformName()}; ${WORKS_WITHOUT_NATIVE}`, { cause: e });
+    throw loadError;
+  }
+  const info = currentLibc();
+  const candidates = info.family === 'unknown' ? [info.library, 'libc.so'] : [info.library];
+  let lastError: unknown;
+  for (const candidate of candidates) {
+    try {
+      loaded = { koffi, lib: koffi.load(candidate) };
+      return loaded;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  const reason = lastError instanceof Error ? lastError.message : String(lastError);
+  loadError = new NativeUnavailableError('libc', `cannot load the C library ${candidates.join(' or ')} on ${platformName()} (${reason}); ${WORKS_WITHOUT_NATIVE}`, { cause: lastError });
+  throw loadError;
+}
 
-  // koffi functions are typed `(...args: any[]) => any`; each is wrapped with a precise
-  // signature right here so no `any` escapes this file.
-  const unlockpt = lib.func('int unlockpt(int fd)');
-  const ptsname_r = lib.func('int ptsname_r(int fd, _Out_ uint8_t *buf, size_t buflen)');
-  const tcgetattr = lib.func('int tcgetattr(int fd, _Out_ uint8_t *termios)');
-  const tcsetattr = lib.func('int tcsetattr(int fd, int optional_actions, const uint8_t *termios)');
-  const cfmakeraw = lib.func('void cfmakeraw(_Inout_ uint8_t *termios)');
-  const cfsetispeed = lib.func('int cfsetispeed(_Inout_ uint8_t *termios, uint32_t speed)');
-  const cfsetospeed = lib.func('int cfsetospeed(_Inout_ uint8_t *termios, uint32_t speed)');
-  const poll = lib.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
-  const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
-  const mkfifo = lib.func('int mkfifo(const char *path, uint32_t mode)');
-  // ioctl is variadic; declaring it variadic keeps the ABI right (e.g. %al on x86-64).
-  const ioctl = lib.func('int ioctl(int fd, unsigned long request, ...)');
-  const strerror = lib.func('const char *strerror(int errnum)');
-  const mallopt = lib.func('int mallopt(int param, int value)');
+const bound = new Map<string, Bound>();
 
-  cached = {
-    unlockpt: (fd) => unlockpt(fd) as number,
-    ptsname_r: (fd, buf, len) => ptsname_r(fd, buf, len) as number,
-    tcgetattr: (fd, t) => tcgetattr(fd, t) as number,
-    tcsetattr: (fd, a, t) => tcsetattr(fd, a, t) as number,
-    cfmakeraw: (t) => {
-      cfmakeraw(t);
-    },
-    cfsetispeed: (t, s) => cfsetispeed(t, s) as number,
-    cfsetospeed: (t, s) => cfsetospeed(t, s) as number,
-    poll: (fds, n, timeout) => poll(fds, n, timeout) as number,
-    pollAsync: (fds, n, timeout, done) => {
-      poll.async(fds, n, timeout, (err: unknown, rc: unknown) => done(err, typeof rc === 'number' ? rc : -1));
-    },
-    dupCloexec: (fd) => fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number,
-    mkfifo: (p, m) => mkfifo(p, m) as number,
-    ioctlNoArg: (fd, req) => ioctl(fd, req) as number,
-    ioctlIntOut: (fd, req) => {
-      const out = Buffer.alloc(4);
-      return (ioctl(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
-    },
-    mallopt: (param, value) => mallopt(param, value) as number,
-    strerror: (e) => (strerror(e) as string | null) ?? `errno ${e}`,
-    errno: () => koffi.errno(),
-  };
-  return cached;
+/** One C function, declared in C syntax, bound on its first call. */
+function fn(declaration: string): Bound {
+  const known = bound.get(declaration);
+  if (known !== undefined) return known;
+  const { lib } = load();
+  let f: Bound;
+  try {
+    f = lib.func(declaration);
+  } catch (e) {
+    const name = /(\w+)\s*\(/.exec(declaration)?.[1] ?? declaration;
+    const info = currentLibc();
+    throw new NativeUnavailableError('symbol', `${name} is not in this C library (${info.family}, ${info.library})`, { cause: e });
+  }
+  bound.set(declaration, f);
+  return f;
+}
+
+/** True once koffi and the C library are loaded, without loading them. */
+export function nativeLoaded(): boolean {
+  return loaded !== undefined;
+}
+
+/**
+ * Load koffi and the C library now (they load by themselves on the first native call):
+ * undefined when they are there, else the one line saying what is missing.
+ */
+export function nativeProblem(): string | undefined {
+  try {
+    load();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+// koffi functions are typed `(...args: any[]) => any`; each is wrapped with a precise
+// signature right here so no `any` escapes this file. Declarations are bound on first call.
+const UNLOCKPT = 'int unlockpt(int fd)';
+const PTSNAME_R = 'int ptsname_r(int fd, _Out_ uint8_t *buf, size_t buflen)';
+const TCGETATTR = 'int tcgetattr(int fd, _Out_ uint8_t *termios)';
+const TCSETATTR = 'int tcsetattr(int fd, int optional_actions, const uint8_t *termios)';
+const CFMAKERAW = 'void cfmakeraw(_Inout_ uint8_t *termios)';
+const CFSETISPEED = 'int cfsetispeed(_Inout_ uint8_t *termios, uint32_t speed)';
+const CFSETOSPEED = 'int cfsetospeed(_Inout_ uint8_t *termios, uint32_t speed)';
+const POLL = 'int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)';
+const FCNTL = 'int fcntl(int fd, int cmd, ...)';
+const MKFIFO = 'int mkfifo(const char *path, uint32_t mode)';
+// ioctl is variadic; declaring it variadic keeps the ABI right (e.g. %al on x86-64).
+const IOCTL = 'int ioctl(int fd, unsigned long request, ...)';
+const STRERROR = 'const char *strerror(int errnum)';
+const MALLOPT = 'int mallopt(int param, int value)';
+const MALLOC_TRIM = 'int malloc_trim(size_t pad)';
+const SOCKET = 'int socket(int domain, int type, int protocol)';
+const SENDTO = 'long sendto(int fd, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t addrlen)';
+const CLOSE = 'int close(int fd)';
+
+const LIBC: Libc = {
+  unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
+  ptsname_r: (fd, buf, len) => fn(PTSNAME_R)(fd, buf, len) as number,
+  tcgetattr: (fd, t) => fn(TCGETATTR)(fd, t) as number,
+  tcsetattr: (fd, a, t) => fn(TCSETATTR)(fd, a, t) as number,
+  cfmakeraw: (t) => {
+    fn(CFMAKERAW)(t);
+  },
+  cfsetispeed: (t, s) => fn(CFSETISPEED)(t, s) as number,
+  cfsetospeed: (t, s) => fn(CFSETOSPEED)(t, s) as number,
+  poll: (fds, n, timeout) => fn(POLL)(fds, n, timeout) as number,
+  pollAsync: (fds, n, timeout, done) => {
+    fn(POLL).async(fds, n, timeout, (err: unknown, rc: unknown) => done(err, typeof rc === 'number' ? rc : -1));
+  },
+  dupCloexec: (fd) => fn(FCNTL)(fd, F_DUPFD_CLOEXEC, 'int', 0) as number,
+  mkfifo: (p, m) => fn(MKFIFO)(p, m) as number,
+  ioctlNoArg: (fd, req) => fn(IOCTL)(fd, req) as number,
+  ioctlIntOut: (fd, req) => {
+    const out = Buffer.alloc(4);
+    return (fn(IOCTL)(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
+  },
+  mallopt: (param, value) => fn(MALLOPT)(param, value) as number,
+  malloc_trim: (pad) => fn(MALLOC_TRIM)(pad) as number,
+  socket: (d, t, p) => fn(SOCKET)(d, t, p) as number,
+  sendto: (fd, buf, len, flags, addr, addrLen) => Number(fn(SENDTO)(fd, buf, len, flags, addr, addrLen) as number | bigint),
+  closeFd: (fd) => fn(CLOSE)(fd) as number,
+  strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
+  errno: () => load().koffi.errno(),
+};
+
+/** The libc bindings; nothing is loaded until a function is called. */
+export function libc(): Libc {
+  return LIBC;
 }

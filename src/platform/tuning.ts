@@ -37,13 +37,32 @@ export const MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024;
  * not apply (no glibc, or koffi cannot load): the process then runs with the defaults.
  */
 export function tuneAllocatorForStreaming(): boolean {
+  return tuneAllocator() === undefined;
+}
+
+/** The same, saying why not in one line (e.g. `mallopt is not in this C library (musl, …)`); undefined when applied. */
+export function tuneAllocator(): string | undefined {
   try {
     const c = libc();
-    return (
+    const ok =
       c.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) === 1 &&
       c.mallopt(M_TOP_PAD, TOP_PAD_BYTES) === 1 &&
-      c.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1
-    );
+      c.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
+    return ok ? undefined : 'mallopt refused the settings';
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/**
+ * Give the heap that start-up freed back to the kernel, once: with the trim threshold
+ * above, glibc keeps it mapped (module loading leaves a few MiB of it). An idle daemon is
+ * then its steady size. False where it does not apply (no glibc, no koffi).
+ */
+export function releaseFreedHeap(): boolean {
+  try {
+    libc().malloc_trim(0);
+    return true;
   } catch {
     return false;
   }

@@ -123,7 +123,7 @@ test('dumpxml prints inactive XML by default, live XML with --live (stdin works)
   const live = chardev(['dumpxml', '--live', '-'], doc);
   assert.ok(live.stdout.includes("<console type='pty' tty='/dev/pts/5'>"), live.stdout);
   const both = chardev(['dumpxml', '--live', '--inactive', '-'], doc);
-  assert.equal(both.status, 1);
+  assert.equal(both.status, 2, 'a usage error');
 });
 
 test('qemu-args prints the -chardev and -device lines, in both syntaxes', () => {

@@ -72,7 +72,7 @@ describe('chardev run', () => {
 
   it('no FILE: the embedded default domain, with the serial log and domain log under --log-dir', T, async () => {
     const defaults = path.join(dir, 'default-logs');
-    const r = await chardevRun(['--log-dir', defaults, '--telnet-port', '0', '--', 'sh', '-c', 'echo from-the-guest']);
+    const r = await chardevRun(['--log-dir', defaults, '--', 'sh', '-c', 'echo from-the-guest']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(fs.statSync(defaults).mode & 0o777, 0o700);
     // The console pty has no reader here, so its output is discarded — but logged.
@@ -100,11 +100,11 @@ describe('chardev run', () => {
     }
   });
 
-  it('a device that fails to start: one line naming it, exit 1, the guest never runs', T, async () => {
+  it("a device that fails to start: one line naming it, exit 125 (chardev's own failure), the guest never runs", T, async () => {
     const marker = path.join(dir, 'ran');
     const file = writeDomain('bad', `<serial type='file'><source path='${q(path.join(dir, 'missing', 'x'))}'/></serial>`);
     const r = await chardevRun(['--log-dir', logDir, file, '--', 'touch', marker]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 125);
     assert.match(r.stderr, /^charserial0: file: Could not open '.*missing\/x': directory '.*missing' does not exist\n$/);
     assert.equal(fs.existsSync(marker), false);
   });
@@ -147,7 +147,7 @@ describe('chardev run', () => {
       assert.ok(!inactive.stdout.toString().includes(pts));
 
       const again = await chardevRun(['--log-dir', logDir, file, '--', 'true']);
-      assert.equal(again.code, 1);
+      assert.equal(again.code, 125);
       assert.equal(again.stderr.toString(), `Requested operation is not valid: domain 'live' is already running (pid ${r.child.pid})\n`);
     } finally {
       r.child.kill('SIGTERM');
@@ -159,12 +159,45 @@ describe('chardev run', () => {
     assert.deepEqual(fs.readdirSync(RUN_DIR), [], 'the status file is removed at exit');
   });
 
-  it('the default domain has a telnet server on 127.0.0.1 attached to the guest too (Python socket client)', T, async () => {
-    const r = startRun(['--log-dir', path.join(dir, 'telnet-logs'), '--telnet-port', '0', '--', 'sh', '-c', 'read l; echo "got:$l"']);
+  it('the default domain serves the guest on an owner-only UNIX socket in the run directory, and nothing on TCP (Python client)', T, async () => {
+    const r = startRun(['--log-dir', path.join(dir, 'unix-logs'), '--', 'sh', '-c', 'read l; echo "got:$l"']);
     try {
       await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
       assert.match(r.stdout(), /^charserial0, charserial2, charserial3: guest is sh -c/m);
-      const port = /charserial2: listening on telnet:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
+      const sock = path.join(RUN_DIR, 'chardev.sock');
+      assert.match(r.stdout(), new RegExp(`^charserial2: listening on unix:${sock}$`, 'm'));
+      const st = fs.statSync(sock);
+      assert.ok(st.isSocket() && (st.mode & 0o777) === 0o600, `socket mode ${(st.mode & 0o777).toString(8)}`);
+      // No TCP listener at all: the process's sockets are UNIX ones and the browser console's loopback port.
+      assert.doesNotMatch(r.stdout(), /listening on (telnet|tcp):/);
+      const py = [
+        'import socket,sys',
+        's=socket.socket(socket.AF_UNIX)',
+        's.settimeout(10)',
+        `s.connect(${JSON.stringify(sock)})`,
+        's.sendall(b"ping\\n")',
+        'out=b""',
+        'while b"\\n" not in out: out+=s.recv(100)',
+        'sys.stdout.write(out.decode())',
+      ].join('\n');
+      const client = await run('python3', ['-c', py], 15000);
+      assert.equal(client.code, 0, client.stderr.toString());
+      // The shell's pty is cooked: the line comes back as echo, then the answer.
+      assert.match(client.stdout.toString(), /got:ping/);
+      assert.equal(await r.exited, 0, r.stderr());
+      assert.equal(r.stderr(), '', 'no warning: nothing is reachable from the network');
+    } finally {
+      r.child.kill('SIGTERM');
+      await r.exited;
+    }
+  });
+
+  it('--telnet HOST:PORT adds a telnet server on request, with one warning line; the Python client gets the guest', T, async () => {
+    const r = startRun(['--log-dir', path.join(dir, 'telnet-logs'), '--telnet', '127.0.0.1:0', '--', 'sh', '-c', 'read l; echo "got:$l"']);
+    try {
+      await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
+      assert.match(r.stdout(), /^charserial0, charserial2, charserial3, charserial4: guest is sh -c/m);
+      const port = /charserial4: listening on telnet:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
       assert.ok(port !== undefined, r.stdout());
       const py = [
         'import socket,sys',
@@ -181,6 +214,7 @@ describe('chardev run', () => {
       assert.equal(client.code, 0, client.stderr.toString());
       assert.equal(client.stdout.toString(), 'fffb01fffb03fffb00fffd00\ngot:ping\n');
       assert.equal(await r.exited, 0, r.stderr());
+      assert.equal(r.stderr(), `run: warning: anyone who can reach telnet 127.0.0.1:${port} gets the guest (sh), with no password (charserial4)\n`);
     } finally {
       r.child.kill('SIGTERM');
       await r.exited;

@@ -141,7 +141,7 @@ describe('security: sockets, logs and status files are owner-only (chardev run u
     const base = path.join(dir, 'default');
     const logDir = path.join(base, 'logs');
     const rundir = path.join(base, 'run');
-    const r = new ChardevRun(['--run-dir', rundir, '--log-dir', logDir, '--telnet-port', '0', '--', 'sh', '-c', 'echo hello; exec sleep 60'], { umask: '000' });
+    const r = new ChardevRun(['--run-dir', rundir, '--log-dir', logDir, '--', 'sh', '-c', 'echo hello; exec sleep 60'], { umask: '000' });
     runs.push(r);
     await r.match(/guest is sh/, 'the default domain to start');
     await r.until(() => fs.existsSync(path.join(logDir, 'serial0.log')) && fs.readFileSync(path.join(logDir, 'serial0.log'), 'utf8').includes('hello'), 'guest output in serial0.log');
@@ -154,7 +154,7 @@ describe('security: sockets, logs and status files are owner-only (chardev run u
       tally.add(`${kind(st)}s stat()ed (mode and owner)`);
     }
     assert.deepEqual(wrong, []);
-    assert.ok(tally.total >= 7, `the log and run directories, two logs, two sockets, a status file: ${walk(base).join(' ')}`);
+    assert.ok(tally.total >= 7, `the log and run directories, two logs, three sockets, a status file: ${walk(base).join(' ')}`);
     // The status file holds the web console's token: readable by us only (checked above), and it has it.
     const status = JSON.parse(fs.readFileSync(path.join(rundir, 'chardev.json'), 'utf8')) as { webUrl?: string };
     assert.match(status.webUrl ?? '', /token=/);

@@ -258,9 +258,9 @@ describe('security: TLS clients with bad certificates are refused with the reaso
     for (const c of cases) {
       const ss = await sServer(c.dir);
       try {
-        // Without reconnect the start fails: one line, exit status 1, the guest never runs.
+        // Without reconnect the start fails: one line, exit status 125 (chardev's own failure), the guest never runs.
         const r = start(`tlscli${cases.indexOf(c)}`, client(ss.port));
-        assert.equal(await r.exited, 1, r.stderr());
+        assert.equal(await r.exited, 125, r.stderr());
         assert.equal(r.stderr(), `charserial0: TLS handshake with 127.0.0.1:${ss.port} failed: ${c.reason}\n`, `server with a certificate: ${c.what}`);
         assert.doesNotMatch(r.stdout(), /guest is/);
         tally.add('server refused by chardev (start fails)');
@@ -287,7 +287,7 @@ describe('security: TLS clients with bad certificates are refused with the reaso
 
     // Our own expired server certificate does not start at all (QEMU's own-certificate check).
     const own = start('tlsown', `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='tls'/><cd:tls dir='${q(dated.expiredDir)}'/></serial>`);
-    assert.equal(await own.exited, 1);
+    assert.equal(await own.exited, 125);
     assert.equal(own.stderr(), `charserial0: The server certificate ${dated.expiredDir}/server-cert.pem has expired\n`);
     tally.add('own expired certificate refused at start');
     tally.report('TLS client refusals', (s) => t.diagnostic(s));

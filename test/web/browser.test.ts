@@ -447,7 +447,7 @@ describe('browser console (chromium)', () => {
     fs.mkdirSync(runDir, { mode: 0o700 });
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(tmp, 'logs'), '--telnet-port', '0', '--tty', '--', 'sh', '-c', 'echo from-the-guest; read l; echo "got:$l"'],
+      ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(tmp, 'logs'), '--tty', '--', 'sh', '-c', 'echo from-the-guest; read l; echo "got:$l"'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';
@@ -457,10 +457,17 @@ describe('browser console (chromium)', () => {
     const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     try {
       await eventually(() => /guest is/.test(stdout), `chardev run to start (${stderr})`, 15000);
-      const url = /^web console: (http:\/\/127\.0\.0\.1:\d+\/console\/serial3\?token=[\w-]+) \(charserial3\)$/m.exec(stdout)?.[1];
-      const index = /^web console: (http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]+) /m.exec(stdout)?.[1];
-      assert.ok(url !== undefined && index !== undefined, stdout);
+      // stdout is a pipe here, not a terminal: the URLs are printed without the token, which
+      // is in the owner-only status file (and `chardev status`), never in a log.
+      const page0 = /^web console: (http:\/\/127\.0\.0\.1:\d+\/console\/serial3) \(charserial3; token: chardev status chardev\)$/m.exec(stdout)?.[1];
+      const index0 = /^web console: (http:\/\/127\.0\.0\.1:\d+\/) \(every device; others read-only; token: chardev status chardev\)$/m.exec(stdout)?.[1];
+      assert.ok(page0 !== undefined && index0 !== undefined, stdout);
+      assert.doesNotMatch(stdout, /token=/);
       const st = JSON.parse(fs.readFileSync(path.join(runDir, 'chardev.json'), 'utf8')) as { webUrl?: string };
+      const token = /\?token=([\w-]+)$/.exec(st.webUrl ?? '')?.[1];
+      assert.ok(token !== undefined, `the status file has the URL with its token: ${String(st.webUrl)}`);
+      const index = `${index0}?token=${token}`;
+      const url = `${page0}?token=${token}`;
       assert.equal(st.webUrl, index, 'the status file has the URL');
       const page = await context.newPage();
       pages.push(page);
@@ -550,9 +557,9 @@ describe('chardev run: where the web console listens', () => {
         cli('d', ['--web', 'nope', noVc, '--', 'true']),
       ]);
       assert.equal(a.code, 0, a.stderr);
-      assert.match(a.stdout.toString(), new RegExp(`^web console: http://127\\.0\\.0\\.1:${port}/console/serial1\\?token=[\\w-]+ \\(charserial1\\)$`, 'm'));
+      assert.match(a.stdout.toString(), new RegExp(`^web console: http://127\\.0\\.0\\.1:${port}/console/serial1 \\(charserial1; token: chardev status webaddr\\)$`, 'm'));
       assert.equal(b.code, 0, b.stderr);
-      assert.deepEqual(b.stdout.toString().match(/^web console: .*$/gm)?.map((l) => l.replace(/:\d+\/\?token=[\w-]+/, ':PORT/?token=T')), ['web console: http://127.0.0.1:PORT/?token=T (every device; others read-only)']);
+      assert.deepEqual(b.stdout.toString().match(/^web console: .*$/gm)?.map((l) => l.replace(/:\d+\//, ':PORT/')), ['web console: http://127.0.0.1:PORT/ (every device; others read-only; token: chardev status webnovc)']);
       assert.equal(c.code, 0, c.stderr);
       assert.doesNotMatch(c.stdout.toString(), /web console/, 'no vc device, no --web: no server');
       assert.equal(bad.code, 2);

@@ -1,12 +1,10 @@
-/** `chardev validate`, `chardev dumpxml`, `chardev qemu-args`: thin shells over src/config and src/qemu. */
+/**
+ * `chardev validate`, `chardev dumpxml`, `chardev qemu-args`: their arguments. What they do
+ * is in config-action.ts, loaded only when one of them runs.
+ */
 import type { Command } from 'commander';
-import { formatDomain } from '../../config/format.ts';
-import { hostDevices, chardevId } from '../../config/names.ts';
 import type { LoadOptions } from '../../config/domain.ts';
-import { buildQemuArgs, formatQemuArgs, type ArgSyntax } from '../../qemu/command.ts';
-import { existsSync } from 'node:fs';
-import { defaultRunDir, readStatus } from '../../core/status.ts';
-import { readDomain, CliError } from '../io.ts';
+import { CliError, EXIT_USAGE, type CliIo } from '../io.ts';
 
 export interface DriverFlags {
   tls?: boolean;
@@ -32,36 +30,29 @@ export function addDriverOptions(cmd: Command): Command {
     .option('--channel-dir <dir>', 'where generated virtio channel sockets go (qemu.conf channel_target_dir)');
 }
 
-export function registerConfigCommands(program: Command, write: (s: string) => void): void {
+export interface ValidateFlags extends DriverFlags {
+  json?: boolean;
+}
+export interface DumpxmlFlags extends DriverFlags {
+  inactive?: boolean;
+  live?: boolean;
+  runDir?: string;
+}
+export interface QemuArgsFlags extends DriverFlags {
+  syntax: string;
+  json?: boolean;
+}
+
+const actions = (): Promise<typeof import('./config-action.ts')> => import('./config-action.ts');
+
+export function registerConfigCommands(program: Command, io: CliIo): void {
   addDriverOptions(
     program
       .command('validate')
       .argument('<file>', "domain XML, or a single <serial>/<parallel>/<console>/<channel> element ('-' for stdin)")
       .description("check a document as libvirt 9.0.0 would; exit status 1 and one line 'FILE:LINE: <element> (alias): message' if it refuses it")
       .option('--json', 'print the devices found (or the error) as JSON'),
-  ).action((file: string, opts: DriverFlags & { json?: boolean }) => {
-    let loaded;
-    try {
-      loaded = readDomain(file, driverOptions(opts));
-    } catch (e) {
-      if (!opts.json) throw e;
-      const err = e as { code?: string; message?: string; detail?: string; location?: { line?: number } };
-      write(JSON.stringify({ valid: false, file, error: { code: err.code ?? 'ERR_INTERNAL', message: err.message, detail: err.detail ?? err.message, line: err.location?.line ?? null } }, null, 2) + '\n');
-      throw new CliError('', 1);
-    }
-    const devices = hostDevices(loaded.def).map(({ dev, alias }) => ({
-      alias,
-      chardevId: chardevId(alias),
-      element: dev.kind,
-      type: dev.source.type,
-      line: dev.line ?? null,
-    }));
-    if (opts.json) {
-      write(JSON.stringify({ valid: true, file, domain: loaded.def.name ?? null, devices }, null, 2) + '\n');
-    } else {
-      write(`${file}: valid (${devices.length} character device${devices.length === 1 ? '' : 's'}: ${devices.map((d) => `${d.alias} ${d.type}`).join(', ') || 'none'})\n`);
-    }
-  });
+  ).action(async (file: string, opts: ValidateFlags) => (await actions()).validate(file, opts, io));
 
   addDriverOptions(
     program
@@ -70,19 +61,10 @@ export function registerConfigCommands(program: Command, write: (s: string) => v
       .description('print the document as libvirt formats it: inactive XML (after define) by default, or live XML')
       .option('--inactive', 'the persistent definition (default)')
       .option('--live', 'the running definition: pty paths, tty= on console 0, aliases, bound ports')
-      .option('--run-dir <dir>', 'where running domains keep their status (default $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)'),
-  ).action((file: string, opts: DriverFlags & { inactive?: boolean; live?: boolean; runDir?: string }) => {
-    if (opts.inactive && opts.live) throw new CliError('dumpxml: --inactive and --live are mutually exclusive');
-    const live = opts.live ?? false;
-    // A name that is not a file: the running domain of that name, as `virsh dumpxml NAME`.
-    if (file !== '-' && !file.includes('/') && !existsSync(file)) {
-      const status = readStatus(opts.runDir ?? defaultRunDir(), file);
-      if (status === undefined) throw new CliError(`dumpxml: no running domain '${file}' and no such file`);
-      write(live ? status.liveXml : status.inactiveXml);
-      return;
-    }
-    const loaded = readDomain(file, { ...driverOptions(opts), live });
-    write(formatDomain(loaded, { live }));
+      .option('--run-dir <dir>', 'where running domains keep their status (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)'),
+  ).action(async (file: string, opts: DumpxmlFlags) => {
+    if (opts.inactive && opts.live) throw new CliError('dumpxml: --inactive and --live are mutually exclusive', EXIT_USAGE);
+    await (await actions()).dumpxml(file, opts, io);
   });
 
   addDriverOptions(
@@ -92,12 +74,10 @@ export function registerConfigCommands(program: Command, write: (s: string) => v
       .description('print the -chardev and frontend -device arguments libvirt 9.0.0 builds (paths where libvirt passes descriptors)')
       .option('--syntax <syntax>', "'json' (-device '{…}', current QEMU) or 'keyval' (-device isa-serial,…)", 'json')
       .option('--json', 'print the arguments as a JSON array of argv strings'),
-  ).action((file: string, opts: DriverFlags & { syntax: string; json?: boolean }) => {
+  ).action(async (file: string, opts: QemuArgsFlags) => {
     if (opts.syntax !== 'json' && opts.syntax !== 'keyval') {
-      throw new CliError(`qemu-args: --syntax must be 'json' or 'keyval', not '${opts.syntax}'`);
+      throw new CliError(`qemu-args: --syntax must be 'json' or 'keyval', not '${opts.syntax}'`, EXIT_USAGE);
     }
-    const loaded = readDomain(file, driverOptions(opts));
-    const args = buildQemuArgs(loaded, { syntax: opts.syntax as ArgSyntax });
-    write(opts.json ? JSON.stringify(args.flat()) + '\n' : formatQemuArgs(args));
+    await (await actions()).qemuArgs(file, opts, io);
   });
 }
