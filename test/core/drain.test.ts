@@ -9,6 +9,30 @@ import * as path from 'node:path';
 import { open } from '../../src/index.ts';
 import { T, domainXml, payload, waitFor, writeAll } from './helpers.ts';
 
+/**
+ * A Python reader that opens what `open` says, reads with `read` (an expression) and sleeps
+ * `pauseSec` after each read until EOF or EIO; `result` is `COUNT SHA256` once it has exited.
+ */
+function slowReader(open: readonly string[], read: string, pauseSec: number): { readonly result: Promise<string>; kill(): void } {
+  const py = [
+    'import hashlib, os, socket, time',
+    ...open,
+    'h, n = hashlib.sha256(), 0',
+    'while True:',
+    `    try: b = ${read}`,
+    '    except OSError: break', // EIO: the pty master is gone
+    '    if not b: break',
+    '    h.update(b); n += len(b)',
+    `    time.sleep(${pauseSec})`,
+    'print(n, h.hexdigest())',
+  ].join('\n');
+  const child = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const result = new Promise<string>((resolve) => child.once('close', () => resolve(out.trim())));
+  return { result, kill: () => void child.kill() };
+}
+
 describe('stop({ drainMs })', () => {
   it('a pty reader gets every byte the guest wrote before stop, even what was still queued', T, async () => {
     const d = await open(domainXml(`<serial type='pty'/>`), { ptyPollMs: 10 });
@@ -16,30 +40,14 @@ describe('stop({ drainMs })', () => {
     const pts = dev.ptyPath;
     assert.ok(pts !== undefined);
     // A reader that takes its time (Python, 64 KiB reads with pauses), so most of the output waits in our queue.
-    const py = [
-      'import os, sys, time',
-      `fd = os.open(${JSON.stringify(pts)}, os.O_RDONLY | os.O_NOCTTY)`,
-      'n = 0',
-      'while True:',
-      '    try: b = os.read(fd, 65536)',
-      '    except OSError: break',  // EIO: the master is gone
-      '    if not b: break',
-      '    n += len(b)',
-      '    time.sleep(0.02)',
-      'print(n)',
-    ].join('\n');
-    const reader = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let counted = '';
-    reader.stdout.on('data', (b: Buffer) => (counted += b.toString()));
-    const exited = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+    const reader = slowReader([`fd = os.open(${JSON.stringify(pts)}, os.O_RDONLY | os.O_NOCTTY)`], 'os.read(fd, 65536)', 0.02);
     try {
       await waitFor(() => dev.isOpen, 'the reader to be seen');
       const data = payload(900 * 1024);
       // The reader is slow: the device takes the burst as the reader makes room.
       await writeAll(dev, data);
       await d.stop({ drainMs: 10000 });
-      await exited;
-      assert.equal(Number(counted.trim()), data.length);
+      assert.equal(Number((await reader.result).split(' ')[0]), data.length);
     } finally {
       reader.kill();
       await d.stop();
@@ -52,22 +60,7 @@ describe('stop({ drainMs })', () => {
     const d = await open(domainXml(`<serial type='unix'><source mode='bind' path='${sock}'/></serial>`));
     const dev = d.device('serial0');
     // ~100 KB/s: the 256 KiB chardev holds for it take ~2.5 s to leave, longer than drainMs.
-    const py = [
-      'import hashlib, socket, sys, time',
-      's = socket.socket(socket.AF_UNIX)',
-      `s.connect(${JSON.stringify(sock)})`,
-      'h, n = hashlib.sha256(), 0',
-      'while True:',
-      '    b = s.recv(8192)',
-      '    if not b: break',
-      '    h.update(b); n += len(b)',
-      '    time.sleep(0.08)',
-      'print(n, h.hexdigest())',
-    ].join('\n');
-    const reader = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let counted = '';
-    reader.stdout.on('data', (b: Buffer) => (counted += b.toString()));
-    const exited = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+    const reader = slowReader(['s = socket.socket(socket.AF_UNIX)', `s.connect(${JSON.stringify(sock)})`], 's.recv(8192)', 0.08);
     try {
       await waitFor(() => dev.isOpen, 'the reader to connect');
       const data = payload(1024 * 1024);
@@ -77,8 +70,7 @@ describe('stop({ drainMs })', () => {
       assert.equal(dev.write(data.subarray(data.length - tail)), tail);
       assert.ok(dev.pendingOutputBytes > 0, 'some output still waits in chardev');
       await d.stop({ drainMs: 1500 });
-      await exited;
-      assert.equal(counted.trim(), `${data.length} ${createHash('sha256').update(data).digest('hex')}`);
+      assert.equal(await reader.result, `${data.length} ${createHash('sha256').update(data).digest('hex')}`);
     } finally {
       reader.kill();
       await d.stop();
