@@ -57,6 +57,16 @@ export interface Libc {
   sendto(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrLen: number): number;
   /** close(2) of an fd Node does not know about (one socket() made). */
   closeFd(fd: number): number;
+  /** pipe2(2): fills `fds` (8 bytes: read end, write end as int32); -1 on error. */
+  pipe2(fds: Buffer, flags: number): number;
+  /** splice(2) between two fds with no offsets (one of them a pipe); bytes moved, 0 at EOF, -1 on error. */
+  splice(fdIn: number, fdOut: number, len: number, flags: number): number;
+  /** tee(2): duplicates up to `len` bytes of pipe `fdIn` into pipe `fdOut` without consuming them. */
+  tee(fdIn: number, fdOut: number, len: number, flags: number): number;
+  /** fcntl(2) with an int argument (F_GETFL, F_SETFL, F_SETPIPE_SZ, F_GETPIPE_SZ); -1 on error. */
+  fcntlInt(fd: number, cmd: number, arg: number): number;
+  /** read(2) into `buf` (up to its length); -1 on error (EAGAIN without an exception, unlike fs.readSync). */
+  read(fd: number, buf: Buffer): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -255,6 +265,10 @@ const MALLOC_TRIM = 'int malloc_trim(size_t pad)';
 const SOCKET = 'int socket(int domain, int type, int protocol)';
 const SENDTO = 'long sendto(int fd, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t addrlen)';
 const CLOSE = 'int close(int fd)';
+const PIPE2 = 'int pipe2(_Out_ uint8_t *fds, int flags)';
+const SPLICE = 'long splice(int fd_in, void *off_in, int fd_out, void *off_out, size_t len, unsigned int flags)';
+const TEE = 'long tee(int fd_in, int fd_out, size_t len, unsigned int flags)';
+const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
 
 const LIBC: Libc = {
   unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
@@ -282,6 +296,11 @@ const LIBC: Libc = {
   socket: (d, t, p) => fn(SOCKET)(d, t, p) as number,
   sendto: (fd, buf, len, flags, addr, addrLen) => Number(fn(SENDTO)(fd, buf, len, flags, addr, addrLen) as number | bigint),
   closeFd: (fd) => fn(CLOSE)(fd) as number,
+  pipe2: (fds, flags) => fn(PIPE2)(fds, flags) as number,
+  splice: (fdIn, fdOut, len, flags) => Number(fn(SPLICE)(fdIn, null, fdOut, null, len, flags) as number | bigint),
+  tee: (fdIn, fdOut, len, flags) => Number(fn(TEE)(fdIn, fdOut, len, flags) as number | bigint),
+  fcntlInt: (fd, cmd, arg) => fn(FCNTL)(fd, cmd, 'int', arg) as number,
+  read: (fd, buf) => Number(fn(READ)(fd, buf, buf.length) as number | bigint),
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
 };
