@@ -89,6 +89,18 @@ function bracket(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
+/**
+ * A raw socket's fd, while guest output spliced to it now would follow everything Node was
+ * given before: open for writing, connected, nothing in Node's writable queue. (libuv
+ * writes what it can at once and queues the rest; once that queue is empty every byte Node
+ * took is in the kernel's socket buffer, ahead of anything spliced after.)
+ */
+function kernelFd(stream: net.Socket): number | undefined {
+  if (stream.destroyed || !stream.writable || stream.connecting || stream.writableLength > 0) return undefined;
+  const fd = (stream as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return fd !== undefined && fd >= 0 ? fd : undefined;
+}
+
 /** One accepted or connected peer, from the raw socket to the opened device. */
 interface Peer {
   readonly raw: net.Socket;
@@ -382,6 +394,8 @@ class SocketBackend implements Backend {
       },
       pause: () => stream.pause(),
       resume: () => stream.resume(),
+      // Raw sockets only: under TLS the bytes on the fd are records, not the guest's.
+      ...(stream === peer.raw ? { kernelPath: { fd: () => kernelFd(stream) } } : {}),
     };
     let client: HubClient;
     try {

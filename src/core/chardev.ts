@@ -8,7 +8,8 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type KernelPath } from './hub.ts';
+import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
@@ -97,6 +98,8 @@ export class Chardev {
   #discarded = 0;
   /** The last `write` took less than it was given: 'writable' is due. */
   #refused = false;
+  /** Sources of guest output reading from an fd for this device (`pipeFrom`). */
+  readonly #outputs = new Set<{ close(): void }>();
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
@@ -140,6 +143,57 @@ export class Chardev {
     });
     // Like a backend, clients are read only while the guest side listens for input.
     this.hub.setReading(false);
+  }
+
+  /**
+   * Let the device read the guest's output from `fd` itself (a pipe the guest writes to,
+   * e.g. a child process's stdout; the device takes the fd over and closes it). Output
+   * moves as `write` would move it — the same counters, the same flow control: while the
+   * client is behind, the fd is not read and the guest blocks in its own write(2). When the
+   * fd is a pipe and the only consumer is a writer client on a plain tcp or unix socket (no
+   * viewers, no history, no `<log>`, no stall limit), the bytes move by splice(2) in the
+   * kernel without entering the JavaScript heap; any change (a viewer attaches, the client
+   * leaves) switches to the JavaScript path between two bytes, never losing or reordering
+   * one. Do not also `write` to a device fed this way. See `GuestOutput`.
+   */
+  pipeFrom(fd: number, options: GuestOutputOptions = {}): GuestOutput {
+    return new GuestOutput(fd, [this], options);
+  }
+
+  /** @internal A GuestOutput feeding this device; closed when the device stops. */
+  addOutput(output: { close(): void }): void {
+    this.#outputs.add(output);
+  }
+  /** @internal */
+  removeOutput(output: { close(): void }): void {
+    this.#outputs.delete(output);
+  }
+
+  /**
+   * @internal The fd guest output may be spliced to right now instead of going through
+   * `write`: the device keeps no history and no log, has no stall limit (its watch works on
+   * `write`'s refusals), and its only client is the writer on a socket that has nothing
+   * queued in Node. Undefined otherwise; ask again before every transfer.
+   */
+  kernelPathFd(): number | undefined {
+    return this.#kernelPath()?.fd();
+  }
+
+  /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
+  kernelPathAfterNode(): boolean {
+    return this.#kernelPath() !== undefined && (this.hub.soleWriter?.sink.queuedBytes ?? 0) > 0;
+  }
+
+  #kernelPath(): KernelPath | undefined {
+    if (this.#stopped || this.#backend === undefined || this.#log !== undefined || this.history !== undefined || this.def.ext.stall !== undefined) return undefined;
+    return this.hub.soleWriter?.sink.kernelPath;
+  }
+
+  /** @internal `n` bytes of guest output went to the sole writer by the kernel path (`kernelPathFd`). */
+  countKernelOutput(n: number): void {
+    this.#fromGuest += n;
+    const writer = this.hub.soleWriter;
+    if (writer !== undefined) writer.bytesSent += n;
   }
 
   /** @internal Called once by the domain after the backend factory returned. */
@@ -271,6 +325,8 @@ export class Chardev {
   async stop(abort = false): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    // Nothing more is read from the guest for this device.
+    for (const o of [...this.#outputs]) o.close();
     const backend = this.#backend;
     try {
       // The backend's own peers just go away, as QEMU's do; other clients (consoles) are told.

@@ -47,6 +47,23 @@ export interface ClientSink {
   /** Input flow control: stop or resume reading from this client. */
   pause(): void;
   resume(): void;
+  /**
+   * Transports whose output is a plain byte stream on an fd the kernel can splice to (a raw
+   * tcp or unix socket: no TLS) offer it here, so guest output can reach this client
+   * without entering V8 (`GuestOutput`). Absent: never.
+   */
+  readonly kernelPath?: KernelPath;
+}
+
+/** A client's socket as a splice(2) destination. */
+export interface KernelPath {
+  /**
+   * The socket's fd while bytes written to it now would follow everything handed to the
+   * transport before, in order: open for writing, and nothing queued in Node (its
+   * writable queue is empty). Undefined otherwise. Bytes may be spliced to it only after
+   * asking, in the same turn of the event loop, and nothing else writes to it meanwhile.
+   */
+  fd(): number | undefined;
 }
 
 export interface AttachOptions {
@@ -303,6 +320,14 @@ export class Hub {
   }
   get writer(): HubClient | undefined {
     return this.#clients.find((c) => c.role === 'writer');
+  }
+  /**
+   * The device's only client, if it is the writer and holds the guest: then it alone
+   * gets guest output, and output may bypass the hub (`GuestOutput`'s kernel path).
+   */
+  get soleWriter(): HubClient | undefined {
+    const c = this.#clients.length === 1 ? this.#clients[0] : undefined;
+    return c?.holds === true ? c : undefined;
   }
   clients(): ClientInfo[] {
     return this.#clients.map((c) => c.info());
