@@ -18,6 +18,8 @@ import type { Command } from 'commander';
 import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
+import { GuestOutput, guestPipe } from '../../core/guest-output.ts';
+import type { PipeEnds } from '../../platform/splice.ts';
 import { startDomain, type Domain } from '../../core/domain.ts';
 import { exitStatus } from '../../core/exit-status.ts';
 import { ensureRunDir } from '../../core/status.ts';
@@ -80,6 +82,10 @@ class GuestPorts {
   output(source: OutputSource): OutputPump {
     return new OutputPump(this.#devices, source);
   }
+  /** The same, reading the guest's output from an fd itself (taken over). */
+  outputFrom(fd: number): GuestOutput {
+    return new GuestOutput(fd, this.#devices);
+  }
   /** Idempotent per listener, so a resumed listener is never attached twice. */
   on(listener: (b: Buffer) => void): void {
     for (const d of this.#devices) {
@@ -93,6 +99,72 @@ class GuestPorts {
 }
 
 function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
+  let pipe: PipeEnds | undefined;
+  try {
+    pipe = guestPipe();
+  } catch {
+    // No koffi here: Node's own pipes and the OutputPump, as before (same rules, slower).
+  }
+  return pipe === undefined ? runPipedByNode(device, command) : runPipedByFd(device, command, pipe);
+}
+
+/**
+ * The child's stdout and stderr are one pipe chardev made (`guestPipe`): the devices read it
+ * themselves (`GuestOutput`), by splice(2) while a device's only client is a plain socket.
+ */
+function runPipedByFd(device: GuestPorts, command: readonly string[], pipe: PipeEnds): GuestIo {
+  const [cmd, ...args] = command as [string, ...string[]];
+  let child: ChildProcess;
+  try {
+    // One pipe for both keeps their order as the child wrote them, as a terminal would.
+    child = spawn(cmd, args, { stdio: ['pipe', pipe.writeFd, pipe.writeFd] });
+  } finally {
+    // The child has its copies; ours would keep the pipe open (no end of file) after it exits.
+    fs.closeSync(pipe.writeFd);
+  }
+  const output = device.outputFrom(pipe.readFd);
+  const toChild = wireInput(device, child);
+  const done = waitExit(child)
+    .then(async (status) => {
+      // The child's output may still be in the pipe (or held for a slow client): it is
+      // delivered before the devices stop, however long that takes (unless abandoned).
+      await output.ended;
+      return status;
+    })
+    .finally(() => {
+      toChild.stop();
+      output.close();
+    });
+  return { child, done, abandon: () => output.close() };
+}
+
+/**
+ * Device input to the child's stdin. Input the child does not read yet must wait in the
+ * clients and the kernel, not pile up here: while its stdin pipe is full we stop taking
+ * device input (the device stops reading its clients, as a UART with a full receive FIFO
+ * would) and resume on 'drain'.
+ */
+function wireInput(device: GuestPorts, child: ChildProcess): { stop(): void } {
+  // The child may exit without reading its stdin; EPIPE then is not an error of ours.
+  child.stdin?.on('error', () => {});
+  let stopped = false;
+  const toChild = (b: Buffer): void => {
+    if (child.stdin?.write(b) === false) device.off(toChild);
+  };
+  child.stdin?.on('drain', () => {
+    if (!stopped) device.on(toChild);
+  });
+  device.on(toChild);
+  return {
+    stop: () => {
+      stopped = true;
+      device.off(toChild);
+    },
+  };
+}
+
+/** Without koffi: the child's stdout and stderr are Node's pipes, relayed by an OutputPump. */
+function runPipedByNode(device: GuestPorts, command: readonly string[]): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   // Both streams pause together, so their order at the device stays the order they arrived in.
@@ -110,19 +182,7 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   const toDevice = (b: Buffer): void => pump.push(b);
   child.stdout?.on('data', toDevice);
   child.stderr?.on('data', toDevice);
-  // The child may exit without reading its stdin; EPIPE then is not an error of ours.
-  child.stdin?.on('error', () => {});
-  // Input the child does not read yet must wait in the clients and the kernel, not pile up
-  // here: while its stdin pipe is full we stop taking device input (the device stops reading
-  // its clients, as a UART with a full receive FIFO would) and resume on 'drain'.
-  let exited = false;
-  const toChild = (b: Buffer): void => {
-    if (child.stdin?.write(b) === false) device.off(toChild);
-  };
-  child.stdin?.on('drain', () => {
-    if (!exited) device.on(toChild);
-  });
-  device.on(toChild);
+  const toChild = wireInput(device, child);
   // The child's streams may end while a slow client has not taken all of their output yet:
   // it is delivered before the devices stop, however long that client takes (unless abandoned).
   const done = waitExit(child)
@@ -131,8 +191,7 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
       return status;
     })
     .finally(() => {
-      exited = true;
-      device.off(toChild);
+      toChild.stop();
       pump.close();
     });
   return { child, done, abandon: () => pump.close() };
