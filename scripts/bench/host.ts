@@ -1,26 +1,26 @@
 /**
  * The chardev side of every measurement: a process of its own that uses the library the
- * way an emulator (or `chardev run`) does — open a domain, spawn the guest, hand its
- * output to `device.write`, its input to the guest — so its CPU, memory and profile
- * (`node --cpu-prof`) are chardev's alone, like socat's are socat's.
+ * way `chardev run` does — open a domain, spawn the guest with its stdout on a pipe the
+ * device reads itself (`guestPipe`, `GuestOutput`), its input to the guest's stdin — so
+ * its CPU, memory and profile (`node --cpu-prof`) are chardev's alone, like socat's are
+ * socat's.
  *
  *   node --import tsx scripts/bench/host.ts '<HostConfig as JSON>'
  *
  * Talks JSON lines on stdout (protocol.ts); a `stop` line on stdin (or stdin closing)
  * ends it: the domain is stopped and the guest killed.
  *
- * The guest is never paced here. Its output goes to the device as a frontend's must under
- * QEMU's flow control: `write` takes what the device can take now (less while the writer
- * client is behind), the rest is kept and offered again on 'writable', and the guest's
- * stdout is paused meanwhile, so the guest blocks in its own write(2).
+ * The guest is never paced here. Its output reaches the device under QEMU's flow control:
+ * while the writer client is behind, the guest's pipe is not read (not spliced, on the
+ * kernel path; on the JavaScript path `write` takes what the device can take, the rest is
+ * offered again on 'writable'), so the guest blocks in its own write(2).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import type { Readable } from 'node:stream';
-import { OutputPump, hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import { GuestOutput, guestPipe, hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
@@ -68,25 +68,6 @@ function minorFaults(): number {
   } catch {
     return 0;
   }
-}
-
-/**
- * The guest's stdout into the device through the library's OutputPump, as `chardev run`
- * does it; counts how often the guest had to wait (the pump paused its stdout).
- */
-function guestPump(device: Chardev, out: Readable, onResume: () => void = () => {}): { pump: OutputPump; waits: () => number } {
-  let waits = 0;
-  const pump = new OutputPump([device], {
-    pause: () => {
-      waits++;
-      out.pause();
-    },
-    resume: () => {
-      out.resume();
-      onResume();
-    },
-  });
-  return { pump, waits: () => waits };
 }
 
 /** Every client the device had: final figures of those that left, current ones of the rest. */
@@ -146,10 +127,16 @@ function onStop(handler: () => void): void {
   rl.on('close', () => void finish(0));
 }
 
-function spawnGuest(argv: readonly string[]): ChildProcess {
+/**
+ * The guest, its stdout a pipe (`stdout: 'pipe'`, Node's, for the bare-Node floor) or an
+ * fd of ours (`guestPipe`'s write end, as `chardev run` gives it; closed here once the
+ * child has its copy).
+ */
+function spawnGuest(argv: readonly string[], stdout: 'pipe' | number = 'pipe'): ChildProcess {
   const [cmd, ...args] = argv;
   if (cmd === undefined) throw new Error('no guest command');
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(cmd, args, { stdio: ['pipe', stdout, 'inherit'] });
+  if (typeof stdout === 'number') fs.closeSync(stdout);
   child.on('error', (e) => {
     send({ event: 'error', message: `guest ${cmd}: ${e.message}` });
     void finish(1);
@@ -187,12 +174,12 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   device.on('error', (e) => process.stderr.write(`bench host: ${e.message}\n`));
 
   // The guest starts now and blocks on its full stdout pipe until released, as socat's
-  // EXEC child does until socat has its second address.
+  // EXEC child does until socat has its second address. Its stdout is a pipe of ours that
+  // the device reads itself, as `chardev run` does (GuestOutput: splice while the device's
+  // only client is a plain socket, the JavaScript path otherwise).
   const spawnedAt = process.hrtime.bigint();
-  guest = spawnGuest(cfg.guest);
-  const out = guest.stdout;
-  if (out === null) throw new Error('guest has no stdout');
-  out.pause();
+  const pipe = guestPipe();
+  guest = spawnGuest(cfg.guest, pipe.writeFd);
 
   const port = device.boundService !== undefined ? Number(device.boundService) : undefined;
   const where = cfg.backend === 'pty' ? device.ptyPath : cfg.backend === 'unix' ? path.join(cfg.dir, 'chardev.sock') : undefined;
@@ -200,31 +187,23 @@ async function runStream(cfg: StreamConfig): Promise<void> {
 
   await whenClients(device, cfg.clients);
 
-  let written = 0;
   let done = false;
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();
   // With no client to wait for (file, log) the clock includes the guest's start, as the
   // peer's does (`sh -c 'GUEST | cat > FILE'` timed from spawn to exit).
   const t0 = cfg.clients === 0 ? spawnedAt : process.hrtime.bigint();
-  // 'written' once every byte the guest wrote is in the device (none left in the pump).
+  // 'written' once every byte the guest wrote is in the device (none left in a pump).
   const checkDone = (): void => {
-    if (done || written < cfg.bytes || pump.pendingBytes > 0) return;
+    if (done || device.counters.bytesFromGuest < cfg.bytes) return;
     done = true;
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    send({ event: 'written', seconds, bytes: written, pauses: waits() });
+    const s = output.stats;
+    send({ event: 'written', seconds, bytes: device.counters.bytesFromGuest, pauses: s.waits, spliced: s.spliced, pathSwitches: s.switches });
   };
-  const { pump, waits } = guestPump(device, out, () => checkDone());
-  out.on('data', (chunk: Buffer) => {
-    if (written >= cfg.bytes) return;
-    const take = written + chunk.length > cfg.bytes ? chunk.subarray(0, cfg.bytes - written) : chunk;
-    written += take.length;
-    // A stream chunk is fresh and never reused: hand it over, as `chardev run` does.
-    pump.push(take);
-    checkDone();
-  });
-  out.resume();
-
+  const output = new GuestOutput(pipe.readFd, [device], { onMoved: checkDone });
+  // After the output's own listener (registered first): the pump has flushed by then.
+  device.on('writable', checkDone);
   onStop(() => {
     send(resultMessage(device, clients, cpu0, faults0));
     void finish(0);
@@ -234,16 +213,15 @@ async function runStream(cfg: StreamConfig): Promise<void> {
 async function runEcho(cfg: EchoConfig): Promise<void> {
   domain = await open(domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>`));
   const device = domain.device('serial0');
-  const child = spawnGuest(cfg.guest);
+  const pipe = guestPipe();
+  const child = spawnGuest(cfg.guest, pipe.writeFd);
   guest = child;
   const stdin = child.stdin;
-  const stdout = child.stdout;
-  if (stdin === null || stdout === null) throw new Error('guest has no stdio');
-  // `chardev run`'s wiring: client input to the guest's stdin, its stdout to the device.
+  if (stdin === null) throw new Error('guest has no stdin');
+  // `chardev run`'s wiring: client input to the guest's stdin, its stdout read by the device.
   const clients = trackClients(device);
   device.on('data', (b) => void stdin.write(b));
-  const { pump } = guestPump(device, stdout);
-  stdout.on('data', (b: Buffer) => pump.push(b));
+  device.pipeFrom(pipe.readFd);
   send({ event: 'ready', port: Number(device.boundService) });
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();

@@ -68,8 +68,12 @@ export interface WrittenMessage {
   /** From the guest's release to its last byte accepted by chardev. */
   readonly seconds: number;
   readonly bytes: number;
-  /** How often the guest waited: `write` took less than it was given, the guest's stdout was paused until 'writable'. */
+  /** How often the guest waited for its client: a full socket under splice, or `write` taking less than it was given (its stdout not read until 'writable'). */
   readonly pauses: number;
+  /** Of `bytes`, how many the kernel moved by splice (GuestOutput's kernel path); absent for the floor. */
+  readonly spliced?: number;
+  /** How often GuestOutput changed path (kernel ↔ JavaScript). */
+  readonly pathSwitches?: number;
 }
 
 export interface ClientFigures {
