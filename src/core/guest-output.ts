@@ -209,12 +209,16 @@ export class GuestOutput {
     }, ms);
   }
 
-  /** A client came, left or changed role: the path may change now rather than at the next transfer. */
+  /**
+   * A client came, left or changed role: the path may change before the next transfer
+   * rather than after it. Never a step from here: clients change inside a device's `write`
+   * (a pty backend attaches its reader there), and a step then would hand the device the
+   * next chunk before the one it is taking — so the step runs on the next turn.
+   */
   #reconsider(): void {
     if (this.#closed || this.#held || this.#eof) return;
     this.#brokenFd = undefined;
-    this.#cancelWait();
-    this.#step();
+    this.#schedule();
   }
 
   #setPath(path: GuestOutputPath): void {

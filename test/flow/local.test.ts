@@ -23,6 +23,7 @@ import { eventually } from '../platform/helpers.ts';
 import { launchChromium } from '../helpers/chromium.ts';
 import { ROOT } from '../helpers/paths.ts';
 import { linuxPlatform } from '../../src/platform/index.ts';
+import { GUEST_PIPE_BYTES } from '../../src/core/guest-output.ts';
 
 const MiB = 1024 * 1024;
 /** A slow reader: well below what the guest writes (hundreds of MB/s), well above a crawl. */
@@ -382,8 +383,9 @@ describe('flow control end to end: local transports and consoles (chardev run, r
       const reader = python(READER, ['fifo', `${p}.out`, String(guest.bytes), '0', String(MiB / 2), String(STALL_S)]);
       await expectLine(reader, /^ready$/);
       guest.start();
-      // The FIFO (64 KiB) and the pipe backend's own bounded queue (1 MiB) are in flight.
-      t.diagnostic(await guestHeldDuringStall(guest, reader, 2 * MiB));
+      // The FIFO (64 KiB), the pipe backend's own bounded queue (1 MiB) and the guest's
+      // stdout (a pipe of GUEST_PIPE_BYTES that chardev run made) are in flight.
+      t.diagnostic(await guestHeldDuringStall(guest, reader, 2 * MiB + GUEST_PIPE_BYTES));
       await sameStream(guest, reader, run, 20_000);
     });
 
