@@ -4,33 +4,38 @@
  *
  * Two paths, one set of rules (SPEC §4.1, the flow control of issue 14):
  *
+ * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, in
+ *   `onread` mode: a fresh buffer per read, no stream buffering, stopped the moment we say)
+ *   and the chunks go to the devices through an `OutputPump` — `writeOwned` takes what the
+ *   device can take; while one is behind the fd is not read. Waking up is libuv's epoll, as
+ *   for any Node stream, so a guest's byte reaches an interactive client as fast as before.
  * - **Kernel path.** When the fd is a pipe and the device's only consumer is its writer on a
  *   plain tcp or unix socket (no viewers, no history, no `<log>`, no stall limit — see
- *   `Chardev.kernelPathFd`), bytes move pipe → socket by splice(2), never entering V8. The
- *   guest is held exactly as on the JavaScript path: while the client's socket is full,
- *   nothing is spliced, the pipe fills, and the guest blocks in its own write(2). chardev
- *   holds nothing in flight (the bytes are in the guest's pipe or the client's socket).
- * - **JavaScript path** (everything else): read(2) into fresh buffers handed to the devices
- *   through an `OutputPump` — `writeOwned` takes what the device can take; while one is
- *   behind the fd is not read.
+ *   `Chardev.kernelPathFd`) and a read comes back full (the guest is streaming), the reader
+ *   stops and the bytes move pipe → socket by splice(2), never entering V8, until the pipe
+ *   is empty; then libuv reads again. The guest is held exactly as on the JavaScript path:
+ *   while the client's socket is full nothing is spliced, the pipe fills and the guest
+ *   blocks in its own write(2); chardev holds nothing in flight (the bytes are in the
+ *   guest's pipe or the client's socket). Waiting for the socket's room is a poll on koffi's
+ *   worker, one for every GuestOutput in the process (platform/splice.ts FdPoller).
  *
  * Switching is safe at any point between two transfers, because both paths are driven from
  * here on the main thread and nothing is in flight in between: the kernel path gives way as
- * soon as the conditions stop holding (checked before every splice, and at once on a client
- * change); it is entered only when the JavaScript path holds nothing (the pump is empty) and
- * Node's writable queue for the socket is empty, so spliced bytes always follow every byte
- * Node was given — no byte is lost, repeated or reordered.
- *
- * Waiting (the pipe is empty, the socket is full) is one poll on koffi's worker, shared by
- * every GuestOutput in the process (platform/splice.ts FdPoller).
+ * soon as the conditions stop holding (checked before every splice, and on the next turn
+ * after a client change); it is entered only when the JavaScript path holds nothing (the
+ * pump is empty, the reader stopped) and Node's writable queue for the socket is empty, so
+ * spliced bytes always follow every byte Node was given — none is lost, repeated or
+ * reordered.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import type { Chardev } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
-import { POLLIN, POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readOnce, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
+import { libc } from '../platform/native.ts';
+import { POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
 
 export interface GuestOutputOptions {
-  /** Called after bytes were taken from the fd, with the total so far (progress, benchmarks). */
+  /** Called after bytes were taken from the fd and offered to the devices, with the total so far (progress, benchmarks). */
   readonly onMoved?: (total: number) => void;
   /** Use the kernel path where the conditions allow (default true). False: always the JavaScript path. */
   readonly kernelPath?: boolean;
@@ -60,27 +65,54 @@ export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
 /** Which path moves the bytes now. */
 export type GuestOutputPath = 'kernel' | 'js';
 
-/** Bytes read per read(2) on the JavaScript path: Node's own chunk size for streams. */
+/** Bytes per read on the JavaScript path: Node's own chunk size for streams. */
 const READ_CHUNK = 64 * 1024;
-/** A read this small is copied out, so a 64 KiB buffer is not kept alive for a few bytes. */
+/**
+ * Reads land in a slab, one after the other, and the devices keep slices of it (never
+ * reused: `writeOwned`). One allocation per slab instead of one 64 KiB buffer per read —
+ * which, for an interactive guest's one-byte reads, is 64 KiB of external memory each, and
+ * V8 answers that with full collections: 1 ms stalls at the 99th percentile of a round trip.
+ */
+const SLAB_BYTES = 1024 * 1024;
+/** A read this small is copied out and its place in the slab used again. */
 const SMALL_READ = 4 * 1024;
+/**
+ * Where the kernel path may take over (and after it gave back on an empty pipe), reads are
+ * this small: a full one says the guest is streaming and the rest goes by splice, so only
+ * this much of each burst goes through the heap (64 KiB reads: ~8 % of a bulk stream
+ * measured over TCP; 4 KiB: ~1 %).
+ */
+const PROBE_CHUNK = 4 * 1024;
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the socket takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
 /**
- * Transfers per turn of the event loop before yielding: a guest that never stops writing
- * (to a client that keeps up, or to nobody) must not starve timers, other devices and input.
+ * Splices per turn of the event loop before yielding: a guest that never stops writing to a
+ * client that keeps up must not starve timers, other devices and input.
  */
-const TRANSFERS_PER_TURN = 64;
+const SPLICES_PER_TURN = 64;
 /** While waiting for Node's queue to empty before the kernel path takes over. */
 const IDLE_RECHECK_MS = 2;
 /** After a client's socket failed under splice, how long to wait for the hub to see it go. */
 const BROKEN_RECHECK_MS = 50;
+
+/** net.Socket's constructor takes these too (Node ≥ 12), though @types/node lists them for connect only. */
+interface ReaderOptions extends net.SocketConstructorOpts {
+  readonly onread: net.OnReadOpts;
+  /** Do not start reading until resume(). */
+  readonly manualStart: boolean;
+}
 
 export class GuestOutput {
   readonly #fd: number;
   readonly #devices: readonly Chardev[];
   readonly #pump: OutputPump;
   readonly #options: GuestOutputOptions;
+  /** libuv's reader of the pipe (a dup of `#fd`, or `#fd` itself without a kernel path), for the JavaScript path. */
+  readonly #reader: net.Socket;
+  /** `#fd` is ours to close (the reader has a dup of it). */
+  readonly #closeFd: boolean;
+  #slab = Buffer.allocUnsafe(SLAB_BYTES);
+  #slabUsed = 0;
   /** The kernel path is possible at all: one device, a pipe, native calls available. */
   #kernelCapable: boolean;
   #path: GuestOutputPath = 'js';
@@ -104,8 +136,8 @@ export class GuestOutput {
 
   /**
    * Read the guest's output from `fd` (taken over: closed by `close()`) into `devices`.
-   * The fd is made non-blocking if it is not already (for a pipe, only chardev's end is
-   * touched: O_NONBLOCK is per open file description, and the guest's end stays blocking).
+   * The fd should be non-blocking (`guestPipe` makes it so; for a pipe only chardev's end
+   * may be, since O_NONBLOCK is per open file description and the guest's end must block).
    */
   constructor(fd: number, devices: readonly Chardev[], options: GuestOutputOptions = {}) {
     this.#fd = fd;
@@ -117,6 +149,7 @@ export class GuestOutput {
         this.#held = true;
         this.#waits++;
         this.#cancelWait();
+        this.#reader.pause();
       },
       resume: () => {
         this.#held = false;
@@ -124,7 +157,34 @@ export class GuestOutput {
         else this.#schedule();
       },
     });
+    // The kernel path needs its own fd for splice while libuv holds the reader's.
+    let readerFd = fd;
     this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && isPipe(fd);
+    if (this.#kernelCapable) {
+      try {
+        const dup = libc().dupCloexec(fd);
+        if (dup >= 0) readerFd = dup;
+        else this.#kernelCapable = false;
+      } catch {
+        // No koffi: the JavaScript path alone, on the fd itself.
+        this.#kernelCapable = false;
+      }
+    }
+    const readerOptions: ReaderOptions = {
+      fd: readerFd,
+      readable: true,
+      writable: false,
+      manualStart: true,
+      onread: {
+        buffer: () => this.#readWindow(),
+        callback: (n, buf) => this.#onRead(n, buf as Buffer),
+      },
+    };
+    this.#reader = new net.Socket(readerOptions);
+    this.#closeFd = readerFd !== fd;
+    this.#reader.on('end', () => this.#onEnd());
+    // A read error (EIO) ends the output like end of file: nothing more will come.
+    this.#reader.on('error', () => this.#onEnd());
     for (const d of devices) {
       d.addOutput(this);
       d.on('client', this.#onClient);
@@ -147,7 +207,13 @@ export class GuestOutput {
    * guest was held for a client (a full socket under splice, a device refusing output).
    */
   get stats(): { readonly spliced: number; readonly switches: number; readonly waits: number; readonly pipeSize: number | undefined } {
-    return { spliced: this.#spliced, switches: this.#switches, waits: this.#waits, pipeSize: this.#closed ? undefined : pipeSize(this.#fd) };
+    let size: number | undefined;
+    try {
+      size = this.#closed ? undefined : pipeSize(this.#fd);
+    } catch {
+      // No koffi: unknown.
+    }
+    return { spliced: this.#spliced, switches: this.#switches, waits: this.#waits, pipeSize: size };
   }
 
   /** Bytes read but not yet taken by some device (the JavaScript path's pump). */
@@ -168,10 +234,13 @@ export class GuestOutput {
       d.off('client', this.#onClient);
       d.removeOutput(this);
     }
-    try {
-      fs.closeSync(this.#fd);
-    } catch {
-      // Already gone.
+    this.#reader.destroy();
+    if (this.#closeFd) {
+      try {
+        fs.closeSync(this.#fd);
+      } catch {
+        // Already gone.
+      }
     }
     this.#endedResolve();
   }
@@ -185,19 +254,12 @@ export class GuestOutput {
     this.#immediate = undefined;
   }
 
-  /** Run the next step on a later turn (yield to the event loop). */
+  /** Run the next step on a later turn (never from inside a device's write). */
   #schedule(): void {
     if (this.#closed || this.#immediate !== undefined) return;
     this.#cancelWait();
     this.#immediate = setImmediate(() => {
       this.#immediate = undefined;
-      this.#step();
-    });
-  }
-
-  #waitFor(fd: number, events: number): void {
-    this.#watch = fdPoller().watch(fd, events, () => {
-      this.#watch = undefined;
       this.#step();
     });
   }
@@ -210,10 +272,10 @@ export class GuestOutput {
   }
 
   /**
-   * A client came, left or changed role: the path may change before the next transfer
-   * rather than after it. Never a step from here: clients change inside a device's `write`
-   * (a pty backend attaches its reader there), and a step then would hand the device the
-   * next chunk before the one it is taking — so the step runs on the next turn.
+   * A client came, left or changed role: the path may change before the next transfer.
+   * Never a step from here: clients change inside a device's `write` (a pty backend
+   * attaches its reader there), and a step then would hand the device the next chunk
+   * before the one it is taking — so the step runs on the next turn.
    */
   #reconsider(): void {
     if (this.#closed || this.#held || this.#eof) return;
@@ -227,36 +289,43 @@ export class GuestOutput {
     this.#switches++;
   }
 
-  #moved_(n: number): void {
+  #movedBy(n: number): void {
     this.#moved += n;
     this.#options.onMoved?.(this.#moved);
   }
 
+  /** Decide the path and go on with it: splice while the kernel path is on and allowed, else libuv reads. */
   #step(): void {
     if (this.#closed || this.#held || this.#eof || this.#watch !== undefined || this.#timer !== undefined) return;
-    if (this.#brokenFd !== undefined) {
-      // The last splice found the client's socket broken; until the hub lets it go nothing
-      // is read (the guest waits), so its bytes are not counted as sent to a dead client.
-      if (this.#kernelFd() === this.#brokenFd) {
-        this.#waitMs(BROKEN_RECHECK_MS);
+    if (this.#path === 'kernel') {
+      if (this.#brokenFd !== undefined) {
+        // The last splice found the client's socket broken; until the hub lets it go nothing
+        // is read (the guest waits), so its bytes are not counted as sent to a dead client.
+        if (this.#kernelFd() === this.#brokenFd) {
+          this.#waitMs(BROKEN_RECHECK_MS);
+          return;
+        }
+        this.#brokenFd = undefined;
+      }
+      const fd = this.#kernelFd();
+      if (fd !== undefined) {
+        this.#spliceStep(fd);
         return;
       }
-      this.#brokenFd = undefined;
+      if (this.#kernelCapable && (this.#devices[0] as Chardev).kernelPathAfterNode()) {
+        // Everything but Node's queue allows the kernel path: let Node finish sending what
+        // it has (the guest waits meanwhile), then splice after it.
+        this.#waitMs(IDLE_RECHECK_MS);
+        return;
+      }
     }
-    const fd = this.#kernelFd();
-    if (fd !== undefined) {
-      this.#setPath('kernel');
-      this.#spliceStep(fd);
-      return;
-    }
-    if (this.#kernelCapable && this.#pump.pendingBytes === 0 && (this.#devices[0] as Chardev).kernelPathAfterNode()) {
-      // Everything but Node's queue allows the kernel path: let Node finish sending what it
-      // has (the guest waits meanwhile), then splice after it.
-      this.#waitMs(IDLE_RECHECK_MS);
-      return;
-    }
+    this.#readJs();
+  }
+
+  /** The JavaScript path: libuv reads the pipe. */
+  #readJs(): void {
     this.#setPath('js');
-    this.#readStep();
+    this.#reader.resume();
   }
 
   #kernelFd(): number | undefined {
@@ -264,21 +333,62 @@ export class GuestOutput {
     return (this.#devices[0] as Chardev).kernelPathFd();
   }
 
+  /** Where libuv's next read goes: the unused rest of the slab (a new slab when too little is left). */
+  #readWindow(): Buffer {
+    if (SLAB_BYTES - this.#slabUsed < READ_CHUNK) {
+      this.#slab = Buffer.allocUnsafe(SLAB_BYTES);
+      this.#slabUsed = 0;
+    }
+    const size = this.#kernelCapable && this.#kernelFd() !== undefined ? PROBE_CHUNK : READ_CHUNK;
+    return this.#slab.subarray(this.#slabUsed, this.#slabUsed + size);
+  }
+
+  /** libuv read `n` bytes into `buf` (the read window); false stops the reader. */
+  #onRead(n: number, buf: Buffer): boolean {
+    if (this.#closed) return false;
+    let chunk: Buffer;
+    const full = n === buf.length;
+    if (n <= SMALL_READ) {
+      chunk = Buffer.from(buf.subarray(0, n));
+    } else {
+      // Handed over: the devices may keep this slice, so the slab moves past it.
+      chunk = buf.subarray(0, n);
+      this.#slabUsed += n;
+    }
+    this.#pump.push(chunk);
+    this.#movedBy(n);
+    if (this.#held || this.#closed) return false;
+    // A full read: the guest is streaming, and the rest can go by the kernel path if allowed.
+    if (full && this.#kernelCapable && (this.#kernelFd() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+      this.#reader.pause();
+      this.#setPath('kernel');
+      this.#schedule();
+      return false;
+    }
+    return true;
+  }
+
+  #onEnd(): void {
+    if (this.#eof || this.#closed) return;
+    this.#eof = true;
+    if (!this.#held) this.#finish();
+  }
+
   #spliceStep(first: number): void {
     const device = this.#devices[0] as Chardev;
     let out: number | undefined = first;
-    for (let i = 0; i < TRANSFERS_PER_TURN; i++) {
+    for (let i = 0; i < SPLICES_PER_TURN; i++) {
       if (i > 0) out = device.kernelPathFd();
       if (out === undefined) {
         // The conditions changed between two transfers: the JavaScript path takes over here.
-        this.#step();
+        this.#readJs();
         return;
       }
       const r = spliceOnce(this.#fd, out, SPLICE_CHUNK);
       if (typeof r === 'number') {
         this.#spliced += r;
         device.countKernelOutput(r);
-        this.#moved_(r);
+        this.#movedBy(r);
         continue;
       }
       if (r === 'eof') {
@@ -287,12 +397,18 @@ export class GuestOutput {
         return;
       }
       if (r === 'again') {
-        // Which side is not ready: bytes in the pipe mean the socket is full.
         if (readableBytes(this.#fd) > 0) {
+          // Bytes in the pipe: the socket is full. The guest waits until it has room.
           this.#waits++;
-          this.#waitFor(out, POLLOUT);
+          this.#watch = fdPoller().watch(out, POLLOUT, () => {
+            this.#watch = undefined;
+            this.#step();
+          });
         } else {
-          this.#waitFor(this.#fd, POLLIN);
+          // The pipe is empty: libuv waits for the guest's next write (no thread hop, so an
+          // interactive byte is as quick as on the JavaScript path) and the next full read
+          // brings the kernel path back.
+          this.#readJs();
         }
         return;
       }
@@ -305,36 +421,7 @@ export class GuestOutput {
       // Anything else (EINVAL: this pair cannot be spliced) ends the kernel path for this
       // source; the JavaScript path moves the bytes from here on.
       this.#kernelCapable = false;
-      this.#step();
-      return;
-    }
-    this.#schedule();
-  }
-
-  #readStep(): void {
-    for (let i = 0; i < TRANSFERS_PER_TURN; i++) {
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      const r = readOnce(this.#fd, buf);
-      if (typeof r === 'number') {
-        // A fresh buffer, never reused: the devices may keep it (writeOwned).
-        const chunk = r < SMALL_READ ? Buffer.from(buf.subarray(0, r)) : buf.subarray(0, r);
-        this.#moved_(r);
-        this.#pump.push(chunk);
-        if (this.#held || this.#closed) return;
-        // The JavaScript path gives way to the kernel path as soon as it can.
-        if (this.#kernelCapable && this.#kernelFd() !== undefined) {
-          this.#step();
-          return;
-        }
-        continue;
-      }
-      if (r === 'again') {
-        this.#waitFor(this.#fd, POLLIN);
-        return;
-      }
-      // End of file, or a read error (EIO: nothing more will come): deliver what is pending.
-      this.#eof = true;
-      if (!this.#held) this.#finish();
+      this.#readJs();
       return;
     }
     this.#schedule();
