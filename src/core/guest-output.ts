@@ -180,7 +180,14 @@ export class GuestOutput {
         callback: (n, buf) => this.#onRead(n, buf as Buffer),
       },
     };
-    this.#reader = new net.Socket(readerOptions);
+    try {
+      this.#reader = new net.Socket(readerOptions);
+    } catch (e) {
+      // Not a pipe or socket libuv can read (ERR_INVALID_FD_TYPE): the caller keeps its fd.
+      if (readerFd !== fd) fs.closeSync(readerFd);
+      this.#pump.close();
+      throw e;
+    }
     this.#closeFd = readerFd !== fd;
     this.#reader.on('end', () => this.#onEnd());
     // A read error (EIO) ends the output like end of file: nothing more will come.
