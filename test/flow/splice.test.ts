@@ -11,6 +11,8 @@
  * test can see which path moved the bytes (`GuestOutput.stats`).
  *
  * About 25 s in all: the slow and stalled readers take the time their scenario says.
+ * The churn test reuses test/reliability/churner.ts (clients reading a little, nothing, or
+ * resetting) against the kernel path, and checks that the counters add up.
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +29,7 @@ import type { Chardev, Domain } from '../../src/index.ts';
 import { GuestOutput, guestPipe } from '../../src/core/guest-output.ts';
 import type { ClientInfo } from '../../src/core/hub.ts';
 import { fdPoller } from '../../src/platform/splice.ts';
+import { Churner, type ChurnTotals } from '../reliability/churner.ts';
 
 const MiB = 1024 * 1024;
 
@@ -447,5 +450,27 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     assert.equal(c.bytesToGuest, input.length);
     assert.equal(c.dropped, phase - sentFirst);
     report(`leave and return: the first client read ${a.got} B (sent ${sentFirst}), ${c.dropped} B dropped while nobody was there; 8 MiB of input meanwhile`);
+  });
+
+  it('clients connecting and leaving many times a second (reading a little, nothing, resetting): every byte the guest wrote is sent to exactly one client or counted dropped, and the guest runs to its end', { timeout: 60000 }, async (ctx) => {
+    const bytes = 64 * MiB;
+    const rig = await Rig.start(ctx, root, bytes);
+    const churners = [new Churner(rig.port, 1), new Churner(rig.port, 2)];
+    let totals: ChurnTotals[] = [];
+    try {
+      rig.go();
+      await waitFor(() => rig.left.length >= 200 && rig.output.stats.spliced > 0, 'some hundred clients, some of the output spliced', 20000);
+    } finally {
+      totals = await Promise.all(churners.map((c) => c.stop()));
+    }
+    // Nobody is left to hold the guest: the rest is dropped, and the output ends with the guest.
+    await rig.output.ended;
+    const c = rig.device.counters;
+    assert.equal(c.bytesFromGuest, bytes, 'the device took every byte the guest wrote');
+    const sent = rig.left.reduce((n, info) => n + info.bytesSent, 0) + rig.device.hub.clients().reduce((n, info) => n + info.bytesSent, 0);
+    assert.equal(sent + c.dropped, bytes, `sent to clients (${sent}) and dropped (${c.dropped}) add up to what the guest wrote`);
+    const received = totals.reduce((n, t) => n + t.received, 0);
+    assert.ok(received <= sent, `the clients received ${received} of the ${sent} bytes sent to them (the rest went down with their connections)`);
+    report(`churn: ${rig.left.length} clients, ${share(rig.output.stats.spliced, bytes)} of the stream spliced, ${sent} B sent, ${c.dropped} B dropped, ${rig.output.stats.switches} path changes`);
   });
 });
