@@ -9,10 +9,12 @@
  * BYTES written as fast as the guest can, then silence with stdout still open (so no side
  * has to race an EOF). Nothing paces it: not the bench, not the relay's queue sizes. Both
  * sides start it before the reader arrives and it blocks on its full stdout until the relay
- * reads: socat runs it as `EXEC:` (its first address), the chardev host spawns it, pauses
- * its stdout until the expected clients are attached, then relays it with QEMU's flow
- * control (host.ts: `write` takes what the device can take, the rest waits for 'writable'
- * with the guest's stdout paused, so the guest blocks in its own write).
+ * reads: socat runs it as `EXEC:` (its first address), the chardev host spawns it with its
+ * stdout on a pipe of its own (`guestPipe`), reads nothing until the expected clients are
+ * attached, then relays it as `chardev run` does (host.ts: `GuestOutput`, splice while the
+ * device's only client is a plain socket, else the JavaScript path) with QEMU's flow
+ * control: while the client is behind the pipe is not read, so the guest blocks in its own
+ * write. The bulk rows say how much was spliced, and CPU per GiB of both relays.
  *
  * Every bulk figure is lossless or it is not a figure: the reader hashes what every live
  * connection got (SHA-256; peers.ts READER_PY says when), the guest's hash of the same stream is computed by the generator
