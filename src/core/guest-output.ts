@@ -4,20 +4,21 @@
  *
  * Two paths, one set of rules (SPEC §4.1, the flow control of issue 14):
  *
- * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, in
- *   `onread` mode: a fresh buffer per read, no stream buffering, stopped the moment we say)
- *   and the chunks go to the devices through an `OutputPump` — `writeOwned` takes what the
- *   device can take; while one is behind the fd is not read. Waking up is libuv's epoll, as
- *   for any Node stream, so a guest's byte reaches an interactive client as fast as before.
+ * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, Node's
+ *   own stream reads: exactly sized chunks) and the chunks go to the devices through an
+ *   `OutputPump` — `writeOwned` takes what the device can take; while one is behind the fd
+ *   is not read. Waking up is libuv's epoll, as for any Node stream, so a guest's byte
+ *   reaches an interactive client as fast as before.
  * - **Kernel path.** When the fd is a pipe and the device's only consumer is its writer on a
  *   plain tcp or unix socket (no viewers, no history, no `<log>`, no stall limit — see
- *   `Chardev.kernelPathFd`) and a read comes back full (the guest is streaming), the reader
- *   stops and the bytes move pipe → socket by splice(2), never entering V8, until the pipe
- *   is empty; then libuv reads again. The guest is held exactly as on the JavaScript path:
- *   while the client's socket is full nothing is spliced, the pipe fills and the guest
- *   blocks in its own write(2); chardev holds nothing in flight (the bytes are in the
- *   guest's pipe or the client's socket). Waiting for the socket's room is a poll on koffi's
- *   worker, one for every GuestOutput in the process (platform/splice.ts FdPoller).
+ *   `Chardev.kernelPathFd`) and a read brings a burst (the guest is streaming), libuv stops
+ *   reading and the bytes move pipe → socket by splice(2), never entering V8. The guest is
+ *   held exactly as on the JavaScript path: while the client's socket is full nothing is
+ *   spliced, the pipe fills and the guest blocks in its own write(2); chardev holds nothing
+ *   in flight (the bytes are in the guest's pipe or the client's socket). Waiting — for the
+ *   socket's room, or for a streaming guest's next write — is a poll on koffi's worker, one
+ *   for every GuestOutput in the process (platform/splice.ts FdPoller); a guest quiet for
+ *   GRACE_MS hands the pipe back to libuv.
  *
  * Switching is safe at any point between two transfers, because both paths are driven from
  * here on the main thread and nothing is in flight in between: the kernel path gives way as
@@ -32,7 +33,7 @@ import * as net from 'node:net';
 import type { Chardev } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
 import { libc } from '../platform/native.ts';
-import { POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
+import { POLLIN, POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
 
 export interface GuestOutputOptions {
   /** Called after bytes were taken from the fd and offered to the devices, with the total so far (progress, benchmarks). */
@@ -65,24 +66,17 @@ export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
 /** Which path moves the bytes now. */
 export type GuestOutputPath = 'kernel' | 'js';
 
-/** Bytes per read on the JavaScript path: Node's own chunk size for streams. */
-const READ_CHUNK = 64 * 1024;
 /**
- * Reads land in a slab, one after the other, and the devices keep slices of it (never
- * reused: `writeOwned`). One allocation per slab instead of one 64 KiB buffer per read —
- * which, for an interactive guest's one-byte reads, is 64 KiB of external memory each, and
- * V8 answers that with full collections: 1 ms stalls at the 99th percentile of a round trip.
+ * A chunk this large from libuv says the guest is streaming (an interactive guest writes
+ * lines): the kernel path takes over from the next byte, if the device allows it.
  */
-const SLAB_BYTES = 1024 * 1024;
-/** A read this small is copied out and its place in the slab used again. */
-const SMALL_READ = 4 * 1024;
+const BURST_BYTES = 4 * 1024;
 /**
- * Where the kernel path may take over (and after it gave back on an empty pipe), reads are
- * this small: a full one says the guest is streaming and the rest goes by splice, so only
- * this much of each burst goes through the heap (64 KiB reads: ~8 % of a bulk stream
- * measured over TCP; 4 KiB: ~1 %).
+ * After splice emptied the pipe, how long a poll waits for the guest's next write before the
+ * pipe goes back to libuv. A streaming guest refills it within microseconds (no byte of it
+ * then goes through the heap); a guest that went quiet costs one poll on the worker.
  */
-const PROBE_CHUNK = 4 * 1024;
+const GRACE_MS = 5;
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the socket takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
 /**
@@ -95,11 +89,9 @@ const IDLE_RECHECK_MS = 2;
 /** After a client's socket failed under splice, how long to wait for the hub to see it go. */
 const BROKEN_RECHECK_MS = 50;
 
-/** net.Socket's constructor takes these too (Node ≥ 12), though @types/node lists them for connect only. */
+/** net.Socket's constructor takes these too (Readable's options), though @types/node does not list them. */
 interface ReaderOptions extends net.SocketConstructorOpts {
-  readonly onread: net.OnReadOpts;
-  /** Do not start reading until resume(). */
-  readonly manualStart: boolean;
+  readonly readableHighWaterMark?: number;
 }
 
 export class GuestOutput {
@@ -111,8 +103,8 @@ export class GuestOutput {
   readonly #reader: net.Socket;
   /** `#fd` is ours to close (the reader has a dup of it). */
   readonly #closeFd: boolean;
-  #slab = Buffer.allocUnsafe(SLAB_BYTES);
-  #slabUsed = 0;
+  /** The grace poll's deadline (GRACE_MS). */
+  #grace: NodeJS.Timeout | undefined;
   /** The kernel path is possible at all: one device, a pipe, native calls available. */
   #kernelCapable: boolean;
   #path: GuestOutputPath = 'js';
@@ -159,7 +151,9 @@ export class GuestOutput {
     });
     // The kernel path needs its own fd for splice while libuv holds the reader's.
     let readerFd = fd;
-    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && isPipe(fd);
+    // Only a socket's clients can be spliced to (the sinks that offer a kernel path).
+    const first = devices[0];
+    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && (first?.type === 'tcp' || first?.type === 'unix') && isPipe(fd);
     if (this.#kernelCapable) {
       try {
         const dup = libc().dupCloexec(fd);
@@ -170,16 +164,13 @@ export class GuestOutput {
         this.#kernelCapable = false;
       }
     }
-    const readerOptions: ReaderOptions = {
-      fd: readerFd,
-      readable: true,
-      writable: false,
-      manualStart: true,
-      onread: {
-        buffer: () => this.#readWindow(),
-        callback: (n, buf) => this.#onRead(n, buf as Buffer),
-      },
-    };
+    // With a kernel path, highWaterMark 0: a paused stream then reads (almost) nothing
+    // ahead. With Node's default a paused net.Socket reads on until its buffer holds that
+    // much; those bytes left the pipe before anything spliced after them, so they must go
+    // first (`#kernelFd` waits for the buffer to be empty: the writer's stream once differed
+    // at byte 65,536 without that) and each costs the kernel path a turn. Without a kernel
+    // path the read-ahead is harmless and saves a readStop/readStart (two epoll_ctl) per chunk.
+    const readerOptions: ReaderOptions = { fd: readerFd, readable: true, writable: false, ...(this.#kernelCapable ? { readableHighWaterMark: 0 } : {}) };
     try {
       this.#reader = new net.Socket(readerOptions);
     } catch (e) {
@@ -189,6 +180,10 @@ export class GuestOutput {
       throw e;
     }
     this.#closeFd = readerFd !== fd;
+    // Chunks fresh from Node's stream, never reused: the devices may keep them. Attaching
+    // the listener makes the stream flow; it waits for the first step instead.
+    this.#reader.on('data', (chunk: Buffer) => this.#onData(chunk));
+    this.#reader.pause();
     this.#reader.on('end', () => this.#onEnd());
     // A read error (EIO) ends the output like end of file: nothing more will come.
     this.#reader.on('error', () => this.#onEnd());
@@ -255,6 +250,8 @@ export class GuestOutput {
   #cancelWait(): void {
     fdPoller().cancel(this.#watch);
     this.#watch = undefined;
+    if (this.#grace !== undefined) clearTimeout(this.#grace);
+    this.#grace = undefined;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);
@@ -303,7 +300,7 @@ export class GuestOutput {
 
   /** Decide the path and go on with it: splice while the kernel path is on and allowed, else libuv reads. */
   #step(): void {
-    if (this.#closed || this.#held || this.#eof || this.#watch !== undefined || this.#timer !== undefined) return;
+    if (this.#closed || this.#held || this.#eof || this.#watch !== undefined || this.#timer !== undefined || this.#grace !== undefined) return;
     if (this.#path === 'kernel') {
       if (this.#brokenFd !== undefined) {
         // The last splice found the client's socket broken; until the hub lets it go nothing
@@ -335,44 +332,39 @@ export class GuestOutput {
     this.#reader.resume();
   }
 
+  /**
+   * The socket to splice to now, if the kernel path may move the next byte: nothing read
+   * but not yet taken — neither in the pump nor in the reader's buffer. (A paused Node
+   * stream may still have read ahead; those bytes came out of the pipe before anything
+   * spliced after them, so they go first, by the JavaScript path.)
+   */
   #kernelFd(): number | undefined {
-    if (!this.#kernelCapable || this.#pump.pendingBytes > 0) return undefined;
+    if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || this.#reader.readableLength > 0) return undefined;
     return (this.#devices[0] as Chardev).kernelPathFd();
   }
 
-  /** Where libuv's next read goes: the unused rest of the slab (a new slab when too little is left). */
-  #readWindow(): Buffer {
-    if (SLAB_BYTES - this.#slabUsed < READ_CHUNK) {
-      this.#slab = Buffer.allocUnsafe(SLAB_BYTES);
-      this.#slabUsed = 0;
-    }
-    const size = this.#kernelCapable && this.#kernelFd() !== undefined ? PROBE_CHUNK : READ_CHUNK;
-    return this.#slab.subarray(this.#slabUsed, this.#slabUsed + size);
-  }
-
-  /** libuv read `n` bytes into `buf` (the read window); false stops the reader. */
-  #onRead(n: number, buf: Buffer): boolean {
-    if (this.#closed) return false;
-    let chunk: Buffer;
-    const full = n === buf.length;
-    if (n <= SMALL_READ) {
-      chunk = Buffer.from(buf.subarray(0, n));
-    } else {
-      // Handed over: the devices may keep this slice, so the slab moves past it.
-      chunk = buf.subarray(0, n);
-      this.#slabUsed += n;
-    }
+  /** A chunk libuv read. */
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
     this.#pump.push(chunk);
-    this.#movedBy(n);
-    if (this.#held || this.#closed) return false;
-    // A full read: the guest is streaming, and the rest can go by the kernel path if allowed.
-    if (full && this.#kernelCapable && (this.#kernelFd() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
-      this.#reader.pause();
+    this.#movedBy(chunk.length);
+    if (this.#held || this.#closed) return;
+    // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
+    // once nothing is left in the stream's buffer (it must reach the devices first).
+    if (chunk.length >= BURST_BYTES && this.#kernelCapable && this.#reader.readableLength === 0 && (this.#kernelFd() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+      this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();
-      return false;
     }
-    return true;
+  }
+
+  /**
+   * Stop libuv reading: with no read-ahead (highWaterMark 0) pause() stops it after the
+   * read being handed on. (A resume still scheduled may read one chunk more; it waits in
+   * the stream's buffer, and `#kernelFd` sends it first.)
+   */
+  #stopReader(): void {
+    this.#reader.pause();
   }
 
   #onEnd(): void {
@@ -385,7 +377,7 @@ export class GuestOutput {
     const device = this.#devices[0] as Chardev;
     let out: number | undefined = first;
     for (let i = 0; i < SPLICES_PER_TURN; i++) {
-      if (i > 0) out = device.kernelPathFd();
+      if (i > 0) out = this.#kernelFd();
       if (out === undefined) {
         // The conditions changed between two transfers: the JavaScript path takes over here.
         this.#readJs();
@@ -412,10 +404,21 @@ export class GuestOutput {
             this.#step();
           });
         } else {
-          // The pipe is empty: libuv waits for the guest's next write (no thread hop, so an
-          // interactive byte is as quick as on the JavaScript path) and the next full read
-          // brings the kernel path back.
-          this.#readJs();
+          // The pipe is empty: a streaming guest writes again at once, and its bytes are
+          // spliced; one quiet for GRACE_MS gets libuv back, so an interactive byte is as
+          // quick as on the JavaScript path.
+          this.#watch = fdPoller().watch(this.#fd, POLLIN, () => {
+            this.#watch = undefined;
+            if (this.#grace !== undefined) clearTimeout(this.#grace);
+            this.#grace = undefined;
+            this.#step();
+          });
+          this.#grace = setTimeout(() => {
+            this.#grace = undefined;
+            fdPoller().cancel(this.#watch);
+            this.#watch = undefined;
+            this.#readJs();
+          }, GRACE_MS);
         }
         return;
       }
