@@ -24,9 +24,9 @@
  * here on the main thread and nothing is in flight in between: the kernel path gives way as
  * soon as the conditions stop holding (checked before every splice, and on the next turn
  * after a client change); it is entered only when the JavaScript path holds nothing (the
- * pump is empty, the reader stopped) and Node's writable queue for the socket is empty, so
- * spliced bytes always follow every byte Node was given — none is lost, repeated or
- * reordered.
+ * pump and the reader's buffer are empty, the reader paused) and Node's writable queue for
+ * the socket is empty, so spliced bytes always follow every byte read or given to Node
+ * before them — none is lost, repeated or reordered.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
