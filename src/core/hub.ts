@@ -216,8 +216,7 @@ export class Hub {
    * leaves. Asking for more than there is arms `onWritable`.
    */
   room(wanted: number): number {
-    let room = Number.POSITIVE_INFINITY;
-    for (const c of this.#clients) if (c.holds) room = Math.min(room, Math.max(0, this.#holdBytes - c.sink.queuedBytes));
+    const room = this.#holderRoom();
     if (room < wanted && !this.#wantRoom) {
       this.#wantRoom = true;
       this.#watchStalls();
@@ -225,25 +224,33 @@ export class Hub {
     return room;
   }
 
+  /** What the holding clients' in-flight bound leaves (at least 0); unlimited without one. */
+  #holderRoom(): number {
+    let room = Number.POSITIVE_INFINITY;
+    for (const c of this.#clients) if (c.holds) room = Math.min(room, Math.max(0, this.#holdBytes - c.sink.queuedBytes));
+    return room;
+  }
+
+  /** A client that missed output is told how much, once, before what it gets next. */
+  #tellMissed(client: HubClient): void {
+    if (client.missedUntold === 0) return;
+    client.sink.notice(`${client.missedUntold} bytes of output were dropped while this client was not reading`);
+    client.missedUntold = 0;
+  }
+
   /** A client's transport sent what it held: the guest may go on, a released writer may hold again. */
   drained(client: HubClient): void {
     if (client.detached) return;
     if (client.released && client.sink.queuedBytes === 0) {
       client.released = false;
-      if (client.missedUntold > 0) {
-        client.sink.notice(`${client.missedUntold} bytes of output were dropped while this client was not reading`);
-        client.missedUntold = 0;
-      }
+      this.#tellMissed(client);
       client.sink.notice('caught up: output waits for this client again');
     }
     this.#maybeWritable();
   }
 
   #maybeWritable(): void {
-    if (!this.#wantRoom) return;
-    let room = Number.POSITIVE_INFINITY;
-    for (const c of this.#clients) if (c.holds) room = Math.min(room, this.#holdBytes - c.sink.queuedBytes);
-    if (room <= 0) return;
+    if (!this.#wantRoom || this.#holderRoom() === 0) return;
     this.#wantRoom = false;
     this.#stopStallWatch();
     this.#options.onWritable?.();
@@ -410,10 +417,7 @@ export class Hub {
         }
         continue;
       }
-      if (client.missedUntold > 0) {
-        sink.notice(`${client.missedUntold} bytes of output were dropped while this client was not reading`);
-        client.missedUntold = 0;
-      }
+      this.#tellMissed(client);
       sink.send(data);
       client.bytesSent += data.length;
     }
