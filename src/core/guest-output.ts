@@ -32,7 +32,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Chardev } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
-import { libc } from '../platform/native.ts';
+import { NativeUnavailableError, libc } from '../platform/native.ts';
 import { POLLIN, POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
 
 export interface GuestOutputOptions {
@@ -57,9 +57,14 @@ export const GUEST_PIPE_BYTES = 1024 * 1024;
  * guest blocks in write(2) while the device holds it. Made with pipe2 rather than
  * child_process's 'pipe' (a socketpair Node starts reading at once), so no byte is read
  * by Node before the device decides how to move it. Throws `NativeUnavailableError`
- * without koffi.
+ * without koffi, and under a runtime other than Node: GuestOutput reads the pipe through
+ * libuv's handles in Node's own way, and Bun (the musl check's runtime) never delivers from
+ * it — a caller then uses its own pipes and an `OutputPump`.
  */
 export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
+  if (process.versions['bun'] !== undefined) {
+    throw new NativeUnavailableError('symbol', `a guest pipe read by GuestOutput needs Node's libuv; this is Bun ${process.versions['bun']}`);
+  }
   return makePipe({ nonBlockingRead: true, size });
 }
 

@@ -100,15 +100,10 @@ class GuestPorts {
 
 function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
   let pipe: PipeEnds | undefined;
-  // GuestOutput reads its pipe through libuv's handles in Node's own way; other runtimes
-  // that load this package (Bun, on the musl check) never deliver from it, so they take
-  // Node's pipes and the OutputPump too.
-  if (process.versions['bun'] === undefined) {
-    try {
-      pipe = guestPipe();
-    } catch {
-      // No koffi here: Node's own pipes and the OutputPump, as before (same rules, slower).
-    }
+  try {
+    pipe = guestPipe();
+  } catch {
+    // No koffi, or not Node: Node's own pipes and the OutputPump, as before (same rules, slower).
   }
   return pipe === undefined ? runPipedByNode(device, command) : runPipedByFd(device, command, pipe);
 }
