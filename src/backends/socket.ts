@@ -20,7 +20,7 @@ import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { ChardevError } from '../errors.ts';
 import { TelnetDecoder, TELNET_SERVER_GREETING } from '../protocols/telnet.ts';
 import { acceptTls, connectTls, loadTlsCredentials, type TlsCredentials } from '../protocols/tls.ts';
-import { tcpUsesTls } from '../qemu/command.ts';
+import { tcpUsesTls } from '../config/postparse.ts';
 
 /** Why a handshake ended when the peer simply went away: not worth a message. */
 const CLOSED_IN_HANDSHAKE = 'connection closed during the handshake';

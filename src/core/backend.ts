@@ -32,13 +32,6 @@ export interface BackendEvents {
   readonly writable?: () => void;
 }
 
-export interface RotationOptions {
-  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
-  readonly maxBytes: number;
-  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
-  readonly backups: number;
-}
-
 export interface BackendContext {
   /** Device alias, e.g. `serial0`. */
   readonly alias: string;

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import { startDomain } from '../../core/domain.ts';
+import '../../backends/index.ts';
 import { ensureRunDir } from '../../core/status.ts';
 import { ChardevError } from '../../errors.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
