@@ -209,9 +209,12 @@ class PortBridge {
 
   /** QEMU's `chardev-send-break` on this port's chardev; resolves when QEMU has answered. */
   readonly #sendBreak: () => Promise<void>;
-  /** BREAKs not yet answered: device input waits behind them, so it reaches the guest after. */
-  #breaking = 0;
-  #breaks: Promise<void> = Promise.resolve();
+  /**
+   * Input and BREAKs waiting behind a BREAK QEMU has not answered yet, in order: a BREAK goes
+   * by another socket (QMP), so what follows it must wait for it to be done.
+   */
+  readonly #queue: Array<Buffer | 'break'> = [];
+  #draining = false;
 
   constructor(devices: readonly Chardev[], sendBreak: () => Promise<void>) {
     this.#devices = devices;
@@ -224,23 +227,41 @@ class PortBridge {
    * status) once the input written before it has been handed to QEMU's socket.
    */
   readonly #onBreak = (): void => {
-    const sock = this.#sock;
-    if (sock === undefined) return;
-    this.#breaking += 1;
-    this.#listen(false);
-    const written = sock.writableLength === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
-      sock.once('drain', () => resolve());
-      sock.once('close', () => resolve());
-    });
-    this.#breaks = this.#breaks
-      .then(() => written)
-      .then(() => this.#sendBreak())
-      .catch(() => {})
-      .finally(() => {
-        this.#breaking -= 1;
-        if (sock.writableLength === 0) this.#listen(true);
-      });
+    if (this.#sock === undefined) return;
+    this.#queue.push('break');
+    void this.#drainQueue();
   };
+
+  async #drainQueue(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
+        const sock = this.#sock;
+        if (sock === undefined) {
+          this.#queue.length = 0;
+          break;
+        }
+        if (item !== 'break') {
+          this.#write(sock, item);
+          continue;
+        }
+        if (sock.writableLength > 0) {
+          await new Promise<void>((resolve) => {
+            sock.once('drain', resolve);
+            sock.once('close', resolve);
+          });
+        }
+        try {
+          await this.#sendBreak();
+        } catch {
+          // QEMU gone or not answering: the BREAK is lost, as on a line nobody listens to.
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
 
   get isConnected(): boolean {
     return this.#sock !== undefined;
@@ -273,11 +294,16 @@ class PortBridge {
   readonly #toGuest = (b: Buffer): void => {
     const sock = this.#sock;
     if (sock === undefined) return;
-    if (!sock.write(b)) this.#listen(false);
+    if (this.#draining || this.#queue.length > 0) this.#queue.push(b);
+    else this.#write(sock, b);
   };
 
+  #write(sock: net.Socket, b: Buffer): void {
+    if (!sock.write(b)) this.#listen(false);
+  }
+
   #listen(on: boolean): void {
-    if (on === this.#listening || (on && (this.#sock === undefined || this.#breaking > 0))) return;
+    if (on === this.#listening || (on && this.#sock === undefined)) return;
     this.#listening = on;
     for (const d of this.#devices) {
       if (on) d.on('data', this.#toGuest);
