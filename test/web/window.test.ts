@@ -122,10 +122,11 @@ describe('the console window (chromium)', () => {
     assert.equal((await shown(page)).title, 'serial0 · wintest — chardev');
     await eventually(async () => (await screen(page)).includes('this is serial0'), 'serial0’s history');
     // The writer's size is the device's as soon as the tab connects.
-    const cols = await page.evaluate<number>('window.chardevTerm.cols');
-    const rows = await page.evaluate<number>('window.chardevTerm.rows');
-    await eventually(() => sizes.get('serial0')?.at(-1) === `${cols}x${rows}`, `serial0 to get the tab's size ${cols}x${rows} (${sizes.get('serial0')?.join(',')})`);
-    // A reload keeps the session (the cookie) and the tab.
+    let size = '';
+    await eventually(async () => {
+      size = (await page.evaluate<number[]>('[window.chardevTerm.cols, window.chardevTerm.rows]')).join('x');
+      return sizes.get('serial0')?.at(-1) === size;
+    }, `serial0 to get the tab's size ${size} (${sizes.get('serial0')?.join(',')})`);
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const shot = path.join(ARTIFACTS, 'web-window.png');
     await page.screenshot({ path: shot });
@@ -183,9 +184,9 @@ describe('the console window (chromium)', () => {
   it('the window’s size is the writer’s device’s size; copy on select puts a selection in the clipboard', T, async () => {
     assert.ok(web !== undefined && context !== undefined);
     await page.setViewportSize({ width: 640, height: 400 });
-    const cols = await page.evaluate<number>('window.chardevTerm.cols');
-    const rows = await page.evaluate<number>('window.chardevTerm.rows');
-    assert.ok(cols < 80, `a 640 px window is narrower than 80 columns (${cols})`);
+    // The terminal refits when the layout has settled (a ResizeObserver): one resize, both numbers.
+    await eventually(async () => (await page.evaluate<number>('window.chardevTerm.cols')) < 80, 'a 640 px window to fit fewer than 80 columns');
+    const [cols, rows] = await page.evaluate<[number, number]>('[window.chardevTerm.cols, window.chardevTerm.rows]');
     await eventually(() => sizes.get('serial0')?.at(-1) === `${cols}x${rows}`, `serial0 to follow the window to ${cols}x${rows} (${sizes.get('serial0')?.join(',')})`);
     await page.setViewportSize({ width: 1000, height: 560 });
 
@@ -287,8 +288,8 @@ describe('the console window (chromium)', () => {
       await tty.keyboard.press('Enter');
       await eventually(async () => (await screen(tty)).includes(wide), `the guest's stty size to be the window's (${wide})`, 10000);
       await tty.setViewportSize({ width: 500, height: 300 });
-      const narrow = await asked();
-      assert.notEqual(narrow, wide);
+      let narrow = wide;
+      await eventually(async () => (narrow = await asked()) !== wide, 'the terminal to refit the smaller window');
       await eventually(async () => {
         await tty.keyboard.press('Enter');
         return (await screen(tty)).includes(narrow);
