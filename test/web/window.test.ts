@@ -261,6 +261,13 @@ describe('the console window (chromium)', () => {
     await showing(page, 'serial1', 'writer');
   });
 
+  it('a reload (the token no longer in the address) keeps the session, by the cookie, and the tab shown', T, async () => {
+    assert.match(page.url(), /#serial1$/);
+    assert.equal((await page.reload())?.status(), 200);
+    await showing(page, 'serial1', 'writer');
+    await eventually(async () => (await screen(page)).includes('this is serial1'), 'serial1’s history after the reload');
+  });
+
   it('chardev run --tty: `stty size` in the guest follows the window', { timeout: 40000 }, async () => {
     assert.ok(context !== undefined);
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-web-tty-'));
