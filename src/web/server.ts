@@ -44,6 +44,9 @@ export interface WebDomains {
   list(): readonly Domain[];
 }
 
+/** Where a request's path leads. */
+type Route = { readonly kind: 'domain'; readonly domain: Domain; readonly rest: string } | { readonly kind: 'list' } | { readonly kind: 'redirect'; readonly to: string };
+
 function isDomain(d: Domain | WebDomains): d is Domain {
   return 'devices' in d && 'device' in d;
 }
@@ -243,12 +246,12 @@ export async function startWebServer(source: Domain | WebDomains, options: WebSe
     return `http://${urlHost()}${prefix}console/${encodeURIComponent(alias)}?token=${token}`;
   };
 
-  /** A path split into its domain and the rest (`/`, `/console/ALIAS`, …); undefined: no such domain. */
-  const route = (p: string): { domain: Domain; rest: string } | { list: true } | { redirect: string } | undefined => {
+  /** Where a path leads: a domain and the rest of the path (`/`, `/console/ALIAS`, …); undefined: nowhere. */
+  const route = (p: string): Route | undefined => {
     const m = /^\/domain\/([^/]+)(\/.*)?$/.exec(p);
     if (m === null) {
-      if (domains.default !== undefined) return { domain: domains.default, rest: p };
-      return p === '/' || p === '/index.html' ? { list: true } : undefined;
+      if (domains.default !== undefined) return { kind: 'domain', domain: domains.default, rest: p };
+      return p === '/' || p === '/index.html' ? { kind: 'list' } : undefined;
     }
     let name: string;
     try {
@@ -259,8 +262,8 @@ export async function startWebServer(source: Domain | WebDomains, options: WebSe
     const domain = domains.get(name);
     if (domain === undefined) return undefined;
     // The page finds its paths relative to its own: the prefix ends in a slash.
-    if (m[2] === undefined) return { redirect: `/domain/${m[1] ?? ''}/` };
-    return { domain, rest: m[2] };
+    if (m[2] === undefined) return { kind: 'redirect', to: `/domain/${m[1] ?? ''}/` };
+    return { kind: 'domain', domain, rest: m[2] };
   };
 
   const domainList = (): string => {
@@ -304,8 +307,14 @@ ${rows}
       }
       const r = route(url.pathname);
       if (r === undefined) return text(req, res, 404, 'not found');
-      if ('list' in r) return reply(req, res, 200, 'text/html; charset=utf-8', domainList(), cookie);
-      if ('redirect' in r) return reply(req, res, 301, 'text/plain; charset=utf-8', 'moved\n', { Location: `${r.redirect}${url.search}` });
+      switch (r.kind) {
+        case 'list':
+          return reply(req, res, 200, 'text/html; charset=utf-8', domainList(), cookie);
+        case 'redirect':
+          return reply(req, res, 301, 'text/plain; charset=utf-8', 'moved\n', { Location: `${r.to}${url.search}` });
+        case 'domain':
+          break;
+      }
       const { domain, rest } = r;
       // The cookie lets the page's own requests (scripts, the device list, the WebSockets) through without the query.
       if (rest === '/' || rest === '/index.html') return reply(req, res, 200, 'text/html; charset=utf-8', readCached(CONSOLE_HTML), cookie);
@@ -335,8 +344,8 @@ ${rows}
     if (!authorized(req, url)) return refuseUpgrade(socket, 401, 'a valid token is required');
     if (!originAllowed(req.headers.origin, req.headers.host)) return refuseUpgrade(socket, 403, 'foreign origin');
     const r = route(url.pathname);
-    const domain = r !== undefined && 'domain' in r ? r.domain : undefined;
-    const m = domain === undefined || r === undefined || !('rest' in r) ? null : /^\/ws\/([^/]+)$/.exec(r.rest);
+    const domain = r?.kind === 'domain' ? r.domain : undefined;
+    const m = r?.kind === 'domain' ? /^\/ws\/([^/]+)$/.exec(r.rest) : null;
     let alias: string | undefined;
     try {
       alias = m === null ? undefined : decodeURIComponent(m[1] ?? '');

@@ -261,6 +261,32 @@ describe('the console window (chromium)', () => {
     await showing(page, 'serial1', 'writer');
   });
 
+  it('several domains (WebDomains): / lists them, each at /domain/NAME/ (its window works there), nothing at the bare paths', T, async () => {
+    assert.ok(domain !== undefined && context !== undefined);
+    const d = domain;
+    const multi = await startWebServer({ get: (n) => (n === d.name ? d : undefined), list: () => [d] }, {});
+    const other = await context.newPage();
+    try {
+      const get = async (p: string): Promise<[number, string]> => {
+        const r = await fetch(`http://127.0.0.1:${multi.port}${p}${p.includes('?') ? '&' : '?'}token=${multi.token}`, { redirect: 'manual' });
+        return [r.status, r.status === 301 ? (r.headers.get('location') ?? '') : await r.text()];
+      };
+      const [status, list] = await get('/');
+      assert.equal(status, 200);
+      assert.match(list, /<a href="\/domain\/wintest\/">wintest<\/a> \(3 devices\)/);
+      assert.deepEqual(await get('/domain/wintest'), [301, `/domain/wintest/?token=${multi.token}`]);
+      assert.equal((await get('/console/serial0'))[0], 404);
+      assert.equal((await get('/devices'))[0], 404);
+      assert.match(multi.urlFor('serial2', 'wintest'), /\/domain\/wintest\/console\/serial2\?token=/);
+      assert.equal((await other.goto(`${multi.url.replace('/?', '/domain/wintest/?')}#serial2`))?.status(), 200);
+      await showing(other, 'serial2', 'viewer');
+      await eventually(async () => (await screen(other)).includes('this is serial2'), 'serial2 under /domain/wintest/');
+    } finally {
+      await other.close();
+      await multi.close();
+    }
+  });
+
   it('a reload (the token no longer in the address) keeps the session, by the cookie, and the tab shown', T, async () => {
     assert.match(page.url(), /#serial1$/);
     assert.equal((await page.reload())?.status(), 200);
