@@ -1,7 +1,7 @@
 /** A BREAK for a pty's program follows its termios, as a serial line's would (fake platform; the real pty is in test/cli/run-tty.test.ts). */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakePlatform } from '../../src/platform/index.ts';
+import { FakePlatform } from '../../src/testing.ts';
 import { deliverPtyBreak } from '../../src/core/pty-break.ts';
 
 describe('deliverPtyBreak', () => {
