@@ -15,8 +15,8 @@ import type { Platform } from '../platform/index.ts';
 
 export type PtyBreakResult = 'ignored' | 'interrupted' | 'nul';
 
-export function deliverPtyBreak(platform: Platform, pty: { readonly masterFd: number; readonly slavePath: string }, input: (b: Buffer) => void): PtyBreakResult {
-  const flags = platform.ptyBreakFlags(pty.slavePath);
+export function deliverPtyBreak(platform: Platform, pty: { readonly masterFd: number }, input: (b: Buffer) => void): PtyBreakResult {
+  const flags = platform.ptyBreakFlags(pty.masterFd);
   if (flags.ignbrk) return 'ignored';
   if (flags.brkint) {
     if (!flags.noflsh) platform.flushPty(pty.masterFd);

@@ -407,9 +407,8 @@ export class FakePlatform implements Platform {
     return this.#ptyOf(fd, 'ioctl(TIOCGWINSZ)').size;
   }
 
-  ptyBreakFlags(slavePath: string): BreakFlags {
-    for (const pty of this.#ptys.values()) if (pty.slavePath === slavePath) return pty.breakFlags;
-    throw new PlatformError({ code: 'ENOENT', syscall: 'open', path: slavePath, description: 'No such file or directory' });
+  ptyBreakFlags(masterFd: number): BreakFlags {
+    return this.#ptyOf(masterFd, 'tcgetattr').breakFlags;
   }
 
   signalPtyForeground(masterFd: number): void {

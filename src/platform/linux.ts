@@ -150,18 +150,14 @@ export class LinuxPlatform implements Platform {
     return { rows: ws.readUInt16LE(0), cols: ws.readUInt16LE(2) };
   }
 
-  ptyBreakFlags(slavePath: string): BreakFlags {
-    // A pty's two sides have termios of their own: the program's settings are the slave's.
-    const fd = this.#open(slavePath);
-    try {
-      const t = Buffer.alloc(TERMIOS_SIZE);
-      if (libc().tcgetattr(fd, t) !== 0) throw this.#errno('tcgetattr', slavePath);
-      const iflag = t.readUInt32LE(C_IFLAG);
-      const lflag = t.readUInt32LE(C_LFLAG);
-      return { ignbrk: (iflag & IGNBRK) !== 0, brkint: (iflag & BRKINT) !== 0, parmrk: (iflag & PARMRK) !== 0, noflsh: (lflag & NOFLSH) !== 0 };
-    } finally {
-      fs.closeSync(fd);
-    }
+  ptyBreakFlags(masterFd: number): BreakFlags {
+    // No need to open the slave (which, closed again after its program has gone, would be a
+    // hang-up for the master's reader): termios requests on a master are its slave's.
+    const t = Buffer.alloc(TERMIOS_SIZE);
+    if (libc().tcgetattr(masterFd, t) !== 0) throw this.#errno('tcgetattr', fdPath(masterFd));
+    const iflag = t.readUInt32LE(C_IFLAG);
+    const lflag = t.readUInt32LE(C_LFLAG);
+    return { ignbrk: (iflag & IGNBRK) !== 0, brkint: (iflag & BRKINT) !== 0, parmrk: (iflag & PARMRK) !== 0, noflsh: (lflag & NOFLSH) !== 0 };
   }
 
   signalPtyForeground(masterFd: number): void {

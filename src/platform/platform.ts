@@ -120,8 +120,11 @@ export interface Platform {
   setWindowSize(fd: number, size: WindowSize): void;
   /** A terminal's size (TIOCGWINSZ); 0×0 when nobody set one. */
   windowSize(fd: number): WindowSize;
-  /** The BREAK handling the program on a pty's slave asked for (tcgetattr of the slave). */
-  ptyBreakFlags(slavePath: string): BreakFlags;
+  /**
+   * The BREAK handling the program on a pty's slave asked for (tcgetattr on the master: the
+   * kernel answers termios requests on a master with its slave's settings).
+   */
+  ptyBreakFlags(masterFd: number): BreakFlags;
   /**
    * Send SIGINT to the foreground process group of a pty's slave (TIOCSIG on the master), as
    * the slave's line discipline does for ^C or a BREAK with BRKINT.
