@@ -165,11 +165,23 @@ function attach(domain: Domain, device: Chardev, hello: ConsoleHello, sock: net.
   for (const f of held) sock.write(f);
   held = undefined;
   const c = client;
+  // The DATA frames of one read are one input, as raw bytes would be: a guest that takes
+  // less stops the device reading its clients, and input after that in the same call is lost.
+  let data: Buffer[] = [];
+  const flushData = (): void => {
+    if (data.length === 0) return;
+    const all = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data);
+    data = [];
+    c.input(all);
+  };
   // Frame types this server does not know are skipped: a newer client's extras are optional.
   const decoder = new FrameDecoder((type, payload) => {
-    if (type === FRAME_DATA) c.input(payload);
-    else if (type === FRAME_BREAK) c.break();
-    else if (type === FRAME_RESIZE) {
+    if (type === FRAME_DATA) data.push(payload);
+    else if (type === FRAME_BREAK) {
+      // The input before the BREAK reaches the guest before it.
+      flushData();
+      c.break();
+    } else if (type === FRAME_RESIZE) {
       const size = decodeResize(payload);
       if (size !== undefined) c.resize(size);
     }
@@ -179,8 +191,11 @@ function attach(domain: Domain, device: Chardev, hello: ConsoleHello, sock: net.
     try {
       decoder.feed(b);
     } catch {
+      data = [];
       sock.destroy();
+      return;
     }
+    flushData();
   };
   sock.on('data', fromClient);
   sock.on('close', () => c.detach());
