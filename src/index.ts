@@ -30,6 +30,7 @@ export type { ChrDeviceDef, ChrSourceDef, ChrType, DomainChardevsDef, LiveState,
 export { buildQemuArgs, formatQemuArgs } from './qemu/command.ts';
 export { ChardevError, ConfigError, type ChardevErrorCode } from './errors.ts';
 export { Chardev, WRITER_IN_FLIGHT_BYTES, type ChardevCounters, type ChardevEvent, type ChardevEvents } from './core/chardev.ts';
+export type { TerminalSize } from './core/hub.ts';
 export { OutputPump, type OutputSource } from './core/output-pump.ts';
 export { GuestOutput, GUEST_PIPE_BYTES, guestPipe, type GuestOutputOptions, type GuestOutputPath } from './core/guest-output.ts';
 export type { PipeEnds } from './platform/splice.ts';

@@ -8,7 +8,7 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo, type KernelPath } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type KernelPath, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
@@ -29,6 +29,8 @@ export interface ChardevEvents {
   open: () => void;
   close: () => void;
   break: () => void;
+  /** The writer's terminal size changed (or a new writer brought its own): the guest's terminal is this big now. */
+  resize: (size: TerminalSize) => void;
   /** A run-time failure of this device, reported once; the device and the domain keep running. */
   error: (err: ChardevError) => void;
   /** A client attached, left, changed role, or was released by the stall limit (see Hub). */
@@ -89,7 +91,7 @@ export class Chardev {
   readonly def: ChrDeviceDef;
   #backend: Backend | undefined;
   #log: LogTee | undefined;
-  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [], client: [], writable: [] };
+  #listeners: Listeners = { data: [], open: [], close: [], break: [], resize: [], error: [], client: [], writable: [] };
   #isOpen = false;
   #stopped = false;
   #fromGuest = 0;
@@ -125,6 +127,10 @@ export class Chardev {
       onWritable: () => this.writableAgain(),
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
+      onResize: (size) => {
+        if (this.#stopped) return;
+        for (const l of [...this.#listeners.resize]) l(size);
+      },
       // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and
       // goes. (While a client backend connects at start, the backend is not attached yet.)
       onFirstAttach: () => {
@@ -359,6 +365,10 @@ export class Chardev {
     if (this.#stopped || !this.#isOpen) return;
     this.#isOpen = false;
     for (const l of [...this.#listeners.close]) l();
+  }
+  /** The terminal size of the writer, if it said one: what a guest with a terminal should be told at start. */
+  get terminalSize(): TerminalSize | undefined {
+    return this.hub.writer?.size;
   }
   /** @internal */
   breakReceived(): void {

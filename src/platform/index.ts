@@ -6,6 +6,7 @@ export {
   PlatformError,
   errnoName,
   errnoNumber,
+  type BreakFlags,
   type ByteReader,
   type ByteReaderHandlers,
   type ByteWriter,
@@ -15,6 +16,7 @@ export {
   type PlatformErrorInit,
   type PtyHandle,
   type SerialLine,
+  type WindowSize,
 } from './platform.ts';
 export { LINUX_BAUD_CONSTANTS, isStandardBaud } from './baud.ts';
 export { FdWriter } from './fd-writer.ts';

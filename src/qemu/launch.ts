@@ -6,7 +6,9 @@
  * frontend the XML's target describes (`-device isa-serial,…`, `-serial chardev:…`,
  * `virtconsole`, …) or the HMP monitor (`-mon chardev=…,mode=readline`). Bytes from QEMU are
  * guest output of the port's devices (`Chardev.write`); their input goes back to QEMU. QEMU
- * is controlled through a private QMP socket of the same kind (clean `quit`).
+ * is controlled through a private QMP socket of the same kind (clean `quit`, and a device's
+ * BREAK — telnet `IAC BREAK`, the browser, `chardev console`, QMP — as QEMU's own
+ * `chardev-send-break` on the port's chardev, which raises it at the guest's frontend).
  *
  * Why QEMU connects and chardev listens: chardev is up before QEMU starts, so QEMU never waits
  * for a peer or races a socket file into existence, and a QEMU that cannot reach its devices
@@ -205,8 +207,60 @@ class PortBridge {
   /** Resolves when QEMU's connection is gone (at once if it never came). */
   closed: Promise<void> = Promise.resolve();
 
-  constructor(devices: readonly Chardev[]) {
+  /** QEMU's `chardev-send-break` on this port's chardev; resolves when QEMU has answered. */
+  readonly #sendBreak: () => Promise<void>;
+  /**
+   * Input and BREAKs waiting behind a BREAK QEMU has not answered yet, in order: a BREAK goes
+   * by another socket (QMP), so what follows it must wait for it to be done.
+   */
+  readonly #queue: Array<Buffer | 'break'> = [];
+  #draining = false;
+
+  constructor(devices: readonly Chardev[], sendBreak: () => Promise<void>) {
     this.#devices = devices;
+    this.#sendBreak = sendBreak;
+    for (const d of devices) d.on('break', this.#onBreak);
+  }
+
+  /**
+   * A BREAK from a device's writer: QEMU raises it at the port's frontend (a 16550's line
+   * status) once the input written before it has been handed to QEMU's socket.
+   */
+  readonly #onBreak = (): void => {
+    if (this.#sock === undefined) return;
+    this.#queue.push('break');
+    void this.#drainQueue();
+  };
+
+  async #drainQueue(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
+        const sock = this.#sock;
+        if (sock === undefined) {
+          this.#queue.length = 0;
+          break;
+        }
+        if (item !== 'break') {
+          this.#write(sock, item);
+          continue;
+        }
+        if (sock.writableLength > 0) {
+          await new Promise<void>((resolve) => {
+            sock.once('drain', resolve);
+            sock.once('close', resolve);
+          });
+        }
+        try {
+          await this.#sendBreak();
+        } catch {
+          // QEMU gone or not answering: the BREAK is lost, as on a line nobody listens to.
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
   }
 
   get isConnected(): boolean {
@@ -240,8 +294,13 @@ class PortBridge {
   readonly #toGuest = (b: Buffer): void => {
     const sock = this.#sock;
     if (sock === undefined) return;
-    if (!sock.write(b)) this.#listen(false);
+    if (this.#draining || this.#queue.length > 0) this.#queue.push(b);
+    else this.#write(sock, b);
   };
+
+  #write(sock: net.Socket, b: Buffer): void {
+    if (!sock.write(b)) this.#listen(false);
+  }
 
   #listen(on: boolean): void {
     if (on === this.#listening || (on && this.#sock === undefined)) return;
@@ -253,6 +312,7 @@ class PortBridge {
   }
 
   close(): void {
+    for (const d of this.#devices) d.off('break', this.#onBreak);
     this.#sock?.destroy();
   }
 }
@@ -359,6 +419,12 @@ export class QemuProcess {
     this.ready.catch(() => {});
   }
 
+  /** QEMU raises a BREAK at the frontend of its chardev `id` (QMP `chardev-send-break`). */
+  async sendBreak(id: string): Promise<void> {
+    if (this.#qmp === undefined) throw new ChardevError('ERR_GUEST', 'qemu: not connected to QEMU yet');
+    await this.#qmp.execute('chardev-send-break', { id }, 5000);
+  }
+
   /** True while QEMU's connection for port `index` is up. */
   portConnected(index: number): boolean {
     return this.#bridges[index]?.isConnected === true;
@@ -428,11 +494,15 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
   const servers: net.Server[] = [];
   const bridges: PortBridge[] = [];
   let child: ChildProcess | undefined;
+  let started: QemuProcess | undefined;
   try {
     const socketPath = (i: number): string => path.join(dir, `p${i}`);
     const qmpPath = path.join(dir, 'qmp');
     for (const [i, port] of options.ports.entries()) {
-      const bridge = new PortBridge(port.devices.map((nd) => domain.device(nd.alias)));
+      const bridge = new PortBridge(
+        port.devices.map((nd) => domain.device(nd.alias)),
+        () => started?.sendBreak(port.id) ?? Promise.resolve(),
+      );
       const server = net.createServer((sock) => bridge.accept(sock));
       servers.push(server);
       await listenUnixOwnerOnly(port.id, server, socketPath(i), 1);
@@ -464,7 +534,8 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
         reject(new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: ${e.code === 'ENOENT' ? 'No such file or directory (is QEMU installed?)' : e.message}`, { cause: e })),
       );
     });
-    return new QemuProcess({ argv, child: c, bridges, servers, dir, qmp, log });
+    started = new QemuProcess({ argv, child: c, bridges, servers, dir, qmp, log });
+    return started;
   } catch (err) {
     for (const b of bridges) b.close();
     for (const s of servers) s.close();

@@ -4,7 +4,18 @@
  * attached and restored on every way out.
  */
 import * as net from 'node:net';
-import { FRAME_CLOSE, FRAME_DATA, FRAME_NOTICE, FrameDecoder, LineReader, type ConsoleHello, type ConsoleReply } from '../../control/console-protocol.ts';
+import {
+  encodeFrame,
+  encodeResize,
+  FRAME_BREAK,
+  FRAME_CLOSE,
+  FRAME_DATA,
+  FRAME_NOTICE,
+  FrameDecoder,
+  LineReader,
+  type ConsoleHello,
+  type ConsoleReply,
+} from '../../control/console-protocol.ts';
 import { listStatus, readStatus, type DomainStatus } from '../../core/status.ts';
 import { cliRunDir } from '../args.ts';
 import { CliError, type CliIo } from '../io.ts';
@@ -12,6 +23,9 @@ import { QmpClient } from '../../control/qmp-client.ts';
 
 /** ^] as virsh uses it. */
 const ESCAPE_BYTE = 0x1d;
+/** `~` at the start of a line begins a command, as in ssh and cu (on a terminal only). */
+const TILDE = 0x7e;
+const ESCAPE_HELP = 'Supported escape sequences (at the start of a line):\r\n  ~B  send a BREAK to the guest\r\n  ~.  disconnect (as ^])\r\n  ~?  this help\r\n  ~~  send one ~\r\n';
 
 import type { ConsoleFlags, ListFlags } from './console.ts';
 
@@ -70,15 +84,21 @@ async function runConsole(status: DomainStatus, device: string | undefined, flag
     readonly: flags.readonly === true,
     force: flags.force === true,
     label: `console pid ${process.pid}`,
+    frames: true,
   };
   const { sock, reply, rest } = await connect(status.consoleSocket, hello);
+  const stdin = process.stdin;
+  const stdout = process.stdout;
+  const raw = stdin.isTTY === true;
   if (!reply.ok) {
     sock.destroy();
     throw new CliError(`error: ${reply.error}`);
   }
-  const stdin = process.stdin;
-  const stdout = process.stdout;
-  const raw = stdin.isTTY === true;
+  // A server that does not read frames (an older chardev) takes raw input: no BREAK, no size.
+  const framed = reply.frames === true;
+  // ~ commands only when a person types: piped input passes through as it is.
+  const tildes = raw;
+  // virsh's banner, word for word (scripts wait for it); `~?` lists the ~ commands.
   stdout.write(`Connected to domain '${reply.domain}'\r\nEscape character is ^]\r\n`);
   if (reply.role === 'viewer' && flags.readonly !== true) stdout.write('(read-only: another client is the writer; use --force to take over)\r\n');
 
@@ -95,6 +115,7 @@ async function runConsole(status: DomainStatus, device: string | undefined, flag
       restore();
       process.off('exit', restore);
       stdin.off('data', onInput);
+      stdout.off('resize', sendSize);
       stdin.pause();
       for (const s of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const) process.off(s, onSignal);
       sock.destroy();
@@ -125,23 +146,73 @@ async function runConsole(status: DomainStatus, device: string | undefined, flag
     });
     sock.on('close', () => finish(0));
     sock.on('error', () => finish(1));
-    if (rest.length > 0) decoder.feed(rest);
 
-    const onInput = (chunk: Buffer): void => {
-      const esc = chunk.indexOf(ESCAPE_BYTE);
-      if (esc >= 0) {
-        if (esc > 0) sock.write(chunk.subarray(0, esc));
-        finish(0);
-        return;
-      }
-      // Input the guest does not take yet waits in the terminal, not here.
-      if (!sock.write(chunk)) {
+    // Input the guest does not take yet waits in the terminal, not here.
+    const send = (data: Buffer): void => {
+      if (data.length === 0) return;
+      if (!sock.write(framed ? encodeFrame(FRAME_DATA, data) : data)) {
         stdin.pause();
         sock.once('drain', () => {
           if (!done) stdin.resume();
         });
       }
     };
+    let atLineStart = true;
+    let tilde = false;
+    const command = (key: number): void => {
+      if (key === 0x42 /* B */) {
+        if (framed) sock.write(encodeFrame(FRAME_BREAK, Buffer.alloc(0)));
+        else toTerminal('\r\n[chardev: this domain takes no BREAK from consoles]\r\n');
+      } else if (key === 0x2e /* . */) {
+        finish(0);
+      } else if (key === 0x3f /* ? */) {
+        toTerminal(`\r\n${ESCAPE_HELP}`);
+      } else if (key === TILDE) {
+        send(Buffer.from([TILDE]));
+      } else {
+        // Not a command: both characters go to the guest, as ssh does.
+        send(Buffer.from([TILDE, key]));
+      }
+    };
+    const onInput = (chunk: Buffer): void => {
+      let from = 0;
+      for (let i = 0; i < chunk.length && !done; i++) {
+        const b = chunk[i] as number;
+        if (b === ESCAPE_BYTE) {
+          send(chunk.subarray(from, i));
+          finish(0);
+          return;
+        }
+        if (!tildes) continue;
+        if (tilde) {
+          tilde = false;
+          from = i + 1;
+          command(b);
+          atLineStart = false;
+        } else if (atLineStart && b === TILDE) {
+          send(chunk.subarray(from, i));
+          tilde = true;
+          from = i + 1;
+        } else {
+          atLineStart = b === 0x0d || b === 0x0a;
+        }
+      }
+      if (!done) send(chunk.subarray(from));
+    };
+    // The terminal's size is the guest's while this console is the writer (a `run --tty` guest's pty).
+    const sendSize = (): void => {
+      if (framed && !done && stdout.isTTY === true) sock.write(encodeResize({ cols: stdout.columns, rows: stdout.rows }));
+    };
+    sendSize();
+    stdout.on('resize', sendSize);
+    // What came with the reply (after everything above exists: it may end the session).
+    if (rest.length > 0) {
+      try {
+        decoder.feed(rest);
+      } catch (e) {
+        finish(1, `console: ${(e as Error).message}`);
+      }
+    }
     if (raw) stdin.setRawMode(true);
     stdin.on('data', onInput);
     // Input ending (a pipe) is not the end of the session: output keeps coming until ^] or the domain stops.

@@ -28,7 +28,7 @@ export function registerConsoleCommands(program: Command, io: CliIo): void {
     .option('--readonly', 'watch without writing')
     .option('--force', 'take the writer role from whoever has it')
     .option('--run-dir <dir>', RUN_DIR_HELP)
-    .description("attach this terminal to a running domain's device, like virsh console (escape: ^])")
+    .description("attach this terminal to a running domain's device, like virsh console (escape: ^]; at the start of a line ~B sends a BREAK, ~? lists more)")
     .action(async (name: string | undefined, device: string | undefined, flags: ConsoleFlags) => (await actions()).consoleAction(name, device, flags));
 
   program
