@@ -10,7 +10,8 @@ import type { LoadedDomain } from '../config/domain.ts';
 import { formatDomain } from '../config/format.ts';
 import type { Chardev } from '../core/chardev.ts';
 import type { Domain } from '../core/domain.ts';
-import { readStatus, removeStatus, writeStatus } from '../core/status.ts';
+import { readStatus, removeStatus, writeStatus, type DomainStatus } from '../core/status.ts';
+import type { JsonObject } from '../control/qmp-json.ts';
 import { startConsoleServer, type ConsoleServer } from '../control/console-server.ts';
 import { startQmpServer, type QmpServer } from '../control/qmp.ts';
 import { startWebServer, type WebServer } from '../web/server.ts';
@@ -66,6 +67,12 @@ export function networkReach(d: Chardev): string | undefined {
 
 /** A started domain being served: close() stops it (draining first) and everything around it. */
 export interface ServedDomain {
+  /** The domain's own QMP server (its control socket). */
+  readonly qmp: QmpServer;
+  /** Where `chardev console` attaches. */
+  readonly consoleSocket: string;
+  /** Say in the status file that `qemuPid` is the domain's QEMU (the daemon's, once started). */
+  setQemuPid(qemuPid: number | undefined): void;
   close(): Promise<void>;
 }
 
@@ -73,6 +80,10 @@ export interface ServeOptions {
   readonly runDir: string;
   readonly web: WebAddress | undefined;
   readonly report: Reporter;
+  /** Hosted by the daemon listening there (said in the status file). */
+  readonly daemonSocket?: string;
+  /** The domain's QMP events, for whoever hosts it. */
+  readonly onEvent?: (event: string, data: JsonObject) => void;
 }
 
 /**
@@ -86,6 +97,7 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
   let qmpServer: QmpServer | undefined;
   let webServer: WebServer | undefined;
   let statusWritten = false;
+  let status: DomainStatus | undefined;
   const close = async (): Promise<void> => {
     if (statusWritten) removeStatus(runDir, domain.name);
     // Devices first: attached consoles are told the device stopped before their socket goes.
@@ -100,10 +112,11 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
       path: path.join(runDir, `${domain.name}.qmp`),
       liveXml: () => formatDomain(loaded, { live: true, state: domain.liveState() }),
       inactiveXml: () => formatDomain(loaded),
+      ...(options.onEvent !== undefined ? { onEvent: options.onEvent } : {}),
     });
     const web = webAddress(options.web, [...domain.devices.values()]);
     if (web !== undefined) webServer = await startWebServer(domain, web);
-    writeStatus(runDir, {
+    status = {
       name: domain.name,
       pid: process.pid,
       started: new Date().toISOString(),
@@ -113,7 +126,9 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
       inactiveXml: formatDomain(loaded),
       liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
       devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
-    });
+      ...(options.daemonSocket !== undefined ? { daemonSocket: options.daemonSocket } : {}),
+    };
+    writeStatus(runDir, status);
     statusWritten = true;
   } catch (e) {
     await consoleServer?.close();
@@ -141,5 +156,17 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
       else report.detail(`${d.id}: ${client.kind} client ${client.label} took nothing for the stall limit; released`);
     });
   }
-  return { close };
+  const qmp = qmpServer;
+  const consoleSocket = consoleServer.path;
+  return {
+    qmp,
+    consoleSocket,
+    setQemuPid: (qemuPid) => {
+      if (status === undefined || !statusWritten) return;
+      const { qemuPid: _old, ...rest } = status;
+      status = qemuPid === undefined ? rest : { ...rest, qemuPid };
+      writeStatus(runDir, status);
+    },
+    close,
+  };
 }

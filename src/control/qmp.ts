@@ -186,6 +186,16 @@ export class Args {
     if (v !== undefined && !(values as readonly string[]).includes(v)) throw generic(`Parameter '${name}' does not accept value '${v}'`);
     return v as T | undefined;
   }
+  /** The members not read yet, as they came (a command passed on with what it did not use). */
+  rest(): JsonObject {
+    const out = Object.create(null) as JsonObject;
+    for (const key of Object.keys(this.#obj)) {
+      if (this.#used.has(key)) continue;
+      this.#used.add(key);
+      out[key] = this.#obj[key] as Json;
+    }
+    return out;
+  }
   done(): void {
     for (const key of Object.keys(this.#obj)) {
       if (!this.#used.has(key)) throw generic(`Parameter '${this.#prefix}${key}' is unexpected`);
