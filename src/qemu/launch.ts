@@ -562,6 +562,9 @@ function fileTail(file: string, bytes = 4096): string {
  * from 9.2 on (where `reconnect` is deprecated; QEMU 10 dropped it).
  */
 function reconnectOption(binary: string): string {
+  // Asked once per binary: the daemon starting its hundredth guest does not ask again.
+  const known = reconnectOptions.get(binary);
+  if (known !== undefined) return known;
   let version = '';
   try {
     version = execFileSync(binary, ['-version'], { encoding: 'utf8', timeout: 10000, stdio: ['ignore', 'pipe', 'ignore'] });
@@ -570,8 +573,11 @@ function reconnectOption(binary: string): string {
   }
   const m = /version (\d+)\.(\d+)/.exec(version);
   const [major, minor] = m === null ? [0, 0] : [Number(m[1]), Number(m[2])];
-  return major > 9 || (major === 9 && minor >= 2) ? 'reconnect-ms=1000' : 'reconnect=1';
+  const option = major > 9 || (major === 9 && minor >= 2) ? 'reconnect-ms=1000' : 'reconnect=1';
+  reconnectOptions.set(binary, option);
+  return option;
 }
+const reconnectOptions = new Map<string, string>();
 
 interface PortServers {
   readonly servers: net.Server[];
