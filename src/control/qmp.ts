@@ -587,24 +587,45 @@ function errorResponse(err: QmpError, id: Json | undefined): JsonObject {
  * every negotiated client. What the commands are is the subclass's (or the caller's).
  */
 class QmpWire {
-  readonly path: string;
   readonly commands = new Map<string, Handler>();
+  #path: string;
+  /** A listening socket we were given (systemd socket activation): not ours to create or remove. */
+  readonly #inheritedFd: number | undefined;
   readonly #version: string;
   readonly #server: net.Server;
   readonly #sessions = new Map<net.Socket, Session>();
   #ino = 0;
   #closing: Promise<void> | undefined;
 
-  constructor(path: string, version: string | undefined) {
-    this.path = path;
+  constructor(where: string | { readonly fd: number; readonly path: string }, version: string | undefined) {
+    this.#path = typeof where === 'string' ? where : where.path;
+    this.#inheritedFd = typeof where === 'string' ? undefined : where.fd;
     this.#version = version ?? CHARDEV_VERSION;
     this.#server = net.createServer((sock) => this.#accept(sock));
     this.#server.on('error', () => {});
   }
 
+  get path(): string {
+    return this.#path;
+  }
+
   async listen(): Promise<void> {
-    await listenUnixOwnerOnly('QMP socket', this.#server, this.path);
-    this.#ino = fs.lstatSync(this.path).ino;
+    const fd = this.#inheritedFd;
+    if (fd === undefined) {
+      await listenUnixOwnerOnly('QMP socket', this.#server, this.#path);
+      this.#ino = fs.lstatSync(this.#path).ino;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ fd }, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    // Node cannot say where an inherited UNIX socket is bound: it is where the caller says.
+    const address = this.#server.address();
+    if (address !== null && typeof address !== 'string') throw new ChardevError('ERR_USAGE', `QMP socket: the inherited fd ${fd} is not a UNIX socket`);
   }
 
   versionJson(): JsonObject {
@@ -637,6 +658,7 @@ class QmpWire {
     this.#closing ??= (async () => {
       for (const sock of this.#sessions.keys()) sock.destroy();
       await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      if (this.#inheritedFd !== undefined) return;
       // Only our own socket file: a later server may have replaced a stale one.
       try {
         if (fs.lstatSync(this.path).ino === this.#ino) unlinkQuietly(this.path);
@@ -878,9 +900,12 @@ export interface QmpService extends QmpServer {
   versionJson(): JsonObject;
 }
 
-/** Serve QMP on a UNIX socket at `path` (0600) with the commands `define` puts in the table. */
-export async function startQmpService(path: string, define: (service: QmpService) => void, version?: string): Promise<QmpService> {
-  const wire = new QmpWire(path, version);
+/**
+ * Serve QMP on a UNIX socket at `where` (0600), or on a listening socket we were given (`{fd}`,
+ * systemd's socket activation), with the commands `define` puts in the table.
+ */
+export async function startQmpService(where: string | { readonly fd: number; readonly path: string }, define: (service: QmpService) => void, version?: string): Promise<QmpService> {
+  const wire = new QmpWire(where, version);
   define(wire);
   try {
     await wire.listen();

@@ -90,9 +90,9 @@ function asQmp(e: unknown): QmpError {
   return generic(e instanceof Error ? e.message : String(e));
 }
 
-/** Serve the daemon's control socket at `path` for `host`'s domains. */
-export async function startControl(path: string, host: () => DomainHost): Promise<QmpService> {
-  return startQmpService(path, (service) => {
+/** Serve the daemon's control socket at `where` (a path, or an inherited listening fd) for `host`'s domains. */
+export async function startControl(where: string | { readonly fd: number; readonly path: string }, host: () => DomainHost): Promise<QmpService> {
+  return startQmpService(where, (service) => {
     const c = service.commands;
     c.set('query-version', (a) => {
       a.done();
@@ -151,4 +151,20 @@ export async function startControl(path: string, host: () => DomainHost): Promis
 /** A domain's event on the control socket: its data says which domain. */
 export function domainEvent(service: QmpService, domain: string, event: string, data: JsonObject): void {
   service.broadcast(event, { domain, ...data });
+}
+
+/**
+ * The listening socket systemd passed (socket activation: `LISTEN_PID` is us, `LISTEN_FDS`
+ * ≥ 1; the first is fd 3), or undefined. It must be bound at `path` (the unit's
+ * ListenStream=), where clients look. The variables are removed so that no child (QEMU)
+ * takes them for its own.
+ */
+export function inheritedListener(path: string, env: NodeJS.ProcessEnv = process.env): { readonly fd: number; readonly path: string } | undefined {
+  const pid = env['LISTEN_PID'];
+  const fds = Number(env['LISTEN_FDS'] ?? '0');
+  if (pid === undefined || Number(pid) !== process.pid || !Number.isInteger(fds) || fds < 1) return undefined;
+  delete env['LISTEN_PID'];
+  delete env['LISTEN_FDS'];
+  delete env['LISTEN_FDNAMES'];
+  return { fd: 3, path };
 }

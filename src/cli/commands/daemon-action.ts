@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { QmpClient } from '../../control/qmp-client.ts';
 import { readStatus } from '../../core/status.ts';
 import { ensureRunDir } from '../../core/status.ts';
-import { domainEvent, startControl } from '../../daemon/control.ts';
+import { domainEvent, inheritedListener, startControl } from '../../daemon/control.ts';
 import { DomainHost } from '../../daemon/host.ts';
 import { daemonDir, daemonSocketPath, daemonStatePath } from '../../daemon/state.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
@@ -49,12 +49,15 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
     report.detail(`chardev ${VERSION} daemon on Node ${process.version}, ${platformName()}; run directory ${runDir}, log directory ${logDir}`);
     const untuned = tuneAllocator();
     if (untuned !== undefined) report.detail(`daemon: allocator left as it is: ${untuned}`);
-    const socketPath = daemonSocketPath(runDir);
+    const expected = daemonSocketPath(runDir);
+    const inherited = inheritedListener(expected);
     let host: DomainHost | undefined;
-    const control = await startControl(socketPath, () => {
+    const control = await startControl(inherited ?? expected, () => {
       if (host === undefined) throw new CliError('the daemon is starting');
       return host;
     });
+    const socketPath = control.path;
+    if (inherited !== undefined) report.detail(`daemon: listening on the socket systemd passed (ListenStream= must be ${socketPath})`);
     const h = new DomainHost({
       runDir,
       logDir,
