@@ -211,6 +211,38 @@ with open(sys.argv[3], 'wb') as f:
     }
   });
 
+  it('the daemon killed outright (a crash, then systemd Restart=): the next daemon takes the guests back; one whose guest ended meanwhile is dropped', { timeout: 60000 }, async () => {
+    const d = daemon as Daemon;
+    const last = DOMAINS - 1;
+    const guests = Array.from({ length: DOMAINS }, (_, n) => guestOf(n));
+    d.child.kill('SIGKILL');
+    await d.exited;
+    // Its status files and sockets are left behind, stale; one guest ends while no daemon runs.
+    assert.ok(fs.existsSync(path.join(runDir(), 'vm3.json')));
+    process.kill((guests[last] as StandinGuest).pid, 'SIGKILL');
+    await waitFor(() => !alive((guests[last] as StandinGuest).pid), 'the guest to end');
+    assert.equal((await cliOut(['list'])).trim().split('\n').length, 2, 'a stale status is no running domain: a header, no rows');
+
+    daemon = startDaemon();
+    await daemon.match(/daemon: took back (\d+) domains/, 'the domains taken back', 30000);
+    assert.match(daemon.stdout, new RegExp(`took back ${DOMAINS - 1} domains`));
+    assert.match(daemon.stderr, new RegExp(`^vm${last}: not taken back: qemu \\(pid \\d+\\) of domain vm${last} is no longer running$`, 'm'));
+    await waitFor(() => guests.slice(0, last).every((g) => g.allConnected), 'the other guests connected again', 15000);
+    const list = await cliOut(['list']);
+    assert.equal(list.trim().split('\n').length - 2, DOMAINS - 1);
+    assert.doesNotMatch(list, new RegExp(`\\bvm${last}\\b`));
+    // A console of a domain taken back answers: the UNIX socket's history is new, the guest's next line arrives.
+    const g = guests[4] as StandinGuest;
+    const reader = new Proc('socat', 'socat', ['-u', `UNIX-CONNECT:${path.join(dir, 'vm4.sock')}`, '-']);
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      await g.port('charserial1').write('after the crash\n');
+      await reader.until(() => reader.text.includes('after the crash\n'), 'the line at a UNIX client');
+    } finally {
+      await reader.kill();
+    }
+  });
+
   it('chardev stop ends a domain and its guest; a guest that ends by itself ends its domain', { timeout: 60000 }, async () => {
     const g0 = guestOf(0);
     const out = await cliOut(['stop', 'vm0']);
@@ -225,7 +257,7 @@ with open(sys.argv[3], 'wb') as f:
     const list = await cliOut(['list']);
     assert.doesNotMatch(list, /\bvm[01]\b/);
     const state = JSON.parse(fs.readFileSync(path.join(runDir(), 'daemon', 'state.json'), 'utf8')) as { domains: Array<{ name: string }> };
-    assert.deepEqual(state.domains.map((x) => x.name).sort(), Array.from({ length: DOMAINS - 2 }, (_, n) => `vm${n + 2}`).sort());
+    assert.deepEqual(state.domains.map((x) => x.name).sort(), Array.from({ length: DOMAINS - 3 }, (_, n) => `vm${n + 2}`).sort());
     const p = cli(['stop', 'vm0']);
     await p.waitExit(20000);
     assert.equal(p.exitCode, 1);
