@@ -84,6 +84,8 @@ export interface ServeOptions {
   readonly daemonSocket?: string;
   /** The domain's QMP events, for whoever hosts it. */
   readonly onEvent?: (event: string, data: JsonObject) => void;
+  /** When the domain started (ISO 8601), if before now: a daemon taking it back after a restart. */
+  readonly started?: string;
 }
 
 /**
@@ -119,7 +121,7 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
     status = {
       name: domain.name,
       pid: process.pid,
-      started: new Date().toISOString(),
+      started: options.started ?? new Date().toISOString(),
       consoleSocket: consoleServer.path,
       qmpSocket: qmpServer.path,
       ...(webServer !== undefined ? { webUrl: webServer.url } : {}),

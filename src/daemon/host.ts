@@ -20,7 +20,7 @@ import type { JsonObject } from '../control/qmp-json.ts';
 import { startDomain, type Domain } from '../core/domain.ts';
 import { readStatus } from '../core/status.ts';
 import { ChardevError } from '../errors.ts';
-import { adoptQemu, describePorts, launchQemu, planQemuPorts, qemuExitMessage, type QemuExit, type QemuPort, type QemuProcess } from '../qemu/launch.ts';
+import { adoptQemu, describePorts, launchQemu, planQemuPorts, processStartTime, qemuExitMessage, type QemuExit, type QemuPort, type QemuProcess } from '../qemu/launch.ts';
 import type { Reporter } from '../cli/report.ts';
 import { serveDomain, type ServedDomain } from '../cli/serve.ts';
 import { readState, writeState, type DomainRecord, type DomainRequest } from './state.ts';
@@ -28,8 +28,8 @@ import { readState, writeState, type DomainRecord, type DomainRequest } from './
 /** How long QEMU gets to quit (QMP quit, else SIGTERM) before SIGKILL, as `chardev qemu` gives it. */
 export const QUIT_TIMEOUT_MS = 10000;
 
-/** A hosted domain's lifecycle. */
-type HostedState = 'starting' | 'running' | 'stopping';
+/** A hosted domain's lifecycle (before it is running it is only a claimed name). */
+type HostedState = 'running' | 'stopping';
 
 interface Hosted {
   state: HostedState;
@@ -126,9 +126,13 @@ export class DomainHost {
     const loaded = loadDomain(request.xml, loadOptions(request));
     const name = loaded.def.name ?? 'domain';
     if (this.#domains.has(name) || this.#claimed.has(name)) throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running`);
+    if (restart === undefined && this.#pendingRecords.has(name)) {
+      throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is still in the daemon's state file, waiting to be taken back`);
+    }
     const other = readStatus(o.runDir, name);
     if (other !== undefined) throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running (pid ${other.pid})`);
     this.#claimed.add(name);
+    const started = restart?.started ?? new Date().toISOString();
     const lines: string[] = [];
     const report: Reporter = {
       terminal: false,
@@ -152,6 +156,7 @@ export class DomainHost {
         web: undefined,
         report,
         daemonSocket: o.controlSocket,
+        started,
         ...(o.onEvent !== undefined ? { onEvent: (event: string, data: JsonObject) => o.onEvent?.(name, event, data) } : {}),
       });
       if (request.qemu !== undefined) {
@@ -181,11 +186,19 @@ export class DomainHost {
       this.#claimed.delete(name);
       throw e;
     }
-    const hosted: Hosted = { state: 'running', name, started: restart?.started ?? new Date().toISOString(), request, loaded, domain, served, qemu };
+    const hosted: Hosted = { state: 'running', name, started, request, loaded, domain, served, qemu };
     this.#domains.set(name, hosted);
     this.#claimed.delete(name);
     this.#pendingRecords.delete(name);
     this.#save();
+    if (this.#closing) {
+      // The daemon stopped while this one started: it is let go like the others (in the state file).
+      hosted.state = 'stopping';
+      qemu?.release();
+      await served.close();
+      this.#domains.delete(name);
+      throw new ChardevError('ERR_USAGE', 'the daemon is stopping');
+    }
     if (qemu !== undefined) {
       const q = qemu;
       void q.exited.then((exit) => this.#qemuExited(hosted, exit));
@@ -197,10 +210,11 @@ export class DomainHost {
   /** QEMU ended by itself (the guest powered off, QEMU failed): the domain stops, as `chardev qemu` does. */
   async #qemuExited(hosted: Hosted, exit: QemuExit): Promise<void> {
     if (hosted.state !== 'running') return;
+    hosted.state = 'stopping';
     const how = exit.status === 0 ? 'QEMU exited' : qemuExitMessage(hosted.qemu?.argv[0] ?? 'qemu', exit);
     this.#o.report.info(`${hosted.name}: ${how}; stopping the domain`);
     hosted.qemu = undefined;
-    await this.#stopHosted(hosted);
+    await this.#teardown(hosted);
   }
 
   /** Stop a domain: its QEMU (QMP quit), then its devices (drained) and sockets. */
@@ -208,14 +222,18 @@ export class DomainHost {
     const hosted = this.#domains.get(name);
     if (hosted === undefined) throw new ChardevError('ERR_USAGE', `failed to get domain '${name}'`);
     if (hosted.state === 'stopping') throw new ChardevError('ERR_USAGE', `Requested operation is not valid: domain '${name}' is stopping`);
-    const exit = await hosted.qemu?.stop(timeoutMs);
-    await this.#stopHosted(hosted);
+    hosted.state = 'stopping';
+    let exit: QemuExit | undefined;
+    try {
+      exit = await hosted.qemu?.stop(timeoutMs);
+    } finally {
+      await this.#teardown(hosted);
+    }
     return exit;
   }
 
-  async #stopHosted(hosted: Hosted): Promise<void> {
-    if (hosted.state === 'stopping') return;
-    hosted.state = 'stopping';
+  /** The devices and sockets of a domain that is stopping (its QEMU ended or let go). */
+  async #teardown(hosted: Hosted): Promise<void> {
     try {
       await hosted.served.close();
     } finally {
@@ -260,9 +278,15 @@ export class DomainHost {
           await this.#start(record.request, record);
           restored.push(record.name);
         } catch (e) {
-          this.#pendingRecords.delete(record.name);
           dropped.push(record.name);
-          this.#o.report.warn(`${record.name}: not taken back: ${(e as Error).message}`);
+          const q = record.qemu;
+          if (q !== undefined && processStartTime(q.pid) === q.startTime) {
+            // Its QEMU runs on: kept in the state file for the next daemon, never left unknown.
+            this.#o.report.warn(`${record.name}: not taken back: ${(e as Error).message}; its QEMU (pid ${q.pid}) runs on and stays in the state file for the next daemon`);
+          } else {
+            this.#pendingRecords.delete(record.name);
+            this.#o.report.warn(`${record.name}: not taken back: ${(e as Error).message}`);
+          }
         }
       }),
     );
