@@ -100,6 +100,7 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     for (let n = 0; n < DOMAINS; n++) assert.match(list, new RegExp(`^${daemon.pid}\\s+vm${n}\\s+running`, 'm'));
     const status = await cliOut(['status', 'vm1']);
     assert.match(status, /^serial2\s+tcp\s.*telnet:127\.0\.0\.1:\d+/m);
+    assert.match(status, new RegExp(`^hosted by the chardev daemon \\(control socket ${control.replace(/[.]/g, '\\.')}\\), QEMU pid ${guestOf(1).pid}$`, 'm'));
     assert.match(await cliOut(['dumpxml', '--live', 'vm1']), /<source mode='bind' host='127\.0\.0\.1' service='\d+'\/>/);
 
     // The guest's output reaches the UNIX socket's client, the <log>, the file; input from
