@@ -75,6 +75,9 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     const control = path.join(runDir(), 'daemon', 'control.qmp');
     assert.equal(fs.statSync(control).mode & 0o777, 0o600);
     assert.equal(fs.statSync(path.join(runDir(), 'daemon')).mode & 0o777, 0o700);
+    const second = startDaemon();
+    assert.equal(await second.exitWithin(30000), 125, 'one daemon per run directory');
+    assert.equal(second.stderr, `daemon: a chardev daemon already runs for ${runDir()} (${control} answers)\n`);
 
     const qmp = await QmpClient.connect(control);
     try {

@@ -17,7 +17,9 @@ import { daemonDir, daemonSocketPath, daemonStatePath } from '../../daemon/state
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
 import { VERSION } from '../../version.ts';
 import { cliRunDir } from '../args.ts';
-import { CliError, EXIT_USAGE, asChardevFailure, type CliIo } from '../io.ts';
+import { CliError, EXIT_CHARDEV, EXIT_USAGE, asChardevFailure, type CliIo } from '../io.ts';
+import { ChardevError } from '../../errors.ts';
+import type { QmpService } from '../../control/qmp.ts';
 import { makeReporter, verbosityOf } from '../report.ts';
 import { ensureLogDir } from '../serve.ts';
 import { findDomain } from './console-action.ts';
@@ -52,10 +54,16 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
     const expected = daemonSocketPath(runDir);
     const inherited = inheritedListener(expected);
     let host: DomainHost | undefined;
-    const control = await startControl(inherited ?? expected, () => {
-      if (host === undefined) throw new CliError('the daemon is starting');
-      return host;
-    });
+    let control: QmpService;
+    try {
+      control = await startControl(inherited ?? expected, () => {
+        if (host === undefined) throw new CliError('the daemon is starting');
+        return host;
+      });
+    } catch (e) {
+      if (e instanceof ChardevError && e.code === 'ERR_BACKEND_BUSY') throw new CliError(`daemon: a chardev daemon already runs for ${runDir} (${expected} answers)`, EXIT_CHARDEV);
+      throw e;
+    }
     const socketPath = control.path;
     if (inherited !== undefined) report.detail(`daemon: listening on the socket systemd passed (ListenStream= must be ${socketPath})`);
     const h = new DomainHost({
