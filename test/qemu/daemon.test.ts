@@ -86,8 +86,23 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
     requireKit(missing);
     const { kernel, busybox } = kit as Kit;
     const initrd = buildInitramfs(dir, busybox, INIT);
+    const noDaemon = cli(['qemu', '--daemon', domainFile('early'), '--', QEMU]);
+    assert.equal(await noDaemon.waitExit(30000), true);
+    assert.equal(noDaemon.exitCode, 125);
+    assert.equal(noDaemon.stderr, `qemu: --daemon: no chardev daemon is running for ${runDir()} (start one: chardev daemon --run-dir ${runDir()})\n`);
     daemon = startDaemon();
     await daemon.match(/daemon: control socket/, 'the daemon to listen');
+
+    // QEMU's own refusal comes back to the caller, and nothing stays behind.
+    const bad = cli(['qemu', '--daemon', domainFile('bad'), '--', QEMU, '-display', 'none', '-no-such-option']);
+    assert.equal(await bad.waitExit(30000), true);
+    assert.equal(bad.exitCode, 125);
+    assert.equal(bad.stderr, 'qemu: qemu-system-x86_64 exited with status 1: qemu-system-x86_64: -no-such-option: invalid option\n');
+    const none = cli(['qemu', '--daemon', domainFile('bad'), '--', 'qemu-system-none-such']);
+    assert.equal(await none.waitExit(30000), true);
+    assert.equal(none.exitCode, 127);
+    assert.equal(none.stderr, 'qemu: cannot start qemu-system-none-such: No such file or directory (is QEMU installed?)\n');
+    assert.deepEqual(fs.readdirSync(runDir()).filter((f) => f.startsWith('bad')), []);
 
     // Handed over: `chardev qemu --daemon` returns once QEMU connected, and no chardev process stays per VM.
     const names = ['alpha', 'beta'];

@@ -101,7 +101,10 @@ async function handOver(file: string, loaded: LoadedDomain, command: string[], o
     // QEMU may take a while to connect (a slow host): as long as `chardev qemu` would wait.
     started = (await qmp.execute('x-domain-start', args, 60000)) as typeof started;
   } catch (e) {
-    throw new CliError(`qemu: ${(e as Error).message}`, EXIT_CHARDEV);
+    const message = (e as Error).message;
+    const line = message.startsWith('qemu: ') ? message : `qemu: ${message}`;
+    // As without --daemon: 127 when the QEMU binary is not there.
+    throw new CliError(line, /^qemu: cannot start .*: No such file or directory/.test(line) ? EXIT_NOT_FOUND : EXIT_CHARDEV);
   } finally {
     await qmp.close();
   }
