@@ -9,6 +9,7 @@
  *   await domain.stop();
  */
 import { loadDomain, type LoadedDomain, type LoadOptions } from './config/domain.ts';
+import './backends/index.ts';
 import { startDomain, type Domain, type DomainOptions } from './core/domain.ts';
 
 export interface OpenOptions extends DomainOptions {
@@ -34,7 +35,7 @@ export { GuestOutput, GUEST_PIPE_BYTES, guestPipe, type GuestOutputOptions, type
 export type { PipeEnds } from './platform/splice.ts';
 export { Domain, startDomain, DEFAULT_PTY_POLL_MS, type DomainOptions } from './core/domain.ts';
 export { DEFAULT_ROTATION } from './core/rotating-log.ts';
-export type { RotationOptions } from './core/backend.ts';
+export type { RotationOptions } from './core/rotating-log.ts';
 export { tuneAllocatorForStreaming } from './platform/tuning.ts';
 export { startWebServer, type WebServer, type WebServerOptions } from './web/server.ts';
 export { VERSION } from './version.ts';

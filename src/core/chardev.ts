@@ -279,7 +279,7 @@ export class Chardev {
         accepted.set(data.subarray(0, n));
       }
       this.history?.append(accepted);
-      if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
+      this.hub.broadcast(accepted);
       const err = this.#log?.write(accepted);
       if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_WRITE', `${this.id}: log ${this.#log?.path}: ${describeErrno(err as NodeJS.ErrnoException)}; logging stopped`, { cause: err }));
     }

@@ -8,10 +8,10 @@ import type { LoadedDomain } from '../config/domain.ts';
 import { chardevId, hostDevices } from '../config/names.ts';
 import type { DriverOptions } from '../config/postparse.ts';
 import type { ChrDeviceDef, ChrSourceDef, LiveState } from '../config/types.ts';
-import { createBackend } from '../backends/registry.ts';
+import { createBackend } from './backend-registry.ts';
 import { ChardevError } from '../errors.ts';
 import { linuxPlatform, type Platform } from '../platform/index.ts';
-import type { RotationOptions } from './backend.ts';
+import type { RotationOptions } from './rotating-log.ts';
 import { Chardev } from './chardev.ts';
 import { DEFAULT_ROTATION, RotatingLog } from './rotating-log.ts';
 

@@ -13,9 +13,15 @@
  * again on later writes. No byte is lost to a failed rotation.
  */
 import * as fs from 'node:fs';
-import type { RotationOptions } from './backend.ts';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { ChardevError } from '../errors.ts';
+
+export interface RotationOptions {
+  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
+  readonly maxBytes: number;
+  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
+  readonly backups: number;
+}
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
 

@@ -1,6 +1,6 @@
 /**
  * The platform seam. Runtime code takes a `Platform` (the real `linuxPlatform`, or a
- * `FakePlatform` in unit tests) and never imports koffi, fs ioctls or tty itself.
+ * `FakePlatform` of src/testing.ts in unit tests) and never imports koffi, fs ioctls or tty itself.
  */
 export {
   PlatformError,
@@ -22,7 +22,6 @@ export { ByteQueue, DEFAULT_MAX_QUEUED_BYTES } from './byte-queue.ts';
 export { PtyReader } from './fd-reader.ts';
 export { LinuxPlatform } from './linux.ts';
 export { tuneAllocatorForStreaming } from './tuning.ts';
-export { FakePlatform, type FakePty, type FakeDevice, type FakeDeviceOptions, type FakeReaderState, type FakeSerialSettings } from './fake.ts';
 
 import { LinuxPlatform } from './linux.ts';
 

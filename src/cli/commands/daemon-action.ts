@@ -8,6 +8,7 @@
  * again to the next daemon), stops the devices and exits 0, keeping the state file.
  */
 import * as fs from 'node:fs';
+import '../../backends/index.ts';
 import { QmpClient } from '../../control/qmp-client.ts';
 import { readStatus } from '../../core/status.ts';
 import { ensureRunDir } from '../../core/status.ts';

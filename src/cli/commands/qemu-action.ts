@@ -13,6 +13,7 @@ import { daemonSocketPath } from '../../daemon/state.ts';
 import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import { startDomain } from '../../core/domain.ts';
+import '../../backends/index.ts';
 import { ensureRunDir, readStatus } from '../../core/status.ts';
 import { ChardevError } from '../../errors.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';

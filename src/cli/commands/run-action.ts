@@ -21,6 +21,7 @@ import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
 import { GuestOutput, guestPipe } from '../../core/guest-output.ts';
 import type { PipeEnds } from '../../platform/splice.ts';
 import { startDomain, type Domain } from '../../core/domain.ts';
+import '../../backends/index.ts';
 import { exitStatus } from '../../core/exit-status.ts';
 import { ensureRunDir } from '../../core/status.ts';
 import { linuxPlatform, platformName, releaseFreedHeap, sdNotify, tuneAllocator, type ByteReader, type ByteWriter } from '../../platform/index.ts';
