@@ -21,8 +21,7 @@ import { startDomain, type Domain } from '../core/domain.ts';
 import { readStatus } from '../core/status.ts';
 import { ChardevError } from '../errors.ts';
 import { adoptQemu, describePorts, launchQemu, planQemuPorts, processStartTime, qemuExitMessage, type QemuExit, type QemuPort, type QemuProcess } from '../qemu/launch.ts';
-import type { Reporter } from '../cli/report.ts';
-import { serveDomain, type ServedDomain } from '../cli/serve.ts';
+import { serveDomain, type ServedDomain, type ServeReporter } from '../control/serve.ts';
 import { readState, writeState, type DomainRecord, type DomainRequest } from './state.ts';
 
 /** How long QEMU gets to quit (QMP quit, else SIGTERM) before SIGKILL, as `chardev qemu` gives it. */
@@ -64,7 +63,7 @@ export interface DomainHostOptions {
   readonly logDir: string;
   readonly statePath: string;
   readonly controlSocket: string;
-  readonly report: Reporter;
+  readonly report: ServeReporter;
   /** A domain's QMP event (client attached, …), for the control socket. */
   readonly onEvent?: (domain: string, event: string, data: JsonObject) => void;
   /** A domain started or stopped. */
@@ -134,7 +133,7 @@ export class DomainHost {
     this.#claimed.add(name);
     const started = restart?.started ?? new Date().toISOString();
     const lines: string[] = [];
-    const report: Reporter = {
+    const report: ServeReporter = {
       terminal: false,
       info: (l) => {
         lines.push(l);

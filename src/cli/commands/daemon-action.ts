@@ -24,7 +24,20 @@ import type { QmpService } from '../../control/qmp.ts';
 import { makeReporter, verbosityOf } from '../report.ts';
 import { ensureLogDir } from '../serve.ts';
 import { findDomain } from './console-action.ts';
-import type { DaemonFlags, StopFlags } from './daemon.ts';
+
+/** `chardev daemon`'s options (defined here, not in daemon.ts, so the two do not import each other). */
+export interface DaemonFlags {
+  runDir?: string;
+  logDir?: string;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+/** `chardev stop`'s options. */
+export interface StopFlags {
+  runDir?: string;
+  timeout?: string;
+}
 
 const STOP_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM'] as const;
 

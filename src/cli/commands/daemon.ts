@@ -4,18 +4,8 @@
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../io.ts';
-
-export interface DaemonFlags {
-  runDir?: string;
-  logDir?: string;
-  quiet?: boolean;
-  verbose?: boolean;
-}
-
-export interface StopFlags {
-  runDir?: string;
-  timeout?: string;
-}
+// Type-only: erased, so the action still loads only when its command runs.
+import type { DaemonFlags, StopFlags } from './daemon-action.ts';
 
 const RUN_DIR_HELP = 'where running domains keep their status (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)';
 const actions = (): Promise<typeof import('./daemon-action.ts')> => import('./daemon-action.ts');
