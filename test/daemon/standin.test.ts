@@ -136,6 +136,7 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     const reader = new Proc('python3 reader', 'python3', ['-c', `
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); want = int(sys.argv[2]); got = 0
+print('connected', flush=True)
 with open(sys.argv[3], 'wb') as f:
     while got < want:
         b = s.recv(16384)
@@ -144,9 +145,19 @@ with open(sys.argv[3], 'wb') as f:
         if got % (1 << 20) < 16384: time.sleep(0.05)
 `, path.join(dir, 'vm2.sock'), String(data.length + 0), out]);
     try {
-      // The history replay (empty so far for vm2) then the stream; the reader is in before the guest writes.
-      await waitFor(() => (JSON.parse(fs.readFileSync(path.join(runDir(), 'vm2.json'), 'utf8')) as { devices: unknown[] }).devices.length === 4, 'vm2 status');
-      await new Promise((r) => setTimeout(r, 300));
+      // The reader is a client of the device before the guest writes (a UNIX server without one drops output).
+      await reader.until(() => reader.text.includes('connected'), 'the reader to connect', 15000);
+      const qmp = await QmpClient.connect(path.join(runDir(), 'daemon', 'control.qmp'));
+      try {
+        let clients: unknown[] = [];
+        for (let i = 0; i < 100 && clients.length === 0; i++) {
+          clients = (await qmp.execute('x-chardev-clients', { domain: 'vm2', id: 'charserial1' })) as unknown[];
+          if (clients.length === 0) await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(clients.length, 1, 'the reader is the device\'s client (through the control socket, by domain)');
+      } finally {
+        await qmp.close();
+      }
       const port = g.port('charserial1');
       for (let off = 0; off < data.length; off += 65536) assert.equal(await port.write(data.subarray(off, off + 65536)), true);
       assert.equal(await reader.waitExit(45000), true, 'the reader got everything');
