@@ -78,6 +78,8 @@ export interface QmpServer {
   readonly path: string;
   /** Run one command as a negotiated client would (QmpError on failure). */
   call(command: string, args: JsonObject): Promise<Json>;
+  /** The commands it answers (besides qmp_capabilities). */
+  commandNames(): string[];
   /** Disconnect every client, stop listening, remove the socket file. Idempotent. */
   close(): Promise<void>;
 }
@@ -645,6 +647,10 @@ class QmpWire {
   broadcast(event: string, data: JsonObject): void {
     const msg: JsonObject = { event, data, timestamp: timestamp() };
     for (const s of this.#sessions.values()) s.event(msg);
+  }
+
+  commandNames(): string[] {
+    return [...this.commands.keys()];
   }
 
   /** Run one command as a negotiated client would, without a connection. */

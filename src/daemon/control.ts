@@ -21,7 +21,10 @@ import { ChardevError } from '../errors.ts';
 import type { DomainHost } from './host.ts';
 import type { DomainRequest, QemuRequest } from './state.ts';
 
-/** The device commands a domain's own socket answers, passed on by `domain`. */
+/**
+ * The device commands a domain's own socket answers, passed on by `domain`. Any other a
+ * domain's server answers is passed on too once a domain has started (domainCommands).
+ */
 export const DOMAIN_COMMANDS = [
   'query-chardev',
   'query-chardev-backends',
@@ -132,20 +135,32 @@ export async function startControl(where: string | { readonly fd: number; readon
         .list()
         .map((d) => ({ name: d.name, started: d.started, devices: d.devices, ...(d.qemuPid !== undefined ? { 'qemu-pid': d.qemuPid } : {}), qmp: d.qmp, console: d.console }));
     });
-    for (const command of DOMAIN_COMMANDS) {
-      c.set(command, async (a): Promise<Json> => {
-        const name = a.str('domain');
-        const rest = a.rest();
-        let target;
-        try {
-          target = host().served(name);
-        } catch (e) {
-          throw asQmp(e);
-        }
-        return target.qmp.call(command, rest);
-      });
-    }
+    domainCommands(service, host, DOMAIN_COMMANDS);
   });
+}
+
+/** The daemon's own commands: never passed on to a domain. */
+const DAEMON_ONLY = new Set(['qmp_capabilities', 'query-version', 'query-commands', 'x-chardev-resources']);
+
+/**
+ * Pass `names` on to the domain their `domain` argument names (those the table has not
+ * yet): each domain's server answers, exactly as on its own socket.
+ */
+export function domainCommands(service: QmpService, host: () => DomainHost, names: readonly string[]): void {
+  for (const command of names) {
+    if (DAEMON_ONLY.has(command) || service.commands.has(command)) continue;
+    service.commands.set(command, async (a): Promise<Json> => {
+      const name = a.str('domain');
+      const rest = a.rest();
+      let target;
+      try {
+        target = host().served(name);
+      } catch (e) {
+        throw asQmp(e);
+      }
+      return target.qmp.call(command, rest);
+    });
+  }
 }
 
 /** A domain's event on the control socket: its data says which domain. */

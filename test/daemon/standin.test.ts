@@ -93,6 +93,18 @@ describe('chardev daemon: many domains, stand-in guests', () => {
       const chardevs = (await qmp.execute('query-chardev', { domain: 'vm3' })) as Array<{ label: string; filename: string }>;
       assert.deepEqual(chardevs.map((c) => c.label), ['charserial0', 'charserial1', 'charserial2', 'charserial3']);
       await assert.rejects(qmp.execute('query-chardev', { domain: 'nosuch' }), /failed to get domain 'nosuch'/);
+      // Every command a domain's own socket answers, the control socket answers too (by domain).
+      const names = (r: unknown): string[] => (r as Array<{ name: string }>).map((x) => x.name);
+      const own = await QmpClient.connect(path.join(runDir(), 'vm3.qmp'));
+      let domainCommands: string[];
+      try {
+        domainCommands = names(await own.execute('query-commands'));
+      } finally {
+        await own.close();
+      }
+      const controlCommands = names(await qmp.execute('query-commands'));
+      assert.deepEqual(domainCommands.filter((n) => !controlCommands.includes(n)), []);
+      for (const n of ['x-domain-start', 'x-domain-stop', 'x-domain-list']) assert.ok(controlCommands.includes(n), n);
       await assert.rejects(qmp.execute('x-domain-start', { xml: domainXml(3) }), /domain 'vm3' is already running/);
     } finally {
       await qmp.close();

@@ -12,7 +12,7 @@ import '../../backends/index.ts';
 import { QmpClient } from '../../control/qmp-client.ts';
 import { readStatus } from '../../core/status.ts';
 import { ensureRunDir } from '../../core/status.ts';
-import { domainEvent, inheritedListener, startControl } from '../../daemon/control.ts';
+import { domainCommands, domainEvent, inheritedListener, startControl } from '../../daemon/control.ts';
 import { DomainHost } from '../../daemon/host.ts';
 import { daemonDir, daemonSocketPath, daemonStatePath } from '../../daemon/state.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
@@ -88,6 +88,8 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
       report,
       onEvent: (domain, event, data) => domainEvent(control, domain, event, data),
       onChange: (change, name) => {
+        // A command a domain answers that the list does not name yet is passed on too.
+        if (change === 'started') domainCommands(control, () => h, h.served(name).qmp.commandNames());
         control.broadcast(change === 'started' ? 'CHARDEV_DOMAIN_STARTED' : 'CHARDEV_DOMAIN_STOPPED', { domain: name });
         if (change === 'stopped') report.detail(`daemon: domain ${name} stopped`);
       },
