@@ -2,7 +2,7 @@
  * `pty`: a pty pair from /dev/ptmx (raw), the slave path reported, the master kept.
  *
  * Client detection is QEMU's (char-pty.c): poll the master; no POLLHUP means some process
- * holds the slave. While nobody does, a timer re-checks every `ptyPollMs` (QEMU: 1 s).
+ * holds the slave. While nobody does, it is re-checked every `ptyPollMs` (QEMU: 1 s).
  * Connected → reader on the master, 'open'. The reader's EIO (last slave fd closed) →
  * 'close' and back to polling. Guest output while disconnected is discarded and reported
  * as written (QEMU returns len; it must not sit in the pty for a later client), except
@@ -22,6 +22,42 @@ const DRAIN_POLL_MS = 10;
 /** How many empty readings in a row count as drained. */
 const DRAIN_EMPTY_CHECKS = 5;
 
+/**
+ * Every client-less pty of a period re-checked on one timer: a process with hundreds of them
+ * (the daemon) wakes once per period, not once per pty (each wake-up costs far more than
+ * the poll(2) itself).
+ */
+interface Ticker {
+  readonly timer: NodeJS.Timeout;
+  readonly checks: Set<() => void>;
+}
+const tickers = new Map<number, Ticker>();
+
+function joinTicker(periodMs: number, check: () => void): void {
+  let ticker = tickers.get(periodMs);
+  if (ticker === undefined) {
+    const checks = new Set<() => void>();
+    // A copy: a check that finds its reader leaves the set.
+    const timer = setInterval(() => {
+      for (const c of [...checks]) c();
+    }, periodMs);
+    // unref: a pty waiting for a client must not keep the process alive on its own.
+    timer.unref();
+    ticker = { timer, checks };
+    tickers.set(periodMs, ticker);
+  }
+  ticker.checks.add(check);
+}
+
+function leaveTicker(periodMs: number, check: () => void): void {
+  const ticker = tickers.get(periodMs);
+  if (ticker === undefined) return;
+  ticker.checks.delete(check);
+  if (ticker.checks.size > 0) return;
+  clearInterval(ticker.timer);
+  tickers.delete(periodMs);
+}
+
 export function createPtyBackend(ctx: BackendContext): Backend {
   const { platform, events, id } = ctx;
   let pty;
@@ -37,7 +73,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   let reader: ByteReader | undefined;
   /** The reader as one of the device's clients (history, writer role, bounded queue). */
   let client: HubClient | undefined;
-  let timer: NodeJS.Timeout | undefined;
+  let polling = false;
   let discarded = 0;
   const writer = platform.openWriter(masterFd, {
     // The guest may be waiting for the reader to take more.
@@ -54,14 +90,14 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   };
 
   const startPolling = (): void => {
-    if (stopped || timer !== undefined) return;
-    // unref: a pty waiting for a client must not keep the process alive on its own.
-    timer = setInterval(check, ctx.ptyPollMs);
-    timer.unref();
+    if (stopped || polling) return;
+    polling = true;
+    joinTicker(ctx.ptyPollMs, check);
   };
   const stopPolling = (): void => {
-    if (timer !== undefined) clearInterval(timer);
-    timer = undefined;
+    if (!polling) return;
+    polling = false;
+    leaveTicker(ctx.ptyPollMs, check);
   };
 
   const disconnect = (): void => {

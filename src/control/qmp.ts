@@ -70,10 +70,16 @@ export interface QmpServerOptions {
   readonly inactiveXml: () => string;
   /** chardev's version for the greeting's and query-version's `package` (default CHARDEV_VERSION). */
   readonly version?: string;
+  /** Every event sent to this server's clients, also to whoever hosts it (the daemon's control socket). */
+  readonly onEvent?: (event: string, data: JsonObject) => void;
 }
 
 export interface QmpServer {
   readonly path: string;
+  /** Run one command as a negotiated client would (QmpError on failure). */
+  call(command: string, args: JsonObject): Promise<Json>;
+  /** The commands it answers (besides qmp_capabilities). */
+  commandNames(): string[];
   /** Disconnect every client, stop listening, remove the socket file. Idempotent. */
   close(): Promise<void>;
 }
@@ -124,7 +130,8 @@ function hasType(v: Json, type: ArgType): boolean {
  * One QAPI struct being visited, with QEMU's input-visitor errors: members are checked in
  * the order they are read, then done() refuses members nobody read.
  */
-class Args {
+/** A command's arguments, checked as QEMU's QAPI visitor checks them (types, missing, unexpected). */
+export class Args {
   readonly #obj: JsonObject;
   readonly #prefix: string;
   readonly #used = new Set<string>();
@@ -180,6 +187,16 @@ class Args {
     const v = this.optStr(name);
     if (v !== undefined && !(values as readonly string[]).includes(v)) throw generic(`Parameter '${name}' does not accept value '${v}'`);
     return v as T | undefined;
+  }
+  /** The members not read yet, as they came (a command passed on with what it did not use). */
+  rest(): JsonObject {
+    const out = Object.create(null) as JsonObject;
+    for (const key of Object.keys(this.#obj)) {
+      if (this.#used.has(key)) continue;
+      this.#used.add(key);
+      out[key] = this.#obj[key] as Json;
+    }
+    return out;
   }
   done(): void {
     for (const key of Object.keys(this.#obj)) {
@@ -376,18 +393,20 @@ function timestamp(): JsonObject {
   return { seconds: Math.floor(us / 1e6), microseconds: us % 1e6 };
 }
 
-type Handler = (args: Args) => Json | Promise<Json>;
+/** One QMP command: its arguments in, its `return` value out; a thrown QmpError is its `error`. */
+export type QmpHandler = (args: Args) => Json | Promise<Json>;
+type Handler = QmpHandler;
 
 class Session {
   negotiated = false;
   readonly #sock: net.Socket;
-  readonly #server: QmpServerImpl;
+  readonly #server: QmpWire;
   readonly #splitter = new JsonSplitter();
   readonly #queue: Buffer[] = [];
   #busy = false;
   #dropping = false;
 
-  constructor(server: QmpServerImpl, sock: net.Socket) {
+  constructor(server: QmpWire, sock: net.Socket) {
     this.#server = server;
     this.#sock = sock;
     sock.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -565,41 +584,54 @@ function errorResponse(err: QmpError, id: Json | undefined): JsonObject {
   return id === undefined ? { error } : { error, id };
 }
 
-class QmpServerImpl implements QmpServer {
-  readonly path: string;
+/**
+ * The wire side of a QMP server: the socket, the sessions, the command table, events to
+ * every negotiated client. What the commands are is the subclass's (or the caller's).
+ */
+class QmpWire {
   readonly commands = new Map<string, Handler>();
-  readonly #domain: Domain;
-  readonly #options: QmpServerOptions;
+  #path: string;
+  /** A listening socket we were given (systemd socket activation): not ours to create or remove. */
+  readonly #inheritedFd: number | undefined;
+  readonly #version: string;
   readonly #server: net.Server;
   readonly #sessions = new Map<net.Socket, Session>();
-  readonly #listeners = new Map<Chardev, (change: ClientChange, client: ClientInfo) => void>();
-  #unwatch: (() => void) | undefined;
-  /** chardev-add / chardev-remove run one at a time, so checks and changes do not interleave. */
-  #ops: Promise<unknown> = Promise.resolve();
   #ino = 0;
   #closing: Promise<void> | undefined;
 
-  constructor(domain: Domain, options: QmpServerOptions) {
-    this.#domain = domain;
-    this.#options = options;
-    this.path = options.path;
+  constructor(where: string | { readonly fd: number; readonly path: string }, version: string | undefined) {
+    this.#path = typeof where === 'string' ? where : where.path;
+    this.#inheritedFd = typeof where === 'string' ? undefined : where.fd;
+    this.#version = version ?? CHARDEV_VERSION;
     this.#server = net.createServer((sock) => this.#accept(sock));
     this.#server.on('error', () => {});
-    this.#defineCommands();
+  }
+
+  get path(): string {
+    return this.#path;
   }
 
   async listen(): Promise<void> {
-    await listenUnixOwnerOnly('QMP socket', this.#server, this.path);
-    this.#ino = fs.lstatSync(this.path).ino;
-    for (const dev of this.#domain.devices.values()) this.#subscribe(dev);
-    this.#unwatch = this.#domain.watch((change, dev) => {
-      if (change === 'added') this.#subscribe(dev);
-      else this.#unsubscribe(dev);
+    const fd = this.#inheritedFd;
+    if (fd === undefined) {
+      await listenUnixOwnerOnly('QMP socket', this.#server, this.#path);
+      this.#ino = fs.lstatSync(this.#path).ino;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ fd }, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
     });
+    // Node cannot say where an inherited UNIX socket is bound: it is where the caller says.
+    const address = this.#server.address();
+    if (address !== null && typeof address !== 'string') throw new ChardevError('ERR_USAGE', `QMP socket: the inherited fd ${fd} is not a UNIX socket`);
   }
 
   versionJson(): JsonObject {
-    return { qemu: { ...QMP_QEMU_VERSION }, package: `chardev ${this.#options.version ?? CHARDEV_VERSION}` };
+    return { qemu: { ...QMP_QEMU_VERSION }, package: `chardev ${this.#version}` };
   }
 
   #accept(sock: net.Socket): void {
@@ -612,11 +644,69 @@ class QmpServerImpl implements QmpServer {
     this.#sessions.set(sock, new Session(this, sock));
   }
 
+  broadcast(event: string, data: JsonObject): void {
+    const msg: JsonObject = { event, data, timestamp: timestamp() };
+    for (const s of this.#sessions.values()) s.event(msg);
+  }
+
+  commandNames(): string[] {
+    return [...this.commands.keys()];
+  }
+
+  /** Run one command as a negotiated client would, without a connection. */
+  async call(command: string, args: JsonObject): Promise<Json> {
+    const handler = this.commands.get(command);
+    if (handler === undefined) throw new QmpError('CommandNotFound', `The command ${command} has not been found`);
+    return handler(new Args(args));
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      for (const sock of this.#sessions.keys()) sock.destroy();
+      await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      if (this.#inheritedFd !== undefined) return;
+      // Only our own socket file: a later server may have replaced a stale one.
+      try {
+        if (fs.lstatSync(this.path).ino === this.#ino) unlinkQuietly(this.path);
+      } catch {
+        // already gone
+      }
+    })();
+    return this.#closing;
+  }
+}
+
+class QmpServerImpl extends QmpWire implements QmpServer {
+  readonly #domain: Domain;
+  readonly #options: QmpServerOptions;
+  readonly #listeners = new Map<Chardev, (change: ClientChange, client: ClientInfo) => void>();
+  #unwatch: (() => void) | undefined;
+  /** chardev-add / chardev-remove run one at a time, so checks and changes do not interleave. */
+  #ops: Promise<unknown> = Promise.resolve();
+
+  constructor(domain: Domain, options: QmpServerOptions) {
+    super(options.path, options.version);
+    this.#domain = domain;
+    this.#options = options;
+    this.#defineCommands();
+  }
+
+  override async listen(): Promise<void> {
+    await super.listen();
+    for (const dev of this.#domain.devices.values()) this.#subscribe(dev);
+    this.#unwatch = this.#domain.watch((change, dev) => {
+      if (change === 'added') this.#subscribe(dev);
+      else this.#unsubscribe(dev);
+    });
+  }
+
   #subscribe(dev: Chardev): void {
     if (this.#listeners.has(dev)) return;
     const listener = (change: ClientChange, client: ClientInfo): void => {
       const event = CLIENT_EVENTS[change];
-      this.#broadcast(event, { id: dev.id, client: clientJson(client) });
+      const data: JsonObject = { id: dev.id, client: clientJson(client) };
+      this.broadcast(event, data);
+      this.#options.onEvent?.(event, data);
     };
     this.#listeners.set(dev, listener);
     dev.on('client', listener);
@@ -627,11 +717,6 @@ class QmpServerImpl implements QmpServer {
     if (l === undefined) return;
     dev.off('client', l);
     this.#listeners.delete(dev);
-  }
-
-  #broadcast(event: string, data: JsonObject): void {
-    const msg: JsonObject = { event, data, timestamp: timestamp() };
-    for (const s of this.#sessions.values()) s.event(msg);
   }
 
   #find(id: string): Chardev | undefined {
@@ -792,21 +877,12 @@ class QmpServerImpl implements QmpServer {
     });
   }
 
-  close(): Promise<void> {
-    this.#closing ??= (async () => {
-      this.#unwatch?.();
-      for (const [dev, l] of this.#listeners) dev.off('client', l);
-      this.#listeners.clear();
-      for (const sock of this.#sessions.keys()) sock.destroy();
-      await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-      // Only our own socket file: a later server may have replaced a stale one.
-      try {
-        if (fs.lstatSync(this.path).ino === this.#ino) unlinkQuietly(this.path);
-      } catch {
-        // already gone
-      }
-    })();
-    return this.#closing;
+  override close(): Promise<void> {
+    this.#unwatch?.();
+    this.#unwatch = undefined;
+    for (const [dev, l] of this.#listeners) dev.off('client', l);
+    this.#listeners.clear();
+    return super.close();
   }
 }
 
@@ -821,4 +897,28 @@ export async function startQmpServer(domain: Domain, options: QmpServerOptions):
     throw new ChardevError('ERR_BACKEND_OPEN', `QMP socket: ${(e as Error).message}`, { cause: e });
   }
   return server;
+}
+
+/** A QMP server with the caller's commands (besides qmp_capabilities): the daemon's control socket. */
+export interface QmpService extends QmpServer {
+  readonly commands: Map<string, QmpHandler>;
+  broadcast(event: string, data: JsonObject): void;
+  versionJson(): JsonObject;
+}
+
+/**
+ * Serve QMP on a UNIX socket at `where` (0600), or on a listening socket we were given (`{fd}`,
+ * systemd's socket activation), with the commands `define` puts in the table.
+ */
+export async function startQmpService(where: string | { readonly fd: number; readonly path: string }, define: (service: QmpService) => void, version?: string): Promise<QmpService> {
+  const wire = new QmpWire(where, version);
+  define(wire);
+  try {
+    await wire.listen();
+  } catch (e) {
+    await wire.close().catch(() => {});
+    if (e instanceof ChardevError) throw e;
+    throw new ChardevError('ERR_BACKEND_OPEN', `QMP socket: ${(e as Error).message}`, { cause: e });
+  }
+  return wire;
 }

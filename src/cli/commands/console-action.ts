@@ -248,10 +248,12 @@ export async function statusAction(name: string | undefined, flags: ListFlags, {
   if (status.qmpSocket === undefined) throw new CliError(`domain '${status.name}' has no control socket`);
   const report = await deviceReport(status, status.qmpSocket);
   if (flags.json === true) {
-    write(`${JSON.stringify({ name: status.name, pid: status.pid, started: status.started, qmp: status.qmpSocket, ...(status.webUrl !== undefined ? { web: status.webUrl } : {}), devices: report }, null, 2)}\n`);
+    const hosted = { ...(status.daemonSocket !== undefined ? { daemon: status.daemonSocket } : {}), ...(status.qemuPid !== undefined ? { 'qemu-pid': status.qemuPid } : {}) };
+    write(`${JSON.stringify({ name: status.name, pid: status.pid, started: status.started, qmp: status.qmpSocket, ...hosted, ...(status.webUrl !== undefined ? { web: status.webUrl } : {}), devices: report }, null, 2)}\n`);
     return;
   }
   write(`Domain ${status.name}: running, pid ${status.pid}, since ${status.started}\ncontrol socket (QMP): ${status.qmpSocket}\n`);
+  if (status.daemonSocket !== undefined) write(`hosted by the chardev daemon (control socket ${status.daemonSocket})${status.qemuPid !== undefined ? `, QEMU pid ${status.qemuPid}` : ''}\n`);
   if (status.webUrl !== undefined) write(`web console: ${status.webUrl}\n`);
   const header = ['Device', 'Type', 'From guest', 'To guest', 'Dropped', 'Clients', 'Host interface'];
   const rows = report.map((d) => [d.alias, d.type, String(d.bytesFromGuest), String(d.bytesToGuest), String(d.dropped), d.clients.map((c) => `${c.role} ${c.label}`).join(', ') || '-', d.filename]);
