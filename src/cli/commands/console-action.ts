@@ -21,13 +21,23 @@ import { cliRunDir } from '../args.ts';
 import { CliError, type CliIo } from '../io.ts';
 import { QmpClient } from '../../control/qmp-client.ts';
 
+export interface ConsoleFlags {
+  readonly?: boolean;
+  force?: boolean;
+  runDir?: string;
+}
+
+export interface ListFlags {
+  json?: boolean;
+  runDir?: string;
+}
+
 /** ^] as virsh uses it. */
 const ESCAPE_BYTE = 0x1d;
 /** `~` at the start of a line begins a command, as in ssh and cu (on a terminal only). */
 const TILDE = 0x7e;
 const ESCAPE_HELP = 'Supported escape sequences (at the start of a line):\r\n  ~B  send a BREAK to the guest\r\n  ~.  disconnect (as ^])\r\n  ~?  this help\r\n  ~~  send one ~\r\n';
 
-import type { ConsoleFlags, ListFlags } from './console.ts';
 
 /** The running domain NAME, or the only one running when no NAME is given. */
 export function findDomain(runDir: string, name: string | undefined): DomainStatus {

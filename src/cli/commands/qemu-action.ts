@@ -25,8 +25,19 @@ import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
-import { driverOptions } from './config.ts';
-import type { QemuFlags } from './qemu.ts';
+import { driverOptions, type DriverFlags } from '../driver-flags.ts';
+
+export interface QemuFlags extends DriverFlags {
+  logDir?: string;
+  runDir?: string;
+  web?: string;
+  monitor?: string[];
+  hub?: string[];
+  syntax?: string;
+  daemon?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
 
 /** How long QEMU gets to quit (QMP quit, else SIGTERM) before SIGKILL. */
 const QUIT_TIMEOUT_MS = 10000;

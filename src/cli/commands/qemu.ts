@@ -4,19 +4,9 @@
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../io.ts';
-import { addDriverOptions, type DriverFlags } from './config.ts';
-
-export interface QemuFlags extends DriverFlags {
-  logDir?: string;
-  runDir?: string;
-  web?: string;
-  monitor?: string[];
-  hub?: string[];
-  syntax?: string;
-  daemon?: boolean;
-  quiet?: boolean;
-  verbose?: boolean;
-}
+import { addDriverOptions } from '../driver-flags.ts';
+// Type-only: erased, so the action still loads only when its command runs.
+import type { QemuFlags } from './qemu-action.ts';
 
 const repeat = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
 

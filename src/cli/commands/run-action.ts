@@ -36,8 +36,19 @@ import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, networkReach, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
-import { driverOptions } from './config.ts';
-import type { RunFlags } from './run.ts';
+import { driverOptions, type DriverFlags } from '../driver-flags.ts';
+
+export interface RunFlags extends DriverFlags {
+  tty?: boolean;
+  shell?: boolean;
+  logDir?: string;
+  runDir?: string;
+  attach?: string[];
+  telnet?: string;
+  web?: string;
+  quiet?: boolean;
+  verbose?: boolean;
+}
 
 /** After this long the start is over and its freed heap is released. */
 const START_SETTLE_MS = 1000;
