@@ -17,6 +17,7 @@ import type { Backend, BackendContext } from '../core/backend.ts';
 import { describeErrno, unlinkQuietly } from '../core/files.ts';
 import { HubFullError, type ClientSink, type HubClient } from '../core/hub.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
+import { bracketHost } from '../protocols/address.ts';
 import { ChardevError } from '../errors.ts';
 import { TelnetDecoder, TELNET_SERVER_GREETING } from '../protocols/telnet.ts';
 import { acceptTls, connectTls, loadTlsCredentials, type TlsCredentials } from '../protocols/tls.ts';
@@ -83,10 +84,6 @@ function isHangUp(e: unknown): boolean {
   const cause = e instanceof ChardevError ? e.cause : undefined;
   const code = cause instanceof Error && 'code' in cause ? cause.code : undefined;
   return code === 'ECONNRESET' || code === 'EPIPE';
-}
-
-function bracket(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 /**
@@ -235,7 +232,7 @@ class SocketBackend implements Backend {
   get where(): string {
     const a = this.#listenAddress ?? this.#spec.address;
     const scheme = a.kind === 'unix' ? 'unix' : this.#spec.tls !== undefined ? (this.#spec.telnet ? 'telnets' : 'tls') : this.#proto;
-    const at = a.kind === 'unix' ? `unix:${a.path}` : `${scheme}:${bracket(a.host)}:${a.port}`;
+    const at = a.kind === 'unix' ? `unix:${a.path}` : `${scheme}:${bracketHost(a.host)}:${a.port}`;
     if (this.#spec.server) return `${this.#ctx.id}: listening on ${at}`;
     const every = this.#spec.reconnectMs > 0 ? ` (reconnect every ${this.#spec.reconnectMs / 1000} s)` : '';
     return `${this.#ctx.id}: client of ${at}${every}`;
@@ -345,13 +342,13 @@ class SocketBackend implements Backend {
     const a = this.#spec.address;
     const server = this.#spec.server ? ',server=on' : '';
     if (a.kind === 'unix') return `unix:${a.path}${server}`;
-    const local = `${bracket(stream.localAddress ?? '')}:${stream.localPort ?? ''}`;
-    const remote = `${bracket(stream.remoteAddress ?? '')}:${stream.remotePort ?? ''}`;
+    const local = `${bracketHost(stream.localAddress ?? '')}:${stream.localPort ?? ''}`;
+    const remote = `${bracketHost(stream.remoteAddress ?? '')}:${stream.remotePort ?? ''}`;
     return `${this.#proto}:${local}${server} <-> ${remote}`;
   }
 
   #peerName(raw: net.Socket): string {
-    return this.#spec.address.kind === 'unix' ? 'a unix client' : `${bracket(raw.remoteAddress ?? '?')}:${raw.remotePort ?? '?'}`;
+    return this.#spec.address.kind === 'unix' ? 'a unix client' : `${bracketHost(raw.remoteAddress ?? '?')}:${raw.remotePort ?? '?'}`;
   }
 
   /**

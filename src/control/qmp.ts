@@ -38,6 +38,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { aliasOfName } from '../config/names.ts';
 import type { ChrSourceDef, LogDef, OnOff } from '../config/types.ts';
 import type { Chardev } from '../core/chardev.ts';
 import type { AddDeviceOptions, Domain } from '../core/domain.ts';
@@ -359,9 +360,7 @@ function reason(id: string, e: unknown): string {
 
 const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
 
-function aliasOf(id: string): string {
-  return id.startsWith('char') && id.length > 4 ? id.slice(4) : id;
-}
+
 
 /** Ringbufs made as the `memory` alias, so query-chardev names them as QEMU does. */
 const memoryAlias = new WeakSet<Chardev>();
@@ -769,7 +768,7 @@ class QmpServerImpl extends QmpWire implements QmpServer {
       a.done();
       if (!ID_RE.test(id)) throw generic("Parameter 'id' expects an identifier");
       return this.#serialized(async () => {
-        if (this.#find(id) !== undefined || domain.devices.has(aliasOf(id))) throw generic(`Chardev with id '${id}' already exists`);
+        if (this.#find(id) !== undefined || domain.devices.has(aliasOfName(id))) throw generic(`Chardev with id '${id}' already exists`);
         if (spec.failure !== undefined || spec.source === undefined) throw generic(`Failed to add chardev '${id}': ${spec.failure ?? 'unsupported'}`);
         let dev: Chardev;
         try {

@@ -28,7 +28,7 @@ export type QemuArg = readonly [string, string];
 type Props = Array<[string, string | number | boolean]>;
 
 /** QEMU's option syntax doubles commas inside values. */
-function escapeComma(v: string): string {
+export function escapeComma(v: string): string {
   return v.replace(/,/g, ',,');
 }
 

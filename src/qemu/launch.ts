@@ -25,7 +25,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { LoadedDomain } from '../config/domain.ts';
-import { chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
+import { aliasOfName, chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
 import type { Chardev } from '../core/chardev.ts';
 import { OutputPump } from '../core/output-pump.ts';
 import type { Domain } from '../core/domain.ts';
@@ -33,7 +33,7 @@ import { exitStatus } from '../core/exit-status.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { QmpClient } from '../control/qmp-client.ts';
 import { ChardevError } from '../errors.ts';
-import { frontendArgs, shellQuote, type ArgSyntax } from './command.ts';
+import { escapeComma, frontendArgs, shellQuote, type ArgSyntax } from './command.ts';
 
 /** One guest port: a socket chardev in QEMU, one or more devices in the domain. */
 export interface QemuPort {
@@ -63,7 +63,7 @@ function usage(message: string): ChardevError {
 export function planQemuPorts(loaded: Pick<LoadedDomain, 'def'>, options: QemuPortOptions = {}): QemuPort[] {
   const devices = hostDevices(loaded.def);
   const find = (name: string, what: string): NamedDevice => {
-    const alias = name.startsWith('char') && name.length > 4 ? name.slice(4) : name;
+    const alias = aliasOfName(name);
     const nd = devices.find((d) => d.alias === alias || d.alias === name);
     if (nd === undefined) {
       throw usage(`qemu: ${what}: no device '${name}' in domain ${loaded.def.name ?? 'domain'} (has: ${devices.map((d) => d.alias).join(', ') || 'none'})`);
@@ -114,10 +114,6 @@ export interface QemuArgsPaths {
    * chardev connects again to whoever listens next (the daemon after a restart).
    */
   readonly reconnect?: string;
-}
-
-function escapeComma(v: string): string {
-  return v.replace(/,/g, ',,');
 }
 
 /**

@@ -16,6 +16,7 @@ import {
   type ConsoleHello,
   type ConsoleReply,
 } from '../../control/console-protocol.ts';
+import { aliasOfName } from '../../config/names.ts';
 import { listStatus, readStatus, type DomainStatus } from '../../core/status.ts';
 import { cliRunDir } from '../args.ts';
 import { CliError, type CliIo } from '../io.ts';
@@ -297,7 +298,7 @@ async function deviceReport(status: DomainStatus, qmpSocket: string): Promise<De
     for (const k of counters) {
       const label = String(k['label']);
       const clients = (await qmp.execute('x-chardev-clients', { id: label })) as Array<Record<string, unknown>>;
-      const known = status.devices.find((d) => `char${d.alias}` === label || d.alias === label);
+      const known = status.devices.find((d) => d.alias === aliasOfName(label));
       out.push({
         alias: known?.alias ?? label,
         label,
