@@ -14,7 +14,7 @@ import { PyPeer, STREAM_PEER, hex } from './python-peer.ts';
 const GREETING = 'fffb01fffb03fffb00fffd00';
 
 function xml(devices: string): string {
-  return domainXml(devices).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+  return domainXml(devices);
 }
 
 async function connect(port: string, peers: PyPeer[]): Promise<{ peer: PyPeer; label: string }> {

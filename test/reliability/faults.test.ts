@@ -38,7 +38,7 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 function writeDomain(name: string, devices: string): string {
   const file = path.join(dir, `${name}.xml`);
-  fs.writeFileSync(file, domainXml(devices, name).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"));
+  fs.writeFileSync(file, domainXml(devices, name));
   return file;
 }
 
