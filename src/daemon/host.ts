@@ -116,7 +116,15 @@ export class DomainHost {
   constructor(options: DomainHostOptions) {
     this.#o = options;
     this.#web = new DaemonWeb(
-      { runDir: options.runDir, address: options.web },
+      {
+        runDir: options.runDir,
+        address: options.web,
+        onStarted: (server) => {
+          // Domains hosted before it started (none asked for one) are on it too now.
+          for (const h of this.#domains.values()) h.served.setSharedWeb(server);
+          this.#o.onWeb?.(server);
+        },
+      },
       {
         get: (name) => {
           const h = this.#domains.get(name);
@@ -133,18 +141,7 @@ export class DomainHost {
 
   /** The browser console, started now (`--web`) rather than when the first domain asks. */
   async startWeb(): Promise<WebServer> {
-    return this.#ensureWeb();
-  }
-
-  /** The one browser console, started if it is not yet; every domain already hosted is told where it is. */
-  async #ensureWeb(): Promise<WebServer> {
-    const had = this.#web.server;
-    const server = await this.#web.ensure();
-    if (had === undefined) {
-      for (const h of this.#domains.values()) h.served.setSharedWeb(server);
-      this.#o.onWeb?.(server);
-    }
-    return server;
+    return this.#web.ensure();
   }
 
   get size(): number {
@@ -191,7 +188,7 @@ export class DomainHost {
       const devices = [...domain.devices.values()];
       const wanted = webAddress(undefined, devices);
       if (wanted !== undefined) {
-        await this.#ensureWeb();
+        await this.#web.ensure();
         const own = devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
         if (own?.listen !== undefined || own?.port !== undefined) {
           report.warn(`<cd:web> ${own.listen ?? ''}:${own.port ?? ''} is not used: the daemon's one browser console serves every domain (chardev daemon --web HOST:PORT)`);

@@ -55,6 +55,8 @@ export interface DaemonWebOptions {
   readonly runDir: string;
   /** `--web`; undefined: 127.0.0.1 and a free port (the previous one if still free). */
   readonly address: WebAddress | undefined;
+  /** The server listens (once per daemon, whoever asked first). */
+  readonly onStarted?: (server: WebServer) => void;
 }
 
 export class DaemonWeb {
@@ -114,6 +116,7 @@ export class DaemonWeb {
       throw new ChardevError('ERR_USAGE', 'the daemon is stopping');
     }
     this.#server = server;
+    this.#o.onStarted?.(server);
     return server;
   }
 

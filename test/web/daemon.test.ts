@@ -144,6 +144,7 @@ describe('chardev daemon: one browser console for every domain (chromium)', () =
       daemon = startDaemon();
       await daemon.match(/^daemon: took back 3 domains: vm0, vm1, vm2$/m, 'the domains taken back');
       assert.match(daemon.stdout, new RegExp(`^daemon: browser console ${base}/ \\(token: `, 'm'));
+      assert.equal(daemon.stdout.match(/^daemon: browser console /gm)?.length, 1, 'said once, though two domains asked for it at once');
       assert.equal((JSON.parse(fs.readFileSync(webJson, 'utf8')) as { token: string }).token, saved.token);
       for (const name of ['vm0', 'vm1', 'vm2']) assert.equal(status(name).webUrl, `${base}/domain/${name}/?token=${saved.token}`);
       await eventually(async () => (await shownAs(page)) === 'serial0 writer connected', 'the tab to reconnect after the restart', 10000);
