@@ -188,9 +188,11 @@ export class DomainHost {
       const devices = [...domain.devices.values()];
       const wanted = webAddress(undefined, devices);
       if (wanted !== undefined) {
-        await this.#web.ensure();
+        const server = await this.#web.ensure();
         const own = devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
-        if (own?.listen !== undefined || own?.port !== undefined) {
+        // Said only where the document asks for another address than the one the domain gets.
+        const ownPort = own?.port ?? 0;
+        if (own !== undefined && ((own.listen ?? '127.0.0.1') !== server.host || (ownPort !== 0 && ownPort !== server.port))) {
           report.warn(`<cd:web> ${own.listen ?? ''}:${own.port ?? ''} is not used: the daemon's one browser console serves every domain (chardev daemon --web HOST:PORT)`);
         }
       }
