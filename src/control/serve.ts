@@ -59,12 +59,20 @@ export interface ServedDomain {
   readonly consoleSocket: string;
   /** Say in the status file that `qemuPid` is the domain's QEMU (the daemon's, once started). */
   setQemuPid(qemuPid: number | undefined): void;
+  /** The host's shared browser console started after this domain (see `sharedWeb`): say where the domain is on it. */
+  setSharedWeb(server: WebServer): void;
   close(): Promise<void>;
 }
 
 export interface ServeOptions {
   readonly runDir: string;
   readonly web: WebAddress | undefined;
+  /**
+   * The host runs one browser console for all its domains (the daemon): the domain starts
+   * none of its own, whatever `web` and its devices say, and its status points at the
+   * domain's page there. null: the host has none running (yet; see setSharedWeb).
+   */
+  readonly sharedWeb?: WebServer | null;
   readonly report: ServeReporter;
   /** Hosted by the daemon listening there (said in the status file). */
   readonly daemonSocket?: string;
@@ -86,6 +94,7 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
   let webServer: WebServer | undefined;
   let statusWritten = false;
   let status: DomainStatus | undefined;
+  const shared = options.sharedWeb ?? undefined;
   const close = async (): Promise<void> => {
     if (statusWritten) removeStatus(runDir, domain.name);
     // Devices first: attached consoles are told the device stopped before their socket goes.
@@ -102,15 +111,17 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
       inactiveXml: () => formatDomain(loaded),
       ...(options.onEvent !== undefined ? { onEvent: options.onEvent } : {}),
     });
-    const web = webAddress(options.web, [...domain.devices.values()]);
-    if (web !== undefined) webServer = await startWebServer(domain, web);
+    if (options.sharedWeb === undefined) {
+      const web = webAddress(options.web, [...domain.devices.values()]);
+      if (web !== undefined) webServer = await startWebServer(domain, web);
+    }
     status = {
       name: domain.name,
       pid: process.pid,
       started: options.started ?? new Date().toISOString(),
       consoleSocket: consoleServer.path,
       qmpSocket: qmpServer.path,
-      ...(webServer !== undefined ? { webUrl: webServer.url } : {}),
+      ...(webServer !== undefined ? { webUrl: webServer.url } : shared !== undefined ? { webUrl: shared.domainUrl(domain.name) } : {}),
       inactiveXml: formatDomain(loaded),
       liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
       devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
@@ -125,15 +136,16 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
     throw e;
   }
   for (const line of domain.describe()) report.info(line);
-  if (webServer !== undefined) {
-    // The token is a password: shown to a person at a terminal, never written to a log or
-    // the journal. The status file (owner-only) and `chardev status` have it.
-    const w = webServer;
-    const url = (full: string): string => (report.terminal ? full : full.replace(/\?token=[^#&]*/, ''));
-    const where = report.terminal ? '' : `; token: chardev status ${domain.name}`;
-    for (const d of domain.devices.values()) if (d.type === 'vc') report.info(`web console: ${url(w.urlFor(d.alias))} (${d.id}${where})`);
-    report.info(`web console: ${url(w.url)} (every device; others read-only${where})`);
-  }
+  // The token is a password: shown to a person at a terminal, never written to a log or
+  // the journal. The status file (owner-only) and `chardev status` have it.
+  const url = (full: string): string => (report.terminal ? full : full.replace(/\?token=[^#&]*/, ''));
+  const where = report.terminal ? '' : `; token: chardev status ${domain.name}`;
+  const describeWeb = (w: WebServer, domainName: string | undefined): void => {
+    for (const d of domain.devices.values()) if (d.type === 'vc') report.info(`web console: ${url(w.urlFor(d.alias, domainName))} (${d.id}${where})`);
+    report.info(`web console: ${url(domainName === undefined ? w.url : w.domainUrl(domainName))} (every device; others read-only${where})`);
+  };
+  if (webServer !== undefined) describeWeb(webServer, undefined);
+  if (shared !== undefined) describeWeb(shared, domain.name);
   report.info(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})`);
   report.info(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})`);
   for (const d of domain.devices.values()) {
@@ -146,6 +158,7 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
   }
   const qmp = qmpServer;
   const consoleSocket = consoleServer.path;
+  let sharedNow = shared;
   return {
     qmp,
     consoleSocket,
@@ -154,6 +167,13 @@ export async function serveDomain(domain: Domain, loaded: LoadedDomain, options:
       const { qemuPid: _old, ...rest } = status;
       status = qemuPid === undefined ? rest : { ...rest, qemuPid };
       writeStatus(runDir, status);
+    },
+    setSharedWeb: (server) => {
+      if (status === undefined || !statusWritten || sharedNow === server || options.sharedWeb === undefined) return;
+      sharedNow = server;
+      status = { ...status, webUrl: server.domainUrl(domain.name) };
+      writeStatus(runDir, status);
+      describeWeb(server, domain.name);
     },
     close,
   };

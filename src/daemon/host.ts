@@ -21,8 +21,10 @@ import { startDomain, type Domain } from '../core/domain.ts';
 import { readStatus } from '../core/status.ts';
 import { ChardevError } from '../errors.ts';
 import { adoptQemu, describePorts, launchQemu, planQemuPorts, processStartTime, qemuExitMessage, type QemuExit, type QemuPort, type QemuProcess } from '../qemu/launch.ts';
-import { serveDomain, type ServedDomain, type ServeReporter } from '../control/serve.ts';
+import { serveDomain, webAddress, type ServedDomain, type ServeReporter, type WebAddress } from '../control/serve.ts';
+import type { WebServer } from '../web/server.ts';
 import { readState, writeState, type DomainRecord, type DomainRequest } from './state.ts';
+import { DaemonWeb } from './web.ts';
 
 /** How long QEMU gets to quit (QMP quit, else SIGTERM) before SIGKILL, as `chardev qemu` gives it. */
 export const QUIT_TIMEOUT_MS = 10000;
@@ -68,6 +70,10 @@ export interface DomainHostOptions {
   readonly onEvent?: (domain: string, event: string, data: JsonObject) => void;
   /** A domain started or stopped. */
   readonly onChange?: (change: 'started' | 'stopped', name: string) => void;
+  /** `--web`: where the one browser console for every domain listens (else 127.0.0.1, a free port, once a domain asks; web.ts). */
+  readonly web?: WebAddress;
+  /** The browser console started (the first domain asked for it, or startWeb). */
+  readonly onWeb?: (server: WebServer) => void;
 }
 
 function loadOptions(request: DomainRequest): LoadOptions {
@@ -105,9 +111,37 @@ export class DomainHost {
   /** Records of domains not taken back (yet): kept in the state file until then. */
   #pendingRecords = new Map<string, DomainRecord>();
   #closing = false;
+  readonly #web: DaemonWeb;
 
   constructor(options: DomainHostOptions) {
     this.#o = options;
+    this.#web = new DaemonWeb(
+      {
+        runDir: options.runDir,
+        address: options.web,
+        onStarted: (server) => {
+          // Domains hosted before it started (none asked for one) are on it too now.
+          for (const h of this.#domains.values()) h.served.setSharedWeb(server);
+          this.#o.onWeb?.(server);
+        },
+      },
+      {
+        get: (name) => {
+          const h = this.#domains.get(name);
+          return h !== undefined && h.state === 'running' ? h.domain : undefined;
+        },
+        list: () => this.#running().map((h) => h.domain),
+      },
+    );
+  }
+
+  #running(): Hosted[] {
+    return [...this.#domains.values()].filter((h) => h.state === 'running').sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The browser console, started now (`--web`) rather than when the first domain asks. */
+  async startWeb(): Promise<WebServer> {
+    return this.#web.ensure();
   }
 
   get size(): number {
@@ -150,9 +184,22 @@ export class DomainHost {
       const logDir = request.logDir ?? o.logDir;
       fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
       domain = await startDomain(startLoaded, { logDir, onError: (err) => report.warn(err.message) });
+      // Where `chardev run` would start a browser console of its own, the daemon's one serves it.
+      const devices = [...domain.devices.values()];
+      const wanted = webAddress(undefined, devices);
+      if (wanted !== undefined) {
+        const server = await this.#web.ensure();
+        const own = devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
+        // Said only where the document asks for another address than the one the domain gets.
+        const ownPort = own?.port ?? 0;
+        if (own !== undefined && ((own.listen ?? '127.0.0.1') !== server.host || (ownPort !== 0 && ownPort !== server.port))) {
+          report.warn(`<cd:web> ${own.listen ?? ''}:${own.port ?? ''} is not used: the daemon's one browser console serves every domain (chardev daemon --web HOST:PORT)`);
+        }
+      }
       served = await serveDomain(domain, loaded, {
         runDir: o.runDir,
         web: undefined,
+        sharedWeb: this.#web.server ?? null,
         report,
         daemonSocket: o.controlSocket,
         started,
@@ -187,6 +234,9 @@ export class DomainHost {
     }
     const hosted: Hosted = { state: 'running', name, started, request, loaded, domain, served, qemu };
     this.#domains.set(name, hosted);
+    // The browser console may have started while this domain did (another domain asked).
+    const web = this.#web.server;
+    if (web !== undefined) served.setSharedWeb(web);
     this.#claimed.delete(name);
     this.#pendingRecords.delete(name);
     this.#save();
@@ -308,6 +358,7 @@ export class DomainHost {
       }),
     );
     this.#domains.clear();
+    await this.#web.close();
   }
 
   #save(): void {

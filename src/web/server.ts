@@ -70,6 +70,8 @@ export interface WebServer {
   readonly token: string;
   /** The console page of one device (of the default domain, or of `domain`), token included. */
   urlFor(alias: string, domain?: string): string;
+  /** A domain's window (`/domain/NAME/`), token included: where a server of several domains sends a user for one. */
+  domainUrl(domain: string): string;
   /** Drop every open tab's connection at once, without a closing handshake (as a network failure would). Returns how many. */
   dropConnections(): number;
   /** Close every tab (going away) and the listening socket. Idempotent. */
@@ -417,6 +419,7 @@ ${rows}
     port,
     token,
     urlFor: consoleUrl,
+    domainUrl: (name) => `http://${urlHost()}/domain/${encodeURIComponent(name)}/?token=${token}`,
     dropConnections: () => {
       const n = wss.clients.size;
       for (const ws of [...wss.clients]) ws.terminate();

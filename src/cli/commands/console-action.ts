@@ -244,11 +244,13 @@ export function listAction(flags: ListFlags, { write }: CliIo): void {
     return s === undefined ? [] : [s];
   });
   if (flags.json === true) {
-    write(`${JSON.stringify(domains.map((d) => ({ name: d.name, pid: d.pid, started: d.started, devices: d.devices.length })), null, 2)}\n`);
+    write(`${JSON.stringify(domains.map((d) => ({ name: d.name, pid: d.pid, started: d.started, devices: d.devices.length, ...(d.webUrl !== undefined ? { web: d.webUrl } : {}) })), null, 2)}\n`);
     return;
   }
-  const rows = domains.map((d) => [String(d.pid), d.name, 'running', d.started]);
-  const header = ['Pid', 'Name', 'State', 'Started'];
+  // The browser console column only when a domain has one (the URL carries the token: the status files are owner-only, so is this reader).
+  const withWeb = domains.some((d) => d.webUrl !== undefined);
+  const rows = domains.map((d) => [String(d.pid), d.name, 'running', d.started, ...(withWeb ? [d.webUrl ?? '-'] : [])]);
+  const header = ['Pid', 'Name', 'State', 'Started', ...(withWeb ? ['Web console'] : [])];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ').trimEnd();
   write(`${line(header)}\n${'-'.repeat(line(header).length + 4)}\n${rows.map((r) => `${line(r)}\n`).join('')}`);

@@ -15,9 +15,10 @@ import { ensureRunDir } from '../../core/status.ts';
 import { domainCommands, domainEvent, inheritedListener, startControl } from '../../daemon/control.ts';
 import { DomainHost } from '../../daemon/host.ts';
 import { daemonDir, daemonSocketPath, daemonStatePath } from '../../daemon/state.ts';
+import { daemonWebPath } from '../../daemon/web.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
 import { VERSION } from '../../version.ts';
-import { cliRunDir } from '../args.ts';
+import { cliRunDir, parseWebAddress } from '../args.ts';
 import { CliError, EXIT_CHARDEV, EXIT_USAGE, asChardevFailure, type CliIo } from '../io.ts';
 import { ChardevError } from '../../errors.ts';
 import type { QmpService } from '../../control/qmp.ts';
@@ -29,6 +30,7 @@ import { findDomain } from './console-action.ts';
 export interface DaemonFlags {
   runDir?: string;
   logDir?: string;
+  web?: string;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -45,6 +47,7 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
   const verbosity = verbosityOf(flags);
   if (verbosity === undefined) throw new CliError('daemon: --quiet and --verbose are mutually exclusive', EXIT_USAGE);
   const report = makeReporter({ write: cli.write, writeErr: cli.writeErr, terminal: cli.terminal, verbosity });
+  const web = flags.web === undefined ? undefined : parseWebAddress(flags.web, 'daemon');
   // From the first line on: a stop asked for while taking domains back is honoured right after.
   let stopAsked: () => void = () => {};
   let signalled = false;
@@ -86,6 +89,12 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
       statePath: daemonStatePath(runDir),
       controlSocket: socketPath,
       report,
+      ...(web !== undefined ? { web } : {}),
+      onWeb: (server) => {
+        // The token only to a person at a terminal (as serve.ts does); web.json and `chardev status NAME` have it.
+        const where = cli.terminal ? server.url : `${server.url.replace(/\?token=[^#&]*/, '')} (token: ${daemonWebPath(runDir)})`;
+        report.info(`daemon: browser console ${where}: every domain at /domain/NAME/`);
+      },
       onEvent: (domain, event, data) => domainEvent(control, domain, event, data),
       onChange: (change, name) => {
         // A command a domain answers that the list does not name yet is passed on too.
@@ -96,6 +105,7 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
     });
     host = h;
     try {
+      if (web !== undefined) await h.startWeb();
       const { restored, dropped } = await h.restore();
       if (restored.length > 0) report.info(`daemon: took back ${restored.length} domain${restored.length === 1 ? '' : 's'}: ${restored.join(', ')}`);
       if (dropped.length > 0) report.warn(`daemon: ${dropped.length} domain${dropped.length === 1 ? '' : 's'} not taken back: ${dropped.join(', ')}`);
