@@ -1,5 +1,5 @@
 /**
- * chardev as a library (SPEC §6): load a domain's character devices from libvirt XML,
+ * chardev as a library: load a domain's character devices from libvirt XML,
  * start their host interfaces, and drive each device from the guest side.
  *
  *   const domain = await open(xml, { logDir: '/var/log/chardev' });

@@ -1,5 +1,5 @@
 /**
- * A QMP server for one running domain (SPEC §5 item 4): QEMU's wire protocol on a UNIX
+ * A QMP server for one running domain: QEMU's wire protocol on a UNIX
  * socket, so existing QMP clients (libvirt's, qmp-shell, python-qemu-qmp, socat) work.
  *
  * Wire: the greeting on connect; then JSON values, not necessarily one per line; before

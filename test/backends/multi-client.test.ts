@@ -1,5 +1,5 @@
 /**
- * Many clients on one device (issue 5): every client sees the output and the history,
+ * Many clients on one device: every client sees the output and the history,
  * only the writer's input reaches the guest, take-over, and a stalled client that cannot
  * slow the others or grow memory. Python's socket module is every client.
  */

@@ -1,5 +1,5 @@
 /**
- * The table in docs/conformance.md of QEMU's test-char.c scenarios (issue 17 item 9) stays true: every
+ * The table in docs/conformance.md of QEMU's test-char.c scenarios stays true: every
  * scenario the reference catalogues (../shared/reference/qemu-chardev.md §6) has a row, and
  * every row that names a counterpart file has a test there whose name carries the id.
  */

@@ -1,5 +1,5 @@
 /**
- * CI cannot skip silently (issue 17 item 8): under CI=1 a test that needs something missing
+ * CI cannot skip silently: under CI=1 a test that needs something missing
  * fails instead of skipping; elsewhere it skips with its reason, and `npm test`'s summary
  * (scripts/test-summary.sh) lists every skipped test and skipped part with why.
  */

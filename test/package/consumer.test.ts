@@ -1,5 +1,5 @@
 /**
- * The package as a user gets it (issue 15): `npm pack`, installed from the tarball into a
+ * The package as a user gets it: `npm pack`, installed from the tarball into a
  * fresh project (dependencies from npm's cache, which `npm ci` filled, else the registry),
  * then used the four ways people use it — the `chardev` command through npx, an ESM script,
  * a CommonJS script (require of an ES module, Node ≥ 20.19) and a TypeScript project

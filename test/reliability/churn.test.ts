@@ -1,5 +1,5 @@
 /**
- * Nothing lost (issue 8, SPEC §5 item 3): a guest writes a checksummed stream continuously
+ * Nothing lost: a guest writes a checksummed stream continuously
  * while clients connect and disconnect many times a second (read a little, read nothing,
  * reset the connection); the device's `<log>`, rotated every 256 KiB, must hold every guest
  * byte exactly once, in order. The soak in test/slow/soak.test.ts runs the same churn for

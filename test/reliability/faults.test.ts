@@ -1,5 +1,5 @@
 /**
- * Faults (issue 8, SPEC §9), each against `chardev run` as a real process with a real guest
+ * Faults, each against `chardev run` as a real process with a real guest
  * process writing a checksummed stream, and real peers (socat, Python):
  *
  * - a client SIGKILLed mid-stream: the next client is served, the guest keeps running, the
