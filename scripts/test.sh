@@ -31,4 +31,6 @@ echo "# --- test/slow/ (ran beside the files above) ---"
 cat "$slow_out"
 echo "# --- whole suite: both runners ---"
 sh scripts/test-summary.sh "$rest_out" "$slow_out"
-[ "$rest" -eq 0 ] && [ "$slow" -eq 0 ]
+[ "$rest" -eq 0 ] && [ "$slow" -eq 0 ] || exit 1
+# The figures the tests printed become docs/reliability.md's last section, when asked for.
+if [ "${CHARDEV_WRITE_DOCS:-}" = 1 ]; then node scripts/reliability-page.mjs "$rest_out" "$slow_out"; fi
