@@ -24,147 +24,16 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { LoadedDomain } from '../config/domain.ts';
-import { aliasOfName, chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
-import type { Chardev } from '../core/chardev.ts';
-import { OutputPump } from '../core/output-pump.ts';
 import type { Domain } from '../core/domain.ts';
 import { exitStatus } from '../core/exit-status.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { QmpClient } from '../control/qmp-client.ts';
 import { ChardevError } from '../errors.ts';
-import { escapeComma, frontendArgs, shellQuote, type ArgSyntax } from './command.ts';
+import { PortBridge } from './bridge.ts';
+import { shellQuote, type ArgSyntax } from './command.ts';
+import { QMP_CHARDEV_ID, qemuDeviceArgs, type QemuArgsPaths, type QemuPort } from './ports.ts';
 
-/** One guest port: a socket chardev in QEMU, one or more devices in the domain. */
-export interface QemuPort {
-  /** The domain devices of this port; the first one's target is the guest frontend. */
-  readonly devices: readonly NamedDevice[];
-  /** `frontend`: the target's `-device`/`-serial`; `monitor`: QEMU's HMP monitor instead. */
-  readonly role: 'frontend' | 'monitor';
-  /** QEMU's chardev id: `char` + the first device's alias. */
-  readonly id: string;
-}
-
-export interface QemuPortOptions {
-  /** Devices (alias or chardev id) that carry QEMU's HMP monitor instead of a guest frontend. */
-  readonly monitors?: readonly string[];
-  /** Groups of devices (alias or chardev id) that are one guest port: the first one's frontend. */
-  readonly hubs?: ReadonlyArray<readonly string[]>;
-}
-
-function usage(message: string): ChardevError {
-  return new ChardevError('ERR_USAGE', message);
-}
-
-/**
- * The domain's guest ports: every device with a host interface of its own (a console that is
- * serial 0 seen again is that same device), hubs folded into their first device.
- */
-export function planQemuPorts(loaded: Pick<LoadedDomain, 'def'>, options: QemuPortOptions = {}): QemuPort[] {
-  const devices = hostDevices(loaded.def);
-  const find = (name: string, what: string): NamedDevice => {
-    const alias = aliasOfName(name);
-    const nd = devices.find((d) => d.alias === alias || d.alias === name);
-    if (nd === undefined) {
-      throw usage(`qemu: ${what}: no device '${name}' in domain ${loaded.def.name ?? 'domain'} (has: ${devices.map((d) => d.alias).join(', ') || 'none'})`);
-    }
-    return nd;
-  };
-  /** Device alias → the alias of the first device of its hub. */
-  const hubOf = new Map<string, string>();
-  const members = new Map<string, NamedDevice[]>();
-  for (const hub of options.hubs ?? []) {
-    const list = hub.map((n) => find(n, `--hub ${hub.join(',')}`));
-    if (list.length < 2) throw usage(`qemu: --hub ${hub.join(',')}: a hub joins at least two devices`);
-    const first = list[0] as NamedDevice;
-    for (const nd of list) {
-      if (hubOf.has(nd.alias)) throw usage(`qemu: --hub ${hub.join(',')}: ${nd.alias} is already in a hub`);
-      hubOf.set(nd.alias, first.alias);
-    }
-    members.set(first.alias, list);
-  }
-  const monitors = new Set<string>();
-  for (const m of options.monitors ?? []) {
-    const nd = find(m, `--monitor ${m}`);
-    monitors.add(hubOf.get(nd.alias) ?? nd.alias);
-  }
-  const ports: QemuPort[] = [];
-  for (const nd of devices) {
-    const head = hubOf.get(nd.alias);
-    if (head !== undefined && head !== nd.alias) continue;
-    ports.push({
-      devices: members.get(nd.alias) ?? [nd],
-      role: monitors.has(nd.alias) ? 'monitor' : 'frontend',
-      id: chardevId(nd.alias),
-    });
-  }
-  return ports;
-}
-
-/** QEMU's chardev and monitor id for chardev's own control connection (libvirt's name for it). */
-export const QMP_CHARDEV_ID = 'charmonitor';
-
-export interface QemuArgsPaths {
-  /** The socket chardev listens on for port `index` of the plan. */
-  readonly portSocket: (index: number) => string;
-  /** The socket chardev listens on for QEMU's QMP monitor. */
-  readonly qmpSocket: string;
-  /**
-   * QEMU's own reconnect option for every socket (`reconnect=1`), so a QEMU that outlives
-   * chardev connects again to whoever listens next (the daemon after a restart).
-   */
-  readonly reconnect?: string;
-}
-
-/**
- * What chardev adds to the user's QEMU command line: `-nodefaults` (no default serial,
- * parallel, monitor or display devices that would compete with the domain's, as libvirt
- * does), the QMP control socket, the virtio-serial controllers virtio consoles and channels
- * need (unless the command line has one with that id), and per port a `-chardev socket` and
- * its frontend or `-mon`.
- */
-export function qemuDeviceArgs(ports: readonly QemuPort[], paths: QemuArgsPaths, userArgs: readonly string[] = [], syntax: ArgSyntax = 'json'): string[] {
-  const out: string[] = [];
-  const again = paths.reconnect === undefined ? '' : `,${paths.reconnect}`;
-  if (!userArgs.includes('-nodefaults')) out.push('-nodefaults');
-  out.push('-chardev', `socket,id=${QMP_CHARDEV_ID},path=${escapeComma(paths.qmpSocket)}${again}`, '-mon', `chardev=${QMP_CHARDEV_ID},id=monitor,mode=control`);
-  const controllers = new Set<number>();
-  for (const port of ports) {
-    const dev = port.devices[0]?.dev;
-    if (port.role !== 'frontend' || dev === undefined) continue;
-    if ((dev.kind === 'console' || dev.kind === 'channel') && dev.target.type === 'virtio') {
-      const c = dev.info.address?.type === 'virtio-serial' ? Number(dev.info.address.attrs.find(([k]) => k === 'controller')?.[1] ?? 0) : 0;
-      controllers.add(c);
-    }
-  }
-  for (const c of [...controllers].sort((a, b) => a - b)) {
-    const id = `virtio-serial${c}`;
-    if (userArgs.some((a) => new RegExp(`(^|[,{"\\s])id"?[=:]\\s*"?${id}("|,|$)`).test(a))) continue;
-    out.push('-device', syntax === 'json' ? JSON.stringify({ driver: 'virtio-serial-pci', id }) : `virtio-serial-pci,id=${id}`);
-  }
-  ports.forEach((port, i) => {
-    out.push('-chardev', `socket,id=${port.id},path=${escapeComma(paths.portSocket(i))}${again}`);
-    if (port.role === 'monitor') {
-      out.push('-mon', `chardev=${port.id},mode=readline`);
-    } else {
-      const first = port.devices[0];
-      if (first !== undefined) for (const [opt, val] of frontendArgs(first, syntax)) out.push(opt, val);
-    }
-  });
-  return out;
-}
-
-/** One line per port for humans: which devices carry which guest port. */
-export function describePorts(ports: readonly QemuPort[]): string[] {
-  return ports.map((port) => {
-    const ids = port.devices.map((d) => chardevId(d.alias)).join(', ');
-    if (port.role === 'monitor') return `${ids}: QEMU monitor (HMP)`;
-    const first = port.devices[0];
-    const fe = first === undefined ? [] : frontendArgs(first, 'keyval');
-    const what = fe.length === 0 ? 'no guest frontend' : fe.map(([o, v]) => `${o} ${v.split(',')[0]}`).join(' ');
-    return `${ids}: guest ${first?.alias ?? port.id} (${what})`;
-  });
-}
+export { QMP_CHARDEV_ID, describePorts, planQemuPorts, qemuDeviceArgs, type QemuArgsPaths, type QemuPort, type QemuPortOptions } from './ports.ts';
 
 /** How QEMU ended. */
 export interface QemuExit {
@@ -215,135 +84,6 @@ export interface QemuRecord {
   readonly dir: string;
   readonly argv: readonly string[];
 }
-
-/**
- * One guest port's connection from QEMU, bridged to its devices. Guest output flows as in
- * QEMU itself: while a device cannot take more (its client reads slowly, a pipe's reader
- * lags) QEMU's socket is not read, so QEMU's chardev sees a full socket and its frontend
- * waits (the 16550 holds its transmitter, virtio-serial throttles the port) until the
- * device says it is writable again. Device input is read only while QEMU's socket takes
- * it (the device's 'data' listener comes and goes with the socket's drain).
- */
-class PortBridge {
-  readonly #devices: readonly Chardev[];
-  #sock: net.Socket | undefined;
-  #listening = false;
-  #connected!: () => void;
-  readonly connected = new Promise<void>((resolve) => (this.#connected = resolve));
-  #closed: () => void = () => {};
-  /** Resolves when QEMU's connection is gone (at once if it never came). */
-  closed: Promise<void> = Promise.resolve();
-
-  /** QEMU's `chardev-send-break` on this port's chardev; resolves when QEMU has answered. */
-  readonly #sendBreak: () => Promise<void>;
-  /**
-   * Input and BREAKs waiting behind a BREAK QEMU has not answered yet, in order: a BREAK goes
-   * by another socket (QMP), so what follows it must wait for it to be done.
-   */
-  readonly #queue: Array<Buffer | 'break'> = [];
-  #draining = false;
-
-  constructor(devices: readonly Chardev[], sendBreak: () => Promise<void>) {
-    this.#devices = devices;
-    this.#sendBreak = sendBreak;
-    for (const d of devices) d.on('break', this.#onBreak);
-  }
-
-  /**
-   * A BREAK from a device's writer: QEMU raises it at the port's frontend (a 16550's line
-   * status) once the input written before it has been handed to QEMU's socket.
-   */
-  readonly #onBreak = (): void => {
-    if (this.#sock === undefined) return;
-    this.#queue.push('break');
-    void this.#drainQueue();
-  };
-
-  async #drainQueue(): Promise<void> {
-    if (this.#draining) return;
-    this.#draining = true;
-    try {
-      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
-        const sock = this.#sock;
-        if (sock === undefined) {
-          this.#queue.length = 0;
-          break;
-        }
-        if (item !== 'break') {
-          this.#write(sock, item);
-          continue;
-        }
-        if (sock.writableLength > 0) {
-          await new Promise<void>((resolve) => {
-            sock.once('drain', resolve);
-            sock.once('close', resolve);
-          });
-        }
-        try {
-          await this.#sendBreak();
-        } catch {
-          // QEMU gone or not answering: the BREAK is lost, as on a line nobody listens to.
-        }
-      }
-    } finally {
-      this.#draining = false;
-    }
-  }
-
-  get isConnected(): boolean {
-    return this.#sock !== undefined;
-  }
-
-  /** QEMU connected. A second connection on the same socket is not QEMU's: refused. */
-  accept(sock: net.Socket): void {
-    if (this.#sock !== undefined) {
-      sock.destroy();
-      return;
-    }
-    this.#sock = sock;
-    this.closed = new Promise<void>((resolve) => (this.#closed = resolve));
-    const pump = new OutputPump(this.#devices, { pause: () => sock.pause(), resume: () => sock.resume() });
-    // A chunk fresh from QEMU's socket, never reused: the devices may keep it.
-    sock.on('data', (b: Buffer) => pump.push(b));
-    sock.on('drain', () => this.#listen(true));
-    sock.on('error', () => {});
-    sock.on('close', () => {
-      this.#listen(false);
-      // What QEMU wrote and no device took yet goes with the connection, as in QEMU.
-      pump.close();
-      this.#sock = undefined;
-      this.#closed();
-    });
-    this.#listen(true);
-    this.#connected();
-  }
-
-  readonly #toGuest = (b: Buffer): void => {
-    const sock = this.#sock;
-    if (sock === undefined) return;
-    if (this.#draining || this.#queue.length > 0) this.#queue.push(b);
-    else this.#write(sock, b);
-  };
-
-  #write(sock: net.Socket, b: Buffer): void {
-    if (!sock.write(b)) this.#listen(false);
-  }
-
-  #listen(on: boolean): void {
-    if (on === this.#listening || (on && this.#sock === undefined)) return;
-    this.#listening = on;
-    for (const d of this.#devices) {
-      if (on) d.on('data', this.#toGuest);
-      else d.off('data', this.#toGuest);
-    }
-  }
-
-  close(): void {
-    for (const d of this.#devices) d.off('break', this.#onBreak);
-    this.#sock?.destroy();
-  }
-}
-
 
 /** UNIX socket paths must fit sockaddr_un (108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
@@ -692,7 +432,7 @@ function portSocketPath(dir: string, index: number): string {
  */
 export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Promise<QemuProcess> {
   const [binary, ...userArgs] = options.argv;
-  if (binary === undefined) throw usage('qemu: no QEMU command given (chardev qemu FILE -- qemu-system-x86_64 ARGS…)');
+  if (binary === undefined) throw new ChardevError('ERR_USAGE', 'qemu: no QEMU command given (chardev qemu FILE -- qemu-system-x86_64 ARGS…)');
   const detached = options.supervision === 'detached';
   const log = options.log ?? ((b: Buffer) => {
     try {
