@@ -40,10 +40,10 @@ import type { Chardev } from '../core/chardev.ts';
 import type { Domain } from '../core/domain.ts';
 import type { ClientChange, ClientInfo } from '../core/hub.ts';
 import { ChardevError } from '../errors.ts';
-import { Args, QmpError, generic } from './qmp-args.ts';
-import { QMP_BACKENDS, RINGBUF_MAX_SIZE, parseBackend } from './qmp-chardev-add.ts';
-import type { Json, JsonObject } from './qmp-json.ts';
-import { QmpWire, processResources, type QmpHandler, type QmpServer } from './qmp-wire.ts';
+import { generic } from './qmp-args.ts';
+import { QMP_BACKENDS, parseBackend } from './qmp-chardev-add.ts';
+import type { JsonObject } from './qmp-json.ts';
+import { QmpWire, processResources, type QmpServer } from './qmp-wire.ts';
 
 export { Args, QmpError, type QmpErrorClass } from './qmp-args.ts';
 export { QMP_BACKENDS, RINGBUF_DEFAULT_SIZE, RINGBUF_MAX_SIZE } from './qmp-chardev-add.ts';

@@ -9,7 +9,7 @@ import type { LoadedDomain } from '../config/domain.ts';
 import { tcpUsesTls, type DriverOptions } from '../config/postparse.ts';
 import { chardevId, namedDevices, type NamedDevice } from '../config/names.ts';
 import { configError, describeElement } from '../config/parse.ts';
-import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef } from '../config/types.ts';
+import type { ChrDeviceDef, DomainChardevsDef } from '../config/types.ts';
 
 export type ArgSyntax = 'json' | 'keyval';
 
