@@ -9,4 +9,4 @@ set -u
 cd "$(dirname "$0")/.."
 exec node --import tsx --test --test-concurrency=2 "$@" $(find test -name '*.test.ts' \
   ! -path 'test/slow/*' ! -path 'test/flow/*' ! -path 'test/qemu/*' \
-  ! -path 'test/reliability/*' ! -path 'test/package/*' ! -path 'test/web/*' | sort)
+  ! -path 'test/reliability/*' ! -path 'test/package/*' ! -path 'test/web/*' ! -path 'test/daemon/*' | sort)
