@@ -70,5 +70,5 @@ test('.ci/run exports CI=1 before it runs the suite, and npm test ends with the 
   const firstTest = ci.search(/npm test/);
   assert.ok(exported >= 0, '.ci/run exports CI=1');
   assert.ok(exported < firstTest, 'before npm test');
-  assert.match(fs.readFileSync(path.join(ROOT, 'scripts', 'test.sh'), 'utf8'), /sh scripts\/test-summary\.sh "\$rest_out" "\$slow_out"/);
+  assert.match(fs.readFileSync(path.join(ROOT, 'scripts', 'test.sh'), 'utf8'), /sh scripts\/test-summary\.sh "\$tmp\/light" "\$tmp\/heavy" "\$tmp\/soak"/);
 });
