@@ -67,13 +67,16 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     throw new ChardevError('ERR_BACKEND_OPEN', `${id}: cannot allocate a pty: ${(e as Error).message}`, { cause: e });
   }
   const { masterFd, slavePath } = pty;
-  let stopped = false;
-  let connected = false;
+  /**
+   * `starting` until the first check (a microtask after creation); `waiting` for a reader,
+   * on the shared ticker; `connected` while a process holds the slave (our reader on the
+   * master is a hub client); `stopped` for good.
+   */
+  let state: 'starting' | 'waiting' | 'connected' | 'stopped' = 'starting';
   let reading = false;
   let reader: ByteReader | undefined;
   /** The reader as one of the device's clients (history, writer role, bounded queue). */
   let client: HubClient | undefined;
-  let polling = false;
   let discarded = 0;
   const writer = platform.openWriter(masterFd, {
     // The guest may be waiting for the reader to take more.
@@ -89,25 +92,21 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     }
   };
 
-  const startPolling = (): void => {
-    if (stopped || polling) return;
-    polling = true;
-    joinTicker(ctx.ptyPollMs, check);
-  };
-  const stopPolling = (): void => {
-    if (!polling) return;
-    polling = false;
-    leaveTicker(ctx.ptyPollMs, check);
+  /** Every move of `state` but the first check's: the ticker is joined exactly while waiting. */
+  const moveTo = (next: 'waiting' | 'connected' | 'stopped'): void => {
+    if (state === next || state === 'stopped') return;
+    if (state === 'waiting') leaveTicker(ctx.ptyPollMs, check);
+    state = next;
+    if (next === 'waiting') joinTicker(ctx.ptyPollMs, check);
   };
 
   const disconnect = (): void => {
     reader?.close();
     reader = undefined;
-    if (!connected) return;
-    connected = false;
+    if (state !== 'connected') return;
     client?.detach();
     client = undefined;
-    startPolling();
+    moveTo('waiting');
   };
 
   const sink: ClientSink = {
@@ -128,9 +127,8 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   };
 
   function check(): void {
-    if (stopped || connected || !hasReader()) return;
-    stopPolling();
-    connected = true;
+    if ((state !== 'starting' && state !== 'waiting') || !hasReader()) return;
+    moveTo('connected');
     try {
       // Attach before reading starts, so nothing the reader sends can arrive ahead of its client.
       // Attaching replays the history, and opens the device if nobody else was attached.
@@ -148,11 +146,10 @@ export function createPtyBackend(ctx: BackendContext): Backend {
         },
       });
     } catch (e) {
-      connected = false;
       client?.detach();
       client = undefined;
       events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${(e as Error).message}`, { cause: e }));
-      startPolling();
+      moveTo('waiting');
       return;
     }
     if (!reading) reader.pause();
@@ -161,7 +158,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   // QEMU checks once when the frontend attaches, then polls; so do we.
   queueMicrotask(() => {
     check();
-    if (!connected) startPolling();
+    if (state === 'starting') moveTo('waiting');
   });
 
   return {
@@ -173,10 +170,10 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       return discarded + writer.droppedBytes;
     },
     write(data) {
-      if (stopped) return 0;
+      if (state === 'stopped') return 0;
       // Re-poll first (QEMU ≥ 8.2): output right after a reader appears is not lost.
-      if (!connected) check();
-      if (!connected) {
+      if (state !== 'connected') check();
+      if (state !== 'connected') {
         discarded += data.length;
         return data.length;
       }
@@ -189,7 +186,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       // FIONREAD sees only the line discipline's buffer, not bytes still on their way to it
       // (a kernel worker moves them, late under load), so "empty" must hold a few times running.
       let emptyChecks = 0;
-      while (!stopped && connected && emptyChecks < DRAIN_EMPTY_CHECKS) {
+      while (state === 'connected' && emptyChecks < DRAIN_EMPTY_CHECKS) {
         let unread: number;
         try {
           unread = platform.ptyUnreadBytes(slavePath);
@@ -206,9 +203,8 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       else reader?.pause();
     },
     async stop() {
-      if (stopped) return;
-      stopped = true;
-      stopPolling();
+      if (state === 'stopped') return;
+      moveTo('stopped');
       reader?.close();
       reader = undefined;
       writer.close();
