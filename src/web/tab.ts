@@ -62,7 +62,10 @@ function rawToBuffer(data: RawData): Buffer {
   return Buffer.from(data);
 }
 
-/** One tab: a hub client whose transport is the WebSocket. */
+/**
+ * One tab: a hub client whose transport is the WebSocket.
+ * @internal the web server's own; its signature names ws's types, which the package's .d.ts must not need
+ */
 export function serveTab(domain: Domain, device: Chardev, ws: WebSocket, opts: TabOptions): void {
   // Guest output and notices wait until hello (which needs the role) is out.
   let held: Array<{ data: Buffer | string; binary: boolean }> | undefined = [];
