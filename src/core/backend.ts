@@ -39,6 +39,18 @@ export interface RotationOptions {
   readonly backups: number;
 }
 
+/** An output file as a splice(2) destination. */
+export interface KernelFile {
+  /** Opened without O_APPEND (splice refuses append mode); the caller seeks to the end before each transfer. */
+  readonly fd: number;
+  /** Bytes before the file must rotate; Infinity when it never does. */
+  readonly roomBytes: number;
+  /** `n` bytes were appended by the kernel. */
+  commit(n: number): void;
+  /** `roomBytes` were used up. */
+  full(): void;
+}
+
 export interface BackendContext {
   /** Device alias, e.g. `serial0`. */
   readonly alias: string;
@@ -88,6 +100,13 @@ export interface Backend {
   drained?(): Promise<void>;
   /** Output the backend accepted and still holds in user space (its own writer's queue, not the hub's). */
   readonly pendingBytes?: number;
+  /**
+   * The file that keeps every byte written (a `file` device), for guest output moved by
+   * splice(2) while nobody is attached (`Chardev.kernelTarget`). Undefined: not now.
+   */
+  kernelFile?(): KernelFile | undefined;
+  /** Every byte written is thrown away and nothing counts it (a `null` device): its `<log>` is all that keeps the output. */
+  readonly discardsOutput?: boolean;
   /** Input flow control (QEMU's can_read): while false, bytes wait in the kernel. */
   setReading(reading: boolean): void;
   /**

@@ -30,10 +30,11 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { Chardev } from './chardev.ts';
+import type { Chardev, KernelTarget } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
 import { NativeUnavailableError, libc } from '../platform/native.ts';
-import { POLLIN, POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
+import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
+import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
 
 export interface GuestOutputOptions {
   /** Called after bytes were taken from the fd and offered to the devices, with the total so far (progress, benchmarks). */
@@ -77,22 +78,20 @@ export type GuestOutputPath = 'kernel' | 'js';
  */
 const BURST_BYTES = 4 * 1024;
 /**
- * After splice emptied the pipe, how long a poll waits for the guest's next write before the
- * pipe goes back to libuv. A streaming guest refills it within microseconds (no byte of it
- * then goes through the heap); a guest that went quiet costs one poll on the worker.
+ * After splice emptied the pipe, how long the data-plane thread waits for the guest's next
+ * write before the pipe goes back to libuv. A streaming guest refills it within
+ * microseconds (no byte of it then goes through the heap); a quiet one costs one message.
  */
-const GRACE_MS = 5;
-/** Most bytes asked of one splice; the kernel moves what the pipe holds and the socket takes. */
-const SPLICE_CHUNK = 16 * 1024 * 1024;
-/**
- * Splices per turn of the event loop before yielding: a guest that never stops writing to a
- * client that keeps up must not starve timers, other devices and input.
- */
-const SPLICES_PER_TURN = 64;
+const GRACE_MS = 20;
 /** While waiting for Node's queue to empty before the kernel path takes over. */
 const IDLE_RECHECK_MS = 2;
+/** A splice to a client failing with these means the client is gone. */
+const BROKEN_CLIENT: ReadonlySet<string> = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN', 'EIO']);
 /** After a client's socket failed under splice, how long to wait for the hub to see it go. */
 const BROKEN_RECHECK_MS = 50;
+
+/** Devices whose output may go by the kernel path: clients' sockets and ptys, the `file` device's file, a `null` device's `<log>`. */
+const KERNEL_TYPES: ReadonlySet<string> = new Set(['tcp', 'unix', 'pty', 'file', 'null']);
 
 /** net.Socket's constructor takes these too (Readable's options), though @types/node does not list them. */
 interface ReaderOptions extends net.SocketConstructorOpts {
@@ -108,14 +107,15 @@ export class GuestOutput {
   readonly #reader: net.Socket;
   /** `#fd` is ours to close (the reader has a dup of it). */
   readonly #closeFd: boolean;
-  /** The grace poll's deadline (GRACE_MS). */
-  #grace: NodeJS.Timeout | undefined;
   /** The kernel path is possible at all: one device, a pipe, native calls available. */
   #kernelCapable: boolean;
   #path: GuestOutputPath = 'js';
   /** The pump paused us: a device is behind. Its resume runs the next step. */
   #held = false;
-  #watch: Watch | undefined;
+  /** The data-plane thread moves the bytes now (the kernel path). */
+  #run: DataPlaneRun | undefined;
+  /** Bytes of the current run already counted. */
+  #runCounted = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
@@ -156,11 +156,13 @@ export class GuestOutput {
     });
     // The kernel path needs its own fd for splice while libuv holds the reader's.
     let readerFd = fd;
-    // Only a socket's clients can be spliced to (the sinks that offer a kernel path).
+    // Only these devices have a destination the kernel can splice to (`Chardev.kernelTarget`).
     const first = devices[0];
-    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && (first?.type === 'tcp' || first?.type === 'unix') && isPipe(fd);
+    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && first !== undefined && KERNEL_TYPES.has(first.type) && isPipe(fd);
     if (this.#kernelCapable) {
       try {
+        // Started now, so the thread has booted by the time a run needs it.
+        dataPlane();
         const dup = libc().dupCloexec(fd);
         if (dup >= 0) readerFd = dup;
         else this.#kernelCapable = false;
@@ -223,6 +225,16 @@ export class GuestOutput {
     return { spliced: this.#spliced, switches: this.#switches, waits: this.#waits, pipeSize: size };
   }
 
+  /**
+   * A client of a device is about to come, go or change role: a kernel-path run stops now
+   * (synchronously: the worker finishes its transfer and the bytes are counted to the client
+   * they went to), and the next step decides the path again.
+   */
+  settle(): void {
+    if (this.#run === undefined) return;
+    this.#run.stop();
+  }
+
   /** Bytes read but not yet taken by some device (the JavaScript path's pump). */
   get pendingBytes(): number {
     return this.#pump.pendingBytes;
@@ -236,6 +248,9 @@ export class GuestOutput {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancelWait();
+    // The worker closes its own copies of the fds when it stops.
+    this.#run?.stop();
+    this.#run = undefined;
     this.#pump.close();
     for (const d of this.#devices) {
       d.off('client', this.#onClient);
@@ -253,10 +268,6 @@ export class GuestOutput {
   }
 
   #cancelWait(): void {
-    fdPoller().cancel(this.#watch);
-    this.#watch = undefined;
-    if (this.#grace !== undefined) clearTimeout(this.#grace);
-    this.#grace = undefined;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);
@@ -289,7 +300,9 @@ export class GuestOutput {
   #reconsider(): void {
     if (this.#closed || this.#held || this.#eof) return;
     this.#brokenFd = undefined;
-    this.#schedule();
+    // A run stops first; its end schedules the next step.
+    if (this.#run !== undefined) this.#run.stop();
+    else this.#schedule();
   }
 
   #setPath(path: GuestOutputPath): void {
@@ -303,22 +316,28 @@ export class GuestOutput {
     this.#options.onMoved?.(this.#moved);
   }
 
-  /** Decide the path and go on with it: splice while the kernel path is on and allowed, else libuv reads. */
+  /** Decide the path and go on with it: a run on the data-plane thread while the kernel path is on and allowed, else libuv reads. */
   #step(): void {
-    if (this.#closed || this.#held || this.#eof || this.#watch !== undefined || this.#timer !== undefined || this.#grace !== undefined) return;
+    if (this.#closed || this.#held || this.#eof || this.#run !== undefined || this.#timer !== undefined) return;
     if (this.#path === 'kernel') {
       if (this.#brokenFd !== undefined) {
-        // The last splice found the client's socket broken; until the hub lets it go nothing
+        // The last run found the client's socket broken; until the hub lets it go nothing
         // is read (the guest waits), so its bytes are not counted as sent to a dead client.
-        if (this.#kernelFd() === this.#brokenFd) {
+        if (this.#kernelTarget()?.fd === this.#brokenFd) {
           this.#waitMs(BROKEN_RECHECK_MS);
           return;
         }
         this.#brokenFd = undefined;
       }
-      const fd = this.#kernelFd();
-      if (fd !== undefined) {
-        this.#spliceStep(fd);
+      // A chunk the paused reader read ahead goes first, to the devices; then the kernel path
+      // can start from the very next byte instead of handing the pipe back to libuv.
+      while (this.#reader.readableLength > 0 && !this.#held && !this.#closed && this.#pump.pendingBytes === 0) {
+        if (this.#reader.read() === null) break;
+      }
+      if (this.#closed || this.#held) return;
+      const target = this.#kernelTarget();
+      if (target !== undefined) {
+        this.#startRun(target);
         return;
       }
       if (this.#kernelCapable && (this.#devices[0] as Chardev).kernelPathAfterNode()) {
@@ -343,9 +362,9 @@ export class GuestOutput {
    * stream may still have read ahead; those bytes came out of the pipe before anything
    * spliced after them, so they go first, by the JavaScript path.)
    */
-  #kernelFd(): number | undefined {
+  #kernelTarget(): KernelTarget | undefined {
     if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || this.#reader.readableLength > 0) return undefined;
-    return (this.#devices[0] as Chardev).kernelPathFd();
+    return (this.#devices[0] as Chardev).kernelTarget();
   }
 
   /** A chunk libuv read. */
@@ -356,7 +375,7 @@ export class GuestOutput {
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
     // once nothing is left in the stream's buffer (it must reach the devices first).
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable && this.#reader.readableLength === 0 && (this.#kernelFd() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+    if (chunk.length >= BURST_BYTES && this.#kernelCapable && this.#reader.readableLength === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
       this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();
@@ -378,68 +397,66 @@ export class GuestOutput {
     if (!this.#held) this.#finish();
   }
 
-  #spliceStep(first: number): void {
-    const device = this.#devices[0] as Chardev;
-    let out: number | undefined = first;
-    for (let i = 0; i < SPLICES_PER_TURN; i++) {
-      if (i > 0) out = this.#kernelFd();
-      if (out === undefined) {
-        // The conditions changed between two transfers: the JavaScript path takes over here.
-        this.#readJs();
-        return;
-      }
-      const r = spliceOnce(this.#fd, out, SPLICE_CHUNK);
-      if (typeof r === 'number') {
-        this.#spliced += r;
-        device.countKernelOutput(r);
-        this.#movedBy(r);
-        continue;
-      }
-      if (r === 'eof') {
+  /** Hand the pipe to the data-plane thread until the run ends (`#runEnded`). */
+  #startRun(target: KernelTarget): void {
+    this.#setPath('kernel');
+    this.#runCounted = 0;
+    try {
+      this.#run = dataPlane().start(
+        { from: this.#fd, to: target.fd, graceMs: GRACE_MS, seekEnd: target.seekEnd, ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}) },
+        { progress: (moved) => this.#runProgress(target, moved), ended: (r) => this.#runEnded(target, r) },
+      );
+    } catch {
+      // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.
+      this.#run = undefined;
+      this.#kernelCapable = false;
+      this.#readJs();
+    }
+  }
+
+  #runProgress(target: KernelTarget, moved: number): void {
+    const n = moved - this.#runCounted;
+    if (n <= 0) return;
+    this.#runCounted = moved;
+    this.#spliced += n;
+    target.commit(n);
+    if (!this.#closed) this.#movedBy(n);
+  }
+
+  #runEnded(target: KernelTarget, r: RunResult): void {
+    this.#runProgress(target, r.moved);
+    this.#run = undefined;
+    this.#waits += r.waits;
+    if (this.#closed) return;
+    const end = r.end;
+    switch (end) {
+      case 'eof':
         this.#eof = true;
         this.#finish();
         return;
-      }
-      if (r === 'again') {
-        if (readableBytes(this.#fd) > 0) {
-          // Bytes in the pipe: the socket is full. The guest waits until it has room.
-          this.#waits++;
-          this.#watch = fdPoller().watch(out, POLLOUT, () => {
-            this.#watch = undefined;
-            this.#step();
-          });
-        } else {
-          // The pipe is empty: a streaming guest writes again at once, and its bytes are
-          // spliced; one quiet for GRACE_MS gets libuv back, so an interactive byte is as
-          // quick as on the JavaScript path.
-          this.#watch = fdPoller().watch(this.#fd, POLLIN, () => {
-            this.#watch = undefined;
-            if (this.#grace !== undefined) clearTimeout(this.#grace);
-            this.#grace = undefined;
-            this.#step();
-          });
-          this.#grace = setTimeout(() => {
-            this.#grace = undefined;
-            fdPoller().cancel(this.#watch);
-            this.#watch = undefined;
-            this.#readJs();
-          }, GRACE_MS);
+      case 'idle':
+        // The guest went quiet: libuv wakes for its next byte.
+        this.#readJs();
+        return;
+      case 'limit':
+        target.full();
+        this.#schedule();
+        return;
+      case 'stopped':
+        this.#schedule();
+        return;
+      default:
+        if (target.kind === 'client' && BROKEN_CLIENT.has(end.error)) {
+          // The client is gone (its socket or pty says so before Node does): nothing moved.
+          this.#brokenFd = target.fd;
+          this.#waitMs(BROKEN_RECHECK_MS);
+          return;
         }
-        return;
-      }
-      if (r.error === 'EPIPE' || r.error === 'ECONNRESET' || r.error === 'ENOTCONN' || r.error === 'ESHUTDOWN') {
-        // The client is gone (its socket says so before Node does): nothing moved.
-        this.#brokenFd = out;
-        this.#waitMs(BROKEN_RECHECK_MS);
-        return;
-      }
-      // Anything else (EINVAL: this pair cannot be spliced) ends the kernel path for this
-      // source; the JavaScript path moves the bytes from here on.
-      this.#kernelCapable = false;
-      this.#readJs();
-      return;
+        // Anything else (EINVAL: this pair cannot be spliced; ENOSPC: the JavaScript path
+        // reports it as a write does) ends the kernel path for this source.
+        this.#kernelCapable = false;
+        this.#readJs();
     }
-    this.#schedule();
   }
 
   /** End of file: once the pump is empty (or at once), `ended` resolves; the fd is closed. */
