@@ -66,7 +66,24 @@ export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
   if (process.versions['bun'] !== undefined) {
     throw new NativeUnavailableError('symbol', `a guest pipe read by GuestOutput needs Node's libuv; this is Bun ${process.versions['bun']}`);
   }
-  return makePipe({ nonBlockingRead: true, size });
+  const ends = makePipe({ nonBlockingRead: true, size });
+  // The data-plane thread starts loading now, while the guest starts.
+  startDataPlane();
+  return ends;
+}
+
+/**
+ * Start the data-plane thread that moves guest output on the kernel path (it is also
+ * started by `guestPipe` and the first `GuestOutput` that could use it). The promise
+ * resolves once it runs, or at once where it cannot (no koffi, not Node): output then takes
+ * the JavaScript path. A benchmark awaits it so the thread's start-up is not measured.
+ */
+export function startDataPlane(): Promise<void> {
+  try {
+    return dataPlane().ready;
+  } catch {
+    return Promise.resolve();
+  }
 }
 
 /** Which path moves the bytes now. */
@@ -104,9 +121,9 @@ export class GuestOutput {
   readonly #pump: OutputPump;
   readonly #options: GuestOutputOptions;
   /** libuv's reader of the pipe (a dup of `#fd`, or `#fd` itself without a kernel path), for the JavaScript path. */
-  readonly #reader: net.Socket;
+  #reader: net.Socket | undefined;
   /** `#fd` is ours to close (the reader has a dup of it). */
-  readonly #closeFd: boolean;
+  #closeFd: boolean;
   /** The kernel path is possible at all: one device, a pipe, native calls available. */
   #kernelCapable: boolean;
   #path: GuestOutputPath = 'js';
@@ -146,7 +163,7 @@ export class GuestOutput {
         this.#held = true;
         this.#waits++;
         this.#cancelWait();
-        this.#reader.pause();
+        this.#reader?.pause();
       },
       resume: () => {
         this.#held = false;
@@ -154,8 +171,6 @@ export class GuestOutput {
         else this.#schedule();
       },
     });
-    // The kernel path needs its own fd for splice while libuv holds the reader's.
-    let readerFd = fd;
     // Only these devices have a destination the kernel can splice to (`Chardev.kernelTarget`).
     const first = devices[0];
     this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && first !== undefined && KERNEL_TYPES.has(first.type) && isPipe(fd);
@@ -163,37 +178,21 @@ export class GuestOutput {
       try {
         // Started now, so the thread has booted by the time a run needs it.
         dataPlane();
-        const dup = libc().dupCloexec(fd);
-        if (dup >= 0) readerFd = dup;
-        else this.#kernelCapable = false;
       } catch {
-        // No koffi: the JavaScript path alone, on the fd itself.
+        // No koffi or no worker threads: the JavaScript path alone, on the fd itself.
         this.#kernelCapable = false;
       }
     }
-    // With a kernel path, highWaterMark 0: a paused stream then reads (almost) nothing
-    // ahead. With Node's default a paused net.Socket reads on until its buffer holds that
-    // much; those bytes left the pipe before anything spliced after them, so they must go
-    // first (`#kernelFd` waits for the buffer to be empty: the writer's stream once differed
-    // at byte 65,536 without that) and each costs the kernel path a turn. Without a kernel
-    // path the read-ahead is harmless and saves a readStop/readStart (two epoll_ctl) per chunk.
-    const readerOptions: ReaderOptions = { fd: readerFd, readable: true, writable: false, ...(this.#kernelCapable ? { readableHighWaterMark: 0 } : {}) };
+    // With a kernel path, libuv reads a dup of the fd (the reader closes it when it goes),
+    // so the fd itself is ours to close.
+    this.#closeFd = this.#kernelCapable;
     try {
-      this.#reader = new net.Socket(readerOptions);
+      this.#reader = this.#makeReader();
     } catch (e) {
       // Not a pipe or socket libuv can read (ERR_INVALID_FD_TYPE): the caller keeps its fd.
-      if (readerFd !== fd) fs.closeSync(readerFd);
       this.#pump.close();
       throw e;
     }
-    this.#closeFd = readerFd !== fd;
-    // Chunks fresh from Node's stream, never reused: the devices may keep them. Attaching
-    // the listener makes the stream flow; it waits for the first step instead.
-    this.#reader.on('data', (chunk: Buffer) => this.#onData(chunk));
-    this.#reader.pause();
-    this.#reader.on('end', () => this.#onEnd());
-    // A read error (EIO) ends the output like end of file: nothing more will come.
-    this.#reader.on('error', () => this.#onEnd());
     for (const d of devices) {
       d.addOutput(this);
       d.on('client', this.#onClient);
@@ -256,7 +255,8 @@ export class GuestOutput {
       d.off('client', this.#onClient);
       d.removeOutput(this);
     }
-    this.#reader.destroy();
+    this.#reader?.destroy();
+    this.#reader = undefined;
     if (this.#closeFd) {
       try {
         fs.closeSync(this.#fd);
@@ -331,7 +331,7 @@ export class GuestOutput {
       }
       // A chunk the paused reader read ahead goes first, to the devices; then the kernel path
       // can start from the very next byte instead of handing the pipe back to libuv.
-      while (this.#reader.readableLength > 0 && !this.#held && !this.#closed && this.#pump.pendingBytes === 0) {
+      while (this.#reader !== undefined && this.#reader.readableLength > 0 && !this.#held && !this.#closed && this.#pump.pendingBytes === 0) {
         if (this.#reader.read() === null) break;
       }
       if (this.#closed || this.#held) return;
@@ -353,7 +353,57 @@ export class GuestOutput {
   /** The JavaScript path: libuv reads the pipe. */
   #readJs(): void {
     this.#setPath('js');
+    try {
+      this.#reader ??= this.#makeReader();
+    } catch {
+      // No fd left for a dup: libuv reads the fd itself from now on, and closes it.
+      this.#kernelCapable = false;
+      this.#closeFd = false;
+      this.#reader = this.#makeReader();
+    }
     this.#reader.resume();
+  }
+
+  /**
+   * libuv's reader for the JavaScript path: over a fresh dup of the fd while a kernel path
+   * is possible (destroyed whenever a run starts, so libuv never reads while the data-plane
+   * thread splices: a read could not be ordered against the splices around it), over the fd
+   * itself otherwise.
+   */
+  #makeReader(): net.Socket {
+    let readerFd = this.#fd;
+    if (this.#closeFd) {
+      readerFd = libc().dupCloexec(this.#fd);
+      if (readerFd < 0) throw new Error('dup failed');
+    }
+    // With a kernel path, highWaterMark 0: a paused stream then reads (almost) nothing
+    // ahead. With Node's default a paused net.Socket reads on until its buffer holds that
+    // much; those bytes left the pipe before anything spliced after them, so they must go
+    // first (`#kernelTarget` waits for the buffer to be empty) and each costs the kernel
+    // path a turn. Without a kernel path the read-ahead is harmless and saves a
+    // readStop/readStart (two epoll_ctl) per chunk.
+    const options: ReaderOptions = { fd: readerFd, readable: true, writable: false, ...(this.#kernelCapable ? { readableHighWaterMark: 0 } : {}) };
+    let reader: net.Socket;
+    try {
+      reader = new net.Socket(options);
+    } catch (e) {
+      if (readerFd !== this.#fd) fs.closeSync(readerFd);
+      throw e;
+    }
+    // Chunks fresh from Node's stream, never reused: the devices may keep them. Attaching
+    // the listener makes the stream flow; it waits for the next step instead.
+    reader.on('data', (chunk: Buffer) => {
+      if (reader === this.#reader) this.#onData(chunk);
+    });
+    reader.pause();
+    reader.on('end', () => {
+      if (reader === this.#reader) this.#onEnd();
+    });
+    // A read error (EIO) ends the output like end of file: nothing more will come.
+    reader.on('error', () => {
+      if (reader === this.#reader) this.#onEnd();
+    });
+    return reader;
   }
 
   /**
@@ -363,7 +413,7 @@ export class GuestOutput {
    * spliced after them, so they go first, by the JavaScript path.)
    */
   #kernelTarget(): KernelTarget | undefined {
-    if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || this.#reader.readableLength > 0) return undefined;
+    if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || (this.#reader?.readableLength ?? 0) > 0) return undefined;
     return (this.#devices[0] as Chardev).kernelTarget();
   }
 
@@ -375,7 +425,7 @@ export class GuestOutput {
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
     // once nothing is left in the stream's buffer (it must reach the devices first).
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable && this.#reader.readableLength === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+    if (chunk.length >= BURST_BYTES && this.#kernelCapable && (this.#reader?.readableLength ?? 0) === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
       this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();
@@ -388,7 +438,7 @@ export class GuestOutput {
    * the stream's buffer, and `#kernelFd` sends it first.)
    */
   #stopReader(): void {
-    this.#reader.pause();
+    this.#reader?.pause();
   }
 
   #onEnd(): void {
@@ -400,6 +450,9 @@ export class GuestOutput {
   /** Hand the pipe to the data-plane thread until the run ends (`#runEnded`). */
   #startRun(target: KernelTarget): void {
     this.#setPath('kernel');
+    // Its buffer is empty (`#kernelTarget`); nothing it could still read may overtake a splice.
+    this.#reader?.destroy();
+    this.#reader = undefined;
     this.#runCounted = 0;
     try {
       this.#run = dataPlane().start(

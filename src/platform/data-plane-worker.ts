@@ -28,6 +28,13 @@ const SPLICE_CHUNK = 16 * 1024 * 1024;
 const SPLICES_PER_TURN = 64;
 /** Most time between two progress reports of a run that moves bytes. */
 const REPORT_MS = 20;
+/**
+ * A run whose source has been empty this long reports what it moved at once: the guest
+ * paused or finished, and whoever waits for its last byte (`onMoved`) should not wait
+ * REPORT_MS. A streaming guest refills the pipe within microseconds, so this costs no
+ * message per chunk.
+ */
+const QUIET_REPORT_MS = 1;
 
 interface Run {
   readonly id: number;
@@ -117,9 +124,15 @@ function step(run: Run): void {
   // Still moving: another turn after the others had theirs.
 }
 
+/** When the run's unreported bytes are due to be reported. */
+function reportAt(run: Run): number {
+  const regular = run.reportedAt + REPORT_MS;
+  return run.idleAt === undefined ? regular : Math.min(regular, run.idleAt - run.graceMs + QUIET_REPORT_MS);
+}
+
 function report(now: number): void {
   for (const run of runs.values()) {
-    if (run.moved !== run.reported && now - run.reportedAt >= REPORT_MS) {
+    if (run.moved !== run.reported && now >= reportAt(run)) {
       run.reported = run.moved;
       run.reportedAt = now;
       post({ op: 'progress', id: run.id, moved: run.moved });
@@ -192,7 +205,7 @@ function loop(): void {
       if (run.idleAt !== undefined) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(run.idleAt - now)));
     }
     for (const run of runs.values()) {
-      if (run.moved !== run.reported) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(run.reportedAt + REPORT_MS - now)));
+      if (run.moved !== run.reported) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(reportAt(run) - now)));
     }
     if (busy) timeout = 0;
     const rc = c.poll(pollBuf, waiting.length + 1, timeout);
@@ -210,6 +223,7 @@ function loop(): void {
     for (const run of [...runs.values()]) {
       if (run.waitFd !== undefined && run.idleAt !== undefined && later >= run.idleAt) end(run, 'idle');
     }
+    report(later);
   }
 }
 
