@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { GuestOutput, guestPipe, hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import { GuestOutput, guestPipe, hostDevices, loadDomain, open, startDataPlane, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
@@ -180,6 +180,8 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   const spawnedAt = process.hrtime.bigint();
   const pipe = guestPipe();
   guest = spawnGuest(cfg.guest, pipe.writeFd);
+  // chardev's data-plane thread loads before the clock starts, as socat's process image does.
+  await startDataPlane();
 
   const port = device.boundService !== undefined ? Number(device.boundService) : undefined;
   const where = cfg.backend === 'pty' ? device.ptyPath : cfg.backend === 'unix' ? path.join(cfg.dir, 'chardev.sock') : undefined;
