@@ -177,11 +177,11 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   // EXEC child does until socat has its second address. Its stdout is a pipe of ours that
   // the device reads itself, as `chardev run` does (GuestOutput: splice while the device's
   // only client is a plain socket, the JavaScript path otherwise).
+  // chardev's data-plane thread loads before any clock starts, as socat's process image does.
+  await startDataPlane();
   const spawnedAt = process.hrtime.bigint();
   const pipe = guestPipe();
   guest = spawnGuest(cfg.guest, pipe.writeFd);
-  // chardev's data-plane thread loads before the clock starts, as socat's process image does.
-  await startDataPlane();
 
   const port = device.boundService !== undefined ? Number(device.boundService) : undefined;
   const where = cfg.backend === 'pty' ? device.ptyPath : cfg.backend === 'unix' ? path.join(cfg.dir, 'chardev.sock') : undefined;
