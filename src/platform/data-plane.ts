@@ -150,7 +150,8 @@ export class DataPlane {
     // Neither the thread nor its port keeps the process alive while no run is active
     // (a 'message' listener refs the port, so this comes after it).
     this.#worker.unref();
-    this.#port.unref();
+    // The port stays referenced until the thread says it is ready, so awaiting `ready` works
+    // in a process with nothing else to do.
     // Node waits for worker threads at exit, and this one may be blocked in poll(2): tell
     // it to return (a wake-up alone is not enough: Node asks the thread to stop only after
     // the 'exit' listeners, and by then it would be back in poll).
@@ -184,7 +185,7 @@ export class DataPlane {
     const id = this.#nextId++;
     const run = new DataPlaneRun(this, id);
     this.#runs.set(id, { run, events, from, to });
-    if (this.#runs.size === 1) this.#port.ref();
+    this.#port.ref();
     this.send({ op: 'start', id, from, to, limitBytes: spec.limitBytes ?? -1, graceMs: spec.graceMs, seekEnd: spec.seekEnd === true });
     return run;
   }
@@ -218,6 +219,7 @@ export class DataPlane {
 
   #onMessage(m: FromWorker): void {
     if (m.op === 'ready') {
+      if (this.#runs.size === 0) this.#port.unref();
       this.#readyResolve();
       return;
     }
