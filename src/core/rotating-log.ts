@@ -16,6 +16,9 @@ import * as fs from 'node:fs';
 import type { KernelFile, RotationOptions } from './backend.ts';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { ChardevError } from '../errors.ts';
+import { libc } from '../platform/native.ts';
+
+const SEEK_END = 2;
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
 
@@ -102,6 +105,9 @@ export class RotatingLog {
       roomBytes: room,
       commit: (n) => {
         this.#size += n;
+        // `write` goes on from this fd's position (it is O_APPEND only when appending), so it
+        // must follow what the kernel appended through the other description.
+        libc().lseek(this.#fd, 0, SEEK_END);
       },
       full: () => {},
     };
