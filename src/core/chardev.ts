@@ -180,11 +180,12 @@ export class Chardev {
    * e.g. a child process's stdout; the device takes the fd over and closes it). Output
    * moves as `write` would move it — the same counters, the same flow control: while the
    * client is behind, the fd is not read and the guest blocks in its own write(2). When the
-   * fd is a pipe and the only consumer is a writer client on a plain tcp or unix socket (no
-   * viewers, no history, no `<log>`, no stall limit), the bytes move by splice(2) in the
-   * kernel without entering the JavaScript heap; any change (a viewer attaches, the client
-   * leaves) switches to the JavaScript path between two bytes, never losing or reordering
-   * one. Do not also `write` to a device fed this way. See `GuestOutput`.
+   * fd is a pipe and the bytes have one destination (`kernelTarget`: the writer client on a
+   * plain tcp or unix socket or a pty; a `file` device's file; a `null` device's `<log>`),
+   * a streaming guest's bytes move by splice(2) on the data-plane thread without entering
+   * the JavaScript heap; any change (a viewer attaches, the client leaves) switches to the
+   * JavaScript path between two bytes, never losing or reordering one. Do not also `write`
+   * to a device fed this way. See `GuestOutput`.
    */
   pipeFrom(fd: number, options: GuestOutputOptions = {}): GuestOutput {
     return new GuestOutput(fd, [this], options);

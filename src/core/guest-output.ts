@@ -1,32 +1,38 @@
 /**
  * The guest's output read from an fd by chardev itself (`Chardev.pipeFrom`, `chardev run`'s
- * piped guest): the data plane of issue 16.
+ * piped guest): the data plane.
  *
- * Two paths, one set of rules (SPEC §4.1, the flow control of issue 14):
+ * Two paths, one set of rules (SPEC §4.1, lossless flow control):
  *
  * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, Node's
  *   own stream reads: exactly sized chunks) and the chunks go to the devices through an
  *   `OutputPump` — `writeOwned` takes what the device can take; while one is behind the fd
  *   is not read. Waking up is libuv's epoll, as for any Node stream, so a guest's byte
  *   reaches an interactive client as fast as before.
- * - **Kernel path.** When the fd is a pipe and the device's only consumer is its writer on a
- *   plain tcp or unix socket (no viewers, no history, no `<log>`, no stall limit — see
- *   `Chardev.kernelPathFd`) and a read brings a burst (the guest is streaming), libuv stops
- *   reading and the bytes move pipe → socket by splice(2), never entering V8. The guest is
- *   held exactly as on the JavaScript path: while the client's socket is full nothing is
- *   spliced, the pipe fills and the guest blocks in its own write(2); chardev holds nothing
- *   in flight (the bytes are in the guest's pipe or the client's socket). Waiting — for the
- *   socket's room, or for a streaming guest's next write — is a poll on koffi's worker, one
- *   for every GuestOutput in the process (platform/splice.ts FdPoller); a guest quiet for
- *   GRACE_MS hands the pipe back to libuv.
+ * - **Kernel path.** When the fd is a pipe, the device is the only one fed by it and
+ *   `Chardev.kernelTarget` names a destination — the only client, the writer, on a plain
+ *   tcp/unix socket or a pty; or, with nobody attached, a `file` device's file or a `null`
+ *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
+ *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
+ *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
+ *   pipe → destination in a blocking poll loop, without a JavaScript hop per chunk or per
+ *   full/free cycle of the destination. The guest is held exactly as on the JavaScript path:
+ *   while the destination is full nothing is spliced, the pipe fills and the guest blocks in
+ *   its own write(2); chardev holds nothing in flight (the bytes are in the guest's pipe or
+ *   at the destination). A run ends when the guest is quiet for GRACE_MS (libuv takes the
+ *   pipe back, so interactive output is as quick as before), at end of file, at a log's
+ *   rotation point (`roomBytes`: the rotation happens between two runs, its byte count
+ *   exact), or when anything about the device's clients changes: the hub calls `settle()`
+ *   before every change, which stops the run synchronously, so the bytes already spliced
+ *   are counted to the client they went to and no notice or history replay can land
+ *   between two spliced chunks.
  *
- * Switching is safe at any point between two transfers, because both paths are driven from
- * here on the main thread and nothing is in flight in between: the kernel path gives way as
- * soon as the conditions stop holding (checked before every splice, and on the next turn
- * after a client change); it is entered only when the JavaScript path holds nothing (the
- * pump and the reader's buffer are empty, the reader paused) and Node's writable queue for
- * the socket is empty, so spliced bytes always follow every byte read or given to Node
- * before them — none is lost, repeated or reordered.
+ * Switching is safe at any point between two transfers: a run starts only when the
+ * JavaScript path holds nothing (the pump and the reader's buffer are empty) and nothing is
+ * queued for the destination in user space, and libuv's reader is destroyed before it (a
+ * read racing the thread could not be ordered against its splices); when a run has ended
+ * every byte it took from the pipe is at the destination and counted. No byte is lost,
+ * repeated or reordered.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
