@@ -38,7 +38,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Chardev, KernelTarget } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
-import { NativeUnavailableError, libc } from '../platform/native.ts';
+import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
 import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
 
@@ -72,17 +72,15 @@ export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
   if (process.versions['bun'] !== undefined) {
     throw new NativeUnavailableError('symbol', `a guest pipe read by GuestOutput needs Node's libuv; this is Bun ${process.versions['bun']}`);
   }
-  const ends = makePipe({ nonBlockingRead: true, size });
-  // The data-plane thread starts loading now, while the guest starts.
-  startDataPlane();
-  return ends;
+  return makePipe({ nonBlockingRead: true, size });
 }
 
 /**
- * Start the data-plane thread that moves guest output on the kernel path (it is also
- * started by `guestPipe` and the first `GuestOutput` that could use it). The promise
- * resolves once it runs, or at once where it cannot (no koffi, not Node): output then takes
- * the JavaScript path. A benchmark awaits it so the thread's start-up is not measured.
+ * Start the data-plane thread that moves guest output on the kernel path now (otherwise it
+ * starts with the first run: it costs a process ~12 MiB and 50–150 ms to load, which a
+ * guest that never streams need not pay). The promise resolves once it runs, or at once
+ * where it cannot (no koffi, not Node): output then takes the JavaScript path. A benchmark
+ * awaits it so the thread's start-up is not measured.
  */
 export function startDataPlane(): Promise<void> {
   try {
@@ -180,15 +178,9 @@ export class GuestOutput {
     // Only these devices have a destination the kernel can splice to (`Chardev.kernelTarget`).
     const first = devices[0];
     this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && first !== undefined && KERNEL_TYPES.has(first.type) && isPipe(fd);
-    if (this.#kernelCapable) {
-      try {
-        // Started now, so the thread has booted by the time a run needs it.
-        dataPlane();
-      } catch {
-        // No koffi or no worker threads: the JavaScript path alone, on the fd itself.
-        this.#kernelCapable = false;
-      }
-    }
+    // No koffi, or not Node: the JavaScript path alone, on the fd itself. (The data-plane
+    // thread itself starts with the first run: a guest that never streams never pays for it.)
+    if (this.#kernelCapable && (process.versions['bun'] !== undefined || nativeProblem() !== undefined)) this.#kernelCapable = false;
     // With a kernel path, libuv reads a dup of the fd (the reader closes it when it goes),
     // so the fd itself is ours to close.
     this.#closeFd = this.#kernelCapable;

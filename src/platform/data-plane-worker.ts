@@ -82,6 +82,12 @@ function pipeHolds(fd: number): boolean {
   return c.ioctlIntOut(fd, FIONREAD) > 0;
 }
 
+function waitRoom(run: Run): void {
+  run.waits++;
+  run.waitFd = run.to;
+  run.waitEvents = POLLOUT;
+}
+
 /** Transfer until the run must wait or end. */
 function step(run: Run): void {
   run.waitFd = undefined;
@@ -97,6 +103,12 @@ function step(run: Run): void {
     if (n > 0) {
       run.moved += n;
       if (run.left > 0) run.left -= n;
+      if (n < len && run.left !== 0 && pipeHolds(run.from)) {
+        // The destination took part of what the pipe holds: it is full (a pty takes a few
+        // KiB at a time). Wait for room now rather than learn it from one more splice.
+        waitRoom(run);
+        return;
+      }
       continue;
     }
     if (n === 0) {
@@ -111,9 +123,7 @@ function step(run: Run): void {
     }
     if (pipeHolds(run.from)) {
       // The destination is full: the guest waits until it has room.
-      run.waits++;
-      run.waitFd = run.to;
-      run.waitEvents = POLLOUT;
+      waitRoom(run);
     } else {
       run.waitFd = run.from;
       run.waitEvents = POLLIN;
