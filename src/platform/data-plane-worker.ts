@@ -59,7 +59,6 @@ const setup = workerData as WorkerSetup;
 const endings = new Int32Array(setup.endings);
 const c = libc();
 const runs = new Map<number, Run>();
-const ioctlOut = Buffer.alloc(4);
 const drainBuf = Buffer.alloc(256);
 let pollBuf = Buffer.alloc(8 * 8);
 
