@@ -135,8 +135,9 @@ export class GuestOutput {
   #held = false;
   /** The data-plane thread moves the bytes now (the kernel path). */
   #run: DataPlaneRun | undefined;
-  /** Bytes of the current run already counted. */
+  /** Bytes of the current run already counted, and its waits. */
   #runCounted = 0;
+  #runWaits = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
@@ -452,10 +453,11 @@ export class GuestOutput {
     this.#reader?.destroy();
     this.#reader = undefined;
     this.#runCounted = 0;
+    this.#runWaits = 0;
     try {
       this.#run = dataPlane().start(
         { from: this.#fd, to: target.fd, graceMs: GRACE_MS, seekEnd: target.seekEnd, ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}) },
-        { progress: (moved) => this.#runProgress(target, moved), ended: (r) => this.#runEnded(target, r) },
+        { progress: (moved, waits) => this.#runProgress(target, moved, waits), ended: (r) => this.#runEnded(target, r) },
       );
     } catch {
       // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.
@@ -465,7 +467,11 @@ export class GuestOutput {
     }
   }
 
-  #runProgress(target: KernelTarget, moved: number): void {
+  #runProgress(target: KernelTarget, moved: number, waits: number): void {
+    if (waits > this.#runWaits) {
+      this.#waits += waits - this.#runWaits;
+      this.#runWaits = waits;
+    }
     const n = moved - this.#runCounted;
     if (n <= 0) return;
     this.#runCounted = moved;
@@ -475,9 +481,8 @@ export class GuestOutput {
   }
 
   #runEnded(target: KernelTarget, r: RunResult): void {
-    this.#runProgress(target, r.moved);
+    this.#runProgress(target, r.moved, r.waits);
     this.#run = undefined;
-    this.#waits += r.waits;
     if (this.#closed) return;
     const end = r.end;
     switch (end) {

@@ -144,7 +144,7 @@ function report(now: number): void {
     if (run.moved !== run.reported && now >= reportAt(run)) {
       run.reported = run.moved;
       run.reportedAt = now;
-      post({ op: 'progress', id: run.id, moved: run.moved });
+      post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
     }
   }
 }

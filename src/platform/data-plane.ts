@@ -62,8 +62,8 @@ export interface RunResult {
 }
 
 export interface RunEvents {
-  /** Bytes moved so far by this run (sent every few milliseconds while it moves bytes). */
-  progress(moved: number): void;
+  /** Bytes moved so far by this run, and its waits for room so far (sent every few milliseconds while it moves bytes). */
+  progress(moved: number, waits: number): void;
   /** Exactly once; `moved` is final. */
   ended(result: RunResult): void;
 }
@@ -78,7 +78,7 @@ export type ToWorker =
 /** Worker → main thread. */
 export type FromWorker =
   | { readonly op: 'ready' }
-  | { readonly op: 'progress'; readonly id: number; readonly moved: number }
+  | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number }
   | { readonly op: 'ended'; readonly id: number; readonly moved: number; readonly waits: number; readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error'; readonly error?: string };
 
 /** What the worker is started with. */
@@ -226,7 +226,7 @@ export class DataPlane {
     const active = this.#runs.get(m.id);
     if (active === undefined) return;
     if (m.op === 'progress') {
-      active.events.progress(m.moved);
+      active.events.progress(m.moved, m.waits);
       return;
     }
     this.#runs.delete(m.id);
