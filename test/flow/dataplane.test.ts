@@ -42,24 +42,32 @@ while done < len(data):
         time.sleep(pause)
 `;
 
-/** Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first), then prints `COUNT SHA256`. */
+/**
+ * Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first; or,
+ * with QUIET_S > 0, until nothing came for that long), keeps them in FILE, then prints
+ * `COUNT SHA256` and closes the slave.
+ */
 const PTY_READER = String.raw`
-import hashlib, os, sys, time
-path, n, rate, stall = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+import hashlib, os, select, sys, time
+path, n, rate, stall, quiet, keep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), open(sys.argv[6], 'wb')
 fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
 print('open', flush=True)
 time.sleep(stall)
 got, h, t0 = 0, hashlib.sha256(), time.monotonic()
 while got < n:
-    b = os.read(fd, 65536)
+    if quiet > 0 and not select.select([fd], [], [], quiet)[0]:
+        break
+    b = os.read(fd, min(65536, n - got))
     if not b:
         break
     got += len(b)
     h.update(b)
+    keep.write(b)
     if rate > 0:
         ahead = t0 + got / rate - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
+keep.close()
 print(got, h.hexdigest(), flush=True)
 `;
 
@@ -137,10 +145,10 @@ function assertSpliced(output: GuestOutput, bytes: number, atLeast: number): voi
 }
 
 /** Runs PTY_READER on the device's slave; resolves with `[count, sha256]` once it has read `n` bytes. */
-function ptyReader(device: Chardev, n: number, rateBytesPerS = 0, stallS = 0): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
+function ptyReader(device: Chardev, n: number, rateBytesPerS = 0, stallS = 0, quietS = 0, keep = '/dev/null'): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
   const ptyPath = device.ptyPath;
   if (ptyPath === undefined) throw new Error('no pty');
-  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep], { stdio: ['ignore', 'pipe', 'inherit'] });
   let text = '';
   let openedResolve: () => void = () => {};
   const opened = new Promise<void>((resolve) => (openedResolve = resolve));
@@ -203,6 +211,42 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     assertSpliced(r.output, bytes, 0.5);
     assert.ok(r.output.stats.waits > 0, 'the guest waited for the reader');
     report(`slow pty: held at ${held} B while stalled; ${r.output.stats.waits} waits, ${r.output.stats.switches} path changes`);
+  });
+
+  it('the pty reader leaving mid-stream and another coming: the first got a prefix, output while nobody was there is dropped and counted, the second gets the rest, each byte once', { timeout: 60000 }, async (ctx) => {
+    const bytes = 24 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes, { everyBytes: 4 * MiB, ms: 100 });
+    const sent: number[] = [];
+    r.device.on('client', (change, info) => {
+      if (change === 'detached') sent.push(info.bytesSent);
+    });
+    const first = ptyReader(r.device, 4 * MiB, 0, 0, 0, path.join(r.dir, 'first'));
+    ctx.after(() => first.proc.kill());
+    await first.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the first reader to be seen', 5000);
+    r.start();
+    const [gotA, shaA] = await first.done;
+    assert.equal(gotA, 4 * MiB);
+    assert.equal(shaA, sha256(r.data.subarray(0, gotA)), 'the first reader got the stream from its start');
+    await waitFor(() => sent.length === 1, 'the first reader to be seen leaving', 5000);
+    const sentA = sent[0] ?? -1;
+    assert.ok(sentA >= gotA, `bytes-sent ${sentA} covers what the first reader read (${gotA})`);
+    // Nobody there for a while: output is dropped (QEMU's pty does the same).
+    await waitFor(() => r.device.counters.dropped > 0, 'output to be dropped while nobody reads', 10000);
+    const secondFile = path.join(r.dir, 'second');
+    const second = ptyReader(r.device, bytes, 0, 0, 1.5, secondFile);
+    ctx.after(() => second.proc.kill());
+    const [gotB] = await second.done;
+    await r.output.ended;
+    assert.ok(gotB > 0, 'the second reader got output');
+    const got = fs.readFileSync(secondFile);
+    assert.equal(sha256(got), sha256(r.data.subarray(bytes - gotB)), 'the second reader got the end of the stream, contiguous');
+    await waitFor(() => sent.length === 2, 'the second reader to be seen leaving', 5000);
+    const c = r.device.counters;
+    assert.equal(c.bytesFromGuest, bytes);
+    assert.equal(sent[1], gotB, 'the second reader is counted what it read');
+    assert.equal(sentA + gotB + c.dropped, bytes, `sent (${sentA} + ${gotB}) and dropped (${c.dropped}) add up to what the guest wrote`);
+    report(`pty leave and return: first read ${gotA} B (sent ${sentA}), ${c.dropped} B dropped, second read ${gotB} B; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`);
   });
 
   it('a file device with a guest that pauses (the pipe goes back and forth between libuv and the thread) holds the stream exactly, truncated or appended to', { timeout: 60000 }, async (ctx) => {
