@@ -26,8 +26,9 @@ import { GUEST_PY, PINGPONG_PY, READER_PY } from './bench/peers.ts';
 import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython } from './bench/procs.ts';
 import { LostBytesError, fanOut, fileWrite, idleDevices, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 import { startupFigures } from './bench/startup.ts';
+import { daemonFigures } from './bench/daemon.ts';
 
-const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file', 'startup'] as const;
+const ALL = ['bulk-tcp', 'bulk-unix', 'latency', 'pty', 'idle', 'fanout', 'file', 'startup', 'daemon'] as const;
 type Id = (typeof ALL)[number];
 
 interface Options {
@@ -169,6 +170,7 @@ async function main(): Promise<number> {
     ['fanout', () => fanOut(ctx)],
     ['file', () => fileWrite(ctx)],
     ['startup', () => startupFigures(ctx)],
+    ['daemon', () => daemonFigures(ctx)],
   ];
   for (const [id, run] of steps) {
     if (!opts.only.has(id)) continue;

@@ -25,8 +25,8 @@ if (r.status !== 0) {
   process.exit(r.status ?? 1);
 }
 
-// `from './x.ts'`, `import('./x.ts')` → .js, relative specifiers only.
-const relTs = /((?:from\s+|import\s*\(\s*)['"])(\.{1,2}\/[^'"]*?)\.ts(['"])/g;
+// `from './x.ts'`, `import('./x.ts')`, `import './x.ts'` → .js, relative specifiers only.
+const relTs = /((?:from\s+|import\s*\(\s*|import\s+)['"])(\.{1,2}\/[^'"]*?)\.ts(['"])/g;
 for (const entry of fs.readdirSync(out, { recursive: true, withFileTypes: true })) {
   if (!entry.isFile() || !entry.name.endsWith('.d.ts')) continue;
   const file = path.join(entry.parentPath, entry.name);

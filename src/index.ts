@@ -1,5 +1,5 @@
 /**
- * chardev as a library (SPEC §6): load a domain's character devices from libvirt XML,
+ * chardev as a library: load a domain's character devices from libvirt XML,
  * start their host interfaces, and drive each device from the guest side.
  *
  *   const domain = await open(xml, { logDir: '/var/log/chardev' });
@@ -9,6 +9,7 @@
  *   await domain.stop();
  */
 import { loadDomain, type LoadedDomain, type LoadOptions } from './config/domain.ts';
+import './backends/index.ts';
 import { startDomain, type Domain, type DomainOptions } from './core/domain.ts';
 
 export interface OpenOptions extends DomainOptions {
@@ -29,12 +30,13 @@ export type { ChrDeviceDef, ChrSourceDef, ChrType, DomainChardevsDef, LiveState,
 export { buildQemuArgs, formatQemuArgs } from './qemu/command.ts';
 export { ChardevError, ConfigError, type ChardevErrorCode } from './errors.ts';
 export { Chardev, WRITER_IN_FLIGHT_BYTES, type ChardevCounters, type ChardevEvent, type ChardevEvents } from './core/chardev.ts';
+export type { TerminalSize } from './core/hub.ts';
 export { OutputPump, type OutputSource } from './core/output-pump.ts';
 export { GuestOutput, GUEST_PIPE_BYTES, guestPipe, startDataPlane, type GuestOutputOptions, type GuestOutputPath } from './core/guest-output.ts';
 export type { PipeEnds } from './platform/splice.ts';
 export { Domain, startDomain, DEFAULT_PTY_POLL_MS, type DomainOptions } from './core/domain.ts';
 export { DEFAULT_ROTATION } from './core/rotating-log.ts';
-export type { RotationOptions } from './core/backend.ts';
+export type { RotationOptions } from './core/rotating-log.ts';
 export { tuneAllocatorForStreaming } from './platform/tuning.ts';
 export { startWebServer, type WebServer, type WebServerOptions } from './web/server.ts';
 export { VERSION } from './version.ts';

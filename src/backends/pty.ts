@@ -2,7 +2,7 @@
  * `pty`: a pty pair from /dev/ptmx (raw), the slave path reported, the master kept.
  *
  * Client detection is QEMU's (char-pty.c): poll the master; no POLLHUP means some process
- * holds the slave. While nobody does, a timer re-checks every `ptyPollMs` (QEMU: 1 s).
+ * holds the slave. While nobody does, it is re-checked every `ptyPollMs` (QEMU: 1 s).
  * Connected → reader on the master, 'open'. The reader's EIO (last slave fd closed) →
  * 'close' and back to polling. Guest output while disconnected is discarded and reported
  * as written (QEMU returns len; it must not sit in the pty for a later client), except
@@ -22,6 +22,42 @@ const DRAIN_POLL_MS = 10;
 /** How many empty readings in a row count as drained. */
 const DRAIN_EMPTY_CHECKS = 5;
 
+/**
+ * Every client-less pty of a period re-checked on one timer: a process with hundreds of them
+ * (the daemon) wakes once per period, not once per pty (each wake-up costs far more than
+ * the poll(2) itself).
+ */
+interface Ticker {
+  readonly timer: NodeJS.Timeout;
+  readonly checks: Set<() => void>;
+}
+const tickers = new Map<number, Ticker>();
+
+function joinTicker(periodMs: number, check: () => void): void {
+  let ticker = tickers.get(periodMs);
+  if (ticker === undefined) {
+    const checks = new Set<() => void>();
+    // A copy: a check that finds its reader leaves the set.
+    const timer = setInterval(() => {
+      for (const c of [...checks]) c();
+    }, periodMs);
+    // unref: a pty waiting for a client must not keep the process alive on its own.
+    timer.unref();
+    ticker = { timer, checks };
+    tickers.set(periodMs, ticker);
+  }
+  ticker.checks.add(check);
+}
+
+function leaveTicker(periodMs: number, check: () => void): void {
+  const ticker = tickers.get(periodMs);
+  if (ticker === undefined) return;
+  ticker.checks.delete(check);
+  if (ticker.checks.size > 0) return;
+  clearInterval(ticker.timer);
+  tickers.delete(periodMs);
+}
+
 export function createPtyBackend(ctx: BackendContext): Backend {
   const { platform, events, id } = ctx;
   let pty;
@@ -31,13 +67,16 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     throw new ChardevError('ERR_BACKEND_OPEN', `${id}: cannot allocate a pty: ${(e as Error).message}`, { cause: e });
   }
   const { masterFd, slavePath } = pty;
-  let stopped = false;
-  let connected = false;
+  /**
+   * `starting` until the first check (a microtask after creation); `waiting` for a reader,
+   * on the shared ticker; `connected` while a process holds the slave (our reader on the
+   * master is a hub client); `stopped` for good.
+   */
+  let state: 'starting' | 'waiting' | 'connected' | 'stopped' = 'starting';
   let reading = false;
   let reader: ByteReader | undefined;
   /** The reader as one of the device's clients (history, writer role, bounded queue). */
   let client: HubClient | undefined;
-  let timer: NodeJS.Timeout | undefined;
   let discarded = 0;
   const writer = platform.openWriter(masterFd, {
     // The guest may be waiting for the reader to take more.
@@ -53,25 +92,21 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     }
   };
 
-  const startPolling = (): void => {
-    if (stopped || timer !== undefined) return;
-    // unref: a pty waiting for a client must not keep the process alive on its own.
-    timer = setInterval(check, ctx.ptyPollMs);
-    timer.unref();
-  };
-  const stopPolling = (): void => {
-    if (timer !== undefined) clearInterval(timer);
-    timer = undefined;
+  /** Every move of `state` but the first check's: the ticker is joined exactly while waiting. */
+  const moveTo = (next: 'waiting' | 'connected' | 'stopped'): void => {
+    if (state === next || state === 'stopped') return;
+    if (state === 'waiting') leaveTicker(ctx.ptyPollMs, check);
+    state = next;
+    if (next === 'waiting') joinTicker(ctx.ptyPollMs, check);
   };
 
   const disconnect = (): void => {
     reader?.close();
     reader = undefined;
-    if (!connected) return;
-    connected = false;
+    if (state !== 'connected') return;
     client?.detach();
     client = undefined;
-    startPolling();
+    moveTo('waiting');
   };
 
   const sink: ClientSink = {
@@ -91,13 +126,12 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     },
     // The master, for guest output spliced to it (`GuestOutput`) once the writer's queue is
     // empty, so spliced bytes follow everything written before.
-    ...(platform.realFds === true ? { kernelPath: { fd: () => (!stopped && connected && writer.queuedBytes === 0 ? masterFd : undefined) } } : {}),
+    ...(platform.realFds === true ? { kernelPath: { fd: () => (state === 'connected' && writer.queuedBytes === 0 ? masterFd : undefined) } } : {}),
   };
 
   function check(): void {
-    if (stopped || connected || !hasReader()) return;
-    stopPolling();
-    connected = true;
+    if ((state !== 'starting' && state !== 'waiting') || !hasReader()) return;
+    moveTo('connected');
     try {
       // Attach before reading starts, so nothing the reader sends can arrive ahead of its client.
       // Attaching replays the history, and opens the device if nobody else was attached.
@@ -115,11 +149,10 @@ export function createPtyBackend(ctx: BackendContext): Backend {
         },
       });
     } catch (e) {
-      connected = false;
       client?.detach();
       client = undefined;
       events.error(new ChardevError('ERR_BACKEND_OPEN', `${id}: pty ${slavePath}: ${(e as Error).message}`, { cause: e }));
-      startPolling();
+      moveTo('waiting');
       return;
     }
     if (!reading) reader.pause();
@@ -128,7 +161,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
   // QEMU checks once when the frontend attaches, then polls; so do we.
   queueMicrotask(() => {
     check();
-    if (!connected) startPolling();
+    if (state === 'starting') moveTo('waiting');
   });
 
   return {
@@ -140,10 +173,10 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       return discarded + writer.droppedBytes;
     },
     write(data) {
-      if (stopped) return 0;
+      if (state === 'stopped') return 0;
       // Re-poll first (QEMU ≥ 8.2): output right after a reader appears is not lost.
-      if (!connected) check();
-      if (!connected) {
+      if (state !== 'connected') check();
+      if (state !== 'connected') {
         discarded += data.length;
         return data.length;
       }
@@ -156,7 +189,7 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       // FIONREAD sees only the line discipline's buffer, not bytes still on their way to it
       // (a kernel worker moves them, late under load), so "empty" must hold a few times running.
       let emptyChecks = 0;
-      while (!stopped && connected && emptyChecks < DRAIN_EMPTY_CHECKS) {
+      while (state === 'connected' && emptyChecks < DRAIN_EMPTY_CHECKS) {
         let unread: number;
         try {
           unread = platform.ptyUnreadBytes(slavePath);
@@ -173,9 +206,8 @@ export function createPtyBackend(ctx: BackendContext): Backend {
       else reader?.pause();
     },
     async stop() {
-      if (stopped) return;
-      stopped = true;
-      stopPolling();
+      if (state === 'stopped') return;
+      moveTo('stopped');
       reader?.close();
       reader = undefined;
       writer.close();

@@ -17,10 +17,11 @@ import type { Backend, BackendContext } from '../core/backend.ts';
 import { describeErrno, unlinkQuietly } from '../core/files.ts';
 import { HubFullError, type ClientSink, type HubClient } from '../core/hub.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
+import { bracketHost } from '../protocols/address.ts';
 import { ChardevError } from '../errors.ts';
 import { TelnetDecoder, TELNET_SERVER_GREETING } from '../protocols/telnet.ts';
 import { acceptTls, connectTls, loadTlsCredentials, type TlsCredentials } from '../protocols/tls.ts';
-import { tcpUsesTls } from '../qemu/command.ts';
+import { tcpUsesTls } from '../config/postparse.ts';
 
 /** Why a handshake ended when the peer simply went away: not worth a message. */
 const CLOSED_IN_HANDSHAKE = 'connection closed during the handshake';
@@ -85,10 +86,6 @@ function isHangUp(e: unknown): boolean {
   return code === 'ECONNRESET' || code === 'EPIPE';
 }
 
-function bracket(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
-}
-
 /**
  * A raw socket's fd, while guest output spliced to it now would follow everything Node was
  * given before: open for writing, connected, nothing in Node's writable queue. (libuv
@@ -101,17 +98,80 @@ function kernelFd(stream: net.Socket): number | undefined {
   return fd !== undefined && fd >= 0 ? fd : undefined;
 }
 
+/**
+ * A peer's life. `handshake`: TLS and/or the telnet greeting under way. `raw-closed`: under
+ * TLS, the raw socket closed mid-handshake, and the TLS layer gets the rest of this turn of
+ * the loop to say why (a refused certificate destroys the socket first and reports after).
+ * `established`: one of the device's clients. `gone`: dropped or left, nothing more happens.
+ */
+type PeerState = 'handshake' | 'raw-closed' | 'established' | 'gone';
+
+const PEER_MOVES: Readonly<Record<PeerState, readonly PeerState[]>> = {
+  handshake: ['raw-closed', 'established', 'gone'],
+  'raw-closed': ['gone'],
+  established: ['gone'],
+  gone: [],
+};
+
+/**
+ * The device's own life. A server is `listening` from its start to its stop. A client is
+ * `dialing` (a connect in progress, which stop() must be able to abort), `connected` (its
+ * peer in handshake or established), `waiting` (for the reconnect interval), or `down` (it
+ * lost its peer and has no reconnect: QEMU's stays down). `stopped` absorbs everything:
+ * callbacks of sockets and timers that were in flight when stop() ran change nothing.
+ */
+type LinkState =
+  | { readonly kind: 'starting' }
+  | { readonly kind: 'listening' }
+  | { readonly kind: 'dialing'; readonly socket: net.Socket }
+  | { readonly kind: 'connected' }
+  | { readonly kind: 'waiting'; readonly timer: NodeJS.Timeout }
+  | { readonly kind: 'down' }
+  | { readonly kind: 'stopped' };
+
+type LinkKind = LinkState['kind'];
+
+const LINK_MOVES: Readonly<Record<LinkKind, readonly LinkKind[]>> = {
+  starting: ['listening', 'dialing', 'stopped'],
+  listening: ['stopped'],
+  dialing: ['connected', 'waiting', 'down', 'stopped'],
+  connected: ['waiting', 'down', 'stopped'],
+  waiting: ['dialing', 'stopped'],
+  down: ['stopped'],
+  stopped: [],
+};
+
+/** A state change the code above never makes: a bug here, reported with both ends. */
+function badMove(what: string, from: string, to: string): never {
+  throw new Error(`socket backend: ${what} cannot go from ${from} to ${to}`);
+}
+
 /** One accepted or connected peer, from the raw socket to the opened device. */
-interface Peer {
-  readonly raw: net.Socket;
-  /** Our handshake-time close listener on `raw`, removed once established. */
-  onRawClose?: () => void;
+class Peer {
+  #state: PeerState = 'handshake';
+  /** Under TLS the stream becomes the TLS socket once its handshake is done. */
   stream: net.Socket;
-  established: boolean;
-  /** `tcp:L:LP,server=on <-> P:PP` as QEMU prints it, fixed at connect time. */
-  label: string;
   /** The peer as one of the device's clients, once established. */
   client?: HubClient;
+  /** Our handshake-time close listener on `raw`, removed once established. */
+  onRawClose?: () => void;
+
+  constructor(
+    readonly raw: net.Socket,
+    /** `tcp:L:LP,server=on <-> P:PP` as QEMU prints it, fixed at connect time. */
+    readonly label: string,
+  ) {
+    this.stream = raw;
+  }
+
+  get state(): PeerState {
+    return this.#state;
+  }
+
+  moveTo(next: PeerState): void {
+    if (!PEER_MOVES[this.#state].includes(next)) badMove('a peer', this.#state, next);
+    this.#state = next;
+  }
 }
 
 class SocketBackend implements Backend {
@@ -124,13 +184,10 @@ class SocketBackend implements Backend {
   readonly #peers = new Set<Peer>();
   readonly #waiting: net.Socket[] = [];
   #reading = false;
-  #stopped = false;
+  #link: LinkState = { kind: 'starting' };
   #dropped = 0;
-  #retry: NodeJS.Timeout | undefined;
-  /** A client connect still in progress. */
-  #dialing: net.Socket | undefined;
-  /** True from a failed connect until a successful one: the failure is reported once per streak. */
-  #failing = false;
+  /** A connect failed since the last peer was established: a failure is reported once per streak. */
+  #failureReported = false;
   #createdSocketFile = false;
 
   constructor(ctx: BackendContext, spec: SocketSpec) {
@@ -142,6 +199,19 @@ class SocketBackend implements Backend {
    * QEMU listens with a backlog of 1. With many peers at once, clients arriving together
    * would see their SYNs dropped and retried a second later, so the backlog covers them.
    */
+  get #stopped(): boolean {
+    return this.#link.kind === 'stopped';
+  }
+
+  /** Move the device's link; from `stopped` nothing moves (late callbacks), anything else unplanned is a bug. */
+  #moveLink(next: LinkState): boolean {
+    const from = this.#link.kind;
+    if (from === 'stopped') return false;
+    if (!LINK_MOVES[from].includes(next.kind)) badMove('the device', from, next.kind);
+    this.#link = next;
+    return true;
+  }
+
   get #backlog(): number {
     return this.#spec.maxPeers > 1 ? this.#spec.maxPeers + MAX_WAITING_CLIENTS : 1;
   }
@@ -162,7 +232,7 @@ class SocketBackend implements Backend {
   get where(): string {
     const a = this.#listenAddress ?? this.#spec.address;
     const scheme = a.kind === 'unix' ? 'unix' : this.#spec.tls !== undefined ? (this.#spec.telnet ? 'telnets' : 'tls') : this.#proto;
-    const at = a.kind === 'unix' ? `unix:${a.path}` : `${scheme}:${bracket(a.host)}:${a.port}`;
+    const at = a.kind === 'unix' ? `unix:${a.path}` : `${scheme}:${bracketHost(a.host)}:${a.port}`;
     if (this.#spec.server) return `${this.#ctx.id}: listening on ${at}`;
     const every = this.#spec.reconnectMs > 0 ? ` (reconnect every ${this.#spec.reconnectMs / 1000} s)` : '';
     return `${this.#ctx.id}: client of ${at}${every}`;
@@ -178,7 +248,7 @@ class SocketBackend implements Backend {
   }
 
   #firstEstablished(): Peer | undefined {
-    for (const p of this.#peers) if (p.established) return p;
+    for (const p of this.#peers) if (p.state === 'established') return p;
     return undefined;
   }
 
@@ -199,7 +269,7 @@ class SocketBackend implements Backend {
   }
 
   drained(): Promise<void> {
-    const pending = [...this.#peers].filter((p) => p.established && !p.stream.destroyed && p.stream.writableLength > 0);
+    const pending = [...this.#peers].filter((p) => p.state === 'established' && !p.stream.destroyed && p.stream.writableLength > 0);
     return Promise.all(
       pending.map(
         (p) =>
@@ -222,6 +292,7 @@ class SocketBackend implements Backend {
     const { address } = this.#spec;
     const server = net.createServer({ pauseOnConnect: true });
     this.#server = server;
+    this.#moveLink({ kind: 'listening' });
     server.on('connection', (sock) => this.#accepted(sock));
     if (address.kind === 'unix') {
       await listenUnixOwnerOnly(this.#ctx.id, server, address.path, this.#backlog);
@@ -271,13 +342,13 @@ class SocketBackend implements Backend {
     const a = this.#spec.address;
     const server = this.#spec.server ? ',server=on' : '';
     if (a.kind === 'unix') return `unix:${a.path}${server}`;
-    const local = `${bracket(stream.localAddress ?? '')}:${stream.localPort ?? ''}`;
-    const remote = `${bracket(stream.remoteAddress ?? '')}:${stream.remotePort ?? ''}`;
+    const local = `${bracketHost(stream.localAddress ?? '')}:${stream.localPort ?? ''}`;
+    const remote = `${bracketHost(stream.remoteAddress ?? '')}:${stream.remotePort ?? ''}`;
     return `${this.#proto}:${local}${server} <-> ${remote}`;
   }
 
   #peerName(raw: net.Socket): string {
-    return this.#spec.address.kind === 'unix' ? 'a unix client' : `${bracket(raw.remoteAddress ?? '?')}:${raw.remotePort ?? '?'}`;
+    return this.#spec.address.kind === 'unix' ? 'a unix client' : `${bracketHost(raw.remoteAddress ?? '?')}:${raw.remotePort ?? '?'}`;
   }
 
   /**
@@ -286,14 +357,13 @@ class SocketBackend implements Backend {
    * (the device keeps serving others); a client's caller decides.
    */
   #handshake(raw: net.Socket): Promise<string | undefined> {
-    const peer: Peer = { raw, stream: raw, established: false, label: this.#label(raw) };
+    const peer = new Peer(raw, this.#label(raw));
     this.#peers.add(peer);
     const { events, id } = this.#ctx;
     return new Promise<string | undefined>((resolve) => {
-      let finished = false;
       const fail = (reason: string): void => {
-        if (finished) return;
-        finished = true;
+        if (peer.state === 'established' || peer.state === 'gone') return;
+        peer.moveTo('gone');
         clearTimeout(timer);
         if (this.#spec.server && !this.#stopped && reason !== CLOSED_IN_HANDSHAKE) events.error(new ChardevError('ERR_TLS_HANDSHAKE', `${id}: ${reason}`));
         peer.stream.destroy();
@@ -305,26 +375,27 @@ class SocketBackend implements Backend {
       const timer = setTimeout(() => fail(`handshake with ${this.#peerName(raw)} timed out after ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS);
       timer.unref();
       const established = (): void => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        const full = this.#established(peer);
-        if (full === undefined) {
-          resolve(undefined);
+        // Only from a live handshake: under TLS a raw socket closed meanwhile is on its way out.
+        if (peer.state !== 'handshake') return;
+        const refused = this.#established(peer);
+        if (refused !== undefined) {
+          fail(refused);
           return;
         }
-        finished = false;
-        fail(full);
+        clearTimeout(timer);
+        resolve(undefined);
       };
       // A peer that leaves mid-handshake is not an error worth reporting; QEMU only traces it.
       // Under TLS the raw socket reports 'close' before the TLS layer says why it ended (a
       // refused client certificate destroys the socket, and only then is the reason
       // reported), so the TLS outcome is given the rest of this turn of the loop to win.
-      let rawClosed = false;
       peer.onRawClose = () => {
-        rawClosed = true;
-        if (this.#spec.tls === undefined) fail(CLOSED_IN_HANDSHAKE);
-        else setImmediate(() => fail(CLOSED_IN_HANDSHAKE));
+        if (this.#spec.tls === undefined || peer.state !== 'handshake') {
+          fail(CLOSED_IN_HANDSHAKE);
+          return;
+        }
+        peer.moveTo('raw-closed');
+        setImmediate(() => fail(CLOSED_IN_HANDSHAKE));
       };
       raw.once('close', peer.onRawClose);
 
@@ -350,7 +421,7 @@ class SocketBackend implements Backend {
       const handshake = this.#spec.server ? acceptTls(creds, raw, opts) : connectTls(creds, raw, a.kind === 'tcp' ? a.host : 'localhost', opts);
       handshake.then(
         (t) => {
-          if (rawClosed) {
+          if (peer.state !== 'handshake') {
             fail(CLOSED_IN_HANDSHAKE);
             return;
           }
@@ -406,8 +477,8 @@ class SocketBackend implements Backend {
       return `${this.#peerName(peer.raw)} refused: ${e.message}`;
     }
     peer.client = client;
-    peer.established = true;
-    this.#failing = false;
+    peer.moveTo('established');
+    this.#failureReported = false;
     // Errors end in 'close', which is where the peer is let go.
     stream.on('error', () => {});
     // The guest may be waiting for this peer to take more.
@@ -424,6 +495,7 @@ class SocketBackend implements Backend {
     else stream.pause();
     // Data still buffered when the peer closed is delivered before CLOSED ('close' follows 'end').
     stream.once('close', () => {
+      peer.moveTo('gone');
       this.#peers.delete(peer);
       client.detach();
       this.#afterPeer();
@@ -437,6 +509,7 @@ class SocketBackend implements Backend {
     if (this.#spec.server) this.#serveNext();
     // Without reconnect a client stays down after a disconnect, as QEMU's does.
     else if (this.#spec.reconnectMs > 0) this.#scheduleConnect();
+    else if (this.#link.kind === 'connected') this.#moveLink({ kind: 'down' });
   }
 
   // --- client ---------------------------------------------------------------------------
@@ -457,34 +530,32 @@ class SocketBackend implements Backend {
     return new Promise<void>((resolve, reject) => {
       const raw = this.#dial();
       // Until it connects, stop() must be able to abort it (a connect can hang for minutes).
-      this.#dialing = raw;
-      const onError = (e: NodeJS.ErrnoException): void => reject(new ChardevError('ERR_CONNECT', this.#connectError(e), { cause: e }));
-      raw.once('error', onError);
+      this.#moveLink({ kind: 'dialing', socket: raw });
+      // A failed dial leaves the link where it is: the caller moves it on (the next attempt
+      // after the interval, or stop()).
+      const dialing = (): boolean => this.#link.kind === 'dialing' && this.#link.socket === raw;
+      raw.once('error', (e: NodeJS.ErrnoException) => {
+        if (dialing()) reject(new ChardevError('ERR_CONNECT', this.#connectError(e), { cause: e }));
+      });
       raw.once('close', () => {
-        if (this.#dialing !== raw) return;
-        this.#dialing = undefined;
-        reject(new ChardevError('ERR_CONNECT', 'stopped'));
+        if (dialing() || this.#stopped) reject(new ChardevError('ERR_CONNECT', 'stopped'));
       });
       raw.once('connect', () => {
-        this.#dialing = undefined;
-        raw.off('error', onError);
         raw.on('error', () => {});
-        if (this.#stopped) {
+        if (!this.#moveLink({ kind: 'connected' })) {
           raw.destroy();
           reject(new ChardevError('ERR_CONNECT', 'stopped'));
           return;
         }
-        void this.#handshake(raw).then((failed) => (failed === undefined ? resolve() : reject(new ChardevError('ERR_CONNECT', failed))));
+        void this.#handshake(raw).then((why) => (why === undefined ? resolve() : reject(new ChardevError('ERR_CONNECT', why))));
       });
     });
   }
 
   #scheduleConnect(): void {
-    if (this.#stopped || this.#retry !== undefined) return;
-    this.#retry = setTimeout(() => {
-      this.#retry = undefined;
-      this.backgroundConnect();
-    }, this.#spec.reconnectMs);
+    if (this.#stopped || this.#link.kind === 'waiting') return;
+    const timer = setTimeout(() => this.backgroundConnect(), this.#spec.reconnectMs);
+    this.#moveLink({ kind: 'waiting', timer });
   }
 
   /** With reconnect: try now; on failure report once per streak and try again after the interval. */
@@ -492,22 +563,20 @@ class SocketBackend implements Backend {
     if (this.#stopped || this.#peers.size > 0) return;
     this.connectOnce().catch((e: unknown) => {
       if (this.#stopped) return;
-      if (!this.#failing && e instanceof ChardevError) {
+      if (!this.#failureReported && e instanceof ChardevError) {
         this.#ctx.events.error(new ChardevError('ERR_CONNECT', `Unable to connect character device ${this.#ctx.id}: ${e.message}`, { cause: e }));
       }
-      this.#failing = true;
+      this.#failureReported = true;
       this.#scheduleConnect();
     });
   }
 
   async stop(abort: boolean): Promise<void> {
     void abort;
-    if (this.#stopped) return;
-    this.#stopped = true;
-    if (this.#retry !== undefined) clearTimeout(this.#retry);
-    this.#retry = undefined;
-    this.#dialing?.destroy();
-    this.#dialing = undefined;
+    const link = this.#link;
+    if (!this.#moveLink({ kind: 'stopped' })) return;
+    if (link.kind === 'waiting') clearTimeout(link.timer);
+    if (link.kind === 'dialing') link.socket.destroy();
     const closing: Array<Promise<void>> = [];
     for (const peer of [...this.#peers]) {
       closing.push(new Promise((r) => (peer.raw.destroyed ? r() : peer.raw.once('close', () => r()))));

@@ -20,6 +20,7 @@ import * as net from 'node:net';
 import type { UdpSourceDef } from '../config/types.ts';
 import type { Backend, BackendContext } from '../core/backend.ts';
 import { describeErrno } from '../core/files.ts';
+import { bracketHost } from '../protocols/address.ts';
 import { ChardevError } from '../errors.ts';
 
 function port(ctx: BackendContext, what: string, service: string | undefined, fallback: number): number {
@@ -85,10 +86,6 @@ export function kernelReading(sock: dgram.Socket): ((on: boolean) => boolean) | 
   };
 }
 
-function bracket(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
-}
-
 export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef): Promise<Backend> {
   const { id, events } = ctx;
   const remotePort = port(ctx, 'connect', source.connectService, -1);
@@ -119,7 +116,7 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
   } catch (e) {
     sock.close();
     const err = e as NodeJS.ErrnoException;
-    throw new ChardevError('ERR_BACKEND_OPEN', `${id}: udp ${bracket(local.address)}:${localPort} -> ${bracket(remote.address)}:${remotePort}: ${describeErrno(err)}`, { cause: e });
+    throw new ChardevError('ERR_BACKEND_OPEN', `${id}: udp ${bracketHost(local.address)}:${localPort} -> ${bracketHost(remote.address)}:${remotePort}: ${describeErrno(err)}`, { cause: e });
   }
   const bound = sock.address();
   // Send errors surface both in send callbacks and here; neither may take the process down.
@@ -136,7 +133,7 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
 
   return {
     filename: 'udp',
-    where: `${id}: udp ${bracket(bound.address)}:${bound.port} -> ${bracket(remote.address)}:${remotePort}`,
+    where: `${id}: udp ${bracketHost(bound.address)}:${bound.port} -> ${bracketHost(remote.address)}:${remotePort}`,
     openAtStart: false,
     boundService: String(bound.port),
     get droppedBytes() {

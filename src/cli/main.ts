@@ -14,6 +14,7 @@ import { registerConfigCommands } from './commands/config.ts';
 import { registerRunCommand } from './commands/run.ts';
 import { registerQemuCommand } from './commands/qemu.ts';
 import { registerConsoleCommands } from './commands/console.ts';
+import { registerDaemonCommands } from './commands/daemon.ts';
 import { EXIT_USAGE, errorLine, exitCodeOf, type CliIo } from './io.ts';
 
 export function buildProgram(
@@ -34,6 +35,7 @@ export function buildProgram(
   registerRunCommand(program, io);
   registerQemuCommand(program, io);
   registerConsoleCommands(program, io);
+  registerDaemonCommands(program, io);
   return program;
 }
 

@@ -1,40 +1,17 @@
 /**
  * What `chardev run` and `chardev qemu` share once the arguments are read: the log and run
- * directories, serving a started domain (the console socket, the QMP control socket, the
- * browser console, the status file) until it stops, and the lines saying where each host
- * interface is.
+ * directories, and where a device reaches the network. Serving the started domain is
+ * src/control/serve.ts (the daemon serves each of its domains the same way).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { LoadedDomain } from '../config/domain.ts';
-import { formatDomain } from '../config/format.ts';
 import type { Chardev } from '../core/chardev.ts';
-import type { Domain } from '../core/domain.ts';
-import { readStatus, removeStatus, writeStatus } from '../core/status.ts';
-import { startConsoleServer, type ConsoleServer } from '../control/console-server.ts';
-import { startQmpServer, type QmpServer } from '../control/qmp.ts';
-import { startWebServer, type WebServer } from '../web/server.ts';
-import { defaultLogDir, type WebAddress } from './args.ts';
+import { readStatus } from '../core/status.ts';
+import { defaultLogDir } from './args.ts';
 import { CliError, EXIT_CHARDEV } from './io.ts';
-import type { Reporter } from './report.ts';
 
 export { defaultLogDir, parseWebAddress, rootRawArgs, splitOperands, type WebAddress } from './args.ts';
-
-/** How long output still queued for a slow reader gets to leave after the guest exits. */
-export const DRAIN_MS = 2000;
-
-/**
- * Where the browser console listens, or undefined for none: `--web`, else the first
- * `<cd:web>` (of a vc device first), else 127.0.0.1 on a free port when the domain has a
- * vc device (its console is only reachable there).
- */
-export function webAddress(flag: WebAddress | undefined, devices: readonly Chardev[]): WebAddress | undefined {
-  if (flag !== undefined) return flag;
-  const vcs = devices.filter((d) => d.type === 'vc');
-  const def = vcs.find((d) => d.def.ext.web !== undefined)?.def.ext.web ?? devices.find((d) => d.def.ext.web !== undefined)?.def.ext.web;
-  if (vcs.length === 0 && def === undefined) return undefined;
-  return { host: def?.listen ?? '127.0.0.1', port: def?.port ?? 0 };
-}
+export { DRAIN_MS, serveDomain, webAddress, type ServedDomain, type ServeOptions } from '../control/serve.ts';
 
 /** Create the log directory owner-only (logs hold everything the guest printed); returns it absolute. */
 export function ensureLogDir(dir: string | undefined): string {
@@ -64,82 +41,3 @@ export function networkReach(d: Chardev): string | undefined {
   return undefined;
 }
 
-/** A started domain being served: close() stops it (draining first) and everything around it. */
-export interface ServedDomain {
-  close(): Promise<void>;
-}
-
-export interface ServeOptions {
-  readonly runDir: string;
-  readonly web: WebAddress | undefined;
-  readonly report: Reporter;
-}
-
-/**
- * Serve a started domain: console socket, QMP control socket, the browser console when
- * wanted, the status file; says where each host interface is. On failure what was started
- * here is closed again (the domain itself is the caller's).
- */
-export async function serveDomain(domain: Domain, loaded: LoadedDomain, options: ServeOptions): Promise<ServedDomain> {
-  const { runDir, report } = options;
-  let consoleServer: ConsoleServer | undefined;
-  let qmpServer: QmpServer | undefined;
-  let webServer: WebServer | undefined;
-  let statusWritten = false;
-  const close = async (): Promise<void> => {
-    if (statusWritten) removeStatus(runDir, domain.name);
-    // Devices first: attached consoles are told the device stopped before their socket goes.
-    await domain.stop({ drainMs: DRAIN_MS });
-    await consoleServer?.close();
-    await qmpServer?.close();
-    await webServer?.close();
-  };
-  try {
-    consoleServer = await startConsoleServer(domain, path.join(runDir, `${domain.name}.console`));
-    qmpServer = await startQmpServer(domain, {
-      path: path.join(runDir, `${domain.name}.qmp`),
-      liveXml: () => formatDomain(loaded, { live: true, state: domain.liveState() }),
-      inactiveXml: () => formatDomain(loaded),
-    });
-    const web = webAddress(options.web, [...domain.devices.values()]);
-    if (web !== undefined) webServer = await startWebServer(domain, web);
-    writeStatus(runDir, {
-      name: domain.name,
-      pid: process.pid,
-      started: new Date().toISOString(),
-      consoleSocket: consoleServer.path,
-      qmpSocket: qmpServer.path,
-      ...(webServer !== undefined ? { webUrl: webServer.url } : {}),
-      inactiveXml: formatDomain(loaded),
-      liveXml: formatDomain(loaded, { live: true, state: domain.liveState() }),
-      devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, type: d.type, filename: d.filename, where: d.where })),
-    });
-    statusWritten = true;
-  } catch (e) {
-    await consoleServer?.close();
-    await qmpServer?.close();
-    await webServer?.close();
-    throw e;
-  }
-  for (const line of domain.describe()) report.info(line);
-  if (webServer !== undefined) {
-    // The token is a password: shown to a person at a terminal, never written to a log or
-    // the journal. The status file (owner-only) and `chardev status` have it.
-    const w = webServer;
-    const url = (full: string): string => (report.terminal ? full : full.replace(/\?token=[^#&]*/, ''));
-    const where = report.terminal ? '' : `; token: chardev status ${domain.name}`;
-    for (const d of domain.devices.values()) if (d.type === 'vc') report.info(`web console: ${url(w.urlFor(d.alias))} (${d.id}${where})`);
-    report.info(`web console: ${url(w.url)} (every device; others read-only${where})`);
-  }
-  report.info(`console: chardev console ${domain.name} [DEVICE] (socket ${consoleServer.path})`);
-  report.info(`control: ${qmpServer.path} (QMP; chardev status ${domain.name})`);
-  for (const d of domain.devices.values()) {
-    d.on('client', (change, client) => {
-      if (change === 'attached') report.detail(`${d.id}: ${client.kind} client ${client.label} attached as ${client.role}`);
-      else if (change === 'detached') report.detail(`${d.id}: ${client.kind} client ${client.label} left`);
-      else if (change === 'role') report.detail(`${d.id}: ${client.kind} client ${client.label} is now ${client.role}`);
-      else report.detail(`${d.id}: ${client.kind} client ${client.label} took nothing for the stall limit; released`);
-    });
-  }
-  return { close };
-}

@@ -15,6 +15,15 @@ export function chardevId(alias: string): string {
   return `char${alias}`;
 }
 
+/**
+ * The alias a user's name for a device means: a chardev id (`charserial0`) or the alias
+ * itself (`serial0`), as QMP and the commands take either. `char` alone is a name, not an
+ * id with an empty alias.
+ */
+export function aliasOfName(name: string): string {
+  return name.startsWith('char') && name.length > 4 ? name.slice(4) : name;
+}
+
 export interface NamedDevice {
   readonly dev: ChrDeviceDef;
   readonly alias: string;

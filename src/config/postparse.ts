@@ -7,6 +7,7 @@ import type { ConfigError } from '../errors.ts';
 import { aliasAtParse, configError, describeElement, inheritAlias } from './parse.ts';
 import type {
   ChrDeviceDef,
+  ChrSourceDef,
   ConsoleDef,
   DomainChardevsDef,
   SerialDef,
@@ -27,6 +28,11 @@ export interface DriverOptions {
   tlsCertDir: string;
   /** qemu.conf `chardev_tls_x509_secret_uuid`: a password for the key. */
   tlsSecretUuid?: string;
+}
+
+/** Effective TLS for a tcp source: its own `tls=`, else the run's default (qemu.conf `chardev_tls`). */
+export function tcpUsesTls(src: ChrSourceDef & { type: 'tcp' }, driver: DriverOptions): boolean {
+  return src.tls !== undefined ? src.tls === 'yes' : driver.tlsDefault;
 }
 
 export interface PostParseContext {

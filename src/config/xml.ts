@@ -170,7 +170,7 @@ export function decodeDocument(bytes: Uint8Array, file: string): string {
 export function loadXml(text: string, file: string): XmlDocument {
   // A byte order mark is not content (libxml2 skips it too).
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  // libvirt accepts DTDs without loading them; we refuse them (SPEC §9): an
+  // libvirt accepts DTDs without loading them; we refuse them (nothing is read from outside the document): an
   // internal subset is where "billion laughs" and external entities live.
   const forbidden = /<!(DOCTYPE|ENTITY)\b/.exec(text);
   if (forbidden) {

@@ -1,7 +1,10 @@
 /**
  * The wire between `chardev console` and a running domain (its `NAME.console` socket).
  *
- * Client → server: one JSON line (ConsoleHello), then raw input bytes for the guest.
+ * Client → server: one JSON line (ConsoleHello), then raw input bytes for the guest — or,
+ * when the hello said `frames` and the reply confirmed it, frames like the server's: DATA
+ * (input), BREAK (empty) and RESIZE (the terminal's size), so a BREAK and a window change
+ * never mix with input.
  * Server → client: one JSON line (ConsoleReply); after `ok`, frames of
  * [type u8][length u32 big-endian][payload], so notices never mix with guest output.
  */
@@ -13,17 +16,35 @@ export interface ConsoleHello {
   readonly force?: boolean;
   /** Shown to other clients in role notices, e.g. `console pid 4242`. */
   readonly label?: string;
+  /** The client sends frames (FRAME_DATA, FRAME_BREAK, FRAME_RESIZE) instead of raw bytes. */
+  readonly frames?: boolean;
 }
 
 export type ConsoleReply =
-  | { readonly ok: true; readonly domain: string; readonly device: string; readonly label: string; readonly role: 'writer' | 'viewer' }
+  | { readonly ok: true; readonly domain: string; readonly device: string; readonly label: string; readonly role: 'writer' | 'viewer'; readonly frames?: boolean }
   | { readonly ok: false; readonly error: string };
 
 export const FRAME_DATA = 0;
 export const FRAME_NOTICE = 1;
 /** The server ends the session; the payload says why. */
 export const FRAME_CLOSE = 2;
-export type FrameType = typeof FRAME_DATA | typeof FRAME_NOTICE | typeof FRAME_CLOSE;
+/** Client → server: a serial BREAK for the guest; no payload. */
+export const FRAME_BREAK = 3;
+/** Client → server: the terminal's size, columns then rows, each u16 big-endian. */
+export const FRAME_RESIZE = 4;
+export type FrameType = typeof FRAME_DATA | typeof FRAME_NOTICE | typeof FRAME_CLOSE | typeof FRAME_BREAK | typeof FRAME_RESIZE;
+
+export function encodeResize(size: { readonly cols: number; readonly rows: number }): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt16BE(Math.max(0, Math.min(0xffff, Math.trunc(size.cols))), 0);
+  b.writeUInt16BE(Math.max(0, Math.min(0xffff, Math.trunc(size.rows))), 2);
+  return encodeFrame(FRAME_RESIZE, b);
+}
+
+/** A RESIZE frame's payload, or undefined when it is not 4 bytes. */
+export function decodeResize(payload: Buffer): { cols: number; rows: number } | undefined {
+  return payload.length === 4 ? { cols: payload.readUInt16BE(0), rows: payload.readUInt16BE(2) } : undefined;
+}
 
 /** A hello or reply line longer than this is not ours. */
 export const MAX_LINE_BYTES = 4096;

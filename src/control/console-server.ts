@@ -9,7 +9,20 @@ import type { Domain } from '../core/domain.ts';
 import type { Chardev } from '../core/chardev.ts';
 import { unlinkQuietly } from '../core/files.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
-import { encodeFrame, FRAME_CLOSE, FRAME_DATA, FRAME_NOTICE, LineReader, MAX_FRAME_BYTES, type ConsoleHello, type ConsoleReply } from './console-protocol.ts';
+import {
+  decodeResize,
+  encodeFrame,
+  FRAME_BREAK,
+  FRAME_CLOSE,
+  FRAME_DATA,
+  FRAME_NOTICE,
+  FRAME_RESIZE,
+  FrameDecoder,
+  LineReader,
+  MAX_FRAME_BYTES,
+  type ConsoleHello,
+  type ConsoleReply,
+} from './console-protocol.ts';
 
 /** A client that has not said hello by then is dropped. */
 const HELLO_TIMEOUT_MS = 10_000;
@@ -31,7 +44,7 @@ function parseHello(line: string): ConsoleHello | string {
   for (const key of ['device', 'label'] as const) {
     if (o[key] !== undefined && typeof o[key] !== 'string') return `'${key}' must be a string`;
   }
-  for (const key of ['readonly', 'force'] as const) {
+  for (const key of ['readonly', 'force', 'frames'] as const) {
     if (o[key] !== undefined && typeof o[key] !== 'boolean') return `'${key}' must be true or false`;
   }
   return o as ConsoleHello;
@@ -147,13 +160,46 @@ function attach(domain: Domain, device: Chardev, hello: ConsoleHello, sock: net.
     sock.end();
     return;
   }
-  reply(sock, { ok: true, domain: domain.name, device: device.alias, label: device.id, role: client.role });
+  const framed = hello.frames === true;
+  reply(sock, { ok: true, domain: domain.name, device: device.alias, label: device.id, role: client.role, ...(framed ? { frames: true } : {}) });
   for (const f of held) sock.write(f);
   held = undefined;
   const c = client;
-  sock.on('data', (b: Buffer) => c.input(b));
+  // The DATA frames of one read are one input, as raw bytes would be: a guest that takes
+  // less stops the device reading its clients, and input after that in the same call is lost.
+  let data: Buffer[] = [];
+  const flushData = (): void => {
+    if (data.length === 0) return;
+    const all = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data);
+    data = [];
+    c.input(all);
+  };
+  // Frame types this server does not know are skipped: a newer client's extras are optional.
+  const decoder = new FrameDecoder((type, payload) => {
+    if (type === FRAME_DATA) data.push(payload);
+    else if (type === FRAME_BREAK) {
+      // The input before the BREAK reaches the guest before it.
+      flushData();
+      c.break();
+    } else if (type === FRAME_RESIZE) {
+      const size = decodeResize(payload);
+      if (size !== undefined) c.resize(size);
+    }
+  });
+  const fromClient = (b: Buffer): void => {
+    if (!framed) return c.input(b);
+    try {
+      decoder.feed(b);
+    } catch {
+      data = [];
+      sock.destroy();
+      return;
+    }
+    flushData();
+  };
+  sock.on('data', fromClient);
   sock.on('close', () => c.detach());
   // The guest may be waiting for this console to take more.
   sock.on('drain', () => c.drained());
-  if (rest.length > 0) c.input(rest);
+  if (rest.length > 0) fromClient(rest);
 }

@@ -32,13 +32,6 @@ export interface BackendEvents {
   readonly writable?: () => void;
 }
 
-export interface RotationOptions {
-  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
-  readonly maxBytes: number;
-  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
-  readonly backups: number;
-}
-
 /** An output file as a splice(2) destination. */
 export interface KernelFile {
   /** Opened without O_APPEND (splice refuses append mode); the caller seeks to the end before each transfer. */
@@ -78,16 +71,19 @@ export interface Backend {
   readonly ptyPath?: string;
   /** The port actually bound, for live XML where the XML said `service='0'`. */
   readonly boundService?: string | undefined;
-  /**
-   * Output reaches this backend's clients through the hub (the backend attached them to
-   * `ctx.hub`), so the chardev must not broadcast a second copy. Default false.
-   */
-  readonly deliversToHub?: boolean;
   /** Emits `opened` at creation (file, pipe, dev, stdio) rather than when a client comes. */
   readonly openAtStart: boolean;
   /**
    * Guest → host. Returns how many bytes were accepted, like a non-blocking write(2);
    * never throws and never buffers without bound.
+   *
+   * Who writes what, in one place: the chardev gives every accepted byte to the hub, and
+   * the hub sends it to every client attached there (socket peers, the pty's reader,
+   * browser tabs, `chardev console` sockets), each within its own bound. So a backend
+   * whose host side is hub clients (socket, pty, vc) writes nothing here: it only says
+   * whether anybody could take the bytes, counting them dropped when nobody could. A
+   * backend with a host side of its own (file, pipe, dev, stdio, udp, parallel) writes
+   * them there, and its refusals hold the guest.
    */
   write(data: Uint8Array): number;
   /**

@@ -8,7 +8,7 @@ import type { Backend, KernelFile } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
@@ -21,6 +21,12 @@ export const DEFAULT_CLIENT_QUEUE_BYTES = 1024 * 1024;
  * the event loop, small enough that a device waiting for its client costs little.
  */
 export const WRITER_IN_FLIGHT_BYTES = 256 * 1024;
+/**
+ * Input held for the next 'data' listener at most (see Chardev's held input): far beyond the
+ * rest of one read per client, so only a backend that ignores the pause ever reaches it; what
+ * comes beyond is not taken (as before, when input without a listener was not delivered).
+ */
+export const HELD_INPUT_BYTES = 4 * 1024 * 1024;
 
 export interface ChardevEvents {
   /** Host → guest bytes. Input is read only while at least one 'data' listener exists. */
@@ -29,6 +35,8 @@ export interface ChardevEvents {
   open: () => void;
   close: () => void;
   break: () => void;
+  /** The writer's terminal size changed (or a new writer brought its own): the guest's terminal is this big now. */
+  resize: (size: TerminalSize) => void;
   /** A run-time failure of this device, reported once; the device and the domain keep running. */
   error: (err: ChardevError) => void;
   /** A client attached, left, changed role, or was released by the stall limit (see Hub). */
@@ -115,11 +123,21 @@ export class Chardev {
   readonly def: ChrDeviceDef;
   #backend: Backend | undefined;
   #log: LogTee | undefined;
-  #listeners: Listeners = { data: [], open: [], close: [], break: [], error: [], client: [], writable: [] };
+  #listeners: Listeners = { data: [], open: [], close: [], break: [], resize: [], error: [], client: [], writable: [] };
   #isOpen = false;
   #stopped = false;
   #fromGuest = 0;
   #toGuest = 0;
+  /**
+   * Input that arrived while no 'data' listener was attached, with the BREAKs among it, in
+   * order. Removing the last listener pauses every client, but one read a client already made
+   * can still bring more: a telnet chunk decodes to data, BREAK, data, and a frontend whose
+   * queue filled on the first part stops listening before the rest. That rest waits here for
+   * the next listener instead of being lost. Bounded by what arrives after a pause (the rest
+   * of one read per client) and, against a backend that keeps delivering, by HELD_INPUT_BYTES.
+   */
+  readonly #held: Array<Buffer | 'break'> = [];
+  #heldBytes = 0;
   /** Refused bytes the frontend gave up on (discard). */
   #discarded = 0;
   /** The last `write` took less than it was given: 'writable' is due. */
@@ -155,6 +173,10 @@ export class Chardev {
       },
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
+      onResize: (size) => {
+        if (this.#stopped) return;
+        for (const l of [...this.#listeners.resize]) l(size);
+      },
       // A device whose backend opens at creation (file, pipe, …) stays open whoever comes and
       // goes. (While a client backend connects at start, the backend is not attached yet.)
       onFirstAttach: () => {
@@ -338,7 +360,7 @@ export class Chardev {
         accepted.set(data.subarray(0, n));
       }
       this.history?.append(accepted);
-      if (this.#backend.deliversToHub !== true) this.hub.broadcast(accepted);
+      this.hub.broadcast(accepted);
       const err = this.#log?.write(accepted);
       if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_WRITE', `${this.id}: log ${this.#log?.path}: ${describeErrno(err as NodeJS.ErrnoException)}; logging stopped`, { cause: err }));
     }
@@ -347,7 +369,11 @@ export class Chardev {
 
   on<E extends ChardevEvent>(event: E, listener: ChardevEvents[E]): this {
     (this.#listeners[event] as Array<ChardevEvents[E]>).push(listener);
-    if (event === 'data' && this.#listeners.data.length === 1) this.#setReading(true);
+    if (event === 'data' && this.#listeners.data.length === 1) {
+      // What was held goes first (a microtask: before any client's next read, after the caller's own setup).
+      if (this.#held.length > 0) queueMicrotask(() => this.#deliverHeld());
+      this.#setReading(true);
+    }
     if (event === 'open' && this.#isOpen) {
       // Late attach replays OPENED, asynchronously so the caller's own setup finishes first.
       queueMicrotask(() => {
@@ -404,8 +430,29 @@ export class Chardev {
   /** @internal Backend callbacks. */
   receive(chunk: Buffer): void {
     if (this.#stopped) return;
+    if (this.#listeners.data.length === 0 || this.#held.length > 0) {
+      if (this.#heldBytes + chunk.length > HELD_INPUT_BYTES) return;
+      this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
+      return;
+    }
     this.#toGuest += chunk.length;
     for (const l of [...this.#listeners.data]) l(chunk);
+  }
+
+  /** Held input and BREAKs, in order, for as long as somebody listens. */
+  #deliverHeld(): void {
+    while (!this.#stopped && this.#listeners.data.length > 0) {
+      const item = this.#held.shift();
+      if (item === undefined) return;
+      if (item === 'break') {
+        for (const l of [...this.#listeners.break]) l();
+        continue;
+      }
+      this.#heldBytes -= item.length;
+      this.#toGuest += item.length;
+      for (const l of [...this.#listeners.data]) l(item);
+    }
   }
   /** @internal */
   opened(): void {
@@ -419,9 +466,18 @@ export class Chardev {
     this.#isOpen = false;
     for (const l of [...this.#listeners.close]) l();
   }
+  /** The terminal size of the writer, if it said one: what a guest with a terminal should be told at start. */
+  get terminalSize(): TerminalSize | undefined {
+    return this.hub.writer?.size;
+  }
   /** @internal */
   breakReceived(): void {
     if (this.#stopped) return;
+    // Behind held input: a BREAK must not overtake the bytes typed before it.
+    if (this.#held.length > 0) {
+      this.#held.push('break');
+      return;
+    }
     for (const l of [...this.#listeners.break]) l();
   }
   /** @internal The backend or the writer client can take output again after refusing some. */

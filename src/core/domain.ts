@@ -5,13 +5,13 @@
  */
 import * as path from 'node:path';
 import type { LoadedDomain } from '../config/domain.ts';
-import { chardevId, hostDevices } from '../config/names.ts';
+import { aliasOfName, chardevId, hostDevices } from '../config/names.ts';
 import type { DriverOptions } from '../config/postparse.ts';
 import type { ChrDeviceDef, ChrSourceDef, LiveState } from '../config/types.ts';
-import { createBackend } from '../backends/registry.ts';
+import { createBackend } from './backend-registry.ts';
 import { ChardevError } from '../errors.ts';
 import { linuxPlatform, type Platform } from '../platform/index.ts';
-import type { RotationOptions } from './backend.ts';
+import type { RotationOptions } from './rotating-log.ts';
 import { Chardev } from './chardev.ts';
 import { DEFAULT_ROTATION, RotatingLog } from './rotating-log.ts';
 
@@ -94,7 +94,7 @@ export class Domain {
    * AddDeviceOptions) that no document shows.
    */
   async add(id: string, source: ChrSourceDef, options: AddDeviceOptions = {}): Promise<Chardev> {
-    const alias = id.startsWith('char') && id.length > 4 ? id.slice(4) : id;
+    const alias = aliasOfName(id);
     if (!ID_RE.test(id)) throw new ChardevError('ERR_USAGE', `'${id}' is not a valid chardev id (a letter, then letters, digits, '-', '.', '_')`);
     if (this.#stopping !== undefined) throw new ChardevError('ERR_USAGE', `${id}: domain ${this.name} is stopping`);
     if (this.#devices.has(alias) || this.#adding.has(alias) || [...this.#devices.values()].some((d) => d.id === id)) {
@@ -155,7 +155,7 @@ export class Domain {
 
   /** The device by alias or chardev id; throws ERR_USAGE naming what exists. */
   device(name: string): Chardev {
-    const alias = name.startsWith('char') ? name.slice(4) : name;
+    const alias = aliasOfName(name);
     const dev = this.devices.get(alias);
     if (dev === undefined) {
       throw new ChardevError('ERR_USAGE', `no device '${name}' in domain ${this.name} (has: ${[...this.devices.keys()].join(', ') || 'none'})`);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChardevError } from '../errors.ts';
 
-/** Owner-only, like libvirt's log files (SPEC §4.3), not QEMU's 0666 minus umask. */
+/** Owner-only, like libvirt's log files, not QEMU's 0666 minus umask. */
 export const OUTPUT_FILE_MODE = 0o600;
 
 export interface OpenedOutput {

@@ -1,7 +1,8 @@
 /**
  * The people attached to one device: peers of a server transport, a pty's reader,
  * `chardev console` sessions, browser tabs. Every client gets all guest output (after the
- * history, if the device keeps one); only the writer's input and BREAKs reach the guest.
+ * history, if the device keeps one); only the writer's input, BREAKs and terminal size
+ * reach the guest.
  * The first client that may write is the writer; a later one takes over only with force,
  * and when the writer leaves the longest-attached client that may write is promoted.
  * Role changes are told to the clients they concern.
@@ -91,6 +92,12 @@ export interface ClientInfo {
   readonly released: boolean;
 }
 
+/** A client's terminal, in character cells. */
+export interface TerminalSize {
+  readonly cols: number;
+  readonly rows: number;
+}
+
 export type ClientChange = 'attached' | 'detached' | 'role' | 'stalled';
 
 /** The stall limit (`<cd:stall>`): a writer that took nothing for `limitMs` stops holding the guest. */
@@ -113,6 +120,8 @@ export interface HubOptions {
   /** Writer input → guest. */
   readonly onInput: (data: Buffer) => void;
   readonly onBreak: () => void;
+  /** The writer's terminal size, when it says one or a client that said one becomes the writer. */
+  readonly onResize?: (size: TerminalSize) => void;
   /** Client count went 0 → 1 / 1 → 0 (the device's OPENED / CLOSED). */
   readonly onFirstAttach?: () => void;
   readonly onLastDetach?: () => void;
@@ -145,6 +154,8 @@ export class HubClient {
   /** Stall watch: the queue size last sampled, and when it last went down. */
   lastQueued = 0;
   progressAt = 0;
+  /** The client's terminal size, once it said one. */
+  size: TerminalSize | undefined;
   readonly sink: ClientSink;
   readonly #hub: Hub;
 
@@ -163,6 +174,10 @@ export class HubClient {
   }
   break(): void {
     this.#hub.breakFrom(this);
+  }
+  /** The client's terminal is this big now; it reaches the guest while the client is the writer. */
+  resize(size: TerminalSize): void {
+    this.#hub.resizeFrom(this, size);
   }
   /** The transport sent what it held (or some of it): a guest this client holds may go on. */
   drained(): void {
@@ -445,6 +460,13 @@ export class Hub {
     if (!client.detached && client.role === 'writer') this.#options.onBreak();
   }
 
+  resizeFrom(client: HubClient, size: TerminalSize): void {
+    if (client.detached || !(size.cols > 0 && size.rows > 0)) return;
+    const changed = client.size?.cols !== size.cols || client.size?.rows !== size.rows;
+    client.size = { cols: size.cols, rows: size.rows };
+    if (changed && client.role === 'writer') this.#options.onResize?.(client.size);
+  }
+
   /** Input flow control for every client (the guest cannot take more right now). */
   setReading(reading: boolean): void {
     this.#reading = reading;
@@ -468,6 +490,8 @@ export class Hub {
     this.#options.beforeChange?.();
     client.role = role;
     client.sink.notice(notice);
+    // The guest's terminal is the writer's: a new writer brings its size.
+    if (role === 'writer' && client.size !== undefined) this.#options.onResize?.(client.size);
     this.#options.onChange?.('role', client.info());
     // A demoted writer no longer holds the guest.
     this.#maybeWritable();

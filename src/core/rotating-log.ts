@@ -13,12 +13,19 @@
  * again on later writes. No byte is lost to a failed rotation.
  */
 import * as fs from 'node:fs';
-import type { KernelFile, RotationOptions } from './backend.ts';
+import type { KernelFile } from './backend.ts';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { ChardevError } from '../errors.ts';
 import { libc } from '../platform/native.ts';
 
 const SEEK_END = 2;
+
+export interface RotationOptions {
+  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
+  readonly maxBytes: number;
+  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
+  readonly backups: number;
+}
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
 

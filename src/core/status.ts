@@ -24,6 +24,10 @@ export interface DomainStatus {
   readonly qmpSocket?: string;
   /** The browser console's index page, access token included (the file is owner-only). */
   readonly webUrl?: string;
+  /** The control socket of the daemon hosting the domain (`pid` is the daemon's); absent for a domain's own process. */
+  readonly daemonSocket?: string;
+  /** The QEMU the daemon runs for the domain. */
+  readonly qemuPid?: number;
   readonly devices: ReadonlyArray<{ readonly alias: string; readonly type: string; readonly filename: string; readonly where: string }>;
 }
 

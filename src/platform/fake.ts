@@ -17,6 +17,7 @@
 import { isStandardBaud } from './baud.ts';
 import {
   PlatformError,
+  type BreakFlags,
   type ByteReader,
   type ByteReaderHandlers,
   type ByteWriter,
@@ -24,6 +25,7 @@ import {
   type Platform,
   type PtyHandle,
   type SerialLine,
+  type WindowSize,
 } from './platform.ts';
 import { ByteQueue } from './byte-queue.ts';
 
@@ -104,6 +106,14 @@ export interface FakePty {
   /** Host → client bytes written so far (and clears them), like a client reading. */
   takeOutput(): Buffer;
   setWritable(writable: boolean): void;
+  /** The size set with setWindowSize (0×0 at first). */
+  readonly size: WindowSize;
+  /** The slave's BREAK handling, as the program on it would set it (default: `stty sane`'s BRKINT). */
+  breakFlags: BreakFlags;
+  /** How many times the slave's foreground process group was sent SIGINT. */
+  readonly interrupts: number;
+  /** How many times both queues were flushed. */
+  readonly flushes: number;
 }
 
 type FdTarget =
@@ -196,6 +206,10 @@ class FakePtyImpl implements FakePty {
   readonly endpoint = newEndpoint();
   readonly input = new Input();
   connected = false;
+  size: WindowSize = { cols: 0, rows: 0 };
+  breakFlags: BreakFlags = { ignbrk: false, brkint: true, parmrk: false, noflsh: false };
+  interrupts = 0;
+  flushes = 0;
   constructor(
     readonly masterFd: number,
     readonly slavePath: string,
@@ -383,6 +397,26 @@ export class FakePlatform implements Platform {
 
   ptyHasReader(masterFd: number): boolean {
     return this.#ptyOf(masterFd, 'poll').connected;
+  }
+
+  setWindowSize(fd: number, size: WindowSize): void {
+    this.#ptyOf(fd, 'ioctl(TIOCSWINSZ)').size = { cols: size.cols, rows: size.rows };
+  }
+
+  windowSize(fd: number): WindowSize {
+    return this.#ptyOf(fd, 'ioctl(TIOCGWINSZ)').size;
+  }
+
+  ptyBreakFlags(masterFd: number): BreakFlags {
+    return this.#ptyOf(masterFd, 'tcgetattr').breakFlags;
+  }
+
+  signalPtyForeground(masterFd: number): void {
+    this.#ptyOf(masterFd, 'ioctl(TIOCSIG)').interrupts += 1;
+  }
+
+  flushPty(masterFd: number): void {
+    this.#ptyOf(masterFd, 'tcflush').flushes += 1;
   }
 
   openDevice(path: string): number {

@@ -1,11 +1,12 @@
 /**
  * The platform seam. Runtime code takes a `Platform` (the real `linuxPlatform`, or a
- * `FakePlatform` in unit tests) and never imports koffi, fs ioctls or tty itself.
+ * `FakePlatform` of src/testing.ts in unit tests) and never imports koffi, fs ioctls or tty itself.
  */
 export {
   PlatformError,
   errnoName,
   errnoNumber,
+  type BreakFlags,
   type ByteReader,
   type ByteReaderHandlers,
   type ByteWriter,
@@ -15,6 +16,7 @@ export {
   type PlatformErrorInit,
   type PtyHandle,
   type SerialLine,
+  type WindowSize,
 } from './platform.ts';
 export { LINUX_BAUD_CONSTANTS, isStandardBaud } from './baud.ts';
 export { FdWriter } from './fd-writer.ts';
@@ -22,7 +24,6 @@ export { ByteQueue, DEFAULT_MAX_QUEUED_BYTES } from './byte-queue.ts';
 export { PtyReader } from './fd-reader.ts';
 export { LinuxPlatform } from './linux.ts';
 export { tuneAllocatorForStreaming } from './tuning.ts';
-export { FakePlatform, type FakePty, type FakeDevice, type FakeDeviceOptions, type FakeReaderState, type FakeSerialSettings } from './fake.ts';
 
 import { LinuxPlatform } from './linux.ts';
 

@@ -11,6 +11,7 @@ import { TERMIOS_SIZE, libc } from './native.ts';
 import {
   PlatformError,
   errnoName,
+  type BreakFlags,
   type ByteReader,
   type ByteReaderHandlers,
   type ByteWriter,
@@ -18,6 +19,7 @@ import {
   type Platform,
   type PtyHandle,
   type SerialLine,
+  type WindowSize,
 } from './platform.ts';
 
 const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fs.constants;
@@ -34,6 +36,14 @@ const POLLNVAL = 0x020;
 const FIONREAD = 0x541b;
 /** TIOCOUTQ, which is SIOCOUTQ on a socket. */
 const TIOCOUTQ = 0x5411;
+// Terminal ioctls (asm-generic/ioctls.h).
+const TIOCGWINSZ = 0x5413;
+const TIOCSWINSZ = 0x5414;
+/** _IOW('T', 0x36, int): the signal is the argument itself, not a pointer to it. */
+const TIOCSIG = 0x40045436;
+const SIGINT = 2;
+/** tcflush's selector for both queues. */
+const TCIOFLUSH = 2;
 // ppdev ioctls: _IO('p', 0x8b) and _IO('p', 0x8c) from linux/ppdev.h.
 const PPCLAIM = 0x708b;
 const PPRELEASE = 0x708c;
@@ -51,6 +61,13 @@ const PARENB = 0o400;
 const PARODD = 0o1000;
 const CLOCAL = 0o4000;
 const CRTSCTS = 0o20000000000;
+// c_iflag (offset 0) and c_lflag (offset 12) bits a BREAK depends on.
+const C_IFLAG = 0;
+const C_LFLAG = 12;
+const IGNBRK = 0o1;
+const BRKINT = 0o2;
+const PARMRK = 0o10;
+const NOFLSH = 0o200;
 const CHAR_SIZE_BITS: Readonly<Record<5 | 6 | 7 | 8, number>> = { 5: CS5, 6: CS6, 7: CS7, 8: CS8 };
 
 /** Architectures whose termbits differ from asm-generic; we refuse rather than guess. */
@@ -117,6 +134,39 @@ export class LinuxPlatform implements Platform {
     const n = libc().ioctlIntOut(fd, TIOCOUTQ);
     if (n < 0) throw this.#errno('ioctl(SIOCOUTQ)', fdPath(fd));
     return n;
+  }
+
+  setWindowSize(fd: number, size: WindowSize): void {
+    // struct winsize: unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel (native order).
+    const ws = Buffer.alloc(8);
+    const clamp = (n: number): number => Math.max(0, Math.min(0xffff, Math.trunc(n)));
+    ws.writeUInt16LE(clamp(size.rows), 0);
+    ws.writeUInt16LE(clamp(size.cols), 2);
+    if (libc().ioctlBuffer(fd, TIOCSWINSZ, ws) !== 0) throw this.#errno('ioctl(TIOCSWINSZ)', fdPath(fd));
+  }
+
+  windowSize(fd: number): WindowSize {
+    const ws = Buffer.alloc(8);
+    if (libc().ioctlBuffer(fd, TIOCGWINSZ, ws) !== 0) throw this.#errno('ioctl(TIOCGWINSZ)', fdPath(fd));
+    return { rows: ws.readUInt16LE(0), cols: ws.readUInt16LE(2) };
+  }
+
+  ptyBreakFlags(masterFd: number): BreakFlags {
+    // No need to open the slave (which, closed again after its program has gone, would be a
+    // hang-up for the master's reader): termios requests on a master are its slave's.
+    const t = Buffer.alloc(TERMIOS_SIZE);
+    if (libc().tcgetattr(masterFd, t) !== 0) throw this.#errno('tcgetattr', fdPath(masterFd));
+    const iflag = t.readUInt32LE(C_IFLAG);
+    const lflag = t.readUInt32LE(C_LFLAG);
+    return { ignbrk: (iflag & IGNBRK) !== 0, brkint: (iflag & BRKINT) !== 0, parmrk: (iflag & PARMRK) !== 0, noflsh: (lflag & NOFLSH) !== 0 };
+  }
+
+  signalPtyForeground(masterFd: number): void {
+    if (libc().ioctlIntIn(masterFd, TIOCSIG, SIGINT) !== 0) throw this.#errno('ioctl(TIOCSIG)', fdPath(masterFd));
+  }
+
+  flushPty(masterFd: number): void {
+    if (libc().tcflush(masterFd, TCIOFLUSH) !== 0) throw this.#errno('tcflush', fdPath(masterFd));
   }
 
   ptyHasReader(masterFd: number): boolean {

@@ -47,6 +47,12 @@ export interface Libc {
   ioctlNoArg(fd: number, request: number): number;
   /** ioctl whose third argument is an `int *` it fills in (FIONREAD); -1 on error. */
   ioctlIntOut(fd: number, request: number): number;
+  /** ioctl whose third argument is an int passed by value (TIOCSIG); -1 on error. */
+  ioctlIntIn(fd: number, request: number, value: number): number;
+  /** ioctl whose third argument points at a struct it reads or fills in (TIOCSWINSZ, TIOCGWINSZ); -1 on error. */
+  ioctlBuffer(fd: number, request: number, buf: Buffer): number;
+  /** tcflush(3); -1 on error. */
+  tcflush(fd: number, queue: number): number;
   /** glibc's mallopt(3): 1 on success, 0 on error. Not in musl. */
   mallopt(param: number, value: number): number;
   /** glibc's malloc_trim(3): give freed heap back to the kernel; 1 if some was. Not in musl. */
@@ -261,6 +267,7 @@ const FCNTL = 'int fcntl(int fd, int cmd, ...)';
 const MKFIFO = 'int mkfifo(const char *path, uint32_t mode)';
 // ioctl is variadic; declaring it variadic keeps the ABI right (e.g. %al on x86-64).
 const IOCTL = 'int ioctl(int fd, unsigned long request, ...)';
+const TCFLUSH = 'int tcflush(int fd, int queue_selector)';
 const STRERROR = 'const char *strerror(int errnum)';
 const MALLOPT = 'int mallopt(int param, int value)';
 const MALLOC_TRIM = 'int malloc_trim(size_t pad)';
@@ -294,6 +301,9 @@ const LIBC: Libc = {
     const out = Buffer.alloc(4);
     return (fn(IOCTL)(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
   },
+  ioctlIntIn: (fd, req, value) => fn(IOCTL)(fd, req, 'int', value) as number,
+  ioctlBuffer: (fd, req, buf) => fn(IOCTL)(fd, req, 'uint8_t *', buf) as number,
+  tcflush: (fd, queue) => fn(TCFLUSH)(fd, queue) as number,
   mallopt: (param, value) => fn(MALLOPT)(param, value) as number,
   malloc_trim: (pad) => fn(MALLOC_TRIM)(pad) as number,
   socket: (d, t, p) => fn(SOCKET)(d, t, p) as number,

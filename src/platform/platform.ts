@@ -27,6 +27,26 @@ export interface SerialLine {
   readonly stopBits?: 1 | 2;
 }
 
+/** A terminal's size in character cells (struct winsize without the pixel fields). */
+export interface WindowSize {
+  readonly cols: number;
+  readonly rows: number;
+}
+
+/**
+ * What a terminal's line discipline does when a BREAK arrives (termios(3)): its input flags
+ * IGNBRK, BRKINT, PARMRK and its local flag NOFLSH.
+ */
+export interface BreakFlags {
+  /** Ignore the BREAK. */
+  readonly ignbrk: boolean;
+  /** Flush the queues (unless `noflsh`) and send SIGINT to the foreground process group. */
+  readonly brkint: boolean;
+  /** Neither of those: the BREAK reads as `\377 \0 \0` with PARMRK, else as one NUL byte. */
+  readonly parmrk: boolean;
+  readonly noflsh: boolean;
+}
+
 /** Called with each chunk a reader receives; the Buffer is owned by the callee. */
 export interface ByteReaderHandlers {
   readonly onData: (chunk: Buffer) => void;
@@ -95,6 +115,28 @@ export interface Platform {
    * the slave). Closing the master discards them, so a graceful stop waits for 0.
    */
   ptyUnreadBytes(slavePath: string): number;
+  /**
+   * Set a terminal's size (TIOCSWINSZ). On a pty master it is the slave's size, and the
+   * kernel sends SIGWINCH to the slave's foreground process group when it changes.
+   */
+  setWindowSize(fd: number, size: WindowSize): void;
+  /** A terminal's size (TIOCGWINSZ); 0×0 when nobody set one. */
+  windowSize(fd: number): WindowSize;
+  /**
+   * The BREAK handling the program on a pty's slave asked for (tcgetattr on the master: the
+   * kernel answers termios requests on a master with its slave's settings).
+   */
+  ptyBreakFlags(masterFd: number): BreakFlags;
+  /**
+   * Send SIGINT to the foreground process group of a pty's slave (TIOCSIG on the master), as
+   * the slave's line discipline does for ^C or a BREAK with BRKINT.
+   */
+  signalPtyForeground(masterFd: number): void;
+  /**
+   * Discard what is queued in both directions of a pty (tcflush TCIOFLUSH on the master):
+   * input its slave has not read, output the master has not read.
+   */
+  flushPty(masterFd: number): void;
   /**
    * Bytes a socket has sent that its peer has not read yet (TIOCOUTQ/SIOCOUTQ: TCP's unsent
    * and unacknowledged bytes, a UNIX socket's bytes still in the peer's queue).

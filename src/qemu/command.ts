@@ -6,10 +6,10 @@
  */
 import { assertNever } from '../errors.ts';
 import type { LoadedDomain } from '../config/domain.ts';
-import type { DriverOptions } from '../config/postparse.ts';
+import { tcpUsesTls, type DriverOptions } from '../config/postparse.ts';
 import { chardevId, namedDevices, type NamedDevice } from '../config/names.ts';
 import { configError, describeElement } from '../config/parse.ts';
-import type { ChrDeviceDef, ChrSourceDef, DomainChardevsDef } from '../config/types.ts';
+import type { ChrDeviceDef, DomainChardevsDef } from '../config/types.ts';
 
 export type ArgSyntax = 'json' | 'keyval';
 
@@ -28,7 +28,7 @@ export type QemuArg = readonly [string, string];
 type Props = Array<[string, string | number | boolean]>;
 
 /** QEMU's option syntax doubles commas inside values. */
-function escapeComma(v: string): string {
+export function escapeComma(v: string): string {
   return v.replace(/,/g, ',,');
 }
 
@@ -67,11 +67,6 @@ export function generatedChannelPath(def: DomainChardevsDef, dev: ChrDeviceDef, 
   const a = dev.info.address?.attrs ?? [];
   const num = (k: string) => String(Number(a.find(([n]) => n === k)?.[1] ?? 0)).padStart(2, '0');
   return `${dir}/vioser-${num('controller')}-${num('bus')}-${num('port')}.sock`;
-}
-
-/** Effective TLS for a tcp source: its own `tls=`, else the run's default. */
-export function tcpUsesTls(src: ChrSourceDef & { type: 'tcp' }, driver: DriverOptions): boolean {
-  return src.tls !== undefined ? src.tls === 'yes' : driver.tlsDefault;
 }
 
 /** The `-chardev` value for one device. */

@@ -6,7 +6,9 @@
  * frontend the XML's target describes (`-device isa-serial,…`, `-serial chardev:…`,
  * `virtconsole`, …) or the HMP monitor (`-mon chardev=…,mode=readline`). Bytes from QEMU are
  * guest output of the port's devices (`Chardev.write`); their input goes back to QEMU. QEMU
- * is controlled through a private QMP socket of the same kind (clean `quit`).
+ * is controlled through a private QMP socket of the same kind (clean `quit`, and a device's
+ * BREAK — telnet `IAC BREAK`, the browser, `chardev console`, QMP — as QEMU's own
+ * `chardev-send-break` on the port's chardev, which raises it at the guest's frontend).
  *
  * Why QEMU connects and chardev listens: chardev is up before QEMU starts, so QEMU never waits
  * for a peer or races a socket file into existence, and a QEMU that cannot reach its devices
@@ -17,150 +19,21 @@
  * from any reaches the guest. That is how one serial console is a telnet server, a pty and a
  * UNIX socket at once.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { LoadedDomain } from '../config/domain.ts';
-import { chardevId, hostDevices, type NamedDevice } from '../config/names.ts';
-import type { Chardev } from '../core/chardev.ts';
-import { OutputPump } from '../core/output-pump.ts';
 import type { Domain } from '../core/domain.ts';
 import { exitStatus } from '../core/exit-status.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { QmpClient } from '../control/qmp-client.ts';
 import { ChardevError } from '../errors.ts';
-import { frontendArgs, shellQuote, type ArgSyntax } from './command.ts';
+import { PortBridge } from './bridge.ts';
+import { shellQuote, type ArgSyntax } from './command.ts';
+import { QMP_CHARDEV_ID, qemuDeviceArgs, type QemuArgsPaths, type QemuPort } from './ports.ts';
 
-/** One guest port: a socket chardev in QEMU, one or more devices in the domain. */
-export interface QemuPort {
-  /** The domain devices of this port; the first one's target is the guest frontend. */
-  readonly devices: readonly NamedDevice[];
-  /** `frontend`: the target's `-device`/`-serial`; `monitor`: QEMU's HMP monitor instead. */
-  readonly role: 'frontend' | 'monitor';
-  /** QEMU's chardev id: `char` + the first device's alias. */
-  readonly id: string;
-}
-
-export interface QemuPortOptions {
-  /** Devices (alias or chardev id) that carry QEMU's HMP monitor instead of a guest frontend. */
-  readonly monitors?: readonly string[];
-  /** Groups of devices (alias or chardev id) that are one guest port: the first one's frontend. */
-  readonly hubs?: ReadonlyArray<readonly string[]>;
-}
-
-function usage(message: string): ChardevError {
-  return new ChardevError('ERR_USAGE', message);
-}
-
-/**
- * The domain's guest ports: every device with a host interface of its own (a console that is
- * serial 0 seen again is that same device), hubs folded into their first device.
- */
-export function planQemuPorts(loaded: Pick<LoadedDomain, 'def'>, options: QemuPortOptions = {}): QemuPort[] {
-  const devices = hostDevices(loaded.def);
-  const find = (name: string, what: string): NamedDevice => {
-    const alias = name.startsWith('char') && name.length > 4 ? name.slice(4) : name;
-    const nd = devices.find((d) => d.alias === alias || d.alias === name);
-    if (nd === undefined) {
-      throw usage(`qemu: ${what}: no device '${name}' in domain ${loaded.def.name ?? 'domain'} (has: ${devices.map((d) => d.alias).join(', ') || 'none'})`);
-    }
-    return nd;
-  };
-  /** Device alias → the alias of the first device of its hub. */
-  const hubOf = new Map<string, string>();
-  const members = new Map<string, NamedDevice[]>();
-  for (const hub of options.hubs ?? []) {
-    const list = hub.map((n) => find(n, `--hub ${hub.join(',')}`));
-    if (list.length < 2) throw usage(`qemu: --hub ${hub.join(',')}: a hub joins at least two devices`);
-    const first = list[0] as NamedDevice;
-    for (const nd of list) {
-      if (hubOf.has(nd.alias)) throw usage(`qemu: --hub ${hub.join(',')}: ${nd.alias} is already in a hub`);
-      hubOf.set(nd.alias, first.alias);
-    }
-    members.set(first.alias, list);
-  }
-  const monitors = new Set<string>();
-  for (const m of options.monitors ?? []) {
-    const nd = find(m, `--monitor ${m}`);
-    monitors.add(hubOf.get(nd.alias) ?? nd.alias);
-  }
-  const ports: QemuPort[] = [];
-  for (const nd of devices) {
-    const head = hubOf.get(nd.alias);
-    if (head !== undefined && head !== nd.alias) continue;
-    ports.push({
-      devices: members.get(nd.alias) ?? [nd],
-      role: monitors.has(nd.alias) ? 'monitor' : 'frontend',
-      id: chardevId(nd.alias),
-    });
-  }
-  return ports;
-}
-
-/** QEMU's chardev and monitor id for chardev's own control connection (libvirt's name for it). */
-export const QMP_CHARDEV_ID = 'charmonitor';
-
-export interface QemuArgsPaths {
-  /** The socket chardev listens on for port `index` of the plan. */
-  readonly portSocket: (index: number) => string;
-  /** The socket chardev listens on for QEMU's QMP monitor. */
-  readonly qmpSocket: string;
-}
-
-function escapeComma(v: string): string {
-  return v.replace(/,/g, ',,');
-}
-
-/**
- * What chardev adds to the user's QEMU command line: `-nodefaults` (no default serial,
- * parallel, monitor or display devices that would compete with the domain's, as libvirt
- * does), the QMP control socket, the virtio-serial controllers virtio consoles and channels
- * need (unless the command line has one with that id), and per port a `-chardev socket` and
- * its frontend or `-mon`.
- */
-export function qemuDeviceArgs(ports: readonly QemuPort[], paths: QemuArgsPaths, userArgs: readonly string[] = [], syntax: ArgSyntax = 'json'): string[] {
-  const out: string[] = [];
-  if (!userArgs.includes('-nodefaults')) out.push('-nodefaults');
-  out.push('-chardev', `socket,id=${QMP_CHARDEV_ID},path=${escapeComma(paths.qmpSocket)}`, '-mon', `chardev=${QMP_CHARDEV_ID},id=monitor,mode=control`);
-  const controllers = new Set<number>();
-  for (const port of ports) {
-    const dev = port.devices[0]?.dev;
-    if (port.role !== 'frontend' || dev === undefined) continue;
-    if ((dev.kind === 'console' || dev.kind === 'channel') && dev.target.type === 'virtio') {
-      const c = dev.info.address?.type === 'virtio-serial' ? Number(dev.info.address.attrs.find(([k]) => k === 'controller')?.[1] ?? 0) : 0;
-      controllers.add(c);
-    }
-  }
-  for (const c of [...controllers].sort((a, b) => a - b)) {
-    const id = `virtio-serial${c}`;
-    if (userArgs.some((a) => new RegExp(`(^|[,{"\\s])id"?[=:]\\s*"?${id}("|,|$)`).test(a))) continue;
-    out.push('-device', syntax === 'json' ? JSON.stringify({ driver: 'virtio-serial-pci', id }) : `virtio-serial-pci,id=${id}`);
-  }
-  ports.forEach((port, i) => {
-    out.push('-chardev', `socket,id=${port.id},path=${escapeComma(paths.portSocket(i))}`);
-    if (port.role === 'monitor') {
-      out.push('-mon', `chardev=${port.id},mode=readline`);
-    } else {
-      const first = port.devices[0];
-      if (first !== undefined) for (const [opt, val] of frontendArgs(first, syntax)) out.push(opt, val);
-    }
-  });
-  return out;
-}
-
-/** One line per port for humans: which devices carry which guest port. */
-export function describePorts(ports: readonly QemuPort[]): string[] {
-  return ports.map((port) => {
-    const ids = port.devices.map((d) => chardevId(d.alias)).join(', ');
-    if (port.role === 'monitor') return `${ids}: QEMU monitor (HMP)`;
-    const first = port.devices[0];
-    const fe = first === undefined ? [] : frontendArgs(first, 'keyval');
-    const what = fe.length === 0 ? 'no guest frontend' : fe.map(([o, v]) => `${o} ${v.split(',')[0]}`).join(' ');
-    return `${ids}: guest ${first?.alias ?? port.id} (${what})`;
-  });
-}
+export { QMP_CHARDEV_ID, describePorts, planQemuPorts, qemuDeviceArgs, type QemuArgsPaths, type QemuPort, type QemuPortOptions } from './ports.ts';
 
 /** How QEMU ended. */
 export interface QemuExit {
@@ -174,6 +47,17 @@ export interface QemuExit {
   readonly stopRequested: boolean;
 }
 
+/**
+ * Who QEMU belongs to:
+ * - `attached` (`chardev qemu`): QEMU is this process's child for good: its stdout and stderr
+ *   come through pipes, and it dies with chardev (parent-death signal, exit handler).
+ * - `detached` (the daemon): QEMU outlives chardev. Its own session, its stdout and stderr
+ *   straight into the domain log file, every socket chardev with QEMU's `reconnect`, and a
+ *   socket directory that stays while QEMU runs, so the next daemon can take it back
+ *   (adoptQemu). What QEMU prints while nobody listens is still in the log.
+ */
+export type QemuSupervision = 'attached' | 'detached';
+
 export interface QemuLaunchOptions {
   /** The QEMU binary and the user's arguments (machine, memory, kernel, disks, display, …). */
   readonly argv: readonly string[];
@@ -185,78 +69,21 @@ export interface QemuLaunchOptions {
   readonly syntax?: ArgSyntax;
   /** Extra environment for QEMU. */
   readonly env?: NodeJS.ProcessEnv;
+  /** Default `attached`. */
+  readonly supervision?: QemuSupervision;
+  /** QEMU's working directory (relative paths in its arguments); default ours. */
+  readonly cwd?: string;
 }
 
-/**
- * One guest port's connection from QEMU, bridged to its devices. Guest output flows as in
- * QEMU itself: while a device cannot take more (its client reads slowly, a pipe's reader
- * lags) QEMU's socket is not read, so QEMU's chardev sees a full socket and its frontend
- * waits (the 16550 holds its transmitter, virtio-serial throttles the port) until the
- * device says it is writable again. Device input is read only while QEMU's socket takes
- * it (the device's 'data' listener comes and goes with the socket's drain).
- */
-class PortBridge {
-  readonly #devices: readonly Chardev[];
-  #sock: net.Socket | undefined;
-  #listening = false;
-  #connected!: () => void;
-  readonly connected = new Promise<void>((resolve) => (this.#connected = resolve));
-  #closed: () => void = () => {};
-  /** Resolves when QEMU's connection is gone (at once if it never came). */
-  closed: Promise<void> = Promise.resolve();
-
-  constructor(devices: readonly Chardev[]) {
-    this.#devices = devices;
-  }
-
-  get isConnected(): boolean {
-    return this.#sock !== undefined;
-  }
-
-  /** QEMU connected. A second connection on the same socket is not QEMU's: refused. */
-  accept(sock: net.Socket): void {
-    if (this.#sock !== undefined) {
-      sock.destroy();
-      return;
-    }
-    this.#sock = sock;
-    this.closed = new Promise<void>((resolve) => (this.#closed = resolve));
-    const pump = new OutputPump(this.#devices, { pause: () => sock.pause(), resume: () => sock.resume() });
-    // A chunk fresh from QEMU's socket, never reused: the devices may keep it.
-    sock.on('data', (b: Buffer) => pump.push(b));
-    sock.on('drain', () => this.#listen(true));
-    sock.on('error', () => {});
-    sock.on('close', () => {
-      this.#listen(false);
-      // What QEMU wrote and no device took yet goes with the connection, as in QEMU.
-      pump.close();
-      this.#sock = undefined;
-      this.#closed();
-    });
-    this.#listen(true);
-    this.#connected();
-  }
-
-  readonly #toGuest = (b: Buffer): void => {
-    const sock = this.#sock;
-    if (sock === undefined) return;
-    if (!sock.write(b)) this.#listen(false);
-  };
-
-  #listen(on: boolean): void {
-    if (on === this.#listening || (on && this.#sock === undefined)) return;
-    this.#listening = on;
-    for (const d of this.#devices) {
-      if (on) d.on('data', this.#toGuest);
-      else d.off('data', this.#toGuest);
-    }
-  }
-
-  close(): void {
-    this.#sock?.destroy();
-  }
+/** What a detached QEMU leaves behind for the next daemon to take it back (adoptQemu). */
+export interface QemuRecord {
+  readonly pid: number;
+  /** /proc/PID/stat's starttime: a pid reused by another process is not our QEMU. */
+  readonly startTime: string;
+  /** The private socket directory (the ports' sockets p0…, and qmp). */
+  readonly dir: string;
+  readonly argv: readonly string[];
 }
-
 
 /** UNIX socket paths must fit sockaddr_un (108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
@@ -295,54 +122,132 @@ function timestamp(): string {
   return new Date().toISOString().replace('T', ' ').replace('Z', '+0000');
 }
 
+/** How QEMU ended, as the process handle sees it (both null: not ours to wait for; it is gone). */
+interface ProcessEnd {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** The QEMU process: our child, or one an earlier daemon started. */
+interface QemuHandle {
+  readonly pid: number;
+  readonly ended: Promise<ProcessEnd>;
+  gone(): boolean;
+  kill(signal: NodeJS.Signals): void;
+  /** Stop watching (the daemon lets go of QEMU without stopping it). */
+  release(): void;
+  /** Look now whether it is gone (a hint: its QMP connection closed). */
+  check?(): void;
+}
+
+function childHandle(child: ChildProcess, event: 'close' | 'exit'): QemuHandle {
+  const ended = new Promise<ProcessEnd>((resolve) => child.once(event, (code, signal) => resolve({ code, signal })));
+  return {
+    pid: child.pid ?? -1,
+    ended,
+    gone: () => child.exitCode !== null || child.signalCode !== null,
+    kill: (signal) => {
+      child.kill(signal);
+    },
+    release: () => child.unref(),
+  };
+}
+
+/** /proc/PID/stat's starttime (field 22), or undefined when there is no such process or it is a zombie. */
+export function processStartTime(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name may hold spaces and parentheses: the fields start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
+  return fields[19];
+}
+
+/**
+ * How often a QEMU that is not our child is looked at. Its exit is noticed at once anyway
+ * when its QMP connection closes (`check`); this is only the backstop.
+ */
+const ADOPTED_POLL_MS = 5000;
+
+/** A QEMU that is not our child: no exit status to wait for, so its pid is watched. */
+function adoptedHandle(record: QemuRecord): QemuHandle {
+  let resolveEnded!: (e: ProcessEnd) => void;
+  const ended = new Promise<ProcessEnd>((resolve) => (resolveEnded = resolve));
+  let over = false;
+  const gone = (): boolean => over || processStartTime(record.pid) !== record.startTime;
+  const check = (): void => {
+    if (over || !gone()) return;
+    over = true;
+    clearInterval(timer);
+    resolveEnded({ code: null, signal: null });
+  };
+  const timer = setInterval(check, ADOPTED_POLL_MS);
+  timer.unref();
+  return {
+    pid: record.pid,
+    ended,
+    gone,
+    check,
+    kill: (signal) => {
+      if (!gone()) process.kill(record.pid, signal);
+    },
+    release: () => clearInterval(timer),
+  };
+}
+
+/** A QEMU's lifecycle as this process sees it. */
+type QemuState = 'running' | 'stopping' | 'exited' | 'released';
+
 /** A running QEMU whose character devices are the domain's. */
 export class QemuProcess {
   /** The whole command line QEMU was started with. */
   readonly argv: readonly string[];
   readonly pid: number;
-  /** Resolves when QEMU has exited and the guest's last output has reached the devices. */
+  /** The private socket directory. */
+  readonly dir: string;
+  /** Resolves when QEMU has exited and the guest's last output has reached the devices (never after release()). */
   readonly exited: Promise<QemuExit>;
   /** Resolves once QEMU has connected every port and answers QMP; rejects if it exits first. */
   readonly ready: Promise<void>;
-  readonly #child: ChildProcess;
+  readonly #proc: QemuHandle;
   readonly #bridges: readonly PortBridge[];
   readonly #servers: readonly net.Server[];
-  readonly #dir: string;
   #qmp: QmpClient | undefined;
+  #state: QemuState = 'running';
   #stopRequested = false;
   #stopping: Promise<QemuExit> | undefined;
-  #done = false;
 
-  /** @internal Use launchQemu(). */
-  constructor(init: { argv: string[]; child: ChildProcess; bridges: PortBridge[]; servers: net.Server[]; dir: string; qmp: Promise<net.Socket>; log: (b: Buffer) => void }) {
+  /** @internal Use launchQemu() or adoptQemu(). */
+  constructor(init: { argv: readonly string[]; proc: QemuHandle; bridges: PortBridge[]; servers: net.Server[]; dir: string; qmp: Promise<net.Socket>; log: (b: Buffer) => void; lastWords: () => string; dieWithUs: boolean }) {
     this.argv = init.argv;
-    this.#child = init.child;
-    this.pid = init.child.pid ?? -1;
+    this.#proc = init.proc;
+    this.pid = init.proc.pid;
     this.#bridges = init.bridges;
     this.#servers = init.servers;
-    this.#dir = init.dir;
-    const { child, log, bridges } = init;
-    let stderrTail = '';
-    child.stdout?.on('data', (b: Buffer) => log(b));
-    child.stderr?.on('data', (b: Buffer) => {
-      log(b);
-      stderrTail = (stderrTail + b.toString('utf8')).slice(-4096);
-    });
+    this.dir = init.dir;
+    const { proc, log, bridges } = init;
     // Ours stops QEMU when chardev itself goes away without stopping it (an uncaught error).
     const onExit = (): void => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      if (!proc.gone()) proc.kill('SIGTERM');
     };
-    process.on('exit', onExit);
-    const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
-    this.exited = closed.then(async ({ code, signal }) => {
+    if (init.dieWithUs) process.on('exit', onExit);
+    this.exited = proc.ended.then(async ({ code, signal }) => {
       process.off('exit', onExit);
+      // Let go of already: the next daemon sees it gone and tidies up.
+      if (this.#state === 'released') return new Promise<QemuExit>(() => {});
       // The guest's last output is in the sockets QEMU just closed: let it arrive.
       await Promise.race([Promise.all(bridges.map((b) => b.closed)), new Promise((r) => setTimeout(r, 1000).unref())]);
-      this.#release();
+      this.#release(true);
+      this.#state = 'exited';
       const status = exitStatus(code, signal);
-      const lastError = stderrTail.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
-      log(Buffer.from(`${timestamp()}: qemu exited (${signal !== null ? `signal ${signal}` : `status ${code}`})${this.#stopRequested ? ', as chardev asked' : ''}\n`));
-      return { code, signal, status, lastError, stopRequested: this.#stopRequested };
+      const lastError = init.lastWords().split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
+      const how = signal !== null ? `signal ${signal}` : code !== null ? `status ${code}` : 'status unknown: started by an earlier chardev';
+      log(Buffer.from(`${timestamp()}: qemu exited (${how})${this.#stopRequested ? ', as chardev asked' : ''}\n`));
+      return { code, signal, status: code === null && signal === null ? 0 : status, lastError, stopRequested: this.#stopRequested };
     });
     const exitedEarly = this.exited.then((exit) => {
       throw new ChardevError('ERR_GUEST', qemuExitMessage(this.argv[0] ?? 'qemu', exit));
@@ -350,6 +255,8 @@ export class QemuProcess {
     this.ready = Promise.race([
       (async () => {
         const sock = await init.qmp;
+        // QEMU gone: look now rather than at the next poll.
+        sock.once('close', () => proc.check?.());
         this.#qmp = await QmpClient.over(sock, 30000);
         await Promise.all(bridges.map((b) => b.connected));
       })(),
@@ -359,9 +266,20 @@ export class QemuProcess {
     this.ready.catch(() => {});
   }
 
+  /** QEMU raises a BREAK at the frontend of its chardev `id` (QMP `chardev-send-break`). */
+  async sendBreak(id: string): Promise<void> {
+    if (this.#qmp === undefined) throw new ChardevError('ERR_GUEST', 'qemu: not connected to QEMU yet');
+    await this.#qmp.execute('chardev-send-break', { id }, 5000);
+  }
+
   /** True while QEMU's connection for port `index` is up. */
   portConnected(index: number): boolean {
     return this.#bridges[index]?.isConnected === true;
+  }
+
+  /** What the next daemon needs to take this QEMU back. */
+  record(): QemuRecord {
+    return { pid: this.pid, startTime: processStartTime(this.pid) ?? '', dir: this.dir, argv: this.argv };
   }
 
   /**
@@ -370,10 +288,10 @@ export class QemuProcess {
    */
   stop(timeoutMs = 5000): Promise<QemuExit> {
     this.#stopping ??= (async () => {
-      if (this.#done) return this.exited;
+      if (this.#state !== 'running') return this.exited;
+      this.#state = 'stopping';
       this.#stopRequested = true;
-      const child = this.#child;
-      const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
+      const proc = this.#proc;
       const within = (ms: number): Promise<boolean> =>
         Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
       let quit = false;
@@ -385,22 +303,32 @@ export class QemuProcess {
           // not answering: signals below
         }
       }
-      if (!quit && !gone()) child.kill('SIGTERM');
-      if (!(await within(timeoutMs)) && !gone()) {
-        child.kill('SIGKILL');
+      if (!quit && !proc.gone()) proc.kill('SIGTERM');
+      if (!(await within(timeoutMs)) && !proc.gone()) {
+        proc.kill('SIGKILL');
       }
       return this.exited;
     })();
     return this.#stopping;
   }
 
-  #release(): void {
-    if (this.#done) return;
-    this.#done = true;
+  /**
+   * Let go of a detached QEMU without stopping it: our sockets close (QEMU keeps trying to
+   * connect again), the socket directory stays for the next daemon. `exited` never settles.
+   */
+  release(): void {
+    if (this.#state !== 'running') return;
+    this.#state = 'released';
+    this.#proc.release();
+    this.#release(false);
+  }
+
+  #release(removeDir: boolean): void {
     for (const b of this.#bridges) b.close();
     for (const s of this.#servers) s.close();
     void this.#qmp?.close().catch(() => {});
-    fs.rmSync(this.#dir, { recursive: true, force: true });
+    this.#qmp = undefined;
+    if (removeDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -410,32 +338,68 @@ export function qemuExitMessage(binary: string, exit: QemuExit): string {
   return `${path.basename(binary)} ${how}${exit.lastError !== '' ? `: ${exit.lastError}` : ''}`;
 }
 
+/** The log file QEMU's stdout and stderr go to when detached: the domain log itself. */
+function qemuLogFile(domain: Domain): string {
+  return domain.domainLog().path;
+}
+
+/** The last few KiB of a file (QEMU's last words when it wrote there itself). */
+function fileTail(file: string, bytes = 4096): string {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(bytes, size));
+    fs.readSync(fd, buf, 0, buf.length, size - buf.length);
+    return buf.toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
 /**
- * Start QEMU as the guest of `domain`'s devices. Resolves once QEMU is spawned (see
- * `ready` for "every device connected"); rejects with ERR_GUEST when it cannot be started.
+ * QEMU's spelling of "connect again every second": `reconnect=1` up to 9.1, `reconnect-ms`
+ * from 9.2 on (where `reconnect` is deprecated; QEMU 10 dropped it).
  */
-export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Promise<QemuProcess> {
-  const [binary, ...userArgs] = options.argv;
-  if (binary === undefined) throw usage('qemu: no QEMU command given (chardev qemu FILE -- qemu-system-x86_64 ARGS…)');
-  const log = options.log ?? ((b: Buffer) => {
-    try {
-      domain.domainLog().write(b);
-    } catch {
-      // A failing log must not stop the guest; the stdio devices report it.
-    }
-  });
-  const dir = privateDir(options.runDir, domain.name);
+function reconnectOption(binary: string): string {
+  // Asked once per binary: the daemon starting its hundredth guest does not ask again.
+  const known = reconnectOptions.get(binary);
+  if (known !== undefined) return known;
+  let version = '';
+  try {
+    version = execFileSync(binary, ['-version'], { encoding: 'utf8', timeout: 10000, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    // It cannot say: the older spelling; QEMU's own error, if any, says the rest.
+  }
+  const m = /version (\d+)\.(\d+)/.exec(version);
+  const [major, minor] = m === null ? [0, 0] : [Number(m[1]), Number(m[2])];
+  const option = major > 9 || (major === 9 && minor >= 2) ? 'reconnect-ms=1000' : 'reconnect=1';
+  reconnectOptions.set(binary, option);
+  return option;
+}
+const reconnectOptions = new Map<string, string>();
+
+interface PortServers {
+  readonly servers: net.Server[];
+  readonly bridges: PortBridge[];
+  readonly qmp: Promise<net.Socket>;
+}
+
+/** Listen on the port sockets and the QMP socket in `dir` (owner-only; stale files replaced). */
+async function listenPorts(domain: Domain, ports: readonly QemuPort[], dir: string, sendBreak: (chardevId: string) => Promise<void>): Promise<PortServers> {
   const servers: net.Server[] = [];
   const bridges: PortBridge[] = [];
-  let child: ChildProcess | undefined;
   try {
-    const socketPath = (i: number): string => path.join(dir, `p${i}`);
-    const qmpPath = path.join(dir, 'qmp');
-    for (const [i, port] of options.ports.entries()) {
-      const bridge = new PortBridge(port.devices.map((nd) => domain.device(nd.alias)));
+    for (const [i, port] of ports.entries()) {
+      const bridge = new PortBridge(
+        port.devices.map((nd) => domain.device(nd.alias)),
+        () => sendBreak(port.id),
+      );
       const server = net.createServer((sock) => bridge.accept(sock));
       servers.push(server);
-      await listenUnixOwnerOnly(port.id, server, socketPath(i), 1);
+      await listenUnixOwnerOnly(port.id, server, portSocketPath(dir, i), 1);
       bridges.push(bridge);
     }
     let qmpAccepted!: (s: net.Socket) => void;
@@ -449,14 +413,55 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
       }
     });
     servers.push(qmpServer);
-    await listenUnixOwnerOnly(QMP_CHARDEV_ID, qmpServer, qmpPath, 1);
+    await listenUnixOwnerOnly(QMP_CHARDEV_ID, qmpServer, path.join(dir, 'qmp'), 1);
+    return { servers, bridges, qmp };
+  } catch (err) {
+    for (const b of bridges) b.close();
+    for (const s of servers) s.close();
+    throw err;
+  }
+}
 
-    const argv = [binary, ...userArgs, ...qemuDeviceArgs(options.ports, { portSocket: socketPath, qmpSocket: qmpPath }, userArgs, options.syntax)];
+function portSocketPath(dir: string, index: number): string {
+  return path.join(dir, `p${index}`);
+}
+
+/**
+ * Start QEMU as the guest of `domain`'s devices. Resolves once QEMU is spawned (see
+ * `ready` for "every device connected"); rejects with ERR_GUEST when it cannot be started.
+ */
+export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Promise<QemuProcess> {
+  const [binary, ...userArgs] = options.argv;
+  if (binary === undefined) throw new ChardevError('ERR_USAGE', 'qemu: no QEMU command given (chardev qemu FILE -- qemu-system-x86_64 ARGS…)');
+  const detached = options.supervision === 'detached';
+  const log = options.log ?? ((b: Buffer) => {
+    try {
+      domain.domainLog().write(b);
+    } catch {
+      // A failing log must not stop the guest; the stdio devices report it.
+    }
+  });
+  const dir = privateDir(options.runDir, domain.name);
+  let listening: PortServers | undefined;
+  let child: ChildProcess | undefined;
+  let outFd: number | undefined;
+  let started: QemuProcess | undefined;
+  try {
+    listening = await listenPorts(domain, options.ports, dir, (id) => started?.sendBreak(id) ?? Promise.resolve());
     if (findExecutable(binary) === undefined) throw new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: No such file or directory (is QEMU installed?)`);
+    const paths: QemuArgsPaths = { portSocket: (i) => portSocketPath(dir, i), qmpSocket: path.join(dir, 'qmp'), ...(detached ? { reconnect: reconnectOption(binary) } : {}) };
+    const argv = [binary, ...userArgs, ...qemuDeviceArgs(options.ports, paths, userArgs, options.syntax)];
     log(Buffer.from(`${timestamp()}: starting up chardev, domain ${domain.name}, qemu command line:\n${argv.map(shellQuote).join(' ')}\n`));
-    const [cmd, ...args] = SETPRIV !== undefined ? [SETPRIV, '--pdeathsig', 'TERM', '--', ...argv] : argv;
-    // Its own process group: a ^C at the terminal reaches chardev, which stops QEMU in order.
-    child = spawn(cmd as string, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
+    const common = { detached: true, env: { ...process.env, ...options.env }, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) };
+    if (detached) {
+      // Straight into the log file, not through us: QEMU writes on while no daemon runs.
+      outFd = fs.openSync(qemuLogFile(domain), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
+      child = spawn(binary, argv.slice(1), { ...common, stdio: ['ignore', outFd, outFd] });
+    } else {
+      const [cmd, ...args] = SETPRIV !== undefined ? [SETPRIV, '--pdeathsig', 'TERM', '--', ...argv] : argv;
+      // Its own process group: a ^C at the terminal reaches chardev, which stops QEMU in order.
+      child = spawn(cmd as string, args, { ...common, stdio: ['ignore', 'pipe', 'pipe'] });
+    }
     const c = child;
     await new Promise<void>((resolve, reject) => {
       c.once('spawn', resolve);
@@ -464,11 +469,59 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
         reject(new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: ${e.code === 'ENOENT' ? 'No such file or directory (is QEMU installed?)' : e.message}`, { cause: e })),
       );
     });
-    return new QemuProcess({ argv, child: c, bridges, servers, dir, qmp, log });
+    let stderrTail = '';
+    c.stdout?.on('data', (b: Buffer) => log(b));
+    c.stderr?.on('data', (b: Buffer) => {
+      log(b);
+      stderrTail = (stderrTail + b.toString('utf8')).slice(-4096);
+    });
+    const logFile = detached ? qemuLogFile(domain) : undefined;
+    started = new QemuProcess({
+      argv,
+      // Detached: no pipes to wait for, so 'exit' is the end.
+      proc: childHandle(c, detached ? 'exit' : 'close'),
+      ...listening,
+      dir,
+      log,
+      lastWords: () => (logFile !== undefined ? fileTail(logFile) : stderrTail),
+      dieWithUs: !detached,
+    });
+    return started;
   } catch (err) {
-    for (const b of bridges) b.close();
-    for (const s of servers) s.close();
+    if (listening !== undefined) {
+      for (const b of listening.bridges) b.close();
+      for (const s of listening.servers) s.close();
+    }
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;
+  } finally {
+    // QEMU has its own copy.
+    if (outFd !== undefined) fs.closeSync(outFd);
   }
+}
+
+/**
+ * Take back a QEMU that an earlier daemon started detached (launchQemu with `supervision:
+ * 'detached'`): listen again on its socket directory; QEMU's `reconnect` brings every port
+ * and its QMP monitor back within a second. Throws ERR_GUEST when that QEMU is gone.
+ */
+export async function adoptQemu(domain: Domain, ports: readonly QemuPort[], record: QemuRecord, options: { readonly log?: (chunk: Buffer) => void } = {}): Promise<QemuProcess> {
+  if (processStartTime(record.pid) !== record.startTime) {
+    fs.rmSync(record.dir, { recursive: true, force: true });
+    throw new ChardevError('ERR_GUEST', `qemu (pid ${record.pid}) of domain ${domain.name} is no longer running`);
+  }
+  const log = options.log ?? ((b: Buffer) => {
+    try {
+      domain.domainLog().write(b);
+    } catch {
+      // as in launchQemu
+    }
+  });
+  fs.mkdirSync(record.dir, { recursive: true, mode: 0o700 });
+  let adopted: QemuProcess | undefined;
+  const listening = await listenPorts(domain, ports, record.dir, (id) => adopted?.sendBreak(id) ?? Promise.resolve());
+  const logFile = qemuLogFile(domain);
+  log(Buffer.from(`${timestamp()}: chardev took back qemu (pid ${record.pid}), domain ${domain.name}\n`));
+  adopted = new QemuProcess({ argv: record.argv, proc: adoptedHandle(record), ...listening, dir: record.dir, log, lastWords: () => fileTail(logFile), dieWithUs: false });
+  return adopted;
 }

@@ -1,19 +1,21 @@
 /**
- * The browser console: an HTTP server with one page per device (xterm.js, served from the
- * package itself) and a WebSocket per open tab. Each tab is one hub client of its device,
- * like a `chardev console` session: the history first, then live output; its keys reach
- * the guest only while it is the writer. `vc` devices are interactive; every other device
- * can be watched read-only.
+ * The browser console: an HTTP server whose page is one window per domain — a tab per device
+ * (xterm.js, served from the package itself), switched with Ctrl+Alt+1…9 — and a WebSocket
+ * per device the window has opened. Each is one hub client of its device, like a
+ * `chardev console` session: the history first, then live output; its keys reach the guest
+ * only while it is the writer. `vc` devices are interactive; every other device can be
+ * watched read-only. `/console/ALIAS` is the same page with one device alone.
  *
  * Security: a token generated at start is required on every request (query `?token=` or
  * the cookie the page load sets) — wrong or missing gets 401, also on the WebSocket
  * upgrade; a WebSocket's Origin must be this server's own (else 403), so another site open
  * in the same browser cannot drive the guest. Only a fixed list of static files is served.
  *
- * Wire (per tab, `/ws/ALIAS`): server → client binary frames are guest output; text frames
- * are JSON control messages — `{"type":"hello",domain,device,label,role,readonly,interactive}`
- * (first, before the history), `{"type":"notice",text}`, `{"type":"role",role}`. Client →
- * server frames, binary or text, are guest input.
+ * Paths, under a domain's prefix (`/`, or `/domain/NAME/` for any domain the server has):
+ * `` (the window), `console/ALIAS` (one device), `devices` (JSON: the window's tabs),
+ * `ws/ALIAS` (the WebSocket). docs/browser.md is the wire reference: binary frames are guest
+ * bytes both ways; text frames are JSON control messages (hello, notice, role, counters,
+ * error from the server; resize, break, take, counters from the page).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -24,11 +26,32 @@ import type { AddressInfo, Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { WebSocketServer, WebSocket } from 'ws';
 import type { Chardev } from '../core/chardev.ts';
 import type { Domain } from '../core/domain.ts';
-import { HubFullError, type ClientRole, type ClientSink, type HubClient } from '../core/hub.ts';
 import { ChardevError } from '../errors.ts';
+import { WIRE_VERSION, serveTab } from './tab.ts';
+
+export { CLOSE_DEVICE_GONE, CLOSE_HUB_FULL, WIRE_VERSION, parsePageMessage } from './tab.ts';
+
+/**
+ * The domains a server shows. One domain is the common case (`startWebServer(domain)`); a
+ * process with several passes this: each is at `/domain/NAME/`, and `/` is the default
+ * domain's window, or a list of the domains when there is no default.
+ */
+export interface WebDomains {
+  /** The domain at `/`; undefined: `/` lists `list()`. */
+  readonly default?: Domain | undefined;
+  get(name: string): Domain | undefined;
+  list(): readonly Domain[];
+}
+
+/** Where a request's path leads. */
+type Route = { readonly kind: 'domain'; readonly domain: Domain; readonly rest: string } | { readonly kind: 'list' } | { readonly kind: 'redirect'; readonly to: string };
+
+function isDomain(d: Domain | WebDomains): d is Domain {
+  return 'devices' in d && 'device' in d;
+}
 
 export interface WebServerOptions {
   /** Address to bind; default 127.0.0.1 (loopback only). */
@@ -47,16 +70,16 @@ export interface WebServer {
   readonly host: string;
   readonly port: number;
   readonly token: string;
-  /** The console page of one device, token included. */
-  urlFor(alias: string): string;
+  /** The console page of one device (of the default domain, or of `domain`), token included. */
+  urlFor(alias: string, domain?: string): string;
+  /** A domain's window (`/domain/NAME/`), token included: where a server of several domains sends a user for one. */
+  domainUrl(domain: string): string;
   /** Drop every open tab's connection at once, without a closing handshake (as a network failure would). Returns how many. */
   dropConnections(): number;
   /** Close every tab (going away) and the listening socket. Idempotent. */
   close(): Promise<void>;
 }
 
-/** Frames of guest output are at most this big (history replays can be MiBs). */
-const MAX_OUT_FRAME = 256 * 1024;
 /** Keystrokes and pastes; a tab sending more in one frame is cut off. */
 const MAX_IN_FRAME = 1024 * 1024;
 /** A tab that does not answer a ping within this long is dropped. */
@@ -64,9 +87,6 @@ const PING_MS = 30_000;
 /** How long tabs get to finish the closing handshake at close(). */
 const CLOSE_GRACE_MS = 1000;
 
-/** Close codes the page understands (4000–4999 are the application's). */
-export const CLOSE_DEVICE_GONE = 4001;
-export const CLOSE_HUB_FULL = 4002;
 
 const WEB_DIR = path.dirname(fileURLToPath(import.meta.url));
 
@@ -128,7 +148,8 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-export async function startWebServer(domain: Domain, options: WebServerOptions = {}): Promise<WebServer> {
+export async function startWebServer(source: Domain | WebDomains, options: WebServerOptions = {}): Promise<WebServer> {
+  const domains: WebDomains = isDomain(source) ? { default: source, get: (n) => (n === source.name ? source : undefined), list: () => [source] } : source;
   const host = options.host ?? '127.0.0.1';
   if (host === '' || /[\s/]/.test(host)) throw new ChardevError('ERR_USAGE', `web console: '${host}' is not an address to listen on`);
   const token = options.token ?? randomBytes(24).toString('base64url');
@@ -202,7 +223,7 @@ export async function startWebServer(domain: Domain, options: WebServerOptions =
     return b;
   };
 
-  const findDevice = (alias: string): Chardev | undefined => {
+  const findDevice = (domain: Domain, alias: string): Chardev | undefined => {
     try {
       return domain.device(alias);
     } catch {
@@ -210,27 +231,58 @@ export async function startWebServer(domain: Domain, options: WebServerOptions =
     }
   };
 
-  const consoleUrl = (alias: string): string => `http://${urlHost()}/console/${encodeURIComponent(alias)}?token=${token}`;
+  /** `/` for the default domain, `/domain/NAME/` for the others. */
+  const prefixOf = (domain: Domain): string => (domains.default === domain ? '/' : `/domain/${encodeURIComponent(domain.name)}/`);
 
-  const indexPage = (): string => {
-    const rows = [...domain.devices.values()]
-      .map((d) => {
-        const what = d.type === 'vc' ? 'console' : 'watch (read-only)';
-        return `<tr><td><a href="${escapeHtml(consoleUrl(d.alias))}">${escapeHtml(d.alias)}</a></td><td>${escapeHtml(d.id)}</td><td>${escapeHtml(d.type)}</td><td>${what}</td><td>${d.hub.size}</td></tr>`;
-      })
+  const consoleUrl = (alias: string, domainName?: string): string => {
+    const d = domainName === undefined ? domains.default : domains.get(domainName);
+    const prefix = d === undefined ? `/domain/${encodeURIComponent(domainName ?? '')}/` : prefixOf(d);
+    return `http://${urlHost()}${prefix}console/${encodeURIComponent(alias)}?token=${token}`;
+  };
+
+  /** Where a path leads: a domain and the rest of the path (`/`, `/console/ALIAS`, …); undefined: nowhere. */
+  const route = (p: string): Route | undefined => {
+    const m = /^\/domain\/([^/]+)(\/.*)?$/.exec(p);
+    if (m === null) {
+      if (domains.default !== undefined) return { kind: 'domain', domain: domains.default, rest: p };
+      return p === '/' || p === '/index.html' ? { kind: 'list' } : undefined;
+    }
+    let name: string;
+    try {
+      name = decodeURIComponent(m[1] ?? '');
+    } catch {
+      return undefined;
+    }
+    const domain = domains.get(name);
+    if (domain === undefined) return undefined;
+    // The page finds its paths relative to its own: the prefix ends in a slash.
+    if (m[2] === undefined) return { kind: 'redirect', to: `/domain/${m[1] ?? ''}/` };
+    return { kind: 'domain', domain, rest: m[2] };
+  };
+
+  const domainList = (): string => {
+    const rows = domains
+      .list()
+      .map((d) => `<li><a href="/domain/${escapeHtml(encodeURIComponent(d.name))}/">${escapeHtml(d.name)}</a> (${d.devices.size} device${d.devices.size === 1 ? '' : 's'})</li>`)
       .join('\n');
     return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>chardev: ${escapeHtml(domain.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>chardev: domains</title>
 <link rel="stylesheet" href="/static/console.css"></head>
-<body class="index"><h1>Domain ${escapeHtml(domain.name)}</h1>
-<table><thead><tr><th>Device</th><th>Chardev id</th><th>Type</th><th></th><th>Clients</th></tr></thead>
-<tbody>
+<body class="index"><h1>Domains</h1>
+<ul>
 ${rows}
-</tbody></table>
-<p>vc devices are interactive (one writer, the rest viewers); every other device can be watched read-only.</p>
+</ul>
 </body></html>
 `;
   };
+
+  /** The window's tabs, in the order Ctrl+Alt+1…9 numbers them (see docs/browser.md). */
+  const deviceList = (domain: Domain): string =>
+    JSON.stringify({
+      version: WIRE_VERSION,
+      domain: domain.name,
+      devices: [...domain.devices.values()].map((d) => ({ alias: d.alias, id: d.id, type: d.type, interactive: d.type === 'vc', clients: d.hub.size })),
+    });
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     res.on('error', () => {});
@@ -240,12 +292,28 @@ ${rows}
       return reply(req, res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { Allow: 'GET, HEAD' });
     }
     if (!authorized(req, url)) return text(req, res, 401, 'a valid token is required (the URL chardev printed at start has it)');
-    const p = url.pathname;
+    const cookie = { 'Set-Cookie': `${cookieName()}=${token}; Path=/; HttpOnly; SameSite=Strict` };
     try {
-      if (p === '/' || p === '/index.html') {
-        return reply(req, res, 200, 'text/html; charset=utf-8', indexPage(), { 'Set-Cookie': `${cookieName()}=${token}; Path=/; HttpOnly; SameSite=Strict` });
+      const staticMatch = /^\/static\/([A-Za-z0-9._-]+)$/.exec(url.pathname);
+      if (staticMatch !== null) {
+        const entry = files.get(staticMatch[1] ?? '');
+        return entry === undefined ? text(req, res, 404, 'not found') : reply(req, res, 200, entry[1], readCached(entry[0]));
       }
-      const consoleMatch = /^\/console\/([^/]+)$/.exec(p);
+      const r = route(url.pathname);
+      if (r === undefined) return text(req, res, 404, 'not found');
+      switch (r.kind) {
+        case 'list':
+          return reply(req, res, 200, 'text/html; charset=utf-8', domainList(), cookie);
+        case 'redirect':
+          return reply(req, res, 301, 'text/plain; charset=utf-8', 'moved\n', { Location: `${r.to}${url.search}` });
+        case 'domain':
+          break;
+      }
+      const { domain, rest } = r;
+      // The cookie lets the page's own requests (scripts, the device list, the WebSockets) through without the query.
+      if (rest === '/' || rest === '/index.html') return reply(req, res, 200, 'text/html; charset=utf-8', readCached(CONSOLE_HTML), cookie);
+      if (rest === '/devices') return reply(req, res, 200, 'application/json; charset=utf-8', deviceList(domain));
+      const consoleMatch = /^\/console\/([^/]+)$/.exec(rest);
       if (consoleMatch !== null) {
         let alias: string;
         try {
@@ -253,13 +321,9 @@ ${rows}
         } catch {
           return text(req, res, 400, 'bad device name');
         }
-        if (findDevice(alias) === undefined) return text(req, res, 404, `no device '${alias}' in domain ${domain.name}`);
-        // The cookie lets the page's own requests (scripts, the WebSocket) through without the query.
-        return reply(req, res, 200, 'text/html; charset=utf-8', readCached(CONSOLE_HTML), { 'Set-Cookie': `${cookieName()}=${token}; Path=/; HttpOnly; SameSite=Strict` });
+        if (findDevice(domain, alias) === undefined) return text(req, res, 404, `no device '${alias}' in domain ${domain.name}`);
+        return reply(req, res, 200, 'text/html; charset=utf-8', readCached(CONSOLE_HTML), cookie);
       }
-      const staticMatch = /^\/static\/([A-Za-z0-9._-]+)$/.exec(p);
-      const entry = staticMatch === null ? undefined : files.get(staticMatch[1] ?? '');
-      if (entry !== undefined) return reply(req, res, 200, entry[1], readCached(entry[0]));
       return text(req, res, 404, 'not found');
     } catch (e) {
       return text(req, res, 500, `internal error: ${(e as Error).message}`);
@@ -273,15 +337,17 @@ ${rows}
     if (url === undefined) return refuseUpgrade(socket, 400, 'bad request');
     if (!authorized(req, url)) return refuseUpgrade(socket, 401, 'a valid token is required');
     if (!originAllowed(req.headers.origin, req.headers.host)) return refuseUpgrade(socket, 403, 'foreign origin');
-    const m = /^\/ws\/([^/]+)$/.exec(url.pathname);
+    const r = route(url.pathname);
+    const domain = r?.kind === 'domain' ? r.domain : undefined;
+    const m = r?.kind === 'domain' ? /^\/ws\/([^/]+)$/.exec(r.rest) : null;
     let alias: string | undefined;
     try {
       alias = m === null ? undefined : decodeURIComponent(m[1] ?? '');
     } catch {
       alias = undefined;
     }
-    const device = alias === undefined ? undefined : findDevice(alias);
-    if (device === undefined) return refuseUpgrade(socket, 404, 'no such device');
+    const device = alias === undefined || domain === undefined ? undefined : findDevice(domain, alias);
+    if (device === undefined || domain === undefined) return refuseUpgrade(socket, 404, 'no such device');
     if (device.stopped) return refuseUpgrade(socket, 410, 'the device was stopped');
     const flag = (name: string): boolean => ['1', 'true', 'yes', 'on'].includes(url.searchParams.get(name) ?? '');
     try {
@@ -345,6 +411,7 @@ ${rows}
     port,
     token,
     urlFor: consoleUrl,
+    domainUrl: (name) => `http://${urlHost()}/domain/${encodeURIComponent(name)}/?token=${token}`,
     dropConnections: () => {
       const n = wss.clients.size;
       for (const ws of [...wss.clients]) ws.terminate();
@@ -379,91 +446,4 @@ ${rows}
       return closing;
     },
   };
-}
-
-interface TabOptions {
-  readonly label: string;
-  readonly readonly: boolean;
-  readonly force: boolean;
-}
-
-function rawToBuffer(data: RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
-}
-
-/** One tab: a hub client whose transport is the WebSocket. */
-function serveTab(domain: Domain, device: Chardev, ws: WebSocket, opts: TabOptions): void {
-  // Guest output and notices wait until hello (which needs the role) is out.
-  let held: Array<{ data: Buffer | string; binary: boolean }> | undefined = [];
-  let heldBytes = 0;
-  let client: HubClient | undefined;
-  let toldRole: ClientRole | undefined;
-  const out = (data: Buffer | string, binary: boolean): void => {
-    if (held !== undefined) {
-      held.push({ data, binary });
-      heldBytes += data.length;
-      return;
-    }
-    if (ws.readyState !== WebSocket.OPEN) return;
-    ws.send(data, { binary }, (err) => {
-      if (err !== undefined && err !== null) ws.terminate();
-      // A frame went out: the guest may be waiting for this tab to take more.
-      else client?.drained();
-    });
-  };
-  const control = (msg: Record<string, unknown>): void => out(JSON.stringify(msg), false);
-  const sink: ClientSink = {
-    send: (data) => {
-      for (let off = 0; off < data.length; off += MAX_OUT_FRAME) out(data.subarray(off, off + MAX_OUT_FRAME), true);
-    },
-    get queuedBytes() {
-      return ws.bufferedAmount + heldBytes;
-    },
-    notice: (text) => {
-      control({ type: 'notice', text });
-      // The hub sets the new role before it tells the client; the page wants it as data too.
-      if (client !== undefined && toldRole !== undefined && client.role !== toldRole) {
-        toldRole = client.role;
-        control({ type: 'role', role: client.role });
-      }
-    },
-    close: (reason) => {
-      control({ type: 'notice', text: reason });
-      if (ws.readyState === WebSocket.OPEN) ws.close(CLOSE_DEVICE_GONE, reason.slice(0, 100));
-    },
-    pause: () => ws.pause(),
-    resume: () => ws.resume(),
-  };
-  ws.on('error', () => ws.terminate());
-  try {
-    client = device.hub.attach(sink, {
-      kind: 'browser',
-      label: opts.label,
-      readonly: opts.readonly,
-      force: opts.force && !opts.readonly,
-    });
-  } catch (e) {
-    const text = e instanceof HubFullError ? `${device.id}: ${e.message}` : (e as Error).message;
-    if (ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: 'notice', text }));
-      ws.close(CLOSE_HUB_FULL, text.slice(0, 100));
-    }
-    return;
-  }
-  const c = client;
-  toldRole = c.role;
-  const pending = held;
-  held = undefined;
-  heldBytes = 0;
-  control({ type: 'hello', domain: domain.name, device: device.alias, label: device.id, role: c.role, readonly: c.readonly, interactive: device.type === 'vc' });
-  for (const f of pending) out(f.data, f.binary);
-  ws.on('message', (data: RawData) => {
-    const b = rawToBuffer(data);
-    if (b.length > 0) c.input(b);
-  });
-  ws.on('close', () => c.detach());
-  // A tab that closed while we attached.
-  if (ws.readyState !== WebSocket.OPEN) c.detach();
 }

@@ -1,5 +1,5 @@
 /**
- * Many clients on one device (issue 5): every client sees the output and the history,
+ * Many clients on one device: every client sees the output and the history,
  * only the writer's input reaches the guest, take-over, and a stalled client that cannot
  * slow the others or grow memory. Python's socket module is every client.
  */
@@ -14,7 +14,7 @@ import { PyPeer, STREAM_PEER, hex } from './python-peer.ts';
 const GREETING = 'fffb01fffb03fffb00fffd00';
 
 function xml(devices: string): string {
-  return domainXml(devices).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+  return domainXml(devices);
 }
 
 async function connect(port: string, peers: PyPeer[]): Promise<{ peer: PyPeer; label: string }> {

@@ -21,13 +21,9 @@ const GREETING_HEX = 'fffb01fffb03fffb00fffd00';
 
 // --- domains -----------------------------------------------------------------------------
 
-function withCdNs(xml: string): string {
-  return xml.replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
-}
-
 /** A tcp serial device: `<source …attrs/>`, `<protocol type=…/>`, then `extra`. */
 function tcpXml(sourceAttrs: string, protocol: string, extra = ''): string {
-  return withCdNs(domainXml(`<serial type='tcp'><source ${sourceAttrs}/><protocol type='${protocol}'/>${extra}</serial>`));
+  return domainXml(`<serial type='tcp'><source ${sourceAttrs}/><protocol type='${protocol}'/>${extra}</serial>`);
 }
 
 const bindAttrs = (service: number | string = 0): string => `mode='bind' host='127.0.0.1' service='${service}'`;
@@ -411,11 +407,9 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
 
     // A device started before the failing one is stopped again: its port is free.
     const plainPort = await freePort();
-    const two = withCdNs(
-      domainXml(
-        `<serial type='tcp'><source ${bindAttrs(plainPort)}/><protocol type='raw'/></serial>\n` +
-          `<serial type='tcp'><source ${bindAttrs(0)}/><protocol type='telnets'/><cd:tls dir='${q(missing)}'/></serial>`,
-      ),
+    const two = domainXml(
+      `<serial type='tcp'><source ${bindAttrs(plainPort)}/><protocol type='raw'/></serial>\n` +
+        `<serial type='tcp'><source ${bindAttrs(0)}/><protocol type='telnets'/><cd:tls dir='${q(missing)}'/></serial>`,
     );
     await assert.rejects(started(two, { load: { tlsCertDir: pki.dir } }), {
       code: 'ERR_TLS_CREDENTIALS',

@@ -36,7 +36,7 @@ describe('chardev console (in tmux)', () => {
     const xml = path.join(dir, 'con.xml');
     fs.writeFileSync(
       xml,
-      domainXml(`<serial type='null'><target port='0'/><cd:history size='65536'/></serial>`, 'con').replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"),
+      domainXml(`<serial type='null'><target port='0'/><cd:history size='65536'/></serial>`, 'con'),
     );
     // The guest echoes each line it reads, so what reaches it is visible.
     const guest = 'echo boot-line; while IFS= read -r l; do printf "echo:%s\\n" "$l"; done';
@@ -125,6 +125,39 @@ describe('chardev console (in tmux)', () => {
     const noDev = await run(process.execPath, ['--import', 'tsx', CLI, 'console', '--run-dir', runDir, 'con', 'serial9']);
     assert.equal(noDev.code, 1);
     assert.equal(noDev.stderr.toString(), "error: no device 'serial9' in domain con (has: serial0)\n");
+  });
+
+  it('a `run --tty` guest has the console’s terminal size (and follows it); ~B sends it a BREAK (SIGINT, per stty sane’s brkint); ~? lists the commands; ~~ is one ~', T, async () => {
+    const ttyRun = path.join(dir, 'ttyrun');
+    fs.mkdirSync(ttyRun, { mode: 0o700 });
+    const xml = path.join(dir, 'tty.xml');
+    fs.writeFileSync(xml, domainXml(`<serial type='null'><target port='0'/><cd:history size='65536'/></serial>`, 'ttycon'));
+    const guest = 'trap "echo got-break" INT; echo tty-ready; while :; do read l; echo "line:$l size:$(stty size)"; done';
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--tty', '--run-dir', ttyRun, '--log-dir', path.join(dir, 'logs'), xml, '--', 'sh', '-c', guest], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor(() => /console: chardev console ttycon/.test(out), 'the tty domain to start', 15000);
+      tmux('new-window', '-d', '-t', 'main', '-n', 't', `${cli(`console --run-dir ${ttyRun} ttycon`)}; echo "EXIT=$?"; sleep 600`);
+      await waitFor(() => screen('main:t').includes('tty-ready'), 'attached', 10000);
+      tmux('send-keys', '-t', 'main:t', 'one', 'Enter');
+      await waitFor(() => /line:one size:30 120/.test(screen('main:t')), `the guest's size is the console's 120x30: ${screen('main:t')}`, 10000);
+      tmux('resize-window', '-t', 'main:t', '-x', '100', '-y', '25');
+      tmux('send-keys', '-t', 'main:t', 'two', 'Enter');
+      await waitFor(() => /line:two size:25 100/.test(screen('main:t')), `the guest follows the window: ${screen('main:t')}`, 10000);
+      tmux('send-keys', '-t', 'main:t', '~?');
+      await waitFor(() => screen('main:t').includes('~B  send a BREAK'), 'the ~ help', 10000);
+      tmux('send-keys', '-t', 'main:t', 'Enter', '~B');
+      // The shell runs its trap once its `read` is done.
+      tmux('send-keys', '-t', 'main:t', 'Enter');
+      await waitFor(() => screen('main:t').includes('got-break'), `the BREAK as SIGINT in the guest: ${screen('main:t')}`, 10000);
+      tmux('send-keys', '-t', 'main:t', '~~x', 'Enter');
+      await waitFor(() => /line:~x size/.test(screen('main:t')), `~~ as one ~: ${screen('main:t')}`, 10000);
+      tmux('send-keys', '-t', 'main:t', '~.');
+      await waitFor(() => screen('main:t').includes('EXIT=0'), '~. to leave', 10000);
+    } finally {
+      child.kill('SIGTERM');
+    }
   });
 
   it('the domain stopping ends the session with a message and gives the terminal back (last: stops the domain)', T, async () => {

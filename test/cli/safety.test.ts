@@ -1,5 +1,5 @@
 /**
- * Safe by default (issue 15): no TCP listener hands out a shell unless the user asks, and
+ * Safe by default: no TCP listener hands out a shell unless the user asks, and
  * `chardev run FILE` with no COMMAND does not serve one by itself. Real `chardev run`
  * processes (bin/chardev.js), looked at from outside: /proc/net/tcp, socket modes, a
  * Python client.

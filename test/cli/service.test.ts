@@ -1,5 +1,5 @@
 /**
- * Running as a service (issue 15): readiness to systemd over a real unix datagram socket
+ * Running as a service: readiness to systemd over a real unix datagram socket
  * (a Python listener standing in for systemd), $RUNTIME_DIRECTORY/$LOGS_DIRECTORY, the web
  * token kept out of anything but a terminal, --quiet/--verbose, one version, and the
  * example unit accepted by systemd-analyze.

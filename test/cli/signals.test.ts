@@ -1,5 +1,5 @@
 /**
- * Signals and exit statuses (issue 15): SIGHUP, SIGINT and SIGTERM each stop `chardev run`
+ * Signals and exit statuses: SIGHUP, SIGINT and SIGTERM each stop `chardev run`
  * and `chardev qemu` cleanly — the guest stopped, sockets and status file gone — and the
  * exit status says whose failure it was (README "Exit status"). Real processes:
  * bin/chardev.js, /bin/sh guests, a stand-in QEMU in Python that speaks enough QMP.

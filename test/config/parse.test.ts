@@ -193,7 +193,7 @@ test('a guestfwd address with an octet above 255 is refused', () => {
   refuse(domain("<channel type='pipe'><source path='/p'/><target type='guestfwd' address='10.0.2.256' port='1'/></channel>"), "XML error: Cannot parse socket address '10.0.2.256'");
 });
 
-// ---- every device error names its device (issue 17 item 5) ----
+// ---- every device error names its device ----
 
 test('errors found while parsing name the alias libvirt gives the device, like every later check', () => {
   const cases: Array<[string, string, string]> = [
@@ -287,7 +287,7 @@ test('a document with no element: one line with the line where libxml2 gives up,
   }
 });
 
-// ---- what libxml2 refuses (issue 17 item 7) ----
+// ---- what libxml2 refuses ----
 
 test("an encoding= libxml2 does not know is refused in libxml2's words; the ones it knows are read (as UTF-8)", () => {
   const decl = (enc: string): string => `<?xml version='1.0' encoding='${enc}'?>\n<serial type='pty'/>\n`;

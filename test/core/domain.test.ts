@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatDomain } from '../../src/config/format.ts';
 import { startDomain } from '../../src/core/domain.ts';
+import '../../src/backends/index.ts';
 import { ChardevError } from '../../src/errors.ts';
 import { open, loadDomain } from '../../src/index.ts';
 import { T, domainXml, eventLog, load, mode, newFds, openFds, q, tmpDir } from './helpers.ts';

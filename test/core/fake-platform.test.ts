@@ -7,10 +7,11 @@ import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDomain, type Domain, type DomainOptions } from '../../src/core/domain.ts';
+import '../../src/backends/index.ts';
 import type { Chardev } from '../../src/core/chardev.ts';
 import { ChardevError } from '../../src/errors.ts';
 import { PARALLEL_MAX_QUEUED_BYTES } from '../../src/backends/parallel.ts';
-import { FakePlatform, PlatformError, type FakePty } from '../../src/platform/index.ts';
+import { FakePlatform, PlatformError, type FakePty } from '../../src/testing.ts';
 import { collect, eventLog, load, payload, waitFor, writeAll } from './helpers.ts';
 
 /** Small, so a real-timer test waits milliseconds, not QEMU's second. */

@@ -19,10 +19,8 @@ export function q(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
 }
 
-/** An HVM domain named `name` with the given device elements. */
-export function domainXml(devices: string, name = 't'): string {
-  return `<domain type='kvm'>\n  <name>${name}</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n${devices}\n  </devices>\n</domain>\n`;
-}
+export { domainXml } from '../helpers/domain-xml.ts';
+import { domainXml } from '../helpers/domain-xml.ts';
 
 export function load(devices: string, name = 't'): LoadedDomain {
   return loadDomain(domainXml(devices, name), { file: 'test.xml' });

@@ -302,3 +302,22 @@ describe('Hub flow control (QEMU: the connected client gets every byte; the gues
     assert.equal(writable, 1);
   });
 });
+
+describe('Hub: the writer’s terminal size', () => {
+  it('reaches the guest from the writer only; a new writer brings its own size; sizes of 0 are ignored', () => {
+    const sizes: string[] = [];
+    const { h } = hub({ onResize: (s) => sizes.push(`${s.cols}x${s.rows}`) });
+    const a = h.attach(new MemorySink(), { kind: 'browser', label: 'a' });
+    const b = h.attach(new MemorySink(), { kind: 'browser', label: 'b' });
+    a.resize({ cols: 100, rows: 30 });
+    b.resize({ cols: 80, rows: 24 });
+    a.resize({ cols: 100, rows: 30 });
+    a.resize({ cols: 0, rows: 30 });
+    assert.deepEqual(sizes, ['100x30'], 'the viewer’s size, a repeat and a zero size do not reach the guest');
+    assert.deepEqual(h.writer?.size, { cols: 100, rows: 30 });
+    h.takeOver(b);
+    assert.deepEqual(sizes, ['100x30', '80x24'], 'the new writer’s size');
+    b.detach();
+    assert.deepEqual(sizes, ['100x30', '80x24', '100x30'], 'promoted back: its size again');
+  });
+});

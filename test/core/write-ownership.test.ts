@@ -70,7 +70,7 @@ describe('guest output ownership: write copies, writeOwned shares', () => {
       const log = path.join(dir, `${how}.log`);
       const xml = domainXml(
         `<serial type='unix'><source mode='bind' path='${q(sock)}'/><log file='${q(log)}'/><cd:history size='4096'/></serial>`,
-      ).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+      );
       const d = await open(xml);
       try {
         const dev = d.device('serial0');

@@ -1,5 +1,5 @@
 /**
- * The package as a user gets it (issue 15): `npm pack`, installed from the tarball into a
+ * The package as a user gets it: `npm pack`, installed from the tarball into a
  * fresh project (dependencies from npm's cache, which `npm ci` filled, else the registry),
  * then used the four ways people use it — the `chardev` command through npx, an ESM script,
  * a CommonJS script (require of an ES module, Node ≥ 20.19) and a TypeScript project
@@ -123,9 +123,27 @@ await domain.stop();
 process.stdout.write(\`accepted \${accepted} \${ChardevError.name}\\n\`);
 `,
     );
+    // chardev/testing: a pty domain on the fake platform, no terminal needed.
+    fs.writeFileSync(
+      path.join(project, 'ts', 'fake.ts'),
+      `import { open } from 'chardev';
+import { FakePlatform } from 'chardev/testing';
+
+const platform = new FakePlatform();
+const domain = await open(${JSON.stringify(DOMAIN('fake', `<serial type='pty'/>`))}, { platform });
+const serial = domain.device('serial0');
+const pty = platform.pty(serial.ptyPath ?? '');
+pty.connect();
+serial.write(Buffer.from('to the pty'));
+await new Promise((resolve) => setTimeout(resolve, 50));
+process.stdout.write(pty.takeOutput().toString() + '\\n');
+await domain.stop();
+`,
+    );
     // The project's own tsc (TypeScript 7); the consumer has none of its own.
     ok(sh(process.execPath, [TSC, '-p', '.'], project), 'tsc on the consumer');
     assert.equal(ok(sh(process.execPath, ['out/main.js'], project), 'node out/main.js'), 'accepted 1 ChardevError\n');
+    assert.equal(ok(sh(process.execPath, ['out/fake.js'], project), 'node out/fake.js'), 'to the pty\n', 'chardev/testing: the fake platform');
   });
 
   it('npx chardev run killed with SIGTERM (npm and its sh -c in between): chardev sees npm go and stops, guest and all', T, async () => {

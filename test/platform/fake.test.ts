@@ -4,7 +4,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakePlatform, PlatformError, type Platform } from '../../src/platform/index.ts';
+import { FakePlatform, PlatformError, type Platform } from '../../src/testing.ts';
 
 describe('FakePlatform', () => {
   it('is a Platform', () => {

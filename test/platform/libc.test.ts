@@ -1,5 +1,5 @@
 /**
- * The C library chosen at run time (issue 15): src/platform/native.ts reads the program
+ * The C library chosen at run time: src/platform/native.ts reads the program
  * interpreter of the running executable and binds each symbol when first used.
  *
  * On this machine's Node that is glibc. The musl path is proven for real with the musl kit

@@ -3,6 +3,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -220,4 +221,31 @@ describe('pty (real)', () => {
       platform.close(fd);
     }
   });
+
+  it("the slave's window size (TIOCSWINSZ on the master: stty size there), its BREAK flags, SIGINT to its foreground group, a flush", T, () =>
+    withPty(async (pty) => {
+      platform.setWindowSize(pty.masterFd, { cols: 132, rows: 43 });
+      assert.deepEqual(platform.windowSize(pty.masterFd), { cols: 132, rows: 43 });
+      const size = await run('sh', ['-c', 'stty size <"$1"', 'sh', pty.slavePath]);
+      assert.equal(size.stdout.toString(), '43 132\n');
+      // openPty makes the line raw: no BRKINT, no IGNBRK.
+      assert.deepEqual(platform.ptyBreakFlags(pty.masterFd), { ignbrk: false, brkint: false, parmrk: false, noflsh: false });
+      assert.equal((await run('sh', ['-c', 'stty brkint parmrk noflsh <"$1"', 'sh', pty.slavePath])).code, 0);
+      assert.deepEqual(platform.ptyBreakFlags(pty.masterFd), { ignbrk: false, brkint: true, parmrk: true, noflsh: true });
+      platform.flushPty(pty.masterFd);
+      // A session on the slave whose shell traps SIGINT: TIOCSIG reaches it.
+      const mark = path.join(tmp, 'sigint');
+      const slave = fs.openSync(pty.slavePath, 'r+');
+      const child = spawn('/usr/bin/setsid', ['-c', 'sh', '-c', `trap 'echo got >"$1"; exit 0' INT; echo up >"$1.up"; while :; do sleep 0.05; done`, 'sh', mark], { stdio: [slave, 'ignore', 'ignore'] });
+      fs.closeSync(slave);
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        await waitFor(() => fs.existsSync(`${mark}.up`), 'the shell to run on the slave', 5000);
+        platform.signalPtyForeground(pty.masterFd);
+        await waitFor(() => fs.existsSync(mark), 'SIGINT in the slave’s foreground process group', 5000);
+      } finally {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }));
 });

@@ -7,6 +7,7 @@
  * In CI (CI set) a missing kit is a failure; elsewhere these tests skip and say why
  * (test/qemu/guest-kit.ts).
  */
+import { domainXml } from '../helpers/domain-xml.ts';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -48,7 +49,7 @@ describe('chardev qemu with a real guest', () => {
   /** A domain named `name`: the XML's devices, written to DIR/NAME.xml. */
   function writeDomain(name: string, devices: string): string {
     const file = path.join(dir, `${name}.xml`);
-    fs.writeFileSync(file, `<domain type='kvm' xmlns:cd='urn:chardev:1'>\n  <name>${name}</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n${devices}\n  </devices>\n</domain>\n`);
+    fs.writeFileSync(file, domainXml(devices, name));
     return file;
   }
   const common = (): string[] => ['--run-dir', path.join(dir, 'run'), '--log-dir', path.join(dir, 'logs')];

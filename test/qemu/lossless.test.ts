@@ -1,5 +1,5 @@
 /**
- * Nothing lost between a real QEMU guest and a slow client (SPEC §4.1, issue 14): the guest
+ * Nothing lost between a real QEMU guest and a slow client: the guest
  * writes 2,000,000 random bytes to a port, the checksum computed inside the guest; a real
  * client (Python) connected to the port's UNIX socket the whole time looks away for a few
  * seconds, then reads at 200 KB/s, and must get every byte, in order — as with QEMU serving

@@ -1,5 +1,5 @@
 /**
- * Unauthenticated access to a running domain, tried from outside as SPEC §4.3 and the README
+ * Unauthenticated access to a running domain, tried from outside as docs/reliability.md
  * define it: the control sockets (NAME.qmp, NAME.console), UNIX server sockets, the status
  * file and the logs are owner-only, so another user (`nobody`, through setpriv when the
  * tests run as root) is refused by the kernel; the browser console wants the start's random

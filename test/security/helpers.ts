@@ -3,6 +3,7 @@
  * starts it) watched from outside, and a tally of the checks made, printed as the figures
  * the README's "Security checks" quotes.
  */
+import { domainXml } from '../helpers/domain-xml.ts';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -97,9 +98,9 @@ export function runDir(parent: string): string {
   return dir;
 }
 
-/** A domain document with the chardev namespace declared. */
+/** A domain document (the tests' one builder, with the names the other way round). */
 export function secDomain(name: string, devices: string): string {
-  return `<domain type='kvm' xmlns:cd='urn:chardev:1'>\n  <name>${name}</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n${devices}\n  </devices>\n</domain>\n`;
+  return domainXml(devices, name);
 }
 
 /** Counts of checks made, by kind, for the figures line. */

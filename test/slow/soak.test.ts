@@ -108,7 +108,7 @@ test(`soak: ${TOTAL_MS / 1000} s of client churn — memory, fds, handles and ti
     domainXml(
       `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><log file='${q(log)}'/><cd:rotate size='1048576' backups='2'/><cd:clients max='8'/><cd:history size='262144'/></serial>`,
       'soak',
-    ).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"),
+    ),
   );
   // About 200 KB/s of guest output, for as long as the soak runs.
   const cd = new ChardevProcess({ xmlFile, logDir: path.join(dir, 'logs'), runDir: path.join(dir, 'run'), guest: [PYTHON, '-c', recordGuest(0, 4, 5, countFile)] });

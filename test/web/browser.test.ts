@@ -286,8 +286,8 @@ describe('browser console (chromium)', () => {
       sock.once('message', (d: Buffer, binary: boolean) => (binary ? reject(new Error('binary before hello')) : resolve(d.toString())));
       sock.once('error', reject);
     });
-    assert.deepEqual(JSON.parse(first), { type: 'hello', domain: 'webtest', device: 'serial1', label: 'charserial1', role: 'viewer', readonly: true, interactive: false });
-    sock.send('forced-in');
+    assert.deepEqual(JSON.parse(first), { type: 'hello', version: 1, domain: 'webtest', device: 'serial1', label: 'charserial1', deviceType: 'null', role: 'viewer', readonly: true, interactive: false });
+    sock.send(Buffer.from('forced-in'));
     await eventually(() => watched.hub.inputDropped >= 'forced-in'.length, 'the server to drop a viewer’s input');
     sock.close();
     assert.equal(fromWatched.length, 0, 'nothing reached the watched device’s guest');

@@ -9,7 +9,20 @@ import { hostDevices, chardevId } from '../../config/names.ts';
 import { cliRunDir } from '../args.ts';
 import { CliError, type CliIo } from '../io.ts';
 import { readDomain } from '../read-domain.ts';
-import { driverOptions, type DumpxmlFlags, type QemuArgsFlags, type ValidateFlags } from './config.ts';
+import { driverOptions, type DriverFlags } from '../driver-flags.ts';
+
+export interface ValidateFlags extends DriverFlags {
+  json?: boolean;
+}
+export interface DumpxmlFlags extends DriverFlags {
+  inactive?: boolean;
+  live?: boolean;
+  runDir?: string;
+}
+export interface QemuArgsFlags extends DriverFlags {
+  syntax: string;
+  json?: boolean;
+}
 
 export function validate(file: string, opts: ValidateFlags, { write }: CliIo): void {
   let loaded;

@@ -3,45 +3,10 @@
  * is in config-action.ts, loaded only when one of them runs.
  */
 import type { Command } from 'commander';
-import type { LoadOptions } from '../../config/domain.ts';
+import { addDriverOptions } from '../driver-flags.ts';
 import { CliError, EXIT_USAGE, type CliIo } from '../io.ts';
-
-export interface DriverFlags {
-  tls?: boolean;
-  tlsVerify?: boolean;
-  tlsDir?: string;
-  channelDir?: string;
-}
-
-export function driverOptions(flags: DriverFlags): Omit<LoadOptions, 'file'> {
-  const o: Omit<LoadOptions, 'file'> = {};
-  if (flags.tls !== undefined) o.tlsDefault = flags.tls;
-  if (flags.tlsVerify !== undefined) o.tlsVerify = flags.tlsVerify;
-  if (flags.tlsDir !== undefined) o.tlsCertDir = flags.tlsDir;
-  if (flags.channelDir !== undefined) o.channelTargetDir = flags.channelDir;
-  return o;
-}
-
-export function addDriverOptions(cmd: Command): Command {
-  return cmd
-    .option('--tls', 'TLS for tcp devices that do not say tls= (qemu.conf chardev_tls=1)')
-    .option('--no-tls-verify', 'do not require client certificates on TLS servers (qemu.conf chardev_tls_x509_verify=0)')
-    .option('--tls-dir <dir>', 'x509 credentials directory (default /etc/pki/libvirt-chardev)')
-    .option('--channel-dir <dir>', 'where generated virtio channel sockets go (qemu.conf channel_target_dir)');
-}
-
-export interface ValidateFlags extends DriverFlags {
-  json?: boolean;
-}
-export interface DumpxmlFlags extends DriverFlags {
-  inactive?: boolean;
-  live?: boolean;
-  runDir?: string;
-}
-export interface QemuArgsFlags extends DriverFlags {
-  syntax: string;
-  json?: boolean;
-}
+// Type-only: erased, so the actions still load only when their command runs.
+import type { DumpxmlFlags, QemuArgsFlags, ValidateFlags } from './config-action.ts';
 
 const actions = (): Promise<typeof import('./config-action.ts')> => import('./config-action.ts');
 

@@ -5,17 +5,8 @@
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../io.ts';
-
-export interface ConsoleFlags {
-  readonly?: boolean;
-  force?: boolean;
-  runDir?: string;
-}
-
-export interface ListFlags {
-  json?: boolean;
-  runDir?: string;
-}
+// Type-only: erased, so the actions still load only when their command runs.
+import type { ConsoleFlags, ListFlags } from './console-action.ts';
 
 const RUN_DIR_HELP = 'where running domains keep their status (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)';
 const actions = (): Promise<typeof import('./console-action.ts')> => import('./console-action.ts');
@@ -28,7 +19,7 @@ export function registerConsoleCommands(program: Command, io: CliIo): void {
     .option('--readonly', 'watch without writing')
     .option('--force', 'take the writer role from whoever has it')
     .option('--run-dir <dir>', RUN_DIR_HELP)
-    .description("attach this terminal to a running domain's device, like virsh console (escape: ^])")
+    .description("attach this terminal to a running domain's device, like virsh console (escape: ^]; at the start of a line ~B sends a BREAK, ~? lists more)")
     .action(async (name: string | undefined, device: string | undefined, flags: ConsoleFlags) => (await actions()).consoleAction(name, device, flags));
 
   program

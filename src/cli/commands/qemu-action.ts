@@ -4,23 +4,40 @@
  * SIGTERM) stops QEMU (QMP quit); QEMU exiting stops chardev, with QEMU's status. QEMU's
  * stdout and stderr go to the domain log.
  */
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { QmpClient } from '../../control/qmp-client.ts';
+import type { LoadedDomain } from '../../config/domain.ts';
+import { formatDomain } from '../../config/format.ts';
+import { daemonSocketPath } from '../../daemon/state.ts';
 import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import { startDomain } from '../../core/domain.ts';
-import { ensureRunDir } from '../../core/status.ts';
+import '../../backends/index.ts';
+import { ensureRunDir, readStatus } from '../../core/status.ts';
 import { ChardevError } from '../../errors.ts';
 import { platformName, releaseFreedHeap, sdNotify, tuneAllocator } from '../../platform/index.ts';
 import { describePorts, launchQemu, planQemuPorts, qemuExitMessage, type QemuPort, type QemuProcess } from '../../qemu/launch.ts';
 import { VERSION } from '../../version.ts';
 import { cliRunDir, parseWebAddress, rootRawArgs, splitOperands } from '../args.ts';
-import { CliError, EXIT_NOT_FOUND, EXIT_USAGE, GuestExit, asChardevFailure, type CliIo } from '../io.ts';
+import { CliError, EXIT_CHARDEV, EXIT_NOT_FOUND, EXIT_USAGE, GuestExit, asChardevFailure, type CliIo } from '../io.ts';
 import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
-import { driverOptions } from './config.ts';
-import type { QemuFlags } from './qemu.ts';
+import { driverOptions, type DriverFlags } from '../driver-flags.ts';
+
+export interface QemuFlags extends DriverFlags {
+  logDir?: string;
+  runDir?: string;
+  web?: string;
+  monitor?: string[];
+  hub?: string[];
+  syntax?: string;
+  daemon?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
 
 /** How long QEMU gets to quit (QMP quit, else SIGTERM) before SIGKILL. */
 const QUIT_TIMEOUT_MS = 10000;
@@ -60,6 +77,53 @@ export async function qemuAction(fileArg: string, qemuArg: string[], opts: QemuF
   }
 }
 
+/**
+ * `--daemon`: the daemon of the run directory starts the domain and QEMU (its own child,
+ * detached); we say where things are and return once QEMU connected every device.
+ */
+async function handOver(file: string, loaded: LoadedDomain, command: string[], opts: QemuFlags, runDir: string, report: Reporter): Promise<void> {
+  const socket = daemonSocketPath(runDir);
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(socket);
+  } catch {
+    throw new CliError(`qemu: --daemon: no chardev daemon is running for ${runDir} (start one: chardev daemon --run-dir ${runDir})`);
+  }
+  // Standard input is read already: the document as loaded goes instead (what dumpxml --inactive prints).
+  const xml = file === '-' ? formatDomain(loaded) : readFileSync(file, 'utf8');
+  const name = loaded.def.name ?? 'domain';
+  const args: Record<string, unknown> = {
+    xml,
+    file: file === '-' ? '<stdin>' : path.resolve(file),
+    ...(opts.logDir !== undefined ? { 'log-dir': path.resolve(opts.logDir) } : {}),
+    ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
+    ...(opts.tlsVerify !== undefined ? { 'tls-verify': opts.tlsVerify } : {}),
+    ...(opts.tlsDir !== undefined ? { 'tls-dir': path.resolve(opts.tlsDir) } : {}),
+    ...(opts.channelDir !== undefined ? { 'channel-dir': path.resolve(opts.channelDir) } : {}),
+    qemu: {
+      argv: command,
+      ...(opts.monitor !== undefined ? { monitor: opts.monitor } : {}),
+      ...(opts.hub !== undefined ? { hub: opts.hub } : {}),
+      ...(opts.syntax !== undefined ? { syntax: opts.syntax } : {}),
+      cwd: process.cwd(),
+    },
+  };
+  let started: { name: string; lines: string[]; 'qemu-pid'?: number };
+  try {
+    // QEMU may take a while to connect (a slow host): as long as `chardev qemu` would wait.
+    started = (await qmp.execute('x-domain-start', args, 60000)) as typeof started;
+  } catch (e) {
+    const message = (e as Error).message;
+    const line = message.startsWith('qemu: ') ? message : `qemu: ${message}`;
+    // As without --daemon: 127 when the QEMU binary is not there.
+    throw new CliError(line, /^qemu: cannot start .*: No such file or directory/.test(line) ? EXIT_NOT_FOUND : EXIT_CHARDEV);
+  } finally {
+    await qmp.close();
+  }
+  for (const l of started.lines) report.info(l);
+  report.info(`qemu: domain ${started.name} runs in the chardev daemon (pid ${readStatus(runDir, name)?.pid ?? '?'}); chardev stop ${started.name} stops it`);
+}
+
 interface Lifecycle {
   started(q: QemuProcess): void;
   signalled(): (typeof STOP_SIGNALS)[number] | undefined;
@@ -83,6 +147,11 @@ async function runQemu(fileArg: string, qemuArg: string[], opts: QemuFlags, cmd:
     throw e instanceof ChardevError && e.code === 'ERR_USAGE' ? new CliError(e.message, EXIT_USAGE) : e;
   }
   const runDir = ensureRunDir(cliRunDir(opts.runDir));
+  if (opts.daemon === true) {
+    if (webFlag !== undefined) throw new CliError('qemu: --web is not available with --daemon (the daemon runs one browser console for every domain: chardev daemon --web HOST:PORT)', EXIT_USAGE);
+    await handOver(file, loaded, command, opts, runDir, report);
+    return;
+  }
   refuseRunning(runDir, loaded.def.name ?? 'domain');
   report.detail(`chardev ${VERSION} on Node ${process.version}, ${platformName()}; run directory ${runDir}, log directory ${logDir}`);
 

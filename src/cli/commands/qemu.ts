@@ -4,18 +4,9 @@
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../io.ts';
-import { addDriverOptions, type DriverFlags } from './config.ts';
-
-export interface QemuFlags extends DriverFlags {
-  logDir?: string;
-  runDir?: string;
-  web?: string;
-  monitor?: string[];
-  hub?: string[];
-  syntax?: string;
-  quiet?: boolean;
-  verbose?: boolean;
-}
+import { addDriverOptions } from '../driver-flags.ts';
+// Type-only: erased, so the action still loads only when its command runs.
+import type { QemuFlags } from './qemu-action.ts';
 
 const repeat = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
 
@@ -31,6 +22,7 @@ export function registerQemuCommand(program: Command, io: CliIo): void {
     .option('--web <host:port>', "serve the browser console there (default: the first vc device's <cd:web>, else 127.0.0.1 and a free port; without a vc device only with this option)")
     .option('--run-dir <dir>', 'where the status of the running domain and the sockets to QEMU go (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/chardev or /tmp/chardev-UID)')
     .option('--syntax <syntax>', "QEMU's -device syntax: json (default, as libvirt for current QEMU) or keyval")
+    .option('--daemon', 'hand the domain to the running chardev daemon of the run directory, which starts and supervises QEMU; returns once QEMU connected every device')
     .option('-q, --quiet', 'print only warnings and errors (stderr)')
     .option('-v, --verbose', 'also print clients coming and going, signals and the stop')
     .description("run QEMU with the domain's character devices served by chardev (history, many clients, browser console, logs)"))

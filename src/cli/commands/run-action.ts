@@ -3,7 +3,8 @@
  * domain's host interfaces and run COMMAND as the guest of its first serial (or console)
  * device. Child stdout/stderr are guest output; device input goes to the child's stdin.
  * With `--tty` the child gets a pty of its own (cooked, as a login terminal would be), so
- * shells and editors work; its master is relayed to and from the device. `--shell` (the
+ * shells and editors work; its master is relayed to and from the device, the writer's terminal
+ * size is the pty's, and a BREAK reaches it as a serial line's would. `--shell` (the
  * default for the embedded domain) is `$SHELL` that way.
  *
  * SIGHUP, SIGINT and SIGTERM stop it cleanly at any point: before the guest runs, the
@@ -21,8 +22,11 @@ import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
 import { GuestOutput, guestPipe } from '../../core/guest-output.ts';
 import type { PipeEnds } from '../../platform/splice.ts';
 import { startDomain, type Domain } from '../../core/domain.ts';
+import '../../backends/index.ts';
 import { exitStatus } from '../../core/exit-status.ts';
 import { ensureRunDir } from '../../core/status.ts';
+import type { TerminalSize } from '../../core/hub.ts';
+import { deliverPtyBreak } from '../../core/pty-break.ts';
 import { linuxPlatform, platformName, releaseFreedHeap, sdNotify, tuneAllocator, type ByteReader, type ByteWriter } from '../../platform/index.ts';
 import { VERSION } from '../../version.ts';
 import { cliRunDir, parseTelnetAddress, parseWebAddress, rootRawArgs, splitOperands } from '../args.ts';
@@ -32,8 +36,19 @@ import { watchNpmParent } from '../npm-parent.ts';
 import { readDomain } from '../read-domain.ts';
 import { makeReporter, verbosityOf, type Reporter } from '../report.ts';
 import { ensureLogDir, networkReach, refuseRunning, serveDomain, type ServedDomain } from '../serve.ts';
-import { driverOptions } from './config.ts';
-import type { RunFlags } from './run.ts';
+import { driverOptions, type DriverFlags } from '../driver-flags.ts';
+
+export interface RunFlags extends DriverFlags {
+  tty?: boolean;
+  shell?: boolean;
+  logDir?: string;
+  runDir?: string;
+  attach?: string[];
+  telnet?: string;
+  web?: string;
+  quiet?: boolean;
+  verbose?: boolean;
+}
 
 /** After this long the start is over and its freed heap is released. */
 const START_SETTLE_MS = 1000;
@@ -95,6 +110,18 @@ class GuestPorts {
   }
   off(listener: (b: Buffer) => void): void {
     for (const d of this.#devices) d.off('data', listener);
+  }
+  /** BREAKs and terminal sizes from any device's writer; returns the unsubscribe function. */
+  onLine(onBreak: () => void, onResize: (size: TerminalSize) => void): () => void {
+    for (const d of this.#devices) d.on('break', onBreak).on('resize', onResize);
+    return () => {
+      for (const d of this.#devices) d.off('break', onBreak).off('resize', onResize);
+    };
+  }
+  /** A writer's terminal size, if one said it (the first device's first). */
+  get terminalSize(): TerminalSize | undefined {
+    for (const d of this.#devices) if (d.terminalSize !== undefined) return d.terminalSize;
+    return undefined;
   }
 }
 
@@ -240,6 +267,7 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
   }
   const w = writer;
   const out = pump as OutputPump;
+  const ptyHandle = pty;
   // Input the child does not read yet waits in the clients and the kernel: what the pty's
   // writer refuses is kept, and device input stops until the writer has drained.
   let refused: Buffer | undefined;
@@ -257,6 +285,24 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
     toChild(rest);
   };
   device.on(toChild);
+  // The writer's terminal is the child's: its size (the kernel sends the child SIGWINCH on a
+  // change), and a BREAK as a serial line would deliver it (pty-break.ts).
+  const setSize = (size: TerminalSize): void => {
+    try {
+      platform.setWindowSize(ptyHandle.masterFd, size);
+    } catch {
+      // The pty is going away with the child.
+    }
+  };
+  const initial = device.terminalSize;
+  if (initial !== undefined) setSize(initial);
+  const offLine = device.onLine(() => {
+    try {
+      deliverPtyBreak(platform, ptyHandle, toChild);
+    } catch {
+      // The child closed its terminal: there is nobody to break.
+    }
+  }, setSize);
   let gone = false;
   void hangup.then(() => (gone = true));
   const done = waitExit(child).then(async (status) => {
@@ -271,6 +317,7 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
     return status;
   }).finally(() => {
     device.off(toChild);
+    offLine();
     out.close();
     reader?.close();
     w.close();

@@ -4,21 +4,11 @@
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../io.ts';
-import { addDriverOptions, type DriverFlags } from './config.ts';
+import { addDriverOptions } from '../driver-flags.ts';
+// Type-only: erased, so the action still loads only when its command runs.
+import type { RunFlags } from './run-action.ts';
 
 export { defaultLogDir, parseWebAddress, splitOperands, type WebAddress } from '../args.ts';
-
-export interface RunFlags extends DriverFlags {
-  tty?: boolean;
-  shell?: boolean;
-  logDir?: string;
-  runDir?: string;
-  attach?: string[];
-  telnet?: string;
-  web?: string;
-  quiet?: boolean;
-  verbose?: boolean;
-}
 
 export function registerRunCommand(program: Command, io: CliIo): void {
   addDriverOptions(program
