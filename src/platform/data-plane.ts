@@ -70,7 +70,15 @@ export interface RunEvents {
 
 /** Main thread → worker. */
 export type ToWorker =
-  | { readonly op: 'start'; readonly id: number; readonly from: number; readonly to: number; readonly limitBytes: number; readonly graceMs: number; readonly seekEnd: boolean }
+  | {
+      readonly op: 'start';
+      readonly id: number;
+      readonly from: number;
+      readonly to: number;
+      readonly limitBytes: number;
+      readonly graceMs: number;
+      readonly seekEnd: boolean;
+    }
   | { readonly op: 'stop'; readonly id: number }
   /** The process exits: end every run and return, so Node can join the thread. */
   | { readonly op: 'quit' };
@@ -79,7 +87,14 @@ export type ToWorker =
 export type FromWorker =
   | { readonly op: 'ready' }
   | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number }
-  | { readonly op: 'ended'; readonly id: number; readonly moved: number; readonly waits: number; readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error'; readonly error?: string };
+  | {
+      readonly op: 'ended';
+      readonly id: number;
+      readonly moved: number;
+      readonly waits: number;
+      readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error';
+      readonly error?: string;
+    };
 
 /** What the worker is started with. */
 export interface WorkerSetup {
@@ -277,7 +292,8 @@ let plane: DataPlane | undefined;
  */
 export function dataPlane(): DataPlane {
   if (plane !== undefined) return plane;
-  if (process.versions['bun'] !== undefined) throw new NativeUnavailableError('symbol', `the data-plane thread needs Node's worker threads; this is Bun ${process.versions['bun']}`);
+  if (process.versions['bun'] !== undefined)
+    throw new NativeUnavailableError('symbol', `the data-plane thread needs Node's worker threads; this is Bun ${process.versions['bun']}`);
   plane = new DataPlane();
   return plane;
 }

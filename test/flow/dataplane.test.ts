@@ -15,7 +15,7 @@ import { domainXml, waitFor } from '../core/helpers.ts';
 import { PYTHON, readRotated, sha256, tmp } from '../reliability/helpers.ts';
 import { open } from '../../src/index.ts';
 import type { Chardev, Domain } from '../../src/index.ts';
-import { GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
+import { type GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
 
 const MiB = 1024 * 1024;
 
@@ -28,7 +28,7 @@ function report(text: string): void {
  * after every PAUSE_EVERY bytes (0: never) it sleeps PAUSE_MS, long enough for the pipe to
  * go back to libuv. PROGRESS holds the bytes written so far. Exits when done.
  */
-const GUEST = String.raw`
+const GUEST = `
 import os, sys, time
 data, progress = open(sys.argv[1], 'rb').read(), sys.argv[2]
 every, pause = int(sys.argv[3]), float(sys.argv[4]) / 1000
@@ -47,7 +47,7 @@ while done < len(data):
  * with QUIET_S > 0, until nothing came for that long), keeps them in FILE, then prints
  * `COUNT SHA256` and closes the slave.
  */
-const PTY_READER = String.raw`
+const PTY_READER = `
 import hashlib, os, select, sys, time
 path, n, rate, stall, quiet, keep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), open(sys.argv[6], 'wb')
 fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
@@ -89,7 +89,12 @@ before(async () => {
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 /** A domain with `device` (serial0), and a guest writing `bytes` random bytes to it once `start()` is called. */
-async function rig(ctx: TestContext, device: (dir: string) => string, bytes: number, pause: { everyBytes: number; ms: number } = { everyBytes: 0, ms: 0 }): Promise<Rig & { start(): void }> {
+async function rig(
+  ctx: TestContext,
+  device: (dir: string) => string,
+  bytes: number,
+  pause: { everyBytes: number; ms: number } = { everyBytes: 0, ms: 0 },
+): Promise<Rig & { start(): void }> {
   const dir = fs.mkdtempSync(path.join(root, 'r'));
   const data = randomBytes(bytes);
   const dataFile = path.join(dir, 'data');
@@ -125,7 +130,9 @@ async function rig(ctx: TestContext, device: (dir: string) => string, bytes: num
     start(): void {
       const pipe = guestPipe();
       try {
-        child = spawn(PYTHON, ['-S', '-c', GUEST, dataFile, progressFile, String(pause.everyBytes), String(pause.ms)], { stdio: ['ignore', pipe.writeFd, 'inherit'] });
+        child = spawn(PYTHON, ['-S', '-c', GUEST, dataFile, progressFile, String(pause.everyBytes), String(pause.ms)], {
+          stdio: ['ignore', pipe.writeFd, 'inherit'],
+        });
       } finally {
         fs.closeSync(pipe.writeFd);
       }
@@ -145,10 +152,19 @@ function assertSpliced(output: GuestOutput, bytes: number, atLeast: number): voi
 }
 
 /** Runs PTY_READER on the device's slave; resolves with `[count, sha256]` once it has read `n` bytes. */
-function ptyReader(device: Chardev, n: number, rateBytesPerS = 0, stallS = 0, quietS = 0, keep = '/dev/null'): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
+function ptyReader(
+  device: Chardev,
+  n: number,
+  rateBytesPerS = 0,
+  stallS = 0,
+  quietS = 0,
+  keep = '/dev/null',
+): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
   const ptyPath = device.ptyPath;
   if (ptyPath === undefined) throw new Error('no pty');
-  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let text = '';
   let openedResolve: () => void = () => {};
   const opened = new Promise<void>((resolve) => (openedResolve = resolve));
@@ -158,7 +174,10 @@ function ptyReader(device: Chardev, n: number, rateBytesPerS = 0, stallS = 0, qu
       if (text.startsWith('open\n')) openedResolve();
     });
     proc.on('close', () => {
-      const [count, sha] = text.replace(/^open\n/, '').trim().split(' ');
+      const [count, sha] = text
+        .replace(/^open\n/, '')
+        .trim()
+        .split(' ');
       if (count === undefined || sha === undefined) reject(new Error(`pty reader: ${text}`));
       else resolve([Number(count), sha]);
     });
@@ -188,7 +207,7 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     await waitFor(() => sent >= 0, 'the reader to be seen leaving', 5000);
     assert.equal(sent, bytes, 'the reader is counted every byte');
     assertSpliced(r.output, bytes, 0.9);
-    report(`pty: ${bytes} B, ${(r.output.stats.spliced / bytes * 100).toFixed(1)} % spliced, ${r.output.stats.waits} waits for the reader`);
+    report(`pty: ${bytes} B, ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.waits} waits for the reader`);
   });
 
   it('a slow pty reader (2 MB/s) and a stalled one (nothing for 2 s) hold the guest and get every byte', { timeout: 60000 }, async (ctx) => {
@@ -213,7 +232,9 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     report(`slow pty: held at ${held} B while stalled; ${r.output.stats.waits} waits, ${r.output.stats.switches} path changes`);
   });
 
-  it('the pty reader leaving mid-stream and another coming: the first got a prefix, output while nobody was there is dropped and counted, the second gets the rest, each byte once', { timeout: 60000 }, async (ctx) => {
+  it('the pty reader leaving mid-stream and another coming: the first got a prefix, output while nobody was there is dropped and counted, the second gets the rest, each byte once', {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 24 * MiB;
     const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes, { everyBytes: 4 * MiB, ms: 100 });
     const sent: number[] = [];
@@ -246,10 +267,14 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     assert.equal(c.bytesFromGuest, bytes);
     assert.equal(sent[1], gotB, 'the second reader is counted what it read');
     assert.equal(sentA + gotB + c.dropped, bytes, `sent (${sentA} + ${gotB}) and dropped (${c.dropped}) add up to what the guest wrote`);
-    report(`pty leave and return: first read ${gotA} B (sent ${sentA}), ${c.dropped} B dropped, second read ${gotB} B; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`);
+    report(
+      `pty leave and return: first read ${gotA} B (sent ${sentA}), ${c.dropped} B dropped, second read ${gotB} B; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+    );
   });
 
-  it('a file device with a guest that pauses (the pipe goes back and forth between libuv and the thread) holds the stream exactly, truncated or appended to', { timeout: 60000 }, async (ctx) => {
+  it('a file device with a guest that pauses (the pipe goes back and forth between libuv and the thread) holds the stream exactly, truncated or appended to', {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 16 * MiB;
     for (const append of [false, true]) {
       const head = append ? Buffer.from('what the file held before\n') : Buffer.alloc(0);
@@ -274,7 +299,9 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     }
   });
 
-  it('a rotated file device and a rotated <log> of a null device: every byte once, in order, each full file exactly the rotation size', { timeout: 60000 }, async (ctx) => {
+  it('a rotated file device and a rotated <log> of a null device: every byte once, in order, each full file exactly the rotation size', {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 20 * MiB;
     // An odd size, so rotation falls inside splices and inside libuv's chunks.
     const size = 1_000_003;
@@ -297,7 +324,9 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
       for (const f of files.slice(0, -1)) assert.equal(fs.statSync(f).size, size, `${kind}: ${path.basename(f)} is exactly the rotation size`);
       assert.equal(r.device.counters.bytesFromGuest, bytes);
       assertSpliced(r.output, bytes, 0.5);
-      report(`rotated ${kind}: ${files.length} files, ${(r.output.stats.spliced / bytes * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`);
+      report(
+        `rotated ${kind}: ${files.length} files, ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+      );
     }
   });
 });
