@@ -10,7 +10,7 @@ import type { ChrDeviceDef } from '../config/types.ts';
 import type { DriverOptions } from '../config/postparse.ts';
 import type { Platform } from '../platform/index.ts';
 import type { ChardevError } from '../errors.ts';
-import type { RotatingLog } from './rotating-log.ts';
+import type { KernelFile, RotatingLog } from './rotating-log.ts';
 import type { Hub } from './hub.ts';
 
 /** What a backend reports to its chardev (QEMU's qemu_chr_be_* calls). */
@@ -30,18 +30,6 @@ export interface BackendEvents {
    * qemu_chr_fe_add_watch(G_IO_OUT)). Backends that never refuse need not call it.
    */
   readonly writable?: () => void;
-}
-
-/** An output file as a splice(2) destination. */
-export interface KernelFile {
-  /** Opened without O_APPEND (splice refuses append mode); the caller seeks to the end before each transfer. */
-  readonly fd: number;
-  /** Bytes before the file must rotate; Infinity when it never does. */
-  readonly roomBytes: number;
-  /** `n` bytes were appended by the kernel. */
-  commit(n: number): void;
-  /** `roomBytes` were used up. */
-  full(): void;
 }
 
 export interface BackendContext {

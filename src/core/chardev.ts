@@ -4,9 +4,9 @@
  */
 import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
-import type { Backend, KernelFile } from './backend.ts';
+import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
-import { RotatingLog } from './rotating-log.ts';
+import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';

@@ -13,7 +13,6 @@
  * again on later writes. No byte is lost to a failed rotation.
  */
 import * as fs from 'node:fs';
-import type { KernelFile } from './backend.ts';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { ChardevError } from '../errors.ts';
 import { libc } from '../platform/native.ts';
@@ -28,6 +27,18 @@ export interface RotationOptions {
 }
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
+
+/** An output file as a splice(2) destination. */
+export interface KernelFile {
+  /** Opened without O_APPEND (splice refuses append mode); the caller seeks to the end before each transfer. */
+  readonly fd: number;
+  /** Bytes before the file must rotate; Infinity when it never does. */
+  readonly roomBytes: number;
+  /** `n` bytes were appended by the kernel. */
+  commit(n: number): void;
+  /** `roomBytes` were used up. */
+  full(): void;
+}
 
 /** After a failed rotation, how much the kernel path appends before rotation is tried again. */
 const UNROTATED_RETRY_BYTES = 64 * 1024;
