@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { GuestOutput, guestPipe, hostDevices, loadDomain, open, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import { GuestOutput, guestPipe, hostDevices, loadDomain, open, startDataPlane, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
 
@@ -177,6 +177,8 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   // EXEC child does until socat has its second address. Its stdout is a pipe of ours that
   // the device reads itself, as `chardev run` does (GuestOutput: splice while the device's
   // only client is a plain socket, the JavaScript path otherwise).
+  // chardev's data-plane thread loads before any clock starts, as socat's process image does.
+  await startDataPlane();
   const spawnedAt = process.hrtime.bigint();
   const pipe = guestPipe();
   guest = spawnGuest(cfg.guest, pipe.writeFd);

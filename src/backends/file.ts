@@ -85,6 +85,9 @@ export function createFileBackend(ctx: BackendContext, source: FileSourceDef): B
       }
       return data.length;
     },
+    kernelFile() {
+      return failed ? undefined : out.kernelFile();
+    },
     setReading(on) {
       if (input === undefined || input.destroyed) return;
       if (on) input.resume();

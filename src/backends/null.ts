@@ -7,6 +7,7 @@ export function createNullBackend(ctx: BackendContext): Backend {
     where: `${ctx.id}: null (output discarded)`,
     openAtStart: false,
     droppedBytes: 0,
+    discardsOutput: true,
     write: (data) => data.length,
     setReading: () => {},
     stop: async () => {},

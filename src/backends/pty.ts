@@ -124,6 +124,9 @@ export function createPtyBackend(ctx: BackendContext): Backend {
     resume: () => {
       if (reading) reader?.resume();
     },
+    // The master, for guest output spliced to it (`GuestOutput`) once the writer's queue is
+    // empty, so spliced bytes follow everything written before.
+    ...(platform.realFds === true ? { kernelPath: { fd: () => (state === 'connected' && writer.queuedBytes === 0 ? masterFd : undefined) } } : {}),
   };
 
   function check(): void {

@@ -10,7 +10,7 @@ import type { ChrDeviceDef } from '../config/types.ts';
 import type { DriverOptions } from '../config/postparse.ts';
 import type { Platform } from '../platform/index.ts';
 import type { ChardevError } from '../errors.ts';
-import type { RotatingLog } from './rotating-log.ts';
+import type { KernelFile, RotatingLog } from './rotating-log.ts';
 import type { Hub } from './hub.ts';
 
 /** What a backend reports to its chardev (QEMU's qemu_chr_be_* calls). */
@@ -84,6 +84,13 @@ export interface Backend {
   drained?(): Promise<void>;
   /** Output the backend accepted and still holds in user space (its own writer's queue, not the hub's). */
   readonly pendingBytes?: number;
+  /**
+   * The file that keeps every byte written (a `file` device), for guest output moved by
+   * splice(2) while nobody is attached (`Chardev.kernelTarget`). Undefined: not now.
+   */
+  kernelFile?(): KernelFile | undefined;
+  /** Every byte written is thrown away and nothing counts it (a `null` device): its `<log>` is all that keeps the output. */
+  readonly discardsOutput?: boolean;
   /** Input flow control (QEMU's can_read): while false, bytes wait in the kernel. */
   setReading(reading: boolean): void;
   /**

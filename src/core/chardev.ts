@@ -6,9 +6,9 @@ import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
-import { RotatingLog } from './rotating-log.ts';
+import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo, type KernelPath, type TerminalSize } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
@@ -82,9 +82,35 @@ class LogTee {
       return e as Error;
     }
   }
+  /** Where the kernel path may append (undefined once logging failed). */
+  kernelFile(): KernelFile | undefined {
+    return this.#failed ? undefined : this.#log.kernelFile();
+  }
   close(abort: boolean): void {
     this.#log.close(abort);
   }
+}
+
+/** Something feeding the device from an fd (`GuestOutput`). */
+export interface OutputSource {
+  close(): void;
+  /** Finish what moves outside the device now (a kernel-path run) and count it, before a client change. */
+  settle(): void;
+}
+
+/** A destination for guest output moved by the kernel (`Chardev.kernelTarget`). */
+export interface KernelTarget {
+  readonly fd: number;
+  /** The writer client's socket or pty, or the file that keeps the output. */
+  readonly kind: 'client' | 'file';
+  /** Most bytes before the target must be asked for again (a log about to rotate); Infinity for no limit. */
+  readonly roomBytes: number;
+  /** The fd is a file other writers may append to: each transfer starts at its end. */
+  readonly seekEnd: boolean;
+  /** `n` bytes went there: count them as `write` would have. */
+  commit(n: number): void;
+  /** `roomBytes` ran out (the log rotates before the next byte). */
+  full(): void;
 }
 
 type Listeners = { [E in ChardevEvent]: Array<ChardevEvents[E]> };
@@ -117,7 +143,7 @@ export class Chardev {
   /** The last `write` took less than it was given: 'writable' is due. */
   #refused = false;
   /** Sources of guest output reading from an fd for this device (`pipeFrom`). */
-  readonly #outputs = new Set<{ close(): void }>();
+  readonly #outputs = new Set<OutputSource>();
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
@@ -141,6 +167,10 @@ export class Chardev {
       stall: ext.stall === undefined ? undefined : { limitMs: ext.stall.timeoutSec * 1000, action: ext.stall.action },
       history: this.history,
       onWritable: () => this.writableAgain(),
+      // Output on the kernel path is finished and counted before any client changes.
+      beforeChange: () => {
+        for (const o of this.#outputs) o.settle();
+      },
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
       onResize: (size) => {
@@ -172,50 +202,79 @@ export class Chardev {
    * e.g. a child process's stdout; the device takes the fd over and closes it). Output
    * moves as `write` would move it — the same counters, the same flow control: while the
    * client is behind, the fd is not read and the guest blocks in its own write(2). When the
-   * fd is a pipe and the only consumer is a writer client on a plain tcp or unix socket (no
-   * viewers, no history, no `<log>`, no stall limit), the bytes move by splice(2) in the
-   * kernel without entering the JavaScript heap; any change (a viewer attaches, the client
-   * leaves) switches to the JavaScript path between two bytes, never losing or reordering
-   * one. Do not also `write` to a device fed this way. See `GuestOutput`.
+   * fd is a pipe and the bytes have one destination (`kernelTarget`: the writer client on a
+   * plain tcp or unix socket or a pty; a `file` device's file; a `null` device's `<log>`),
+   * a streaming guest's bytes move by splice(2) on the data-plane thread without entering
+   * the JavaScript heap; any change (a viewer attaches, the client leaves) switches to the
+   * JavaScript path between two bytes, never losing or reordering one. Do not also `write`
+   * to a device fed this way. See `GuestOutput`.
    */
   pipeFrom(fd: number, options: GuestOutputOptions = {}): GuestOutput {
     return new GuestOutput(fd, [this], options);
   }
 
   /** @internal A GuestOutput feeding this device; closed when the device stops. */
-  addOutput(output: { close(): void }): void {
+  addOutput(output: OutputSource): void {
     this.#outputs.add(output);
   }
   /** @internal */
-  removeOutput(output: { close(): void }): void {
+  removeOutput(output: OutputSource): void {
     this.#outputs.delete(output);
   }
 
   /**
-   * @internal The fd guest output may be spliced to right now instead of going through
-   * `write`: the device keeps no history and no log, has no stall limit (its watch works on
-   * `write`'s refusals), and its only client is the writer on a socket that has nothing
-   * queued in Node. Undefined otherwise; ask again before every transfer.
+   * @internal Where guest output may be spliced to right now instead of going through
+   * `write` (`GuestOutput`'s kernel path), with what to count once it moved there. The
+   * device keeps no history and has no stall limit (its watch works on `write`'s refusals),
+   * and either
+   * - its only client is the writer on a socket or pty that has nothing queued in user
+   *   space, and there is no `<log>` (the writer's fd), or
+   * - nobody is attached and the backend keeps every byte in one file: a `file` device
+   *   without `<log>` (its file), or a `null` device with a `<log>` (the log).
+   * Undefined otherwise; ask again before every run.
    */
-  kernelPathFd(): number | undefined {
-    return this.#kernelPath()?.fd();
+  kernelTarget(): KernelTarget | undefined {
+    const backend = this.#backend;
+    if (this.#stopped || backend === undefined || this.history !== undefined || this.def.ext.stall !== undefined) return undefined;
+    const writer = this.hub.soleWriter;
+    if (writer !== undefined) {
+      const fd = this.#log === undefined ? writer.sink.kernelPath?.fd() : undefined;
+      if (fd === undefined) return undefined;
+      return {
+        fd,
+        kind: 'client',
+        roomBytes: Infinity,
+        seekEnd: false,
+        // The client it started with, even if it has left by the time the count arrives.
+        commit: (n) => {
+          this.#fromGuest += n;
+          writer.bytesSent += n;
+        },
+        full: () => {},
+      };
+    }
+    if (this.hub.size > 0) return undefined;
+    const file = this.#log === undefined ? backend.kernelFile?.() : backend.discardsOutput === true ? this.#log.kernelFile() : undefined;
+    if (file === undefined) return undefined;
+    return {
+      fd: file.fd,
+      kind: 'file',
+      roomBytes: file.roomBytes,
+      seekEnd: true,
+      commit: (n) => {
+        this.#fromGuest += n;
+        file.commit(n);
+      },
+      full: () => file.full(),
+    };
   }
 
   /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
   kernelPathAfterNode(): boolean {
-    return this.#kernelPath() !== undefined && (this.hub.soleWriter?.sink.queuedBytes ?? 0) > 0;
-  }
-
-  #kernelPath(): KernelPath | undefined {
-    if (this.#stopped || this.#backend === undefined || this.#log !== undefined || this.history !== undefined || this.def.ext.stall !== undefined) return undefined;
-    return this.hub.soleWriter?.sink.kernelPath;
-  }
-
-  /** @internal `n` bytes of guest output went to the sole writer by the kernel path (`kernelPathFd`). */
-  countKernelOutput(n: number): void {
-    this.#fromGuest += n;
+    const backend = this.#backend;
+    if (this.#stopped || backend === undefined || this.#log !== undefined || this.history !== undefined || this.def.ext.stall !== undefined) return false;
     const writer = this.hub.soleWriter;
-    if (writer !== undefined) writer.bytesSent += n;
+    return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;
   }
 
   /** @internal Called once by the domain after the backend factory returned. */

@@ -1,39 +1,46 @@
 /**
  * The guest's output read from an fd by chardev itself (`Chardev.pipeFrom`, `chardev run`'s
- * piped guest): the data plane of issue 16.
+ * piped guest): the data plane.
  *
- * Two paths, one set of rules (SPEC §4.1, the flow control of issue 14):
+ * Two paths, one set of rules (SPEC §4.1, lossless flow control):
  *
  * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, Node's
  *   own stream reads: exactly sized chunks) and the chunks go to the devices through an
  *   `OutputPump` — `writeOwned` takes what the device can take; while one is behind the fd
  *   is not read. Waking up is libuv's epoll, as for any Node stream, so a guest's byte
  *   reaches an interactive client as fast as before.
- * - **Kernel path.** When the fd is a pipe and the device's only consumer is its writer on a
- *   plain tcp or unix socket (no viewers, no history, no `<log>`, no stall limit — see
- *   `Chardev.kernelPathFd`) and a read brings a burst (the guest is streaming), libuv stops
- *   reading and the bytes move pipe → socket by splice(2), never entering V8. The guest is
- *   held exactly as on the JavaScript path: while the client's socket is full nothing is
- *   spliced, the pipe fills and the guest blocks in its own write(2); chardev holds nothing
- *   in flight (the bytes are in the guest's pipe or the client's socket). Waiting — for the
- *   socket's room, or for a streaming guest's next write — is a poll on koffi's worker, one
- *   for every GuestOutput in the process (platform/splice.ts FdPoller); a guest quiet for
- *   GRACE_MS hands the pipe back to libuv.
+ * - **Kernel path.** When the fd is a pipe, the device is the only one fed by it and
+ *   `Chardev.kernelTarget` names a destination — the only client, the writer, on a plain
+ *   tcp/unix socket or a pty; or, with nobody attached, a `file` device's file or a `null`
+ *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
+ *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
+ *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
+ *   pipe → destination in a blocking poll loop, without a JavaScript hop per chunk or per
+ *   full/free cycle of the destination. The guest is held exactly as on the JavaScript path:
+ *   while the destination is full nothing is spliced, the pipe fills and the guest blocks in
+ *   its own write(2); chardev holds nothing in flight (the bytes are in the guest's pipe or
+ *   at the destination). A run ends when the guest is quiet for GRACE_MS (libuv takes the
+ *   pipe back, so interactive output is as quick as before), at end of file, at a log's
+ *   rotation point (`roomBytes`: the rotation happens between two runs, its byte count
+ *   exact), or when anything about the device's clients changes: the hub calls `settle()`
+ *   before every change, which stops the run synchronously, so the bytes already spliced
+ *   are counted to the client they went to and no notice or history replay can land
+ *   between two spliced chunks.
  *
- * Switching is safe at any point between two transfers, because both paths are driven from
- * here on the main thread and nothing is in flight in between: the kernel path gives way as
- * soon as the conditions stop holding (checked before every splice, and on the next turn
- * after a client change); it is entered only when the JavaScript path holds nothing (the
- * pump and the reader's buffer are empty, the reader paused) and Node's writable queue for
- * the socket is empty, so spliced bytes always follow every byte read or given to Node
- * before them — none is lost, repeated or reordered.
+ * Switching is safe at any point between two transfers: a run starts only when the
+ * JavaScript path holds nothing (the pump and the reader's buffer are empty) and nothing is
+ * queued for the destination in user space, and libuv's reader is destroyed before it (a
+ * read racing the thread could not be ordered against its splices); when a run has ended
+ * every byte it took from the pipe is at the destination and counted. No byte is lost,
+ * repeated or reordered.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { Chardev } from './chardev.ts';
+import type { Chardev, KernelTarget } from './chardev.ts';
 import { OutputPump } from './output-pump.ts';
-import { NativeUnavailableError, libc } from '../platform/native.ts';
-import { POLLIN, POLLOUT, fdPoller, isPipe, makePipe, pipeSize, readableBytes, spliceOnce, type PipeEnds, type Watch } from '../platform/splice.ts';
+import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
+import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
+import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
 
 export interface GuestOutputOptions {
   /** Called after bytes were taken from the fd and offered to the devices, with the total so far (progress, benchmarks). */
@@ -68,6 +75,21 @@ export function guestPipe(size: number = GUEST_PIPE_BYTES): PipeEnds {
   return makePipe({ nonBlockingRead: true, size });
 }
 
+/**
+ * Start the data-plane thread that moves guest output on the kernel path now (otherwise it
+ * starts with the first run: it costs a process ~12 MiB and 50–150 ms to load, which a
+ * guest that never streams need not pay). The promise resolves once it runs, or at once
+ * where it cannot (no koffi, not Node): output then takes the JavaScript path. A benchmark
+ * awaits it so the thread's start-up is not measured.
+ */
+export function startDataPlane(): Promise<void> {
+  try {
+    return dataPlane().ready;
+  } catch {
+    return Promise.resolve();
+  }
+}
+
 /** Which path moves the bytes now. */
 export type GuestOutputPath = 'kernel' | 'js';
 
@@ -77,22 +99,20 @@ export type GuestOutputPath = 'kernel' | 'js';
  */
 const BURST_BYTES = 4 * 1024;
 /**
- * After splice emptied the pipe, how long a poll waits for the guest's next write before the
- * pipe goes back to libuv. A streaming guest refills it within microseconds (no byte of it
- * then goes through the heap); a guest that went quiet costs one poll on the worker.
+ * After splice emptied the pipe, how long the data-plane thread waits for the guest's next
+ * write before the pipe goes back to libuv. A streaming guest refills it within
+ * microseconds (no byte of it then goes through the heap); a quiet one costs one message.
  */
-const GRACE_MS = 5;
-/** Most bytes asked of one splice; the kernel moves what the pipe holds and the socket takes. */
-const SPLICE_CHUNK = 16 * 1024 * 1024;
-/**
- * Splices per turn of the event loop before yielding: a guest that never stops writing to a
- * client that keeps up must not starve timers, other devices and input.
- */
-const SPLICES_PER_TURN = 64;
+const GRACE_MS = 20;
 /** While waiting for Node's queue to empty before the kernel path takes over. */
 const IDLE_RECHECK_MS = 2;
+/** A splice to a client failing with these means the client is gone. */
+const BROKEN_CLIENT: ReadonlySet<string> = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN', 'EIO']);
 /** After a client's socket failed under splice, how long to wait for the hub to see it go. */
 const BROKEN_RECHECK_MS = 50;
+
+/** Devices whose output may go by the kernel path: clients' sockets and ptys, the `file` device's file, a `null` device's `<log>`. */
+const KERNEL_TYPES: ReadonlySet<string> = new Set(['tcp', 'unix', 'pty', 'file', 'null']);
 
 /** net.Socket's constructor takes these too (Readable's options), though @types/node does not list them. */
 interface ReaderOptions extends net.SocketConstructorOpts {
@@ -105,17 +125,19 @@ export class GuestOutput {
   readonly #pump: OutputPump;
   readonly #options: GuestOutputOptions;
   /** libuv's reader of the pipe (a dup of `#fd`, or `#fd` itself without a kernel path), for the JavaScript path. */
-  readonly #reader: net.Socket;
+  #reader: net.Socket | undefined;
   /** `#fd` is ours to close (the reader has a dup of it). */
-  readonly #closeFd: boolean;
-  /** The grace poll's deadline (GRACE_MS). */
-  #grace: NodeJS.Timeout | undefined;
+  #closeFd: boolean;
   /** The kernel path is possible at all: one device, a pipe, native calls available. */
   #kernelCapable: boolean;
   #path: GuestOutputPath = 'js';
   /** The pump paused us: a device is behind. Its resume runs the next step. */
   #held = false;
-  #watch: Watch | undefined;
+  /** The data-plane thread moves the bytes now (the kernel path). */
+  #run: DataPlaneRun | undefined;
+  /** Bytes of the current run already counted, and its waits. */
+  #runCounted = 0;
+  #runWaits = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
@@ -146,7 +168,7 @@ export class GuestOutput {
         this.#held = true;
         this.#waits++;
         this.#cancelWait();
-        this.#reader.pause();
+        this.#reader?.pause();
       },
       resume: () => {
         this.#held = false;
@@ -154,44 +176,22 @@ export class GuestOutput {
         else this.#schedule();
       },
     });
-    // The kernel path needs its own fd for splice while libuv holds the reader's.
-    let readerFd = fd;
-    // Only a socket's clients can be spliced to (the sinks that offer a kernel path).
+    // Only these devices have a destination the kernel can splice to (`Chardev.kernelTarget`).
     const first = devices[0];
-    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && (first?.type === 'tcp' || first?.type === 'unix') && isPipe(fd);
-    if (this.#kernelCapable) {
-      try {
-        const dup = libc().dupCloexec(fd);
-        if (dup >= 0) readerFd = dup;
-        else this.#kernelCapable = false;
-      } catch {
-        // No koffi: the JavaScript path alone, on the fd itself.
-        this.#kernelCapable = false;
-      }
-    }
-    // With a kernel path, highWaterMark 0: a paused stream then reads (almost) nothing
-    // ahead. With Node's default a paused net.Socket reads on until its buffer holds that
-    // much; those bytes left the pipe before anything spliced after them, so they must go
-    // first (`#kernelFd` waits for the buffer to be empty: the writer's stream once differed
-    // at byte 65,536 without that) and each costs the kernel path a turn. Without a kernel
-    // path the read-ahead is harmless and saves a readStop/readStart (two epoll_ctl) per chunk.
-    const readerOptions: ReaderOptions = { fd: readerFd, readable: true, writable: false, ...(this.#kernelCapable ? { readableHighWaterMark: 0 } : {}) };
+    this.#kernelCapable = options.kernelPath !== false && devices.length === 1 && first !== undefined && KERNEL_TYPES.has(first.type) && isPipe(fd);
+    // No koffi, or not Node: the JavaScript path alone, on the fd itself. (The data-plane
+    // thread itself starts with the first run: a guest that never streams never pays for it.)
+    if (this.#kernelCapable && (process.versions['bun'] !== undefined || nativeProblem() !== undefined)) this.#kernelCapable = false;
+    // With a kernel path, libuv reads a dup of the fd (the reader closes it when it goes),
+    // so the fd itself is ours to close.
+    this.#closeFd = this.#kernelCapable;
     try {
-      this.#reader = new net.Socket(readerOptions);
+      this.#reader = this.#makeReader();
     } catch (e) {
       // Not a pipe or socket libuv can read (ERR_INVALID_FD_TYPE): the caller keeps its fd.
-      if (readerFd !== fd) fs.closeSync(readerFd);
       this.#pump.close();
       throw e;
     }
-    this.#closeFd = readerFd !== fd;
-    // Chunks fresh from Node's stream, never reused: the devices may keep them. Attaching
-    // the listener makes the stream flow; it waits for the first step instead.
-    this.#reader.on('data', (chunk: Buffer) => this.#onData(chunk));
-    this.#reader.pause();
-    this.#reader.on('end', () => this.#onEnd());
-    // A read error (EIO) ends the output like end of file: nothing more will come.
-    this.#reader.on('error', () => this.#onEnd());
     for (const d of devices) {
       d.addOutput(this);
       d.on('client', this.#onClient);
@@ -223,6 +223,16 @@ export class GuestOutput {
     return { spliced: this.#spliced, switches: this.#switches, waits: this.#waits, pipeSize: size };
   }
 
+  /**
+   * A client of a device is about to come, go or change role: a kernel-path run stops now
+   * (synchronously: the worker finishes its transfer and the bytes are counted to the client
+   * they went to), and the next step decides the path again.
+   */
+  settle(): void {
+    if (this.#run === undefined) return;
+    this.#run.stop();
+  }
+
   /** Bytes read but not yet taken by some device (the JavaScript path's pump). */
   get pendingBytes(): number {
     return this.#pump.pendingBytes;
@@ -236,12 +246,16 @@ export class GuestOutput {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancelWait();
+    // The worker closes its own copies of the fds when it stops.
+    this.#run?.stop();
+    this.#run = undefined;
     this.#pump.close();
     for (const d of this.#devices) {
       d.off('client', this.#onClient);
       d.removeOutput(this);
     }
-    this.#reader.destroy();
+    this.#reader?.destroy();
+    this.#reader = undefined;
     if (this.#closeFd) {
       try {
         fs.closeSync(this.#fd);
@@ -253,10 +267,6 @@ export class GuestOutput {
   }
 
   #cancelWait(): void {
-    fdPoller().cancel(this.#watch);
-    this.#watch = undefined;
-    if (this.#grace !== undefined) clearTimeout(this.#grace);
-    this.#grace = undefined;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);
@@ -289,7 +299,9 @@ export class GuestOutput {
   #reconsider(): void {
     if (this.#closed || this.#held || this.#eof) return;
     this.#brokenFd = undefined;
-    this.#schedule();
+    // A run stops first; its end schedules the next step.
+    if (this.#run !== undefined) this.#run.stop();
+    else this.#schedule();
   }
 
   #setPath(path: GuestOutputPath): void {
@@ -303,22 +315,28 @@ export class GuestOutput {
     this.#options.onMoved?.(this.#moved);
   }
 
-  /** Decide the path and go on with it: splice while the kernel path is on and allowed, else libuv reads. */
+  /** Decide the path and go on with it: a run on the data-plane thread while the kernel path is on and allowed, else libuv reads. */
   #step(): void {
-    if (this.#closed || this.#held || this.#eof || this.#watch !== undefined || this.#timer !== undefined || this.#grace !== undefined) return;
+    if (this.#closed || this.#held || this.#eof || this.#run !== undefined || this.#timer !== undefined) return;
     if (this.#path === 'kernel') {
       if (this.#brokenFd !== undefined) {
-        // The last splice found the client's socket broken; until the hub lets it go nothing
+        // The last run found the client's socket broken; until the hub lets it go nothing
         // is read (the guest waits), so its bytes are not counted as sent to a dead client.
-        if (this.#kernelFd() === this.#brokenFd) {
+        if (this.#kernelTarget()?.fd === this.#brokenFd) {
           this.#waitMs(BROKEN_RECHECK_MS);
           return;
         }
         this.#brokenFd = undefined;
       }
-      const fd = this.#kernelFd();
-      if (fd !== undefined) {
-        this.#spliceStep(fd);
+      // A chunk the paused reader read ahead goes first, to the devices; then the kernel path
+      // can start from the very next byte instead of handing the pipe back to libuv.
+      while (this.#reader !== undefined && this.#reader.readableLength > 0 && !this.#held && !this.#closed && this.#pump.pendingBytes === 0) {
+        if (this.#reader.read() === null) break;
+      }
+      if (this.#closed || this.#held) return;
+      const target = this.#kernelTarget();
+      if (target !== undefined) {
+        this.#startRun(target);
         return;
       }
       if (this.#kernelCapable && (this.#devices[0] as Chardev).kernelPathAfterNode()) {
@@ -334,7 +352,57 @@ export class GuestOutput {
   /** The JavaScript path: libuv reads the pipe. */
   #readJs(): void {
     this.#setPath('js');
+    try {
+      this.#reader ??= this.#makeReader();
+    } catch {
+      // No fd left for a dup: libuv reads the fd itself from now on, and closes it.
+      this.#kernelCapable = false;
+      this.#closeFd = false;
+      this.#reader = this.#makeReader();
+    }
     this.#reader.resume();
+  }
+
+  /**
+   * libuv's reader for the JavaScript path: over a fresh dup of the fd while a kernel path
+   * is possible (destroyed whenever a run starts, so libuv never reads while the data-plane
+   * thread splices: a read could not be ordered against the splices around it), over the fd
+   * itself otherwise.
+   */
+  #makeReader(): net.Socket {
+    let readerFd = this.#fd;
+    if (this.#closeFd) {
+      readerFd = libc().dupCloexec(this.#fd);
+      if (readerFd < 0) throw new Error('dup failed');
+    }
+    // With a kernel path, highWaterMark 0: a paused stream then reads (almost) nothing
+    // ahead. With Node's default a paused net.Socket reads on until its buffer holds that
+    // much; those bytes left the pipe before anything spliced after them, so they must go
+    // first (`#kernelTarget` waits for the buffer to be empty) and each costs the kernel
+    // path a turn. Without a kernel path the read-ahead is harmless and saves a
+    // readStop/readStart (two epoll_ctl) per chunk.
+    const options: ReaderOptions = { fd: readerFd, readable: true, writable: false, ...(this.#kernelCapable ? { readableHighWaterMark: 0 } : {}) };
+    let reader: net.Socket;
+    try {
+      reader = new net.Socket(options);
+    } catch (e) {
+      if (readerFd !== this.#fd) fs.closeSync(readerFd);
+      throw e;
+    }
+    // Chunks fresh from Node's stream, never reused: the devices may keep them. Attaching
+    // the listener makes the stream flow; it waits for the next step instead.
+    reader.on('data', (chunk: Buffer) => {
+      if (reader === this.#reader) this.#onData(chunk);
+    });
+    reader.pause();
+    reader.on('end', () => {
+      if (reader === this.#reader) this.#onEnd();
+    });
+    // A read error (EIO) ends the output like end of file: nothing more will come.
+    reader.on('error', () => {
+      if (reader === this.#reader) this.#onEnd();
+    });
+    return reader;
   }
 
   /**
@@ -343,9 +411,9 @@ export class GuestOutput {
    * stream may still have read ahead; those bytes came out of the pipe before anything
    * spliced after them, so they go first, by the JavaScript path.)
    */
-  #kernelFd(): number | undefined {
-    if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || this.#reader.readableLength > 0) return undefined;
-    return (this.#devices[0] as Chardev).kernelPathFd();
+  #kernelTarget(): KernelTarget | undefined {
+    if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || (this.#reader?.readableLength ?? 0) > 0) return undefined;
+    return (this.#devices[0] as Chardev).kernelTarget();
   }
 
   /** A chunk libuv read. */
@@ -356,7 +424,7 @@ export class GuestOutput {
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
     // once nothing is left in the stream's buffer (it must reach the devices first).
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable && this.#reader.readableLength === 0 && (this.#kernelFd() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+    if (chunk.length >= BURST_BYTES && this.#kernelCapable && (this.#reader?.readableLength ?? 0) === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
       this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();
@@ -369,7 +437,7 @@ export class GuestOutput {
    * the stream's buffer, and `#kernelFd` sends it first.)
    */
   #stopReader(): void {
-    this.#reader.pause();
+    this.#reader?.pause();
   }
 
   #onEnd(): void {
@@ -378,68 +446,73 @@ export class GuestOutput {
     if (!this.#held) this.#finish();
   }
 
-  #spliceStep(first: number): void {
-    const device = this.#devices[0] as Chardev;
-    let out: number | undefined = first;
-    for (let i = 0; i < SPLICES_PER_TURN; i++) {
-      if (i > 0) out = this.#kernelFd();
-      if (out === undefined) {
-        // The conditions changed between two transfers: the JavaScript path takes over here.
-        this.#readJs();
-        return;
-      }
-      const r = spliceOnce(this.#fd, out, SPLICE_CHUNK);
-      if (typeof r === 'number') {
-        this.#spliced += r;
-        device.countKernelOutput(r);
-        this.#movedBy(r);
-        continue;
-      }
-      if (r === 'eof') {
+  /** Hand the pipe to the data-plane thread until the run ends (`#runEnded`). */
+  #startRun(target: KernelTarget): void {
+    this.#setPath('kernel');
+    // Its buffer is empty (`#kernelTarget`); nothing it could still read may overtake a splice.
+    this.#reader?.destroy();
+    this.#reader = undefined;
+    this.#runCounted = 0;
+    this.#runWaits = 0;
+    try {
+      this.#run = dataPlane().start(
+        { from: this.#fd, to: target.fd, graceMs: GRACE_MS, seekEnd: target.seekEnd, ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}) },
+        { progress: (moved, waits) => this.#runProgress(target, moved, waits), ended: (r) => this.#runEnded(target, r) },
+      );
+    } catch {
+      // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.
+      this.#run = undefined;
+      this.#kernelCapable = false;
+      this.#readJs();
+    }
+  }
+
+  #runProgress(target: KernelTarget, moved: number, waits: number): void {
+    if (waits > this.#runWaits) {
+      this.#waits += waits - this.#runWaits;
+      this.#runWaits = waits;
+    }
+    const n = moved - this.#runCounted;
+    if (n <= 0) return;
+    this.#runCounted = moved;
+    this.#spliced += n;
+    target.commit(n);
+    if (!this.#closed) this.#movedBy(n);
+  }
+
+  #runEnded(target: KernelTarget, r: RunResult): void {
+    this.#runProgress(target, r.moved, r.waits);
+    this.#run = undefined;
+    if (this.#closed) return;
+    const end = r.end;
+    switch (end) {
+      case 'eof':
         this.#eof = true;
         this.#finish();
         return;
-      }
-      if (r === 'again') {
-        if (readableBytes(this.#fd) > 0) {
-          // Bytes in the pipe: the socket is full. The guest waits until it has room.
-          this.#waits++;
-          this.#watch = fdPoller().watch(out, POLLOUT, () => {
-            this.#watch = undefined;
-            this.#step();
-          });
-        } else {
-          // The pipe is empty: a streaming guest writes again at once, and its bytes are
-          // spliced; one quiet for GRACE_MS gets libuv back, so an interactive byte is as
-          // quick as on the JavaScript path.
-          this.#watch = fdPoller().watch(this.#fd, POLLIN, () => {
-            this.#watch = undefined;
-            if (this.#grace !== undefined) clearTimeout(this.#grace);
-            this.#grace = undefined;
-            this.#step();
-          });
-          this.#grace = setTimeout(() => {
-            this.#grace = undefined;
-            fdPoller().cancel(this.#watch);
-            this.#watch = undefined;
-            this.#readJs();
-          }, GRACE_MS);
+      case 'idle':
+        // The guest went quiet: libuv wakes for its next byte.
+        this.#readJs();
+        return;
+      case 'limit':
+        target.full();
+        this.#schedule();
+        return;
+      case 'stopped':
+        this.#schedule();
+        return;
+      default:
+        if (target.kind === 'client' && BROKEN_CLIENT.has(end.error)) {
+          // The client is gone (its socket or pty says so before Node does): nothing moved.
+          this.#brokenFd = target.fd;
+          this.#waitMs(BROKEN_RECHECK_MS);
+          return;
         }
-        return;
-      }
-      if (r.error === 'EPIPE' || r.error === 'ECONNRESET' || r.error === 'ENOTCONN' || r.error === 'ESHUTDOWN') {
-        // The client is gone (its socket says so before Node does): nothing moved.
-        this.#brokenFd = out;
-        this.#waitMs(BROKEN_RECHECK_MS);
-        return;
-      }
-      // Anything else (EINVAL: this pair cannot be spliced) ends the kernel path for this
-      // source; the JavaScript path moves the bytes from here on.
-      this.#kernelCapable = false;
-      this.#readJs();
-      return;
+        // Anything else (EINVAL: this pair cannot be spliced; ENOSPC: the JavaScript path
+        // reports it as a write does) ends the kernel path for this source.
+        this.#kernelCapable = false;
+        this.#readJs();
     }
-    this.#schedule();
   }
 
   /** End of file: once the pump is empty (or at once), `ended` resolves; the fd is closed. */

@@ -127,6 +127,12 @@ export interface HubOptions {
   readonly onLastDetach?: () => void;
   /** A client attached, left or changed role (control-socket events). */
   readonly onChange?: (event: ClientChange, client: ClientInfo) => void;
+  /**
+   * Before any client comes, goes or changes role, and before the hub writes to a client
+   * itself (history, notices): output moved outside the hub (the kernel path) must be
+   * finished and counted by then, so counts and order hold across the change.
+   */
+  readonly beforeChange?: () => void;
   /** After `room()` said less than was asked: the device can take more output now. */
   readonly onWritable?: () => void;
 }
@@ -366,6 +372,7 @@ export class Hub {
     if (this.#clients.length >= this.#options.maxClients) {
       throw new HubFullError(`all ${this.#options.maxClients} client slot${this.#options.maxClients === 1 ? ' is' : 's are'} taken`);
     }
+    this.#options.beforeChange?.();
     const client = new HubClient(this, this.#nextId++, sink, options);
     const history = this.#options.history;
     if (history !== undefined && history.length > 0) {
@@ -390,6 +397,7 @@ export class Hub {
   /** Give the writer role to `client` (QMP / `--force` on an attached session). */
   takeOver(client: HubClient): void {
     if (client.detached || client.readonly || client.role === 'writer') return;
+    this.#options.beforeChange?.();
     const current = this.writer;
     if (current !== undefined) this.#setRole(current, 'viewer', `${client.label} took over; you are a read-only viewer now`);
     this.#setRole(client, 'writer', 'you are the writer now');
@@ -397,6 +405,7 @@ export class Hub {
 
   detach(client: HubClient): void {
     if (client.detached) return;
+    this.#options.beforeChange?.();
     client.detached = true;
     const i = this.#clients.indexOf(client);
     if (i >= 0) this.#clients.splice(i, 1);
@@ -478,6 +487,7 @@ export class Hub {
 
   #setRole(client: HubClient, role: ClientRole, notice: string): void {
     if (client.role === role) return;
+    this.#options.beforeChange?.();
     client.role = role;
     client.sink.notice(notice);
     // The guest's terminal is the writer's: a new writer brings its size.

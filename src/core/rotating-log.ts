@@ -15,6 +15,9 @@
 import * as fs from 'node:fs';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
 import { ChardevError } from '../errors.ts';
+import { libc } from '../platform/native.ts';
+
+const SEEK_END = 2;
 
 export interface RotationOptions {
   /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
@@ -24,6 +27,21 @@ export interface RotationOptions {
 }
 
 export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
+
+/** An output file as a splice(2) destination. */
+export interface KernelFile {
+  /** Opened without O_APPEND (splice refuses append mode); the caller seeks to the end before each transfer. */
+  readonly fd: number;
+  /** Bytes before the file must rotate; Infinity when it never does. */
+  readonly roomBytes: number;
+  /** `n` bytes were appended by the kernel. */
+  commit(n: number): void;
+  /** `roomBytes` were used up. */
+  full(): void;
+}
+
+/** After a failed rotation, how much the kernel path appends before rotation is tried again. */
+const UNROTATED_RETRY_BYTES = 64 * 1024;
 
 export interface OutputLogOptions {
   /** Keep what is there (default true, like virtlogd across domain restarts); false truncates at open. */
@@ -50,6 +68,8 @@ export class RotatingLog {
   #rotateBroken = false;
   /** Completed rotations, since open. */
   #rotations = 0;
+  /** The active file opened again without O_APPEND, for splice (`kernelFile`). */
+  #spliceFd: number | undefined;
 
   /**
    * Opens the file 0600 (created if missing). `rotation` undefined: never rotates (no
@@ -75,6 +95,40 @@ export class RotatingLog {
     this.#fd = opened.fd;
     this.#created = opened.created;
     this.#size = fs.fstatSync(this.#fd).size;
+  }
+
+  /**
+   * The active file as a splice(2) destination: a second open file description of it
+   * without O_APPEND (splice refuses append mode; the kernel path seeks to the end before
+   * each transfer), and the room before the next rotation, rotating first if there is none.
+   * `commit` keeps the size — and so the rotation points — exact, byte for byte as `write`.
+   */
+  kernelFile(): KernelFile | undefined {
+    if (this.#closed) return undefined;
+    const rotation = this.#rotation;
+    let room = rotation === undefined ? Infinity : rotation.maxBytes - this.#size;
+    if (room <= 0) {
+      // As `write`: a file that could not rotate grows on, and rotation is tried again later.
+      room = this.#rotate() ? (rotation?.maxBytes ?? Infinity) : UNROTATED_RETRY_BYTES;
+    }
+    if (this.#spliceFd === undefined) {
+      try {
+        this.#spliceFd = fs.openSync(`/proc/self/fd/${this.#fd}`, fs.constants.O_WRONLY);
+      } catch {
+        return undefined;
+      }
+    }
+    return {
+      fd: this.#spliceFd,
+      roomBytes: room,
+      commit: (n) => {
+        this.#size += n;
+        // `write` goes on from this fd's position (it is O_APPEND only when appending), so it
+        // must follow what the kernel appended through the other description.
+        libc().lseek(this.#fd, 0, SEEK_END);
+      },
+      full: () => {},
+    };
   }
 
   /** How many times the file was rotated since it was opened. */
@@ -131,6 +185,7 @@ export class RotatingLog {
       return false;
     }
     closeQuietly(this.#fd);
+    this.#closeSpliceFd();
     this.#fd = fd;
     this.#size = 0;
     this.#rotations++;
@@ -144,10 +199,16 @@ export class RotatingLog {
     this.#onError?.(new ChardevError('ERR_BACKEND_WRITE', `${this.#id}: ${this.#what} ${this.path}: ${text}`, { cause }));
   }
 
+  #closeSpliceFd(): void {
+    if (this.#spliceFd !== undefined) closeQuietly(this.#spliceFd);
+    this.#spliceFd = undefined;
+  }
+
   close(abort: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.#fd);
+    this.#closeSpliceFd();
     if (abort && this.#created) unlinkQuietly(this.path);
   }
 }

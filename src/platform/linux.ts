@@ -92,6 +92,7 @@ const waitWritable: WaitWritable = (fd, timeoutMs, done) => {
 };
 
 export class LinuxPlatform implements Platform {
+  readonly realFds = true;
   openPty(): PtyHandle {
     const masterFd = this.#open('/dev/ptmx');
     try {

@@ -101,6 +101,8 @@ export interface ByteWriter {
 }
 
 export interface Platform {
+  /** Its fds are the kernel's (not a test double's numbers): guest output may be spliced to them. */
+  readonly realFds?: boolean;
   /**
    * Allocate a pty: master opened O_RDWR|O_NOCTTY|O_NONBLOCK, unlocked, termios raw
    * (like QEMU), and the slave opened and closed once so that "no client" reads as POLLHUP.

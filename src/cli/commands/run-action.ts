@@ -137,7 +137,8 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
 
 /**
  * The child's stdout and stderr are one pipe chardev made (`guestPipe`): the devices read it
- * themselves (`GuestOutput`), by splice(2) while a device's only client is a plain socket.
+ * themselves (`GuestOutput`), by splice(2) on the data-plane thread while the device's output
+ * has one destination (`Chardev.kernelTarget`).
  */
 function runPipedByFd(device: GuestPorts, command: readonly string[], pipe: PipeEnds): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];

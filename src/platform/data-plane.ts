@@ -1,0 +1,299 @@
+/**
+ * The data-plane thread: one worker thread per process that moves bytes between fds by
+ * splice(2) in a blocking poll loop (data-plane-worker.ts), so a streaming guest costs the
+ * main thread nothing per chunk — no wake-up when a client's socket fills or frees, no hop
+ * per pty refill, no write(2) per log chunk.
+ *
+ * The main thread keeps control: it decides when a run may start (`GuestOutput`, from the
+ * device's state), and stops it when anything changes (a client comes or goes). A run moves
+ * bytes from `from` (a pipe) to `to` (a socket, a pty master, a file) until it is stopped,
+ * the source ends, the source stays empty for `graceMs` (the guest went quiet: libuv's
+ * reader is quicker to wake for interactive output), `limitBytes` were moved (a log about
+ * to rotate), or a transfer fails. Nothing is ever held in between: a splice moves bytes
+ * from the pipe to the destination or leaves them in the pipe, so when a run ends every
+ * byte is either at the destination (counted in `moved`) or still in the guest's pipe.
+ *
+ * The worker gets its own duplicates of both fds and closes them when the run ends, so the
+ * main thread may close its own at any time (a client leaving, a device stopping) without
+ * the worker ever writing to a reused fd number.
+ *
+ * Waking the worker: messages go through a MessagePort the worker reads without its event
+ * loop (it is blocked in poll), after a byte on a wake pipe that poll watches. At process
+ * exit the same byte lets the worker's poll return, so Node can stop the thread.
+ */
+import * as fs from 'node:fs';
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { NativeUnavailableError, libc } from './native.ts';
+import { makePipe, type PipeEnds } from './splice.ts';
+import { errnoName } from './platform.ts';
+
+/** Why a run ended. */
+export type RunEnd =
+  /** The main thread asked (`DataPlaneRun.stop`). */
+  | 'stopped'
+  /** The source's writers are all gone. */
+  | 'eof'
+  /** The source stayed empty for `graceMs`. */
+  | 'idle'
+  /** `limitBytes` were moved. */
+  | 'limit'
+  /** A transfer failed, by errno name (EPIPE, ECONNRESET, EIO, ENOSPC, EINVAL, …). */
+  | { readonly error: string };
+
+export interface RunSpec {
+  /** A pipe (the guest's output). Duplicated: the caller keeps its own fd. */
+  readonly from: number;
+  /** A socket, pty master or file. Duplicated too. */
+  readonly to: number;
+  /** Stop after this many bytes (undefined: no limit). */
+  readonly limitBytes?: number;
+  /** How long the source may stay empty before the run ends with 'idle'. */
+  readonly graceMs: number;
+  /** `to` is a file shared with appending writers: seek to its end before every transfer. */
+  readonly seekEnd?: boolean;
+}
+
+export interface RunResult {
+  /** Bytes moved by the whole run. */
+  readonly moved: number;
+  /** Times the run waited for room at the destination (the client held the guest). */
+  readonly waits: number;
+  readonly end: RunEnd;
+}
+
+export interface RunEvents {
+  /** Bytes moved so far by this run, and its waits for room so far (sent every few milliseconds while it moves bytes). */
+  progress(moved: number, waits: number): void;
+  /** Exactly once; `moved` is final. */
+  ended(result: RunResult): void;
+}
+
+/** Main thread → worker. */
+export type ToWorker =
+  | {
+      readonly op: 'start';
+      readonly id: number;
+      readonly from: number;
+      readonly to: number;
+      readonly limitBytes: number;
+      readonly graceMs: number;
+      readonly seekEnd: boolean;
+    }
+  | { readonly op: 'stop'; readonly id: number }
+  /** The process exits: end every run and return, so Node can join the thread. */
+  | { readonly op: 'quit' };
+
+/** Worker → main thread. */
+export type FromWorker =
+  | { readonly op: 'ready' }
+  | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number }
+  | {
+      readonly op: 'ended';
+      readonly id: number;
+      readonly moved: number;
+      readonly waits: number;
+      readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error';
+      readonly error?: string;
+    };
+
+/** What the worker is started with. */
+export interface WorkerSetup {
+  readonly port: MessagePort;
+  readonly wakeFd: number;
+  /**
+   * Int32 [0]: bumped (and notified) after every 'ended' message, for `DataPlaneRun.stop`'s
+   * wait; [1]: how many times poll(2) returned (tests, profiles).
+   */
+  readonly endings: SharedArrayBuffer;
+}
+
+/** How long one wait for a stopping run lasts before the messages are looked at again. */
+const STOP_WAIT_SLICE_MS = 50;
+
+/** A run on the data-plane thread. */
+export class DataPlaneRun {
+  readonly #plane: DataPlane;
+  readonly id: number;
+  #stopAsked = false;
+  /** @internal */
+  constructor(plane: DataPlane, id: number) {
+    this.#plane = plane;
+    this.id = id;
+  }
+  /**
+   * Stop the run and wait for it: when this returns, `ended` was called with the final
+   * count and the worker has closed its fds, so nothing more reaches the destination. The
+   * wait is for the worker's transfer in progress (one non-blocking splice). Idempotent.
+   */
+  stop(): void {
+    if (this.#stopAsked) return;
+    this.#stopAsked = true;
+    this.#plane.stopAndWait(this.id);
+  }
+}
+
+interface Active {
+  readonly run: DataPlaneRun;
+  readonly events: RunEvents;
+  readonly from: number;
+  readonly to: number;
+}
+
+export class DataPlane {
+  readonly #worker: Worker;
+  readonly #port: MessagePort;
+  readonly #wake: PipeEnds;
+  readonly #wakeByte = Buffer.from([1]);
+  readonly #runs = new Map<number, Active>();
+  readonly #endings = new Int32Array(new SharedArrayBuffer(8));
+  #nextId = 1;
+  #failed: Error | undefined;
+  #readyResolve: () => void = () => {};
+  /** Resolves once the thread runs its loop (it takes a moment to load; runs started before then wait). */
+  readonly ready: Promise<void> = new Promise((resolve) => (this.#readyResolve = resolve));
+
+  constructor() {
+    this.#wake = makePipe({ nonBlocking: true });
+    const { port1, port2 } = new MessageChannel();
+    this.#port = port1;
+    const setup: WorkerSetup = { port: port2, wakeFd: this.#wake.readFd, endings: this.#endings.buffer as SharedArrayBuffer };
+    const [entry, how] = workerEntry();
+    this.#worker = new Worker(entry, { ...how, workerData: setup, transferList: [port2] });
+    this.#worker.on('error', (e) => this.#fail(e));
+    this.#worker.on('exit', (code) => this.#fail(new Error(`the data-plane thread exited (code ${code})`)));
+    this.#port.on('message', (m: FromWorker) => this.#onMessage(m));
+    // Neither the thread nor its port keeps the process alive while no run is active
+    // (a 'message' listener refs the port, so this comes after it).
+    this.#worker.unref();
+    // The port stays referenced until the thread says it is ready, so awaiting `ready` works
+    // in a process with nothing else to do.
+    // Node waits for worker threads at exit, and this one may be blocked in poll(2): tell
+    // it to return (a wake-up alone is not enough: Node asks the thread to stop only after
+    // the 'exit' listeners, and by then it would be back in poll).
+    process.once('exit', () => {
+      this.#port.postMessage({ op: 'quit' } satisfies ToWorker);
+      this.#wakeUp();
+    });
+  }
+
+  /** How many times the thread's poll returned: each is a wake-up (none while everyone waits). */
+  get wakeups(): number {
+    return Atomics.load(this.#endings, 1);
+  }
+
+  /** Runs now active. */
+  get size(): number {
+    return this.#runs.size;
+  }
+
+  start(spec: RunSpec, events: RunEvents): DataPlaneRun {
+    if (this.#failed !== undefined) throw this.#failed;
+    const c = libc();
+    const from = c.dupCloexec(spec.from);
+    if (from < 0) throw new Error(`dup fd ${spec.from}: ${errnoName(c.errno())}`);
+    const to = c.dupCloexec(spec.to);
+    if (to < 0) {
+      const err = errnoName(c.errno());
+      c.closeFd(from);
+      throw new Error(`dup fd ${spec.to}: ${err}`);
+    }
+    const id = this.#nextId++;
+    const run = new DataPlaneRun(this, id);
+    this.#runs.set(id, { run, events, from, to });
+    this.#port.ref();
+    this.send({ op: 'start', id, from, to, limitBytes: spec.limitBytes ?? -1, graceMs: spec.graceMs, seekEnd: spec.seekEnd === true });
+    return run;
+  }
+
+  /** @internal */
+  send(msg: ToWorker): void {
+    if (this.#failed !== undefined) return;
+    this.#port.postMessage(msg);
+    this.#wakeUp();
+  }
+
+  /** @internal */
+  stopAndWait(id: number): void {
+    this.send({ op: 'stop', id });
+    while (this.#runs.has(id) && this.#failed === undefined) {
+      const seen = Atomics.load(this.#endings, 0);
+      // The 'ended' message may already be queued: take messages now, not on a later turn.
+      for (let m = receiveMessageOnPort(this.#port); m !== undefined; m = receiveMessageOnPort(this.#port)) this.#onMessage(m.message as FromWorker);
+      if (!this.#runs.has(id)) return;
+      Atomics.wait(this.#endings, 0, seen, STOP_WAIT_SLICE_MS);
+    }
+  }
+
+  #wakeUp(): void {
+    try {
+      fs.writeSync(this.#wake.writeFd, this.#wakeByte);
+    } catch {
+      // A full wake pipe wakes the worker already.
+    }
+  }
+
+  #onMessage(m: FromWorker): void {
+    if (m.op === 'ready') {
+      if (this.#runs.size === 0) this.#port.unref();
+      this.#readyResolve();
+      return;
+    }
+    const active = this.#runs.get(m.id);
+    if (active === undefined) return;
+    if (m.op === 'progress') {
+      active.events.progress(m.moved, m.waits);
+      return;
+    }
+    this.#runs.delete(m.id);
+    if (this.#runs.size === 0) this.#port.unref();
+    const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
+    active.events.ended({ moved: m.moved, waits: m.waits, end });
+  }
+
+  /**
+   * The thread died (it should not): every run ends with an error and its fds are closed
+   * here; the callers go back to the JavaScript path. Bytes a run moved since its last
+   * progress report are not counted, but none is lost: they reached the destination.
+   */
+  #fail(e: Error): void {
+    if (this.#failed !== undefined) return;
+    this.#failed = e;
+    if (plane === this) plane = undefined;
+    const runs = [...this.#runs.values()];
+    this.#runs.clear();
+    this.#port.unref();
+    for (const a of runs) {
+      const c = libc();
+      c.closeFd(a.from);
+      c.closeFd(a.to);
+      a.events.ended({ moved: 0, waits: 0, end: { error: 'EWORKER' } });
+    }
+  }
+}
+
+/**
+ * The worker's entry: the compiled .js beside this file (dist), or — running from the
+ * TypeScript sources under tsx (the checkout, the tests) — a bootstrap that registers tsx
+ * in the worker first: Node 20 does not run the main thread's `--import` there.
+ */
+function workerEntry(): [string | URL, { eval?: boolean }] {
+  if (!import.meta.url.endsWith('.ts')) return [new URL('./data-plane-worker.js', import.meta.url), {}];
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const entry = new URL('./data-plane-worker.ts', import.meta.url).href;
+  return [`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`, { eval: true }];
+}
+
+let plane: DataPlane | undefined;
+
+/**
+ * The process's data-plane thread, started on first use. Throws `NativeUnavailableError`
+ * without koffi or under a runtime whose worker threads cannot load it; callers then keep
+ * the JavaScript path.
+ */
+export function dataPlane(): DataPlane {
+  if (plane !== undefined) return plane;
+  if (process.versions['bun'] !== undefined)
+    throw new NativeUnavailableError('symbol', `the data-plane thread needs Node's worker threads; this is Bun ${process.versions['bun']}`);
+  plane = new DataPlane();
+  return plane;
+}

@@ -1,0 +1,332 @@
+/**
+ * The data-plane thread's destinations besides sockets (splice.test.ts has those): a pty's
+ * master, a `file` device's file and a `null` device's `<log>`, rotated or not. Real
+ * processes: a Python guest writing a random stream into the device's pipe (pausing now and
+ * then, so the output goes back and forth between the data-plane thread and libuv), a
+ * Python reader on the pty's slave. Every check is count + sha256 of what arrived.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { domainXml, waitFor } from '../core/helpers.ts';
+import { PYTHON, readRotated, sha256, tmp } from '../reliability/helpers.ts';
+import { open } from '../../src/index.ts';
+import type { Chardev, Domain } from '../../src/index.ts';
+import { type GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
+
+const MiB = 1024 * 1024;
+
+function report(text: string): void {
+  process.stderr.write(`dataplane: ${text}\n`);
+}
+
+/**
+ * The guest. argv: DATA PROGRESS PAUSE_EVERY PAUSE_MS. Writes DATA to stdout 64 KiB a write;
+ * after every PAUSE_EVERY bytes (0: never) it sleeps PAUSE_MS, long enough for the pipe to
+ * go back to libuv. PROGRESS holds the bytes written so far. Exits when done.
+ */
+const GUEST = `
+import os, sys, time
+data, progress = open(sys.argv[1], 'rb').read(), sys.argv[2]
+every, pause = int(sys.argv[3]), float(sys.argv[4]) / 1000
+pf = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+view, done, mark = memoryview(data), 0, 0
+while done < len(data):
+    done += os.write(1, view[done:done + 65536])
+    os.pwrite(pf, b'%012d' % done, 0)
+    if every and done - mark >= every:
+        mark = done
+        time.sleep(pause)
+`;
+
+/**
+ * Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first; or,
+ * with QUIET_S > 0, until nothing came for that long), keeps them in FILE, then prints
+ * `COUNT SHA256` and closes the slave.
+ */
+const PTY_READER = `
+import hashlib, os, select, sys, time
+path, n, rate, stall, quiet, keep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), open(sys.argv[6], 'wb')
+fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+print('open', flush=True)
+time.sleep(stall)
+got, h, t0 = 0, hashlib.sha256(), time.monotonic()
+while got < n:
+    if quiet > 0 and not select.select([fd], [], [], quiet)[0]:
+        break
+    b = os.read(fd, min(65536, n - got))
+    if not b:
+        break
+    got += len(b)
+    h.update(b)
+    keep.write(b)
+    if rate > 0:
+        ahead = t0 + got / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+keep.close()
+print(got, h.hexdigest(), flush=True)
+`;
+
+interface Rig {
+  readonly dir: string;
+  readonly data: Buffer;
+  readonly domain: Domain;
+  readonly device: Chardev;
+  readonly child: ChildProcess;
+  readonly output: GuestOutput;
+  progress(): number;
+}
+
+let root: string;
+before(async () => {
+  root = tmp('dataplane');
+  await startDataPlane();
+});
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+/** A domain with `device` (serial0), and a guest writing `bytes` random bytes to it once `start()` is called. */
+async function rig(
+  ctx: TestContext,
+  device: (dir: string) => string,
+  bytes: number,
+  pause: { everyBytes: number; ms: number } = { everyBytes: 0, ms: 0 },
+): Promise<Rig & { start(): void }> {
+  const dir = fs.mkdtempSync(path.join(root, 'r'));
+  const data = randomBytes(bytes);
+  const dataFile = path.join(dir, 'data');
+  fs.writeFileSync(dataFile, data);
+  let xml = domainXml(device(dir));
+  xml = xml.replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+  const domain = await open(xml, { logDir: dir, ptyPollMs: 10 });
+  const dev = domain.device('serial0');
+  dev.on('error', () => {});
+  const progressFile = path.join(dir, 'progress');
+  let child: ChildProcess | undefined;
+  let output: GuestOutput | undefined;
+  const r = {
+    dir,
+    data,
+    domain,
+    device: dev,
+    get child(): ChildProcess {
+      if (child === undefined) throw new Error('not started');
+      return child;
+    },
+    get output(): GuestOutput {
+      if (output === undefined) throw new Error('not started');
+      return output;
+    },
+    progress(): number {
+      try {
+        return Number(fs.readFileSync(progressFile, 'latin1') || '0');
+      } catch {
+        return 0;
+      }
+    },
+    start(): void {
+      const pipe = guestPipe();
+      try {
+        child = spawn(PYTHON, ['-S', '-c', GUEST, dataFile, progressFile, String(pause.everyBytes), String(pause.ms)], {
+          stdio: ['ignore', pipe.writeFd, 'inherit'],
+        });
+      } finally {
+        fs.closeSync(pipe.writeFd);
+      }
+      output = dev.pipeFrom(pipe.readFd);
+    },
+  };
+  ctx.after(async () => {
+    child?.kill('SIGKILL');
+    await domain.stop();
+  });
+  return r;
+}
+
+function assertSpliced(output: GuestOutput, bytes: number, atLeast: number): void {
+  const share = output.stats.spliced / bytes;
+  assert.ok(share >= atLeast, `${(share * 100).toFixed(1)} % of the stream went by splice, not at least ${atLeast * 100} %`);
+}
+
+/** Runs PTY_READER on the device's slave; resolves with `[count, sha256]` once it has read `n` bytes. */
+function ptyReader(
+  device: Chardev,
+  n: number,
+  rateBytesPerS = 0,
+  stallS = 0,
+  quietS = 0,
+  keep = '/dev/null',
+): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
+  const ptyPath = device.ptyPath;
+  if (ptyPath === undefined) throw new Error('no pty');
+  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let text = '';
+  let openedResolve: () => void = () => {};
+  const opened = new Promise<void>((resolve) => (openedResolve = resolve));
+  const done = new Promise<[number, string]>((resolve, reject) => {
+    proc.stdout?.on('data', (b: Buffer) => {
+      text += b.toString();
+      if (text.startsWith('open\n')) openedResolve();
+    });
+    proc.on('close', () => {
+      const [count, sha] = text
+        .replace(/^open\n/, '')
+        .trim()
+        .split(' ');
+      if (count === undefined || sha === undefined) reject(new Error(`pty reader: ${text}`));
+      else resolve([Number(count), sha]);
+    });
+  });
+  return { opened, done, proc };
+}
+
+describe('the data-plane thread: pty, file and <log> destinations (real processes, sha256)', { timeout: 120000 }, () => {
+  it('a pty reader reading as fast as it can gets every byte, in order, almost all of it spliced to the master', { timeout: 60000 }, async (ctx) => {
+    const bytes = 16 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes);
+    const reader = ptyReader(r.device, bytes);
+    ctx.after(() => reader.proc.kill());
+    let sent = -1;
+    r.device.on('client', (change, info) => {
+      if (change === 'detached') sent = info.bytesSent;
+    });
+    await reader.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    r.start();
+    const [got, sha] = await reader.done;
+    assert.equal(got, bytes);
+    assert.equal(sha, sha256(r.data));
+    await r.output.ended;
+    assert.equal(r.device.counters.bytesFromGuest, bytes);
+    assert.equal(r.device.counters.dropped, 0);
+    await waitFor(() => sent >= 0, 'the reader to be seen leaving', 5000);
+    assert.equal(sent, bytes, 'the reader is counted every byte');
+    assertSpliced(r.output, bytes, 0.9);
+    report(`pty: ${bytes} B, ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.waits} waits for the reader`);
+  });
+
+  it('a slow pty reader (2 MB/s) and a stalled one (nothing for 2 s) hold the guest and get every byte', { timeout: 60000 }, async (ctx) => {
+    const bytes = 6 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes);
+    const reader = ptyReader(r.device, bytes, 2_000_000, 2);
+    ctx.after(() => reader.proc.kill());
+    await reader.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    r.start();
+    // Stalled: the guest fills its pipe and the pty's buffer, then waits in write(2).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const held = r.progress();
+    assert.ok(held > 0 && held < 4 * MiB, `the guest is held while the reader stalls: it wrote ${held} of ${bytes} B`);
+    const [got, sha] = await reader.done;
+    assert.equal(got, bytes);
+    assert.equal(sha, sha256(r.data));
+    await r.output.ended;
+    assert.equal(r.device.counters.dropped, 0);
+    assertSpliced(r.output, bytes, 0.5);
+    assert.ok(r.output.stats.waits > 0, 'the guest waited for the reader');
+    report(`slow pty: held at ${held} B while stalled; ${r.output.stats.waits} waits, ${r.output.stats.switches} path changes`);
+  });
+
+  it('the pty reader leaving mid-stream and another coming: the first got a prefix, output while nobody was there is dropped and counted, the second gets the rest, each byte once', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 24 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes, { everyBytes: 4 * MiB, ms: 100 });
+    const sent: number[] = [];
+    r.device.on('client', (change, info) => {
+      if (change === 'detached') sent.push(info.bytesSent);
+    });
+    const first = ptyReader(r.device, 4 * MiB, 0, 0, 0, path.join(r.dir, 'first'));
+    ctx.after(() => first.proc.kill());
+    await first.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the first reader to be seen', 5000);
+    r.start();
+    const [gotA, shaA] = await first.done;
+    assert.equal(gotA, 4 * MiB);
+    assert.equal(shaA, sha256(r.data.subarray(0, gotA)), 'the first reader got the stream from its start');
+    await waitFor(() => sent.length === 1, 'the first reader to be seen leaving', 5000);
+    const sentA = sent[0] ?? -1;
+    assert.ok(sentA >= gotA, `bytes-sent ${sentA} covers what the first reader read (${gotA})`);
+    // Nobody there for a while: output is dropped (QEMU's pty does the same).
+    await waitFor(() => r.device.counters.dropped > 0, 'output to be dropped while nobody reads', 10000);
+    const secondFile = path.join(r.dir, 'second');
+    const second = ptyReader(r.device, bytes, 0, 0, 1.5, secondFile);
+    ctx.after(() => second.proc.kill());
+    const [gotB] = await second.done;
+    await r.output.ended;
+    assert.ok(gotB > 0, 'the second reader got output');
+    const got = fs.readFileSync(secondFile);
+    assert.equal(sha256(got), sha256(r.data.subarray(bytes - gotB)), 'the second reader got the end of the stream, contiguous');
+    await waitFor(() => sent.length === 2, 'the second reader to be seen leaving', 5000);
+    const c = r.device.counters;
+    assert.equal(c.bytesFromGuest, bytes);
+    assert.equal(sent[1], gotB, 'the second reader is counted what it read');
+    assert.equal(sentA + gotB + c.dropped, bytes, `sent (${sentA} + ${gotB}) and dropped (${c.dropped}) add up to what the guest wrote`);
+    report(
+      `pty leave and return: first read ${gotA} B (sent ${sentA}), ${c.dropped} B dropped, second read ${gotB} B; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+    );
+  });
+
+  it('a file device with a guest that pauses (the pipe goes back and forth between libuv and the thread) holds the stream exactly, truncated or appended to', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 16 * MiB;
+    for (const append of [false, true]) {
+      const head = append ? Buffer.from('what the file held before\n') : Buffer.alloc(0);
+      const r = await rig(
+        ctx,
+        (dir) => {
+          if (append) fs.writeFileSync(path.join(dir, 'out'), head);
+          return `<serial type='file'><source path='${path.join(dir, 'out')}'${append ? " append='on'" : ''}/><target port='0'/></serial>`;
+        },
+        bytes,
+        { everyBytes: 2 * MiB, ms: 60 },
+      );
+      r.start();
+      await r.output.ended;
+      const file = fs.readFileSync(path.join(r.dir, 'out'));
+      assert.equal(file.length, head.length + bytes);
+      assert.equal(sha256(file), sha256(Buffer.concat([head, r.data])));
+      assert.equal(r.device.counters.bytesFromGuest, bytes);
+      assert.ok(r.output.stats.switches >= 4, `the path changed ${r.output.stats.switches} times (the guest paused 7 times)`);
+      assertSpliced(r.output, bytes, 0.5);
+      report(`file${append ? ' (append)' : ''}: ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`);
+    }
+  });
+
+  it('a rotated file device and a rotated <log> of a null device: every byte once, in order, each full file exactly the rotation size', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 20 * MiB;
+    // An odd size, so rotation falls inside splices and inside libuv's chunks.
+    const size = 1_000_003;
+    for (const kind of ['file', 'log'] as const) {
+      const r = await rig(
+        ctx,
+        (dir) =>
+          kind === 'file'
+            ? `<serial type='file'><source path='${path.join(dir, 'out')}'/><target port='0'/><cd:rotate size='${size}' backups='100'/></serial>`
+            : `<serial type='null'><log file='${path.join(dir, 'out')}'/><target port='0'/><cd:rotate size='${size}' backups='100'/></serial>`,
+        bytes,
+        { everyBytes: 5 * MiB, ms: 60 },
+      );
+      r.start();
+      await r.output.ended;
+      const { files, bytes: joined } = readRotated(path.join(r.dir, 'out'));
+      assert.equal(joined.length, bytes, `${kind}: the files hold every byte`);
+      assert.equal(sha256(joined), sha256(r.data), `${kind}: sha256 of the files joined oldest first`);
+      assert.equal(files.length, Math.ceil(bytes / size), `${kind}: ${files.length} files`);
+      for (const f of files.slice(0, -1)) assert.equal(fs.statSync(f).size, size, `${kind}: ${path.basename(f)} is exactly the rotation size`);
+      assert.equal(r.device.counters.bytesFromGuest, bytes);
+      assertSpliced(r.output, bytes, 0.5);
+      report(
+        `rotated ${kind}: ${files.length} files, ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+      );
+    }
+  });
+});
