@@ -10,6 +10,7 @@ import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
+import type { FedDevice, KernelTarget, OutputSource } from './guest-side.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
@@ -91,31 +92,12 @@ class LogTee {
   }
 }
 
-/** Something feeding the device from an fd (`GuestOutput`). */
-export interface OutputSource {
-  close(): void;
-  /** Finish what moves outside the device now (a kernel-path run) and count it, before a client change. */
-  settle(): void;
-}
-
-/** A destination for guest output moved by the kernel (`Chardev.kernelTarget`). */
-export interface KernelTarget {
-  readonly fd: number;
-  /** The writer client's socket or pty, or the file that keeps the output. */
-  readonly kind: 'client' | 'file';
-  /** Most bytes before the target must be asked for again (a log about to rotate); Infinity for no limit. */
-  readonly roomBytes: number;
-  /** The fd is a file other writers may append to: each transfer starts at its end. */
-  readonly seekEnd: boolean;
-  /** `n` bytes went there: count them as `write` would have. */
-  commit(n: number): void;
-  /** `roomBytes` ran out (the log rotates before the next byte). */
-  full(): void;
-}
 
 type Listeners = { [E in ChardevEvent]: Array<ChardevEvents[E]> };
 
-export class Chardev {
+export type { KernelTarget, OutputSource } from './guest-side.ts';
+
+export class Chardev implements FedDevice {
   readonly alias: string;
   /** `char` + alias, as QEMU labels it. */
   readonly id: string;

@@ -36,7 +36,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { Chardev, KernelTarget } from './chardev.ts';
+import type { FedDevice, KernelTarget } from './guest-side.ts';
 import { OutputPump } from './output-pump.ts';
 import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
@@ -121,7 +121,7 @@ interface ReaderOptions extends net.SocketConstructorOpts {
 
 export class GuestOutput {
   readonly #fd: number;
-  readonly #devices: readonly Chardev[];
+  readonly #devices: readonly FedDevice[];
   readonly #pump: OutputPump;
   readonly #options: GuestOutputOptions;
   /** libuv's reader of the pipe (a dup of `#fd`, or `#fd` itself without a kernel path), for the JavaScript path. */
@@ -158,7 +158,7 @@ export class GuestOutput {
    * The fd should be non-blocking (`guestPipe` makes it so; for a pipe only chardev's end
    * may be, since O_NONBLOCK is per open file description and the guest's end must block).
    */
-  constructor(fd: number, devices: readonly Chardev[], options: GuestOutputOptions = {}) {
+  constructor(fd: number, devices: readonly FedDevice[], options: GuestOutputOptions = {}) {
     this.#fd = fd;
     this.#devices = devices;
     this.#options = options;
@@ -339,7 +339,7 @@ export class GuestOutput {
         this.#startRun(target);
         return;
       }
-      if (this.#kernelCapable && (this.#devices[0] as Chardev).kernelPathAfterNode()) {
+      if (this.#kernelCapable && (this.#devices[0] as FedDevice).kernelPathAfterNode()) {
         // Everything but Node's queue allows the kernel path: let Node finish sending what
         // it has (the guest waits meanwhile), then splice after it.
         this.#waitMs(IDLE_RECHECK_MS);
@@ -413,7 +413,7 @@ export class GuestOutput {
    */
   #kernelTarget(): KernelTarget | undefined {
     if (!this.#kernelCapable || this.#pump.pendingBytes > 0 || (this.#reader?.readableLength ?? 0) > 0) return undefined;
-    return (this.#devices[0] as Chardev).kernelTarget();
+    return (this.#devices[0] as FedDevice).kernelTarget();
   }
 
   /** A chunk libuv read. */
@@ -424,7 +424,7 @@ export class GuestOutput {
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
     // once nothing is left in the stream's buffer (it must reach the devices first).
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable && (this.#reader?.readableLength ?? 0) === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as Chardev).kernelPathAfterNode())) {
+    if (chunk.length >= BURST_BYTES && this.#kernelCapable && (this.#reader?.readableLength ?? 0) === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as FedDevice).kernelPathAfterNode())) {
       this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();

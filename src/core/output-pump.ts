@@ -7,7 +7,7 @@
  * is writable again; the others are not written twice. What the pump holds is bounded by
  * what a paused source can still deliver (a chunk or two per source).
  */
-import type { Chardev } from './chardev.ts';
+import type { PumpDevice } from './guest-side.ts';
 
 /** Where the guest's output comes from: paused while a device is behind. */
 export interface OutputSource {
@@ -22,17 +22,17 @@ export interface OutputSource {
 const RECHECK_MS = 1000;
 
 export class OutputPump {
-  readonly #devices: readonly Chardev[];
+  readonly #devices: readonly PumpDevice[];
   readonly #source: OutputSource;
   /** Per device, what it has not taken yet (each chunk shared by reference). */
-  readonly #pending = new Map<Chardev, Buffer[]>();
-  readonly #listeners = new Map<Chardev, () => void>();
+  readonly #pending = new Map<PumpDevice, Buffer[]>();
+  readonly #listeners = new Map<PumpDevice, () => void>();
   #paused = false;
   #recheck: NodeJS.Timeout | undefined;
   #closed = false;
   #flushWaiters: Array<() => void> = [];
 
-  constructor(devices: readonly Chardev[], source: OutputSource) {
+  constructor(devices: readonly PumpDevice[], source: OutputSource) {
     this.#devices = devices;
     this.#source = source;
     for (const d of devices) {
@@ -96,7 +96,7 @@ export class OutputPump {
     this.#resume();
   }
 
-  #flush(d: Chardev): void {
+  #flush(d: PumpDevice): void {
     const queue = this.#pending.get(d);
     if (queue === undefined) return;
     if (d.stopped) {
