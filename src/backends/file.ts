@@ -46,7 +46,7 @@ export function createFileBackend(ctx: BackendContext, source: FileSourceDef): B
   const rotate = ctx.dev.ext.rotate;
   let out: RotatingLog;
   try {
-    out = new RotatingLog(ctx.id, file, rotate === undefined ? undefined : { maxBytes: rotate.sizeBytes, backups: rotate.backups }, {
+    out = new RotatingLog(ctx.id, file, rotate, {
       append: source.append === 'on',
       what: 'file',
       onError: (err) => ctx.events.error(err),

@@ -45,7 +45,8 @@ export const MAX_ROTATE_BACKUPS = 1000;
 /** A day: a longer stall limit is a typo for "none". */
 export const MAX_STALL_SECONDS = 86_400;
 /** virtlogd's: the domain log rotates the same way. */
-export const DEFAULT_ROTATE: RotateExtensionDef = { sizeBytes: 2 * 1024 * 1024, backups: 3 };
+/** virtlogd's: 2 MiB, 3 rotated files. The one default, for `<cd:rotate/>` and the domain log alike. */
+export const DEFAULT_ROTATE: RotateExtensionDef = { maxBytes: 2 * 1024 * 1024, backups: 3 };
 
 function positiveInt(el: XmlElement, name: string, max: number, errAt: ErrorAt): number | undefined {
   const v = attr(el, name);
@@ -95,7 +96,7 @@ function parseRotate(el: XmlElement, errAt: ErrorAt): RotateExtensionDef {
   if (backups !== undefined && (!/^\d+$/.test(backups) || Number(backups) > MAX_ROTATE_BACKUPS)) {
     throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'backups' in element '${el.tagName}': '${backups}'. Expected an integer from 0 to ${MAX_ROTATE_BACKUPS}`);
   }
-  return { sizeBytes: size ?? DEFAULT_ROTATE.sizeBytes, backups: backups === undefined ? DEFAULT_ROTATE.backups : Number(backups) };
+  return { maxBytes: size ?? DEFAULT_ROTATE.maxBytes, backups: backups === undefined ? DEFAULT_ROTATE.backups : Number(backups) };
 }
 
 function parseWeb(el: XmlElement, errAt: ErrorAt): WebExtensionDef {

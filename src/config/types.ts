@@ -235,8 +235,8 @@ export interface StallExtensionDef {
  * file) by size, like virtlogd rotates the domain log.
  */
 export interface RotateExtensionDef {
-  /** Rotate before the active file would grow past this many bytes. */
-  sizeBytes: number;
+  /** Rotate before the active file would grow past this many bytes (`size`). */
+  maxBytes: number;
   /** Rotated files kept: `.1` (newest) … `.N`. */
   backups: number;
 }

@@ -66,8 +66,7 @@ class LogTee {
   readonly #log: RotatingLog;
   #failed = false;
   constructor(id: string, file: string, append: boolean, rotate: RotateExtensionDef | undefined, onError: (err: ChardevError) => void) {
-    const rotation = rotate === undefined ? undefined : { maxBytes: rotate.sizeBytes, backups: rotate.backups };
-    this.#log = new RotatingLog(id, file, rotation, { append, what: 'log', onError });
+    this.#log = new RotatingLog(id, file, rotate, { append, what: 'log', onError });
   }
   get path(): string {
     return this.#log.path;

@@ -14,19 +14,17 @@
  */
 import * as fs from 'node:fs';
 import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
+import { DEFAULT_ROTATE } from '../config/extensions.ts';
+import type { RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import { libc } from '../platform/native.ts';
 
 const SEEK_END = 2;
 
-export interface RotationOptions {
-  /** Rotate before the active file would grow past this many bytes (virtlogd: 2 MiB). */
-  readonly maxBytes: number;
-  /** How many rotated files (`.1` … `.N`) to keep (virtlogd: 3). */
-  readonly backups: number;
-}
+/** How a log rotates: the device's `<cd:rotate>` (config's shape, one for both). */
+export type RotationOptions = Readonly<RotateExtensionDef>;
 
-export const DEFAULT_ROTATION: RotationOptions = { maxBytes: 2 * 1024 * 1024, backups: 3 };
+export const DEFAULT_ROTATION: RotationOptions = DEFAULT_ROTATE;
 
 /** An output file as a splice(2) destination. */
 export interface KernelFile {

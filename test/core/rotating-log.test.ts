@@ -155,8 +155,8 @@ describe('domain log rotation', () => {
     const doc = (inner: string): string =>
       domainXml(`<serial type='null'><log file='/tmp/x.log'/>${inner}</serial>`);
     const dev = (inner: string) => loadDomain(doc(inner)).def.serials[0];
-    assert.deepEqual(dev('<cd:rotate/>')?.ext.rotate, { sizeBytes: 2 * 1024 * 1024, backups: 3 });
-    assert.deepEqual(dev("<cd:rotate size='4096' backups='0'/>")?.ext.rotate, { sizeBytes: 4096, backups: 0 });
+    assert.deepEqual(dev('<cd:rotate/>')?.ext.rotate, { maxBytes: 2 * 1024 * 1024, backups: 3 });
+    assert.deepEqual(dev("<cd:rotate size='4096' backups='0'/>")?.ext.rotate, { maxBytes: 4096, backups: 0 });
     assert.throws(() => dev("<cd:rotate size='0'/>"), /Invalid value for attribute 'size' in element 'cd:rotate': '0'/);
     assert.throws(() => dev("<cd:rotate backups='-1'/>"), /Invalid value for attribute 'backups' in element 'cd:rotate': '-1'. Expected an integer from 0 to 1000/);
   });
