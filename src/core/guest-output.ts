@@ -2,7 +2,7 @@
  * The guest's output read from an fd by chardev itself (`Chardev.pipeFrom`, `chardev run`'s
  * piped guest): the data plane.
  *
- * Two paths, one set of rules (SPEC §4.1, lossless flow control):
+ * Two paths, one set of rules (lossless flow control, QEMU's):
  *
  * - **JavaScript path.** libuv reads the pipe (a net.Socket over a dup of the fd, Node's
  *   own stream reads: exactly sized chunks) and the chunks go to the devices through an

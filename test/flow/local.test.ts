@@ -1,6 +1,6 @@
 /**
- * QEMU's flow control end to end over the local transports and the consoles (SPEC §4.1,
- * issue 14): `chardev run FILE -- GUEST` with a guest that writes as fast as it can and
+ * QEMU's flow control end to end over the local transports and the consoles:
+ * `chardev run FILE -- GUEST` with a guest that writes as fast as it can and
  * records its own progress and sha256, read by real clients — Python holding a pty slave,
  * reading a FIFO, on the far end of a host tty, running `chardev console` on a pty of its
  * own, and Chromium for the browser console. A client that reads slower than the guest
@@ -293,7 +293,7 @@ describe('flow control end to end: local transports and consoles (chardev run, r
   }
   async function chardevRun(name: string, devices: string, guest: readonly string[], flags: readonly string[] = []): Promise<ChardevProcess> {
     const xmlFile = path.join(dir, `${name}.xml`);
-    fs.writeFileSync(xmlFile, domainXml(devices, name).replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"));
+    fs.writeFileSync(xmlFile, domainXml(devices, name));
     const p = new ChardevProcess({ xmlFile, logDir, runDir, guest, flags });
     // SIGTERM first: chardev then stops its guest too; SIGKILL if that takes too long.
     living.push(async () => {

@@ -1,5 +1,5 @@
 /**
- * QEMU's flow control end to end over every network transport (issue 14): `chardev run` with
+ * QEMU's flow control end to end over every network transport: `chardev run` with
  * plain libvirt XML and a guest that writes as fast as it can (Python: random bytes, its own
  * sha256, and after every write how far it got), against real clients — Python's socket and
  * ssl modules, inetutils' `telnet` — that read slowly, stall, or hang. The client's count
@@ -307,7 +307,7 @@ describe('flow control over the network transports: chardev run, real clients, s
   function startChardev(scope: Scope, t: Transport, at: string, extra: string, guest: Guest): ChardevProcess {
     const xmlFile = path.join(scope.dir, 'domain.xml');
     const xml = domainXml(t.device(at, extra), path.basename(scope.dir));
-    fs.writeFileSync(xmlFile, extra === '' ? xml : xml.replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>"));
+    fs.writeFileSync(xmlFile, xml);
     return scope.track(
       new ChardevProcess({
         xmlFile,

@@ -1,7 +1,7 @@
 /**
- * The kernel path (issue 16): a device reading its guest's output from a pipe
+ * The kernel path: a device reading its guest's output from a pipe
  * (`Chardev.pipeFrom`), whose only client is the writer on a plain socket, moves the bytes
- * by splice(2) — under the same flow control as the JavaScript path (issue 14), and
+ * by splice(2) — under the same flow control as the JavaScript path, and
  * switching to and from that path without a lost, repeated or reordered byte.
  *
  * Real processes on both ends: the guest is Python writing a file of random bytes the test
@@ -185,8 +185,7 @@ class Rig {
     const dataFile = path.join(dir, 'data');
     fs.writeFileSync(dataFile, data);
     const extra = options.extra ?? '';
-    let xml = domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/>${extra}</serial>`);
-    if (extra !== '') xml = xml.replace("<domain type='kvm'>", "<domain type='kvm' xmlns:cd='urn:chardev:1'>");
+    const xml = domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/>${extra}</serial>`);
     const domain = await open(xml, { logDir: dir });
     const go = path.join(dir, 'go');
     const pipe = guestPipe();
