@@ -63,6 +63,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { BenchError, Host, Proc, makeScratch, removeScratch, sleep } from './procs.ts';
 import type { ClientFigures, StreamBackend } from './protocol.ts';
+import { atLeastRatio, atMostRatio, atMostValue, judge, median, ratios, targetText, type Target } from './verdict.ts';
 
 export interface Ctx {
   readonly quick: boolean;
@@ -73,6 +74,8 @@ export interface Ctx {
   readonly pingPy: string;
   /** peers.ts GUEST_PY: the guest of every bulk measurement. */
   readonly guestPy: string;
+  /** peers.ts RELAY_PY: the kernel-only floor (splice, no user-space copy). */
+  readonly relayPy: string;
   readonly profileDir: string | undefined;
   readonly log: (line: string) => void;
 }
@@ -89,8 +92,22 @@ export interface Row {
   readonly ratio: number | null;
   readonly target: string;
   readonly met: boolean | null;
+  /** The target as data (verdict.ts); `target` and `met` are computed from it by `judged`. */
+  readonly goal?: Target;
+  /** A floor row: the same work without chardev, for the rows with these ids (its `chardev` column holds the floor's figure). */
+  readonly floorOf?: readonly string[];
   readonly note?: string;
   readonly details?: unknown;
+}
+
+/** A row whose target text and met/not met are computed from its goal and figures, never typed. */
+export function judged(r: Omit<Row, 'target' | 'met' | 'goal'> & { readonly goal: Target }): Row {
+  return { ...r, target: targetText(r.goal, r.unit), met: judge(r.goal, r) };
+}
+
+/** A floor row for `of`: informative, no verdict of its own. */
+export function floorRow(of: readonly string[], r: Omit<Row, 'target' | 'met' | 'goal' | 'floorOf'>): Row {
+  return { ...r, floorOf: of, target: '(floor)', met: null };
 }
 
 /**
@@ -104,12 +121,7 @@ const MiB = 1024 * 1024;
 /** The guest's own pace for the fan-out figure SPEC §8 states at a fixed guest rate. */
 const GUEST_RATE = 5e6;
 
-export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  if (s.length === 0) return NaN;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
+export { median };
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -240,6 +252,8 @@ interface StreamRun {
   readonly spliced: number;
   readonly peakRssBytes: number;
   readonly minorFaults: number;
+  /** With `logAndHistory`: what the `<log>` file held once the domain stopped. */
+  readonly logFile?: { readonly size: number; readonly sha256: string };
 }
 
 interface StreamOptions {
@@ -249,11 +263,16 @@ interface StreamOptions {
   /** The guest's argv (default: `guestArgv(ctx, bytes)`, unthrottled). */
   readonly guest?: readonly string[];
   readonly hash?: 'all' | 'first';
+  /** The device also has a `<log file>` and `<cd:history>` (the log's size and hash are returned, off the clock). */
+  readonly logAndHistory?: boolean;
 }
+
+/** The `<cd:history>` size of the log-and-history row: a console's scrollback, the size the README's examples use. */
+const HISTORY_BYTES = MiB;
 
 /** chardev: guest → device → `live` reading clients (+ `stalled` that never read). */
 async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, options: StreamOptions = {}): Promise<StreamRun> {
-  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), hash = 'all' } = options;
+  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), hash = 'all', logAndHistory = false } = options;
   const dir = makeScratch('chardev-bench-');
   const clients = live + stalled;
   const host = new Host(
@@ -264,6 +283,7 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
       bytes,
       clients,
       ...(clients > 1 ? { maxClients: clients } : {}),
+      ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : {}),
       dir,
     },
     { profileDir: ctx.profileDir },
@@ -276,7 +296,13 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
     const out = await readerResult(reader, timeoutFor(bytes, live));
     const written = await host.next('written', 10_000);
     const result = await host.finish('result');
+    let logFile: { size: number; sha256: string } | undefined;
+    if (logAndHistory) {
+      const file = path.join(dir, 'chardev.log');
+      logFile = { size: fs.statSync(file).size, sha256: await fileDigest(file) };
+    }
     return {
+      ...(logFile !== undefined ? { logFile } : {}),
       reader: out,
       dropped: result.dropped,
       clients: result.clients,
@@ -293,36 +319,50 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
   }
 }
 
-/** socat: `socat -u -b 65536 EXEC:guest ADDRESS` → the same reader. CPU: socat's own, not its guest's. */
-async function socatStream(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty', bytes: number): Promise<{ reader: ReaderOut; cpuSeconds: number }> {
-  const dir = makeScratch('chardev-bench-');
-  let address: string;
-  let socatAddress: string;
+/** Where a peer listens for the reader: the reader's address and socat's address for it. */
+async function peerAddress(backend: 'tcp' | 'unix' | 'pty', dir: string, name: string): Promise<{ address: string; socat: string }> {
   if (backend === 'tcp') {
     const port = await freePort();
-    address = String(port);
-    socatAddress = `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`;
-  } else if (backend === 'unix') {
-    address = path.join(dir, 'socat.sock');
-    socatAddress = `UNIX-LISTEN:${address}`;
-  } else {
-    address = path.join(dir, 'socat.pty');
-    socatAddress = `PTY,link=${address},raw,echo=0`;
+    return { address: String(port), socat: `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr` };
   }
-  const socat = new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, socatAddress]);
+  if (backend === 'unix') {
+    const address = path.join(dir, `${name}.sock`);
+    return { address, socat: `UNIX-LISTEN:${address}` };
+  }
+  const address = path.join(dir, `${name}.pty`);
+  return { address, socat: `PTY,link=${address},raw,echo=0` };
+}
+
+/** CPU seconds a process has used so far (its own, not its children's), NaN once it is gone. */
+function cpuSecondsOf(proc: Proc): number {
+  try {
+    return procStatus(proc.pid ?? 0).cpuTicks / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+type Peer = 'socat' | 'kernel';
+
+/**
+ * A peer relay → the same reader: socat (`socat -u -b 65536 EXEC:guest ADDRESS`) or the
+ * kernel-only floor (`relay.py out`). CPU: the relay's own, not its guest's, read while it
+ * is still running.
+ */
+async function peerStream(ctx: Ctx, peer: Peer, backend: 'tcp' | 'unix' | 'pty', bytes: number): Promise<{ reader: ReaderOut; cpuSeconds: number }> {
+  const dir = makeScratch('chardev-bench-');
+  const where = await peerAddress(backend, dir, peer);
+  const relay =
+    peer === 'socat'
+      ? new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, where.socat])
+      : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
   let reader: Proc | undefined;
   try {
-    reader = startReader(ctx, { kind: backend, address, bytes, live: 1, stalled: 0 });
+    reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
     const out = await readerResult(reader, timeoutFor(bytes));
-    let cpuSeconds = NaN;
-    try {
-      cpuSeconds = procStatus(socat.pid ?? 0).cpuTicks / CLK_TCK;
-    } catch {
-      // socat already gone: no CPU figure.
-    }
-    return { reader: out, cpuSeconds };
+    return { reader: out, cpuSeconds: cpuSecondsOf(relay) };
   } finally {
-    await socat.stop();
+    await relay.stop();
     await reader?.stop();
     removeScratch(dir);
   }
@@ -355,93 +395,161 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number): Pr
 
 /**
  * Bulk guest → client throughput through a TCP or UNIX server (or a pty): chardev vs
- * socat, plus the bare-Node floor for the servers. Every side's reader must get the whole
- * stream, hash equal.
+ * socat, plus two floors for the servers (bare Node `stdout.pipe(socket)` and the
+ * kernel-only splice relay) and, on TCP, the same device with a `<log>` and `<cd:history>`.
+ * Every side's reader must get the whole stream, hash equal; the `<log>` too.
+ * CPU per GiB of every relay process (chardev's whole process; the peers' from /proc).
  */
 export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Promise<Row[]> {
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node';
-  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat'] : ['chardev', 'socat', 'node'];
-  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
-  const ratios: number[] = [];
-  const floorRatios: number[] = [];
-  const cpu: number[] = [];
-  const socatCpu: number[] = [];
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged';
+  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat'] : backend === 'tcp' ? ['chardev', 'socat', 'node', 'kernel', 'logged'] : ['chardev', 'socat', 'node', 'kernel'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)', logged: 'chardev with <log> and <cd:history>' };
+  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [] };
+  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [] };
   const faults: number[] = [];
   const peakRss: number[] = [];
   let guestWaits = 0;
   let spliced = 0;
   let relayed = 0;
   for (let rep = 0; rep < ctx.reps; rep++) {
-    const got: Partial<Record<Side, number>> = {};
+    const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
     for (const who of rotate(sides, rep)) {
-      ctx.log(`${backend} throughput: ${who === 'node' ? 'bare Node (floor)' : who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
-      if (who === 'chardev') {
-        const run = await chardevStream(ctx, backend, bytes);
-        verify(id, 'chardev', run.reader, 0, bytes, digest);
-        if (run.dropped !== 0) throw new LostBytesError(`${id}: chardev: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
-        got.chardev = rate(run.reader, 0);
-        cpu.push(run.cpuSeconds);
-        faults.push(run.minorFaults);
-        peakRss.push(run.peakRssBytes / MiB);
-        guestWaits += run.guestWaits;
-        spliced += run.spliced;
-        relayed += bytes;
-      } else if (who === 'socat') {
-        const run = await socatStream(ctx, backend, bytes);
-        verify(id, 'socat', run.reader, 0, bytes, digest);
-        got.socat = rate(run.reader, 0);
-        socatCpu.push(run.cpuSeconds);
+      ctx.log(`${backend} throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      if (who === 'chardev' || who === 'logged') {
+        const rowId = who === 'logged' ? `${id}-log-history` : id;
+        const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged' });
+        verify(rowId, label[who], run.reader, 0, bytes, digest);
+        if (run.dropped !== 0) throw new LostBytesError(`${rowId}: ${label[who]}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
+        if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
+          throw new LostBytesError(`${rowId}: ${label[who]}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : 'differs from the guest\'s'}`);
+        }
+        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
+        if (who === 'chardev') {
+          faults.push(run.minorFaults);
+          peakRss.push(run.peakRssBytes / MiB);
+          guestWaits += run.guestWaits;
+          spliced += run.spliced;
+          relayed += bytes;
+        }
+      } else if (who === 'socat' || who === 'kernel') {
+        const run = await peerStream(ctx, who, backend, bytes);
+        verify(id, label[who], run.reader, 0, bytes, digest);
+        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
       } else if (backend !== 'pty') {
         const out = await floorStream(ctx, backend, bytes);
-        verify(id, 'bare Node floor', out, 0, bytes, digest);
-        got.node = rate(out, 0);
+        verify(id, label[who], out, 0, bytes, digest);
+        got[who] = { mbps: rate(out, 0), cpuSeconds: NaN };
       }
     }
-    for (const side of sides) figures[side].push(got[side] ?? NaN);
-    ratios.push((got.chardev ?? NaN) / (got.socat ?? NaN));
-    floorRatios.push((got.node ?? NaN) / (got.socat ?? NaN));
+    for (const side of sides) {
+      figures[side].push(got[side]?.mbps ?? NaN);
+      cpu[side].push(got[side]?.cpuSeconds ?? NaN);
+    }
   }
-  const ratio = median(ratios);
+  const GiB = 1024 * MiB;
+  const perGiB = (xs: readonly number[]): number[] => xs.map((x) => x / (bytes / GiB));
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
+  const cpuRatioTo = (side: Side): number => median(ratios(cpu[side], cpu.socat));
   const name = backend.toUpperCase();
-  const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
   const peerName = backend === 'pty' ? 'socat PTY,raw,echo=0' : `socat ${name}-LISTEN`;
-  const target = backend === 'pty' ? 0.9 : 1.0;
   const verified = `every side's reader got all ${bytes} bytes, sha256 equal to the guest's`;
-  const details = { bytes, sha256: digest, verified, reps: ctx.reps, chardevMBps: figures.chardev, socatMBps: figures.socat, nodeFloorMBps: figures.node, ratios, floorRatios, chardevCpuSeconds: cpu, socatCpuSeconds: socatCpu, chardevMinorFaults: faults, chardevPeakRssMiB: peakRss, guestWaits, splicedBytes: spliced };
-  const perGiB = (xs: readonly number[]): string => (median(xs) / (bytes / (1024 * MiB))).toFixed(2);
-  const cpuNote = `CPU per GiB: chardev ${perGiB(cpu)} s, socat ${perGiB(socatCpu)} s`;
+  const details = {
+    bytes,
+    sha256: digest,
+    verified,
+    reps: ctx.reps,
+    mbps: figures,
+    cpuSecondsPerGiB: Object.fromEntries(sides.map((side) => [side, perGiB(cpu[side])])),
+    ratiosToSocat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.socat)])),
+    chardevMinorFaults: faults,
+    chardevPeakRssMiB: peakRss,
+    guestWaits,
+    splicedBytes: spliced,
+  };
+  const cpuNote = (side: Side): string => `CPU per GiB: ${label[side]} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
   const splicedNote = backend === 'pty' ? '' : `; ${relayed > 0 ? Math.round((spliced / relayed) * 100) : 0} % of chardev's bytes moved by splice`;
+  const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
+  // The floors are the same bulk work, so they speak for the log-and-history row as well.
+  const floorsFor = backend === 'tcp' ? [id, `${id}-log-history`] : [id];
   const rows: Row[] = [
-    {
+    judged({
       id,
       figure: what,
       unit: 'MB/s',
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
-      ratio,
-      target: `≥ ${target.toFixed(1)}×`,
-      met: ratio >= target,
-      note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote}`,
+      ratio: ratioTo('chardev'),
+      goal: atLeastRatio(1.0),
+      note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote('chardev')}`,
       details,
-    },
+    }),
   ];
   if (backend !== 'pty') {
-    rows.push({
-      id: `floor-${backend}`,
-      figure: `  floor: bare Node stdout.pipe(socket), ${name}`,
-      unit: 'MB/s',
-      chardev: median(figures.node),
-      peer: median(figures.socat),
-      peerName,
-      ratio: median(floorRatios),
-      target: '(the limit for Node)',
-      met: null,
-      details,
-    });
+    rows.push(
+      judged({
+        id: `${id}-cpu`,
+        figure: `  CPU per GiB relayed, ${name} server (relay process only)`,
+        unit: 's/GiB',
+        chardev: median(perGiB(cpu.chardev)),
+        peer: median(perGiB(cpu.socat)),
+        peerName,
+        ratio: cpuRatioTo('chardev'),
+        goal: atMostRatio(1.0),
+        note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floor: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
+        details,
+      }),
+      floorRow(floorsFor, {
+        id: `floor-${backend}-node`,
+        figure: `  floor: bare Node stdout.pipe(socket), ${name}`,
+        unit: 'MB/s',
+        chardev: median(figures.node),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('node'),
+        details,
+      }),
+      floorRow(floorsFor, {
+        id: `floor-${backend}-kernel`,
+        figure: `  floor: kernel-only splice relay (Python os.splice), ${name}`,
+        unit: 'MB/s',
+        chardev: median(figures.kernel),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('kernel'),
+        note: cpuNote('kernel'),
+        details,
+      }),
+      floorRow([`${id}-cpu`], {
+        id: `floor-${backend}-kernel-cpu`,
+        figure: `  floor: kernel-only splice relay, CPU per GiB, ${name}`,
+        unit: 's/GiB',
+        chardev: median(perGiB(cpu.kernel)),
+        peer: median(perGiB(cpu.socat)),
+        peerName,
+        ratio: cpuRatioTo('kernel'),
+        details,
+      }),
+    );
+  }
+  if (backend === 'tcp') {
+    rows.push(
+      judged({
+        id: `${id}-log-history`,
+        figure: `  same, the device with <log file> and <cd:history size=${HISTORY_BYTES / MiB} MiB>`,
+        unit: 'MB/s',
+        chardev: median(figures.logged),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('logged'),
+        goal: atLeastRatio(0.8),
+        note: `lossless: the reader and the <log> file each got all ${bytes} bytes, sha256 equal to the guest's; ${cpuNote('logged')}`,
+        details,
+      }),
+    );
   }
   return rows;
 }
@@ -510,8 +618,8 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
   const p99 = median(r99);
   const details = { warmup: warm, roundTrips: count, reps: ctx.reps, chardevP50: c50, chardevP99: c99, socatP50: s50, socatP99: s99 };
   return [
-    { id: 'latency-p50', figure: '1-byte round trip p50, TCP, echo guest (cat)', unit: 'µs', chardev: median(c50), peer: median(s50), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p50, target: '≤ 1.1×', met: p50 <= 1.1, details },
-    { id: 'latency-p99', figure: '1-byte round trip p99, TCP, echo guest (cat)', unit: 'µs', chardev: median(c99), peer: median(s99), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p99, target: '≤ 1.3×', met: p99 <= 1.3, details },
+    judged({ id: 'latency-p50', figure: '1-byte round trip p50, TCP, echo guest (cat)', unit: 'µs', chardev: median(c50), peer: median(s50), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p50, goal: atMostRatio(1.1), details }),
+    judged({ id: 'latency-p99', figure: '1-byte round trip p99, TCP, echo guest (cat)', unit: 'µs', chardev: median(c99), peer: median(s99), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p99, goal: atMostRatio(1.3), details }),
   ];
 }
 
@@ -600,7 +708,7 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
   };
   const noteProp = note !== undefined ? { note } : {};
   return [
-    {
+    judged({
       id: 'idle-memory',
       figure: `memory per idle device (${devices} UNIX servers, one process)`,
       unit: 'KiB',
@@ -608,12 +716,11 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       peer: socatKiB,
       peerName: 'socat PSS per idle relay',
       ratio: perDeviceKiB / socatKiB,
-      target: '≤ 16 KiB',
-      met: perDeviceKiB <= 16,
+      goal: atMostValue(16),
       ...noteProp,
       details,
-    },
-    {
+    }),
+    judged({
       id: 'idle-cpu',
       figure: `CPU while idle (${devices} devices; socat: all ${socatCount} relays)`,
       unit: '% of a core',
@@ -621,11 +728,11 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       peer: socatPct,
       peerName: `socat, ${socatCount} processes`,
       ratio: null,
-      target: '≈ 0 (≤ 0.5 %)',
-      met: cpuPct <= 0.5,
+      // "No measurable CPU": half a percent of a core is below what /proc's 10 ms ticks resolve over the window.
+      goal: atMostValue(0.5),
       note: `${note !== undefined ? `${note}; ` : ''}over ${(idle.idleMs / 1000).toFixed(0)} s (after ${settleMs / 1000} s to settle): event-loop thread ${idle.mainThreadMs.toFixed(1)} ms, V8/libuv helper threads ${idle.otherThreadsMs.toFixed(1)} ms`,
       details,
-    },
+    }),
   ];
 }
 
@@ -736,7 +843,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     connectSeconds,
   };
   return [
-    {
+    judged({
       id: 'fanout-aggregate',
       figure: `fan-out, guest unthrottled: ${viewers} live clients (1 stalled) together vs 1 client`,
       unit: 'MB/s',
@@ -744,12 +851,11 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(singles),
       peerName: 'chardev, single client (socat has no fan-out)',
       ratio: aggRatio,
-      target: '≥ 10×',
-      met: aggRatio >= 10,
+      goal: atLeastRatio(10),
       note: `the writer got all ${bytes} bytes, sha256 equal; per live client received min/median/max ${perViewerMiB(lastBytes)} of ${(bytes / MiB).toFixed(0)} MiB, ${wholeStream.join(', ')} of ${viewers} got the whole stream; viewers missed ${viewersMissed.join(', ')} bytes, the stalled one ${stalledMissed.join(', ')}; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
-    },
-    {
+    }),
+    judged({
       id: 'fanout-5MBps',
       figure: `fan-out, guest at ${ratedMBps} MB/s: slowest of ${viewers} live clients (1 stalled) vs 1 client`,
       unit: 'MB/s',
@@ -757,11 +863,13 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(ratedSingles),
       peerName: 'chardev, single client, same guest',
       ratio: ratedRatio,
-      target: 'every byte, ≥ 0.9×',
-      met: ratedRatio >= 0.9,
-      note: `every live client got all ${ratedBytes} bytes, sha256 equal to the guest's`,
+      // "As fast as the guest writes it": the slowest viewer keeps the pace one client gets
+      // from the same guest in the same run, within 5 % (a 5 MB/s stream lasts 1–2 s here,
+      // so a few ms of scheduling on a shared machine move the ratio by a percent or two).
+      goal: atLeastRatio(0.95, 'every byte'),
+      note: `every live client got all ${ratedBytes} bytes, sha256 equal to the guest's; rates are from the first byte, and the guest's first MiB waits in its pipe until the clients are attached, so a single client measures a little above the guest's ${ratedMBps} MB/s`,
       details: { viewers, bytes: ratedBytes, sha256: ratedDigest, guestBytesPerSecond: GUEST_RATE, reps, singleMBps: ratedSingles, minViewerMBps: ratedMins, ratios: ratedRatios },
-    },
+    }),
   ];
 }
 
@@ -780,8 +888,8 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       throw new LostBytesError(`${row}: ${side}: the file has ${size} of ${bytes} bytes${size < bytes ? ` (${bytes - size} missing)` : size > bytes ? ` (${size - bytes} extra)` : ''}; sha256 ${hash === digest ? 'equal' : hash === '' ? 'not computed' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`);
     }
   };
-  for (const backend of ['file', 'log', 'floor'] as const) {
-    const row = backend === 'floor' ? 'file' : backend;
+  for (const backend of ['file', 'log', 'floor', 'kernel'] as const) {
+    const row = backend === 'floor' || backend === 'kernel' ? 'file' : backend;
     const chardev: number[] = [];
     const cat: number[] = [];
     const ratios: number[] = [];
@@ -789,7 +897,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       let c = 0;
       let p = 0;
       for (const who of rotate(['chardev', 'cat'], rep)) {
-        ctx.log(`${backend === 'floor' ? 'file write, bare Node (floor)' : `${backend} write`}: ${who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+        ctx.log(`${backend === 'floor' ? 'file write, bare Node (floor)' : backend === 'kernel' ? 'file write, kernel-only splice (floor)' : `${backend} write`}: ${who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
         const dir = makeScratch('chardev-bench-');
         try {
           if (who === 'chardev' && backend === 'floor') {
@@ -803,7 +911,21 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
             } finally {
               await host.proc.stop();
             }
-          } else if (who === 'chardev' && backend !== 'floor') {
+          } else if (who === 'chardev' && backend === 'kernel') {
+            // Timed like `cat > file`: from spawning the relay (which spawns the guest) to its exit.
+            const file = path.join(dir, 'kernel.out');
+            const t0 = process.hrtime.bigint();
+            const relay = new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
+            try {
+              const exit = await relay.wait(timeoutFor(bytes), 'splice to file');
+              const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+              if (exit.code !== 0) throw new BenchError(`kernel-only relay to a file failed: ${relay.stderr}`);
+              await checkFile(row, 'kernel-only splice floor', file);
+              c = mbps(bytes, seconds);
+            } finally {
+              await relay.stop();
+            }
+          } else if (who === 'chardev' && (backend === 'file' || backend === 'log')) {
             const host = new Host({ kind: 'stream', backend, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
             try {
               await host.next('ready', 30_000);
@@ -839,20 +961,142 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       ratios.push(c / p);
     }
     const ratio = median(ratios);
-    const floor = backend === 'floor';
-    rows.push({
-      id: backend,
-      figure: backend === 'file' ? 'file backend write throughput' : backend === 'log' ? '<log file> tee write throughput (null device)' : '  floor: bare Node fs.writeSync per chunk',
+    const floor = backend === 'floor' || backend === 'kernel';
+    const common = {
       unit: 'MB/s',
       chardev: median(chardev),
       peer: median(cat),
       peerName: 'cat > file',
       ratio,
-      target: floor ? '(the limit for Node)' : '≥ 0.8×',
-      met: floor ? null : ratio >= 0.8,
-      ...(floor ? {} : { note: `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev and cat > file)` }),
       details: { bytes, sha256: digest, reps: ctx.reps, chardevMBps: chardev, catMBps: cat, ratios },
-    });
+    };
+    rows.push(
+      floor
+        ? floorRow(['file', 'log'], { id: `floor-file-${backend === 'floor' ? 'node' : 'kernel'}`, figure: backend === 'floor' ? '  floor: bare Node fs.writeSync per chunk' : '  floor: kernel-only splice to the file (Python os.splice)', ...common })
+        : judged({
+            id: backend,
+            figure: backend === 'file' ? 'file backend write throughput' : '<log file> tee write throughput (null device)',
+            goal: atLeastRatio(1.0),
+            note: `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev and cat > file)`,
+            ...common,
+          }),
+    );
   }
   return rows;
+}
+
+interface GuestRead {
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly first: number;
+  readonly last: number;
+}
+
+/** The input guest's result file (GUEST_PY `read`), once it is there; fails early if a process it depends on ended. */
+async function guestResult(file: string, timeoutMs: number, watch: readonly Proc[]): Promise<GuestRead> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as GuestRead;
+    for (const p of watch) {
+      const code = p.child.exitCode;
+      if (code !== null && code !== 0) throw new BenchError(`${p.name} exited ${code} before the guest had its input: ${p.stderr}`);
+    }
+    if (Date.now() > deadline) throw new BenchError(`the input guest had no result within ${timeoutMs / 1000} s`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Client → guest bulk: a client (GUEST_PY `send`) writes the stream as fast as the socket
+ * takes it into a tcp or unix server whose input goes to a guest that reads its stdin
+ * (GUEST_PY `read`: one buffer, hashed after the clock). chardev (host.ts `input`, wired as
+ * `chardev run` wires it) vs `socat -u -b 65536 TCP-LISTEN:P EXEC:guest`; floors: bare Node
+ * `socket.pipe(child.stdin)` and the kernel-only splice relay socket → pipe. The clock is the
+ * guest's own, first byte to last, the same on every side; the guest must get every byte.
+ */
+export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promise<Row[]> {
+  const bytes = (ctx.quick ? 256 : 1024) * MiB;
+  const id = `input-${backend}`;
+  const digest = await guestDigest(ctx, bytes);
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel';
+  const sides: Side[] = ['chardev', 'socat', 'node', 'kernel'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)' };
+  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  for (let rep = 0; rep < ctx.reps; rep++) {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`${backend} input throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      const dir = makeScratch('chardev-bench-');
+      const resultFile = path.join(dir, 'guest.json');
+      const guest = [ctx.python, ctx.guestPy, 'read', String(bytes), resultFile];
+      const procs: Proc[] = [];
+      let host: Host | undefined;
+      try {
+        let address: string;
+        let relay: Proc | undefined;
+        if (who === 'chardev' || who === 'node') {
+          host = new Host({ kind: 'input', backend, guest, dir, ...(who === 'node' ? { floor: true } : {}) }, { profileDir: ctx.profileDir });
+          const ready = await host.next('ready', 30_000);
+          address = backend === 'tcp' ? String(ready.port) : (ready.path ?? '');
+          procs.push(host.proc);
+        } else {
+          const where = await peerAddress(backend, dir, who);
+          address = where.address;
+          for (const a of guest) if (/[\s'"\\:,!]/.test(a)) throw new BenchError(`the guest's command line cannot hold '${a}' (socat EXEC: splits on spaces)`);
+          relay =
+            who === 'socat'
+              ? new Proc('socat', 'socat', ['-u', '-b', '65536', where.socat, `EXEC:${guest.join(' ')}`])
+              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'in', backend, address, '--', ...guest]);
+          procs.push(relay);
+        }
+        const sender = new Proc('input client', ctx.python, [ctx.guestPy, 'send', String(bytes), backend, address]);
+        procs.push(sender);
+        const out = await guestResult(resultFile, timeoutFor(bytes), procs);
+        if (out.bytes !== bytes || out.sha256 !== digest) {
+          throw new LostBytesError(`${id}: ${label[who]}: the guest got ${out.bytes} of ${bytes} bytes; sha256 ${out.sha256 === digest ? 'equal' : `${out.sha256.slice(0, 16)}… ≠ the stream's ${digest.slice(0, 16)}…`}`);
+        }
+        const seconds = (out.last - out.first) / 1e9;
+        figures[who].push(seconds > 0 ? mbps(bytes, seconds) : NaN);
+        if (host !== undefined) {
+          const result = await host.finish('result');
+          cpu[who].push((result.cpuUserUs + result.cpuSystemUs) / 1e6);
+        } else {
+          cpu[who].push(relay !== undefined ? cpuSecondsOf(relay) : NaN);
+        }
+      } finally {
+        await Promise.all(procs.map((p) => p.stop()));
+        removeScratch(dir);
+      }
+    }
+  }
+  const GiB = 1024 * MiB;
+  const perGiB = (xs: readonly number[]): number[] => xs.map((x) => x / (bytes / GiB));
+  const name = backend.toUpperCase();
+  const peerName = `socat ${name}-LISTEN EXEC:guest`;
+  const details = {
+    bytes,
+    sha256: digest,
+    reps: ctx.reps,
+    mbps: figures,
+    cpuSecondsPerGiB: Object.fromEntries(sides.map((side) => [side, perGiB(cpu[side])])),
+    ratiosToSocat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.socat)])),
+  };
+  const cpuText = (side: Side): string => `${median(perGiB(cpu[side])).toFixed(2)} s`;
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
+  return [
+    judged({
+      id,
+      figure: `bulk client → guest (input) throughput, ${name} server`,
+      unit: 'MB/s',
+      chardev: median(figures.chardev),
+      peer: median(figures.socat),
+      peerName,
+      ratio: ratioTo('chardev'),
+      goal: atLeastRatio(1.0),
+      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
+      details,
+    }),
+    floorRow([id], { id: `floor-input-${backend}-node`, figure: `  floor: bare Node socket.pipe(child.stdin), ${name}`, unit: 'MB/s', chardev: median(figures.node), peer: median(figures.socat), peerName, ratio: ratioTo('node'), details }),
+    floorRow([id], { id: `floor-input-${backend}-kernel`, figure: `  floor: kernel-only splice relay socket → pipe, ${name}`, unit: 'MB/s', chardev: median(figures.kernel), peer: median(figures.socat), peerName, ratio: ratioTo('kernel'), details }),
+  ];
 }

@@ -22,6 +22,10 @@ export interface StreamConfig {
   readonly clients: number;
   /** `<cd:clients max>`; above the XML's bound it is set on the loaded model (see fan-out). */
   readonly maxClients?: number;
+  /** tcp/unix: the device also has `<log file='DIR/chardev.log'/>`. */
+  readonly log?: boolean;
+  /** tcp/unix: the device also has `<cd:history size=…>`. */
+  readonly historyBytes?: number;
   /** Scratch directory for socket paths and files. */
   readonly dir: string;
 }
@@ -54,7 +58,21 @@ export interface FloorConfig {
   readonly dir: string;
 }
 
-export type HostConfig = StreamConfig | EchoConfig | IdleConfig | FloorConfig;
+/**
+ * Client → guest: a tcp or unix server device whose input goes to the guest's stdin, wired
+ * as `chardev run` wires it (stop taking input while the stdin pipe is full, resume on
+ * 'drain'). With `floor`, bare Node instead: `socket.pipe(child.stdin)`, no chardev code.
+ */
+export interface InputConfig {
+  readonly kind: 'input';
+  readonly backend: 'tcp' | 'unix';
+  /** The guest: reads its stdin (peers.ts GUEST_PY `read`). */
+  readonly guest: readonly string[];
+  readonly dir: string;
+  readonly floor?: boolean;
+}
+
+export type HostConfig = StreamConfig | EchoConfig | IdleConfig | FloorConfig | InputConfig;
 
 export interface ReadyMessage {
   readonly event: 'ready';
