@@ -70,7 +70,7 @@ export function gapsText(rows: readonly Row[], markdown = true): string[] {
   for (const r of rows) {
     if (r.met !== false) continue;
     const head = `${r.figure.trim()}: ${r.ratio !== null && Number.isFinite(r.ratio) ? formatRatio(r.ratio) : formatFigure(r.chardev, r.unit)} against ${r.target}`;
-    const gap = r.goal !== undefined ? gapVerdict(r.goal, floorsOf(rows, r.id)) : { whose: 'unknown', text: 'no target data' };
+    const gap = r.goal !== undefined ? gapVerdict(r.goal, floorsOf(rows, r.id), r.ratio) : { whose: 'unknown', text: 'no target data' };
     out.push(markdown ? `- **${escapeCell(head)}.** ${escapeCell(gap.text)}.` : `${head}. ${gap.text}.`);
   }
   return out;

@@ -84,13 +84,19 @@ export interface GapVerdict {
   readonly text: string;
 }
 
-export function gapVerdict(t: Target, floors: readonly FloorFigure[]): GapVerdict {
+export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRatio: number | null = null): GapVerdict {
   const measured = floors.filter((f) => f.ratio !== null && Number.isFinite(f.ratio));
   if (t.on !== 'ratio' || measured.length === 0) return { whose: 'unknown', text: 'no floor measured for this row' };
-  const list = measured.map((f) => `${f.name} ${(f.ratio as number).toFixed(2)}×`).join(', ');
+  const list = measured.map((f) => `${f.name} ${(f.ratio as number).toFixed(2)}×`).join('; ');
   const meeting = measured.filter((f) => meets(t, f.ratio) === true);
+  // The floor nearest the target: the highest ratio for a ≥ target, the lowest for a ≤ one.
+  const best = measured.reduce((a, b) => ((t.op === '>=' ? (b.ratio as number) > (a.ratio as number) : (b.ratio as number) < (a.ratio as number)) ? b : a));
+  const share =
+    chardevRatio !== null && Number.isFinite(chardevRatio) && best.ratio !== null && best.ratio !== 0
+      ? `; chardev is at ${((t.op === '>=' ? chardevRatio / best.ratio : best.ratio / chardevRatio) * 100).toFixed(0)} % of the best floor (${best.name})`
+      : '';
   if (meeting.length === 0) {
-    return { whose: 'machine', text: `floors in the same run: ${list}; none of them meets ${targetText(t)} either, so on this machine the target is out of reach for this kind of relay, not only for chardev` };
+    return { whose: 'machine', text: `floors in the same run: ${list}; none of them meets ${targetText(t)} either, so the limit is shared by every relay of these kinds on this machine, not chardev's code alone${share}` };
   }
-  return { whose: 'chardev', text: `floors in the same run: ${list}; ${meeting.map((f) => f.name).join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${targetText(t)}, so the remaining gap is chardev's` };
+  return { whose: 'chardev', text: `floors in the same run: ${list}; ${meeting.map((f) => f.name).join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${targetText(t)}, so the remaining gap is chardev's${share}` };
 }
