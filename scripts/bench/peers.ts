@@ -117,7 +117,7 @@ if after == 'hold':
 
 /**
  * Bulk reader. argv: KIND (tcp|unix|pty) ADDRESS (port, socket path, pty slave or link)
- * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S [HASH].
+ * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S [HASH [MARK]].
  *
  * Connects LIVE reading connections, then STALLED ones that never read (SO_RCVBUF 4 KiB,
  * set before connect, so they stall at once), retrying while the listener is not there
@@ -142,7 +142,9 @@ if after == 'hold':
  * in the stream and so fails the hash, as the missed output does.
  *
  * Output: {"bytes": [...], "sha256": [...], "noticeBytes": [...], "first": NS, "last": [...],
- * "connectSeconds": S}: per live connection; times in perf_counter_ns; connectSeconds from
+ * "mark": [...], "connectSeconds": S}: per live connection; times in perf_counter_ns; `mark`:
+ * when the connection had MARK bytes (argv 9, optional; 0 when not given or not reached), so a
+ * rate can leave out a head that waited in a pipe before the clients came; connectSeconds from
  * start until every connection was made.
  */
 export const READER_PY = String.raw`
@@ -151,6 +153,7 @@ kind, addr = sys.argv[1], sys.argv[2]
 want, live, stalled = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 idle_s, deadline_s = float(sys.argv[6]), float(sys.argv[7])
 hash_all = (sys.argv[8] if len(sys.argv) > 8 else 'all') == 'all'
+mark_at = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 start = time.monotonic()
 def fail(msg):
     sys.stderr.write(msg + '\n'); sys.exit(1)
@@ -179,6 +182,7 @@ buf = bytearray(256 * 1024)
 view = memoryview(buf)
 got = [0] * live
 last = [0] * live
+mark = [0] * live
 class NoHash:
     def update(self, _):
         pass
@@ -238,6 +242,8 @@ if kind == 'pty':
             first = now
         got[0] += n
         last[0] = now
+        if mark_at and not mark[0] and got[0] >= mark_at:
+            mark[0] = now
     def more():
         extra = 0
         while select.select([fd], [], [], 0.05)[0]:
@@ -268,6 +274,8 @@ elif live == 1 and stalled == 0:
             s.settimeout(idle_s)
         got[0] += n
         last[0] = now
+        if mark_at and not mark[0] and got[0] >= mark_at:
+            mark[0] = now
     def more():
         extra = 0
         s.settimeout(0.05)
@@ -324,9 +332,11 @@ else:
             sha[i].update(data)
             got[i] += len(data)
             last[i] = now
+            if mark_at and not mark[i] and got[i] >= mark_at:
+                mark[i] = now
             if got[i] >= want:
                 sel.unregister(key.fileobj); pending -= 1
-print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'noticeBytes': notice, 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
+print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'noticeBytes': notice, 'first': first, 'last': last, 'mark': mark, 'connectSeconds': conn_s}), flush=True)
 `;
 
 /**
@@ -375,6 +385,13 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *   relay.py out tcp|unix ADDR -- GUEST...   guest stdout → the first client (port or path)
  *   relay.py in  tcp|unix ADDR -- GUEST...   the first client → guest stdin (input figure)
  *   relay.py file - PATH -- GUEST...         guest stdout → PATH; exits at the guest's EOF
+ *   relay.py fanout tcp PORT LIVE STALLED -- GUEST...
+ *                                            the fan-out floor: LIVE + STALLED clients (in the
+ *                                            order they connect, as the reader makes them); each
+ *                                            chunk read from the guest is sent whole to every live
+ *                                            one, one after the other, none to the stalled ones.
+ *                                            The least work a fan-out can do: one read, one send
+ *                                            per client, no queues, nothing dropped
  *
  * Errors go to stderr, exit status 1.
  */
@@ -411,6 +428,24 @@ if direction == 'file':
     pump(p.stdout.fileno(), fd)
     os.close(fd)
     p.wait()
+    sys.exit(0)
+if direction == 'fanout':
+    live, stalled = int(sys.argv[4]), int(sys.argv[5])
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(('127.0.0.1', int(addr)))
+    srv.listen(128)
+    conns = [srv.accept()[0] for _ in range(live + stalled)]
+    srv.close()
+    src = p.stdout.fileno()
+    while True:
+        chunk = os.read(src, STEP)
+        if not chunk:
+            break
+        for c in conns[:live]:
+            c.sendall(chunk)
     sys.exit(0)
 if direction == 'out':
     p = subprocess.Popen(guest, stdout=subprocess.PIPE)
