@@ -244,7 +244,21 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
   const done = (): void => {
     send({ event: 'written', seconds: Number(process.hrtime.bigint() - spawnedAt) / 1e9, bytes: written, pauses: 0 });
   };
-  if (cfg.backend === 'file') {
+  if (cfg.backend === 'echo') {
+    // The latency floor: client input to the guest's stdin, its stdout back, Node's pipes only.
+    const stdin = child.stdin;
+    if (stdin === null) throw new Error('guest has no stdin');
+    const server = net.createServer((sock) => {
+      server.close();
+      sock.setNoDelay(true);
+      sock.on('error', () => {});
+      sock.pipe(stdin);
+      out.pipe(sock);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    send({ event: 'ready', ...(typeof address === 'object' && address !== null ? { port: address.port } : {}) });
+  } else if (cfg.backend === 'file') {
     const fd = fs.openSync(path.join(cfg.dir, 'floor.out'), 'w', 0o600);
     send({ event: 'ready' });
     out.on('data', (b: Buffer) => {

@@ -1,5 +1,5 @@
 /**
- * One function per figure of SPEC §8. Each runs chardev and its peer on the same work,
+ * One function per group of figures of the spec's performance targets. Each runs chardev and its peer on the same work,
  * `reps` times rotating which goes first, and computes ratios per repetition (same
  * noise conditions) before taking the median, as the baselines in
  * ../shared/reference/peers-and-baselines.md part B were taken. Every process and file a
@@ -23,12 +23,24 @@
  * side, bytes expected and got) instead of printing a rate. chardev's own `dropped`
  * counter must stay 0 too.
  *
+ * Every row states its target as data (verdict.ts) and `judged` computes met / not met from
+ * the run's figures. Floors (`floorRow`) are the same work without chardev, in the same run,
+ * named for the rows they speak for: bare Node (the limit of a relay built on Node's
+ * streams) and the kernel-only relay (peers.ts RELAY_PY: Python's os.splice, no byte in user
+ * space), so a target not met can be told apart as the machine's or chardev's (docs.ts).
+ *
  * - throughput (tcp, unix): chardev serves a `<serial type='tcp'|'unix'>` server. socat:
  *   `socat -u -b 65536 EXEC:guest TCP-LISTEN:P,bind=127.0.0.1,reuseaddr` (UNIX-LISTEN:PATH).
  *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
  *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
- *   first byte to its last. A third side, bare Node `child.stdout.pipe(socket)`,
- *   is the floor any Node relay starts from (checked the same way).
+ *   first byte to its last. Floors: bare Node `child.stdout.pipe(socket)` and the kernel-only
+ *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
+ *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
+ *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
+ * - input (tcp): a client (GUEST_PY `send`) writes the stream into a server whose input
+ *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
+ *   chardev wires it as `chardev run` does; socat `-u TCP-LISTEN:P EXEC:guest`; floors bare
+ *   Node `socket.pipe(child.stdin)` and the kernel-only relay socket → pipe.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
  *   sides already set it raw; it does not touch termios, as TCSAFLUSH would discard bytes).
@@ -44,18 +56,23 @@
  *   the XML caps it at 64), 100 reading clients and one that never reads (4 KiB receive
  *   buffer), one Python process reading all 100 with epoll. The first to attach is the
  *   writer: lossless, it holds the guest, checked like any bulk reader (count and hash).
- *   The others are viewers, which may miss output when their queue is full (SPEC §4.1):
+ *   The others are viewers, which may miss output when their queue is full (bounded queues):
  *   per-viewer bytes received, and how many got the whole stream (all bytes, chardev
  *   counting none missed for it), are reported — counted, not hashed, so that the one
- *   reader process is not the bottleneck — and the sum is the figure (SPEC §8: the viewers
+ *   reader process is not the bottleneck — and the sum is the figure (the target: the viewers
  *   together ≥ 10× one client, the same device with one client, hashed, measured in the
  *   same repetition). Then the guest at 5 MB/s (its own rate limit, never made up for in
  *   bursts; not pacing by the bench): there every live client's stream is hashed and must
- *   be whole, or the measurement fails.
+ *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
+ *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
+ *   live client's against one client's on the same guest. Floor for the unthrottled figure:
+ *   a minimal fan-out relay (RELAY_PY `fanout`: one read, one send per live client, no
+ *   queues) with the same reader, against chardev's single client.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
- *   Floor: bare Node `fs.writeSync` per chunk (checked the same way).
+ *   Floors: bare Node `fs.writeSync` per chunk and the kernel-only relay splicing into the
+ *   file (checked the same way).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -118,7 +135,7 @@ export class LostBytesError extends BenchError {}
 
 const MiB = 1024 * 1024;
 
-/** The guest's own pace for the fan-out figure SPEC §8 states at a fixed guest rate. */
+/** The guest's own pace for the fan-out figure the spec states at a fixed guest rate. */
 const GUEST_RATE = 5e6;
 
 export { median };
@@ -588,51 +605,46 @@ async function pingPong(ctx: Ctx, port: number, warm: number, count: number): Pr
 export async function latency(ctx: Ctx): Promise<Row[]> {
   const warm = ctx.quick ? 500 : 1000;
   const count = ctx.quick ? 5000 : 20_000;
-  const c50: number[] = [];
-  const c99: number[] = [];
-  const s50: number[] = [];
-  const s99: number[] = [];
-  const r50: number[] = [];
-  const r99: number[] = [];
+  type Side = 'chardev' | 'socat' | 'node';
+  const sides: Side[] = ['chardev', 'socat', 'node'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)' };
+  const p50: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
+  const p99: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
   for (let rep = 0; rep < ctx.reps; rep++) {
-    let c: Latency | undefined;
-    let s: Latency | undefined;
-    for (const who of rotate(['chardev', 'socat'], rep)) {
-      ctx.log(`latency: ${who}, ${count} round trips (${rep + 1}/${ctx.reps})`);
-      if (who === 'chardev') {
-        const host = new Host({ kind: 'echo', guest: ['cat'] }, { profileDir: ctx.profileDir });
-        try {
-          const ready = await host.next('ready', 30_000);
-          c = await pingPong(ctx, ready.port ?? 0, warm, count);
-          await host.finish('result');
-        } finally {
-          await host.proc.stop();
-        }
-      } else {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`latency: ${label[who]}, ${count} round trips (${rep + 1}/${ctx.reps})`);
+      let l: Latency;
+      if (who === 'socat') {
         const port = await freePort();
         const socat = new Proc('socat', 'socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'EXEC:cat']);
         try {
-          s = await pingPong(ctx, port, warm, count);
+          l = await pingPong(ctx, port, warm, count);
         } finally {
           await socat.stop();
         }
+      } else {
+        const dir = makeScratch('chardev-bench-');
+        const host = new Host(who === 'chardev' ? { kind: 'echo', guest: ['cat'] } : { kind: 'floor', backend: 'echo', guest: ['cat'], bytes: 0, dir }, { profileDir: ctx.profileDir });
+        try {
+          const ready = await host.next('ready', 30_000);
+          l = await pingPong(ctx, ready.port ?? 0, warm, count);
+          await host.finish('result');
+        } finally {
+          await host.proc.stop();
+          removeScratch(dir);
+        }
       }
+      p50[who].push(l.p50);
+      p99[who].push(l.p99);
     }
-    if (c === undefined || s === undefined) throw new BenchError('latency: a side did not run');
-    c50.push(c.p50);
-    c99.push(c.p99);
-    s50.push(s.p50);
-    s99.push(s.p99);
-    r50.push(c.p50 / s.p50);
-    r99.push(c.p99 / s.p99);
   }
-  const p50 = median(r50);
-  const p99 = median(r99);
-  const details = { warmup: warm, roundTrips: count, reps: ctx.reps, chardevP50: c50, chardevP99: c99, socatP50: s50, socatP99: s99 };
-  return [
-    judged({ id: 'latency-p50', figure: '1-byte round trip p50, TCP, echo guest (cat)', unit: 'µs', chardev: median(c50), peer: median(s50), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p50, goal: atMostRatio(1.1), details }),
-    judged({ id: 'latency-p99', figure: '1-byte round trip p99, TCP, echo guest (cat)', unit: 'µs', chardev: median(c99), peer: median(s99), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p99, goal: atMostRatio(1.3), details }),
+  const details = { warmup: warm, roundTrips: count, reps: ctx.reps, p50us: p50, p99us: p99 };
+  const peerName = 'socat TCP-LISTEN EXEC:cat';
+  const row = (q: 'p50' | 'p99', xs: Record<Side, number[]>, bound: number): Row[] => [
+    judged({ id: `latency-${q}`, figure: `1-byte round trip ${q}, TCP, echo guest (cat)`, unit: 'µs', chardev: median(xs.chardev), peer: median(xs.socat), peerName, ratio: median(ratios(xs.chardev, xs.socat)), goal: atMostRatio(bound), details }),
+    floorRow([`latency-${q}`], { id: `floor-latency-${q}-node`, figure: `  floor: bare Node socket.pipe(cat.stdin), cat.stdout.pipe(socket), ${q}`, unit: 'µs', chardev: median(xs.node), peer: median(xs.socat), peerName, ratio: median(ratios(xs.node, xs.socat)), details }),
   ];
+  return [...row('p50', p50, 1.1), ...row('p99', p99, 1.3)];
 }
 
 function procStatus(pid: number): { pssBytes: number; rssBytes: number; cpuTicks: number } {
@@ -775,11 +787,11 @@ async function fanOutFloor(ctx: Ctx, bytes: number, live: number, stalled: numbe
  * Fan-out: one TCP server device, 100 reading clients and one that never reads, against the
  * same device with a single client, in the same repetition. The first client to attach (a
  * reading one) is the writer and holds the guest; the other 99 and the stalled one are
- * viewers (SPEC §4.1: bounded queues, they miss output when theirs is full).
+ * viewers (bounded queues: they miss output when theirs is full).
  *
  * Unthrottled guest: the writer must get the whole stream (hash checked); per viewer, bytes
  * received and whether it got the whole stream are reported; the figure is the sum over
- * the 100 live clients (SPEC §8: ≥ 10× one client). Guest at its own 5 MB/s: every live
+ * the 100 live clients (target: ≥ 10× one client). Guest at its own 5 MB/s: every live
  * client must get every byte, hash checked, or the measurement fails; the figure is the
  * slowest one's rate against a single client's with the same guest.
  */
@@ -929,13 +941,14 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
 }
 
 /**
- * Guest output to a file: chardev's file backend (and a null device's `<log>` tee) vs
- * `sh -c 'GUEST | cat > FILE'`; every side's file must hold exactly the guest's stream.
+ * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
+ * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
+ * splice into the file); one `cat` per repetition is the peer of every side in it. Every
+ * side's file must hold exactly the guest's stream.
  */
 export async function fileWrite(ctx: Ctx): Promise<Row[]> {
   const bytes = (ctx.quick ? 128 : 1024) * MiB;
   const digest = await guestDigest(ctx, bytes);
-  const rows: Row[] = [];
   const checkFile = async (row: string, side: string, file: string): Promise<void> => {
     const size = fs.statSync(file).size;
     const hash = size === bytes ? await fileDigest(file) : '';
@@ -943,101 +956,74 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       throw new LostBytesError(`${row}: ${side}: the file has ${size} of ${bytes} bytes${size < bytes ? ` (${bytes - size} missing)` : size > bytes ? ` (${size - bytes} extra)` : ''}; sha256 ${hash === digest ? 'equal' : hash === '' ? 'not computed' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`);
     }
   };
-  for (const backend of ['file', 'log', 'floor', 'kernel'] as const) {
-    const row = backend === 'floor' || backend === 'kernel' ? 'file' : backend;
-    const chardev: number[] = [];
-    const cat: number[] = [];
-    const ratios: number[] = [];
-    for (let rep = 0; rep < ctx.reps; rep++) {
-      let c = 0;
-      let p = 0;
-      for (const who of rotate(['chardev', 'cat'], rep)) {
-        ctx.log(`${backend === 'floor' ? 'file write, bare Node (floor)' : backend === 'kernel' ? 'file write, kernel-only splice (floor)' : `${backend} write`}: ${who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
-        const dir = makeScratch('chardev-bench-');
-        try {
-          if (who === 'chardev' && backend === 'floor') {
-            const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
-            try {
-              await host.next('ready', 30_000);
-              const written = await host.next('written', timeoutFor(bytes));
-              await host.close();
-              await checkFile(row, 'bare Node floor', path.join(dir, 'floor.out'));
-              c = mbps(bytes, written.seconds);
-            } finally {
-              await host.proc.stop();
-            }
-          } else if (who === 'chardev' && backend === 'kernel') {
-            // Timed like `cat > file`: from spawning the relay (which spawns the guest) to its exit.
-            const file = path.join(dir, 'kernel.out');
-            const t0 = process.hrtime.bigint();
-            const relay = new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
-            try {
-              const exit = await relay.wait(timeoutFor(bytes), 'splice to file');
-              const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-              if (exit.code !== 0) throw new BenchError(`kernel-only relay to a file failed: ${relay.stderr}`);
-              await checkFile(row, 'kernel-only splice floor', file);
-              c = mbps(bytes, seconds);
-            } finally {
-              await relay.stop();
-            }
-          } else if (who === 'chardev' && (backend === 'file' || backend === 'log')) {
-            const host = new Host({ kind: 'stream', backend, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
-            try {
-              await host.next('ready', 30_000);
-              const written = await host.next('written', timeoutFor(bytes));
-              const result = await host.finish('result');
-              await checkFile(row, `chardev ${backend}`, path.join(dir, backend === 'file' ? 'chardev.out' : 'chardev.log'));
-              if (result.dropped !== 0) throw new LostBytesError(`${row}: chardev ${backend}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
-              c = mbps(bytes, written.seconds);
-            } finally {
-              await host.proc.stop();
-            }
-          } else {
-            const file = path.join(dir, 'cat.out');
-            const t0 = process.hrtime.bigint();
-            const sh = new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`]);
-            try {
-              const exit = await sh.wait(timeoutFor(bytes), 'cat > file');
-              const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-              if (exit.code !== 0) throw new BenchError(`cat > file failed: ${sh.stderr}`);
-              await checkFile(row, 'cat > file', file);
-              p = mbps(bytes, seconds);
-            } finally {
-              await sh.stop();
-            }
+  type Side = 'file' | 'log' | 'node' | 'kernel' | 'cat';
+  const sides: Side[] = ['file', 'log', 'node', 'kernel', 'cat'];
+  const label: Record<Side, string> = { file: 'chardev file backend', log: 'chardev <log> (null device)', node: 'bare Node (floor)', kernel: 'kernel-only splice (floor)', cat: 'cat > file' };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], cat: [] };
+  // A side's own row for LostBytesError: the floors speak for the file row.
+  const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
+  for (let rep = 0; rep < ctx.reps; rep++) {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`file write: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      const dir = makeScratch('chardev-bench-');
+      try {
+        if (who === 'node') {
+          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
+          try {
+            await host.next('ready', 30_000);
+            const written = await host.next('written', timeoutFor(bytes));
+            await host.close();
+            await checkFile(rowOf(who), label[who], path.join(dir, 'floor.out'));
+            figures[who].push(mbps(bytes, written.seconds));
+          } finally {
+            await host.proc.stop();
           }
-        } finally {
-          // Removing the file at once frees its dirty pages instead of writing them back during the next run.
-          removeScratch(dir);
+        } else if (who === 'file' || who === 'log') {
+          const host = new Host({ kind: 'stream', backend: who, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
+          try {
+            await host.next('ready', 30_000);
+            const written = await host.next('written', timeoutFor(bytes));
+            const result = await host.finish('result');
+            await checkFile(who, label[who], path.join(dir, who === 'file' ? 'chardev.out' : 'chardev.log'));
+            if (result.dropped !== 0) throw new LostBytesError(`${who}: ${label[who]}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
+            figures[who].push(mbps(bytes, written.seconds));
+          } finally {
+            await host.proc.stop();
+          }
+        } else {
+          // Timed from spawning to exit: `cat`'s pipeline, and the relay (which spawns the guest) alike.
+          const file = path.join(dir, `${who}.out`);
+          const t0 = process.hrtime.bigint();
+          const proc =
+            who === 'cat'
+              ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
+              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
+          try {
+            const exit = await proc.wait(timeoutFor(bytes), label[who]);
+            const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+            if (exit.code !== 0) throw new BenchError(`${label[who]} failed: ${proc.stderr}`);
+            await checkFile(rowOf(who), label[who], file);
+            figures[who].push(mbps(bytes, seconds));
+          } finally {
+            await proc.stop();
+          }
         }
+      } finally {
+        // Removing the file at once frees its dirty pages instead of writing them back during the next run.
+        removeScratch(dir);
       }
-      chardev.push(c);
-      cat.push(p);
-      ratios.push(c / p);
     }
-    const ratio = median(ratios);
-    const floor = backend === 'floor' || backend === 'kernel';
-    const common = {
-      unit: 'MB/s',
-      chardev: median(chardev),
-      peer: median(cat),
-      peerName: 'cat > file',
-      ratio,
-      details: { bytes, sha256: digest, reps: ctx.reps, chardevMBps: chardev, catMBps: cat, ratios },
-    };
-    rows.push(
-      floor
-        ? floorRow(['file', 'log'], { id: `floor-file-${backend === 'floor' ? 'node' : 'kernel'}`, figure: backend === 'floor' ? '  floor: bare Node fs.writeSync per chunk' : '  floor: kernel-only splice to the file (Python os.splice)', ...common })
-        : judged({
-            id: backend,
-            figure: backend === 'file' ? 'file backend write throughput' : '<log file> tee write throughput (null device)',
-            goal: atLeastRatio(1.0),
-            note: `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev and cat > file)`,
-            ...common,
-          }),
-    );
   }
-  return rows;
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.cat));
+  const details = { bytes, sha256: digest, reps: ctx.reps, mbps: figures, ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])) };
+  const common = { unit: 'MB/s', peer: median(figures.cat), peerName: 'cat > file', details };
+  const lossless = `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev, cat > file and the floors)`;
+  return [
+    judged({ id: 'file', figure: 'file backend write throughput', chardev: median(figures.file), ratio: ratioTo('file'), goal: atLeastRatio(1.0), note: lossless, ...common }),
+    judged({ id: 'log', figure: '<log file> tee write throughput (null device)', chardev: median(figures.log), ratio: ratioTo('log'), goal: atLeastRatio(1.0), note: lossless, ...common }),
+    floorRow(['file', 'log'], { id: 'floor-file-node', figure: '  floor: bare Node fs.writeSync per chunk', chardev: median(figures.node), ratio: ratioTo('node'), ...common }),
+    floorRow(['file', 'log'], { id: 'floor-file-kernel', figure: '  floor: kernel-only splice to the file (Python os.splice)', chardev: median(figures.kernel), ratio: ratioTo('kernel'), ...common }),
+  ];
 }
 
 interface GuestRead {

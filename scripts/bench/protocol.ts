@@ -47,12 +47,14 @@ export interface IdleConfig {
 
 /**
  * The floor: the same guest relayed by a few lines of bare Node with no chardev code —
- * `child.stdout.pipe(socket)` for a server, `fs.writeSync` per chunk for a file — so a
- * shortfall against socat splits into what Node itself costs and what chardev adds.
+ * `child.stdout.pipe(socket)` for a server, `fs.writeSync` per chunk for a file, both pipes
+ * for the echo — so a shortfall against socat splits into what Node itself costs and what
+ * chardev adds.
  */
 export interface FloorConfig {
   readonly kind: 'floor';
-  readonly backend: 'tcp' | 'unix' | 'file';
+  /** `echo`: a TCP server whose client input goes to the guest's stdin and its stdout back (`bytes` unused). */
+  readonly backend: 'tcp' | 'unix' | 'file' | 'echo';
   readonly guest: readonly string[];
   readonly bytes: number;
   readonly dir: string;

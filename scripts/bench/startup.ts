@@ -1,6 +1,6 @@
 /**
  * Start-up and idle memory of the `chardev` command as users run it (bin/chardev.js →
- * dist/, issue 15), in the same run as the other figures:
+ * dist/), in the same run as the other figures:
  *
  * - `chardev validate FILE` wall time against `node -e 0` on the same machine: both are run
  *   alternately (so a busy moment hits both), RUNS times each, and the median ratio is the

@@ -54,6 +54,7 @@ test('the floors decide whose the gap is', () => {
   const cpu = gapVerdict(atMostRatio(1), [{ name: 'kernel-only relay', ratio: 1.2 }, { name: 'x', ratio: 1.5 }], 2.4);
   assert.equal(cpu.whose, 'machine');
   assert.match(cpu.text, /50 % of the best floor \(kernel-only relay\)/);
+  assert.match(gapVerdict(atMostRatio(1.1), [{ name: 'bare Node', ratio: 1.9 }], 1.5).text, /chardev does as well as the best floor \(bare Node\) or better/);
   assert.equal(gapVerdict(t, []).whose, 'unknown');
   assert.equal(gapVerdict(t, [{ name: 'n', ratio: null }]).whose, 'unknown');
   assert.equal(gapVerdict(atMostValue(16), [{ name: 'n', ratio: 0.5 }]).whose, 'unknown');
