@@ -168,12 +168,14 @@ export function performancePage(r: BenchReport, notes: string): string {
 export function readmeSummary(r: BenchReport, pagePath: string): string {
   const judged = judgedRows(r.rows);
   const met = judged.filter((x) => x.met === true).length;
-  const body = judged.map((x) => [x.figure.trim(), x.ratio !== null && Number.isFinite(x.ratio) ? `${formatRatio(x.ratio)} (${formatFigure(x.chardev, x.unit)})` : formatFigure(x.chardev, x.unit), x.target, formatMet(x.met)]);
+  // A value target (≤ 16 KiB) is about the figure; its ratio to the peer would only distract.
+  const result = (x: Row): string => (x.goal?.on !== 'value' && x.ratio !== null && Number.isFinite(x.ratio) ? `${formatRatio(x.ratio)} (${formatFigure(x.chardev, x.unit)})` : formatFigure(x.chardev, x.unit));
+  const body = judged.map((x) => [x.figure.trim(), result(x), x.target, formatMet(x.met)]);
   const out: string[] = [];
   out.push(`Latest recorded run: ${met} of ${judged.length} targets met (${r.mode} run, ${r.date.slice(0, 10)}, ${r.machine.cores} cores, load ${r.machine.loadBefore[0] ?? '?'} → ${r.machine.loadAfter[0] ?? '?'}; chardev ${r.versions.commit}, socat ${r.versions.socat}, Node ${r.versions.node}).`);
   out.push(`Every row, the floors, the machine and why a target is not met: [${pagePath}](${pagePath}).`);
   out.push('');
-  out.push(pipeTable(['figure', 'ratio to peer (figure)', 'target', 'met?'], body, true));
+  out.push(pipeTable(['figure', 'result (ratio to the peer, figure)', 'target', 'met?'], body, true));
   if (r.errors.length > 0) {
     out.push('');
     for (const e of r.errors) out.push(`- ${e.lostBytes ? 'BYTES LOST' : 'failed'}: \`${e.id}\``);

@@ -384,7 +384,9 @@ async function peerStream(ctx: Ctx, peer: Peer, backend: 'tcp' | 'unix' | 'pty',
   const relay =
     peer === 'socat'
       ? new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, where.socat])
-      : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
+      : backend === 'pty'
+        ? new Proc('minimal pty relay', ctx.python, [ctx.relayPy, 'pty', '-', where.address, '--', ...guestArgv(ctx, bytes)])
+        : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
   let reader: Proc | undefined;
   try {
     reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
@@ -434,8 +436,8 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
   type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged';
-  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat'] : backend === 'tcp' ? ['chardev', 'socat', 'node', 'kernel', 'logged'] : ['chardev', 'socat', 'node', 'kernel'];
-  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)', logged: 'chardev with <log> and <cd:history>' };
+  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat', 'kernel'] : backend === 'tcp' ? ['chardev', 'socat', 'node', 'kernel', 'logged'] : ['chardev', 'socat', 'node', 'kernel'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: backend === 'pty' ? 'minimal pty relay (floor)' : 'kernel-only splice relay (floor)', logged: 'chardev with <log> and <cd:history>' };
   const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [] };
   const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [] };
   const faults: number[] = [];
@@ -564,11 +566,26 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       }),
     );
   }
+  if (backend === 'pty') {
+    rows.push(
+      floorRow([id], {
+        id: 'floor-pty-minimal',
+        figure: '  floor: minimal pty relay (Python, read from the guest, write to the master)',
+        unit: 'MB/s',
+        chardev: median(figures.kernel),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('kernel'),
+        note: cpuNote('kernel'),
+        details,
+      }),
+    );
+  }
   if (backend === 'tcp') {
     rows.push(
       judged({
         id: `${id}-log-history`,
-        figure: `  same, the device with <log file> and <cd:history size=${HISTORY_BYTES / MiB} MiB>`,
+        figure: `bulk guest → client throughput, ${name} server, the device with <log file> and <cd:history size=${HISTORY_BYTES / MiB} MiB>`,
         unit: 'MB/s',
         chardev: median(figures.logged),
         peer: median(figures.socat),

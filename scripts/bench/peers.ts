@@ -385,6 +385,11 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *   relay.py out tcp|unix ADDR -- GUEST...   guest stdout → the first client (port or path)
  *   relay.py in  tcp|unix ADDR -- GUEST...   the first client → guest stdin (input figure)
  *   relay.py file - PATH -- GUEST...         guest stdout → PATH; exits at the guest's EOF
+ *   relay.py pty - LINK -- GUEST...          the pty floor: a new pty (raw, no echo), its slave
+ *                                            linked at LINK as socat's `PTY,link=` does; the
+ *                                            guest's stdout read into one buffer and written
+ *                                            to the master (splice cannot write into a pty):
+ *                                            what a minimal user-space relay does
  *   relay.py fanout tcp PORT LIVE STALLED -- GUEST...
  *                                            the fan-out floor: LIVE + STALLED clients (in the
  *                                            order they connect, as the reader makes them); each
@@ -428,6 +433,24 @@ if direction == 'file':
     pump(p.stdout.fileno(), fd)
     os.close(fd)
     p.wait()
+    sys.exit(0)
+if direction == 'pty':
+    import pty, tty
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    os.symlink(os.ttyname(slave), addr)
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    src = p.stdout.fileno()
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            break
+        w = 0
+        while w < n:
+            w += os.write(master, view[w:n])
     sys.exit(0)
 if direction == 'fanout':
     live, stalled = int(sys.argv[4]), int(sys.argv[5])

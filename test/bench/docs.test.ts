@@ -65,7 +65,8 @@ test('the README summary lists judged rows only, and links the page', () => {
   assert.match(s, /2 of 3 targets met \(full run, 2026-12-03/);
   assert.match(s, /\[docs\/performance\.md\]\(docs\/performance\.md\)/);
   assert.doesNotMatch(s, /bare Node/);
-  assert.match(s, /\| memory per idle device \| 0\.01× \(10\.4 KiB\) \| ≤ 16 KiB \| met \|/);
+  assert.match(s, /\| memory per idle device \| 10\.4 KiB \| ≤ 16 KiB \| met \|/);
+  assert.match(s, /\| bulk, TCP \| 1\.50× \(1500 MB\/s\) \| ≥ 1\.0× \| met \|/);
 });
 
 test('the README is rewritten between its markers only, idempotently', () => {
