@@ -89,6 +89,19 @@ export function machineLine(r: BenchReport): string {
   return `${m.cores} cores, ${m.cpu}, ${m.memoryGiB} GiB, ${m.kernel}; load average (1, 5, 15 min) ${m.loadBefore.join(' ')} at the start, ${m.loadAfter.join(' ')} at the end`;
 }
 
+/**
+ * Whether the machine was quiet when the run started: the 1-minute load average before it
+ * (the bench's own load shows only in the one after). Above half a core the other work
+ * shares the CPU with whichever side is measured, and the ratios move with it.
+ */
+export function quietLine(r: BenchReport): string {
+  const before = r.machine.loadBefore[0];
+  if (before === undefined) return 'load before the run unknown';
+  return before <= 0.5
+    ? `quiet at the start (load ${before} on ${r.machine.cores} cores)`
+    : `busy at the start (load ${before} on ${r.machine.cores} cores): other work shared the CPU with whichever side was measured, so single ratios vary more than on a quiet machine`;
+}
+
 export function versionsLine(r: BenchReport): string {
   const v = r.versions;
   return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the kernel-only floor)`;
@@ -105,7 +118,7 @@ export function terminalText(r: BenchReport): string {
   out.push('');
   out.push(`targets: ${judged.filter((x) => x.met === true).length} of ${judged.length} met${r.errors.length > 0 ? `, ${plural(r.errors.length, 'measurement')} failed` : ''}`);
   out.push(`versions: ${versionsLine(r)}`);
-  out.push(`machine: ${machineLine(r)}`);
+  out.push(`machine: ${machineLine(r)}; ${quietLine(r)}`);
   out.push(`run: ${runLine(r)}`);
   return `${out.join('\n')}\n`;
 }
@@ -123,7 +136,7 @@ export function performancePage(r: BenchReport, notes: string): string {
   out.push('');
   out.push(`- Run: ${runLine(r)}.`);
   out.push(`- Command: \`${r.command}\`.`);
-  out.push(`- Machine: ${machineLine(r)}.`);
+  out.push(`- Machine: ${machineLine(r)}; ${quietLine(r)}.`);
   out.push(`- Versions: ${versionsLine(r)}.`);
   out.push('');
   out.push('chardev and its peer do the same work in the same run, one after the other, the order');

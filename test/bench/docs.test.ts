@@ -45,6 +45,9 @@ test('the page holds the run, the machine, the command, every row, the gaps and 
   assert.match(page, /Command: `npm run bench`/);
   assert.match(page, /load average \(1, 5, 15 min\) 0\.1 0\.2 0\.3 at the start, 1\.5 0\.9 0\.5 at the end/);
   assert.match(page, /socat 1\.7\.4\.4 \(peer\), Node v20\.20\.2, Python 3\.11\.7/);
+  assert.match(page, /quiet at the start \(load 0\.1 on 2 cores\)/);
+  const busy = performancePage({ ...report, machine: { ...report.machine, loadBefore: [3.2, 2, 1] } }, '');
+  assert.match(busy, /busy at the start \(load 3\.2 on 2 cores\)/);
   // Markdown: no raw tag, no stray cell border, floors without their indentation.
   assert.match(page, /\| &lt;log file> tee \\\| null device \| 500 MB\/s \| 1000 MB\/s \(cat > file\) \| 0\.50× \| ≥ 1\.0× \| NOT MET \|/);
   assert.match(page, /\| floor: bare Node \| 600 MB\/s/);
