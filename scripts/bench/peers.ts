@@ -384,6 +384,10 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *
  *   relay.py out tcp|unix ADDR -- GUEST...   guest stdout → the first client (port or path)
  *   relay.py in  tcp|unix ADDR -- GUEST...   the first client → guest stdin (input figure)
+ *   relay.py log tcp|unix ADDR LOG -- GUEST...
+ *                                            the floor of the `<log>` row: each chunk read from
+ *                                            the guest into one buffer is written to LOG, then
+ *                                            sent to the first client (Python has no tee(2))
  *   relay.py file - PATH -- GUEST...         guest stdout → PATH; exits at the guest's EOF
  *   relay.py pty - LINK -- GUEST...          the pty floor: a new pty (raw, no echo), its slave
  *                                            linked at LINK as socat's `PTY,link=` does; the
@@ -470,7 +474,7 @@ if direction == 'fanout':
         for c in conns[:live]:
             c.sendall(chunk)
     sys.exit(0)
-if direction == 'out':
+if direction in ('out', 'log'):
     p = subprocess.Popen(guest, stdout=subprocess.PIPE)
     sized(p.stdout.fileno())
 else:
@@ -488,6 +492,19 @@ conn, _ = srv.accept()
 srv.close()
 if direction == 'out':
     pump(p.stdout.fileno(), conn.fileno())
+elif direction == 'log':
+    log = os.open(sys.argv[4], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    src = p.stdout.fileno()
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            break
+        w = 0
+        while w < n:
+            w += os.write(log, view[w:n])
+        conn.sendall(view[:n])
 else:
     pump(conn.fileno(), p.stdin.fileno())
     p.stdin.close()
