@@ -31,7 +31,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performancePage, readmeSummary, replaceBetweenMarkers, terminalText } from './bench/docs.ts';
 import { GUEST_PY, PINGPONG_PY, READER_PY, RELAY_PY } from './bench/peers.ts';
-import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython } from './bench/procs.ts';
+import { ownGroup, watchOtherCpu, type OtherCpu } from './bench/load.ts';
+import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython, startedGroups } from './bench/procs.ts';
 import { LostBytesError, fanOut, fileWrite, idleDevices, inputThroughput, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 import { register, registered } from './bench/registry.ts';
 import type { BenchReport, Machine, RunError, Versions } from './bench/report.ts';
@@ -102,7 +103,7 @@ function parseArgs(argv: readonly string[]): Options {
 
 const load = (): number[] => os.loadavg().map((x) => Math.round(x * 100) / 100);
 
-function machine(loadBefore: readonly number[], loadAfter: readonly number[]): Machine {
+function machine(loadBefore: readonly number[], loadAfter: readonly number[], otherCpu: OtherCpu): Machine {
   const cpus = os.cpus();
   return {
     cores: cpus.length,
@@ -112,6 +113,7 @@ function machine(loadBefore: readonly number[], loadAfter: readonly number[]): M
     loadBefore,
     loadAfter,
     openFilesLimit: fdLimits(),
+    otherCpu,
   };
 }
 
@@ -183,6 +185,8 @@ async function main(): Promise<number> {
   const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestPy, relayPy, profileDir: opts.profileDir, log };
   log(`${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`);
 
+  const group = ownGroup();
+  const others = watchOtherCpu((pgrp) => pgrp === group || startedGroups.has(pgrp));
   const started = performance.now();
   const rows: Row[] = [];
   const errors: RunError[] = [];
@@ -205,7 +209,7 @@ async function main(): Promise<number> {
   }
   const seconds = (performance.now() - started) / 1000;
   const command = ['npm run bench --', ...process.argv.slice(2).filter((a) => a !== '--json' && a !== '--write-docs')].join(' ').replace(/ --$/, '');
-  const report: BenchReport = { mode: opts.quick ? 'quick' : 'full', reps: ctx.reps, date, command, seconds, versions, machine: machine(loadBefore, load()), rows, errors };
+  const report: BenchReport = { mode: opts.quick ? 'quick' : 'full', reps: ctx.reps, date, command, seconds, versions, machine: machine(loadBefore, load(), others.stop()), rows, errors };
 
   process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : terminalText(report));
   if (opts.writeDocs) writeDocs(report, log);

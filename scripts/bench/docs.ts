@@ -90,16 +90,23 @@ export function machineLine(r: BenchReport): string {
 }
 
 /**
- * Whether the machine was quiet when the run started: the 1-minute load average before it
- * (the bench's own load shows only in the one after). Above half a core the other work
- * shares the CPU with whichever side is measured, and the ratios move with it.
+ * Whether the machine was quiet: what other processes used while the bench ran (load.ts;
+ * the load average mostly counts the bench itself), or, in reports without that, the load
+ * average before the run. Other work shares the CPU with whichever side is being measured,
+ * so the ratios move with it.
  */
 export function quietLine(r: BenchReport): string {
+  const o = r.machine.otherCpu;
+  const cores = r.machine.cores;
+  if (o !== undefined) {
+    const figures = `other processes used ${o.meanCores.toFixed(2)} of ${cores} cores on average during the run, up to ${o.maxCores.toFixed(2)} over ${o.windowSeconds} s`;
+    return o.meanCores <= 0.25 && o.maxCores <= 0.75 ? `quiet: ${figures}` : `busy: ${figures}, so single ratios vary more than on a quiet machine`;
+  }
   const before = r.machine.loadBefore[0];
   if (before === undefined) return 'load before the run unknown';
   return before <= 0.5
-    ? `quiet at the start (load ${before} on ${r.machine.cores} cores)`
-    : `busy at the start (load ${before} on ${r.machine.cores} cores): other work shared the CPU with whichever side was measured, so single ratios vary more than on a quiet machine`;
+    ? `quiet at the start (load ${before} on ${cores} cores)`
+    : `busy at the start (load ${before} on ${cores} cores): other work shared the CPU with whichever side was measured, so single ratios vary more than on a quiet machine`;
 }
 
 export function versionsLine(r: BenchReport): string {
@@ -185,7 +192,7 @@ export function readmeSummary(r: BenchReport, pagePath: string): string {
   const result = (x: Row): string => (x.goal?.on !== 'value' && x.ratio !== null && Number.isFinite(x.ratio) ? `${formatRatio(x.ratio)} (${formatFigure(x.chardev, x.unit)})` : formatFigure(x.chardev, x.unit));
   const body = judged.map((x) => [x.figure.trim(), result(x), x.target, formatMet(x.met)]);
   const out: string[] = [];
-  out.push(`Latest recorded run: ${met} of ${judged.length} targets met (${r.mode} run, ${r.date.slice(0, 10)}, ${r.machine.cores} cores, load ${r.machine.loadBefore[0] ?? '?'} → ${r.machine.loadAfter[0] ?? '?'}; chardev ${r.versions.commit}, socat ${r.versions.socat}, Node ${r.versions.node}).`);
+  out.push(`Latest recorded run: ${met} of ${judged.length} targets met (${r.mode} run, ${r.date.slice(0, 10)}, ${r.machine.cores} cores, ${quietLine(r).replace(/, so single.*$/, '')}; chardev ${r.versions.commit}, socat ${r.versions.socat}, Node ${r.versions.node}).`);
   out.push(`Every row, the floors, the machine and why a target is not met: [${pagePath}](${pagePath}).`);
   out.push('');
   out.push(pipeTable(['figure', 'result (ratio to the peer, figure)', 'target', 'met?'], body, true));

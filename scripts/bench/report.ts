@@ -3,6 +3,7 @@
  * `--docs-from FILE` reads back. Everything a reader needs to judge the figures travels with
  * them: the machine, its load before and after, and the versions compared.
  */
+import type { OtherCpu } from './load.ts';
 import type { Row } from './measurements.ts';
 
 export interface Versions {
@@ -23,6 +24,8 @@ export interface Machine {
   readonly loadBefore: readonly number[];
   readonly loadAfter: readonly number[];
   readonly openFilesLimit: { readonly soft: number | null; readonly hard: number | null };
+  /** CPU that processes other than the bench's used during the run (load.ts); absent in reports from before it was measured. */
+  readonly otherCpu?: OtherCpu;
 }
 
 export interface RunError {

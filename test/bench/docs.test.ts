@@ -48,6 +48,11 @@ test('the page holds the run, the machine, the command, every row, the gaps and 
   assert.match(page, /quiet at the start \(load 0\.1 on 2 cores\)/);
   const busy = performancePage({ ...report, machine: { ...report.machine, loadBefore: [3.2, 2, 1] } }, '');
   assert.match(busy, /busy at the start \(load 3\.2 on 2 cores\)/);
+  // What other processes used during the run decides, when the report has it.
+  const measured = (meanCores: number, maxCores: number): BenchReport => ({ ...report, machine: { ...report.machine, otherCpu: { meanCores, maxCores, windowSeconds: 10 } } });
+  assert.match(performancePage(measured(0.05, 0.3), ''), /quiet: other processes used 0\.05 of 2 cores on average during the run, up to 0\.30 over 10 s/);
+  assert.match(performancePage(measured(0.05, 1.2), ''), /busy: other processes used 0\.05 of 2 cores/);
+  assert.match(readmeSummary(measured(0.6, 1.2), 'p.md'), /busy: other processes used 0\.60 of 2 cores on average during the run, up to 1\.20 over 10 s; chardev/);
   // Markdown: no raw tag, no stray cell border, floors without their indentation.
   assert.match(page, /\| &lt;log file> tee \\\| null device \| 500 MB\/s \| 1000 MB\/s \(cat > file\) \| 0\.50× \| ≥ 1\.0× \| NOT MET \|/);
   assert.match(page, /\| floor: bare Node \| 600 MB\/s/);
