@@ -73,18 +73,23 @@ export class OtherCpuMeter {
 
   result(windowSeconds = 10): OtherCpu {
     const span = this.#lastSeconds - this.#firstSeconds;
-    let max = 0;
-    // Sliding window over consecutive intervals, at least `windowSeconds` long.
-    for (let i = 0; i < this.#intervals.length; i++) {
+    const mean = span > 0 ? this.#totalTicks / CLK_TCK / span : 0;
+    const n = this.#intervals.length;
+    // Windows of consecutive intervals at least `windowSeconds` long, starting at each
+    // interval and ending at each (so the head and the tail are both covered).
+    const window = (from: number, step: 1 | -1): number | undefined => {
       let s = 0;
       let t = 0;
-      for (let j = i; j < this.#intervals.length && s < windowSeconds; j++) {
+      for (let j = from; j >= 0 && j < n && s < windowSeconds; j += step) {
         s += this.#intervals[j]?.seconds ?? 0;
         t += this.#intervals[j]?.ticks ?? 0;
       }
-      if (s >= windowSeconds || (i === 0 && s > 0)) max = Math.max(max, t / CLK_TCK / s);
-    }
-    return { meanCores: span > 0 ? this.#totalTicks / CLK_TCK / span : 0, maxCores: max, windowSeconds };
+      return s >= windowSeconds ? t / CLK_TCK / s : undefined;
+    };
+    // The busiest window is at least the average (a run shorter than a window is one window).
+    let max = mean;
+    for (let i = 0; i < n; i++) max = Math.max(max, window(i, 1) ?? 0, window(i, -1) ?? 0);
+    return { meanCores: mean, maxCores: max, windowSeconds };
   }
 }
 

@@ -23,6 +23,19 @@ test("only other groups' CPU counts, as cores over the run and over the busiest 
   assert.ok(Math.abs(r.maxCores - 1.5) < 1e-9);
 });
 
+test('a busy tail counts, and the busiest window is never below the average', () => {
+  const m = new OtherCpuMeter(() => false);
+  let ticks = 0;
+  m.sample([{ pid: 1, pgrp: 1, ticks }], 0);
+  for (let t = 2; t <= 12; t += 2) {
+    ticks += t <= 10 ? 0 : 400; // idle for 10 s, then 2 cores for the last 2 s
+    m.sample([{ pid: 1, pgrp: 1, ticks }], t);
+  }
+  const r = m.result(10);
+  assert.ok(Math.abs(r.meanCores - 4 / 12) < 1e-9);
+  assert.ok(Math.abs(r.maxCores - 0.4) < 1e-9);
+});
+
 test('a run shorter than the window is one window', () => {
   const m = new OtherCpuMeter(() => false);
   m.sample([{ pid: 1, pgrp: 1, ticks: 0 }], 0);
