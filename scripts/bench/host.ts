@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { GuestOutput, guestPipe, hostDevices, loadDomain, open, startDataPlane, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
-import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, StreamConfig } from './protocol.ts';
+import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, InputConfig, StreamConfig } from './protocol.ts';
 
 const CD_NS = 'urn:chardev:1';
 
@@ -37,11 +37,13 @@ function domainXml(devices: string): string {
 function streamDeviceXml(cfg: StreamConfig): string {
   const clients = cfg.maxClients !== undefined ? `<cd:clients max='${Math.min(cfg.maxClients, 64)}'/>` : '';
   const target = `<target port='0'/>`;
+  const log = cfg.log === true ? `<log file='${path.join(cfg.dir, 'chardev.log')}'/>` : '';
+  const history = cfg.historyBytes !== undefined ? `<cd:history size='${cfg.historyBytes}'/>` : '';
   switch (cfg.backend) {
     case 'tcp':
-      return `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/>${target}${clients}</serial>`;
+      return `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/>${log}${target}${clients}${history}</serial>`;
     case 'unix':
-      return `<serial type='unix'><source mode='bind' path='${path.join(cfg.dir, 'chardev.sock')}'/>${target}${clients}</serial>`;
+      return `<serial type='unix'><source mode='bind' path='${path.join(cfg.dir, 'chardev.sock')}'/>${log}${target}${clients}${history}</serial>`;
     case 'pty':
       return `<serial type='pty'>${target}${clients}</serial>`;
     case 'file':
@@ -244,7 +246,21 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
   const done = (): void => {
     send({ event: 'written', seconds: Number(process.hrtime.bigint() - spawnedAt) / 1e9, bytes: written, pauses: 0 });
   };
-  if (cfg.backend === 'file') {
+  if (cfg.backend === 'echo') {
+    // The latency floor: client input to the guest's stdin, its stdout back, Node's pipes only.
+    const stdin = child.stdin;
+    if (stdin === null) throw new Error('guest has no stdin');
+    const server = net.createServer((sock) => {
+      server.close();
+      sock.setNoDelay(true);
+      sock.on('error', () => {});
+      sock.pipe(stdin);
+      out.pipe(sock);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    send({ event: 'ready', ...(typeof address === 'object' && address !== null ? { port: address.port } : {}) });
+  } else if (cfg.backend === 'file') {
     const fd = fs.openSync(path.join(cfg.dir, 'floor.out'), 'w', 0o600);
     send({ event: 'ready' });
     out.on('data', (b: Buffer) => {
@@ -271,6 +287,61 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
   }
   onStop(() => {
     send({ event: 'result', bytesFromGuest: written, dropped: 0, clients: [], cpuUserUs: 0, cpuSystemUs: 0, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
+    void finish(0);
+  });
+}
+
+/**
+ * Client → guest. chardev's side wires device input to the guest's stdin as `chardev run`
+ * does (src/cli/commands/run-action.ts, which does not export it): every chunk to
+ * `stdin.write`; while that says the pipe is full the 'data' listener is removed, so the
+ * device stops reading its clients, and it comes back on 'drain'. If chardev's wiring
+ * changes there, it must change here too, or this row measures something else.
+ */
+async function runInput(cfg: InputConfig): Promise<void> {
+  const child = spawnGuest(cfg.guest);
+  guest = child;
+  const stdin = child.stdin;
+  if (stdin === null) throw new Error('guest has no stdin');
+  stdin.on('error', () => {});
+  const sockPath = path.join(cfg.dir, 'chardev.sock');
+  if (cfg.floor === true) {
+    const server = net.createServer((sock) => {
+      server.close();
+      sock.on('error', () => {});
+      sock.pipe(stdin);
+    });
+    await new Promise<void>((resolve) => (cfg.backend === 'tcp' ? server.listen(0, '127.0.0.1', resolve) : server.listen(sockPath, resolve)));
+    const address = server.address();
+    send({ event: 'ready', ...(typeof address === 'object' && address !== null ? { port: address.port } : { path: sockPath }) });
+    const cpu0 = process.cpuUsage();
+    onStop(() => {
+      const cpu = process.cpuUsage(cpu0);
+      send({ event: 'result', bytesFromGuest: 0, dropped: 0, clients: [], cpuUserUs: cpu.user, cpuSystemUs: cpu.system, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
+      void finish(0);
+    });
+    return;
+  }
+  const device = cfg.backend === 'tcp' ? `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>` : `<serial type='unix'><source mode='bind' path='${sockPath}'/><target port='0'/></serial>`;
+  domain = await open(domainXml(device));
+  const dev = domain.device('serial0');
+  const clients = trackClients(dev);
+  let stopped = false;
+  const toGuest = (b: Buffer): void => {
+    if (!stdin.write(b)) dev.off('data', toGuest);
+  };
+  stdin.on('drain', () => {
+    if (stopped) return;
+    dev.off('data', toGuest);
+    dev.on('data', toGuest);
+  });
+  dev.on('data', toGuest);
+  send({ event: 'ready', ...(cfg.backend === 'tcp' ? { port: Number(dev.boundService) } : { path: sockPath }) });
+  const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
+  onStop(() => {
+    stopped = true;
+    send(resultMessage(dev, clients, cpu0, faults0));
     void finish(0);
   });
 }
@@ -374,6 +445,7 @@ async function main(): Promise<void> {
   if (cfg.kind === 'stream') await runStream(cfg);
   else if (cfg.kind === 'echo') await runEcho(cfg);
   else if (cfg.kind === 'floor') await runFloor(cfg);
+  else if (cfg.kind === 'input') await runInput(cfg);
   else await runIdle(cfg);
 }
 

@@ -1,5 +1,5 @@
 /**
- * One function per figure of SPEC §8. Each runs chardev and its peer on the same work,
+ * One function per group of figures of the spec's performance targets. Each runs chardev and its peer on the same work,
  * `reps` times rotating which goes first, and computes ratios per repetition (same
  * noise conditions) before taking the median, as the baselines in
  * ../shared/reference/peers-and-baselines.md part B were taken. Every process and file a
@@ -23,12 +23,24 @@
  * side, bytes expected and got) instead of printing a rate. chardev's own `dropped`
  * counter must stay 0 too.
  *
+ * Every row states its target as data (verdict.ts) and `judged` computes met / not met from
+ * the run's figures. Floors (`floorRow`) are the same work without chardev, in the same run,
+ * named for the rows they speak for: bare Node (the limit of a relay built on Node's
+ * streams) and the kernel-only relay (peers.ts RELAY_PY: Python's os.splice, no byte in user
+ * space), so a target not met can be told apart as the machine's or chardev's (docs.ts).
+ *
  * - throughput (tcp, unix): chardev serves a `<serial type='tcp'|'unix'>` server. socat:
  *   `socat -u -b 65536 EXEC:guest TCP-LISTEN:P,bind=127.0.0.1,reuseaddr` (UNIX-LISTEN:PATH).
  *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
  *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
- *   first byte to its last. A third side, bare Node `child.stdout.pipe(socket)`,
- *   is the floor any Node relay starts from (checked the same way).
+ *   first byte to its last. Floors: bare Node `child.stdout.pipe(socket)` and the kernel-only
+ *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
+ *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
+ *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
+ * - input (tcp): a client (GUEST_PY `send`) writes the stream into a server whose input
+ *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
+ *   chardev wires it as `chardev run` does; socat `-u TCP-LISTEN:P EXEC:guest`; floors bare
+ *   Node `socket.pipe(child.stdin)` and the kernel-only relay socket → pipe.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
  *   sides already set it raw; it does not touch termios, as TCSAFLUSH would discard bytes).
@@ -44,18 +56,23 @@
  *   the XML caps it at 64), 100 reading clients and one that never reads (4 KiB receive
  *   buffer), one Python process reading all 100 with epoll. The first to attach is the
  *   writer: lossless, it holds the guest, checked like any bulk reader (count and hash).
- *   The others are viewers, which may miss output when their queue is full (SPEC §4.1):
+ *   The others are viewers, which may miss output when their queue is full (bounded queues):
  *   per-viewer bytes received, and how many got the whole stream (all bytes, chardev
  *   counting none missed for it), are reported — counted, not hashed, so that the one
- *   reader process is not the bottleneck — and the sum is the figure (SPEC §8: the viewers
+ *   reader process is not the bottleneck — and the sum is the figure (the target: the viewers
  *   together ≥ 10× one client, the same device with one client, hashed, measured in the
  *   same repetition). Then the guest at 5 MB/s (its own rate limit, never made up for in
  *   bursts; not pacing by the bench): there every live client's stream is hashed and must
- *   be whole, or the measurement fails.
+ *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
+ *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
+ *   live client's against one client's on the same guest. Floor for the unthrottled figure:
+ *   a minimal fan-out relay (RELAY_PY `fanout`: one read, one send per live client, no
+ *   queues) with the same reader, against chardev's single client.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
- *   Floor: bare Node `fs.writeSync` per chunk (checked the same way).
+ *   Floors: bare Node `fs.writeSync` per chunk and the kernel-only relay splicing into the
+ *   file (checked the same way).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -63,6 +80,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { BenchError, Host, Proc, makeScratch, removeScratch, sleep } from './procs.ts';
 import type { ClientFigures, StreamBackend } from './protocol.ts';
+import { atLeastRatio, atMostRatio, atMostValue, judge, median, ratios, targetText, type Target } from './verdict.ts';
 
 export interface Ctx {
   readonly quick: boolean;
@@ -73,6 +91,8 @@ export interface Ctx {
   readonly pingPy: string;
   /** peers.ts GUEST_PY: the guest of every bulk measurement. */
   readonly guestPy: string;
+  /** peers.ts RELAY_PY: the kernel-only floor (splice, no user-space copy). */
+  readonly relayPy: string;
   readonly profileDir: string | undefined;
   readonly log: (line: string) => void;
 }
@@ -89,8 +109,22 @@ export interface Row {
   readonly ratio: number | null;
   readonly target: string;
   readonly met: boolean | null;
+  /** The target as data (verdict.ts); `target` and `met` are computed from it by `judged`. */
+  readonly goal?: Target;
+  /** A floor row: the same work without chardev, for the rows with these ids (its `chardev` column holds the floor's figure). */
+  readonly floorOf?: readonly string[];
   readonly note?: string;
   readonly details?: unknown;
+}
+
+/** A row whose target text and met/not met are computed from its goal and figures, never typed. */
+export function judged(r: Omit<Row, 'target' | 'met' | 'goal'> & { readonly goal: Target }): Row {
+  return { ...r, target: targetText(r.goal, r.unit), met: judge(r.goal, r) };
+}
+
+/** A floor row for `of`: informative, no verdict of its own. */
+export function floorRow(of: readonly string[], r: Omit<Row, 'target' | 'met' | 'goal' | 'floorOf'>): Row {
+  return { ...r, floorOf: of, target: '(floor)', met: null };
 }
 
 /**
@@ -101,15 +135,10 @@ export class LostBytesError extends BenchError {}
 
 const MiB = 1024 * 1024;
 
-/** The guest's own pace for the fan-out figure SPEC §8 states at a fixed guest rate. */
+/** The guest's own pace for the fan-out figure the spec states at a fixed guest rate. */
 const GUEST_RATE = 5e6;
 
-export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  if (s.length === 0) return NaN;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
+export { median };
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -170,6 +199,8 @@ interface ReaderOut {
   readonly noticeBytes: number[];
   readonly first: number;
   readonly last: number[];
+  /** When each connection had ReaderArgs.markBytes (0: not asked or not reached). */
+  readonly mark: number[];
   readonly connectSeconds: number;
 }
 
@@ -181,11 +212,13 @@ interface ReaderArgs {
   readonly stalled: number;
   /** `first`: hash connection 0 only (peers.ts READER_PY); default every live connection. */
   readonly hash?: 'all' | 'first';
+  /** Record when each connection has this many bytes (ReaderOut.mark). */
+  readonly markBytes?: number;
 }
 
 function startReader(ctx: Ctx, a: ReaderArgs): Proc {
   const idle = ctx.quick ? 2 : 3;
-  return new Proc('reader', ctx.python, [ctx.readerPy, a.kind, a.address, String(a.bytes), String(a.live), String(a.stalled), String(idle), '30', a.hash ?? 'all']);
+  return new Proc('reader', ctx.python, [ctx.readerPy, a.kind, a.address, String(a.bytes), String(a.live), String(a.stalled), String(idle), '30', a.hash ?? 'all', String(a.markBytes ?? 0)]);
 }
 
 async function readerResult(reader: Proc, timeoutMs: number): Promise<ReaderOut> {
@@ -219,6 +252,12 @@ function rate(out: ReaderOut, i: number): number {
   return ns > 0 ? bytes / (ns / 1e9) / 1e6 : 0;
 }
 
+/** MB/s of connection i after its first `markBytes` (ReaderOut.mark), to its last byte. */
+function steadyRate(out: ReaderOut, i: number, markBytes: number): number {
+  const ns = (out.last[i] ?? 0) - (out.mark[i] ?? 0);
+  return (out.mark[i] ?? 0) > 0 && ns > 0 ? ((out.bytes[i] ?? 0) - markBytes) / (ns / 1e9) / 1e6 : 0;
+}
+
 function mbps(bytes: number, seconds: number): number {
   return bytes / seconds / 1e6;
 }
@@ -240,6 +279,8 @@ interface StreamRun {
   readonly spliced: number;
   readonly peakRssBytes: number;
   readonly minorFaults: number;
+  /** With `logAndHistory`: what the `<log>` file held once the domain stopped. */
+  readonly logFile?: { readonly size: number; readonly sha256: string };
 }
 
 interface StreamOptions {
@@ -249,11 +290,18 @@ interface StreamOptions {
   /** The guest's argv (default: `guestArgv(ctx, bytes)`, unthrottled). */
   readonly guest?: readonly string[];
   readonly hash?: 'all' | 'first';
+  /** The device also has a `<log file>` and `<cd:history>` (the log's size and hash are returned, off the clock). */
+  readonly logAndHistory?: boolean;
+  /** ReaderArgs.markBytes. */
+  readonly markBytes?: number;
 }
+
+/** The `<cd:history>` size of the log-and-history row: a console's scrollback, the size the README's examples use. */
+const HISTORY_BYTES = MiB;
 
 /** chardev: guest → device → `live` reading clients (+ `stalled` that never read). */
 async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, options: StreamOptions = {}): Promise<StreamRun> {
-  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), hash = 'all' } = options;
+  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), hash = 'all', logAndHistory = false, markBytes = 0 } = options;
   const dir = makeScratch('chardev-bench-');
   const clients = live + stalled;
   const host = new Host(
@@ -264,6 +312,7 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
       bytes,
       clients,
       ...(clients > 1 ? { maxClients: clients } : {}),
+      ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : {}),
       dir,
     },
     { profileDir: ctx.profileDir },
@@ -272,11 +321,17 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
   try {
     const ready = await host.next('ready', 30_000);
     const address = backend === 'tcp' ? String(ready.port) : (ready.path ?? '');
-    reader = startReader(ctx, { kind: backend, address, bytes, live, stalled, hash });
+    reader = startReader(ctx, { kind: backend, address, bytes, live, stalled, hash, markBytes });
     const out = await readerResult(reader, timeoutFor(bytes, live));
     const written = await host.next('written', 10_000);
     const result = await host.finish('result');
+    let logFile: { size: number; sha256: string } | undefined;
+    if (logAndHistory) {
+      const file = path.join(dir, 'chardev.log');
+      logFile = { size: fs.statSync(file).size, sha256: await fileDigest(file) };
+    }
     return {
+      ...(logFile !== undefined ? { logFile } : {}),
       reader: out,
       dropped: result.dropped,
       clients: result.clients,
@@ -293,36 +348,58 @@ async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 
   }
 }
 
-/** socat: `socat -u -b 65536 EXEC:guest ADDRESS` → the same reader. CPU: socat's own, not its guest's. */
-async function socatStream(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty', bytes: number): Promise<{ reader: ReaderOut; cpuSeconds: number }> {
-  const dir = makeScratch('chardev-bench-');
-  let address: string;
-  let socatAddress: string;
+/** Where a peer listens for the reader: the reader's address and socat's address for it. */
+async function peerAddress(backend: 'tcp' | 'unix' | 'pty', dir: string, name: string): Promise<{ address: string; socat: string }> {
   if (backend === 'tcp') {
     const port = await freePort();
-    address = String(port);
-    socatAddress = `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`;
-  } else if (backend === 'unix') {
-    address = path.join(dir, 'socat.sock');
-    socatAddress = `UNIX-LISTEN:${address}`;
-  } else {
-    address = path.join(dir, 'socat.pty');
-    socatAddress = `PTY,link=${address},raw,echo=0`;
+    return { address: String(port), socat: `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr` };
   }
-  const socat = new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, socatAddress]);
+  if (backend === 'unix') {
+    const address = path.join(dir, `${name}.sock`);
+    return { address, socat: `UNIX-LISTEN:${address}` };
+  }
+  const address = path.join(dir, `${name}.pty`);
+  return { address, socat: `PTY,link=${address},raw,echo=0` };
+}
+
+/** CPU seconds a process has used so far (its own, not its children's), NaN once it is gone. */
+function cpuSecondsOf(proc: Proc): number {
+  try {
+    return procStatus(proc.pid ?? 0).cpuTicks / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+type Peer = 'socat' | 'kernel' | 'teed';
+
+/**
+ * A peer relay → the same reader: socat (`socat -u -b 65536 EXEC:guest ADDRESS`) or the
+ * kernel-only floor (`relay.py out`). CPU: the relay's own, not its guest's, read while it
+ * is still running.
+ */
+async function peerStream(ctx: Ctx, peer: Peer, backend: 'tcp' | 'unix' | 'pty', bytes: number): Promise<{ reader: ReaderOut; cpuSeconds: number; logFile?: { size: number; sha256: string } }> {
+  const dir = makeScratch('chardev-bench-');
+  const where = await peerAddress(backend, dir, peer);
+  const logPath = path.join(dir, 'floor.log');
+  const relay =
+    peer === 'socat'
+      ? new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, where.socat])
+      : peer === 'teed'
+        ? new Proc('minimal logging relay', ctx.python, [ctx.relayPy, 'log', backend, where.address, logPath, '--', ...guestArgv(ctx, bytes)])
+        : backend === 'pty'
+        ? new Proc('minimal pty relay', ctx.python, [ctx.relayPy, 'pty', '-', where.address, '--', ...guestArgv(ctx, bytes)])
+        : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
   let reader: Proc | undefined;
   try {
-    reader = startReader(ctx, { kind: backend, address, bytes, live: 1, stalled: 0 });
+    reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
     const out = await readerResult(reader, timeoutFor(bytes));
-    let cpuSeconds = NaN;
-    try {
-      cpuSeconds = procStatus(socat.pid ?? 0).cpuTicks / CLK_TCK;
-    } catch {
-      // socat already gone: no CPU figure.
-    }
-    return { reader: out, cpuSeconds };
+    const cpuSeconds = cpuSecondsOf(relay);
+    if (peer !== 'teed') return { reader: out, cpuSeconds };
+    // The relay wrote each chunk to its log before sending it: the log is whole once the reader is.
+    return { reader: out, cpuSeconds, logFile: { size: fs.statSync(logPath).size, sha256: await fileDigest(logPath) } };
   } finally {
-    await socat.stop();
+    await relay.stop();
     await reader?.stop();
     removeScratch(dir);
   }
@@ -355,93 +432,197 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number): Pr
 
 /**
  * Bulk guest → client throughput through a TCP or UNIX server (or a pty): chardev vs
- * socat, plus the bare-Node floor for the servers. Every side's reader must get the whole
- * stream, hash equal.
+ * socat, plus two floors for the servers (bare Node `stdout.pipe(socket)` and the
+ * kernel-only splice relay) and, on TCP, the same device with a `<log>` and `<cd:history>`.
+ * Every side's reader must get the whole stream, hash equal; the `<log>` too.
+ * CPU per GiB of every relay process (chardev's whole process; the peers' from /proc).
  */
 export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Promise<Row[]> {
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node';
-  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat'] : ['chardev', 'socat', 'node'];
-  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
-  const ratios: number[] = [];
-  const floorRatios: number[] = [];
-  const cpu: number[] = [];
-  const socatCpu: number[] = [];
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed';
+  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat', 'kernel'] : backend === 'tcp' ? ['chardev', 'socat', 'node', 'kernel', 'logged', 'teed'] : ['chardev', 'socat', 'node', 'kernel'];
+  const label: Record<Side, string> = {
+    chardev: 'chardev',
+    socat: 'socat',
+    node: 'bare Node (floor)',
+    kernel: backend === 'pty' ? 'minimal pty relay (floor)' : 'kernel-only splice relay (floor)',
+    logged: 'chardev with <log> and <cd:history>',
+    teed: 'minimal logging relay (floor)',
+  };
+  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [], teed: [] };
+  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [], teed: [] };
   const faults: number[] = [];
   const peakRss: number[] = [];
   let guestWaits = 0;
   let spliced = 0;
   let relayed = 0;
   for (let rep = 0; rep < ctx.reps; rep++) {
-    const got: Partial<Record<Side, number>> = {};
+    const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
     for (const who of rotate(sides, rep)) {
-      ctx.log(`${backend} throughput: ${who === 'node' ? 'bare Node (floor)' : who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
-      if (who === 'chardev') {
-        const run = await chardevStream(ctx, backend, bytes);
-        verify(id, 'chardev', run.reader, 0, bytes, digest);
-        if (run.dropped !== 0) throw new LostBytesError(`${id}: chardev: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
-        got.chardev = rate(run.reader, 0);
-        cpu.push(run.cpuSeconds);
-        faults.push(run.minorFaults);
-        peakRss.push(run.peakRssBytes / MiB);
-        guestWaits += run.guestWaits;
-        spliced += run.spliced;
-        relayed += bytes;
-      } else if (who === 'socat') {
-        const run = await socatStream(ctx, backend, bytes);
-        verify(id, 'socat', run.reader, 0, bytes, digest);
-        got.socat = rate(run.reader, 0);
-        socatCpu.push(run.cpuSeconds);
+      ctx.log(`${backend} throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      if (who === 'chardev' || who === 'logged') {
+        const rowId = who === 'logged' ? `${id}-log-history` : id;
+        const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged' });
+        verify(rowId, label[who], run.reader, 0, bytes, digest);
+        if (run.dropped !== 0) throw new LostBytesError(`${rowId}: ${label[who]}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
+        if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
+          throw new LostBytesError(`${rowId}: ${label[who]}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : 'differs from the guest\'s'}`);
+        }
+        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
+        if (who === 'chardev') {
+          faults.push(run.minorFaults);
+          peakRss.push(run.peakRssBytes / MiB);
+          guestWaits += run.guestWaits;
+          spliced += run.spliced;
+          relayed += bytes;
+        }
+      } else if (who === 'socat' || who === 'kernel' || who === 'teed') {
+        const run = await peerStream(ctx, who, backend, bytes);
+        verify(id, label[who], run.reader, 0, bytes, digest);
+        if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
+          throw new LostBytesError(`${id}-log-history: ${label[who]}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : 'differs from the guest\'s'}`);
+        }
+        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
       } else if (backend !== 'pty') {
         const out = await floorStream(ctx, backend, bytes);
-        verify(id, 'bare Node floor', out, 0, bytes, digest);
-        got.node = rate(out, 0);
+        verify(id, label[who], out, 0, bytes, digest);
+        got[who] = { mbps: rate(out, 0), cpuSeconds: NaN };
       }
     }
-    for (const side of sides) figures[side].push(got[side] ?? NaN);
-    ratios.push((got.chardev ?? NaN) / (got.socat ?? NaN));
-    floorRatios.push((got.node ?? NaN) / (got.socat ?? NaN));
+    for (const side of sides) {
+      figures[side].push(got[side]?.mbps ?? NaN);
+      cpu[side].push(got[side]?.cpuSeconds ?? NaN);
+    }
   }
-  const ratio = median(ratios);
+  const GiB = 1024 * MiB;
+  const perGiB = (xs: readonly number[]): number[] => xs.map((x) => x / (bytes / GiB));
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
+  const cpuRatioTo = (side: Side): number => median(ratios(cpu[side], cpu.socat));
   const name = backend.toUpperCase();
-  const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
   const peerName = backend === 'pty' ? 'socat PTY,raw,echo=0' : `socat ${name}-LISTEN`;
-  const target = backend === 'pty' ? 0.9 : 1.0;
   const verified = `every side's reader got all ${bytes} bytes, sha256 equal to the guest's`;
-  const details = { bytes, sha256: digest, verified, reps: ctx.reps, chardevMBps: figures.chardev, socatMBps: figures.socat, nodeFloorMBps: figures.node, ratios, floorRatios, chardevCpuSeconds: cpu, socatCpuSeconds: socatCpu, chardevMinorFaults: faults, chardevPeakRssMiB: peakRss, guestWaits, splicedBytes: spliced };
-  const perGiB = (xs: readonly number[]): string => (median(xs) / (bytes / (1024 * MiB))).toFixed(2);
-  const cpuNote = `CPU per GiB: chardev ${perGiB(cpu)} s, socat ${perGiB(socatCpu)} s`;
+  const details = {
+    bytes,
+    sha256: digest,
+    verified,
+    reps: ctx.reps,
+    mbps: figures,
+    cpuSecondsPerGiB: Object.fromEntries(sides.map((side) => [side, perGiB(cpu[side])])),
+    ratiosToSocat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.socat)])),
+    chardevMinorFaults: faults,
+    chardevPeakRssMiB: peakRss,
+    guestWaits,
+    splicedBytes: spliced,
+  };
+  const cpuNote = (side: Side): string => `CPU per GiB: ${label[side]} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
   const splicedNote = backend === 'pty' ? '' : `; ${relayed > 0 ? Math.round((spliced / relayed) * 100) : 0} % of chardev's bytes moved by splice`;
+  const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
+  // The log-and-history row has a floor of its own that also writes the log (the others do less work).
+  const floorsFor = [id];
   const rows: Row[] = [
-    {
+    judged({
       id,
       figure: what,
       unit: 'MB/s',
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
-      ratio,
-      target: `≥ ${target.toFixed(1)}×`,
-      met: ratio >= target,
-      note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote}`,
+      ratio: ratioTo('chardev'),
+      goal: atLeastRatio(1.0),
+      note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote('chardev')}`,
       details,
-    },
+    }),
   ];
   if (backend !== 'pty') {
-    rows.push({
-      id: `floor-${backend}`,
-      figure: `  floor: bare Node stdout.pipe(socket), ${name}`,
-      unit: 'MB/s',
-      chardev: median(figures.node),
-      peer: median(figures.socat),
-      peerName,
-      ratio: median(floorRatios),
-      target: '(the limit for Node)',
-      met: null,
-      details,
-    });
+    rows.push(
+      judged({
+        id: `${id}-cpu`,
+        figure: `  CPU per GiB relayed, ${name} server (relay process only)`,
+        unit: 's/GiB',
+        chardev: median(perGiB(cpu.chardev)),
+        peer: median(perGiB(cpu.socat)),
+        peerName,
+        ratio: cpuRatioTo('chardev'),
+        goal: atMostRatio(1.0),
+        note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floor: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
+        details,
+      }),
+      floorRow(floorsFor, {
+        id: `floor-${backend}-node`,
+        figure: `  floor: bare Node stdout.pipe(socket), ${name}`,
+        unit: 'MB/s',
+        chardev: median(figures.node),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('node'),
+        details,
+      }),
+      floorRow(floorsFor, {
+        id: `floor-${backend}-kernel`,
+        figure: `  floor: kernel-only splice relay (Python os.splice), ${name}`,
+        unit: 'MB/s',
+        chardev: median(figures.kernel),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('kernel'),
+        note: cpuNote('kernel'),
+        details,
+      }),
+      floorRow([`${id}-cpu`], {
+        id: `floor-${backend}-kernel-cpu`,
+        figure: `  floor: kernel-only splice relay, CPU per GiB, ${name}`,
+        unit: 's/GiB',
+        chardev: median(perGiB(cpu.kernel)),
+        peer: median(perGiB(cpu.socat)),
+        peerName,
+        ratio: cpuRatioTo('kernel'),
+        details,
+      }),
+    );
+  }
+  if (backend === 'pty') {
+    rows.push(
+      floorRow([id], {
+        id: 'floor-pty-minimal',
+        figure: '  floor: minimal pty relay (Python, read from the guest, write to the master)',
+        unit: 'MB/s',
+        chardev: median(figures.kernel),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('kernel'),
+        note: cpuNote('kernel'),
+        details,
+      }),
+    );
+  }
+  if (backend === 'tcp') {
+    rows.push(
+      judged({
+        id: `${id}-log-history`,
+        figure: `bulk guest → client throughput, ${name} server, the device with <log file> and <cd:history size=${HISTORY_BYTES / MiB} MiB>`,
+        unit: 'MB/s',
+        chardev: median(figures.logged),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('logged'),
+        goal: atLeastRatio(0.8),
+        note: `lossless: the reader and the <log> file each got all ${bytes} bytes, sha256 equal to the guest's; ${cpuNote('logged')}`,
+        details,
+      }),
+      floorRow([`${id}-log-history`], {
+        id: `floor-${backend}-log`,
+        figure: `  floor: minimal logging relay (Python: one read, a write to the log, a send), ${name}`,
+        unit: 'MB/s',
+        chardev: median(figures.teed),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('teed'),
+        note: `its log file held every byte too; ${cpuNote('teed')}`,
+        details,
+      }),
+    );
   }
   return rows;
 }
@@ -468,51 +649,46 @@ async function pingPong(ctx: Ctx, port: number, warm: number, count: number): Pr
 export async function latency(ctx: Ctx): Promise<Row[]> {
   const warm = ctx.quick ? 500 : 1000;
   const count = ctx.quick ? 5000 : 20_000;
-  const c50: number[] = [];
-  const c99: number[] = [];
-  const s50: number[] = [];
-  const s99: number[] = [];
-  const r50: number[] = [];
-  const r99: number[] = [];
+  type Side = 'chardev' | 'socat' | 'node';
+  const sides: Side[] = ['chardev', 'socat', 'node'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)' };
+  const p50: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
+  const p99: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
   for (let rep = 0; rep < ctx.reps; rep++) {
-    let c: Latency | undefined;
-    let s: Latency | undefined;
-    for (const who of rotate(['chardev', 'socat'], rep)) {
-      ctx.log(`latency: ${who}, ${count} round trips (${rep + 1}/${ctx.reps})`);
-      if (who === 'chardev') {
-        const host = new Host({ kind: 'echo', guest: ['cat'] }, { profileDir: ctx.profileDir });
-        try {
-          const ready = await host.next('ready', 30_000);
-          c = await pingPong(ctx, ready.port ?? 0, warm, count);
-          await host.finish('result');
-        } finally {
-          await host.proc.stop();
-        }
-      } else {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`latency: ${label[who]}, ${count} round trips (${rep + 1}/${ctx.reps})`);
+      let l: Latency;
+      if (who === 'socat') {
         const port = await freePort();
         const socat = new Proc('socat', 'socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'EXEC:cat']);
         try {
-          s = await pingPong(ctx, port, warm, count);
+          l = await pingPong(ctx, port, warm, count);
         } finally {
           await socat.stop();
         }
+      } else {
+        const dir = makeScratch('chardev-bench-');
+        const host = new Host(who === 'chardev' ? { kind: 'echo', guest: ['cat'] } : { kind: 'floor', backend: 'echo', guest: ['cat'], bytes: 0, dir }, { profileDir: ctx.profileDir });
+        try {
+          const ready = await host.next('ready', 30_000);
+          l = await pingPong(ctx, ready.port ?? 0, warm, count);
+          await host.finish('result');
+        } finally {
+          await host.proc.stop();
+          removeScratch(dir);
+        }
       }
+      p50[who].push(l.p50);
+      p99[who].push(l.p99);
     }
-    if (c === undefined || s === undefined) throw new BenchError('latency: a side did not run');
-    c50.push(c.p50);
-    c99.push(c.p99);
-    s50.push(s.p50);
-    s99.push(s.p99);
-    r50.push(c.p50 / s.p50);
-    r99.push(c.p99 / s.p99);
   }
-  const p50 = median(r50);
-  const p99 = median(r99);
-  const details = { warmup: warm, roundTrips: count, reps: ctx.reps, chardevP50: c50, chardevP99: c99, socatP50: s50, socatP99: s99 };
-  return [
-    { id: 'latency-p50', figure: '1-byte round trip p50, TCP, echo guest (cat)', unit: 'µs', chardev: median(c50), peer: median(s50), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p50, target: '≤ 1.1×', met: p50 <= 1.1, details },
-    { id: 'latency-p99', figure: '1-byte round trip p99, TCP, echo guest (cat)', unit: 'µs', chardev: median(c99), peer: median(s99), peerName: 'socat TCP-LISTEN EXEC:cat', ratio: p99, target: '≤ 1.3×', met: p99 <= 1.3, details },
+  const details = { warmup: warm, roundTrips: count, reps: ctx.reps, p50us: p50, p99us: p99 };
+  const peerName = 'socat TCP-LISTEN EXEC:cat';
+  const row = (q: 'p50' | 'p99', xs: Record<Side, number[]>, bound: number): Row[] => [
+    judged({ id: `latency-${q}`, figure: `1-byte round trip ${q}, TCP, echo guest (cat)`, unit: 'µs', chardev: median(xs.chardev), peer: median(xs.socat), peerName, ratio: median(ratios(xs.chardev, xs.socat)), goal: atMostRatio(bound), details }),
+    floorRow([`latency-${q}`], { id: `floor-latency-${q}-node`, figure: `  floor: bare Node socket.pipe(cat.stdin), cat.stdout.pipe(socket), ${q}`, unit: 'µs', chardev: median(xs.node), peer: median(xs.socat), peerName, ratio: median(ratios(xs.node, xs.socat)), details }),
   ];
+  return [...row('p50', p50, 1.1), ...row('p99', p99, 1.3)];
 }
 
 function procStatus(pid: number): { pssBytes: number; rssBytes: number; cpuTicks: number } {
@@ -600,7 +776,7 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
   };
   const noteProp = note !== undefined ? { note } : {};
   return [
-    {
+    judged({
       id: 'idle-memory',
       figure: `memory per idle device (${devices} UNIX servers, one process)`,
       unit: 'KiB',
@@ -608,12 +784,11 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       peer: socatKiB,
       peerName: 'socat PSS per idle relay',
       ratio: perDeviceKiB / socatKiB,
-      target: '≤ 16 KiB',
-      met: perDeviceKiB <= 16,
+      goal: atMostValue(16),
       ...noteProp,
       details,
-    },
-    {
+    }),
+    judged({
       id: 'idle-cpu',
       figure: `CPU while idle (${devices} devices; socat: all ${socatCount} relays)`,
       unit: '% of a core',
@@ -621,23 +796,46 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       peer: socatPct,
       peerName: `socat, ${socatCount} processes`,
       ratio: null,
-      target: '≈ 0 (≤ 0.5 %)',
-      met: cpuPct <= 0.5,
+      // "No measurable CPU": half a percent of a core is below what /proc's 10 ms ticks resolve over the window.
+      goal: atMostValue(0.5),
       note: `${note !== undefined ? `${note}; ` : ''}over ${(idle.idleMs / 1000).toFixed(0)} s (after ${settleMs / 1000} s to settle): event-loop thread ${idle.mainThreadMs.toFixed(1)} ms, V8/libuv helper threads ${idle.otherThreadsMs.toFixed(1)} ms`,
       details,
-    },
+    }),
   ];
+}
+
+/**
+ * The fan-out floor (RELAY_PY `fanout`): the same guest, the same reader with `live` reading
+ * clients and `stalled` that never read; every live one must get the whole stream (the
+ * first hashed, the others counted). MB/s summed over the live clients, as chardev's figure.
+ */
+async function fanOutFloor(ctx: Ctx, bytes: number, live: number, stalled: number, digest: string): Promise<number> {
+  const port = await freePort();
+  const relay = new Proc('fan-out floor', ctx.python, [ctx.relayPy, 'fanout', 'tcp', String(port), String(live), String(stalled), '--', ...guestArgv(ctx, bytes)]);
+  let reader: Proc | undefined;
+  try {
+    reader = startReader(ctx, { kind: 'tcp', address: String(port), bytes, live, stalled, hash: 'first' });
+    const out = await readerResult(reader, timeoutFor(bytes, live));
+    verify('fanout-aggregate', 'the fan-out floor, first client', out, 0, bytes, digest);
+    const short = out.bytes.filter((b) => b !== bytes).length;
+    if (short > 0) throw new LostBytesError(`fanout-aggregate: the fan-out floor: ${short} of ${live} live clients did not get all ${bytes} bytes`);
+    const total = out.bytes.reduce((a, b) => a + b, 0);
+    return mbps(total, (Math.max(...out.last) - out.first) / 1e9);
+  } finally {
+    await relay.stop();
+    await reader?.stop();
+  }
 }
 
 /**
  * Fan-out: one TCP server device, 100 reading clients and one that never reads, against the
  * same device with a single client, in the same repetition. The first client to attach (a
  * reading one) is the writer and holds the guest; the other 99 and the stalled one are
- * viewers (SPEC §4.1: bounded queues, they miss output when theirs is full).
+ * viewers (bounded queues: they miss output when theirs is full).
  *
  * Unthrottled guest: the writer must get the whole stream (hash checked); per viewer, bytes
  * received and whether it got the whole stream are reported; the figure is the sum over
- * the 100 live clients (SPEC §8: ≥ 10× one client). Guest at its own 5 MB/s: every live
+ * the 100 live clients (target: ≥ 10× one client). Guest at its own 5 MB/s: every live
  * client must get every byte, hash checked, or the measurement fails; the figure is the
  * slowest one's rate against a single client's with the same guest.
  */
@@ -647,7 +845,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   // One client alone moves far more per second than each of 100: it gets a longer stream,
   // so its start-up (a few ms of JIT and buffer warm-up) does not set its rate.
   const singleBytes = (ctx.quick ? 128 : 512) * MiB;
-  const ratedBytes = (ctx.quick ? 4 : 8) * MiB;
+  const ratedBytes = (ctx.quick ? 8 : 16) * MiB;
+  // The guest is started before the clients attach, so its first MiB (its pipe) waits and
+  // then arrives at once; the rate is taken after it, where only the guest sets the pace.
+  const ratedMark = 2 * MiB;
   const ratedMBps = GUEST_RATE / 1e6;
   const reps = Math.min(ctx.reps, 2);
   const digest = await guestDigest(ctx, bytes);
@@ -656,6 +857,8 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const singles: number[] = [];
   const aggregates: number[] = [];
   const aggRatios: number[] = [];
+  const floorAggregates: number[] = [];
+  const floorRatios: number[] = [];
   const perViewerBytes: number[][] = [];
   const perViewerSent: number[][] = [];
   const wholeStream: number[] = [];
@@ -695,20 +898,24 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     singles.push(single);
     aggregates.push(aggregate);
     aggRatios.push(aggregate / single);
+    ctx.log(`fan-out: floor (one read, one send per client), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
+    const floor = await fanOutFloor(ctx, bytes, viewers, 1, digest);
+    floorAggregates.push(floor);
+    floorRatios.push(floor / single);
 
     // The guest at its own 5 MB/s: every live client gets every byte.
     const rated = guestArgv(ctx, ratedBytes, { rate: GUEST_RATE });
     ctx.log(`fan-out: chardev, guest at ${ratedMBps} MB/s, 1 client, then ${viewers} clients + 1 stalled, ${ratedBytes / MiB} MiB (${rep + 1}/${reps})`);
-    const ratedOne = await chardevStream(ctx, 'tcp', ratedBytes, { guest: rated });
+    const ratedOne = await chardevStream(ctx, 'tcp', ratedBytes, { guest: rated, markBytes: ratedMark });
     verify('fanout-5MBps', 'chardev, single client', ratedOne.reader, 0, ratedBytes, ratedDigest);
-    const ratedMany = await chardevStream(ctx, 'tcp', ratedBytes, { live: viewers, stalled: 1, guest: rated });
+    const ratedMany = await chardevStream(ctx, 'tcp', ratedBytes, { live: viewers, stalled: 1, guest: rated, markBytes: ratedMark });
     const short = ratedMany.reader.bytes.map((_, i) => i).filter((i) => !exact(ratedMany.reader, i, ratedBytes, ratedDigest));
     if (short.length > 0) {
       const got = short.map((i) => ratedMany.reader.bytes[i] ?? 0);
       throw new LostBytesError(`fanout-5MBps: chardev, guest at ${ratedMBps} MB/s: ${short.length} of ${viewers} live clients did not get the whole stream of ${ratedBytes} bytes (got ${Math.min(...got)}–${Math.max(...got)}; clients ${short.slice(0, 10).map((i) => i + 1).join(', ')}${short.length > 10 ? ', …' : ''})`);
     }
-    const ratedRates = ratedMany.reader.bytes.map((_, i) => rate(ratedMany.reader, i));
-    const ratedSingle = rate(ratedOne.reader, 0);
+    const ratedRates = ratedMany.reader.bytes.map((_, i) => steadyRate(ratedMany.reader, i, ratedMark));
+    const ratedSingle = steadyRate(ratedOne.reader, 0, ratedMark);
     ratedSingles.push(ratedSingle);
     ratedMins.push(Math.min(...ratedRates));
     ratedRatios.push(Math.min(...ratedRates) / ratedSingle);
@@ -736,7 +943,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     connectSeconds,
   };
   return [
-    {
+    judged({
       id: 'fanout-aggregate',
       figure: `fan-out, guest unthrottled: ${viewers} live clients (1 stalled) together vs 1 client`,
       unit: 'MB/s',
@@ -744,12 +951,22 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(singles),
       peerName: 'chardev, single client (socat has no fan-out)',
       ratio: aggRatio,
-      target: '≥ 10×',
-      met: aggRatio >= 10,
+      goal: atLeastRatio(10),
       note: `the writer got all ${bytes} bytes, sha256 equal; per live client received min/median/max ${perViewerMiB(lastBytes)} of ${(bytes / MiB).toFixed(0)} MiB, ${wholeStream.join(', ')} of ${viewers} got the whole stream; viewers missed ${viewersMissed.join(', ')} bytes, the stalled one ${stalledMissed.join(', ')}; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
-    },
-    {
+    }),
+    floorRow(['fanout-aggregate'], {
+      id: 'floor-fanout',
+      figure: `  floor: minimal fan-out relay (one read, one send per live client), vs chardev's 1 client`,
+      unit: 'MB/s',
+      chardev: median(floorAggregates),
+      peer: median(singles),
+      peerName: 'chardev, single client',
+      ratio: median(floorRatios),
+      note: `every live client of the floor got all ${bytes} bytes (the first hashed); the same reader as chardev's`,
+      details: { bytes, reps, floorAggregateMBps: floorAggregates, ratios: floorRatios },
+    }),
+    judged({
       id: 'fanout-5MBps',
       figure: `fan-out, guest at ${ratedMBps} MB/s: slowest of ${viewers} live clients (1 stalled) vs 1 client`,
       unit: 'MB/s',
@@ -757,22 +974,25 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(ratedSingles),
       peerName: 'chardev, single client, same guest',
       ratio: ratedRatio,
-      target: 'every byte, ≥ 0.9×',
-      met: ratedRatio >= 0.9,
-      note: `every live client got all ${ratedBytes} bytes, sha256 equal to the guest's`,
+      // "As fast as the guest writes it": the slowest viewer keeps the pace one client gets
+      // from the same guest in the same run, within 5 % (a 5 MB/s stream lasts 1–2 s here,
+      // so a few ms of scheduling on a shared machine move the ratio by a percent or two).
+      goal: atLeastRatio(0.95, 'every byte'),
+      note: `every live client got all ${ratedBytes} bytes, sha256 equal to the guest's; rates from each client's ${ratedMark / MiB} MiB on (the guest's first MiB waits in its pipe until the clients are attached), the guest's own limit ${ratedMBps} MB/s`,
       details: { viewers, bytes: ratedBytes, sha256: ratedDigest, guestBytesPerSecond: GUEST_RATE, reps, singleMBps: ratedSingles, minViewerMBps: ratedMins, ratios: ratedRatios },
-    },
+    }),
   ];
 }
 
 /**
- * Guest output to a file: chardev's file backend (and a null device's `<log>` tee) vs
- * `sh -c 'GUEST | cat > FILE'`; every side's file must hold exactly the guest's stream.
+ * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
+ * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
+ * splice into the file); one `cat` per repetition is the peer of every side in it. Every
+ * side's file must hold exactly the guest's stream.
  */
 export async function fileWrite(ctx: Ctx): Promise<Row[]> {
   const bytes = (ctx.quick ? 128 : 1024) * MiB;
   const digest = await guestDigest(ctx, bytes);
-  const rows: Row[] = [];
   const checkFile = async (row: string, side: string, file: string): Promise<void> => {
     const size = fs.statSync(file).size;
     const hash = size === bytes ? await fileDigest(file) : '';
@@ -780,79 +1000,190 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       throw new LostBytesError(`${row}: ${side}: the file has ${size} of ${bytes} bytes${size < bytes ? ` (${bytes - size} missing)` : size > bytes ? ` (${size - bytes} extra)` : ''}; sha256 ${hash === digest ? 'equal' : hash === '' ? 'not computed' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`);
     }
   };
-  for (const backend of ['file', 'log', 'floor'] as const) {
-    const row = backend === 'floor' ? 'file' : backend;
-    const chardev: number[] = [];
-    const cat: number[] = [];
-    const ratios: number[] = [];
-    for (let rep = 0; rep < ctx.reps; rep++) {
-      let c = 0;
-      let p = 0;
-      for (const who of rotate(['chardev', 'cat'], rep)) {
-        ctx.log(`${backend === 'floor' ? 'file write, bare Node (floor)' : `${backend} write`}: ${who}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
-        const dir = makeScratch('chardev-bench-');
-        try {
-          if (who === 'chardev' && backend === 'floor') {
-            const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
-            try {
-              await host.next('ready', 30_000);
-              const written = await host.next('written', timeoutFor(bytes));
-              await host.close();
-              await checkFile(row, 'bare Node floor', path.join(dir, 'floor.out'));
-              c = mbps(bytes, written.seconds);
-            } finally {
-              await host.proc.stop();
-            }
-          } else if (who === 'chardev' && backend !== 'floor') {
-            const host = new Host({ kind: 'stream', backend, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
-            try {
-              await host.next('ready', 30_000);
-              const written = await host.next('written', timeoutFor(bytes));
-              const result = await host.finish('result');
-              await checkFile(row, `chardev ${backend}`, path.join(dir, backend === 'file' ? 'chardev.out' : 'chardev.log'));
-              if (result.dropped !== 0) throw new LostBytesError(`${row}: chardev ${backend}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
-              c = mbps(bytes, written.seconds);
-            } finally {
-              await host.proc.stop();
-            }
-          } else {
-            const file = path.join(dir, 'cat.out');
-            const t0 = process.hrtime.bigint();
-            const sh = new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`]);
-            try {
-              const exit = await sh.wait(timeoutFor(bytes), 'cat > file');
-              const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-              if (exit.code !== 0) throw new BenchError(`cat > file failed: ${sh.stderr}`);
-              await checkFile(row, 'cat > file', file);
-              p = mbps(bytes, seconds);
-            } finally {
-              await sh.stop();
-            }
+  type Side = 'file' | 'log' | 'node' | 'kernel' | 'cat';
+  const sides: Side[] = ['file', 'log', 'node', 'kernel', 'cat'];
+  const label: Record<Side, string> = { file: 'chardev file backend', log: 'chardev <log> (null device)', node: 'bare Node (floor)', kernel: 'kernel-only splice (floor)', cat: 'cat > file' };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], cat: [] };
+  // A side's own row for LostBytesError: the floors speak for the file row.
+  const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
+  for (let rep = 0; rep < ctx.reps; rep++) {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`file write: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      const dir = makeScratch('chardev-bench-');
+      try {
+        if (who === 'node') {
+          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
+          try {
+            await host.next('ready', 30_000);
+            const written = await host.next('written', timeoutFor(bytes));
+            await host.close();
+            await checkFile(rowOf(who), label[who], path.join(dir, 'floor.out'));
+            figures[who].push(mbps(bytes, written.seconds));
+          } finally {
+            await host.proc.stop();
           }
-        } finally {
-          // Removing the file at once frees its dirty pages instead of writing them back during the next run.
-          removeScratch(dir);
+        } else if (who === 'file' || who === 'log') {
+          const host = new Host({ kind: 'stream', backend: who, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
+          try {
+            await host.next('ready', 30_000);
+            const written = await host.next('written', timeoutFor(bytes));
+            const result = await host.finish('result');
+            await checkFile(who, label[who], path.join(dir, who === 'file' ? 'chardev.out' : 'chardev.log'));
+            if (result.dropped !== 0) throw new LostBytesError(`${who}: ${label[who]}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
+            figures[who].push(mbps(bytes, written.seconds));
+          } finally {
+            await host.proc.stop();
+          }
+        } else {
+          // Timed from spawning to exit: `cat`'s pipeline, and the relay (which spawns the guest) alike.
+          const file = path.join(dir, `${who}.out`);
+          const t0 = process.hrtime.bigint();
+          const proc =
+            who === 'cat'
+              ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
+              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
+          try {
+            const exit = await proc.wait(timeoutFor(bytes), label[who]);
+            const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+            if (exit.code !== 0) throw new BenchError(`${label[who]} failed: ${proc.stderr}`);
+            await checkFile(rowOf(who), label[who], file);
+            figures[who].push(mbps(bytes, seconds));
+          } finally {
+            await proc.stop();
+          }
         }
+      } finally {
+        // Removing the file at once frees its dirty pages instead of writing them back during the next run.
+        removeScratch(dir);
       }
-      chardev.push(c);
-      cat.push(p);
-      ratios.push(c / p);
     }
-    const ratio = median(ratios);
-    const floor = backend === 'floor';
-    rows.push({
-      id: backend,
-      figure: backend === 'file' ? 'file backend write throughput' : backend === 'log' ? '<log file> tee write throughput (null device)' : '  floor: bare Node fs.writeSync per chunk',
-      unit: 'MB/s',
-      chardev: median(chardev),
-      peer: median(cat),
-      peerName: 'cat > file',
-      ratio,
-      target: floor ? '(the limit for Node)' : '≥ 0.8×',
-      met: floor ? null : ratio >= 0.8,
-      ...(floor ? {} : { note: `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev and cat > file)` }),
-      details: { bytes, sha256: digest, reps: ctx.reps, chardevMBps: chardev, catMBps: cat, ratios },
-    });
   }
-  return rows;
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.cat));
+  const details = { bytes, sha256: digest, reps: ctx.reps, mbps: figures, ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])) };
+  const common = { unit: 'MB/s', peer: median(figures.cat), peerName: 'cat > file', details };
+  const lossless = `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev, cat > file and the floors)`;
+  return [
+    judged({ id: 'file', figure: 'file backend write throughput', chardev: median(figures.file), ratio: ratioTo('file'), goal: atLeastRatio(1.0), note: lossless, ...common }),
+    judged({ id: 'log', figure: '<log file> tee write throughput (null device)', chardev: median(figures.log), ratio: ratioTo('log'), goal: atLeastRatio(1.0), note: lossless, ...common }),
+    floorRow(['file', 'log'], { id: 'floor-file-node', figure: '  floor: bare Node fs.writeSync per chunk', chardev: median(figures.node), ratio: ratioTo('node'), ...common }),
+    floorRow(['file', 'log'], { id: 'floor-file-kernel', figure: '  floor: kernel-only splice to the file (Python os.splice)', chardev: median(figures.kernel), ratio: ratioTo('kernel'), ...common }),
+  ];
+}
+
+interface GuestRead {
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly first: number;
+  readonly last: number;
+}
+
+/** The input guest's result file (GUEST_PY `read`), once it is there; fails early if a process it depends on ended. */
+async function guestResult(file: string, timeoutMs: number, watch: readonly Proc[]): Promise<GuestRead> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as GuestRead;
+    for (const p of watch) {
+      const code = p.child.exitCode;
+      if (code !== null && code !== 0) throw new BenchError(`${p.name} exited ${code} before the guest had its input: ${p.stderr}`);
+    }
+    if (Date.now() > deadline) throw new BenchError(`the input guest had no result within ${timeoutMs / 1000} s`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Client → guest bulk: a client (GUEST_PY `send`) writes the stream as fast as the socket
+ * takes it into a tcp or unix server whose input goes to a guest that reads its stdin
+ * (GUEST_PY `read`: one buffer, hashed after the clock). chardev (host.ts `input`, wired as
+ * `chardev run` wires it) vs `socat -u -b 65536 TCP-LISTEN:P EXEC:guest`; floors: bare Node
+ * `socket.pipe(child.stdin)` and the kernel-only splice relay socket → pipe. The clock is the
+ * guest's own, first byte to last, the same on every side; the guest must get every byte.
+ */
+export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promise<Row[]> {
+  // Half the output rows' size keeps the full run within its few minutes; the guest's own
+  // clock (first byte to last) leaves no start-up in the figure to amortise.
+  const bytes = (ctx.quick ? 256 : 512) * MiB;
+  const id = `input-${backend}`;
+  const digest = await guestDigest(ctx, bytes);
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel';
+  const sides: Side[] = ['chardev', 'socat', 'node', 'kernel'];
+  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)' };
+  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  for (let rep = 0; rep < ctx.reps; rep++) {
+    for (const who of rotate(sides, rep)) {
+      ctx.log(`${backend} input throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      const dir = makeScratch('chardev-bench-');
+      const resultFile = path.join(dir, 'guest.json');
+      const guest = [ctx.python, ctx.guestPy, 'read', String(bytes), resultFile];
+      const procs: Proc[] = [];
+      let host: Host | undefined;
+      try {
+        let address: string;
+        let relay: Proc | undefined;
+        if (who === 'chardev' || who === 'node') {
+          host = new Host({ kind: 'input', backend, guest, dir, ...(who === 'node' ? { floor: true } : {}) }, { profileDir: ctx.profileDir });
+          const ready = await host.next('ready', 30_000);
+          address = backend === 'tcp' ? String(ready.port) : (ready.path ?? '');
+          procs.push(host.proc);
+        } else {
+          const where = await peerAddress(backend, dir, who);
+          address = where.address;
+          for (const a of guest) if (/[\s'"\\:,!]/.test(a)) throw new BenchError(`the guest's command line cannot hold '${a}' (socat EXEC: splits on spaces)`);
+          relay =
+            who === 'socat'
+              ? new Proc('socat', 'socat', ['-u', '-b', '65536', where.socat, `EXEC:${guest.join(' ')}`])
+              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'in', backend, address, '--', ...guest]);
+          procs.push(relay);
+        }
+        const sender = new Proc('input client', ctx.python, [ctx.guestPy, 'send', String(bytes), backend, address]);
+        procs.push(sender);
+        const out = await guestResult(resultFile, timeoutFor(bytes), procs);
+        if (out.bytes !== bytes || out.sha256 !== digest) {
+          throw new LostBytesError(`${id}: ${label[who]}: the guest got ${out.bytes} of ${bytes} bytes; sha256 ${out.sha256 === digest ? 'equal' : `${out.sha256.slice(0, 16)}… ≠ the stream's ${digest.slice(0, 16)}…`}`);
+        }
+        const seconds = (out.last - out.first) / 1e9;
+        figures[who].push(seconds > 0 ? mbps(bytes, seconds) : NaN);
+        if (host !== undefined) {
+          const result = await host.finish('result');
+          cpu[who].push((result.cpuUserUs + result.cpuSystemUs) / 1e6);
+        } else {
+          cpu[who].push(relay !== undefined ? cpuSecondsOf(relay) : NaN);
+        }
+      } finally {
+        await Promise.all(procs.map((p) => p.stop()));
+        removeScratch(dir);
+      }
+    }
+  }
+  const GiB = 1024 * MiB;
+  const perGiB = (xs: readonly number[]): number[] => xs.map((x) => x / (bytes / GiB));
+  const name = backend.toUpperCase();
+  const peerName = `socat ${name}-LISTEN EXEC:guest`;
+  const details = {
+    bytes,
+    sha256: digest,
+    reps: ctx.reps,
+    mbps: figures,
+    cpuSecondsPerGiB: Object.fromEntries(sides.map((side) => [side, perGiB(cpu[side])])),
+    ratiosToSocat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.socat)])),
+  };
+  const cpuText = (side: Side): string => `${median(perGiB(cpu[side])).toFixed(2)} s`;
+  const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
+  return [
+    judged({
+      id,
+      figure: `bulk client → guest (input) throughput, ${name} server`,
+      unit: 'MB/s',
+      chardev: median(figures.chardev),
+      peer: median(figures.socat),
+      peerName,
+      ratio: ratioTo('chardev'),
+      goal: atLeastRatio(1.0),
+      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
+      details,
+    }),
+    floorRow([id], { id: `floor-input-${backend}-node`, figure: `  floor: bare Node socket.pipe(child.stdin), ${name}`, unit: 'MB/s', chardev: median(figures.node), peer: median(figures.socat), peerName, ratio: ratioTo('node'), details }),
+    floorRow([id], { id: `floor-input-${backend}-kernel`, figure: `  floor: kernel-only splice relay socket → pipe, ${name}`, unit: 'MB/s', chardev: median(figures.kernel), peer: median(figures.socat), peerName, ratio: ratioTo('kernel'), details }),
+  ];
 }

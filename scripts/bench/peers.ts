@@ -18,6 +18,14 @@
  *                                     AFTER `hold` (stay silent with stdout open, so no
  *                                     side races an EOF) or `exit`
  *   guest.py sha256 BYTES             print the stream's SHA-256 (hex) without writing it
+ *   guest.py send BYTES KIND ADDR     the input figure's client: connect to a tcp port or unix
+ *                                     socket (retrying) and send BYTES of the stream as fast
+ *                                     as the socket takes them, then hold the connection open
+ *   guest.py read BYTES OUT           the input figure's guest: read BYTES from stdin into one
+ *                                     buffer, then write {"bytes", "sha256", "first", "last"}
+ *                                     (perf_counter_ns of the first and last byte) to OUT
+ *                                     (atomically, by rename), hashed after the clock stopped;
+ *                                     then read on until EOF
  *
  * The stream: 64 KiB blocks cut at pseudo-random offsets (an LCG) out of 1 MiB of seeded
  * random bytes, the last block short. Consecutive blocks differ, so a lost, repeated or
@@ -46,6 +54,48 @@ if mode == 'sha256':
         h.update(blk)
     print(h.hexdigest(), flush=True)
     sys.exit(0)
+if mode == 'send':
+    import socket
+    kind, addr = sys.argv[3], sys.argv[4]
+    fam = socket.AF_INET if kind == 'tcp' else socket.AF_UNIX
+    target = ('127.0.0.1', int(addr)) if kind == 'tcp' else addr
+    start = time.monotonic()
+    while True:
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.connect(target)
+            break
+        except OSError as e:
+            s.close()
+            if time.monotonic() - start > 10:
+                sys.stderr.write('guest.py send: cannot connect to %s %s: %s\n' % (kind, addr, e)); sys.exit(1)
+            time.sleep(0.01)
+    for blk in blocks():
+        s.sendall(blk)
+    time.sleep(600)
+    sys.exit(0)
+if mode == 'read':
+    import json
+    out = sys.argv[3]
+    whole = memoryview(bytearray(n))
+    f = os.fdopen(0, 'rb', buffering=0)
+    got = first = last = 0
+    while got < n:
+        k = f.readinto(whole[got:got + 262144])
+        if not k:
+            break
+        now = time.perf_counter_ns()
+        if first == 0:
+            first = now
+        got += k
+        last = now
+    res = {'bytes': got, 'sha256': hashlib.sha256(whole[:got]).hexdigest(), 'first': first, 'last': last}
+    with open(out + '.tmp', 'w') as o:
+        o.write(json.dumps(res))
+    os.rename(out + '.tmp', out)
+    while f.readinto(whole[:262144]):
+        pass
+    sys.exit(0)
 rate, after = float(sys.argv[3]), sys.argv[4]
 due = time.monotonic()
 for blk in blocks():
@@ -67,7 +117,7 @@ if after == 'hold':
 
 /**
  * Bulk reader. argv: KIND (tcp|unix|pty) ADDRESS (port, socket path, pty slave or link)
- * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S [HASH].
+ * BYTES (per live connection) LIVE STALLED IDLE_S DEADLINE_S [HASH [MARK]].
  *
  * Connects LIVE reading connections, then STALLED ones that never read (SO_RCVBUF 4 KiB,
  * set before connect, so they stall at once), retrying while the listener is not there
@@ -92,7 +142,9 @@ if after == 'hold':
  * in the stream and so fails the hash, as the missed output does.
  *
  * Output: {"bytes": [...], "sha256": [...], "noticeBytes": [...], "first": NS, "last": [...],
- * "connectSeconds": S}: per live connection; times in perf_counter_ns; connectSeconds from
+ * "mark": [...], "connectSeconds": S}: per live connection; times in perf_counter_ns; `mark`:
+ * when the connection had MARK bytes (argv 9, optional; 0 when not given or not reached), so a
+ * rate can leave out a head that waited in a pipe before the clients came; connectSeconds from
  * start until every connection was made.
  */
 export const READER_PY = String.raw`
@@ -101,6 +153,7 @@ kind, addr = sys.argv[1], sys.argv[2]
 want, live, stalled = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 idle_s, deadline_s = float(sys.argv[6]), float(sys.argv[7])
 hash_all = (sys.argv[8] if len(sys.argv) > 8 else 'all') == 'all'
+mark_at = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 start = time.monotonic()
 def fail(msg):
     sys.stderr.write(msg + '\n'); sys.exit(1)
@@ -129,6 +182,7 @@ buf = bytearray(256 * 1024)
 view = memoryview(buf)
 got = [0] * live
 last = [0] * live
+mark = [0] * live
 class NoHash:
     def update(self, _):
         pass
@@ -188,6 +242,8 @@ if kind == 'pty':
             first = now
         got[0] += n
         last[0] = now
+        if mark_at and not mark[0] and got[0] >= mark_at:
+            mark[0] = now
     def more():
         extra = 0
         while select.select([fd], [], [], 0.05)[0]:
@@ -218,6 +274,8 @@ elif live == 1 and stalled == 0:
             s.settimeout(idle_s)
         got[0] += n
         last[0] = now
+        if mark_at and not mark[0] and got[0] >= mark_at:
+            mark[0] = now
     def more():
         extra = 0
         s.settimeout(0.05)
@@ -274,9 +332,11 @@ else:
             sha[i].update(data)
             got[i] += len(data)
             last[i] = now
+            if mark_at and not mark[i] and got[i] >= mark_at:
+                mark[i] = now
             if got[i] >= want:
                 sel.unregister(key.fileobj); pending -= 1
-print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'noticeBytes': notice, 'first': first, 'last': last, 'connectSeconds': conn_s}), flush=True)
+print(json.dumps({'bytes': got, 'sha256': [h.hexdigest() for h in sha], 'noticeBytes': notice, 'first': first, 'last': last, 'mark': mark, 'connectSeconds': conn_s}), flush=True)
 `;
 
 /**
@@ -313,4 +373,140 @@ out.sort()
 def q(p):
     return out[min(len(out) - 1, int(p * len(out)))] / 1000
 print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 1000, 'n': len(out)}), flush=True)
+`;
+
+/**
+ * The kernel-only floor: a relay that moves the bytes with splice(2) and never copies them
+ * into user space (Python's `os.splice`, stdlib only), so it shows what this machine's
+ * kernel path can do for the same work, in the same run, with no runtime of ours in the way.
+ * It starts the guest itself, as socat's `EXEC:` does, through a pipe sized like chardev's
+ * guest pipe (1 MiB, F_SETPIPE_SZ).
+ *
+ *   relay.py out tcp|unix ADDR -- GUEST...   guest stdout → the first client (port or path)
+ *   relay.py in  tcp|unix ADDR -- GUEST...   the first client → guest stdin (input figure)
+ *   relay.py log tcp|unix ADDR LOG -- GUEST...
+ *                                            the floor of the `<log>` row: each chunk read from
+ *                                            the guest into one buffer is written to LOG, then
+ *                                            sent to the first client (Python has no tee(2))
+ *   relay.py file - PATH -- GUEST...         guest stdout → PATH; exits at the guest's EOF
+ *   relay.py pty - LINK -- GUEST...          the pty floor: a new pty (raw, no echo), its slave
+ *                                            linked at LINK as socat's `PTY,link=` does; the
+ *                                            guest's stdout read into one buffer and written
+ *                                            to the master (splice cannot write into a pty):
+ *                                            what a minimal user-space relay does
+ *   relay.py fanout tcp PORT LIVE STALLED -- GUEST...
+ *                                            the fan-out floor: LIVE + STALLED clients (in the
+ *                                            order they connect, as the reader makes them); each
+ *                                            chunk read from the guest is sent whole to every live
+ *                                            one, one after the other, none to the stalled ones.
+ *                                            The least work a fan-out can do: one read, one send
+ *                                            per client, no queues, nothing dropped
+ *
+ * Errors go to stderr, exit status 1.
+ */
+export const RELAY_PY = String.raw`
+import fcntl, os, select, socket, subprocess, sys
+PIPE_BYTES = 1 << 20
+STEP = 1 << 20
+direction, kind, addr = sys.argv[1], sys.argv[2], sys.argv[3]
+guest = sys.argv[sys.argv.index('--') + 1:]
+def sized(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as e:
+        sys.stderr.write('relay.py: F_SETPIPE_SZ: %s\n' % e)
+def pump(src, dst):
+    # Non-blocking on our ends only (a pipe's two ends are separate open files, so the guest
+    # keeps its blocking end): a blocking splice from a TCP socket waits to fill the whole
+    # request, holding back bytes that are already there. On EAGAIN, wait until the
+    # destination has room and the source has bytes, one after the other, so nothing spins.
+    os.set_blocking(src, False)
+    os.set_blocking(dst, False)
+    flags = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+    while True:
+        try:
+            if os.splice(src, dst, STEP, flags=flags) == 0:
+                return
+        except BlockingIOError:
+            select.select([], [dst], [])
+            select.select([src], [], [])
+if direction == 'file':
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    pump(p.stdout.fileno(), fd)
+    os.close(fd)
+    p.wait()
+    sys.exit(0)
+if direction == 'pty':
+    import pty, tty
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    os.symlink(os.ttyname(slave), addr)
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    src = p.stdout.fileno()
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            break
+        w = 0
+        while w < n:
+            w += os.write(master, view[w:n])
+    sys.exit(0)
+if direction == 'fanout':
+    live, stalled = int(sys.argv[4]), int(sys.argv[5])
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(('127.0.0.1', int(addr)))
+    srv.listen(128)
+    conns = [srv.accept()[0] for _ in range(live + stalled)]
+    srv.close()
+    src = p.stdout.fileno()
+    while True:
+        chunk = os.read(src, STEP)
+        if not chunk:
+            break
+        for c in conns[:live]:
+            c.sendall(chunk)
+    sys.exit(0)
+if direction in ('out', 'log'):
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+else:
+    p = subprocess.Popen(guest, stdin=subprocess.PIPE)
+    sized(p.stdin.fileno())
+if kind == 'tcp':
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(('127.0.0.1', int(addr)))
+else:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(addr)
+srv.listen(1)
+conn, _ = srv.accept()
+srv.close()
+if direction == 'out':
+    pump(p.stdout.fileno(), conn.fileno())
+elif direction == 'log':
+    log = os.open(sys.argv[4], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    src = p.stdout.fileno()
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            break
+        w = 0
+        while w < n:
+            w += os.write(log, view[w:n])
+        conn.sendall(view[:n])
+else:
+    pump(conn.fileno(), p.stdin.fileno())
+    p.stdin.close()
+    p.wait()
 `;

@@ -17,6 +17,9 @@ export class BenchError extends Error {}
 const live = new Set<Proc>();
 const scratch = new Set<string>();
 
+/** Every process group started here (each Proc leads one), so load.ts can tell the bench's CPU from other work's. */
+export const startedGroups = new Set<number>();
+
 export interface Exit {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -40,6 +43,7 @@ export class Proc {
       ...(options.env !== undefined ? { env: options.env } : {}),
     });
     live.add(this);
+    if (this.child.pid !== undefined) startedGroups.add(this.child.pid);
     this.child.stderr?.on('data', (b: Buffer) => {
       if (this.#stderr.length < 64 * 1024) this.#stderr += b.toString();
     });

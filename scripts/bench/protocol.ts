@@ -22,6 +22,10 @@ export interface StreamConfig {
   readonly clients: number;
   /** `<cd:clients max>`; above the XML's bound it is set on the loaded model (see fan-out). */
   readonly maxClients?: number;
+  /** tcp/unix: the device also has `<log file='DIR/chardev.log'/>`. */
+  readonly log?: boolean;
+  /** tcp/unix: the device also has `<cd:history size=…>`. */
+  readonly historyBytes?: number;
   /** Scratch directory for socket paths and files. */
   readonly dir: string;
 }
@@ -43,18 +47,34 @@ export interface IdleConfig {
 
 /**
  * The floor: the same guest relayed by a few lines of bare Node with no chardev code —
- * `child.stdout.pipe(socket)` for a server, `fs.writeSync` per chunk for a file — so a
- * shortfall against socat splits into what Node itself costs and what chardev adds.
+ * `child.stdout.pipe(socket)` for a server, `fs.writeSync` per chunk for a file, both pipes
+ * for the echo — so a shortfall against socat splits into what Node itself costs and what
+ * chardev adds.
  */
 export interface FloorConfig {
   readonly kind: 'floor';
-  readonly backend: 'tcp' | 'unix' | 'file';
+  /** `echo`: a TCP server whose client input goes to the guest's stdin and its stdout back (`bytes` unused). */
+  readonly backend: 'tcp' | 'unix' | 'file' | 'echo';
   readonly guest: readonly string[];
   readonly bytes: number;
   readonly dir: string;
 }
 
-export type HostConfig = StreamConfig | EchoConfig | IdleConfig | FloorConfig;
+/**
+ * Client → guest: a tcp or unix server device whose input goes to the guest's stdin, wired
+ * as `chardev run` wires it (stop taking input while the stdin pipe is full, resume on
+ * 'drain'). With `floor`, bare Node instead: `socket.pipe(child.stdin)`, no chardev code.
+ */
+export interface InputConfig {
+  readonly kind: 'input';
+  readonly backend: 'tcp' | 'unix';
+  /** The guest: reads its stdin (peers.ts GUEST_PY `read`). */
+  readonly guest: readonly string[];
+  readonly dir: string;
+  readonly floor?: boolean;
+}
+
+export type HostConfig = StreamConfig | EchoConfig | IdleConfig | FloorConfig | InputConfig;
 
 export interface ReadyMessage {
   readonly event: 'ready';

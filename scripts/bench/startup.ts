@@ -1,6 +1,6 @@
 /**
  * Start-up and idle memory of the `chardev` command as users run it (bin/chardev.js →
- * dist/, issue 15), in the same run as the other figures:
+ * dist/), in the same run as the other figures:
  *
  * - `chardev validate FILE` wall time against `node -e 0` on the same machine: both are run
  *   alternately (so a busy moment hits both), RUNS times each, and the median ratio is the
@@ -18,7 +18,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Ctx, Row } from './measurements.ts';
+import { judged, type Ctx, type Row } from './measurements.ts';
+import { atMostRatio, atMostValue } from './verdict.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'chardev.js');
@@ -138,30 +139,28 @@ export async function startupFigures(ctx: Ctx): Promise<Row[]> {
     const daemon = await idleRss([BIN, 'run', '--run-dir', runDir, '--log-dir', path.join(scratch, 'logs')], env, /guest is \/bin\/sh/);
     const bare = await idleRss(['-e', 'setInterval(() => {}, 1000)'], env, undefined);
     return [
-      {
-        id: 'startup',
+      judged({
+        id: 'startup-validate',
         figure: '`chardev validate FILE` wall time (median of runs)',
         unit: 's',
         chardev: median(validate),
         peer: median(node),
         peerName: 'node -e 0',
         ratio,
-        target: `≤ ${VALIDATE_TARGET}× node -e 0`,
-        met: ratio <= VALIDATE_TARGET,
+        goal: atMostRatio(VALIDATE_TARGET),
         details: { runs, validateSeconds: validate, nodeSeconds: node, ratios },
-      },
-      {
-        id: 'startup',
+      }),
+      judged({
+        id: 'startup-rss',
         figure: 'idle `chardev run` RSS, default domain, /bin/sh guest',
         unit: 'MB',
         chardev: daemon / MB,
         peer: bare / MB,
         peerName: 'idle node',
         ratio: daemon / bare,
-        target: `≤ ${IDLE_RSS_TARGET_MB} MB`,
-        met: daemon / MB <= IDLE_RSS_TARGET_MB,
+        goal: atMostValue(IDLE_RSS_TARGET_MB),
         details: { rssBytes: daemon, idleNodeRssBytes: bare, settleMs: SETTLE_MS },
-      },
+      }),
     ];
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
