@@ -26,6 +26,10 @@ export function atMostRatio(bound: number, also?: string): Target {
   return { on: 'ratio', op: '<=', bound, ...(also !== undefined ? { also } : {}) };
 }
 
+export function atLeastValue(bound: number, unit?: string): Target {
+  return { on: 'value', op: '>=', bound, ...(unit !== undefined ? { unit } : {}) };
+}
+
 export function atMostValue(bound: number, unit?: string): Target {
   return { on: 'value', op: '<=', bound, ...(unit !== undefined ? { unit } : {}) };
 }
