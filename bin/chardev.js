@@ -29,7 +29,11 @@ async function load() {
     const { register } = await import('tsx/esm/api');
     register();
   } catch {
-    process.stderr.write(existsSync(built) ? 'chardev: src/ is newer than dist/ and tsx is not installed: run npm run build\n' : 'chardev: dist/ is missing: run npm run build (npm ci does it)\n');
+    process.stderr.write(
+      existsSync(built)
+        ? 'chardev: src/ is newer than dist/ and tsx is not installed: run npm run build\n'
+        : 'chardev: dist/ is missing: run npm run build (npm ci does it)\n',
+    );
     process.exit(1);
   }
   return import(pathToFileURL(join(src, 'cli', 'main.ts')).href);

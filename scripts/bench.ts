@@ -39,7 +39,11 @@ import type { BenchReport, Machine, RunError, Versions } from './bench/report.ts
 import { startupFigures } from './bench/startup.ts';
 import { daemonFigures } from './bench/daemon.ts';
 
-register({ id: 'bulk-tcp', about: 'guest → client through a TCP server; CPU per GiB; the same with <log> and <cd:history>; floors', run: (ctx) => throughput(ctx, 'tcp') });
+register({
+  id: 'bulk-tcp',
+  about: 'guest → client through a TCP server; CPU per GiB; the same with <log> and <cd:history>; floors',
+  run: (ctx) => throughput(ctx, 'tcp'),
+});
 register({ id: 'bulk-unix', about: 'guest → client through a UNIX server; CPU per GiB; floors', run: (ctx) => throughput(ctx, 'unix') });
 register({ id: 'input-tcp', about: 'client → guest through a TCP server; floors', run: (ctx) => inputThroughput(ctx, 'tcp') });
 register({ id: 'latency', about: '1-byte round trips through an echo guest', run: (ctx) => latency(ctx) });
@@ -48,7 +52,11 @@ register({ id: 'idle', about: '10,000 idle devices: memory and CPU', run: (ctx) 
 register({ id: 'fanout', about: '100 viewers, one stalled: unthrottled and at 5 MB/s', run: (ctx) => fanOut(ctx) });
 register({ id: 'file', about: 'file backend and <log> tee vs cat > file; floors', run: (ctx) => fileWrite(ctx) });
 register({ id: 'startup', about: 'chardev validate vs node -e 0; idle chardev run RSS', run: (ctx) => startupFigures(ctx) });
-register({ id: 'daemon', about: '100 domains × 4 devices in one daemon: memory, adding a domain, idle CPU, restart under load', run: (ctx) => daemonFigures(ctx) });
+register({
+  id: 'daemon',
+  about: '100 domains × 4 devices in one daemon: memory, adding a domain, idle CPU, restart under load',
+  run: (ctx) => daemonFigures(ctx),
+});
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PAGE = 'docs/performance.md';
@@ -83,7 +91,10 @@ function parseArgs(argv: readonly string[]): Options {
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = true;
     else if (a === '--only') {
-      const ids = value().split(',').map((s) => s.trim()).filter((s) => s !== '');
+      const ids = value()
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
       for (const id of ids) if (!all.includes(id)) throw new BenchError(`unknown measurement '${id}' (known: ${all.join(', ')})`);
       o.only = new Set(ids);
     } else if (a === '--reps') {
@@ -153,12 +164,16 @@ async function main(): Promise<number> {
   // The peer must be there: the figures are ratios to it, measured in the same run.
   const socatV = commandOutput('socat', ['-V']);
   if (socatV === undefined) {
-    process.stderr.write('bench: socat is not installed; the benchmark compares chardev with socat in the same run.\n  Install it (Debian: apt-get install socat) and run again.\n');
+    process.stderr.write(
+      'bench: socat is not installed; the benchmark compares chardev with socat in the same run.\n  Install it (Debian: apt-get install socat) and run again.\n',
+    );
     return 1;
   }
   const python = resolvePython();
   if (python === undefined) {
-    process.stderr.write('bench: python3 is not installed; the readers and the ping-pong client are Python (stdlib only).\n  Install it (Debian: apt-get install python3) and run again.\n');
+    process.stderr.write(
+      'bench: python3 is not installed; the readers and the ping-pong client are Python (stdlib only).\n  Install it (Debian: apt-get install python3) and run again.\n',
+    );
     return 1;
   }
   if (opts.profileDir !== undefined) fs.mkdirSync(opts.profileDir, { recursive: true });
@@ -185,7 +200,9 @@ async function main(): Promise<number> {
   fs.writeFileSync(relayPy, RELAY_PY);
 
   const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestPy, relayPy, profileDir: opts.profileDir, log };
-  log(`${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`);
+  log(
+    `${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`,
+  );
 
   const group = ownGroup();
   const others = watchOtherCpu((pgrp) => pgrp === group || startedGroups.has(pgrp));
@@ -211,7 +228,17 @@ async function main(): Promise<number> {
   }
   const seconds = (performance.now() - started) / 1000;
   const command = ['npm run bench --', ...process.argv.slice(2).filter((a) => a !== '--json' && a !== '--write-docs')].join(' ').replace(/ --$/, '');
-  const report: BenchReport = { mode: opts.quick ? 'quick' : 'full', reps: ctx.reps, date, command, seconds, versions, machine: machine(loadBefore, load(), others.stop()), rows, errors };
+  const report: BenchReport = {
+    mode: opts.quick ? 'quick' : 'full',
+    reps: ctx.reps,
+    date,
+    command,
+    seconds,
+    versions,
+    machine: machine(loadBefore, load(), others.stop()),
+    rows,
+    errors,
+  };
 
   process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : terminalText(report));
   if (opts.writeDocs) writeDocs(report, log);

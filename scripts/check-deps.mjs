@@ -17,7 +17,22 @@ import { fileURLToPath } from 'node:url';
 
 const rootArg = process.argv.indexOf('--root');
 const root = rootArg > 0 ? path.resolve(process.argv[rootArg + 1]) : path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'src');
-const RANK = { errors: 0, version: 0, platform: 0, protocols: 0, config: 1, core: 2, backends: 3, control: 4, web: 4, qemu: 4, daemon: 4, cli: 5, index: 6, testing: 6 };
+const RANK = {
+  errors: 0,
+  version: 0,
+  platform: 0,
+  protocols: 0,
+  config: 1,
+  core: 2,
+  backends: 3,
+  control: 4,
+  web: 4,
+  qemu: 4,
+  daemon: 4,
+  cli: 5,
+  index: 6,
+  testing: 6,
+};
 
 function layerOf(file) {
   const rel = path.relative(root, file).split(path.sep);
@@ -39,7 +54,10 @@ for (const file of files) {
   const text = fs.readFileSync(file, 'utf8');
   const targets = new Set();
   for (const m of text.matchAll(SPECIFIER)) targets.add(path.resolve(path.dirname(file), m[1] ?? m[2]));
-  graph.set(file, [...targets].filter((t) => graph.has(t) || files.includes(t)));
+  graph.set(
+    file,
+    [...targets].filter((t) => graph.has(t) || files.includes(t)),
+  );
 }
 
 const rel = (f) => path.relative(path.dirname(root), f);
@@ -85,7 +103,7 @@ function visit(v) {
 for (const f of files) if (!index.has(f)) visit(f);
 
 if (process.argv.includes('--json')) {
-  process.stdout.write(JSON.stringify({ modules: files.length, upward, cycles }, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify({ modules: files.length, upward, cycles }, null, 2)}\n`);
 } else {
   for (const u of upward) process.stdout.write(`upward import: ${u}\n`);
   for (const c of cycles) process.stdout.write(`import cycle: ${c}\n`);

@@ -70,12 +70,7 @@ export class ConfigError extends ChardevError {
   readonly libvirtClass: LibvirtErrorClass;
   readonly location: ConfigLocation;
 
-  constructor(
-    code: ConfigErrorCode,
-    libvirtClass: LibvirtErrorClass,
-    detail: string,
-    location: ConfigLocation,
-  ) {
+  constructor(code: ConfigErrorCode, libvirtClass: LibvirtErrorClass, detail: string, location: ConfigLocation) {
     super(code, formatConfigMessage(detail, location));
     this.name = 'ConfigError';
     this.detail = detail;

@@ -150,7 +150,10 @@ export async function daemonFigures(ctx: Ctx): Promise<Row[]> {
     try {
       for (let n = 0; n < DOMAINS; n++) {
         const t0 = performance.now();
-        const r = (await qmp.execute('x-domain-start', { xml: domainXml(scratch, n), qemu: { argv: [STANDIN_QEMU] } }, 30000)) as { 'qemu-pid': number; lines: string[] };
+        const r = (await qmp.execute('x-domain-start', { xml: domainXml(scratch, n), qemu: { argv: [STANDIN_QEMU] } }, 30000)) as {
+          'qemu-pid': number;
+          lines: string[];
+        };
         addMs.push(performance.now() - t0);
         const g = hub.guests.find((x) => x.pid === r['qemu-pid']);
         if (g === undefined) throw new Error(`daemon: no stand-in for vm${n}`);
@@ -213,15 +216,23 @@ export async function daemonFigures(ctx: Ctx): Promise<Row[]> {
       if (now.startsWith(before) && now.slice(before.length).includes(`vm${n} line ${mark + 1}\n`)) continued++;
     }
     const rss2 = rssBytes(d1.child.pid as number);
-    ctx.log(`daemon: restart: slowest console back ${slowest.toFixed(2)} s after the new daemon started (${((gapStart - sigterm) / 1000).toFixed(2)} s for the old one to stop), ${lost} guests lost, ${continued}/${DOMAINS} logs continued; RSS after ${(rss2 / 1e6).toFixed(1)} MB`);
+    ctx.log(
+      `daemon: restart: slowest console back ${slowest.toFixed(2)} s after the new daemon started (${((gapStart - sigterm) / 1000).toFixed(2)} s for the old one to stop), ${lost} guests lost, ${continued}/${DOMAINS} logs continued; RSS after ${(rss2 / 1e6).toFixed(1)} MB`,
+    );
     // Targets as data: the verdicts are computed from the figures (verdict.ts), as for every row.
     const row = (figure: string, unit: string, value: number, goal: Target, details?: unknown): Row =>
       judged({ id: 'daemon', figure, unit, chardev: value, peer: null, peerName: '', ratio: null, goal, ...(details !== undefined ? { details } : {}) });
     return [
-      row(`daemon RSS, ${DOMAINS} domains × 4 devices (stand-in guests)`, 'MB', rss / 1e6, atMostValue(RSS_TARGET_MB), { rssBytes: rss, afterRestartRssBytes: rss2 }),
+      row(`daemon RSS, ${DOMAINS} domains × 4 devices (stand-in guests)`, 'MB', rss / 1e6, atMostValue(RSS_TARGET_MB), {
+        rssBytes: rss,
+        afterRestartRssBytes: rss2,
+      }),
       row('daemon: add one domain (x-domain-start, median)', 'ms', median(addMs), atMostValue(ADD_TARGET_MS), { addMs, maxMs: Math.max(...addMs) }),
       row(`daemon idle CPU (${DOMAINS} domains, ${idleS} s)`, '%', idleCpu, atMostValue(IDLE_CPU_TARGET)),
-      row('daemon restart under load: slowest console back', 's', slowest, atMostValue(BACK_TARGET_S), { backSeconds: backS, oldDaemonStopSeconds: (gapStart - sigterm) / 1000 }),
+      row('daemon restart under load: slowest console back', 's', slowest, atMostValue(BACK_TARGET_S), {
+        backSeconds: backS,
+        oldDaemonStopSeconds: (gapStart - sigterm) / 1000,
+      }),
       row('daemon restart under load: guests lost', 'guests', lost, atMostValue(0)),
       row('daemon restart under load: <log>s continued', 'logs', continued, atLeastValue(DOMAINS)),
     ];

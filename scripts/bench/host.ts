@@ -20,7 +20,17 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { GuestOutput, guestPipe, hostDevices, loadDomain, open, startDataPlane, tuneAllocatorForStreaming, type Chardev, type Domain } from '../../src/index.ts';
+import {
+  GuestOutput,
+  guestPipe,
+  hostDevices,
+  loadDomain,
+  open,
+  startDataPlane,
+  tuneAllocatorForStreaming,
+  type Chardev,
+  type Domain,
+} from '../../src/index.ts';
 import { fdLimits } from './procs.ts';
 import type { ClientFigures, EchoConfig, FloorConfig, HostConfig, HostMessage, IdleConfig, InputConfig, StreamConfig } from './protocol.ts';
 
@@ -286,7 +296,17 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
     send({ event: 'ready', ...(typeof address === 'object' && address !== null ? { port: address.port } : { path: sockPath }) });
   }
   onStop(() => {
-    send({ event: 'result', bytesFromGuest: written, dropped: 0, clients: [], cpuUserUs: 0, cpuSystemUs: 0, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
+    send({
+      event: 'result',
+      bytesFromGuest: written,
+      dropped: 0,
+      clients: [],
+      cpuUserUs: 0,
+      cpuSystemUs: 0,
+      rssBytes: process.memoryUsage().rss,
+      peakRssBytes: peakRss(),
+      minorFaults: 0,
+    });
     void finish(0);
   });
 }
@@ -317,12 +337,25 @@ async function runInput(cfg: InputConfig): Promise<void> {
     const cpu0 = process.cpuUsage();
     onStop(() => {
       const cpu = process.cpuUsage(cpu0);
-      send({ event: 'result', bytesFromGuest: 0, dropped: 0, clients: [], cpuUserUs: cpu.user, cpuSystemUs: cpu.system, rssBytes: process.memoryUsage().rss, peakRssBytes: peakRss(), minorFaults: 0 });
+      send({
+        event: 'result',
+        bytesFromGuest: 0,
+        dropped: 0,
+        clients: [],
+        cpuUserUs: cpu.user,
+        cpuSystemUs: cpu.system,
+        rssBytes: process.memoryUsage().rss,
+        peakRssBytes: peakRss(),
+        minorFaults: 0,
+      });
       void finish(0);
     });
     return;
   }
-  const device = cfg.backend === 'tcp' ? `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>` : `<serial type='unix'><source mode='bind' path='${sockPath}'/><target port='0'/></serial>`;
+  const device =
+    cfg.backend === 'tcp'
+      ? `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>`
+      : `<serial type='unix'><source mode='bind' path='${sockPath}'/><target port='0'/></serial>`;
   domain = await open(domainXml(device));
   const dev = domain.device('serial0');
   const clients = trackClients(dev);

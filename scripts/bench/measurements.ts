@@ -218,7 +218,18 @@ interface ReaderArgs {
 
 function startReader(ctx: Ctx, a: ReaderArgs): Proc {
   const idle = ctx.quick ? 2 : 3;
-  return new Proc('reader', ctx.python, [ctx.readerPy, a.kind, a.address, String(a.bytes), String(a.live), String(a.stalled), String(idle), '30', a.hash ?? 'all', String(a.markBytes ?? 0)]);
+  return new Proc('reader', ctx.python, [
+    ctx.readerPy,
+    a.kind,
+    a.address,
+    String(a.bytes),
+    String(a.live),
+    String(a.stalled),
+    String(idle),
+    '30',
+    a.hash ?? 'all',
+    String(a.markBytes ?? 0),
+  ]);
 }
 
 async function readerResult(reader: Proc, timeoutMs: number): Promise<ReaderOut> {
@@ -241,8 +252,11 @@ function verify(row: string, side: string, out: ReaderOut, i: number, bytes: num
   if (exact(out, i, bytes, digest)) return;
   const got = out.bytes[i] ?? 0;
   const hash = out.sha256[i] ?? '';
-  const what = got !== bytes ? `got ${got} of ${bytes} bytes (${got < bytes ? `${bytes - got} missing` : `${got - bytes} extra`})` : `got ${got} of ${bytes} bytes`;
-  throw new LostBytesError(`${row}: ${side}: the reader ${what}; sha256 ${hash === digest ? 'equal' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`);
+  const what =
+    got !== bytes ? `got ${got} of ${bytes} bytes (${got < bytes ? `${bytes - got} missing` : `${got - bytes} extra`})` : `got ${got} of ${bytes} bytes`;
+  throw new LostBytesError(
+    `${row}: ${side}: the reader ${what}; sha256 ${hash === digest ? 'equal' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`,
+  );
 }
 
 /** MB/s (10^6 bytes per second) of connection i, from the first byte on any connection. */
@@ -378,7 +392,12 @@ type Peer = 'socat' | 'kernel' | 'teed';
  * kernel-only floor (`relay.py out`). CPU: the relay's own, not its guest's, read while it
  * is still running.
  */
-async function peerStream(ctx: Ctx, peer: Peer, backend: 'tcp' | 'unix' | 'pty', bytes: number): Promise<{ reader: ReaderOut; cpuSeconds: number; logFile?: { size: number; sha256: string } }> {
+async function peerStream(
+  ctx: Ctx,
+  peer: Peer,
+  backend: 'tcp' | 'unix' | 'pty',
+  bytes: number,
+): Promise<{ reader: ReaderOut; cpuSeconds: number; logFile?: { size: number; sha256: string } }> {
   const dir = makeScratch('chardev-bench-');
   const where = await peerAddress(backend, dir, peer);
   const logPath = path.join(dir, 'floor.log');
@@ -388,8 +407,8 @@ async function peerStream(ctx: Ctx, peer: Peer, backend: 'tcp' | 'unix' | 'pty',
       : peer === 'teed'
         ? new Proc('minimal logging relay', ctx.python, [ctx.relayPy, 'log', backend, where.address, logPath, '--', ...guestArgv(ctx, bytes)])
         : backend === 'pty'
-        ? new Proc('minimal pty relay', ctx.python, [ctx.relayPy, 'pty', '-', where.address, '--', ...guestArgv(ctx, bytes)])
-        : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
+          ? new Proc('minimal pty relay', ctx.python, [ctx.relayPy, 'pty', '-', where.address, '--', ...guestArgv(ctx, bytes)])
+          : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
   let reader: Proc | undefined;
   try {
     reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
@@ -442,7 +461,12 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
   type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed';
-  const sides: Side[] = backend === 'pty' ? ['chardev', 'socat', 'kernel'] : backend === 'tcp' ? ['chardev', 'socat', 'node', 'kernel', 'logged', 'teed'] : ['chardev', 'socat', 'node', 'kernel'];
+  const sides: Side[] =
+    backend === 'pty'
+      ? ['chardev', 'socat', 'kernel']
+      : backend === 'tcp'
+        ? ['chardev', 'socat', 'node', 'kernel', 'logged', 'teed']
+        : ['chardev', 'socat', 'node', 'kernel'];
   const label: Record<Side, string> = {
     chardev: 'chardev',
     socat: 'socat',
@@ -466,9 +490,12 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         const rowId = who === 'logged' ? `${id}-log-history` : id;
         const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged' });
         verify(rowId, label[who], run.reader, 0, bytes, digest);
-        if (run.dropped !== 0) throw new LostBytesError(`${rowId}: ${label[who]}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
+        if (run.dropped !== 0)
+          throw new LostBytesError(`${rowId}: ${label[who]}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
         if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
-          throw new LostBytesError(`${rowId}: ${label[who]}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : 'differs from the guest\'s'}`);
+          throw new LostBytesError(
+            `${rowId}: ${label[who]}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+          );
         }
         got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
         if (who === 'chardev') {
@@ -482,7 +509,9 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         const run = await peerStream(ctx, who, backend, bytes);
         verify(id, label[who], run.reader, 0, bytes, digest);
         if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
-          throw new LostBytesError(`${id}-log-history: ${label[who]}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : 'differs from the guest\'s'}`);
+          throw new LostBytesError(
+            `${id}-log-history: ${label[who]}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+          );
         }
         got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
       } else if (backend !== 'pty') {
@@ -516,7 +545,8 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     guestWaits,
     splicedBytes: spliced,
   };
-  const cpuNote = (side: Side): string => `CPU per GiB: ${label[side]} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
+  const cpuNote = (side: Side): string =>
+    `CPU per GiB: ${label[side]} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
   const splicedNote = backend === 'pty' ? '' : `; ${relayed > 0 ? Math.round((spliced / relayed) * 100) : 0} % of chardev's bytes moved by splice`;
   const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
   // The log-and-history row has a floor of its own that also writes the log (the others do less work).
@@ -668,7 +698,9 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
         }
       } else {
         const dir = makeScratch('chardev-bench-');
-        const host = new Host(who === 'chardev' ? { kind: 'echo', guest: ['cat'] } : { kind: 'floor', backend: 'echo', guest: ['cat'], bytes: 0, dir }, { profileDir: ctx.profileDir });
+        const host = new Host(who === 'chardev' ? { kind: 'echo', guest: ['cat'] } : { kind: 'floor', backend: 'echo', guest: ['cat'], bytes: 0, dir }, {
+          profileDir: ctx.profileDir,
+        });
         try {
           const ready = await host.next('ready', 30_000);
           l = await pingPong(ctx, ready.port ?? 0, warm, count);
@@ -685,8 +717,27 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
   const details = { warmup: warm, roundTrips: count, reps: ctx.reps, p50us: p50, p99us: p99 };
   const peerName = 'socat TCP-LISTEN EXEC:cat';
   const row = (q: 'p50' | 'p99', xs: Record<Side, number[]>, bound: number): Row[] => [
-    judged({ id: `latency-${q}`, figure: `1-byte round trip ${q}, TCP, echo guest (cat)`, unit: 'µs', chardev: median(xs.chardev), peer: median(xs.socat), peerName, ratio: median(ratios(xs.chardev, xs.socat)), goal: atMostRatio(bound), details }),
-    floorRow([`latency-${q}`], { id: `floor-latency-${q}-node`, figure: `  floor: bare Node socket.pipe(cat.stdin), cat.stdout.pipe(socket), ${q}`, unit: 'µs', chardev: median(xs.node), peer: median(xs.socat), peerName, ratio: median(ratios(xs.node, xs.socat)), details }),
+    judged({
+      id: `latency-${q}`,
+      figure: `1-byte round trip ${q}, TCP, echo guest (cat)`,
+      unit: 'µs',
+      chardev: median(xs.chardev),
+      peer: median(xs.socat),
+      peerName,
+      ratio: median(ratios(xs.chardev, xs.socat)),
+      goal: atMostRatio(bound),
+      details,
+    }),
+    floorRow([`latency-${q}`], {
+      id: `floor-latency-${q}-node`,
+      figure: `  floor: bare Node socket.pipe(cat.stdin), cat.stdout.pipe(socket), ${q}`,
+      unit: 'µs',
+      chardev: median(xs.node),
+      peer: median(xs.socat),
+      peerName,
+      ratio: median(ratios(xs.node, xs.socat)),
+      details,
+    }),
   ];
   return [...row('p50', p50, 1.1), ...row('p99', p99, 1.3)];
 }
@@ -758,7 +809,7 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
   const perDeviceKiB = (idle.rssAfterBytes - idle.rssBeforeBytes) / devices / 1024;
   const socatKiB = median(pss) / 1024;
   const cpuPct = (idle.idleCpuUs / 1000 / idle.idleMs) * 100;
-  const socatPct = ((socatCpuTicks / CLK_TCK) * 1000 / socatIdleMs) * 100;
+  const socatPct = (((socatCpuTicks / CLK_TCK) * 1000) / socatIdleMs) * 100;
   const details = {
     devices,
     startMs: Math.round(idle.startMs),
@@ -811,7 +862,16 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
  */
 async function fanOutFloor(ctx: Ctx, bytes: number, live: number, stalled: number, digest: string): Promise<number> {
   const port = await freePort();
-  const relay = new Proc('fan-out floor', ctx.python, [ctx.relayPy, 'fanout', 'tcp', String(port), String(live), String(stalled), '--', ...guestArgv(ctx, bytes)]);
+  const relay = new Proc('fan-out floor', ctx.python, [
+    ctx.relayPy,
+    'fanout',
+    'tcp',
+    String(port),
+    String(live),
+    String(stalled),
+    '--',
+    ...guestArgv(ctx, bytes),
+  ]);
   let reader: Proc | undefined;
   try {
     reader = startReader(ctx, { kind: 'tcp', address: String(port), bytes, live, stalled, hash: 'first' });
@@ -881,7 +941,8 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     const many = await chardevStream(ctx, 'tcp', bytes, { live: viewers, stalled: 1, hash: 'first' });
     // The first to attach is the writer: QEMU's one client, lossless.
     verify('fanout-aggregate', `chardev, the writer (first of ${viewers} clients)`, many.reader, 0, bytes, digest);
-    if ((many.clients[0]?.bytesMissed ?? 0) !== 0) throw new LostBytesError(`fanout-aggregate: chardev counted ${many.clients[0]?.bytesMissed} bytes missed by the writer client`);
+    if ((many.clients[0]?.bytesMissed ?? 0) !== 0)
+      throw new LostBytesError(`fanout-aggregate: chardev counted ${many.clients[0]?.bytesMissed} bytes missed by the writer client`);
     perViewerBytes.push(many.reader.bytes);
     // What the hub handed each client's socket (guest bytes; what the reader counted also holds chardev's inline notices).
     perViewerSent.push(many.clients.map((c) => c.bytesSent));
@@ -912,7 +973,12 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     const short = ratedMany.reader.bytes.map((_, i) => i).filter((i) => !exact(ratedMany.reader, i, ratedBytes, ratedDigest));
     if (short.length > 0) {
       const got = short.map((i) => ratedMany.reader.bytes[i] ?? 0);
-      throw new LostBytesError(`fanout-5MBps: chardev, guest at ${ratedMBps} MB/s: ${short.length} of ${viewers} live clients did not get the whole stream of ${ratedBytes} bytes (got ${Math.min(...got)}–${Math.max(...got)}; clients ${short.slice(0, 10).map((i) => i + 1).join(', ')}${short.length > 10 ? ', …' : ''})`);
+      throw new LostBytesError(
+        `fanout-5MBps: chardev, guest at ${ratedMBps} MB/s: ${short.length} of ${viewers} live clients did not get the whole stream of ${ratedBytes} bytes (got ${Math.min(...got)}–${Math.max(...got)}; clients ${short
+          .slice(0, 10)
+          .map((i) => i + 1)
+          .join(', ')}${short.length > 10 ? ', …' : ''})`,
+      );
     }
     const ratedRates = ratedMany.reader.bytes.map((_, i) => steadyRate(ratedMany.reader, i, ratedMark));
     const ratedSingle = steadyRate(ratedOne.reader, 0, ratedMark);
@@ -923,7 +989,8 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const aggRatio = median(aggRatios);
   const ratedRatio = median(ratedRatios);
   const lastBytes = perViewerBytes[perViewerBytes.length - 1] ?? [];
-  const perViewerMiB = (xs: readonly number[]): string => `${(Math.min(...xs) / MiB).toFixed(1)} / ${(median(xs) / MiB).toFixed(1)} / ${(Math.max(...xs) / MiB).toFixed(1)} MiB`;
+  const perViewerMiB = (xs: readonly number[]): string =>
+    `${(Math.min(...xs) / MiB).toFixed(1)} / ${(median(xs) / MiB).toFixed(1)} / ${(Math.max(...xs) / MiB).toFixed(1)} MiB`;
   const details = {
     viewers,
     stalled: 1,
@@ -979,7 +1046,16 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       // so a few ms of scheduling on a shared machine move the ratio by a percent or two).
       goal: atLeastRatio(0.95, 'every byte'),
       note: `every live client got all ${ratedBytes} bytes, sha256 equal to the guest's; rates from each client's ${ratedMark / MiB} MiB on (the guest's first MiB waits in its pipe until the clients are attached), the guest's own limit ${ratedMBps} MB/s`,
-      details: { viewers, bytes: ratedBytes, sha256: ratedDigest, guestBytesPerSecond: GUEST_RATE, reps, singleMBps: ratedSingles, minViewerMBps: ratedMins, ratios: ratedRatios },
+      details: {
+        viewers,
+        bytes: ratedBytes,
+        sha256: ratedDigest,
+        guestBytesPerSecond: GUEST_RATE,
+        reps,
+        singleMBps: ratedSingles,
+        minViewerMBps: ratedMins,
+        ratios: ratedRatios,
+      },
     }),
   ];
 }
@@ -997,12 +1073,20 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     const size = fs.statSync(file).size;
     const hash = size === bytes ? await fileDigest(file) : '';
     if (size !== bytes || hash !== digest) {
-      throw new LostBytesError(`${row}: ${side}: the file has ${size} of ${bytes} bytes${size < bytes ? ` (${bytes - size} missing)` : size > bytes ? ` (${size - bytes} extra)` : ''}; sha256 ${hash === digest ? 'equal' : hash === '' ? 'not computed' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`);
+      throw new LostBytesError(
+        `${row}: ${side}: the file has ${size} of ${bytes} bytes${size < bytes ? ` (${bytes - size} missing)` : size > bytes ? ` (${size - bytes} extra)` : ''}; sha256 ${hash === digest ? 'equal' : hash === '' ? 'not computed' : `${hash.slice(0, 16)}… ≠ guest's ${digest.slice(0, 16)}…`}`,
+      );
     }
   };
   type Side = 'file' | 'log' | 'node' | 'kernel' | 'cat';
   const sides: Side[] = ['file', 'log', 'node', 'kernel', 'cat'];
-  const label: Record<Side, string> = { file: 'chardev file backend', log: 'chardev <log> (null device)', node: 'bare Node (floor)', kernel: 'kernel-only splice (floor)', cat: 'cat > file' };
+  const label: Record<Side, string> = {
+    file: 'chardev file backend',
+    log: 'chardev <log> (null device)',
+    node: 'bare Node (floor)',
+    kernel: 'kernel-only splice (floor)',
+    cat: 'cat > file',
+  };
   const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], cat: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
@@ -1059,14 +1143,48 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     }
   }
   const ratioTo = (side: Side): number => median(ratios(figures[side], figures.cat));
-  const details = { bytes, sha256: digest, reps: ctx.reps, mbps: figures, ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])) };
+  const details = {
+    bytes,
+    sha256: digest,
+    reps: ctx.reps,
+    mbps: figures,
+    ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])),
+  };
   const common = { unit: 'MB/s', peer: median(figures.cat), peerName: 'cat > file', details };
   const lossless = `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev, cat > file and the floors)`;
   return [
-    judged({ id: 'file', figure: 'file backend write throughput', chardev: median(figures.file), ratio: ratioTo('file'), goal: atLeastRatio(1.0), note: lossless, ...common }),
-    judged({ id: 'log', figure: '<log file> tee write throughput (null device)', chardev: median(figures.log), ratio: ratioTo('log'), goal: atLeastRatio(1.0), note: lossless, ...common }),
-    floorRow(['file', 'log'], { id: 'floor-file-node', figure: '  floor: bare Node fs.writeSync per chunk', chardev: median(figures.node), ratio: ratioTo('node'), ...common }),
-    floorRow(['file', 'log'], { id: 'floor-file-kernel', figure: '  floor: kernel-only splice to the file (Python os.splice)', chardev: median(figures.kernel), ratio: ratioTo('kernel'), ...common }),
+    judged({
+      id: 'file',
+      figure: 'file backend write throughput',
+      chardev: median(figures.file),
+      ratio: ratioTo('file'),
+      goal: atLeastRatio(1.0),
+      note: lossless,
+      ...common,
+    }),
+    judged({
+      id: 'log',
+      figure: '<log file> tee write throughput (null device)',
+      chardev: median(figures.log),
+      ratio: ratioTo('log'),
+      goal: atLeastRatio(1.0),
+      note: lossless,
+      ...common,
+    }),
+    floorRow(['file', 'log'], {
+      id: 'floor-file-node',
+      figure: '  floor: bare Node fs.writeSync per chunk',
+      chardev: median(figures.node),
+      ratio: ratioTo('node'),
+      ...common,
+    }),
+    floorRow(['file', 'log'], {
+      id: 'floor-file-kernel',
+      figure: '  floor: kernel-only splice to the file (Python os.splice)',
+      chardev: median(figures.kernel),
+      ratio: ratioTo('kernel'),
+      ...common,
+    }),
   ];
 }
 
@@ -1140,7 +1258,9 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
         procs.push(sender);
         const out = await guestResult(resultFile, timeoutFor(bytes), procs);
         if (out.bytes !== bytes || out.sha256 !== digest) {
-          throw new LostBytesError(`${id}: ${label[who]}: the guest got ${out.bytes} of ${bytes} bytes; sha256 ${out.sha256 === digest ? 'equal' : `${out.sha256.slice(0, 16)}… ≠ the stream's ${digest.slice(0, 16)}…`}`);
+          throw new LostBytesError(
+            `${id}: ${label[who]}: the guest got ${out.bytes} of ${bytes} bytes; sha256 ${out.sha256 === digest ? 'equal' : `${out.sha256.slice(0, 16)}… ≠ the stream's ${digest.slice(0, 16)}…`}`,
+          );
         }
         const seconds = (out.last - out.first) / 1e9;
         figures[who].push(seconds > 0 ? mbps(bytes, seconds) : NaN);
@@ -1183,7 +1303,25 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
       note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
       details,
     }),
-    floorRow([id], { id: `floor-input-${backend}-node`, figure: `  floor: bare Node socket.pipe(child.stdin), ${name}`, unit: 'MB/s', chardev: median(figures.node), peer: median(figures.socat), peerName, ratio: ratioTo('node'), details }),
-    floorRow([id], { id: `floor-input-${backend}-kernel`, figure: `  floor: kernel-only splice relay socket → pipe, ${name}`, unit: 'MB/s', chardev: median(figures.kernel), peer: median(figures.socat), peerName, ratio: ratioTo('kernel'), details }),
+    floorRow([id], {
+      id: `floor-input-${backend}-node`,
+      figure: `  floor: bare Node socket.pipe(child.stdin), ${name}`,
+      unit: 'MB/s',
+      chardev: median(figures.node),
+      peer: median(figures.socat),
+      peerName,
+      ratio: ratioTo('node'),
+      details,
+    }),
+    floorRow([id], {
+      id: `floor-input-${backend}-kernel`,
+      figure: `  floor: kernel-only splice relay socket → pipe, ${name}`,
+      unit: 'MB/s',
+      chardev: median(figures.kernel),
+      peer: median(figures.socat),
+      peerName,
+      ratio: ratioTo('kernel'),
+      details,
+    }),
   ];
 }

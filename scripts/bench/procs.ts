@@ -92,7 +92,8 @@ export class Proc {
     for (;;) {
       const line = this.#lines.shift();
       if (line !== undefined) return line;
-      if (this.#exit !== undefined) throw new BenchError(`${this.name} ended (${this.#exit.code ?? this.#exit.signal}) before ${what}${this.stderr ? `: ${this.stderr}` : ''}`);
+      if (this.#exit !== undefined)
+        throw new BenchError(`${this.name} ended (${this.#exit.code ?? this.#exit.signal}) before ${what}${this.stderr ? `: ${this.stderr}` : ''}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new BenchError(`${this.name}: no ${what} within ${timeoutMs / 1000} s${this.stderr ? ` (stderr: ${this.stderr})` : ''}`);
       await new Promise<void>((resolve) => {

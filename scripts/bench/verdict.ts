@@ -96,10 +96,26 @@ export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRat
   // The floor nearest the target: the highest ratio for a ≥ target, the lowest for a ≤ one.
   const best = measured.reduce((a, b) => ((t.op === '>=' ? (b.ratio as number) > (a.ratio as number) : (b.ratio as number) < (a.ratio as number)) ? b : a));
   // chardev's figure as a share of the best floor's, oriented so that 100 % means "as good".
-  const fraction = chardevRatio !== null && Number.isFinite(chardevRatio) && best.ratio !== null && best.ratio !== 0 && chardevRatio !== 0 ? (t.op === '>=' ? chardevRatio / best.ratio : best.ratio / chardevRatio) : undefined;
-  const share = fraction === undefined ? '' : fraction >= 1 ? `; chardev does as well as the best floor (${best.name}) or better` : `; chardev is at ${(fraction * 100).toFixed(0)} % of the best floor (${best.name})`;
+  const fraction =
+    chardevRatio !== null && Number.isFinite(chardevRatio) && best.ratio !== null && best.ratio !== 0 && chardevRatio !== 0
+      ? t.op === '>='
+        ? chardevRatio / best.ratio
+        : best.ratio / chardevRatio
+      : undefined;
+  const share =
+    fraction === undefined
+      ? ''
+      : fraction >= 1
+        ? `; chardev does as well as the best floor (${best.name}) or better`
+        : `; chardev is at ${(fraction * 100).toFixed(0)} % of the best floor (${best.name})`;
   if (meeting.length === 0) {
-    return { whose: 'machine', text: `floors in the same run: ${list}; none of them meets ${targetText(t)} either, so the limit is shared by every relay of these kinds on this machine, not chardev's code alone${share}` };
+    return {
+      whose: 'machine',
+      text: `floors in the same run: ${list}; none of them meets ${targetText(t)} either, so the limit is shared by every relay of these kinds on this machine, not chardev's code alone${share}`,
+    };
   }
-  return { whose: 'chardev', text: `floors in the same run: ${list}; ${meeting.map((f) => f.name).join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${targetText(t)}, so the remaining gap is chardev's${share}` };
+  return {
+    whose: 'chardev',
+    text: `floors in the same run: ${list}; ${meeting.map((f) => f.name).join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${targetText(t)}, so the remaining gap is chardev's${share}`,
+  };
 }

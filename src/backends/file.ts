@@ -29,7 +29,9 @@ function openInput(ctx: BackendContext, file: string): Readable {
   }
   try {
     // A FIFO through libuv's pipe handling (epoll, no threadpool thread parked on it).
-    const stream: Readable = fs.fstatSync(fd).isFIFO() ? new net.Socket({ fd, readable: true, writable: false }) : fs.createReadStream('', { fd, autoClose: true });
+    const stream: Readable = fs.fstatSync(fd).isFIFO()
+      ? new net.Socket({ fd, readable: true, writable: false })
+      : fs.createReadStream('', { fd, autoClose: true });
     stream.pause();
     return stream;
   } catch (e) {
@@ -59,7 +61,9 @@ export function createFileBackend(ctx: BackendContext, source: FileSourceDef): B
     input.on('data', (chunk: Buffer | string) => ctx.events.receive(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
     // QEMU: at the input's end the read watch goes and CLOSED is sent; output goes on.
     input.on('end', () => ctx.events.closed());
-    input.on('error', (err: Error) => ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: file: ${source.input ?? ''}: ${err.message}`, { cause: err })));
+    input.on('error', (err: Error) =>
+      ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${ctx.id}: file: ${source.input ?? ''}: ${err.message}`, { cause: err })),
+    );
   }
   let failed = false;
   let dropped = 0;
@@ -81,7 +85,11 @@ export function createFileBackend(ctx: BackendContext, source: FileSourceDef): B
         // A full disk must not stop the guest: report once, then discard like a dead file.
         failed = true;
         dropped += data.length;
-        ctx.events.error(new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: file ${file}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, { cause: e }));
+        ctx.events.error(
+          new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: file ${file}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, {
+            cause: e,
+          }),
+        );
       }
       return data.length;
     },

@@ -1,16 +1,3 @@
-/**
- * `tcp` and `unix`: QEMU's socket chardev (char-socket.c), server and client.
- *
- * One peer at a time. A server keeps later clients waiting, unread, until the current one
- * leaves, then serves them in order (QEMU stops accepting; Node accepts eagerly, so they
- * wait here paused instead of in the kernel backlog). Handshakes run TLS first, then the
- * telnet greeting; only then is the device opened, and only then does the filename show
- * the connection. Guest output while no peer is connected is discarded and counted (the
- * `<log>` tee still records it). A client without reconnect must connect at start; with
- * reconnect it connects in the background, retrying every interval and reporting a
- * failure once per streak.
- */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { TcpSourceDef, UnixSourceDef } from '../config/types.ts';
 import type { Backend, BackendContext } from '../core/backend.ts';
@@ -76,7 +63,12 @@ export function socketSpec(ctx: BackendContext, source: TcpSourceDef | UnixSourc
     const verify = server ? (ext?.verifyPeer ?? ctx.driver.tlsVerify) : true;
     creds = loadTlsCredentials(ctx.id, dir, server ? 'server' : 'client', verify);
   }
-  return { ...base, address: { kind: 'tcp', host: source.host ?? (server ? '127.0.0.1' : 'localhost'), port: parsePort(ctx, source.service) }, telnet, tls: creds };
+  return {
+    ...base,
+    address: { kind: 'tcp', host: source.host ?? (server ? '127.0.0.1' : 'localhost'), port: parsePort(ctx, source.service) },
+    telnet,
+    tls: creds,
+  };
 }
 
 /** A server-side TLS handshake that ended because the client went away, with no TLS reason to report. */
@@ -301,7 +293,11 @@ class SocketBackend implements Backend {
     } else {
       await new Promise<void>((resolve, reject) => {
         const onError = (e: NodeJS.ErrnoException): void =>
-          reject(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to '${address.host}:${address.port}': ${describeErrno(e)}`, { cause: e }));
+          reject(
+            new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: Failed to bind socket to '${address.host}:${address.port}': ${describeErrno(e)}`, {
+              cause: e,
+            }),
+          );
         server.once('error', onError);
         server.listen({ host: address.host, port: address.port, backlog: this.#backlog }, () => {
           server.off('error', onError);
@@ -311,7 +307,9 @@ class SocketBackend implements Backend {
       const bound = server.address() as net.AddressInfo;
       this.#listenAddress = { kind: 'tcp', host: bound.address, port: bound.port };
     }
-    server.on('error', (e: NodeJS.ErrnoException) => this.#ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: ${describeErrno(e)}`, { cause: e })));
+    server.on('error', (e: NodeJS.ErrnoException) =>
+      this.#ctx.events.error(new ChardevError('ERR_BACKEND_OPEN', `${this.#ctx.id}: ${describeErrno(e)}`, { cause: e })),
+    );
   }
 
   #accepted(sock: net.Socket): void {
@@ -600,9 +598,10 @@ export async function createSocketBackend(ctx: BackendContext, source: TcpSource
   try {
     if (spec.server) await backend.listen();
     else if (spec.reconnectMs > 0) backend.backgroundConnect();
-    else await backend.connectOnce().catch((e: unknown) => {
-      throw e instanceof ChardevError ? new ChardevError(e.code, `${ctx.id}: ${e.message}`, { cause: e }) : e;
-    });
+    else
+      await backend.connectOnce().catch((e: unknown) => {
+        throw e instanceof ChardevError ? new ChardevError(e.code, `${ctx.id}: ${e.message}`, { cause: e }) : e;
+      });
   } catch (e) {
     await backend.stop(true);
     throw e;

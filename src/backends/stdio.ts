@@ -25,7 +25,11 @@ export function createStdioBackend(ctx: BackendContext): Backend {
           return data.length;
         } catch (e) {
           failed = true;
-          ctx.events.error(new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: domain log ${log.path}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, { cause: e }));
+          ctx.events.error(
+            new ChardevError('ERR_BACKEND_WRITE', `${ctx.id}: domain log ${log.path}: ${describeErrno(e as NodeJS.ErrnoException)}; further output discarded`, {
+              cause: e,
+            }),
+          );
         }
       }
       dropped += data.length;

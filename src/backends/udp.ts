@@ -91,7 +91,10 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
   const remotePort = port(ctx, 'connect', source.connectService, -1);
   if (remotePort < 0) throw new ChardevError('ERR_BACKEND_OPEN', `${id}: chardev: udp: remote port not specified`);
   const remote = await resolve(ctx, source.connectHost ?? 'localhost', undefined);
-  const local = source.bindHost !== undefined ? await resolve(ctx, source.bindHost, remote.family) : { address: remote.family === 6 ? '::' : '0.0.0.0', family: remote.family };
+  const local =
+    source.bindHost !== undefined
+      ? await resolve(ctx, source.bindHost, remote.family)
+      : { address: remote.family === 6 ? '::' : '0.0.0.0', family: remote.family };
   const localPort = port(ctx, 'bind', source.bindService, 0);
 
   const sock = dgram.createSocket({ type: remote.family === 6 ? 'udp6' : 'udp4' });
@@ -116,7 +119,11 @@ export async function createUdpBackend(ctx: BackendContext, source: UdpSourceDef
   } catch (e) {
     sock.close();
     const err = e as NodeJS.ErrnoException;
-    throw new ChardevError('ERR_BACKEND_OPEN', `${id}: udp ${bracketHost(local.address)}:${localPort} -> ${bracketHost(remote.address)}:${remotePort}: ${describeErrno(err)}`, { cause: e });
+    throw new ChardevError(
+      'ERR_BACKEND_OPEN',
+      `${id}: udp ${bracketHost(local.address)}:${localPort} -> ${bracketHost(remote.address)}:${remotePort}: ${describeErrno(err)}`,
+      { cause: e },
+    );
   }
   const bound = sock.address();
   // Send errors surface both in send callbacks and here; neither may take the process down.

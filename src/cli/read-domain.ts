@@ -11,7 +11,14 @@ export function readDomain(file: string, options: Omit<LoadOptions, 'file'> = {}
     bytes = file === '-' ? readFileSync(0) : readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const reason = err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EISDIR' ? 'Is a directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
+    const reason =
+      err.code === 'ENOENT'
+        ? 'No such file or directory'
+        : err.code === 'EISDIR'
+          ? 'Is a directory'
+          : err.code === 'EACCES'
+            ? 'Permission denied'
+            : err.message;
     throw new CliError(`${file}: cannot read: ${reason}`);
   }
   const name = file === '-' ? '<stdin>' : file;

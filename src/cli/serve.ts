@@ -37,7 +37,7 @@ export function networkReach(d: Chardev): string | undefined {
     const at = `${s.host ?? '0.0.0.0'}:${port}`;
     return s.mode === 'bind' ? `anyone who can reach ${s.protocol} ${at}` : `the server at ${at}`;
   }
-  if (s.type === 'udp') return `whoever sends from ${s.connectHost ?? 'localhost'}:${s.connectService ?? '?'} to udp ${s.bindHost ?? '0.0.0.0'}:${d.boundService ?? s.bindService ?? '?'}`;
+  if (s.type === 'udp')
+    return `whoever sends from ${s.connectHost ?? 'localhost'}:${s.connectService ?? '?'} to udp ${s.bindHost ?? '0.0.0.0'}:${d.boundService ?? s.bindService ?? '?'}`;
   return undefined;
 }
-

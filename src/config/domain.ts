@@ -159,7 +159,9 @@ function parseDomainElement(root: XmlElement, opts: ParseOptions): DomainChardev
     def.parallels.push(p);
   }
   childElements(devices, 'serial').forEach((el, i) => def.serials.push(parseChrDevice(el, as('serial', i)) as SerialDef));
-  childElements(devices, 'console').forEach((el, i) => addDevice(def, parseChrDevice(el, { ...opts, alias: consoleAliases[i] ?? `console${i}` }) as ConsoleDef, i));
+  childElements(devices, 'console').forEach((el, i) =>
+    addDevice(def, parseChrDevice(el, { ...opts, alias: consoleAliases[i] ?? `console${i}` }) as ConsoleDef, i),
+  );
   childElements(devices, 'channel').forEach((el, i) => def.channels.push(parseChrDevice(el, as('channel', i)) as ChannelDef));
   const unindexed: VirtioSerialControllerDef[] = [];
   for (const el of childElements(devices, 'controller')) {

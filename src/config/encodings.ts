@@ -17,9 +17,28 @@ import * as path from 'node:path';
 
 /** libxml2's built-in handlers and xmlParseCharEncoding's names. */
 const LIBXML2_NAMES = [
-  'UTF-8', 'UTF8', 'UTF-16', 'UTF16', 'UTF-16LE', 'UTF-16BE', 'ISO-10646-UCS-2', 'UCS-2', 'UCS2',
-  'ISO-10646-UCS-4', 'UCS-4', 'UCS4', 'ISO-LATIN-1', 'ISO LATIN 1', 'ISO-LATIN-2', 'ISO LATIN 2',
-  'ISO-2022-JP', 'SHIFT_JIS', 'EUC-JP', 'ASCII', 'US-ASCII', 'HTML',
+  'UTF-8',
+  'UTF8',
+  'UTF-16',
+  'UTF16',
+  'UTF-16LE',
+  'UTF-16BE',
+  'ISO-10646-UCS-2',
+  'UCS-2',
+  'UCS2',
+  'ISO-10646-UCS-4',
+  'UCS-4',
+  'UCS4',
+  'ISO-LATIN-1',
+  'ISO LATIN 1',
+  'ISO-LATIN-2',
+  'ISO LATIN 2',
+  'ISO-2022-JP',
+  'SHIFT_JIS',
+  'EUC-JP',
+  'ASCII',
+  'US-ASCII',
+  'HTML',
   ...Array.from({ length: 16 }, (_, i) => `ISO-8859-${i + 1}`),
 ];
 
@@ -30,11 +49,7 @@ export const ENCODING_NAME = /^[A-Za-z][A-Za-z0-9._-]*$/;
 const WIDE = /^(?:UTF-?16|UTF-?32|UCS-?2|UCS-?4|ISO-10646-UCS-[24])(?:[LB]E)?$/i;
 
 /** Where glibc keeps its gconv configuration on the common layouts. */
-const GCONV_DIRS = [
-  `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/gconv`,
-  '/usr/lib64/gconv',
-  '/usr/lib/gconv',
-];
+const GCONV_DIRS = [`/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/gconv`, '/usr/lib64/gconv', '/usr/lib/gconv'];
 
 let gconvNames: ReadonlySet<string> | undefined;
 

@@ -6,7 +6,15 @@
  */
 import type { ConfigErrorCode, LibvirtErrorClass } from '../errors.ts';
 import type { ConfigError } from '../errors.ts';
-import type { ClientsExtensionDef, DeviceExtensions, HistoryExtensionDef, RotateExtensionDef, StallExtensionDef, TlsExtensionDef, WebExtensionDef } from './types.ts';
+import type {
+  ClientsExtensionDef,
+  DeviceExtensions,
+  HistoryExtensionDef,
+  RotateExtensionDef,
+  StallExtensionDef,
+  TlsExtensionDef,
+  WebExtensionDef,
+} from './types.ts';
 import { attr, type XmlElement } from './xml.ts';
 
 export const CHARDEV_NS = 'urn:chardev:1';
@@ -28,7 +36,8 @@ function parseTls(el: XmlElement, errAt: ErrorAt): TlsExtensionDef {
   const out: TlsExtensionDef = {};
   const dir = attr(el, 'dir');
   if (dir !== undefined) {
-    if (!dir.startsWith('/')) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `TLS credentials directory '${dir}' in element '${el.tagName}' must be an absolute path`);
+    if (!dir.startsWith('/'))
+      throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `TLS credentials directory '${dir}' in element '${el.tagName}' must be an absolute path`);
     out.dir = dir;
   }
   const verify = yesNo(el, 'verify', errAt);
@@ -53,7 +62,12 @@ function positiveInt(el: XmlElement, name: string, max: number, errAt: ErrorAt):
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!/^\d+$/.test(v) || n < 1 || n > max) {
-    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute '${name}' in element '${el.tagName}': '${v}'. Expected an integer from 1 to ${max}`);
+    throw errAt(
+      el,
+      'ERR_CONFIG_INVALID',
+      'XML error',
+      `Invalid value for attribute '${name}' in element '${el.tagName}': '${v}'. Expected an integer from 1 to ${max}`,
+    );
   }
   return n;
 }
@@ -73,7 +87,12 @@ function parseClients(el: XmlElement, errAt: ErrorAt): ClientsExtensionDef {
   const slow = attr(el, 'slow');
   if (slow !== undefined) {
     if (slow !== 'drop' && slow !== 'disconnect') {
-      throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'slow' in element '${el.tagName}': '${slow}'. Expected 'drop' or 'disconnect'`);
+      throw errAt(
+        el,
+        'ERR_CONFIG_INVALID',
+        'XML error',
+        `Invalid value for attribute 'slow' in element '${el.tagName}': '${slow}'. Expected 'drop' or 'disconnect'`,
+      );
     }
     out.slow = slow;
   }
@@ -85,7 +104,12 @@ function parseStall(el: XmlElement, errAt: ErrorAt): StallExtensionDef {
   if (timeout === undefined) throw errAt(el, 'ERR_CONFIG_MISSING', 'XML error', `missing attribute 'timeout' (seconds) in element '${el.tagName}'`);
   const action = attr(el, 'action') ?? 'drop';
   if (action !== 'drop' && action !== 'disconnect') {
-    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'action' in element '${el.tagName}': '${action}'. Expected 'drop' or 'disconnect'`);
+    throw errAt(
+      el,
+      'ERR_CONFIG_INVALID',
+      'XML error',
+      `Invalid value for attribute 'action' in element '${el.tagName}': '${action}'. Expected 'drop' or 'disconnect'`,
+    );
   }
   return { timeoutSec: timeout, action };
 }
@@ -94,7 +118,12 @@ function parseRotate(el: XmlElement, errAt: ErrorAt): RotateExtensionDef {
   const size = positiveInt(el, 'size', MAX_ROTATE_BYTES, errAt);
   const backups = attr(el, 'backups');
   if (backups !== undefined && (!/^\d+$/.test(backups) || Number(backups) > MAX_ROTATE_BACKUPS)) {
-    throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'backups' in element '${el.tagName}': '${backups}'. Expected an integer from 0 to ${MAX_ROTATE_BACKUPS}`);
+    throw errAt(
+      el,
+      'ERR_CONFIG_INVALID',
+      'XML error',
+      `Invalid value for attribute 'backups' in element '${el.tagName}': '${backups}'. Expected an integer from 0 to ${MAX_ROTATE_BACKUPS}`,
+    );
   }
   return { maxBytes: size ?? DEFAULT_ROTATE.maxBytes, backups: backups === undefined ? DEFAULT_ROTATE.backups : Number(backups) };
 }
@@ -103,13 +132,20 @@ function parseWeb(el: XmlElement, errAt: ErrorAt): WebExtensionDef {
   const out: WebExtensionDef = {};
   const listen = attr(el, 'listen');
   if (listen !== undefined) {
-    if (listen === '' || /[\s/]/.test(listen)) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'listen' in element '${el.tagName}': '${listen}'. Expected an address`);
+    if (listen === '' || /[\s/]/.test(listen))
+      throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'listen' in element '${el.tagName}': '${listen}'. Expected an address`);
     out.listen = listen;
   }
   const port = attr(el, 'port');
   if (port !== undefined) {
     const n = Number(port);
-    if (!/^\d+$/.test(port) || n > 65535) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute 'port' in element '${el.tagName}': '${port}'. Expected a port number (0 picks a free one)`);
+    if (!/^\d+$/.test(port) || n > 65535)
+      throw errAt(
+        el,
+        'ERR_CONFIG_INVALID',
+        'XML error',
+        `Invalid value for attribute 'port' in element '${el.tagName}': '${port}'. Expected a port number (0 picks a free one)`,
+      );
     out.port = n;
   }
   return out;
@@ -122,7 +158,12 @@ export function parseExtensions(elements: readonly XmlElement[], errAt: ErrorAt)
   for (const el of elements) {
     const name = el.localName ?? el.tagName;
     if (!(EXTENSION_ELEMENTS as readonly string[]).includes(name)) {
-      throw errAt(el, 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', `unknown chardev extension element '${el.tagName}' (known: ${EXTENSION_ELEMENTS.join(', ')})`);
+      throw errAt(
+        el,
+        'ERR_CONFIG_UNSUPPORTED',
+        'unsupported configuration',
+        `unknown chardev extension element '${el.tagName}' (known: ${EXTENSION_ELEMENTS.join(', ')})`,
+      );
     }
     if (seen.has(name)) throw errAt(el, 'ERR_CONFIG_INVALID', 'XML error', `element '${el.tagName}' may appear only once per device`);
     seen.add(name);

@@ -7,7 +7,20 @@ import { assertNever } from '../errors.ts';
 import type { LoadedDomain } from './domain.ts';
 import { deviceAlias } from './names.ts';
 import { DEVICE_KINDS, type ChrDeviceDef, type ChrSourceDef, type DomainChardevsDef, type LiveState, type SeclabelDef } from './types.ts';
-import { attr, childElements, formatXmlOut, NODE, rawXml, serializeNode, textElement, x, type XmlDocument, type XmlElement, type XmlNode, type XmlOut } from './xml.ts';
+import {
+  attr,
+  childElements,
+  formatXmlOut,
+  NODE,
+  rawXml,
+  serializeNode,
+  textElement,
+  x,
+  type XmlDocument,
+  type XmlElement,
+  type XmlNode,
+  type XmlOut,
+} from './xml.ts';
 
 export interface FormatOptions {
   /** Live XML, with the runtime's state (or just what the document itself carried). */
@@ -51,10 +64,14 @@ function sourceOut(src: ChrSourceDef, alias: string, ctx: FormatCtx): XmlOut[] {
     case 'qemu-vdagent':
       if (src.clipboardCopypaste !== undefined || src.mouseMode !== undefined) {
         out.push(
-          x('source', [], [
-            src.clipboardCopypaste !== undefined && x('clipboard', [['copypaste', src.clipboardCopypaste]]),
-            src.mouseMode !== undefined && x('mouse', [['mode', src.mouseMode]]),
-          ]),
+          x(
+            'source',
+            [],
+            [
+              src.clipboardCopypaste !== undefined && x('clipboard', [['copypaste', src.clipboardCopypaste]]),
+              src.mouseMode !== undefined && x('mouse', [['mode', src.mouseMode]]),
+            ],
+          ),
         );
       }
       break;
@@ -68,20 +85,46 @@ function sourceOut(src: ChrSourceDef, alias: string, ctx: FormatCtx): XmlOut[] {
       out.push(x('source', [['path', src.path]], seclabels));
       break;
     case 'file':
-      out.push(x('source', [['path', src.path], ['append', src.append]], seclabels));
+      out.push(
+        x(
+          'source',
+          [
+            ['path', src.path],
+            ['append', src.append],
+          ],
+          seclabels,
+        ),
+      );
       break;
     case 'nmdm':
       if (src.master !== undefined || src.slave !== undefined) {
-        out.push(x('source', [['master', src.master], ['slave', src.slave]]));
+        out.push(
+          x('source', [
+            ['master', src.master],
+            ['slave', src.slave],
+          ]),
+        );
       }
       break;
     case 'udp': {
       const bound = ctx.live ? ctx.state.boundServices?.get(alias) : undefined;
       if (src.bindHost !== undefined || src.bindService !== undefined) {
-        out.push(x('source', [['mode', 'bind'], ['host', src.bindHost], ['service', bound ?? src.bindService]]));
+        out.push(
+          x('source', [
+            ['mode', 'bind'],
+            ['host', src.bindHost],
+            ['service', bound ?? src.bindService],
+          ]),
+        );
       }
       if (src.connectHost !== undefined || src.connectService !== undefined) {
-        out.push(x('source', [['mode', 'connect'], ['host', src.connectHost], ['service', src.connectService]]));
+        out.push(
+          x('source', [
+            ['mode', 'connect'],
+            ['host', src.connectHost],
+            ['service', src.connectService],
+          ]),
+        );
       }
       break;
     }
@@ -89,14 +132,32 @@ function sourceOut(src: ChrSourceDef, alias: string, ctx: FormatCtx): XmlOut[] {
       const bound = ctx.live && src.mode === 'bind' ? ctx.state.boundServices?.get(alias) : undefined;
       // libvirt parses seclabels on tcp sources but never writes them back.
       out.push(
-        x('source', [['mode', src.mode], ['host', src.host], ['service', bound ?? src.service], ['tls', src.tls]], [reconnectOut(src)]),
+        x(
+          'source',
+          [
+            ['mode', src.mode],
+            ['host', src.host],
+            ['service', bound ?? src.service],
+            ['tls', src.tls],
+          ],
+          [reconnectOut(src)],
+        ),
       );
       out.push(x('protocol', [['type', src.protocol]]));
       break;
     }
     case 'unix':
       if (src.path !== undefined) {
-        out.push(x('source', [['mode', src.mode], ['path', src.path]], [...seclabels, reconnectOut(src)]));
+        out.push(
+          x(
+            'source',
+            [
+              ['mode', src.mode],
+              ['path', src.path],
+            ],
+            [...seclabels, reconnectOut(src)],
+          ),
+        );
       }
       break;
     case 'spiceport':
@@ -106,7 +167,13 @@ function sourceOut(src: ChrSourceDef, alias: string, ctx: FormatCtx): XmlOut[] {
     default:
       assertNever(src, 'chardev type');
   }
-  if (src.log) out.push(x('log', [['file', src.log.file], ['append', src.log.append]]));
+  if (src.log)
+    out.push(
+      x('log', [
+        ['file', src.log.file],
+        ['append', src.log.append],
+      ]),
+    );
   return out;
 }
 
@@ -115,16 +182,27 @@ function targetOut(dev: ChrDeviceDef, ctx: FormatCtx): XmlOut {
     case 'serial':
       return x(
         'target',
-        [['type', dev.target.type], ['port', dev.target.port]],
+        [
+          ['type', dev.target.type],
+          ['port', dev.target.port],
+        ],
         [dev.target.model !== undefined && x('model', [['name', dev.target.model]])],
       );
     case 'parallel':
       return x('target', [['port', dev.target.port]]);
     case 'console':
-      return x('target', [['type', dev.target.type], ['port', dev.target.port]]);
+      return x('target', [
+        ['type', dev.target.type],
+        ['port', dev.target.port],
+      ]);
     case 'channel': {
       const t = dev.target;
-      if (t.type === 'guestfwd') return x('target', [['type', t.type], ['address', t.address], ['port', t.port]]);
+      if (t.type === 'guestfwd')
+        return x('target', [
+          ['type', t.type],
+          ['address', t.address],
+          ['port', t.port],
+        ]);
       return x('target', [
         ['type', t.type],
         ['name', t.name],
@@ -139,12 +217,7 @@ function targetOut(dev: ChrDeviceDef, ctx: FormatCtx): XmlOut {
  * is serial N seen again, printed with serial N's source, log, port and address.
  */
 function printedAs(def: DomainChardevsDef, dev: ChrDeviceDef, index: number): { dev: ChrDeviceDef; alias: string } {
-  if (
-    dev.kind === 'console' &&
-    def.osType === 'hvm' &&
-    (dev.target.type === 'serial' || dev.target.type === undefined) &&
-    index < def.serials.length
-  ) {
+  if (dev.kind === 'console' && def.osType === 'hvm' && (dev.target.type === 'serial' || dev.target.type === undefined) && index < def.serials.length) {
     const serial = def.serials[index];
     if (serial) {
       return {
@@ -203,8 +276,25 @@ export function chardevElementsOut(def: DomainChardevsDef, options: FormatOption
 const CHARDEV_ELEMENTS: ReadonlySet<string> = new Set(DEVICE_KINDS);
 /** Elements libvirt writes after the chardevs, to place them when the input had none. */
 const AFTER_CHARDEVS = new Set([
-  'input', 'tpm', 'graphics', 'sound', 'audio', 'video', 'hostdev', 'redirdev', 'redirfilter',
-  'hub', 'watchdog', 'memballoon', 'rng', 'nvram', 'panic', 'shmem', 'iommu', 'vsock', 'crypto',
+  'input',
+  'tpm',
+  'graphics',
+  'sound',
+  'audio',
+  'video',
+  'hostdev',
+  'redirdev',
+  'redirfilter',
+  'hub',
+  'watchdog',
+  'memballoon',
+  'rng',
+  'nvram',
+  'panic',
+  'shmem',
+  'iommu',
+  'vsock',
+  'crypto',
 ]);
 
 /** Elements libvirt writes after its controllers, to place the first one when there was none. */
@@ -252,16 +342,16 @@ function virtioSerialControllersOut(doc: XmlDocument, devices: XmlElement, def: 
     const last = controllers[controllers.length - 1];
     if (higher !== undefined) {
       devices.insertBefore(el, higher);
-      devices.insertBefore(doc.createTextNode('\n' + indentOf(higher)), higher);
+      devices.insertBefore(doc.createTextNode(`\n${indentOf(higher)}`), higher);
     } else if (last !== undefined) {
       const next = last.nextSibling;
-      devices.insertBefore(doc.createTextNode('\n' + indentOf(last)), next);
+      devices.insertBefore(doc.createTextNode(`\n${indentOf(last)}`), next);
       devices.insertBefore(el, next);
     } else {
       const follower = childElements(devices).find((e) => e.namespaceURI === null && AFTER_CONTROLLERS.has(e.localName ?? ''));
       if (follower !== undefined) {
         devices.insertBefore(el, follower);
-        devices.insertBefore(doc.createTextNode('\n' + indentOf(follower)), follower);
+        devices.insertBefore(doc.createTextNode(`\n${indentOf(follower)}`), follower);
       } else {
         const end = devices.lastChild;
         const ws = doc.createTextNode('\n    ');
@@ -305,11 +395,11 @@ export function formatDomain(loaded: LoadedDomain, options: FormatOptions = {}):
   const marker = doc.createComment(token);
   if (anchor) {
     devices.insertBefore(marker, anchor);
-    if (!old[0]) devices.insertBefore(doc.createTextNode('\n' + indent), anchor);
+    if (!old[0]) devices.insertBefore(doc.createTextNode(`\n${indent}`), anchor);
   } else {
     const last = devices.lastChild;
     if (last && isBlank(last)) {
-      devices.insertBefore(doc.createTextNode('\n' + indent), last);
+      devices.insertBefore(doc.createTextNode(`\n${indent}`), last);
       devices.insertBefore(marker, last);
     } else devices.appendChild(marker);
   }

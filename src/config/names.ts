@@ -37,8 +37,7 @@ export interface NamedDevice {
  */
 export function namedDevices(def: DomainChardevsDef): NamedDevice[] {
   const out: NamedDevice[] = [];
-  const add = (list: readonly ChrDeviceDef[]) =>
-    list.forEach((dev, index) => out.push({ dev, alias: deviceAlias(dev, index), index }));
+  const add = (list: readonly ChrDeviceDef[]) => list.forEach((dev, index) => out.push({ dev, alias: deviceAlias(dev, index), index }));
   add(def.serials);
   add(def.parallels);
   add(def.channels);

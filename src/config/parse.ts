@@ -103,25 +103,14 @@ function errAt(ctx: ElementContext, node: XmlElement, code: ConfigErrorCode, cls
 /** libvirt's virXMLProp* message for a value outside an enum. */
 function invalidValue(ctx: ElementContext, node: XmlElement, name: string, value: string, expected?: string): ConfigError {
   const tail = expected === undefined ? '' : ` Expected ${expected}`;
-  return errAt(
-    ctx,
-    node,
-    'ERR_CONFIG_INVALID',
-    'XML error',
-    `Invalid value for attribute '${name}' in element '${node.localName}': '${value}'.${tail}`,
-  );
+  return errAt(ctx, node, 'ERR_CONFIG_INVALID', 'XML error', `Invalid value for attribute '${name}' in element '${node.localName}': '${value}'.${tail}`);
 }
 
 function missingAttr(ctx: ElementContext, node: XmlElement, name: string): ConfigError {
   return errAt(ctx, node, 'ERR_CONFIG_MISSING', 'XML error', `Missing required attribute '${name}' in element '${node.localName}'`);
 }
 
-function enumAttr<T extends string>(
-  ctx: ElementContext,
-  node: XmlElement,
-  name: string,
-  values: readonly T[],
-): T | undefined {
+function enumAttr<T extends string>(ctx: ElementContext, node: XmlElement, name: string, values: readonly T[]): T | undefined {
   const v = attr(node, name);
   if (v === undefined) return undefined;
   if (!(values as readonly string[]).includes(v)) throw invalidValue(ctx, node, name, v);
@@ -230,7 +219,7 @@ export function parseChrDevice(el: XmlElement, opts: ParseOptions): ChrDeviceDef
 function userAliasOf(el: XmlElement): string | undefined {
   const aliasEl = childElements(el, 'alias')[0];
   const name = aliasEl ? attr(aliasEl, 'name') : undefined;
-  return name !== undefined && name.startsWith('ua-') ? name : undefined;
+  return name?.startsWith('ua-') ? name : undefined;
 }
 
 function parseSerialTarget(ctx: ElementContext, t: XmlElement | undefined): SerialTargetDef {
@@ -416,9 +405,7 @@ function parseSource(ctx: ElementContext, el: XmlElement, type: ChrType, opts: P
       extra,
       'ERR_CONFIG_INVALID',
       'XML error',
-      type === 'udp'
-        ? 'only two source elements are allowed for character device'
-        : 'only one source element is allowed for character device',
+      type === 'udp' ? 'only two source elements are allowed for character device' : 'only one source element is allowed for character device',
     );
   }
   if (logs.length > 1) {
@@ -442,13 +429,7 @@ function parseSource(ctx: ElementContext, el: XmlElement, type: ChrType, opts: P
   return def;
 }
 
-function buildSource(
-  ctx: ElementContext,
-  type: ChrType,
-  sources: XmlElement[],
-  protocolEl: XmlElement | undefined,
-  opts: ParseOptions,
-): ChrSourceDef {
+function buildSource(ctx: ElementContext, type: ChrType, sources: XmlElement[], protocolEl: XmlElement | undefined, opts: ParseOptions): ChrSourceDef {
   const src = sources[0];
   const seclabels: SeclabelDef[] = [];
   switch (type) {

@@ -5,15 +5,7 @@
  */
 import type { ConfigError } from '../errors.ts';
 import { aliasAtParse, configError, describeElement, inheritAlias } from './parse.ts';
-import type {
-  ChrDeviceDef,
-  ChrSourceDef,
-  ConsoleDef,
-  DomainChardevsDef,
-  SerialDef,
-  SerialTargetModel,
-  SerialTargetType,
-} from './types.ts';
+import type { ChrDeviceDef, ChrSourceDef, ConsoleDef, DomainChardevsDef, SerialDef, SerialTargetModel, SerialTargetType } from './types.ts';
 import { assignVirtioSerialAddresses } from './virtio-serial.ts';
 
 /** What libvirt takes from qemu.conf and the driver, rather than the XML. */
@@ -140,16 +132,10 @@ type MaxPorts = Map<readonly ChrDeviceDef[], number>;
 function chrPostParse(def: DomainChardevsDef, dev: ChrDeviceDef, ctx: PostParseContext, maxPorts: MaxPorts): void {
   if (dev.kind === 'console' && dev.target.type === undefined) dev.target.type = 'serial';
   if (dev.kind === 'serial' && dev.target.type === 'isa-debug' && !isX86(def.arch)) {
-    throw configError(
-      where(ctx, dev),
-      'ERR_CONFIG_UNSUPPORTED',
-      'unsupported configuration',
-      'isa-debug serial type only valid on x86 architecture',
-    );
+    throw configError(where(ctx, dev), 'ERR_CONFIG_UNSUPPORTED', 'unsupported configuration', 'isa-debug serial type only valid on x86 architecture');
   }
   if (dev.kind === 'channel' || dev.target.port !== undefined) return;
-  const peers: ChrDeviceDef[] =
-    dev.kind === 'serial' ? def.serials : dev.kind === 'parallel' ? def.parallels : def.consoles;
+  const peers: ChrDeviceDef[] = dev.kind === 'serial' ? def.serials : dev.kind === 'parallel' ? def.parallels : def.consoles;
   let max = maxPorts.get(peers);
   if (max === undefined) {
     max = -1;

@@ -38,15 +38,7 @@ export type TcpProtocol = (typeof TCP_PROTOCOLS)[number];
 export type OnOff = 'on' | 'off';
 export type YesNo = 'yes' | 'no';
 
-export const SERIAL_TARGET_TYPES = [
-  'isa-serial',
-  'usb-serial',
-  'pci-serial',
-  'spapr-vio-serial',
-  'system-serial',
-  'sclp-serial',
-  'isa-debug',
-] as const;
+export const SERIAL_TARGET_TYPES = ['isa-serial', 'usb-serial', 'pci-serial', 'spapr-vio-serial', 'system-serial', 'sclp-serial', 'isa-debug'] as const;
 export type SerialTargetType = (typeof SERIAL_TARGET_TYPES)[number];
 
 export const SERIAL_TARGET_MODELS = [

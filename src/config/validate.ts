@@ -13,12 +13,7 @@ const CHANNEL_NAME_RE = /^[A-Za-z0-9_.-]+$/;
 
 function fail(file: string, nd: NamedDevice, cls: ConfigError['libvirtClass'], detail: string): ConfigError {
   const code = detail.startsWith('Missing') ? 'ERR_CONFIG_MISSING' : cls === 'unsupported configuration' ? 'ERR_CONFIG_UNSUPPORTED' : 'ERR_CONFIG_INVALID';
-  return configError(
-    { file, line: nd.dev.line, element: describeElement(nd.dev.kind, nd.dev.source.type), alias: nd.alias },
-    code,
-    cls,
-    detail,
-  );
+  return configError({ file, line: nd.dev.line, element: describeElement(nd.dev.kind, nd.dev.source.type), alias: nd.alias }, code, cls, detail);
 }
 
 /** The generic check libvirt applies to every chardev source; returns a message or undefined. */
@@ -46,9 +41,7 @@ function sourceMessage(src: ChrSourceDef, dev: ChrDeviceDef | undefined): string
     case 'pipe':
       return src.path === undefined ? 'Missing source path attribute for char device' : undefined;
     case 'nmdm':
-      return src.master === undefined || src.slave === undefined
-        ? 'Should define both master and slave path attributes for nmdm device'
-        : undefined;
+      return src.master === undefined || src.slave === undefined ? 'Should define both master and slave path attributes for nmdm device' : undefined;
     case 'tcp':
       if (src.host === undefined) return 'Missing source host attribute for char device';
       if (src.service === undefined) return 'Missing source service attribute for char device';
@@ -57,8 +50,7 @@ function sourceMessage(src: ChrSourceDef, dev: ChrDeviceDef | undefined): string
     case 'udp':
       return src.connectService === undefined ? 'Missing source service attribute for char device' : undefined;
     case 'unix': {
-      const generated =
-        dev !== undefined && dev.kind === 'channel' && (dev.target.type === 'virtio' || dev.target.type === 'xen');
+      const generated = dev !== undefined && dev.kind === 'channel' && (dev.target.type === 'virtio' || dev.target.type === 'xen');
       if (src.path === undefined && !generated) return 'Missing source path attribute for char device';
       if (src.mode === 'bind' && src.reconnect !== undefined) return 'chardev reconnect is possible only for connect mode';
       return undefined;
@@ -150,7 +142,12 @@ export function validateDomain(def: DomainChardevsDef, driver: DriverOptions, fi
     const src = nd.dev.source;
     if (src.type === 'tcp' && src.mode === 'connect' && nd.dev.ext.tls?.verifyPeer === false) {
       // chardev's own rule: QEMU's client endpoint always verifies the server (and its name).
-      throw fail(file, nd, 'unsupported configuration', "verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does");
+      throw fail(
+        file,
+        nd,
+        'unsupported configuration',
+        "verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does",
+      );
     }
   }
 }

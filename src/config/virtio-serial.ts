@@ -75,8 +75,7 @@ export function assignVirtioSerialAddresses(def: DomainChardevsDef, file = '<dom
   const byIndex = new Map<number, ControllerPorts>();
   for (const c of set) if (!byIndex.has(c.index)) byIndex.set(c.index, c);
 
-  const withFile = (e: ConfigError) =>
-    new ConfigError(e.code as 'ERR_CONFIG_INVALID', e.libvirtClass, e.detail, { ...e.location, file });
+  const withFile = (e: ConfigError) => new ConfigError(e.code as 'ERR_CONFIG_INVALID', e.libvirtClass, e.detail, { ...e.location, file });
 
   // Complete addresses (a non-zero port) are reserved first.
   for (const dev of devices) {

@@ -45,9 +45,7 @@ const NOT_XML_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
 const CHAR_REF = /&#(?:x([0-9A-Fa-f]+)|([0-9]+));/g;
 
 function isXmlChar(cp: number): boolean {
-  return (
-    cp === 0x9 || cp === 0xa || cp === 0xd || (cp >= 0x20 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff)
-  );
+  return cp === 0x9 || cp === 0xa || cp === 0xd || (cp >= 0x20 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
 }
 
 /**
@@ -140,7 +138,10 @@ export function decodeDocument(bytes: Uint8Array, file: string): string {
   const b0 = bytes[0];
   const b1 = bytes[1];
   if ((b0 === 0xff && b1 === 0xfe) || (b0 === 0xfe && b1 === 0xff) || (b0 === 0 && b1 === 0 && bytes[2] === 0xfe && bytes[3] === 0xff)) {
-    throw new ConfigError('ERR_XML_MALFORMED', 'XML error', 'malformed XML: the document is UTF-16 or UTF-32 (byte order mark); only UTF-8 is supported', { file, line: 1 });
+    throw new ConfigError('ERR_XML_MALFORMED', 'XML error', 'malformed XML: the document is UTF-16 or UTF-32 (byte order mark); only UTF-8 is supported', {
+      file,
+      line: 1,
+    });
   }
   const bad = invalidUtf8At(bytes);
   if (bad >= 0) {
@@ -175,19 +176,18 @@ export function loadXml(text: string, file: string): XmlDocument {
   const forbidden = /<!(DOCTYPE|ENTITY)\b/.exec(text);
   if (forbidden) {
     const { line, column } = lineColumnAt(text, forbidden.index);
-    throw new ConfigError(
-      'ERR_XML_FORBIDDEN',
-      'XML error',
-      `document type declarations and entity declarations are not allowed (<!${forbidden[1]}>)`,
-      { file, line, column },
-    );
+    throw new ConfigError('ERR_XML_FORBIDDEN', 'XML error', `document type declarations and entity declarations are not allowed (<!${forbidden[1]}>)`, {
+      file,
+      line,
+      column,
+    });
   }
   // xmldom passes NUL and other control characters through; libxml2 refuses them.
   checkCharacters(text, file);
   checkEncodingDecl(text, file);
   let failure: { message: string } | undefined;
   const parser = new DOMParser({
-    onError(level, message) {
+    onError(_level, message) {
       // xmldom repairs some malformed input and reports it as a 'warning' (an
       // unquoted or missing attribute value); libxml2 refuses it, and so do we.
       failure ??= { message: xmldomMessage(String(message)) };
@@ -230,7 +230,7 @@ function missingRoot(text: string, file: string): ConfigError {
 
 /** The XML declaration's `encoding=`, refused where libxml2 refuses it. */
 function checkEncodingDecl(text: string, file: string): void {
-  const decl = /^<\?xml[ \t\r\n][^]*?\?>/.exec(text);
+  const decl = /^<\?xml[ \t\r\n][\s\S]*?\?>/.exec(text);
   if (!decl) return;
   const enc = /[ \t\r\n]encoding[ \t\r\n]*=[ \t\r\n]*(["'])([^"'<>]*)\1/.exec(decl[0]);
   if (!enc) return;
@@ -250,7 +250,7 @@ export const MAX_XML_NAME_LENGTH = 50_000;
 function checkNameLengths(doc: XmlDocument, file: string): void {
   const stack: XmlNode[] = [];
   for (let n = doc.firstChild; n; n = n.nextSibling) stack.push(n);
-  const tooLong = (name: string): number => Math.max(0, ...name.split(':').map((part) => part.length)) > MAX_XML_NAME_LENGTH ? name.length : 0;
+  const tooLong = (name: string): number => (Math.max(0, ...name.split(':').map((part) => part.length)) > MAX_XML_NAME_LENGTH ? name.length : 0);
   while (stack.length > 0) {
     const node = stack.pop()!;
     if (node.nodeType !== NODE.ELEMENT) continue;
@@ -308,12 +308,7 @@ export function lineOf(node: XmlNode): number | undefined {
 }
 
 export function escapeAttr(value: string): string {
-  return value
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&apos;');
+  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
 
 export function escapeText(value: string): string {
@@ -430,15 +425,15 @@ export function textElement(name: string, text: string): XmlOut {
 }
 
 export function formatXmlOut(node: XmlOut, indent: string, step = '  '): string {
-  if (node.raw !== undefined) return indent + node.raw + '\n';
-  let s = indent + '<' + node.name;
+  if (node.raw !== undefined) return `${indent + node.raw}\n`;
+  let s = `${indent}<${node.name}`;
   for (const [k, v] of node.attrs) {
     if (v === undefined) continue;
     s += ` ${k}='${escapeAttr(String(v))}'`;
   }
   if (node.text !== undefined) return `${s}>${escapeText(node.text)}</${node.name}>\n`;
-  if (node.children.length === 0) return s + '/>\n';
+  if (node.children.length === 0) return `${s}/>\n`;
   s += '>\n';
   for (const c of node.children) s += formatXmlOut(c, indent + step, step);
-  return s + indent + '</' + node.name + '>\n';
+  return `${s + indent}</${node.name}>\n`;
 }

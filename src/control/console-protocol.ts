@@ -21,7 +21,14 @@ export interface ConsoleHello {
 }
 
 export type ConsoleReply =
-  | { readonly ok: true; readonly domain: string; readonly device: string; readonly label: string; readonly role: 'writer' | 'viewer'; readonly frames?: boolean }
+  | {
+      readonly ok: true;
+      readonly domain: string;
+      readonly device: string;
+      readonly label: string;
+      readonly role: 'writer' | 'viewer';
+      readonly frames?: boolean;
+    }
   | { readonly ok: false; readonly error: string };
 
 export const FRAME_DATA = 0;

@@ -187,7 +187,10 @@ function attach(domain: Domain, device: Chardev, hello: ConsoleHello, sock: net.
     }
   });
   const fromClient = (b: Buffer): void => {
-    if (!framed) return c.input(b);
+    if (!framed) {
+      c.input(b);
+      return;
+    }
     try {
       decoder.feed(b);
     } catch {

@@ -5,7 +5,7 @@
  */
 import type { ChrSourceDef, LogDef, OnOff } from '../config/types.ts';
 import type { AddDeviceOptions } from '../core/domain.ts';
-import { Args, generic } from './qmp-args.ts';
+import { type Args, generic } from './qmp-args.ts';
 
 /** QEMU's default ringbuf size. */
 export const RINGBUF_DEFAULT_SIZE = 65536;
@@ -17,7 +17,21 @@ export const QMP_BACKENDS = ['null', 'socket', 'udp', 'file', 'pipe', 'pty', 'se
 type QmpBackend = (typeof QMP_BACKENDS)[number];
 
 /** QEMU's ChardevBackendKind values we do not create: valid names, refused with a reason. */
-const QEMU_ONLY_BACKENDS = new Set(['mux', 'hub', 'msmouse', 'wctablet', 'braille', 'testdev', 'stdio', 'console', 'spicevmc', 'spiceport', 'qemu-vdagent', 'dbus', 'vc']);
+const QEMU_ONLY_BACKENDS = new Set([
+  'mux',
+  'hub',
+  'msmouse',
+  'wctablet',
+  'braille',
+  'testdev',
+  'stdio',
+  'console',
+  'spicevmc',
+  'spiceport',
+  'qemu-vdagent',
+  'dbus',
+  'vc',
+]);
 
 /** chardev-add's backend, mapped to a device source; `failure` is a reason QEMU would accept the shape but we cannot. */
 export interface AddSpec {
@@ -79,7 +93,12 @@ export function parseBackend(backend: Args): AddSpec {
   const typeName = backend.str('type');
   if (!(QMP_BACKENDS as readonly string[]).includes(typeName)) {
     if (QEMU_ONLY_BACKENDS.has(typeName)) {
-      return { type: 'null', source: undefined, options: {}, failure: `backend type '${typeName}' is not supported by chardev (query-chardev-backends lists what is)` };
+      return {
+        type: 'null',
+        source: undefined,
+        options: {},
+        failure: `backend type '${typeName}' is not supported by chardev (query-chardev-backends lists what is)`,
+      };
     }
     throw generic(`Parameter 'type' does not accept value '${typeName}'`);
   }
@@ -96,7 +115,13 @@ export function parseBackend(backend: Args): AddSpec {
       const out = data.str('out');
       const input = data.optStr('in');
       const append = data.optBool('append');
-      source = { type: 'file', path: out, ...(append === undefined ? {} : { append: append ? 'on' : 'off' }), ...(input === undefined ? {} : { input }), ...base };
+      source = {
+        type: 'file',
+        path: out,
+        ...(append === undefined ? {} : { append: append ? 'on' : 'off' }),
+        ...(input === undefined ? {} : { input }),
+        ...base,
+      };
       break;
     }
     case 'pty':

@@ -331,7 +331,11 @@ export interface QmpService extends QmpServer {
  * Serve QMP on a UNIX socket at `where` (0600), or on a listening socket we were given (`{fd}`,
  * systemd's socket activation), with the commands `define` puts in the table.
  */
-export async function startQmpService(where: string | { readonly fd: number; readonly path: string }, define: (service: QmpService) => void, version?: string): Promise<QmpService> {
+export async function startQmpService(
+  where: string | { readonly fd: number; readonly path: string },
+  define: (service: QmpService) => void,
+  version?: string,
+): Promise<QmpService> {
   const wire = new QmpWire(where, version);
   define(wire);
   try {

@@ -47,7 +47,16 @@ import { QmpWire, processResources, type QmpServer } from './qmp-wire.ts';
 
 export { Args, QmpError, type QmpErrorClass } from './qmp-args.ts';
 export { QMP_BACKENDS, RINGBUF_DEFAULT_SIZE, RINGBUF_MAX_SIZE } from './qmp-chardev-add.ts';
-export { CHARDEV_VERSION, MAX_OUTPUT_BYTES, QMP_QEMU_VERSION, processResources, startQmpService, type QmpHandler, type QmpServer, type QmpService } from './qmp-wire.ts';
+export {
+  CHARDEV_VERSION,
+  MAX_OUTPUT_BYTES,
+  QMP_QEMU_VERSION,
+  processResources,
+  startQmpService,
+  type QmpHandler,
+  type QmpServer,
+  type QmpService,
+} from './qmp-wire.ts';
 
 export interface QmpServerOptions {
   /** Where the socket is created (0600; a stale socket is replaced, a live one is an error). */
@@ -62,7 +71,6 @@ export interface QmpServerOptions {
   readonly onEvent?: (event: string, data: JsonObject) => void;
 }
 
-
 /** A device's messages start with its id (`charfoo: Could not open …`); QMP's do not. */
 function reason(id: string, e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
@@ -70,8 +78,6 @@ function reason(id: string, e: unknown): string {
 }
 
 const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
-
-
 
 /** Ringbufs made as the `memory` alias, so query-chardev names them as QEMU does. */
 const memoryAlias = new WeakSet<Chardev>();

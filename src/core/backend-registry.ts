@@ -22,7 +22,10 @@ export function createBackend(ctx: BackendContext): Backend | Promise<Backend> {
   if (factory !== undefined) return factory(ctx);
   if (factories.size === 0) {
     // A program that imported the core directly and none of the backends: say so plainly.
-    throw new ChardevError('ERR_BACKEND_UNSUPPORTED', `${ctx.id}: no host interface backends are registered (import the package's entry point, or src/backends/index.ts)`);
+    throw new ChardevError(
+      'ERR_BACKEND_UNSUPPORTED',
+      `${ctx.id}: no host interface backends are registered (import the package's entry point, or src/backends/index.ts)`,
+    );
   }
   throw new ChardevError('ERR_BACKEND_UNSUPPORTED', `${ctx.id}: host interface type '${type}' is not supported yet`);
 }

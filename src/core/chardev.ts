@@ -91,7 +91,6 @@ class LogTee {
   }
 }
 
-
 type Listeners = { [E in ChardevEvent]: Array<ChardevEvents[E]> };
 
 export type { KernelTarget, OutputSource } from './guest-side.ts';
@@ -169,7 +168,12 @@ export class Chardev implements FedDevice {
       onChange: (change, client) => {
         if (change === 'stalled') {
           const what = ext.stall?.action === 'disconnect' ? 'disconnected' : 'now misses output until it catches up';
-          this.reportError(new ChardevError('ERR_CLIENT_STALLED', `${id}: client ${client.label} took no output for ${ext.stall?.timeoutSec ?? 0} s; it ${what} and the guest goes on`));
+          this.reportError(
+            new ChardevError(
+              'ERR_CLIENT_STALLED',
+              `${id}: client ${client.label} took no output for ${ext.stall?.timeoutSec ?? 0} s; it ${what} and the guest goes on`,
+            ),
+          );
         }
         for (const l of [...this.#listeners.client]) l(change, client);
       },
@@ -285,7 +289,11 @@ export class Chardev implements FedDevice {
     return this.#backend?.boundService;
   }
   get counters(): ChardevCounters {
-    return { bytesFromGuest: this.#fromGuest, bytesToGuest: this.#toGuest, dropped: (this.#backend?.droppedBytes ?? 0) + this.hub.missedBytes + this.#discarded };
+    return {
+      bytesFromGuest: this.#fromGuest,
+      bytesToGuest: this.#toGuest,
+      dropped: (this.#backend?.droppedBytes ?? 0) + this.hub.missedBytes + this.#discarded,
+    };
   }
 
   /**
@@ -343,7 +351,12 @@ export class Chardev implements FedDevice {
       this.history?.append(accepted);
       this.hub.broadcast(accepted);
       const err = this.#log?.write(accepted);
-      if (err !== undefined) this.reportError(new ChardevError('ERR_BACKEND_WRITE', `${this.id}: log ${this.#log?.path}: ${describeErrno(err as NodeJS.ErrnoException)}; logging stopped`, { cause: err }));
+      if (err !== undefined)
+        this.reportError(
+          new ChardevError('ERR_BACKEND_WRITE', `${this.id}: log ${this.#log?.path}: ${describeErrno(err as NodeJS.ErrnoException)}; logging stopped`, {
+            cause: err,
+          }),
+        );
     }
     return n;
   }

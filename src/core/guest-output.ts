@@ -424,7 +424,12 @@ export class GuestOutput {
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
     // once nothing is left in the stream's buffer (it must reach the devices first).
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable && (this.#reader?.readableLength ?? 0) === 0 && (this.#kernelTarget() !== undefined || (this.#devices[0] as FedDevice).kernelPathAfterNode())) {
+    if (
+      chunk.length >= BURST_BYTES &&
+      this.#kernelCapable &&
+      (this.#reader?.readableLength ?? 0) === 0 &&
+      (this.#kernelTarget() !== undefined || (this.#devices[0] as FedDevice).kernelPathAfterNode())
+    ) {
       this.#stopReader();
       this.#setPath('kernel');
       this.#schedule();
@@ -456,7 +461,13 @@ export class GuestOutput {
     this.#runWaits = 0;
     try {
       this.#run = dataPlane().start(
-        { from: this.#fd, to: target.fd, graceMs: GRACE_MS, seekEnd: target.seekEnd, ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}) },
+        {
+          from: this.#fd,
+          to: target.fd,
+          graceMs: GRACE_MS,
+          seekEnd: target.seekEnd,
+          ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}),
+        },
         { progress: (moved, waits) => this.#runProgress(target, moved, waits), ended: (r) => this.#runEnded(target, r) },
       );
     } catch {

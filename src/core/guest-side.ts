@@ -44,8 +44,8 @@ export interface FedDevice extends PumpDevice {
   addOutput(output: OutputSource): void;
   removeOutput(output: OutputSource): void;
   on(event: 'client', listener: (change: ClientChange, client: ClientInfo) => void): unknown;
-  off(event: 'client', listener: (change: ClientChange, client: ClientInfo) => void): unknown;
   on(event: 'writable', listener: () => void): unknown;
+  off(event: 'client', listener: (change: ClientChange, client: ClientInfo) => void): unknown;
   off(event: 'writable', listener: () => void): unknown;
   /** Where the kernel may move guest output now, if anywhere. */
   kernelTarget(): KernelTarget | undefined;

@@ -89,7 +89,10 @@ export function readStatus(dir: string, name: string): DomainStatus | undefined 
 export function listStatus(dir: string): string[] {
   let names: string[];
   try {
-    names = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
+    names = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => f.slice(0, -5));
   } catch {
     return [];
   }
@@ -107,7 +110,7 @@ export function writeStatus(dir: string, status: DomainStatus): string {
     throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${status.name}' is already running (pid ${other.pid})`);
   }
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(status, null, 2) + '\n', { mode: 0o600 });
+  fs.writeFileSync(tmp, `${JSON.stringify(status, null, 2)}\n`, { mode: 0o600 });
   fs.renameSync(tmp, file);
   return file;
 }

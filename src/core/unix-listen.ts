@@ -40,7 +40,8 @@ export async function prepareUnixPath(who: string, path: string): Promise<void> 
 export async function listenUnixOwnerOnly(who: string, server: net.Server, path: string, backlog = 16): Promise<void> {
   await prepareUnixPath(who, path);
   await new Promise<void>((resolve, reject) => {
-    const onError = (e: NodeJS.ErrnoException): void => reject(new ChardevError('ERR_BACKEND_OPEN', `${who}: Failed to bind socket to '${path}': ${describeErrno(e)}`, { cause: e }));
+    const onError = (e: NodeJS.ErrnoException): void =>
+      reject(new ChardevError('ERR_BACKEND_OPEN', `${who}: Failed to bind socket to '${path}': ${describeErrno(e)}`, { cause: e }));
     server.once('error', onError);
     const old = process.umask(0o177);
     try {

@@ -15,7 +15,7 @@
  * Events: every domain's, with `domain` added to their data; CHARDEV_DOMAIN_STARTED and
  * CHARDEV_DOMAIN_STOPPED {domain}.
  */
-import { Args, QmpError, processResources, startQmpService, type QmpService } from '../control/qmp.ts';
+import { type Args, QmpError, processResources, startQmpService, type QmpService } from '../control/qmp.ts';
 import type { Json, JsonObject } from '../control/qmp-json.ts';
 import { ChardevError } from '../errors.ts';
 import type { DomainHost } from './host.ts';
@@ -58,7 +58,13 @@ function qemuRequest(a: Args): QemuRequest {
   const syntax = a.optEnum('syntax', ['json', 'keyval'] as const);
   const cwd = a.optStr('cwd');
   a.done();
-  return { argv, ...(monitors !== undefined ? { monitors } : {}), ...(hubs !== undefined ? { hubs } : {}), ...(syntax !== undefined ? { syntax } : {}), ...(cwd !== undefined ? { cwd } : {}) };
+  return {
+    argv,
+    ...(monitors !== undefined ? { monitors } : {}),
+    ...(hubs !== undefined ? { hubs } : {}),
+    ...(syntax !== undefined ? { syntax } : {}),
+    ...(cwd !== undefined ? { cwd } : {}),
+  };
 }
 
 function domainRequest(a: Args): DomainRequest {
@@ -133,7 +139,14 @@ export async function startControl(where: string | { readonly fd: number; readon
       a.done();
       return host()
         .list()
-        .map((d) => ({ name: d.name, started: d.started, devices: d.devices, ...(d.qemuPid !== undefined ? { 'qemu-pid': d.qemuPid } : {}), qmp: d.qmp, console: d.console }));
+        .map((d) => ({
+          name: d.name,
+          started: d.started,
+          devices: d.devices,
+          ...(d.qemuPid !== undefined ? { 'qemu-pid': d.qemuPid } : {}),
+          qmp: d.qmp,
+          console: d.console,
+        }));
     });
     domainCommands(service, host, DOMAIN_COMMANDS);
   });

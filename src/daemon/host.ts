@@ -20,7 +20,17 @@ import type { JsonObject } from '../control/qmp-json.ts';
 import { startDomain, type Domain } from '../core/domain.ts';
 import { readStatus } from '../core/status.ts';
 import { ChardevError } from '../errors.ts';
-import { adoptQemu, describePorts, launchQemu, planQemuPorts, processStartTime, qemuExitMessage, type QemuExit, type QemuPort, type QemuProcess } from '../qemu/launch.ts';
+import {
+  adoptQemu,
+  describePorts,
+  launchQemu,
+  planQemuPorts,
+  processStartTime,
+  qemuExitMessage,
+  type QemuExit,
+  type QemuPort,
+  type QemuProcess,
+} from '../qemu/launch.ts';
 import { serveDomain, webAddress, type ServedDomain, type ServeReporter, type WebAddress } from '../control/serve.ts';
 import type { WebServer } from '../web/server.ts';
 import { readState, writeState, type DomainRecord, type DomainRequest } from './state.ts';
@@ -158,12 +168,17 @@ export class DomainHost {
     const o = this.#o;
     const loaded = loadDomain(request.xml, loadOptions(request));
     const name = loaded.def.name ?? 'domain';
-    if (this.#domains.has(name) || this.#claimed.has(name)) throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running`);
+    if (this.#domains.has(name) || this.#claimed.has(name))
+      throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running`);
     if (restart === undefined && this.#pendingRecords.has(name)) {
-      throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is still in the daemon's state file, waiting to be taken back`);
+      throw new ChardevError(
+        'ERR_BACKEND_BUSY',
+        `Requested operation is not valid: domain '${name}' is still in the daemon's state file, waiting to be taken back`,
+      );
     }
     const other = readStatus(o.runDir, name);
-    if (other !== undefined) throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running (pid ${other.pid})`);
+    if (other !== undefined)
+      throw new ChardevError('ERR_BACKEND_BUSY', `Requested operation is not valid: domain '${name}' is already running (pid ${other.pid})`);
     this.#claimed.add(name);
     const started = restart?.started ?? new Date().toISOString();
     const lines: string[] = [];
@@ -193,7 +208,9 @@ export class DomainHost {
         // Said only where the document asks for another address than the one the domain gets.
         const ownPort = own?.port ?? 0;
         if (own !== undefined && ((own.listen ?? '127.0.0.1') !== server.host || (ownPort !== 0 && ownPort !== server.port))) {
-          report.warn(`<cd:web> ${own.listen ?? ''}:${own.port ?? ''} is not used: the daemon's one browser console serves every domain (chardev daemon --web HOST:PORT)`);
+          report.warn(
+            `<cd:web> ${own.listen ?? ''}:${own.port ?? ''} is not used: the daemon's one browser console serves every domain (chardev daemon --web HOST:PORT)`,
+          );
         }
       }
       served = await serveDomain(domain, loaded, {
@@ -217,8 +234,17 @@ export class DomainHost {
         qemu =
           restart?.qemu !== undefined
             ? await adoptQemu(domain, ports, restart.qemu)
-            : await launchQemu(domain, { argv: q.argv, ports, runDir: o.runDir, supervision: 'detached', ...(q.syntax !== undefined ? { syntax: q.syntax } : {}), ...(q.cwd !== undefined ? { cwd: q.cwd } : {}) });
-        report.info(`qemu: ${path.basename(q.argv[0] ?? 'qemu')} ${restart?.qemu !== undefined ? 'taken back' : 'started'} (pid ${qemu.pid}); its output goes to ${domain.domainLog().path}`);
+            : await launchQemu(domain, {
+                argv: q.argv,
+                ports,
+                runDir: o.runDir,
+                supervision: 'detached',
+                ...(q.syntax !== undefined ? { syntax: q.syntax } : {}),
+                ...(q.cwd !== undefined ? { cwd: q.cwd } : {}),
+              });
+        report.info(
+          `qemu: ${path.basename(q.argv[0] ?? 'qemu')} ${restart?.qemu !== undefined ? 'taken back' : 'started'} (pid ${qemu.pid}); its output goes to ${domain.domainLog().path}`,
+        );
         await qemu.ready;
         report.info(`qemu: every device connected (${ports.length} port${ports.length === 1 ? '' : 's'} and the control socket)`);
         served.setQemuPid(qemu.pid);
@@ -331,7 +357,9 @@ export class DomainHost {
           const q = record.qemu;
           if (q !== undefined && processStartTime(q.pid) === q.startTime) {
             // Its QEMU runs on: kept in the state file for the next daemon, never left unknown.
-            this.#o.report.warn(`${record.name}: not taken back: ${(e as Error).message}; its QEMU (pid ${q.pid}) runs on and stays in the state file for the next daemon`);
+            this.#o.report.warn(
+              `${record.name}: not taken back: ${(e as Error).message}; its QEMU (pid ${q.pid}) runs on and stays in the state file for the next daemon`,
+            );
           } else {
             this.#pendingRecords.delete(record.name);
             this.#o.report.warn(`${record.name}: not taken back: ${(e as Error).message}`);

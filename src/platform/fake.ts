@@ -116,9 +116,7 @@ export interface FakePty {
   readonly flushes: number;
 }
 
-type FdTarget =
-  | { readonly kind: 'pty'; readonly pty: FakePtyImpl }
-  | { readonly kind: 'device'; readonly device: FakeDeviceImpl };
+type FdTarget = { readonly kind: 'pty'; readonly pty: FakePtyImpl } | { readonly kind: 'device'; readonly device: FakeDeviceImpl };
 
 function newEndpoint(): Endpoint {
   return { output: [], writable: true, writers: new Set() };

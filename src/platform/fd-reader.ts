@@ -13,12 +13,7 @@
  */
 import * as fs from 'node:fs';
 import * as tty from 'node:tty';
-import {
-  PlatformError,
-  errnoName,
-  type ByteReader,
-  type ByteReaderHandlers,
-} from './platform.ts';
+import { PlatformError, errnoName, type ByteReader, type ByteReaderHandlers } from './platform.ts';
 
 export class PtyReader implements ByteReader {
   readonly #stream: tty.ReadStream;

@@ -23,12 +23,7 @@
  * unless close() is called or a hard write error occurs.
  */
 import * as fs from 'node:fs';
-import {
-  PlatformError,
-  errnoName,
-  type ByteWriter,
-  type ByteWriterOptions,
-} from './platform.ts';
+import { PlatformError, errnoName, type ByteWriter, type ByteWriterOptions } from './platform.ts';
 import { ByteQueue } from './byte-queue.ts';
 
 /** What a writability wait ended with. */

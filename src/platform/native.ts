@@ -197,7 +197,9 @@ function load(): { koffi: Koffi; lib: Library } {
     // The CommonJS entry has the same shape as the ESM one; require keeps the load synchronous.
     koffi = require('koffi') as Koffi;
   } catch (e) {
-    loadError = new NativeUnavailableError('koffi', `needs koffi's native module, which is missing for ${platformName()}; ${WORKS_WITHOUT_NATIVE}`, { cause: e });
+    loadError = new NativeUnavailableError('koffi', `needs koffi's native module, which is missing for ${platformName()}; ${WORKS_WITHOUT_NATIVE}`, {
+      cause: e,
+    });
     throw loadError;
   }
   const info = currentLibc();
@@ -212,7 +214,11 @@ function load(): { koffi: Koffi; lib: Library } {
     }
   }
   const reason = lastError instanceof Error ? lastError.message : String(lastError);
-  loadError = new NativeUnavailableError('libc', `cannot load the C library ${candidates.join(' or ')} on ${platformName()} (${reason}); ${WORKS_WITHOUT_NATIVE}`, { cause: lastError });
+  loadError = new NativeUnavailableError(
+    'libc',
+    `cannot load the C library ${candidates.join(' or ')} on ${platformName()} (${reason}); ${WORKS_WITHOUT_NATIVE}`,
+    { cause: lastError },
+  );
   throw loadError;
 }
 

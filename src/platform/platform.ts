@@ -227,10 +227,7 @@ export class PlatformError extends Error {
   readonly description: string;
 
   constructor(init: PlatformErrorInit) {
-    super(
-      init.message ??
-        `${init.syscall}${init.path === undefined ? '' : ` ${init.path}`}: ${init.description}`,
-    );
+    super(init.message ?? `${init.syscall}${init.path === undefined ? '' : ` ${init.path}`}: ${init.description}`);
     this.name = 'PlatformError';
     this.code = init.code;
     this.errno = errnoNumber(init.code) ?? 0;

@@ -56,8 +56,12 @@ export function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): N
   } catch (e) {
     viaKoffi = (e as Error).message;
   }
-  const r = spawnSync('systemd-notify', [`--pid=${process.pid}`, ...state.split('\n').filter((l) => l !== '')], { env: { ...env, NOTIFY_SOCKET: socket }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
+  const r = spawnSync('systemd-notify', [`--pid=${process.pid}`, ...state.split('\n').filter((l) => l !== '')], {
+    env: { ...env, NOTIFY_SOCKET: socket },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 5000,
+  });
   if (r.status === 0) return { sent: true, via: 'systemd-notify' };
-  const why = r.error !== undefined ? r.error.message : (r.stderr?.toString().trim() || `exit status ${String(r.status)}`);
+  const why = r.error !== undefined ? r.error.message : r.stderr?.toString().trim() || `exit status ${String(r.status)}`;
   return { sent: false, reason: 'failed', error: `${viaKoffi}; systemd-notify: ${why}` };
 }

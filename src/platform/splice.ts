@@ -77,5 +77,5 @@ export function isPipe(fd: number): boolean {
 /** Bytes waiting to be read in a pipe or socket (FIONREAD); 0 if it cannot tell. */
 export function readableBytes(fd: number): number {
   const n = libc().ioctlIntOut(fd, FIONREAD);
-  return n > 0 ? n : 0;
+  return Math.max(n, 0);
 }

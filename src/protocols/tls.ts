@@ -210,10 +210,7 @@ export function connectTls(creds: TlsCredentials, socket: net.Socket, host: stri
     const onSecure = (): void => settle(undefined);
     const onError = (err: Error): void => settle(err);
     const onClose = (): void => settle(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
-    const timer = setTimeout(
-      () => settle(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => settle(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })), timeoutMs);
     tlsSocket.once('secureConnect', onSecure);
     tlsSocket.once('error', onError);
     tlsSocket.once('close', onClose);
@@ -252,7 +249,7 @@ const REASONS: Readonly<Record<string, string>> = {
   CERT_REVOKED: 'certificate has been revoked',
   CERT_SIGNATURE_FAILURE: 'certificate signature is invalid',
   INVALID_PURPOSE: 'certificate is not allowed for this use (extendedKeyUsage)',
-  UNABLE_TO_GET_CRL: 'no CRL from the certificate\'s issuer in ca-crl.pem',
+  UNABLE_TO_GET_CRL: "no CRL from the certificate's issuer in ca-crl.pem",
   CRL_HAS_EXPIRED: 'ca-crl.pem has expired',
   CRL_NOT_YET_VALID: 'ca-crl.pem is not yet valid',
   ERR_TLS_HANDSHAKE_TIMEOUT: 'handshake timed out',

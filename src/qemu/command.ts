@@ -33,9 +33,7 @@ export function escapeComma(v: string): string {
 }
 
 function keyval(props: Props): string {
-  return props
-    .map(([k, v]) => (typeof v === 'boolean' ? `${k}=${v ? 'on' : 'off'}` : `${k}=${v}`))
-    .join(',');
+  return props.map(([k, v]) => (typeof v === 'boolean' ? `${k}=${v ? 'on' : 'off'}` : `${k}=${v}`)).join(',');
 }
 
 function json(props: Props): string {
@@ -152,7 +150,11 @@ function frontendProps(nd: NamedDevice): Props | undefined {
     case 'serial': {
       const model = dev.target.model;
       if (model === undefined || model === 'pl011' || model === '16550a') return undefined;
-      const props: Props = [['driver', model], ['chardev', chardev], ['id', alias]];
+      const props: Props = [
+        ['driver', model],
+        ['chardev', chardev],
+        ['id', alias],
+      ];
       if (model === 'isa-serial' && dev.target.port !== undefined && dev.target.port >= 0) props.push(['index', dev.target.port]);
       const type = dev.info.address?.type;
       if (type === 'isa') {
@@ -175,7 +177,11 @@ function frontendProps(nd: NamedDevice): Props | undefined {
       return props;
     }
     case 'parallel':
-      return [['driver', 'isa-parallel'], ['chardev', chardev], ['id', alias]];
+      return [
+        ['driver', 'isa-parallel'],
+        ['chardev', chardev],
+        ['id', alias],
+      ];
     case 'channel':
     case 'console': {
       if (dev.target.type !== 'virtio') return undefined;
@@ -199,14 +205,7 @@ export function frontendArgs(nd: NamedDevice, syntax: ArgSyntax): QemuArg[] {
   const { dev, alias } = nd;
   if (dev.kind === 'channel' && dev.target.type === 'guestfwd') {
     const fwd = `tcp:${dev.target.address ?? ''}:${dev.target.port ?? ''}-chardev:${chardevId(alias)}`;
-    return [
-      [
-        '-netdev',
-        syntax === 'json'
-          ? JSON.stringify({ type: 'user', guestfwd: [{ str: fwd }], id: alias })
-          : `user,guestfwd=${fwd},id=${alias}`,
-      ],
-    ];
+    return [['-netdev', syntax === 'json' ? JSON.stringify({ type: 'user', guestfwd: [{ str: fwd }], id: alias }) : `user,guestfwd=${fwd},id=${alias}`]];
   }
   if (dev.kind === 'serial' && (dev.target.model === 'pl011' || dev.target.model === '16550a' || dev.target.model === undefined)) {
     return [['-serial', `chardev:${chardevId(alias)}`]];

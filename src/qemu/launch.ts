@@ -99,7 +99,12 @@ function privateDir(runDir: string, name: string): string {
 
 /** `cmd` as execvp would find it, or undefined. */
 function findExecutable(cmd: string): string | undefined {
-  const candidates = cmd.includes('/') ? [cmd] : (process.env['PATH'] ?? '').split(':').filter((d) => d !== '').map((d) => path.join(d, cmd));
+  const candidates = cmd.includes('/')
+    ? [cmd]
+    : (process.env['PATH'] ?? '')
+        .split(':')
+        .filter((d) => d !== '')
+        .map((d) => path.join(d, cmd));
   for (const c of candidates) {
     try {
       fs.accessSync(c, fs.constants.X_OK);
@@ -222,7 +227,17 @@ export class QemuProcess {
   #stopping: Promise<QemuExit> | undefined;
 
   /** @internal Use launchQemu() or adoptQemu(). */
-  constructor(init: { argv: readonly string[]; proc: QemuHandle; bridges: PortBridge[]; servers: net.Server[]; dir: string; qmp: Promise<net.Socket>; log: (b: Buffer) => void; lastWords: () => string; dieWithUs: boolean }) {
+  constructor(init: {
+    argv: readonly string[];
+    proc: QemuHandle;
+    bridges: PortBridge[];
+    servers: net.Server[];
+    dir: string;
+    qmp: Promise<net.Socket>;
+    log: (b: Buffer) => void;
+    lastWords: () => string;
+    dieWithUs: boolean;
+  }) {
     this.argv = init.argv;
     this.#proc = init.proc;
     this.pid = init.proc.pid;
@@ -244,7 +259,13 @@ export class QemuProcess {
       this.#release(true);
       this.#state = 'exited';
       const status = exitStatus(code, signal);
-      const lastError = init.lastWords().split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
+      const lastError =
+        init
+          .lastWords()
+          .split(/\r?\n/)
+          .map((l) => l.trim())
+          .filter((l) => l !== '')
+          .pop() ?? '';
       const how = signal !== null ? `signal ${signal}` : code !== null ? `status ${code}` : 'status unknown: started by an earlier chardev';
       log(Buffer.from(`${timestamp()}: qemu exited (${how})${this.#stopRequested ? ', as chardev asked' : ''}\n`));
       return { code, signal, status: code === null && signal === null ? 0 : status, lastError, stopRequested: this.#stopRequested };
@@ -434,13 +455,15 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
   const [binary, ...userArgs] = options.argv;
   if (binary === undefined) throw new ChardevError('ERR_USAGE', 'qemu: no QEMU command given (chardev qemu FILE -- qemu-system-x86_64 ARGS…)');
   const detached = options.supervision === 'detached';
-  const log = options.log ?? ((b: Buffer) => {
-    try {
-      domain.domainLog().write(b);
-    } catch {
-      // A failing log must not stop the guest; the stdio devices report it.
-    }
-  });
+  const log =
+    options.log ??
+    ((b: Buffer) => {
+      try {
+        domain.domainLog().write(b);
+      } catch {
+        // A failing log must not stop the guest; the stdio devices report it.
+      }
+    });
   const dir = privateDir(options.runDir, domain.name);
   let listening: PortServers | undefined;
   let child: ChildProcess | undefined;
@@ -448,8 +471,13 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
   let started: QemuProcess | undefined;
   try {
     listening = await listenPorts(domain, options.ports, dir, (id) => started?.sendBreak(id) ?? Promise.resolve());
-    if (findExecutable(binary) === undefined) throw new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: No such file or directory (is QEMU installed?)`);
-    const paths: QemuArgsPaths = { portSocket: (i) => portSocketPath(dir, i), qmpSocket: path.join(dir, 'qmp'), ...(detached ? { reconnect: reconnectOption(binary) } : {}) };
+    if (findExecutable(binary) === undefined)
+      throw new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: No such file or directory (is QEMU installed?)`);
+    const paths: QemuArgsPaths = {
+      portSocket: (i) => portSocketPath(dir, i),
+      qmpSocket: path.join(dir, 'qmp'),
+      ...(detached ? { reconnect: reconnectOption(binary) } : {}),
+    };
     const argv = [binary, ...userArgs, ...qemuDeviceArgs(options.ports, paths, userArgs, options.syntax)];
     log(Buffer.from(`${timestamp()}: starting up chardev, domain ${domain.name}, qemu command line:\n${argv.map(shellQuote).join(' ')}\n`));
     const common = { detached: true, env: { ...process.env, ...options.env }, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) };
@@ -466,7 +494,11 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
     await new Promise<void>((resolve, reject) => {
       c.once('spawn', resolve);
       c.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: ${e.code === 'ENOENT' ? 'No such file or directory (is QEMU installed?)' : e.message}`, { cause: e })),
+        reject(
+          new ChardevError('ERR_GUEST', `qemu: cannot start ${binary}: ${e.code === 'ENOENT' ? 'No such file or directory (is QEMU installed?)' : e.message}`, {
+            cause: e,
+          }),
+        ),
       );
     });
     let stderrTail = '';
@@ -505,23 +537,38 @@ export async function launchQemu(domain: Domain, options: QemuLaunchOptions): Pr
  * 'detached'`): listen again on its socket directory; QEMU's `reconnect` brings every port
  * and its QMP monitor back within a second. Throws ERR_GUEST when that QEMU is gone.
  */
-export async function adoptQemu(domain: Domain, ports: readonly QemuPort[], record: QemuRecord, options: { readonly log?: (chunk: Buffer) => void } = {}): Promise<QemuProcess> {
+export async function adoptQemu(
+  domain: Domain,
+  ports: readonly QemuPort[],
+  record: QemuRecord,
+  options: { readonly log?: (chunk: Buffer) => void } = {},
+): Promise<QemuProcess> {
   if (processStartTime(record.pid) !== record.startTime) {
     fs.rmSync(record.dir, { recursive: true, force: true });
     throw new ChardevError('ERR_GUEST', `qemu (pid ${record.pid}) of domain ${domain.name} is no longer running`);
   }
-  const log = options.log ?? ((b: Buffer) => {
-    try {
-      domain.domainLog().write(b);
-    } catch {
-      // as in launchQemu
-    }
-  });
+  const log =
+    options.log ??
+    ((b: Buffer) => {
+      try {
+        domain.domainLog().write(b);
+      } catch {
+        // as in launchQemu
+      }
+    });
   fs.mkdirSync(record.dir, { recursive: true, mode: 0o700 });
   let adopted: QemuProcess | undefined;
   const listening = await listenPorts(domain, ports, record.dir, (id) => adopted?.sendBreak(id) ?? Promise.resolve());
   const logFile = qemuLogFile(domain);
   log(Buffer.from(`${timestamp()}: chardev took back qemu (pid ${record.pid}), domain ${domain.name}\n`));
-  adopted = new QemuProcess({ argv: record.argv, proc: adoptedHandle(record), ...listening, dir: record.dir, log, lastWords: () => fileTail(logFile), dieWithUs: false });
+  adopted = new QemuProcess({
+    argv: record.argv,
+    proc: adoptedHandle(record),
+    ...listening,
+    dir: record.dir,
+    log,
+    lastWords: () => fileTail(logFile),
+    dieWithUs: false,
+  });
   return adopted;
 }

@@ -47,7 +47,10 @@ export interface WebDomains {
 }
 
 /** Where a request's path leads. */
-type Route = { readonly kind: 'domain'; readonly domain: Domain; readonly rest: string } | { readonly kind: 'list' } | { readonly kind: 'redirect'; readonly to: string };
+type Route =
+  | { readonly kind: 'domain'; readonly domain: Domain; readonly rest: string }
+  | { readonly kind: 'list' }
+  | { readonly kind: 'redirect'; readonly to: string };
 
 function isDomain(d: Domain | WebDomains): d is Domain {
   return 'devices' in d && 'device' in d;
@@ -86,7 +89,6 @@ const MAX_IN_FRAME = 1024 * 1024;
 const PING_MS = 30_000;
 /** How long tabs get to finish the closing handshake at close(). */
 const CLOSE_GRACE_MS = 1000;
-
 
 const WEB_DIR = path.dirname(fileURLToPath(import.meta.url));
 
@@ -143,7 +145,9 @@ function cookieValue(header: string | undefined, name: string): string | undefin
 function refuseUpgrade(socket: Duplex, status: number, text: string): void {
   socket.on('error', () => {});
   if (socket.writable) {
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+    );
   }
   setTimeout(() => socket.destroy(), 1000).unref();
 }
@@ -206,7 +210,14 @@ export async function startWebServer(source: Domain | WebDomains, options: WebSe
     'Content-Security-Policy': `default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws://${wsHost(req)}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`,
   });
 
-  const reply = (req: http.IncomingMessage, res: http.ServerResponse, status: number, type: string, body: string | Buffer, extra: http.OutgoingHttpHeaders = {}): void => {
+  const reply = (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    status: number,
+    type: string,
+    body: string | Buffer,
+    extra: http.OutgoingHttpHeaders = {},
+  ): void => {
     const data = typeof body === 'string' ? Buffer.from(body) : body;
     res.writeHead(status, { ...headers(req, type), 'Content-Length': data.length, ...extra });
     res.end(req.method === 'HEAD' ? undefined : data);
@@ -263,7 +274,10 @@ export async function startWebServer(source: Domain | WebDomains, options: WebSe
   const domainList = (): string => {
     const rows = domains
       .list()
-      .map((d) => `<li><a href="/domain/${escapeHtml(encodeURIComponent(d.name))}/">${escapeHtml(d.name)}</a> (${d.devices.size} device${d.devices.size === 1 ? '' : 's'})</li>`)
+      .map(
+        (d) =>
+          `<li><a href="/domain/${escapeHtml(encodeURIComponent(d.name))}/">${escapeHtml(d.name)}</a> (${d.devices.size} device${d.devices.size === 1 ? '' : 's'})</li>`,
+      )
       .join('\n');
     return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>chardev: domains</title>
@@ -372,7 +386,13 @@ ${rows}
 
   await new Promise<void>((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException): void => {
-      reject(new ChardevError(e.code === 'EADDRINUSE' ? 'ERR_BACKEND_BUSY' : 'ERR_BACKEND_OPEN', `web console: cannot listen on ${hostPort(host, options.port ?? 0)}: ${e.message}`, { cause: e }));
+      reject(
+        new ChardevError(
+          e.code === 'EADDRINUSE' ? 'ERR_BACKEND_BUSY' : 'ERR_BACKEND_OPEN',
+          `web console: cannot listen on ${hostPort(host, options.port ?? 0)}: ${e.message}`,
+          { cause: e },
+        ),
+      );
     };
     server.once('error', onError);
     server.listen({ host, port: options.port ?? 0 }, () => {

@@ -46,7 +46,9 @@ export function parsePageMessage(text: string): PageMessage | string {
   const cells = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n > 0 && n <= MAX_TERMINAL_CELLS;
   switch (o['type']) {
     case 'resize':
-      return cells(o['cols']) && cells(o['rows']) ? { type: 'resize', cols: o['cols'], rows: o['rows'] } : `resize needs whole cols and rows from 1 to ${MAX_TERMINAL_CELLS}`;
+      return cells(o['cols']) && cells(o['rows'])
+        ? { type: 'resize', cols: o['cols'], rows: o['rows'] }
+        : `resize needs whole cols and rows from 1 to ${MAX_TERMINAL_CELLS}`;
     case 'break':
     case 'take':
     case 'counters':
@@ -129,7 +131,17 @@ export function serveTab(domain: Domain, device: Chardev, ws: WebSocket, opts: T
   const pending = held;
   held = undefined;
   heldBytes = 0;
-  control({ type: 'hello', version: WIRE_VERSION, domain: domain.name, device: device.alias, label: device.id, deviceType: device.type, role: c.role, readonly: c.readonly, interactive: device.type === 'vc' });
+  control({
+    type: 'hello',
+    version: WIRE_VERSION,
+    domain: domain.name,
+    device: device.alias,
+    label: device.id,
+    deviceType: device.type,
+    role: c.role,
+    readonly: c.readonly,
+    interactive: device.type === 'vc',
+  });
   for (const f of pending) out(f.data, f.binary);
   const onMessage = (msg: PageMessage): void => {
     switch (msg.type) {
@@ -146,7 +158,14 @@ export function serveTab(domain: Domain, device: Chardev, ws: WebSocket, opts: T
         return;
       case 'counters': {
         const k = device.counters;
-        control({ type: 'counters', bytesFromGuest: k.bytesFromGuest, bytesToGuest: k.bytesToGuest, dropped: k.dropped, clients: device.hub.size, writer: device.hub.writer?.label ?? null });
+        control({
+          type: 'counters',
+          bytesFromGuest: k.bytesFromGuest,
+          bytesToGuest: k.bytesToGuest,
+          dropped: k.dropped,
+          clients: device.hub.size,
+          writer: device.hub.writer?.label ?? null,
+        });
         return;
       }
     }

@@ -41,7 +41,10 @@ describe('dev backend', () => {
       const file = path.join(dir, 'plain');
       fs.writeFileSync(file, '');
       await assert.rejects(open(domainXml(`<serial type='dev'><source path='${q(file)}'/></serial>`)), /charserial0: '.*plain' is not a character device/);
-      await assert.rejects(open(domainXml(`<serial type='dev'><source path='${q(path.join(dir, 'none'))}'/></serial>`)), /charserial0: Could not open '.*none'/);
+      await assert.rejects(
+        open(domainXml(`<serial type='dev'><source path='${q(path.join(dir, 'none'))}'/></serial>`)),
+        /charserial0: Could not open '.*none'/,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

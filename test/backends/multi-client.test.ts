@@ -41,7 +41,9 @@ describe('many clients on one telnet device', () => {
   it('all see history and output; only the writer types; take-over; a late client gets the history', T, async () => {
     const peers: PyPeer[] = [];
     const d = await open(
-      xml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/><cd:clients max='4'/><cd:history size='4096'/></serial>`),
+      xml(
+        `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/><cd:clients max='4'/><cd:history size='4096'/></serial>`,
+      ),
     );
     try {
       const dev = d.device('serial0');
@@ -53,9 +55,22 @@ describe('many clients on one telnet device', () => {
       const a = await connect(port, peers);
       await expectBytes(a.peer, Buffer.concat([Buffer.from(GREETING, 'hex'), Buffer.from('boot\r\n')]));
       const b = await connect(port, peers);
-      await expectBytes(b.peer, Buffer.concat([Buffer.from(GREETING, 'hex'), Buffer.from('boot\r\n'), Buffer.from(notice(`read-only: ${a.label} is the writer (attach with force to take over)`))]));
+      await expectBytes(
+        b.peer,
+        Buffer.concat([
+          Buffer.from(GREETING, 'hex'),
+          Buffer.from('boot\r\n'),
+          Buffer.from(notice(`read-only: ${a.label} is the writer (attach with force to take over)`)),
+        ]),
+      );
       assert.deepEqual(ev, ['open'], 'the device opened once, for the first client');
-      assert.deepEqual(dev.hub.clients().map((c) => [c.label, c.role]), [[a.label, 'writer'], [b.label, 'viewer']]);
+      assert.deepEqual(
+        dev.hub.clients().map((c) => [c.label, c.role]),
+        [
+          [a.label, 'writer'],
+          [b.label, 'viewer'],
+        ],
+      );
 
       dev.write(Buffer.from('out\r\n'));
       await expectBytes(a.peer, 'out\r\n');
@@ -82,7 +97,14 @@ describe('many clients on one telnet device', () => {
       assert.equal(await a.peer.cmd('close'), 'closed');
       await waitFor(() => dev.hub.size === 1, 'A to leave');
       const c = await connect(port, peers);
-      await expectBytes(c.peer, Buffer.concat([Buffer.from(GREETING, 'hex'), Buffer.from('boot\r\nout\r\n'), Buffer.from(notice(`read-only: ${b.label} is the writer (attach with force to take over)`))]));
+      await expectBytes(
+        c.peer,
+        Buffer.concat([
+          Buffer.from(GREETING, 'hex'),
+          Buffer.from('boot\r\nout\r\n'),
+          Buffer.from(notice(`read-only: ${b.label} is the writer (attach with force to take over)`)),
+        ]),
+      );
       assert.equal(await b.peer.cmd('close'), 'closed');
       assert.equal(await c.peer.cmd('close'), 'closed');
       await waitFor(() => ev.length === 2, 'the last client leaving closes the device');

@@ -51,104 +51,116 @@ describe('pipe backend (real FIFOs)', () => {
     }
   });
 
-  it("refused output is the frontend's: not dropped until it calls discard; 'writable' once the reader catches up; everything accepted arrives", T, async () => {
-    const base = path.join(dir, 'refuse');
-    linuxPlatform.mkfifo(`${base}.in`, 0o600);
-    linuxPlatform.mkfifo(`${base}.out`, 0o600);
-    const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
-    try {
-      const dev = d.device('serial0');
-      let writable = 0;
-      dev.on('writable', () => writable++);
-      // Nobody reads PATH.out: the FIFO (64 KiB) and then the backend's bounded queue fill.
-      const chunk = payload(65536 - 256);
-      let accepted = 0;
-      let refused = 0;
-      for (let i = 0; i < 64 && refused === 0; i++) {
-        const n = dev.write(chunk);
-        accepted += n;
-        refused = chunk.length - n;
-        await sleep(1);
+  it(
+    "refused output is the frontend's: not dropped until it calls discard; 'writable' once the reader catches up; everything accepted arrives",
+    T,
+    async () => {
+      const base = path.join(dir, 'refuse');
+      linuxPlatform.mkfifo(`${base}.in`, 0o600);
+      linuxPlatform.mkfifo(`${base}.out`, 0o600);
+      const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
+      try {
+        const dev = d.device('serial0');
+        let writable = 0;
+        dev.on('writable', () => writable++);
+        // Nobody reads PATH.out: the FIFO (64 KiB) and then the backend's bounded queue fill.
+        const chunk = payload(65536 - 256);
+        let accepted = 0;
+        let refused = 0;
+        for (let i = 0; i < 64 && refused === 0; i++) {
+          const n = dev.write(chunk);
+          accepted += n;
+          refused = chunk.length - n;
+          await sleep(1);
+        }
+        assert.ok(refused > 0, 'the backend refused some output');
+        assert.equal(dev.counters.dropped, 0, 'a refusal the frontend may retry is not a drop');
+        dev.discard(refused);
+        assert.equal(dev.counters.dropped, refused, 'what the frontend gives up on is counted once');
+        assert.equal(writable, 0, 'not writable while the reader is away');
+        const got = await run('head', ['-c', String(accepted), `${base}.out`]);
+        assert.equal(got.stdout.length, accepted, 'every accepted byte reaches the reader');
+        await waitFor(() => writable === 1, "'writable' once the queue drained");
+        assert.equal(dev.write(Buffer.from('more')), 4, 'and output is taken again');
+      } finally {
+        await d.stop();
       }
-      assert.ok(refused > 0, 'the backend refused some output');
-      assert.equal(dev.counters.dropped, 0, 'a refusal the frontend may retry is not a drop');
-      dev.discard(refused);
-      assert.equal(dev.counters.dropped, refused, 'what the frontend gives up on is counted once');
-      assert.equal(writable, 0, 'not writable while the reader is away');
-      const got = await run('head', ['-c', String(accepted), `${base}.out`]);
-      assert.equal(got.stdout.length, accepted, 'every accepted byte reaches the reader');
-      await waitFor(() => writable === 1, "'writable' once the queue drained");
-      assert.equal(dev.write(Buffer.from('more')), 4, 'and output is taken again');
-    } finally {
-      await d.stop();
-    }
-  });
+    },
+  );
 
-  it("QEMU's pipe scenario: pipe-in\\0 written before the frontend listens reaches it once it does, exactly; pipe-out\\0 comes out of pipe.out (/char/pipe)", T, async () => {
-    const base = path.join(dir, 'pipe');
-    linuxPlatform.mkfifo(`${base}.in`, 0o600);
-    linuxPlatform.mkfifo(`${base}.out`, 0o600);
-    const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
-    try {
-      const dev = d.device('serial0');
-      const w = fs.openSync(`${base}.in`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-      assert.equal(fs.writeSync(w, Buffer.from('pipe-in\0')), 8);
-      fs.closeSync(w);
-      await sleep(50);
-      assert.equal(dev.counters.bytesToGuest, 0, 'nothing read before a frontend listens');
-      const input = collect(dev);
-      await waitFor(() => input.bytes().length >= 8, 'pipe-in\\0 at the guest');
-      assert.deepEqual(input.bytes(), Buffer.from('pipe-in\0'));
-      assert.equal(dev.write(Buffer.from('pipe-out\0')), 9);
-      const got = await run('head', ['-c', '9', `${base}.out`]);
-      assert.deepEqual(got.stdout, Buffer.from('pipe-out\0'));
-    } finally {
-      await d.stop();
-    }
-  });
-
-  it("one guest port on several devices (chardev qemu --hub, OutputPump) with a full pipe among them: the guest waits; after the pipe drains the held chunk goes on, and no device gets anything twice (/char/hub, its pipe-EAGAIN part)", T, async () => {
-    const base = path.join(dir, 'hub');
-    linuxPlatform.mkfifo(`${base}.in`, 0o600);
-    linuxPlatform.mkfifo(`${base}.out`, 0o600);
-    const ring = path.join(dir, 'hub-ring.log');
-    const d = await open(domainXml(`<serial type='file'><source path='${q(ring)}'/></serial><serial type='pipe'><source path='${q(base)}'/></serial>`));
-    try {
-      const file = d.device('serial0');
-      const pipe = d.device('serial1');
-      let paused = 0;
-      let resumed = 0;
-      const pump = new OutputPump([file, pipe], { pause: () => paused++, resume: () => resumed++ });
-      const stream: Buffer[] = [Buffer.from('thisis')];
-      pump.push(Buffer.from('thisis'));
-      assert.equal(pump.waiting, false, 'nothing is blocked: the guest goes on');
-      // Nobody reads the pipe: its FIFO and then the backend's bounded queue fill, chunk by chunk.
-      for (let i = 0; !pump.waiting && i < 100_000; i++) {
-        const chunk = Buffer.from(`it${String(i).padStart(6, '0')}`.repeat(512)); // 4 KiB, numbered
-        stream.push(chunk);
-        pump.push(chunk);
-        if (i % 64 === 63) await sleep(0);
+  it(
+    "QEMU's pipe scenario: pipe-in\\0 written before the frontend listens reaches it once it does, exactly; pipe-out\\0 comes out of pipe.out (/char/pipe)",
+    T,
+    async () => {
+      const base = path.join(dir, 'pipe');
+      linuxPlatform.mkfifo(`${base}.in`, 0o600);
+      linuxPlatform.mkfifo(`${base}.out`, 0o600);
+      const d = await open(domainXml(`<serial type='pipe'><source path='${q(base)}'/></serial>`));
+      try {
+        const dev = d.device('serial0');
+        const w = fs.openSync(`${base}.in`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+        assert.equal(fs.writeSync(w, Buffer.from('pipe-in\0')), 8);
+        fs.closeSync(w);
+        await sleep(50);
+        assert.equal(dev.counters.bytesToGuest, 0, 'nothing read before a frontend listens');
+        const input = collect(dev);
+        await waitFor(() => input.bytes().length >= 8, 'pipe-in\\0 at the guest');
+        assert.deepEqual(input.bytes(), Buffer.from('pipe-in\0'));
+        assert.equal(dev.write(Buffer.from('pipe-out\0')), 9);
+        const got = await run('head', ['-c', '9', `${base}.out`]);
+        assert.deepEqual(got.stdout, Buffer.from('pipe-out\0'));
+      } finally {
+        await d.stop();
       }
-      assert.equal(pump.waiting, true, 'the full pipe holds the guest (QEMU: -1/EAGAIN, a watch on the pipe)');
-      assert.equal(paused, 1);
-      const total = Buffer.concat(stream).length;
-      assert.equal(fs.statSync(ring).size, total, 'the device that could take it has every chunk, the held one included, once');
-      const reader = run('head', ['-c', String(total + 16), `${base}.out`]);
-      await waitFor(() => !pump.waiting, 'the guest to go on once the pipe drains', 10_000);
-      assert.equal(resumed, 1);
-      stream.push(Buffer.from('streamisrestored'));
-      pump.push(Buffer.from('streamisrestored'));
-      const got = (await reader).stdout;
-      const all = Buffer.concat(stream);
-      assert.equal(got.length, all.length);
-      assert.ok(got.equals(all), 'the pipe got the stream once, in order, the held chunk not resent');
-      await pump.flushed();
-      assert.ok(fs.readFileSync(ring).equals(all), 'the other device got it once too: nothing written twice');
-      pump.close();
-    } finally {
-      await d.stop();
-    }
-  });
+    },
+  );
+
+  it(
+    'one guest port on several devices (chardev qemu --hub, OutputPump) with a full pipe among them: the guest waits; after the pipe drains the held chunk goes on, and no device gets anything twice (/char/hub, its pipe-EAGAIN part)',
+    T,
+    async () => {
+      const base = path.join(dir, 'hub');
+      linuxPlatform.mkfifo(`${base}.in`, 0o600);
+      linuxPlatform.mkfifo(`${base}.out`, 0o600);
+      const ring = path.join(dir, 'hub-ring.log');
+      const d = await open(domainXml(`<serial type='file'><source path='${q(ring)}'/></serial><serial type='pipe'><source path='${q(base)}'/></serial>`));
+      try {
+        const file = d.device('serial0');
+        const pipe = d.device('serial1');
+        let paused = 0;
+        let resumed = 0;
+        const pump = new OutputPump([file, pipe], { pause: () => paused++, resume: () => resumed++ });
+        const stream: Buffer[] = [Buffer.from('thisis')];
+        pump.push(Buffer.from('thisis'));
+        assert.equal(pump.waiting, false, 'nothing is blocked: the guest goes on');
+        // Nobody reads the pipe: its FIFO and then the backend's bounded queue fill, chunk by chunk.
+        for (let i = 0; !pump.waiting && i < 100_000; i++) {
+          const chunk = Buffer.from(`it${String(i).padStart(6, '0')}`.repeat(512)); // 4 KiB, numbered
+          stream.push(chunk);
+          pump.push(chunk);
+          if (i % 64 === 63) await sleep(0);
+        }
+        assert.equal(pump.waiting, true, 'the full pipe holds the guest (QEMU: -1/EAGAIN, a watch on the pipe)');
+        assert.equal(paused, 1);
+        const total = Buffer.concat(stream).length;
+        assert.equal(fs.statSync(ring).size, total, 'the device that could take it has every chunk, the held one included, once');
+        const reader = run('head', ['-c', String(total + 16), `${base}.out`]);
+        await waitFor(() => !pump.waiting, 'the guest to go on once the pipe drains', 10_000);
+        assert.equal(resumed, 1);
+        stream.push(Buffer.from('streamisrestored'));
+        pump.push(Buffer.from('streamisrestored'));
+        const got = (await reader).stdout;
+        const all = Buffer.concat(stream);
+        assert.equal(got.length, all.length);
+        assert.ok(got.equals(all), 'the pipe got the stream once, in order, the held chunk not resent');
+        await pump.flushed();
+        assert.ok(fs.readFileSync(ring).equals(all), 'the other device got it once too: nothing written twice');
+        pump.close();
+      } finally {
+        await d.stop();
+      }
+    },
+  );
 
   it('falls back to PATH for both directions when PATH.in/.out do not exist (reads back its own output)', T, async () => {
     const fifo = path.join(dir, 'single');

@@ -7,8 +7,7 @@ import { T, domainXml, waitFor } from '../core/helpers.ts';
 
 describe('pty + <cd:history>', () => {
   it('replays what scrolled by before the reader came, then live output; without history nothing is replayed', T, async () => {
-    const xml = (ext: string): string =>
-      domainXml(`<serial type='pty'>${ext}</serial>`);
+    const xml = (ext: string): string => domainXml(`<serial type='pty'>${ext}</serial>`);
     for (const [ext, expected] of [
       [`<cd:history size='1024'/>`, 'boot 1\nboot 2\nlive\n'],
       ['', 'live\n'],

@@ -176,71 +176,79 @@ describe('socket backend (tcp and unix, real peers)', () => {
 
   for (const kind of ['tcp', 'unix'] as const) {
     describe(kind, () => {
-      it(`server mainloop: starts disconnected, a client opens it, Hello/World both ways, close; twice (/char/socket/server/mainloop/${kind}, /char/socket/server/wait-conn/${kind})`, T, async () => {
-        const peers: PyPeer[] = [];
-        const { srv, d, dev, ev, input } = await startServer(kind);
-        try {
-          if (kind === 'tcp') assert.match(srv.address(d), /^[1-9]\d*$/, 'the real port is in the live state');
-          assert.equal(dev.filename, srv.disconnected(d));
-          assert.equal(dev.isOpen, false);
-          await sleep(20);
-          assert.deepEqual(ev, [], 'no event before a client');
-          for (const round of [1, 2]) {
-            const { peer, port } = await pyClient(kind, srv.address(d), peers);
-            await events(ev, round === 1 ? ['open'] : ['open', 'close', 'open'], `client ${round} opens the device`);
-            assert.equal(dev.filename, srv.connected(d, port));
-            assert.equal(dev.isOpen, true);
-            // Re-installing a handler while connected replays OPENED (QEMU's late attach).
-            let replayed = 0;
-            dev.on('open', () => replayed++);
-            await waitFor(() => replayed === 1, 'OPENED replayed to a late open listener');
-            await pingPong(dev, peer, input, `client ${round}`);
-            assert.equal(await peer.cmd('close'), 'closed');
-            await events(ev, round === 1 ? ['open', 'close'] : ['open', 'close', 'open', 'close'], `client ${round} leaving closes the device`);
+      it(
+        `server mainloop: starts disconnected, a client opens it, Hello/World both ways, close; twice (/char/socket/server/mainloop/${kind}, /char/socket/server/wait-conn/${kind})`,
+        T,
+        async () => {
+          const peers: PyPeer[] = [];
+          const { srv, d, dev, ev, input } = await startServer(kind);
+          try {
+            if (kind === 'tcp') assert.match(srv.address(d), /^[1-9]\d*$/, 'the real port is in the live state');
             assert.equal(dev.filename, srv.disconnected(d));
             assert.equal(dev.isOpen, false);
+            await sleep(20);
+            assert.deepEqual(ev, [], 'no event before a client');
+            for (const round of [1, 2]) {
+              const { peer, port } = await pyClient(kind, srv.address(d), peers);
+              await events(ev, round === 1 ? ['open'] : ['open', 'close', 'open'], `client ${round} opens the device`);
+              assert.equal(dev.filename, srv.connected(d, port));
+              assert.equal(dev.isOpen, true);
+              // Re-installing a handler while connected replays OPENED (QEMU's late attach).
+              let replayed = 0;
+              dev.on('open', () => replayed++);
+              await waitFor(() => replayed === 1, 'OPENED replayed to a late open listener');
+              await pingPong(dev, peer, input, `client ${round}`);
+              assert.equal(await peer.cmd('close'), 'closed');
+              await events(ev, round === 1 ? ['open', 'close'] : ['open', 'close', 'open', 'close'], `client ${round} leaving closes the device`);
+              assert.equal(dev.filename, srv.disconnected(d));
+              assert.equal(dev.isOpen, false);
+            }
+            assert.deepEqual(input.bytes(), Buffer.concat([WORLD, WORLD]));
+            assert.equal(dev.counters.bytesFromGuest, 12);
+            assert.equal(dev.counters.bytesToGuest, 12);
+            assert.equal(dev.counters.dropped, 0);
+          } finally {
+            await d.stop();
+            await killAll(peers);
           }
-          assert.deepEqual(input.bytes(), Buffer.concat([WORLD, WORLD]));
-          assert.equal(dev.counters.bytesFromGuest, 12);
-          assert.equal(dev.counters.bytesToGuest, 12);
-          assert.equal(dev.counters.dropped, 0);
-        } finally {
-          await d.stop();
-          await killAll(peers);
-        }
-        if (kind === 'unix') assert.equal(fs.existsSync(srv.address(d)), false, 'socket file removed at stop');
-      });
+          if (kind === 'unix') assert.equal(fs.existsSync(srv.address(d)), false, 'socket file removed at stop');
+        },
+      );
 
-      it(`two clients: the second waits (connected, unserved) until the first leaves, then is served (/char/socket/server/two-clients/${kind})`, T, async () => {
-        const peers: PyPeer[] = [];
-        const { srv, d, dev, ev, input } = await startServer(kind);
-        try {
-          const c1 = await pyClient(kind, srv.address(d), peers);
-          await events(ev, ['open'], 'client 1 opens');
-          const c2 = await pyClient(kind, srv.address(d), peers); // connect() returned: the backlog took it
-          assert.equal(await c2.peer.cmd(`send ${hex('early')}`), 'sent');
-          assert.equal(dev.write(Buffer.from('one')), 3);
-          assert.equal(await c1.peer.cmd('recv 3'), `got ${hex('one')}`);
-          assert.equal(await c2.peer.cmd('quiet 0.3'), 'none', 'the waiting client receives nothing');
-          await sleep(100);
-          assert.equal(input.bytes().length, 0, 'the waiting client’s bytes do not reach the guest');
-          assert.equal(dev.filename, srv.connected(d, c1.port));
+      it(
+        `two clients: the second waits (connected, unserved) until the first leaves, then is served (/char/socket/server/two-clients/${kind})`,
+        T,
+        async () => {
+          const peers: PyPeer[] = [];
+          const { srv, d, dev, ev, input } = await startServer(kind);
+          try {
+            const c1 = await pyClient(kind, srv.address(d), peers);
+            await events(ev, ['open'], 'client 1 opens');
+            const c2 = await pyClient(kind, srv.address(d), peers); // connect() returned: the backlog took it
+            assert.equal(await c2.peer.cmd(`send ${hex('early')}`), 'sent');
+            assert.equal(dev.write(Buffer.from('one')), 3);
+            assert.equal(await c1.peer.cmd('recv 3'), `got ${hex('one')}`);
+            assert.equal(await c2.peer.cmd('quiet 0.3'), 'none', 'the waiting client receives nothing');
+            await sleep(100);
+            assert.equal(input.bytes().length, 0, 'the waiting client’s bytes do not reach the guest');
+            assert.equal(dev.filename, srv.connected(d, c1.port));
 
-          assert.equal(await c1.peer.cmd('close'), 'closed');
-          await events(ev, ['open', 'close', 'open'], 'close #1, then client 2 is served');
-          assert.equal(dev.filename, srv.connected(d, c2.port));
-          await waitFor(() => input.bytes().length === 5, 'client 2’s early bytes at the guest');
-          assert.equal(input.bytes().toString(), 'early');
-          assert.equal(dev.write(Buffer.from('two')), 3);
-          assert.equal(await c2.peer.cmd('recv 3'), `got ${hex('two')}`, 'client 2 gets output written after it was served, nothing older');
-          assert.equal(await c2.peer.cmd('close'), 'closed');
-          await events(ev, ['open', 'close', 'open', 'close'], 'close #2');
-          assert.equal(dev.filename, srv.disconnected(d));
-        } finally {
-          await d.stop();
-          await killAll(peers);
-        }
-      });
+            assert.equal(await c1.peer.cmd('close'), 'closed');
+            await events(ev, ['open', 'close', 'open'], 'close #1, then client 2 is served');
+            assert.equal(dev.filename, srv.connected(d, c2.port));
+            await waitFor(() => input.bytes().length === 5, 'client 2’s early bytes at the guest');
+            assert.equal(input.bytes().toString(), 'early');
+            assert.equal(dev.write(Buffer.from('two')), 3);
+            assert.equal(await c2.peer.cmd('recv 3'), `got ${hex('two')}`, 'client 2 gets output written after it was served, nothing older');
+            assert.equal(await c2.peer.cmd('close'), 'closed');
+            await events(ev, ['open', 'close', 'open', 'close'], 'close #2');
+            assert.equal(dev.filename, srv.disconnected(d));
+          } finally {
+            await d.stop();
+            await killAll(peers);
+          }
+        },
+      );
 
       it('output with no client is dropped (counted, logged); a later client gets only newer bytes (§7.1)', T, async () => {
         const peers: PyPeer[] = [];
@@ -268,35 +276,39 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it(`client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop/${kind}, /char/socket/client/wait-conn/${kind}, /char/socket/basic)`, T, async () => {
-        const peers: PyPeer[] = [];
-        const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
-        const names = clientNames(kind, target.address);
-        const d = await open(domainXml(clientXml(kind, target.address)));
-        try {
-          const accepted = await target.peer.cmd('accept 5');
-          const m = /^accepted (\S+)$/.exec(accepted);
-          assert.ok(m, accepted);
-          const dev = d.device('serial0');
-          assert.equal(dev.isOpen, true, 'connected immediately after creation');
-          assert.equal(dev.filename, names.connected(m[1] as string));
-          const ev = eventLog(dev);
-          await events(ev, ['open'], 'OPENED replayed to a late listener');
-          const input = collect(dev);
-          await pingPong(dev, target.peer, input, 'client mode');
-          assert.equal(await target.peer.cmd('close'), 'closed');
-          await events(ev, ['open', 'close'], 'server closing the connection closes the device');
-          assert.equal(dev.filename, names.disconnected);
-          // The listener is still there: a reconnect attempt would be accepted.
-          assert.equal(await target.peer.cmd('accept 1.5'), 'timeout', 'no reconnect without <reconnect>');
-          assert.deepEqual(ev, ['open', 'close']);
-          assert.equal(dev.write(Buffer.from('lost')), 4, 'writes while down are taken and dropped');
-          assert.equal(dev.counters.dropped, 4);
-        } finally {
-          await d.stop();
-          await killAll(peers);
-        }
-      });
+      it(
+        `client mode without reconnect: connected at start, ping-pong, server leaves → closed for good (/char/socket/client/mainloop/${kind}, /char/socket/client/wait-conn/${kind}, /char/socket/basic)`,
+        T,
+        async () => {
+          const peers: PyPeer[] = [];
+          const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
+          const names = clientNames(kind, target.address);
+          const d = await open(domainXml(clientXml(kind, target.address)));
+          try {
+            const accepted = await target.peer.cmd('accept 5');
+            const m = /^accepted (\S+)$/.exec(accepted);
+            assert.ok(m, accepted);
+            const dev = d.device('serial0');
+            assert.equal(dev.isOpen, true, 'connected immediately after creation');
+            assert.equal(dev.filename, names.connected(m[1] as string));
+            const ev = eventLog(dev);
+            await events(ev, ['open'], 'OPENED replayed to a late listener');
+            const input = collect(dev);
+            await pingPong(dev, target.peer, input, 'client mode');
+            assert.equal(await target.peer.cmd('close'), 'closed');
+            await events(ev, ['open', 'close'], 'server closing the connection closes the device');
+            assert.equal(dev.filename, names.disconnected);
+            // The listener is still there: a reconnect attempt would be accepted.
+            assert.equal(await target.peer.cmd('accept 1.5'), 'timeout', 'no reconnect without <reconnect>');
+            assert.deepEqual(ev, ['open', 'close']);
+            assert.equal(dev.write(Buffer.from('lost')), 4, 'writes while down are taken and dropped');
+            assert.equal(dev.counters.dropped, 4);
+          } finally {
+            await d.stop();
+            await killAll(peers);
+          }
+        },
+      );
 
       it('client mode without reconnect and the server down: start fails with ERR_CONNECT, nothing left behind', T, async () => {
         const address = kind === 'tcp' ? String(await freePort()) : sockPath();
@@ -316,7 +328,9 @@ describe('socket backend (tcp and unix, real peers)', () => {
         if (kind === 'unix') assert.equal(fs.existsSync(address), false);
       });
 
-      it(`client with reconnect and the server down: one error per streak, connects when the server appears, reconnects after a disconnect (/char/socket/client/mainloop-reconnect/${kind}, /char/socket/client/wait-conn-reconnect/${kind}, §7.7)`, { timeout: 20000 }, async () => {
+      it(`client with reconnect and the server down: one error per streak, connects when the server appears, reconnects after a disconnect (/char/socket/client/mainloop-reconnect/${kind}, /char/socket/client/wait-conn-reconnect/${kind}, §7.7)`, {
+        timeout: 20000,
+      }, async () => {
         const peers: PyPeer[] = [];
         const address = kind === 'tcp' ? String(await freePort()) : sockPath();
         const where = kind === 'tcp' ? `127.0.0.1:${address}` : address;
@@ -365,7 +379,9 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it(`client with reconnect whose first connection is dropped at once: CLOSED, a reconnect after the interval, then the normal ping-pong, close and reconnect (/char/socket/client/reconnect-error/${kind})`, { timeout: 20000 }, async () => {
+      it(`client with reconnect whose first connection is dropped at once: CLOSED, a reconnect after the interval, then the normal ping-pong, close and reconnect (/char/socket/client/reconnect-error/${kind})`, {
+        timeout: 20000,
+      }, async () => {
         // QEMU's frontend disconnects on the first OPENED; chardev's frontends have no such call,
         // so the peer drops that first connection instead — the client side sees the same thing.
         const peers: PyPeer[] = [];
@@ -397,32 +413,36 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it(`a second device with the id of a connected reconnecting client is refused; the first keeps working (/char/socket/client/dupid-reconnect/${kind})`, T, async () => {
-        const peers: PyPeer[] = [];
-        const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
-        const d = await open(domainXml(clientXml(kind, target.address, 1)));
-        try {
-          const dev = d.device('serial0');
-          const ev = eventLog(dev);
-          const input = collect(dev);
-          assert.match(await target.peer.cmd('accept 3'), /^accepted /);
-          await events(ev, ['open'], 'connected');
-          const source = d.device('serial0').def.source;
-          await assert.rejects(d.add('charserial0', source), (e: unknown) => {
-            assert.ok(e instanceof ChardevError);
-            assert.equal(e.code, 'ERR_BACKEND_BUSY');
-            assert.equal(e.message, 'charserial0: domain t already has a device with this id or alias');
-            return true;
-          });
-          assert.equal(await target.peer.cmd('accept 1'), 'timeout', 'the refused duplicate never connected');
-          assert.equal(d.device('charserial0'), dev);
-          await pingPong(dev, target.peer, input, 'the first device after the refusal');
-          assert.deepEqual(ev, ['open']);
-        } finally {
-          await d.stop();
-          await killAll(peers);
-        }
-      });
+      it(
+        `a second device with the id of a connected reconnecting client is refused; the first keeps working (/char/socket/client/dupid-reconnect/${kind})`,
+        T,
+        async () => {
+          const peers: PyPeer[] = [];
+          const target = await pyServer(kind, kind === 'tcp' ? '0' : sockPath(), peers);
+          const d = await open(domainXml(clientXml(kind, target.address, 1)));
+          try {
+            const dev = d.device('serial0');
+            const ev = eventLog(dev);
+            const input = collect(dev);
+            assert.match(await target.peer.cmd('accept 3'), /^accepted /);
+            await events(ev, ['open'], 'connected');
+            const source = d.device('serial0').def.source;
+            await assert.rejects(d.add('charserial0', source), (e: unknown) => {
+              assert.ok(e instanceof ChardevError);
+              assert.equal(e.code, 'ERR_BACKEND_BUSY');
+              assert.equal(e.message, 'charserial0: domain t already has a device with this id or alias');
+              return true;
+            });
+            assert.equal(await target.peer.cmd('accept 1'), 'timeout', 'the refused duplicate never connected');
+            assert.equal(d.device('charserial0'), dev);
+            await pingPong(dev, target.peer, input, 'the first device after the refusal');
+            assert.deepEqual(ev, ['open']);
+          } finally {
+            await d.stop();
+            await killAll(peers);
+          }
+        },
+      );
 
       it('live XML shows the real address', T, async () => {
         const srv = server(kind);
@@ -446,7 +466,9 @@ describe('socket backend (tcp and unix, real peers)', () => {
         }
       });
 
-      it('a stalled client holds the guest (QEMU): writes are refused once it is behind, memory stays bounded; when it reads it gets every byte', { timeout: 30000 }, async () => {
+      it('a stalled client holds the guest (QEMU): writes are refused once it is behind, memory stays bounded; when it reads it gets every byte', {
+        timeout: 30000,
+      }, async () => {
         const peers: PyPeer[] = [];
         const { srv, d, dev, ev } = await startServer(kind); // input is collected: the guest keeps reading
         try {

@@ -161,7 +161,10 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     await tel.until(() => tel.text.includes('guest says hi') && tel.text.includes('SENT WILL BINARY'), 'negotiation and guest output at telnet');
     assert.deepEqual(events, ['open']);
     // Every line telnet prints about the greeting, in the greeting's order, each answered.
-    const negotiation = tel.text.split(/\r?\n/).map((l) => l.replace(/\r$/, '')).filter((l) => /^(RCVD|SENT) /.test(l));
+    const negotiation = tel.text
+      .split(/\r?\n/)
+      .map((l) => l.replace(/\r$/, ''))
+      .filter((l) => /^(RCVD|SENT) /.test(l));
     assert.deepEqual(negotiation.slice(0, 8), [
       'RCVD WILL ECHO',
       'SENT DO ECHO',
@@ -237,7 +240,11 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     await sc.kill();
     await waitFor(() => events.includes('close'), 'close after s_client left');
     assert.deepEqual(events, ['open', 'close']);
-    assert.deepEqual(errors.map((e) => e.message), [], 'a peer that leaves before TLS starts is not reported');
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+      'a peer that leaves before TLS starts is not reported',
+    );
   });
 
   it('TLS server refuses a client without a certificate and one from another CA, says why once each, keeps serving', T, async () => {
@@ -251,12 +258,15 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     // No device 'error' listener yet: the report goes to the domain's onError.
     const nocert = sClient(port, 'none');
     nocert.child.stdin.write('let me in\n');
-    await nocert.until(() => domainErrors.length === 1, "the refusal reported through onError");
+    await nocert.until(() => domainErrors.length === 1, 'the refusal reported through onError');
     if (!(await nocert.waitExit(3000))) await nocert.kill();
     const e1 = domainErrors[0]!;
     assert.ok(e1 instanceof ChardevError);
     assert.equal(e1.code, 'ERR_TLS_HANDSHAKE');
-    assert.match(e1.message, /^charserial0: TLS handshake with 127\.0\.0\.1:\d+ failed: peer did not present a certificate \(ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE\)$/);
+    assert.match(
+      e1.message,
+      /^charserial0: TLS handshake with 127\.0\.0\.1:\d+ failed: peer did not present a certificate \(ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE\)$/,
+    );
     assert.match(nocert.stderr, /tlsv13 alert certificate required/, 's_client is told why');
 
     // With a listener on the device, the report goes there instead.
@@ -268,7 +278,10 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     if (!(await bad.waitExit(3000))) await bad.kill();
     const e2 = devErrors[0]!;
     assert.equal(e2.code, 'ERR_TLS_HANDSHAKE');
-    assert.match(e2.message, /^charserial0: TLS handshake with 127\.0\.0\.1:\d+ failed: certificate signed by unknown authority \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)$/);
+    assert.match(
+      e2.message,
+      /^charserial0: TLS handshake with 127\.0\.0\.1:\d+ failed: certificate signed by unknown authority \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)$/,
+    );
 
     await sleep(100);
     assert.equal(domainErrors.length, 1, 'each refusal reported once');
@@ -289,7 +302,10 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     // The per-device directory wins over the run-wide one, which does not even exist.
     const perDevice = await started(tcpXml(bindAttrs(), 'tls', `<cd:tls dir='${q(pki.dir)}' verify='no'/>`), { load: { tlsCertDir: missing } });
     const runWide = await started(tcpXml(bindAttrs(), 'tls'), { load: { tlsCertDir: pki.dir, tlsVerify: false } });
-    for (const [name, d] of [['<cd:tls verify=no>', perDevice], ['tlsVerify:false', runWide]] as const) {
+    for (const [name, d] of [
+      ['<cd:tls verify=no>', perDevice],
+      ['tlsVerify:false', runWide],
+    ] as const) {
       const dev = d.device('serial0');
       const events = eventLog(dev);
       const input = collect(dev);
@@ -337,8 +353,19 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
   it('TLS client mode against openssl s_server -Verify 1: connects at start, mutual TLS, bytes both ways', T, async () => {
     const ss = track(
       new Proc('s_server', 'openssl', [
-        's_server', '-accept', '127.0.0.1:0', '-cert', good('server-cert.pem'), '-key', good('server-key.pem'),
-        '-CAfile', good('ca-cert.pem'), '-Verify', '1', '-naccept', '1',
+        's_server',
+        '-accept',
+        '127.0.0.1:0',
+        '-cert',
+        good('server-cert.pem'),
+        '-key',
+        good('server-key.pem'),
+        '-CAfile',
+        good('ca-cert.pem'),
+        '-Verify',
+        '1',
+        '-naccept',
+        '1',
       ]),
     );
     await ss.until(() => /ACCEPT 127\.0\.0\.1:\d+/.test(ss.text), 's_server listening');
@@ -356,45 +383,66 @@ describe('telnet and TLS with real peers (python, telnet, openssl)', () => {
     await ss.until(() => input.bytes().toString() === 'hi guest\n', 's_server bytes at the guest');
   });
 
-  it("TLS client mode against an s_server with the rogue CA's certificate: start fails, naming the reason; verify='no' on a client is refused before connecting", T, async () => {
-    /** s_server with the rogue server certificate, trusting (and requiring) our good client certificate. */
-    const rogueServer = async (): Promise<{ ss: Proc; port: number }> => {
-      const ss = track(
-        new Proc('s_server', 'openssl', [
-          's_server', '-accept', '127.0.0.1:0', '-cert', rogue('server-cert.pem'), '-key', rogue('server-key.pem'),
-          '-CAfile', good('ca-cert.pem'), '-Verify', '1', '-naccept', '1',
-        ]),
-      );
-      await ss.until(() => /ACCEPT 127\.0\.0\.1:\d+/.test(ss.text), 's_server listening');
-      return { ss, port: Number(/ACCEPT 127\.0\.0\.1:(\d+)/.exec(ss.text)![1]) };
-    };
-    const first = await rogueServer();
-    // tlsVerify (qemu.conf's chardev_tls_x509_verify) is about clients of our servers; it does not stop this check.
-    await assert.rejects(started(tcpXml(connectAttrs(first.port), 'tls'), { load: { tlsCertDir: pki.dir, tlsVerify: false } }), (e: unknown) => {
-      assert.ok(e instanceof ChardevError);
-      assert.equal(e.code, 'ERR_CONNECT');
-      assert.equal(e.message, `charserial0: TLS handshake with 127.0.0.1:${first.port} failed: certificate signed by unknown authority (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`);
-      return true;
-    });
+  it(
+    "TLS client mode against an s_server with the rogue CA's certificate: start fails, naming the reason; verify='no' on a client is refused before connecting",
+    T,
+    async () => {
+      /** s_server with the rogue server certificate, trusting (and requiring) our good client certificate. */
+      const rogueServer = async (): Promise<{ ss: Proc; port: number }> => {
+        const ss = track(
+          new Proc('s_server', 'openssl', [
+            's_server',
+            '-accept',
+            '127.0.0.1:0',
+            '-cert',
+            rogue('server-cert.pem'),
+            '-key',
+            rogue('server-key.pem'),
+            '-CAfile',
+            good('ca-cert.pem'),
+            '-Verify',
+            '1',
+            '-naccept',
+            '1',
+          ]),
+        );
+        await ss.until(() => /ACCEPT 127\.0\.0\.1:\d+/.test(ss.text), 's_server listening');
+        return { ss, port: Number(/ACCEPT 127\.0\.0\.1:(\d+)/.exec(ss.text)![1]) };
+      };
+      const first = await rogueServer();
+      // tlsVerify (qemu.conf's chardev_tls_x509_verify) is about clients of our servers; it does not stop this check.
+      await assert.rejects(started(tcpXml(connectAttrs(first.port), 'tls'), { load: { tlsCertDir: pki.dir, tlsVerify: false } }), (e: unknown) => {
+        assert.ok(e instanceof ChardevError);
+        assert.equal(e.code, 'ERR_CONNECT');
+        assert.equal(
+          e.message,
+          `charserial0: TLS handshake with 127.0.0.1:${first.port} failed: certificate signed by unknown authority (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`,
+        );
+        return true;
+      });
 
-    // QEMU's client endpoint always verifies, and so does chardev's: verify='no' on a client is a
-    // configuration error, refused before anything connects.
-    const second = await rogueServer();
-    await assert.rejects(started(tcpXml(connectAttrs(second.port), 'tls', `<cd:tls dir='${q(pki.dir)}' verify='no'/>`), { load: { tlsVerify: false } }), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.equal(e.code, 'ERR_CONFIG_UNSUPPORTED');
-      assert.match(
-        e.message,
-        /^<string>:\d+: <serial type='tcp'> \(serial0\): verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does$/,
+      // QEMU's client endpoint always verifies, and so does chardev's: verify='no' on a client is a
+      // configuration error, refused before anything connects.
+      const second = await rogueServer();
+      await assert.rejects(
+        started(tcpXml(connectAttrs(second.port), 'tls', `<cd:tls dir='${q(pki.dir)}' verify='no'/>`), { load: { tlsVerify: false } }),
+        (e: unknown) => {
+          assert.ok(e instanceof ConfigError);
+          assert.equal(e.code, 'ERR_CONFIG_UNSUPPORTED');
+          assert.match(
+            e.message,
+            /^<string>:\d+: <serial type='tcp'> \(serial0\): verify='no' in <cd:tls> is for TLS servers only: a TLS client always verifies the server's certificate, as QEMU's does$/,
+          );
+          return true;
+        },
       );
-      return true;
-    });
-    await sleep(300);
-    assert.equal(second.ss.exitCode, undefined, 's_server (-naccept 1) still waits: nobody connected');
-    assert.doesNotMatch(second.ss.text + second.ss.stderr, /CONNECTION|ERROR|depth=/);
-  });
+      await sleep(300);
+      assert.equal(second.ss.exitCode, undefined, 's_server (-naccept 1) still waits: nobody connected');
+      assert.doesNotMatch(second.ss.text + second.ss.stderr, /CONNECTION|ERROR|depth=/);
+    },
+  );
 
-  it('a missing credentials directory fails the start with QEMU\'s words; nothing is left listening or connected', T, async () => {
+  it("a missing credentials directory fails the start with QEMU's words; nothing is left listening or connected", T, async () => {
     const missing = path.join(scratch, 'no-such-dir');
     const port = await freePort();
     await assert.rejects(started(tcpXml(bindAttrs(port), 'tls'), { load: { tlsCertDir: missing } }), (e: unknown) => {

@@ -203,44 +203,48 @@ describe('udp backend (python peer)', () => {
     });
   });
 
-  it('a peer that is not listening (ICMP port unreachable): writes keep returning their length, nothing crashes; a peer that appears later gets the next writes', T, async () => {
-    const peers: PyPeer[] = [];
-    const port = await freeUdpPort();
-    const errors: ChardevError[] = [];
-    const d = await open(domainXml(udpXml(port)), { onError: (e) => errors.push(e) });
-    try {
-      const dev = d.device('serial0');
-      const ev = eventLog(dev);
-      const input = collect(dev);
-      for (let i = 0; i < 20; i++) {
-        assert.equal(dev.write(Buffer.from(`lost${i}`)), `lost${i}`.length, `write ${i} while the peer is unreachable`);
-        await sleep(5);
-      }
-      await sleep(50);
-      // The ICMP errors (ECONNREFUSED) are picked up by Node's receive path, not by the next
-      // send as in QEMU; either way the datagrams are gone and only counting may differ.
-      const bytes = Array.from({ length: 20 }, (_, i) => `lost${i}`.length).reduce((a, b) => a + b, 0);
-      assert.equal(dev.counters.bytesFromGuest, bytes);
-      assert.ok(dev.counters.dropped <= bytes);
-      assert.deepEqual(ev, []);
+  it(
+    'a peer that is not listening (ICMP port unreachable): writes keep returning their length, nothing crashes; a peer that appears later gets the next writes',
+    T,
+    async () => {
+      const peers: PyPeer[] = [];
+      const port = await freeUdpPort();
+      const errors: ChardevError[] = [];
+      const d = await open(domainXml(udpXml(port)), { onError: (e) => errors.push(e) });
+      try {
+        const dev = d.device('serial0');
+        const ev = eventLog(dev);
+        const input = collect(dev);
+        for (let i = 0; i < 20; i++) {
+          assert.equal(dev.write(Buffer.from(`lost${i}`)), `lost${i}`.length, `write ${i} while the peer is unreachable`);
+          await sleep(5);
+        }
+        await sleep(50);
+        // The ICMP errors (ECONNREFUSED) are picked up by Node's receive path, not by the next
+        // send as in QEMU; either way the datagrams are gone and only counting may differ.
+        const bytes = Array.from({ length: 20 }, (_, i) => `lost${i}`.length).reduce((a, b) => a + b, 0);
+        assert.equal(dev.counters.bytesFromGuest, bytes);
+        assert.ok(dev.counters.dropped <= bytes);
+        assert.deepEqual(ev, []);
 
-      const py = await pyUdp(peers, port);
-      // The first send after the peer appears may still fail on an error queued earlier.
-      let got = '';
-      for (let i = 0; i < 10 && !got.startsWith('dgram'); i++) {
-        assert.equal(dev.write(Buffer.from('found')), 5);
-        got = await py.peer.cmd('recv 0.2');
+        const py = await pyUdp(peers, port);
+        // The first send after the peer appears may still fail on an error queued earlier.
+        let got = '';
+        for (let i = 0; i < 10 && !got.startsWith('dgram'); i++) {
+          assert.equal(dev.write(Buffer.from('found')), 5);
+          got = await py.peer.cmd('recv 0.2');
+        }
+        assert.equal(got, `dgram ${hex('found')} ${boundPort(d)}`);
+        // Input still works after the receive errors (QEMU would have stopped reading for good).
+        assert.equal(await py.peer.cmd(`sendto ${boundPort(d)} ${hex('back')}`), 'sent');
+        await waitFor(() => input.bytes().toString() === 'back', 'input after the ICMP errors');
+        assert.deepEqual(errors, [], 'a lossy transport: no error reports');
+      } finally {
+        await d.stop();
+        await Promise.all(peers.map((p) => p.kill()));
       }
-      assert.equal(got, `dgram ${hex('found')} ${boundPort(d)}`);
-      // Input still works after the receive errors (QEMU would have stopped reading for good).
-      assert.equal(await py.peer.cmd(`sendto ${boundPort(d)} ${hex('back')}`), 'sent');
-      await waitFor(() => input.bytes().toString() === 'back', 'input after the ICMP errors');
-      assert.deepEqual(errors, [], 'a lossy transport: no error reports');
-    } finally {
-      await d.stop();
-      await Promise.all(peers.map((p) => p.kill()));
-    }
-  });
+    },
+  );
 
   it('datagrams sent while the guest does not read wait in the kernel, then all arrive whole, in order (QEMU leaves them in the socket)', T, async () => {
     await withUdpPeer(async (py, d) => {

@@ -1,14 +1,33 @@
 /** The generated docs: the page and the README's summary come from a report, nothing typed by hand. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { README_BEGIN, README_END, floorsOf, performancePage, readmeSummary, replaceBetweenMarkers, rowsTable, terminalText } from '../../scripts/bench/docs.ts';
+import {
+  README_BEGIN,
+  README_END,
+  floorsOf,
+  performancePage,
+  readmeSummary,
+  replaceBetweenMarkers,
+  rowsTable,
+  terminalText,
+} from '../../scripts/bench/docs.ts';
 import { floorRow, judged, type Row } from '../../scripts/bench/measurements.ts';
 import type { BenchReport } from '../../scripts/bench/report.ts';
 import { atLeastRatio, atMostValue } from '../../scripts/bench/verdict.ts';
 
 const rows: Row[] = [
   judged({ id: 'bulk-tcp', figure: 'bulk, TCP', unit: 'MB/s', chardev: 1500, peer: 1000, peerName: 'socat TCP-LISTEN', ratio: 1.5, goal: atLeastRatio(1) }),
-  judged({ id: 'log', figure: '<log file> tee | null device', unit: 'MB/s', chardev: 500, peer: 1000, peerName: 'cat > file', ratio: 0.5, goal: atLeastRatio(1), note: 'lossless' }),
+  judged({
+    id: 'log',
+    figure: '<log file> tee | null device',
+    unit: 'MB/s',
+    chardev: 500,
+    peer: 1000,
+    peerName: 'cat > file',
+    ratio: 0.5,
+    goal: atLeastRatio(1),
+    note: 'lossless',
+  }),
   floorRow(['log'], { id: 'floor-log-node', figure: '  floor: bare Node', unit: 'MB/s', chardev: 600, peer: 1000, peerName: 'cat > file', ratio: 0.6 }),
   judged({ id: 'idle-memory', figure: 'memory per idle device', unit: 'KiB', chardev: 10.4, peer: 846, peerName: 'socat', ratio: 0.01, goal: atMostValue(16) }),
 ];
@@ -20,7 +39,15 @@ const report: BenchReport = {
   command: 'npm run bench',
   seconds: 250,
   versions: { chardev: '0.1.0', commit: 'abc1234567', socat: '1.7.4.4', node: 'v20.20.2', python: '3.11.7' },
-  machine: { cores: 2, cpu: 'AMD EPYC', memoryGiB: 23.5, kernel: 'Linux 6.1', loadBefore: [0.1, 0.2, 0.3], loadAfter: [1.5, 0.9, 0.5], openFilesLimit: { soft: 1024, hard: 4096 } },
+  machine: {
+    cores: 2,
+    cpu: 'AMD EPYC',
+    memoryGiB: 23.5,
+    kernel: 'Linux 6.1',
+    loadBefore: [0.1, 0.2, 0.3],
+    loadAfter: [1.5, 0.9, 0.5],
+    openFilesLimit: { soft: 1024, hard: 4096 },
+  },
   rows,
   errors: [],
 };
@@ -49,10 +76,16 @@ test('the page holds the run, the machine, the command, every row, the gaps and 
   const busy = performancePage({ ...report, machine: { ...report.machine, loadBefore: [3.2, 2, 1] } }, '');
   assert.match(busy, /busy at the start \(load 3\.2 on 2 cores\)/);
   // What other processes used during the run decides, when the report has it.
-  const measured = (meanCores: number, maxCores: number): BenchReport => ({ ...report, machine: { ...report.machine, otherCpu: { meanCores, maxCores, windowSeconds: 10 } } });
+  const measured = (meanCores: number, maxCores: number): BenchReport => ({
+    ...report,
+    machine: { ...report.machine, otherCpu: { meanCores, maxCores, windowSeconds: 10 } },
+  });
   assert.match(performancePage(measured(0.05, 0.3), ''), /quiet: other processes used 0\.05 of 2 cores on average during the run, up to 0\.30 over 10 s/);
   assert.match(performancePage(measured(0.05, 1.2), ''), /busy: other processes used 0\.05 of 2 cores/);
-  assert.match(readmeSummary(measured(0.6, 1.2), 'p.md'), /busy: other processes used 0\.60 of 2 cores on average during the run, up to 1\.20 over 10 s; chardev/);
+  assert.match(
+    readmeSummary(measured(0.6, 1.2), 'p.md'),
+    /busy: other processes used 0\.60 of 2 cores on average during the run, up to 1\.20 over 10 s; chardev/,
+  );
   // Markdown: no raw tag, no stray cell border, floors without their indentation.
   assert.match(page, /\| &lt;log file> tee \\\| null device \| 500 MB\/s \| 1000 MB\/s \(cat > file\) \| 0\.50× \| ≥ 1\.0× \| NOT MET \|/);
   assert.match(page, /\| floor: bare Node \| 600 MB\/s/);
@@ -90,5 +123,5 @@ test('the README is rewritten between its markers only, idempotently', () => {
 test('the terminal table pads its columns and keeps floors indented', () => {
   const lines = rowsTable(rows).split('\n');
   assert.equal(new Set(lines.map((l) => l.length)).size, 1);
-  assert.match(lines[4] ?? '', /^\|   floor: bare Node /);
+  assert.match(lines[4] ?? '', /^\| {3}floor: bare Node /);
 });

@@ -12,11 +12,30 @@ test('a stat line: pid, process group, utime + stime, whatever the command name 
 test("only other groups' CPU counts, as cores over the run and over the busiest window", () => {
   const ours = (pgrp: number): boolean => pgrp === 1;
   const m = new OtherCpuMeter(ours);
-  m.sample([{ pid: 10, pgrp: 1, ticks: 0 }, { pid: 20, pgrp: 2, ticks: 1000 }], 0);
+  m.sample(
+    [
+      { pid: 10, pgrp: 1, ticks: 0 },
+      { pid: 20, pgrp: 2, ticks: 1000 },
+    ],
+    0,
+  );
   // 10 s: ours burns 2 cores (not counted), the other 0.5 core, and a new process 0.1 core.
-  m.sample([{ pid: 10, pgrp: 1, ticks: 2000 }, { pid: 20, pgrp: 2, ticks: 1500 }, { pid: 30, pgrp: 3, ticks: 100 }], 10);
+  m.sample(
+    [
+      { pid: 10, pgrp: 1, ticks: 2000 },
+      { pid: 20, pgrp: 2, ticks: 1500 },
+      { pid: 30, pgrp: 3, ticks: 100 },
+    ],
+    10,
+  );
   // 10 s more: only the other, 1.5 cores.
-  m.sample([{ pid: 10, pgrp: 1, ticks: 4000 }, { pid: 20, pgrp: 2, ticks: 3000 }], 20);
+  m.sample(
+    [
+      { pid: 10, pgrp: 1, ticks: 4000 },
+      { pid: 20, pgrp: 2, ticks: 3000 },
+    ],
+    20,
+  );
   const r = m.result(10);
   assert.equal(r.windowSeconds, 10);
   assert.ok(Math.abs(r.meanCores - (600 + 1500) / 100 / 20) < 1e-9);

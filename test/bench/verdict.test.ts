@@ -43,15 +43,36 @@ test('ratios pair repetitions, and the median of them is not the ratio of median
 
 test('the floors decide whose the gap is', () => {
   const t = atLeastRatio(1);
-  const machine = gapVerdict(t, [{ name: 'bare Node', ratio: 0.5 }, { name: 'kernel-only relay', ratio: 0.9 }], 0.45);
+  const machine = gapVerdict(
+    t,
+    [
+      { name: 'bare Node', ratio: 0.5 },
+      { name: 'kernel-only relay', ratio: 0.9 },
+    ],
+    0.45,
+  );
   assert.equal(machine.whose, 'machine');
   assert.match(machine.text, /bare Node 0\.50×; kernel-only relay 0\.90×/);
   assert.match(machine.text, /50 % of the best floor \(kernel-only relay\)/);
-  const ours = gapVerdict(t, [{ name: 'bare Node', ratio: 0.5 }, { name: 'kernel-only relay', ratio: 1.4 }], 0.7);
+  const ours = gapVerdict(
+    t,
+    [
+      { name: 'bare Node', ratio: 0.5 },
+      { name: 'kernel-only relay', ratio: 1.4 },
+    ],
+    0.7,
+  );
   assert.equal(ours.whose, 'chardev');
   assert.match(ours.text, /kernel-only relay meets ≥ 1\.0×, so the remaining gap is chardev's/);
   // For a ≤ target (CPU per GiB) the best floor is the lowest.
-  const cpu = gapVerdict(atMostRatio(1), [{ name: 'kernel-only relay', ratio: 1.2 }, { name: 'x', ratio: 1.5 }], 2.4);
+  const cpu = gapVerdict(
+    atMostRatio(1),
+    [
+      { name: 'kernel-only relay', ratio: 1.2 },
+      { name: 'x', ratio: 1.5 },
+    ],
+    2.4,
+  );
   assert.equal(cpu.whose, 'machine');
   assert.match(cpu.text, /50 % of the best floor \(kernel-only relay\)/);
   assert.match(gapVerdict(atMostRatio(1.1), [{ name: 'bare Node', ratio: 1.9 }], 1.5).text, /chardev does as well as the best floor \(bare Node\) or better/);

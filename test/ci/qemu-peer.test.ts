@@ -37,7 +37,11 @@ test('every test-char.c scenario of the catalogue has a row in the table in docs
   const ids = new Set([...section.matchAll(/`(\/char\/[^`]+)`/g)].map((m) => base(m[1] as string)));
   assert.ok(ids.size >= 25, `the catalogue lists ${ids.size} ids`);
   const rows = new Set(readmeRows().map((r) => base(r.id)));
-  assert.deepEqual([...ids].filter((id) => !rows.has(id)), [], 'ids without a row');
+  assert.deepEqual(
+    [...ids].filter((id) => !rows.has(id)),
+    [],
+    'ids without a row',
+  );
 });
 
 test('every row that names a counterpart has a test there carrying the id (with its /tcp and /unix variants)', () => {

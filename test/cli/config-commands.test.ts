@@ -45,7 +45,10 @@ test('validate: a good document exits 0 and lists its devices', () => {
 
 test('validate: a bad document gives one line FILE:LINE: <element> (alias): message and status 1', () => {
   const file = join(dir, 'bad.xml');
-  writeFileSync(file, "<domain>\n  <name>x</name>\n  <devices>\n    <serial type='tcp'>\n      <source mode='bind' service='2445'/>\n    </serial>\n  </devices>\n</domain>\n");
+  writeFileSync(
+    file,
+    "<domain>\n  <name>x</name>\n  <devices>\n    <serial type='tcp'>\n      <source mode='bind' service='2445'/>\n    </serial>\n  </devices>\n</domain>\n",
+  );
   const r = chardev(['validate', file]);
   assert.equal(r.status, 1);
   assert.equal(r.stdout, '');
@@ -54,11 +57,17 @@ test('validate: a bad document gives one line FILE:LINE: <element> (alias): mess
 
 test('validate: errors the parser finds name the device too; an empty or blank file gets a line like every other error', () => {
   const file = join(dir, 'append.xml');
-  writeFileSync(file, "<domain>\n  <name>x</name>\n  <devices>\n    <serial type='pty'/>\n    <serial type='file'>\n      <source path='/tmp/x' append='sometimes'/>\n    </serial>\n  </devices>\n</domain>\n");
+  writeFileSync(
+    file,
+    "<domain>\n  <name>x</name>\n  <devices>\n    <serial type='pty'/>\n    <serial type='file'>\n      <source path='/tmp/x' append='sometimes'/>\n    </serial>\n  </devices>\n</domain>\n",
+  );
   const r = chardev(['validate', file]);
   assert.equal(r.status, 1);
   assert.equal(r.stderr, `${file}:6: <serial type='file'> (serial1): Invalid value for attribute 'append' in element 'source': 'sometimes'.\n`);
-  for (const [name, text, line] of [['empty.xml', '', 1], ['blank.xml', '  \n\n', 3]] as const) {
+  for (const [name, text, line] of [
+    ['empty.xml', '', 1],
+    ['blank.xml', '  \n\n', 3],
+  ] as const) {
     const f = join(dir, name);
     writeFileSync(f, text);
     const e = chardev(['validate', f]);
@@ -67,9 +76,12 @@ test('validate: errors the parser finds name the device too; an empty or blank f
   }
 });
 
-test("nmdm, which libvirt 9.0.0 accepts: validate and dumpxml take it, qemu-args refuses it in one line (QEMU has no such backend)", () => {
+test('nmdm, which libvirt 9.0.0 accepts: validate and dumpxml take it, qemu-args refuses it in one line (QEMU has no such backend)', () => {
   const file = join(dir, 'nmdm.xml');
-  writeFileSync(file, "<domain type='bhyve'>\n  <name>bsd</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n    <serial type='nmdm'>\n      <source master='/dev/nmdm0A' slave='/dev/nmdm0B'/>\n    </serial>\n  </devices>\n</domain>\n");
+  writeFileSync(
+    file,
+    "<domain type='bhyve'>\n  <name>bsd</name>\n  <os><type arch='x86_64'>hvm</type></os>\n  <devices>\n    <serial type='nmdm'>\n      <source master='/dev/nmdm0A' slave='/dev/nmdm0B'/>\n    </serial>\n  </devices>\n</domain>\n",
+  );
   const v = chardev(['validate', file]);
   assert.equal(v.status, 0, v.stderr);
   assert.match(v.stdout, /valid \(1 character device: serial0 nmdm\)/);
@@ -87,7 +99,10 @@ test('validate --json reports validity for scripts', () => {
   assert.equal(ok.status, 0);
   const parsed = JSON.parse(ok.stdout) as { valid: boolean; devices: Array<{ alias: string; type: string }> };
   assert.equal(parsed.valid, true);
-  assert.deepEqual(parsed.devices.map((d) => [d.alias, d.type]), [['serial0', 'tcp']]);
+  assert.deepEqual(
+    parsed.devices.map((d) => [d.alias, d.type]),
+    [['serial0', 'tcp']],
+  );
   const bad = chardev(['validate', '--json', join(CASES, 'chardev-reconnect-invalid-timeout.xml')]);
   assert.equal(bad.status, 1);
   const err = JSON.parse(bad.stdout) as { valid: boolean; error: { detail: string } };
@@ -115,7 +130,8 @@ test('missing file and unknown command fail cleanly', () => {
 });
 
 test('dumpxml prints inactive XML by default, live XML with --live (stdin works)', () => {
-  const doc = "<domain><name>d</name><os><type arch='x86_64'>hvm</type></os><devices><serial type='pty'><source path='/dev/pts/5'/></serial></devices></domain>";
+  const doc =
+    "<domain><name>d</name><os><type arch='x86_64'>hvm</type></os><devices><serial type='pty'><source path='/dev/pts/5'/></serial></devices></domain>";
   const inactive = chardev(['dumpxml', '-'], doc);
   assert.equal(inactive.status, 0, inactive.stderr);
   assert.ok(!inactive.stdout.includes('/dev/pts/5'));
@@ -131,7 +147,7 @@ test('qemu-args prints the -chardev and -device lines, in both syntaxes', () => 
   assert.equal(json.status, 0, json.stderr);
   assert.equal(
     json.stdout,
-    "-chardev socket,id=charserial0,host=127.0.0.1,port=9999,telnet=on,server=on,wait=off \\\n-device '{\"driver\":\"isa-serial\",\"chardev\":\"charserial0\",\"id\":\"serial0\",\"index\":0}'\n",
+    '-chardev socket,id=charserial0,host=127.0.0.1,port=9999,telnet=on,server=on,wait=off \\\n-device \'{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0}\'\n',
   );
   const kv = chardev(['qemu-args', '--syntax', 'keyval', '--json', join(CASES, 'serial-file-log.xml')]);
   assert.deepEqual(JSON.parse(kv.stdout), [
@@ -141,5 +157,8 @@ test('qemu-args prints the -chardev and -device lines, in both syntaxes', () => 
     'isa-serial,chardev=charserial0,id=serial0,index=0',
   ]);
   const tls = chardev(['qemu-args', '--tls', join(CASES, 'serial-tcp-chardev.xml')]);
-  assert.match(tls.stdout, /-object '\{"qom-type":"tls-creds-x509","id":"objcharserial0_tls0","dir":"\/etc\/pki\/libvirt-chardev","endpoint":"client","verify-peer":true\}'/);
+  assert.match(
+    tls.stdout,
+    /-object '\{"qom-type":"tls-creds-x509","id":"objcharserial0_tls0","dir":"\/etc\/pki\/libvirt-chardev","endpoint":"client","verify-peer":true\}'/,
+  );
 });

@@ -53,7 +53,10 @@ export class Daemon {
       throw new Error(`${(e as Error).message}\nstdout: ${JSON.stringify(this.#stdout)}\nstderr: ${JSON.stringify(this.#stderr)}`);
     }
     const m = re.exec(this.#stdout);
-    if (m === null) throw new Error(`chardev exited (${String(this.exitCode)}) before ${what}\nstdout: ${JSON.stringify(this.#stdout)}\nstderr: ${JSON.stringify(this.#stderr)}`);
+    if (m === null)
+      throw new Error(
+        `chardev exited (${String(this.exitCode)}) before ${what}\nstdout: ${JSON.stringify(this.#stdout)}\nstderr: ${JSON.stringify(this.#stderr)}`,
+      );
     return m;
   }
 
@@ -115,8 +118,17 @@ export function tcpListeners(pid: number): string[] {
       const [hex, port] = (f[1] ?? ':').split(':');
       const addr =
         proto === 'tcp'
-          ? Buffer.from(hex ?? '', 'hex').reverse().join('.')
-          : `[${(hex ?? '').match(/.{8}/g)?.map((w) => Buffer.from(w, 'hex').reverse().toString('hex')).join('').match(/.{4}/g)?.join(':') ?? hex}]`;
+          ? Buffer.from(hex ?? '', 'hex')
+              .reverse()
+              .join('.')
+          : `[${
+              (hex ?? '')
+                .match(/.{8}/g)
+                ?.map((w) => Buffer.from(w, 'hex').reverse().toString('hex'))
+                .join('')
+                .match(/.{4}/g)
+                ?.join(':') ?? hex
+            }]`;
       out.push(`${addr}:${parseInt(port ?? '0', 16)}`);
     }
   }

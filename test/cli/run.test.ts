@@ -84,9 +84,13 @@ describe('chardev run', () => {
   it('SIGTERM stops the domain and the child, and exits', T, async () => {
     const out = path.join(dir, 'sig.out');
     const file = writeDomain('sig', `<serial type='file'><source path='${q(out)}'/></serial>`);
-    const child = spawn(process.execPath, ['--import', 'tsx', RUN_CLI, 'run', '--run-dir', RUN_DIR, '--log-dir', logDir, file, '--', 'sh', '-c', 'echo started; exec sleep 30'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', RUN_CLI, 'run', '--run-dir', RUN_DIR, '--log-dir', logDir, file, '--', 'sh', '-c', 'echo started; exec sleep 30'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     try {
       await waitFor(() => fs.existsSync(out) && fs.readFileSync(out, 'utf8') === 'started\n', 'the guest to start', 10000);
@@ -129,7 +133,10 @@ describe('chardev run', () => {
   }
 
   it('dumpxml NAME reads the running domain (live: pty path, bound port); a second run of it is refused', T, async () => {
-    const file = writeDomain('live', `<serial type='pty'/><serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/></serial>`);
+    const file = writeDomain(
+      'live',
+      `<serial type='pty'/><serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/></serial>`,
+    );
     const r = startRun(['--log-dir', logDir, file, '--', 'sleep', '30']);
     try {
       await waitFor(() => /guest is sleep/.test(r.stdout()), 'the domain to start', 10000);
@@ -232,7 +239,8 @@ describe('chardev run', () => {
       await waitFor(() => /guest is/.test(r.stdout()), 'the domain to start', 10000);
       const port = /listening on tcp:127\.0\.0\.1:(\d+)/.exec(r.stdout())?.[1];
       assert.ok(port !== undefined, r.stdout());
-      const vm = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${r.child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+      const vm = (key: string): number =>
+        Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${r.child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
       const rss0 = vm('VmRSS');
       // Sends a deterministic stream as fast as the connection takes it, then prints its sha256.
       const py = [

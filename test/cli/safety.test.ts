@@ -67,9 +67,12 @@ describe('chardev run is safe by default', () => {
   it('run FILE without COMMAND refuses with a one-line hint (exit 2) and starts nothing', T, async () => {
     const rd = runDir('nocommand');
     const file = path.join(dir, 'tcp.xml');
-    fs.writeFileSync(file, `<domain type='kvm'><name>tcpdom</name><os><type arch='x86_64'>hvm</type></os><devices>
+    fs.writeFileSync(
+      file,
+      `<domain type='kvm'><name>tcpdom</name><os><type arch='x86_64'>hvm</type></os><devices>
       <serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/></serial>
-    </devices></domain>`);
+    </devices></domain>`,
+    );
     const d = start([file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs')]);
     assert.equal(await d.exitWithin(10000), 2);
     assert.equal(d.stderr, `run: no guest for ${file}: add --shell to serve your $SHELL on its devices, or -- COMMAND ARGS…\n`);
@@ -80,9 +83,12 @@ describe('chardev run is safe by default', () => {
   it('run FILE --shell on a TCP device: served as asked, with one line saying who gets the shell', T, async () => {
     const rd = runDir('shell');
     const file = path.join(dir, 'tcp-shell.xml');
-    fs.writeFileSync(file, `<domain type='kvm'><name>tcpshell</name><os><type arch='x86_64'>hvm</type></os><devices>
+    fs.writeFileSync(
+      file,
+      `<domain type='kvm'><name>tcpshell</name><os><type arch='x86_64'>hvm</type></os><devices>
       <serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/></serial>
-    </devices></domain>`);
+    </devices></domain>`,
+    );
     const d = start([file, '--shell', '--run-dir', rd, '--log-dir', path.join(dir, 'logs')]);
     await d.match(/guest is \/bin\/sh/, 'the domain to start');
     const port = Number(/charserial0: listening on tcp:127\.0\.0\.1:(\d+)/.exec(d.stdout)?.[1]);

@@ -84,7 +84,10 @@ describe('chardev as a service', () => {
       await listener.ready();
       const rd = privateDir(`notify-${kind}`);
       const file = domainFile(`svc${kind}`, `<serial type='null'/>`);
-      const d = new Daemon(['run', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'sleep', '60'], { ...process.env, NOTIFY_SOCKET: address });
+      const d = new Daemon(['run', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'sleep', '60'], {
+        ...process.env,
+        NOTIFY_SOCKET: address,
+      });
       daemons.push(d);
       await d.match(/guest is sleep/, 'the domain to start');
       await waitFor(() => listener.messages.length >= 2, 'READY=1', 5000);
@@ -103,15 +106,28 @@ describe('chardev as a service', () => {
   it('$RUNTIME_DIRECTORY and $LOGS_DIRECTORY (systemd) are where the status, sockets and logs go; chardev list finds it there', T, async () => {
     const runtime = privateDir('runtime');
     const logs = privateDir('logs-dir');
-    const env = { ...process.env, RUNTIME_DIRECTORY: runtime, LOGS_DIRECTORY: logs, XDG_RUNTIME_DIR: path.join(dir, 'not-here'), XDG_STATE_HOME: path.join(dir, 'not-here') };
+    const env = {
+      ...process.env,
+      RUNTIME_DIRECTORY: runtime,
+      LOGS_DIRECTORY: logs,
+      XDG_RUNTIME_DIR: path.join(dir, 'not-here'),
+      XDG_STATE_HOME: path.join(dir, 'not-here'),
+    };
     const file = domainFile('sysd', `<serial type='stdio'/>`);
     const d = new Daemon(['run', file, '--', 'sh', '-c', 'echo to-the-log; exec sleep 60'], env);
     daemons.push(d);
     await d.match(/guest is sh/, 'the domain to start');
     assert.deepEqual(fs.readdirSync(runtime).sort(), ['sysd.console', 'sysd.json', 'sysd.qmp']);
-    await waitFor(() => fs.existsSync(path.join(logs, 'sysd.log')) && fs.readFileSync(path.join(logs, 'sysd.log'), 'utf8').includes('to-the-log'), 'the domain log in $LOGS_DIRECTORY', 5000);
+    await waitFor(
+      () => fs.existsSync(path.join(logs, 'sysd.log')) && fs.readFileSync(path.join(logs, 'sysd.log'), 'utf8').includes('to-the-log'),
+      'the domain log in $LOGS_DIRECTORY',
+      5000,
+    );
     const list = spawnSync(process.execPath, [BIN, 'list', '--json'], { env, encoding: 'utf8' });
-    assert.deepEqual((JSON.parse(list.stdout) as Array<{ name: string }>).map((x) => x.name), ['sysd']);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as Array<{ name: string }>).map((x) => x.name),
+      ['sysd'],
+    );
     assert.equal(fs.existsSync(path.join(dir, 'not-here')), false);
     d.child.kill('SIGTERM');
     await d.exitWithin(8000);
@@ -148,7 +164,9 @@ describe('chardev as a service', () => {
     const rd = privateDir('levels');
     const sock = path.join(rd, 'dev.sock');
     const file = domainFile('lv', `<serial type='unix'><source mode='bind' path='${sock}'/></serial>`);
-    const quiet = spawnSync(process.execPath, [BIN, 'run', '--quiet', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'true'], { encoding: 'utf8' });
+    const quiet = spawnSync(process.execPath, [BIN, 'run', '--quiet', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'true'], {
+      encoding: 'utf8',
+    });
     assert.equal(quiet.status, 0, quiet.stderr);
     assert.equal(quiet.stdout, '');
     assert.equal(quiet.stderr, '');
@@ -156,7 +174,11 @@ describe('chardev as a service', () => {
     daemons.push(d);
     await d.match(/guest is sleep/, 'the domain to start');
     assert.match(d.stdout, new RegExp(`^chardev ${VERSION.replace(/\./g, '\\.')} on Node v\\d+`, 'm'));
-    const client = await run('python3', ['-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sock)})\ntime.sleep(0.3)\ns.close()`], 10000);
+    const client = await run(
+      'python3',
+      ['-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sock)})\ntime.sleep(0.3)\ns.close()`],
+      10000,
+    );
     assert.equal(client.code, 0);
     await d.match(/^charserial0: \S+ client .* left$/m, 'the client leaving, in --verbose');
     assert.match(d.stdout, /^charserial0: \S+ client .* attached as writer$/m);
@@ -174,13 +196,23 @@ describe('chardev as a service', () => {
     const d = new Daemon(['run', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'sleep', '60']);
     daemons.push(d);
     await d.match(/guest is sleep/, 'the domain to start');
-    const greeting = await run('python3', ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path.join(rd, 'ver.qmp'))})\nb=b''\nwhile b'\\n' not in b: b+=s.recv(4096)\nsys.stdout.write(b.decode())`], 10000);
+    const greeting = await run(
+      'python3',
+      [
+        '-c',
+        `import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path.join(rd, 'ver.qmp'))})\nb=b''\nwhile b'\\n' not in b: b+=s.recv(4096)\nsys.stdout.write(b.decode())`,
+      ],
+      10000,
+    );
     assert.match(greeting.stdout.toString(), new RegExp(`"package": ?"chardev ${VERSION.replace(/\./g, '\\.')}"`));
     d.child.kill('SIGTERM');
     await d.exitWithin(8000);
   });
 
-  it('examples/chardev@.service: systemd-analyze accepts it (with this checkout’s chardev as ExecStart)', { ...T, skip: spawnSync('systemd-analyze', ['--version']).status === 0 ? false : 'systemd-analyze is not installed' }, () => {
+  it('examples/chardev@.service: systemd-analyze accepts it (with this checkout’s chardev as ExecStart)', {
+    ...T,
+    skip: spawnSync('systemd-analyze', ['--version']).status === 0 ? false : 'systemd-analyze is not installed',
+  }, () => {
     const unitDir = fs.mkdtempSync(path.join(dir, 'unit-'));
     const exe = path.join(unitDir, 'chardev');
     fs.writeFileSync(exe, `#!/bin/sh\nexec ${process.execPath} ${BIN} "$@"\n`, { mode: 0o755 });

@@ -94,7 +94,11 @@ describe('signals stop chardev run and chardev qemu cleanly; exit statuses', () 
 
   it('npm start killed with SIGTERM: npm’s sh -c is in between, chardev sees npm go and stops all the same', T, async () => {
     const rd = runDir('npm-start');
-    const npm = spawn('npm', ['start', '--', '--run-dir', rd, '--log-dir', path.join(dir, 'logs')], { cwd: ROOT, env: { ...process.env, SHELL: '/bin/sh' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const npm = spawn('npm', ['start', '--', '--run-dir', rd, '--log-dir', path.join(dir, 'logs')], {
+      cwd: ROOT,
+      env: { ...process.env, SHELL: '/bin/sh' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     npm.stdout.on('data', (b: Buffer) => (out += b.toString()));
     npm.stderr.on('data', (b: Buffer) => (out += b.toString()));
@@ -127,7 +131,10 @@ describe('signals stop chardev run and chardev qemu cleanly; exit statuses', () 
   for (const sig of STOP_SIGNALS) {
     it(`${sig} stops chardev qemu: QEMU quits over QMP, chardev exits 0, nothing is left`, T, async () => {
       const rd = runDir(`qemu-${sig}`);
-      const file = domainFile(`q${sig.toLowerCase()}`, `<serial type='pty'/><serial type='unix'><source mode='bind' path='${path.join(rd, 'extra.sock')}'/></serial>`);
+      const file = domainFile(
+        `q${sig.toLowerCase()}`,
+        `<serial type='pty'/><serial type='unix'><source mode='bind' path='${path.join(rd, 'extra.sock')}'/></serial>`,
+      );
       const d = start(['qemu', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', fake]);
       await d.match(/qemu: every device connected/, 'QEMU to connect');
       const [qemu] = childrenOf(d.pid).filter((p) => fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('fake-qemu'));
@@ -166,7 +173,11 @@ describe('signals stop chardev run and chardev qemu cleanly; exit statuses', () 
       const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20000 });
       return r.status;
     });
-    assert.deepEqual(got, cases.map(([, s]) => s), cases.map(([a]) => a.filter((x) => !x.startsWith(dir)).join(' ')).join('\n'));
+    assert.deepEqual(
+      got,
+      cases.map(([, s]) => s),
+      cases.map(([a]) => a.filter((x) => !x.startsWith(dir)).join(' ')).join('\n'),
+    );
     assert.deepEqual(fs.readdirSync(rd), []);
   });
 });

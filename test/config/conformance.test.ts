@@ -46,7 +46,8 @@ function driverFor(name: string): LoadOptions {
 
 /** Chardev ids of devices outside <serial>/<parallel>/<console>/<channel> (monitor, redirdev, rng, smartcard). */
 const FOREIGN_CHARDEV = /id=char(monitor|redir|rng|smartcard)/;
-const FRONTEND_DRIVERS = /^'?\{?"?(driver"?:"?)?(isa-serial|isa-parallel|pci-serial|usb-serial|isa-debugcon|virtserialport|virtconsole|spapr-vty|sclpconsole|sclplmconsole)\b/;
+const FRONTEND_DRIVERS =
+  /^'?\{?"?(driver"?:"?)?(isa-serial|isa-parallel|pci-serial|usb-serial|isa-debugcon|virtserialport|virtconsole|spapr-vty|sclpconsole|sclplmconsole)\b/;
 
 /**
  * The classes of line the comparison leaves out, besides everything that is not a character
@@ -54,9 +55,12 @@ const FRONTEND_DRIVERS = /^'?\{?"?(driver"?:"?)?(isa-serial|isa-parallel|pci-ser
  */
 const DROPPED: ReadonlyArray<readonly [string, (opt: string, value: string) => boolean]> = [
   ['-chardev of other device classes (monitor, redirdev, rng, smartcard)', (opt, v) => opt === '-chardev' && FOREIGN_CHARDEV.test(v)],
-  ['-device virtio-serial controllers (PCI addresses from libvirt\'s PCI allocator)', (opt, v) => opt === '-device' && /virtio-serial/.test(v) && !FRONTEND_DRIVERS.test(v)],
-  ['-object secret (libvirt\'s master key and TLS key passwords, encrypted per VM)', (opt, v) => opt === '-object' && /secret/.test(v)],
-  ['-add-fd (descriptors libvirt opens; the chardev\'s /dev/fdset path is mapped back to the file)', (opt) => opt === '-add-fd'],
+  [
+    "-device virtio-serial controllers (PCI addresses from libvirt's PCI allocator)",
+    (opt, v) => opt === '-device' && /virtio-serial/.test(v) && !FRONTEND_DRIVERS.test(v),
+  ],
+  ["-object secret (libvirt's master key and TLS key passwords, encrypted per VM)", (opt, v) => opt === '-object' && /secret/.test(v)],
+  ["-add-fd (descriptors libvirt opens; the chardev's /dev/fdset path is mapped back to the file)", (opt) => opt === '-add-fd'],
 ];
 const droppedCounts = new Map<string, number>();
 
@@ -149,7 +153,11 @@ function chardevElements(xml: string, unaddressed: ReadonlySet<string> = new Set
     }
   };
   return childElements(devices)
-    .filter((e) => ['serial', 'parallel', 'console', 'channel'].includes(e.localName ?? '') || (e.localName === 'controller' && e.getAttribute('type') === 'virtio-serial'))
+    .filter(
+      (e) =>
+        ['serial', 'parallel', 'console', 'channel'].includes(e.localName ?? '') ||
+        (e.localName === 'controller' && e.getAttribute('type') === 'virtio-serial'),
+    )
     .map((e) => {
       strip(e);
       if (e.localName === 'controller' && unaddressed.has(e.getAttribute('index') ?? '')) {
@@ -221,12 +229,18 @@ function runCase(name: string, result: CaseResult): void {
     return;
   }
   const loaded = loadDomain(text, { file: `${name}.xml`, ...driverFor(name) });
-  for (const [suffix, syntax] of [['.args', 'keyval'], ['.x86_64-latest.args', 'json']] as Array<[string, ArgSyntax]>) {
+  for (const [suffix, syntax] of [
+    ['.args', 'keyval'],
+    ['.x86_64-latest.args', 'json'],
+  ] as Array<[string, ArgSyntax]>) {
     const argsFile = join(ARGV, name + suffix);
     if (!existsSync(argsFile)) continue;
     const placeholders = new Set<string>();
     const expected = expectedChardevArgs(argsFile, loaded, placeholders);
-    const actual = placeholderArgs(buildQemuArgs(loaded, { syntax }).map(([opt, v]) => `${opt} ${v}`), placeholders);
+    const actual = placeholderArgs(
+      buildQemuArgs(loaded, { syntax }).map(([opt, v]) => `${opt} ${v}`),
+      placeholders,
+    );
     assert.deepEqual(actual, expected, `${name}${suffix}`);
     result.checks.push(suffix.slice(1));
     if (readFileSync(argsFile, 'utf8').includes('-object secret,id=charserial')) {
@@ -300,7 +314,12 @@ test("generated channel socket paths follow libvirt's rule: channel dir, domain-
   assert.equal(domainShortName('QEMUGuest1', 7), '7-QEMUGuest1');
   // qemu-args prints them where libvirt passes a descriptor.
   const loaded = loadDomain(xml('QEMUGuest1'), { channelTargetDir: '/tmp/channel' });
-  assert.match(buildQemuArgs(loaded, { syntax: 'keyval' }).map(([o, v]) => `${o} ${v}`).join('\n'), /-chardev socket,id=charchannel0,path=\/tmp\/channel\/domain--1-QEMUGuest1\/org\.qemu\.guest_agent\.0,server=on,wait=off/);
+  assert.match(
+    buildQemuArgs(loaded, { syntax: 'keyval' })
+      .map(([o, v]) => `${o} ${v}`)
+      .join('\n'),
+    /-chardev socket,id=charchannel0,path=\/tmp\/channel\/domain--1-QEMUGuest1\/org\.qemu\.guest_agent\.0,server=on,wait=off/,
+  );
 });
 
 test('channel-unix-source-path (no expected output in the data): a path libvirt would generate is dropped, any other kept', () => {

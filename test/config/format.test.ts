@@ -59,7 +59,11 @@ test('live XML: pty paths from runtime state, tty= on console 0, aliases, bound 
     state: { ptyPaths: new Map([['serial0', '/dev/pts/7']]), boundServices: new Map([['serial1', '40123']]) },
   });
   assert.ok(out.includes("<serial type='pty'>\n      <source path='/dev/pts/7'/>"));
-  assert.ok(out.includes("<console type='pty' tty='/dev/pts/7'>\n      <source path='/dev/pts/7'/>\n      <target type='serial' port='0'/>\n      <alias name='serial0'/>"));
+  assert.ok(
+    out.includes(
+      "<console type='pty' tty='/dev/pts/7'>\n      <source path='/dev/pts/7'/>\n      <target type='serial' port='0'/>\n      <alias name='serial0'/>",
+    ),
+  );
   assert.ok(out.includes("<source mode='bind' host='127.0.0.1' service='40123'/>"));
   assert.ok(out.includes("<alias name='serial1'/>"));
 });
@@ -81,5 +85,5 @@ test('a domain with no chardev elements is written back unchanged', () => {
   const doc = "<domain><name>d</name><os><type>hvm</type></os><devices>\n    <disk type='file'/>\n    <input type='mouse'/>\n  </devices></domain>";
   const loaded = loadDomain(doc);
   assert.equal(loaded.def.serials.length, 0);
-  assert.equal(formatDomain(loaded), doc + '\n');
+  assert.equal(formatDomain(loaded), `${doc}\n`);
 });

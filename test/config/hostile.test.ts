@@ -81,7 +81,8 @@ function problems(entry: Entry, shownAs: string, o: Outcome, limitMs: number): s
   if (!line.startsWith(`${shownAs}:`)) p.push(`the line does not start with the file name: ${JSON.stringify(line.slice(0, 200))}`);
   if (line.length > MAX_LINE) p.push(`the line is ${line.length} characters long`);
   if (/^\s+at\s/m.test(o.stderr) || /\bat .*:\d+:\d+\)?\s*$/m.test(o.stderr)) p.push('stack trace on stderr');
-  if (/\b(?:Type|Range|Syntax|Reference|Eval|URI|Aggregate|Internal)?Error: /.test(o.stderr)) p.push(`an Error: prefix on stderr: ${JSON.stringify(line.slice(0, 200))}`);
+  if (/\b(?:Type|Range|Syntax|Reference|Eval|URI|Aggregate|Internal)?Error: /.test(o.stderr))
+    p.push(`an Error: prefix on stderr: ${JSON.stringify(line.slice(0, 200))}`);
   // The CLI prints 'internal error: …' only for an error that is not its own: a crash.
   if (o.stderr.includes('internal error:')) p.push(`not a ConfigError: ${JSON.stringify(line.slice(0, 200))}`);
   if (entry.expect !== undefined && !line.includes(entry.expect)) p.push(`expected ${JSON.stringify(entry.expect)} in: ${JSON.stringify(line.slice(0, 300))}`);
@@ -153,10 +154,13 @@ const timings: Array<[string, number]> = [];
 let spawnedCount = 0;
 
 test('the index lists exactly the documents in the directory, at least 200', () => {
-  const files = readdirSync(DIR).filter((f) => f.endsWith('.xml')).sort();
+  const files = readdirSync(DIR)
+    .filter((f) => f.endsWith('.xml'))
+    .sort();
   assert.deepEqual(entries.map((e) => e.file).sort(), files);
   assert.ok(files.length >= 200, `only ${files.length} documents`);
-  for (const e of entries) assert.equal(readFileSync(join(DIR, e.file)).length, e.bytes, `${e.file}: size differs from index.json (regenerate with npm run corpus)`);
+  for (const e of entries)
+    assert.equal(readFileSync(join(DIR, e.file)).length, e.bytes, `${e.file}: size differs from index.json (regenerate with npm run corpus)`);
 });
 
 for (const category of [...new Set(entries.map((e) => e.category))]) {

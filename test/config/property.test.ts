@@ -23,11 +23,7 @@ import { ConfigError } from '../../src/errors.ts';
 const pathChars = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789-_.'.split(''), 'ä', '串', ' ', '&', "'", '<', '"');
 const segment = fc.string({ unit: pathChars, minLength: 1, maxLength: 10 }).filter((s) => s !== '.' && s !== '..');
 const absPath = fc.array(segment, { minLength: 1, maxLength: 4 }).map((parts) => `/${parts.join('/')}`);
-const host = fc.oneof(
-  fc.constantFrom('127.0.0.1', '0.0.0.0', '::1', '::', 'localhost', 'console.example.org'),
-  fc.ipV4(),
-  fc.domain(),
-);
+const host = fc.oneof(fc.constantFrom('127.0.0.1', '0.0.0.0', '::1', '::', 'localhost', 'console.example.org'), fc.ipV4(), fc.domain());
 const service = fc.oneof(fc.integer({ min: 0, max: 65535 }).map(String), fc.constantFrom('telnet', 'ssh', 'http'));
 const yesNo = fc.constantFrom('yes', 'no');
 const onOff = fc.constantFrom('on', 'off');
@@ -54,8 +50,18 @@ function sourceXml(type: ChrType, generatedPath: boolean): fc.Arbitrary<string> 
     fc.integer({ min: 1, max: 3600 }).map((t) => `<reconnect enabled='yes' timeout='${t}'/>`),
   );
   const seclabel = fc
-    .record({ model: fc.constantFrom('dac', 'selinux'), relabel: optional(yesNo), label: optional(fc.constantFrom('system_u:object_r:virt_chardev_t:s0', '107:107')) })
-    .map((s) => `<seclabel${attrs([['model', s.model], ['relabel', s.relabel]])}>${s.label === undefined ? '' : `<label>${s.label}</label>`}</seclabel>`);
+    .record({
+      model: fc.constantFrom('dac', 'selinux'),
+      relabel: optional(yesNo),
+      label: optional(fc.constantFrom('system_u:object_r:virt_chardev_t:s0', '107:107')),
+    })
+    .map(
+      (s) =>
+        `<seclabel${attrs([
+          ['model', s.model],
+          ['relabel', s.relabel],
+        ])}>${s.label === undefined ? '' : `<label>${s.label}</label>`}</seclabel>`,
+    );
   switch (type) {
     case 'null':
     case 'vc':
@@ -67,14 +73,30 @@ function sourceXml(type: ChrType, generatedPath: boolean): fc.Arbitrary<string> 
     case 'pipe':
       return fc.tuple(absPath, optional(seclabel)).map(([p, s]) => (s === undefined ? `<source path='${q(p)}'/>` : `<source path='${q(p)}'>${s}</source>`));
     case 'file':
-      return fc.tuple(absPath, optional(onOff)).map(([p, a]) => `<source${attrs([['path', p], ['append', a]])}/>`);
+      return fc.tuple(absPath, optional(onOff)).map(
+        ([p, a]) =>
+          `<source${attrs([
+            ['path', p],
+            ['append', a],
+          ])}/>`,
+      );
     case 'udp':
       return fc
         .record({ connectHost: optional(host), connectService: service, bind: optional(fc.tuple(optional(host), optional(service))) })
         .map(({ connectHost, connectService, bind }) =>
           [
-            bind === undefined || (bind[0] === undefined && bind[1] === undefined) ? '' : `<source${attrs([['mode', 'bind'], ['host', bind[0]], ['service', bind[1]]])}/>`,
-            `<source${attrs([['mode', 'connect'], ['host', connectHost], ['service', connectService]])}/>`,
+            bind === undefined || (bind[0] === undefined && bind[1] === undefined)
+              ? ''
+              : `<source${attrs([
+                  ['mode', 'bind'],
+                  ['host', bind[0]],
+                  ['service', bind[1]],
+                ])}/>`,
+            `<source${attrs([
+              ['mode', 'connect'],
+              ['host', connectHost],
+              ['service', connectService],
+            ])}/>`,
           ].join(''),
         );
     case 'tcp':
@@ -89,20 +111,26 @@ function sourceXml(type: ChrType, generatedPath: boolean): fc.Arbitrary<string> 
         })
         .map((s) => {
           const inner = s.mode === 'connect' && s.reconnect !== undefined ? s.reconnect : '';
-          const open = `<source${attrs([['mode', s.mode], ['host', s.host], ['service', s.service], ['tls', s.tls]])}`;
+          const open = `<source${attrs([
+            ['mode', s.mode],
+            ['host', s.host],
+            ['service', s.service],
+            ['tls', s.tls],
+          ])}`;
           return `${inner === '' ? `${open}/>` : `${open}>${inner}</source>`}${s.protocol === undefined ? '' : `<protocol type='${s.protocol}'/>`}`;
         });
     case 'unix': {
       // A virtio channel may leave the path to libvirt (a generated server socket).
       const path = generatedPath ? optional(absPath) : absPath.map((p): string | undefined => p);
-      return fc
-        .record({ mode: optional(fc.constantFrom('connect', 'bind')), path, reconnect: optional(reconnect) })
-        .map((s) => {
-          if (s.path === undefined) return '';
-          const inner = s.mode !== 'bind' && s.reconnect !== undefined ? s.reconnect : '';
-          const open = `<source${attrs([['mode', s.mode], ['path', s.path]])}`;
-          return inner === '' ? `${open}/>` : `${open}>${inner}</source>`;
-        });
+      return fc.record({ mode: optional(fc.constantFrom('connect', 'bind')), path, reconnect: optional(reconnect) }).map((s) => {
+        if (s.path === undefined) return '';
+        const inner = s.mode !== 'bind' && s.reconnect !== undefined ? s.reconnect : '';
+        const open = `<source${attrs([
+          ['mode', s.mode],
+          ['path', s.path],
+        ])}`;
+        return inner === '' ? `${open}/>` : `${open}>${inner}</source>`;
+      });
     }
     case 'spiceport':
     case 'dbus':
@@ -120,22 +148,54 @@ function sourceXml(type: ChrType, generatedPath: boolean): fc.Arbitrary<string> 
   }
 }
 
-const logXml = optional(fc.tuple(absPath, optional(onOff)).map(([f, a]) => `<log${attrs([['file', f], ['append', a]])}/>`)).map((l) => l ?? '');
+const logXml = optional(
+  fc.tuple(absPath, optional(onOff)).map(
+    ([f, a]) =>
+      `<log${attrs([
+        ['file', f],
+        ['append', a],
+      ])}/>`,
+  ),
+).map((l) => l ?? '');
 
 /** chardev's own extension elements, each at most once. */
 const extensionsXml = fc
   .record({
     history: optional(fc.integer({ min: 1, max: 64 * 1024 * 1024 })),
-    clients: optional(fc.record({ max: fc.integer({ min: 1, max: 64 }), queue: optional(fc.integer({ min: 1, max: 64 * 1024 * 1024 })), slow: optional(fc.constantFrom('drop', 'disconnect')) })),
+    clients: optional(
+      fc.record({
+        max: fc.integer({ min: 1, max: 64 }),
+        queue: optional(fc.integer({ min: 1, max: 64 * 1024 * 1024 })),
+        slow: optional(fc.constantFrom('drop', 'disconnect')),
+      }),
+    ),
     tls: optional(fc.record({ dir: optional(absPath), verify: optional(yesNo) })),
-    web: optional(fc.record({ listen: optional(fc.constantFrom('127.0.0.1', '::1', '0.0.0.0', 'localhost')), port: optional(fc.integer({ min: 0, max: 65535 })) })),
+    web: optional(
+      fc.record({ listen: optional(fc.constantFrom('127.0.0.1', '::1', '0.0.0.0', 'localhost')), port: optional(fc.integer({ min: 0, max: 65535 })) }),
+    ),
   })
   .map((e) =>
     [
       e.history === undefined ? '' : `<cd:history size='${e.history}'/>`,
-      e.clients === undefined ? '' : `<cd:clients${attrs([['max', String(e.clients.max)], ['queue', e.clients.queue?.toString()], ['slow', e.clients.slow]])}/>`,
-      e.tls === undefined ? '' : `<cd:tls${attrs([['dir', e.tls.dir], ['verify', e.tls.verify]])}/>`,
-      e.web === undefined ? '' : `<cd:web${attrs([['listen', e.web.listen], ['port', e.web.port?.toString()]])}/>`,
+      e.clients === undefined
+        ? ''
+        : `<cd:clients${attrs([
+            ['max', String(e.clients.max)],
+            ['queue', e.clients.queue?.toString()],
+            ['slow', e.clients.slow],
+          ])}/>`,
+      e.tls === undefined
+        ? ''
+        : `<cd:tls${attrs([
+            ['dir', e.tls.dir],
+            ['verify', e.tls.verify],
+          ])}/>`,
+      e.web === undefined
+        ? ''
+        : `<cd:web${attrs([
+            ['listen', e.web.listen],
+            ['port', e.web.port?.toString()],
+          ])}/>`,
     ].join(''),
   );
 
@@ -181,7 +241,14 @@ function deviceXml(kind: Kind, index: number, o: DeviceOptions = {}): fc.Arbitra
     const typeAttr = type === 'pty' ? fc.constantFrom(" type='pty'", '') : fc.constant(` type='${type}'`);
     return targetXml(kind, type, index, o).chain((target) =>
       fc
-        .tuple(typeAttr, sourceXml(type, kind === 'channel' && target.startsWith("<target type='virtio'")), logXml, optional(fc.constant(`<alias name='ua-${kind}${index}'/>`)), extensionsXml, fc.boolean())
+        .tuple(
+          typeAttr,
+          sourceXml(type, kind === 'channel' && target.startsWith("<target type='virtio'")),
+          logXml,
+          optional(fc.constant(`<alias name='ua-${kind}${index}'/>`)),
+          extensionsXml,
+          fc.boolean(),
+        )
         .map(([t, source, log, alias, ext, localNs]) => {
           // The extensions' namespace declared on the root, or on the device element itself.
           const ns = localNs ? " xmlns:ch='urn:chardev:1'" : '';
@@ -222,11 +289,13 @@ const domainXml = fc
   );
 
 /** A lone device element (no graphics, so no spice types). */
-const standaloneXml = fc.constantFrom<Kind>('serial', 'parallel', 'console', 'channel').chain((kind) =>
-  deviceXml(kind, 0, { firstConsole: true, types: TYPES_FOR[kind].filter((t) => t !== 'spicevmc' && t !== 'spiceport') }).map((xml) =>
-    xml.replace(`<${kind}`, `<${kind} xmlns:cd='urn:chardev:1'`),
-  ),
-);
+const standaloneXml = fc
+  .constantFrom<Kind>('serial', 'parallel', 'console', 'channel')
+  .chain((kind) =>
+    deviceXml(kind, 0, { firstConsole: true, types: TYPES_FOR[kind].filter((t) => t !== 'spicevmc' && t !== 'spiceport') }).map((xml) =>
+      xml.replace(`<${kind}`, `<${kind} xmlns:cd='urn:chardev:1'`),
+    ),
+  );
 
 function roundTrip(xml: string, live: boolean): void {
   const first = formatDomain(loadDomain(xml, { live }), { live });
@@ -236,15 +305,24 @@ function roundTrip(xml: string, live: boolean): void {
 
 describe('generated device definitions', () => {
   it('domains: format → parse → format is stable (inactive XML)', () => {
-    fc.assert(fc.property(domainXml, (xml) => roundTrip(xml, false)), { numRuns: 300 });
+    fc.assert(
+      fc.property(domainXml, (xml) => roundTrip(xml, false)),
+      { numRuns: 300 },
+    );
   });
 
   it('domains: format → parse → format is stable (live XML)', () => {
-    fc.assert(fc.property(domainXml, (xml) => roundTrip(xml, true)), { numRuns: 150 });
+    fc.assert(
+      fc.property(domainXml, (xml) => roundTrip(xml, true)),
+      { numRuns: 150 },
+    );
   });
 
   it('lone device elements: format → parse → format is stable', () => {
-    fc.assert(fc.property(standaloneXml, (xml) => roundTrip(xml, false)), { numRuns: 300 });
+    fc.assert(
+      fc.property(standaloneXml, (xml) => roundTrip(xml, false)),
+      { numRuns: 300 },
+    );
   });
 
   it('formatting keeps what the definition said: the host type of every device', () => {
@@ -265,7 +343,13 @@ describe('generated device definitions', () => {
         const xml = fc.sample(deviceXml(kind, 0, { types: ['nmdm'] }), 1)[0] ?? '';
         const loaded = loadDomain(xml.replace(`<${kind}`, `<${kind} xmlns:cd='urn:chardev:1'`), { file: 'n.xml' });
         assert.match(formatDomain(loaded), /type='nmdm'/);
-        assert.throws(() => buildQemuArgs(loaded), (e: unknown) => e instanceof ConfigError && e.code === 'ERR_CONFIG_UNSUPPORTED' && /^n\.xml:1: <\w+ type='nmdm'> \([\w-]+0\): unsupported chardev 'nmdm'$/.test(e.message));
+        assert.throws(
+          () => buildQemuArgs(loaded),
+          (e: unknown) =>
+            e instanceof ConfigError &&
+            e.code === 'ERR_CONFIG_UNSUPPORTED' &&
+            /^n\.xml:1: <\w+ type='nmdm'> \([\w-]+0\): unsupported chardev 'nmdm'$/.test(e.message),
+        );
       }),
       { numRuns: 10 },
     );
@@ -286,19 +370,83 @@ function loadsOrRefuses(text: string): boolean {
 }
 
 const FRAGMENTS = [
-  '<', '>', '/>', '</', '<domain>', '</domain>', '<devices>', '</devices>', "<serial type='", "<channel type='", '<console', '<parallel',
-  "'", '"', '=', ' ', '\n', '&', '&amp;', '&#10;', '&#0;', '&#x110000;', '&lol;', '<!--', '-->', '<![CDATA[', ']]>', '<?xml', '?>',
-  '<!DOCTYPE', '<!ENTITY', 'SYSTEM', '"file:///etc/passwd"', 'tcp', 'unix', 'pty', 'udp', 'file', 'spicevmc', "<source mode='", "host='h' ",
-  "service='1' ", "path='/p' ", "<target type='", "port='", "'virtio'", "'guestfwd'", "<reconnect enabled='yes' timeout='", '0', '-1',
-  '4294967296', "<protocol type='", 'telnet', "<address type='virtio-serial' ", "controller='", "<cd:history xmlns:cd='urn:chardev:1' size='",
-  "<controller type='virtio-serial' index='", "ports='", '\u0000', '\ufeff', '\ud800', '\u202e', 'é', '串',
+  '<',
+  '>',
+  '/>',
+  '</',
+  '<domain>',
+  '</domain>',
+  '<devices>',
+  '</devices>',
+  "<serial type='",
+  "<channel type='",
+  '<console',
+  '<parallel',
+  "'",
+  '"',
+  '=',
+  ' ',
+  '\n',
+  '&',
+  '&amp;',
+  '&#10;',
+  '&#0;',
+  '&#x110000;',
+  '&lol;',
+  '<!--',
+  '-->',
+  '<![CDATA[',
+  ']]>',
+  '<?xml',
+  '?>',
+  '<!DOCTYPE',
+  '<!ENTITY',
+  'SYSTEM',
+  '"file:///etc/passwd"',
+  'tcp',
+  'unix',
+  'pty',
+  'udp',
+  'file',
+  'spicevmc',
+  "<source mode='",
+  "host='h' ",
+  "service='1' ",
+  "path='/p' ",
+  "<target type='",
+  "port='",
+  "'virtio'",
+  "'guestfwd'",
+  "<reconnect enabled='yes' timeout='",
+  '0',
+  '-1',
+  '4294967296',
+  "<protocol type='",
+  'telnet',
+  "<address type='virtio-serial' ",
+  "controller='",
+  "<cd:history xmlns:cd='urn:chardev:1' size='",
+  "<controller type='virtio-serial' index='",
+  "ports='",
+  '\u0000',
+  '\ufeff',
+  '\ud800',
+  '\u202e',
+  'é',
+  '串',
 ];
 
 const tokenSoup = fc.array(fc.constantFrom(...FRAGMENTS), { maxLength: 60 }).map((parts) => parts.join(''));
 
 /** A valid document with random edits: cut, insert, duplicate, replace. */
 const mutatedDomain = fc
-  .tuple(domainXml, fc.array(fc.tuple(fc.nat(), fc.nat({ max: 40 }), fc.constantFrom('cut', 'insert', 'dup', 'replace'), fc.constantFrom(...FRAGMENTS)), { minLength: 1, maxLength: 6 }))
+  .tuple(
+    domainXml,
+    fc.array(fc.tuple(fc.nat(), fc.nat({ max: 40 }), fc.constantFrom('cut', 'insert', 'dup', 'replace'), fc.constantFrom(...FRAGMENTS)), {
+      minLength: 1,
+      maxLength: 6,
+    }),
+  )
   .map(([xml, edits]) => {
     let s = xml;
     for (const [pos, len, op, frag] of edits) {
@@ -313,11 +461,17 @@ const mutatedDomain = fc
 
 describe('loadDomain on garbage throws nothing but ConfigError', () => {
   it('arbitrary strings (all of Unicode, lone surrogates included)', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (s) => void loadsOrRefuses(s)), { numRuns: 1000 });
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (s) => void loadsOrRefuses(s)),
+      { numRuns: 1000 },
+    );
   });
 
   it('XML token soup', () => {
-    fc.assert(fc.property(tokenSoup, (s) => void loadsOrRefuses(s)), { numRuns: 1000 });
+    fc.assert(
+      fc.property(tokenSoup, (s) => void loadsOrRefuses(s)),
+      { numRuns: 1000 },
+    );
   });
 
   it('generated valid domains with random edits', () => {

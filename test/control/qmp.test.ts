@@ -248,7 +248,12 @@ describe('QMP server', () => {
     const ptyAnswer = JSON.parse(got[2] ?? '') as { return: { pty: string } };
     assert.match(ptyAnswer.return.pty, /^\/dev\/pts\/\d+$/);
     assert.ok(fs.existsSync(ptyAnswer.return.pty));
-    assert.deepEqual(got.slice(0, 10), ['{"return": {}}', '{"return": {}}', `{"return": {"pty": "${ptyAnswer.return.pty}"}}`, ...Array<string>(7).fill('{"return": {}}')]);
+    assert.deepEqual(got.slice(0, 10), [
+      '{"return": {}}',
+      '{"return": {}}',
+      `{"return": {"pty": "${ptyAnswer.return.pty}"}}`,
+      ...Array<string>(7).fill('{"return": {}}'),
+    ]);
     const list = (JSON.parse(got[10] ?? '') as { return: Array<{ label: string; filename: string; 'frontend-open': boolean }> }).return;
     const s0 = domain?.device('s0').boundService ?? '';
     assert.deepEqual(list.slice(3), [
@@ -316,7 +321,9 @@ describe('QMP server', () => {
       err("Chardev with id 'charserial0' already exists"),
       err("Chardev with id 'serial1' already exists"),
       err("Failed to add chardev 'r3': size of ringbuf chardev must be power of two"),
-      err(`Failed to add chardev 'f1': file: Could not open '${path.join(dir, 'no', 'such', 'dir', 'x')}': directory '${path.join(dir, 'no', 'such', 'dir')}' does not exist`),
+      err(
+        `Failed to add chardev 'f1': file: Could not open '${path.join(dir, 'no', 'such', 'dir', 'x')}': directory '${path.join(dir, 'no', 'such', 'dir')}' does not exist`,
+      ),
       got[4] ?? '',
       got[5] ?? '',
       err("Failed to add chardev 'st': backend type 'stdio' is not supported by chardev (query-chardev-backends lists what is)"),
@@ -333,48 +340,57 @@ describe('QMP server', () => {
       err("Parameter 'backend' is missing"),
     ]);
     assert.match(got[4] ?? '', /^\{"error": \{"class": "GenericError", "desc": "Failed to add chardev 'par0': .*not a parallel port: /);
-    assert.match(got[5] ?? '', /^\{"error": \{"class": "GenericError", "desc": "Failed to add chardev 'pp': pipe: Could not open '.*missing-fifo': No such file or directory"\}\}$/);
+    assert.match(
+      got[5] ?? '',
+      /^\{"error": \{"class": "GenericError", "desc": "Failed to add chardev 'pp': pipe: Could not open '.*missing-fifo': No such file or directory"\}\}$/,
+    );
     // Nothing half-made stays behind.
     assert.equal((JSON.parse(got.at(-1) ?? '') as { return: unknown[] }).return.length, 3);
     assert.equal(fs.existsSync(path.join(dir, 'fi')), false);
   });
 
-  it("a file chardev with a FIFO as input: BREAK only to the id that exists, the FIFO's bytes to the guest, CLOSED at its end (/char/file-fifo)", T, async () => {
-    const fifo = path.join(dir, 'fifo-in');
-    const out = path.join(dir, 'fifo-out');
-    execFileSync('mkfifo', [fifo]);
-    // Held read-write, as QEMU's test does, so the bytes wait in it before the chardev exists.
-    const writer = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    fs.writeSync(writer, Buffer.from('fifo-in\0'));
-    try {
-      assert.deepEqual(await session(sock, [exec('chardev-add', { id: 'label-file', backend: { type: 'file', data: { out, in: fifo } } })]), ['{"return": {}}']);
-      const dev = domain?.device('label-file') ?? assert.fail('no label-file device');
-      const seen: string[] = [];
-      const input: Buffer[] = [];
-      dev.on('break', () => seen.push('break'));
-      dev.on('open', () => seen.push('open'));
-      dev.on('close', () => seen.push('close'));
-      dev.on('data', (b) => input.push(b));
-      const got = await session(sock, [exec('chardev-send-break', { id: 'label-foo' }), exec('chardev-send-break', { id: 'label-file' })]);
-      assert.deepEqual(got, [err("Chardev 'label-foo' not found"), '{"return": {}}']);
-      await waitFor(() => Buffer.concat(input).length >= 8, "the FIFO's 8 bytes at the guest");
-      assert.deepEqual(Buffer.concat(input), Buffer.from('fifo-in\0'));
-      assert.deepEqual(seen, ['open', 'break'], 'opened at creation (replayed), one BREAK');
-      assert.equal(dev.write(Buffer.from('out')), 3);
-      assert.equal(fs.readFileSync(out, 'utf8'), 'out');
-      fs.closeSync(writer);
-      await waitFor(() => seen.includes('close'), 'CLOSED at the end of the input');
-      assert.equal(dev.write(Buffer.from(' still')), 6, 'output goes on after the input ended');
-      assert.equal(fs.readFileSync(out, 'utf8'), 'out still');
-      assert.deepEqual(await session(sock, [exec('chardev-remove', { id: 'label-file' })]), ['{"return": {}}']);
-    } finally {
+  it(
+    "a file chardev with a FIFO as input: BREAK only to the id that exists, the FIFO's bytes to the guest, CLOSED at its end (/char/file-fifo)",
+    T,
+    async () => {
+      const fifo = path.join(dir, 'fifo-in');
+      const out = path.join(dir, 'fifo-out');
+      execFileSync('mkfifo', [fifo]);
+      // Held read-write, as QEMU's test does, so the bytes wait in it before the chardev exists.
+      const writer = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+      fs.writeSync(writer, Buffer.from('fifo-in\0'));
       try {
+        assert.deepEqual(await session(sock, [exec('chardev-add', { id: 'label-file', backend: { type: 'file', data: { out, in: fifo } } })]), [
+          '{"return": {}}',
+        ]);
+        const dev = domain?.device('label-file') ?? assert.fail('no label-file device');
+        const seen: string[] = [];
+        const input: Buffer[] = [];
+        dev.on('break', () => seen.push('break'));
+        dev.on('open', () => seen.push('open'));
+        dev.on('close', () => seen.push('close'));
+        dev.on('data', (b) => input.push(b));
+        const got = await session(sock, [exec('chardev-send-break', { id: 'label-foo' }), exec('chardev-send-break', { id: 'label-file' })]);
+        assert.deepEqual(got, [err("Chardev 'label-foo' not found"), '{"return": {}}']);
+        await waitFor(() => Buffer.concat(input).length >= 8, "the FIFO's 8 bytes at the guest");
+        assert.deepEqual(Buffer.concat(input), Buffer.from('fifo-in\0'));
+        assert.deepEqual(seen, ['open', 'break'], 'opened at creation (replayed), one BREAK');
+        assert.equal(dev.write(Buffer.from('out')), 3);
+        assert.equal(fs.readFileSync(out, 'utf8'), 'out');
         fs.closeSync(writer);
-      } catch {
-        // closed above
+        await waitFor(() => seen.includes('close'), 'CLOSED at the end of the input');
+        assert.equal(dev.write(Buffer.from(' still')), 6, 'output goes on after the input ended');
+        assert.equal(fs.readFileSync(out, 'utf8'), 'out still');
+        assert.deepEqual(await session(sock, [exec('chardev-remove', { id: 'label-file' })]), ['{"return": {}}']);
+      } finally {
+        try {
+          fs.closeSync(writer);
+        } catch {
+          // closed above
+        }
       }
-    }
-  });
+    },
+  );
 
   it('chardev-remove and chardev-send-break on devices of the document', T, async () => {
     breaks.length = 0;
@@ -447,27 +463,35 @@ describe('QMP server', () => {
     // ringbuf-write never reaches the guest; the guest's own output lands in the ring.
     assert.equal(Buffer.concat(toGuest).length, 0);
     rb?.write(Buffer.from('guest\0tail'));
-    const more = await session(sock, [exec('ringbuf-read', { device: 'rb', size: 100 }), exec('ringbuf-read', { device: 'rb', size: 100 }), exec('chardev-remove', { id: 'rb' })]);
+    const more = await session(sock, [
+      exec('ringbuf-read', { device: 'rb', size: 100 }),
+      exec('ringbuf-read', { device: 'rb', size: 100 }),
+      exec('chardev-remove', { id: 'rb' }),
+    ]);
     // The guest's 10 bytes in an 8-byte ring: 'est\0tail', cut at the NUL (QEMU's C string) but consumed whole.
     assert.deepEqual(more, ['{"return": "est"}', '{"return": ""}', '{"return": {}}']);
   });
 
-  it("QEMU's ringbuf scenario: size 5 refused, size 2 keeps the last two bytes the guest wrote, a read consumes them; the memory alias (/char/ringbuf)", T, async () => {
-    const add = (id: string, type: string, size: number): string => exec('chardev-add', { id, backend: { type, data: { size } } });
-    const got = await session(sock, [add('ring5', 'ringbuf', 5), add('ring2', 'ringbuf', 2), add('mem2', 'memory', 2)]);
-    assert.deepEqual(got, [err("Failed to add chardev 'ring5': size of ringbuf chardev must be power of two"), '{"return": {}}', '{"return": {}}']);
-    assert.equal(domain?.device('ring2').write(Buffer.from('buff')), 4, 'the guest writes buff: 4 taken');
-    const read = await session(sock, [
-      exec('ringbuf-read', { device: 'ring2', size: 4 }),
-      exec('ringbuf-read', { device: 'ring2', size: 4 }),
-      exec('query-chardev'),
-      exec('chardev-remove', { id: 'ring2' }),
-      exec('chardev-remove', { id: 'mem2' }),
-    ]);
-    assert.deepEqual(read.slice(0, 2), ['{"return": "ff"}', '{"return": ""}']);
-    assert.match(read[2] ?? '', /\{"label": "mem2", "filename": "memory", "frontend-open": false\}/);
-    assert.deepEqual(read.slice(3), ['{"return": {}}', '{"return": {}}']);
-  });
+  it(
+    "QEMU's ringbuf scenario: size 5 refused, size 2 keeps the last two bytes the guest wrote, a read consumes them; the memory alias (/char/ringbuf)",
+    T,
+    async () => {
+      const add = (id: string, type: string, size: number): string => exec('chardev-add', { id, backend: { type, data: { size } } });
+      const got = await session(sock, [add('ring5', 'ringbuf', 5), add('ring2', 'ringbuf', 2), add('mem2', 'memory', 2)]);
+      assert.deepEqual(got, [err("Failed to add chardev 'ring5': size of ringbuf chardev must be power of two"), '{"return": {}}', '{"return": {}}']);
+      assert.equal(domain?.device('ring2').write(Buffer.from('buff')), 4, 'the guest writes buff: 4 taken');
+      const read = await session(sock, [
+        exec('ringbuf-read', { device: 'ring2', size: 4 }),
+        exec('ringbuf-read', { device: 'ring2', size: 4 }),
+        exec('query-chardev'),
+        exec('chardev-remove', { id: 'ring2' }),
+        exec('chardev-remove', { id: 'mem2' }),
+      ]);
+      assert.deepEqual(read.slice(0, 2), ['{"return": "ff"}', '{"return": ""}']);
+      assert.match(read[2] ?? '', /\{"label": "mem2", "filename": "memory", "frontend-open": false\}/);
+      assert.deepEqual(read.slice(3), ['{"return": {}}', '{"return": {}}']);
+    },
+  );
 
   it('x-chardev-counters, x-chardev-clients, x-chardev-take-over, and client events to negotiated sessions', T, async () => {
     const pty = domain?.device('serial0').ptyPath ?? '';
@@ -497,7 +521,10 @@ describe('QMP server', () => {
     assert.equal(attached.data.id, 'charserial0');
     const c = attached.data.client;
     assert.deepEqual(Object.keys(c), ['id', 'kind', 'label', 'role', 'readonly', 'since', 'bytes-sent', 'bytes-missed', 'released']);
-    assert.deepEqual({ ...c, since: '', 'bytes-sent': 0 }, { id: c['id'], kind: 'pty', label: pty, role: 'writer', readonly: false, since: '', 'bytes-sent': 0, 'bytes-missed': 0, released: false });
+    assert.deepEqual(
+      { ...c, since: '', 'bytes-sent': 0 },
+      { id: c['id'], kind: 'pty', label: pty, role: 'writer', readonly: false, since: '', 'bytes-sent': 0, 'bytes-missed': 0, released: false },
+    );
     assert.equal(typeof c['id'], 'number');
     assert.ok((c['bytes-sent'] as number) > 0, 'the history was replayed to the reader');
     assert.match(r[5]?.lines[0] ?? '', /"timestamp": \{"seconds": \d+, "microseconds": \d+\}\}$/);
@@ -561,7 +588,8 @@ describe('QMP server', () => {
       { conn: 'a', untilEvent: 'CHARDEV_CLIENT_DETACHED' },
     ]);
     type Client = { id: number; kind: string; label: string; role: string; readonly: boolean; since: string; 'bytes-sent': number; 'bytes-missed': number };
-    const ev = (raw: string | undefined): { event: string; data: { id: string; client: Client } } => JSON.parse(raw ?? '') as { event: string; data: { id: string; client: Client } };
+    const ev = (raw: string | undefined): { event: string; data: { id: string; client: Client } } =>
+      JSON.parse(raw ?? '') as { event: string; data: { id: string; client: Client } };
     const a = ev(r[3]?.lines[0]).data;
     const b = ev(r[5]?.lines[0]).data;
     assert.deepEqual(
@@ -598,7 +626,10 @@ describe('QMP server', () => {
     // B left when the Python process that held it exited.
     await waitFor(() => domain?.device('serial2').hub.size === 0, 'the tcp peers to be gone');
     const [counters] = await session(sock, [exec('x-chardev-counters', { id: 'charserial2' })]);
-    assert.match(counters ?? '', /^\{"return": \[\{"label": "charserial2", "bytes-from-guest": \d+, "bytes-to-guest": \d+, "dropped": \d+, "clients": 0\}\]\}$/);
+    assert.match(
+      counters ?? '',
+      /^\{"return": \[\{"label": "charserial2", "bytes-from-guest": \d+, "bytes-to-guest": \d+, "dropped": \d+, "clients": 0\}\]\}$/,
+    );
   });
 
   it('serves several clients at once; garbage or a huge value on one never disturbs another', T, async () => {
@@ -653,7 +684,10 @@ describe('QMP server', () => {
       );
       const notSocket = path.join(dir, 'regular');
       fs.writeFileSync(notSocket, 'x');
-      await assert.rejects(startQmpServer(d, { path: notSocket, liveXml: () => '', inactiveXml: () => '' }), (e: unknown) => e instanceof ChardevError && e.code === 'ERR_BACKEND_OPEN');
+      await assert.rejects(
+        startQmpServer(d, { path: notSocket, liveXml: () => '', inactiveXml: () => '' }),
+        (e: unknown) => e instanceof ChardevError && e.code === 'ERR_BACKEND_OPEN',
+      );
       assert.equal(fs.readFileSync(notSocket, 'utf8'), 'x');
       // A connected client is disconnected by close.
       const client = net.connect(path2);

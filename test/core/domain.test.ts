@@ -180,21 +180,25 @@ describe('runtime core', () => {
     assert.equal(handles.filter((h) => h === 'Timeout').length, 0, `active: ${handles.join(', ')}`);
   });
 
-  it('stdio: the domain log LOGDIR/NAME.log, appended across runs, input disabled (/char/stdio: libvirt sends a stdio chardev to the domain log)', T, async () => {
-    const logDir = path.join(dir, 'stdio');
-    fs.mkdirSync(logDir);
-    for (const text of ['run 1\n', 'run 2\n']) {
-      const d = await open(domainXml(`<serial type='stdio'/>`, 'vm1'), { logDir });
-      const dev = d.device('serial0');
-      const events = eventLog(dev);
-      assert.equal(dev.write(Buffer.from(text)), text.length);
-      await sleep(0);
-      assert.deepEqual(events, ['open']);
-      await d.stop();
-    }
-    assert.equal(fs.readFileSync(path.join(logDir, 'vm1.log'), 'utf8'), 'run 1\nrun 2\n');
-    assert.equal(mode(path.join(logDir, 'vm1.log')), 0o600);
-  });
+  it(
+    'stdio: the domain log LOGDIR/NAME.log, appended across runs, input disabled (/char/stdio: libvirt sends a stdio chardev to the domain log)',
+    T,
+    async () => {
+      const logDir = path.join(dir, 'stdio');
+      fs.mkdirSync(logDir);
+      for (const text of ['run 1\n', 'run 2\n']) {
+        const d = await open(domainXml(`<serial type='stdio'/>`, 'vm1'), { logDir });
+        const dev = d.device('serial0');
+        const events = eventLog(dev);
+        assert.equal(dev.write(Buffer.from(text)), text.length);
+        await sleep(0);
+        assert.deepEqual(events, ['open']);
+        await d.stop();
+      }
+      assert.equal(fs.readFileSync(path.join(logDir, 'vm1.log'), 'utf8'), 'run 1\nrun 2\n');
+      assert.equal(mode(path.join(logDir, 'vm1.log')), 0o600);
+    },
+  );
 
   it('stdio without a log directory is a usage error naming the device', T, async () => {
     const err = await startError(open(domainXml(`<serial type='stdio'/>`)));

@@ -18,7 +18,6 @@ import { collect, eventLog, load, payload, waitFor, writeAll } from './helpers.t
 const POLL = 5;
 /** Per-test bound: everything here is in-memory, so anything slower is a hang. */
 const QUICK = { timeout: 2000 };
-const MiB = 1024 * 1024;
 
 /** Let queued microtasks (the pty's first check, a replayed OPENED) run. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -193,38 +192,42 @@ describe('pty backend on the fake platform', () => {
     await domain.stop();
   });
 
-  it('a reader that stops reading holds the guest: write() takes what fits in flight (256 KiB), then nothing; writable follows its drain; every byte arrives in order', QUICK, async (t) => {
-    const { domain, dev, pty } = await openPty(t, new FakePlatform());
-    pty.setWritable(false); // every write to the master would say EAGAIN now
-    let writable = 0;
-    dev.on('writable', () => void writable++);
+  it(
+    'a reader that stops reading holds the guest: write() takes what fits in flight (256 KiB), then nothing; writable follows its drain; every byte arrives in order',
+    QUICK,
+    async (t) => {
+      const { domain, dev, pty } = await openPty(t, new FakePlatform());
+      pty.setWritable(false); // every write to the master would say EAGAIN now
+      let writable = 0;
+      dev.on('writable', () => void writable++);
 
-    const a = Buffer.alloc(200 * 1024, 'a');
-    const b = Buffer.alloc(200 * 1024, 'b');
-    assert.equal(dev.write(a), a.length, 'within the in-flight bound, all is taken');
-    assert.equal(dev.write(b), 56 * 1024, 'the rest of the bound, and no more: the guest must wait');
-    assert.equal(dev.write(b.subarray(56 * 1024)), 0, 'nothing while the reader takes nothing');
-    assert.equal(writable, 0);
-    assert.equal(pty.takeOutput().length, 0, 'nothing reached the reader while it was blocked');
-    const [reader, ...others] = dev.hub.clients();
-    assert.equal(others.length, 0);
-    assert.equal(reader?.kind, 'pty');
-    assert.equal(reader?.bytesMissed, 0, 'the writer misses nothing');
-    assert.equal(dev.counters.bytesFromGuest, 256 * 1024);
+      const a = Buffer.alloc(200 * 1024, 'a');
+      const b = Buffer.alloc(200 * 1024, 'b');
+      assert.equal(dev.write(a), a.length, 'within the in-flight bound, all is taken');
+      assert.equal(dev.write(b), 56 * 1024, 'the rest of the bound, and no more: the guest must wait');
+      assert.equal(dev.write(b.subarray(56 * 1024)), 0, 'nothing while the reader takes nothing');
+      assert.equal(writable, 0);
+      assert.equal(pty.takeOutput().length, 0, 'nothing reached the reader while it was blocked');
+      const [reader, ...others] = dev.hub.clients();
+      assert.equal(others.length, 0);
+      assert.equal(reader?.kind, 'pty');
+      assert.equal(reader?.bytesMissed, 0, 'the writer misses nothing');
+      assert.equal(dev.counters.bytesFromGuest, 256 * 1024);
 
-    // The frontend keeps the rest and goes on when told.
-    const rest = writeAll(dev, b.subarray(56 * 1024));
-    pty.setWritable(true);
-    await rest;
-    assert.ok(writable >= 1, "'writable' fired once the reader drained");
-    const out = pty.takeOutput();
-    assert.ok(out.equals(Buffer.concat([a, b])), 'every byte, in order, nothing dropped, no notice');
-    assert.equal(dev.counters.dropped, 0);
-    assert.equal(dev.hub.clients()[0]?.bytesMissed, 0);
+      // The frontend keeps the rest and goes on when told.
+      const rest = writeAll(dev, b.subarray(56 * 1024));
+      pty.setWritable(true);
+      await rest;
+      assert.ok(writable >= 1, "'writable' fired once the reader drained");
+      const out = pty.takeOutput();
+      assert.ok(out.equals(Buffer.concat([a, b])), 'every byte, in order, nothing dropped, no notice');
+      assert.equal(dev.counters.dropped, 0);
+      assert.equal(dev.hub.clients()[0]?.bytesMissed, 0);
 
-    await domain.stop();
-    assert.equal(dev.write(Buffer.from('late')), 0, 'a stopped device accepts nothing');
-  });
+      await domain.stop();
+      assert.equal(dev.write(Buffer.from('late')), 0, 'a stopped device accepts nothing');
+    },
+  );
 
   it('stop({ drainMs }) waits for the reader to take what the guest wrote last', QUICK, async (t) => {
     const fake = new FakePlatform();
@@ -402,21 +405,15 @@ describe('dev backend on the fake platform', () => {
     assert.deepEqual(fake.openFds, []);
   });
 
-  it("a parallel device on something that is not a parallel port fails with QEMU's message, leaving no fd", QUICK, async (t) => {
+  it("a parallel device on something that is not a parallel port fails with QEMU's message, leaving no fd", QUICK, async () => {
     const fake = new FakePlatform();
     fake.addDevice('/dev/ttyS7', { tty: true });
-    await assert.rejects(
-      startDomain(load(`<parallel type='dev'><source path='/dev/ttyS7'/></parallel>`), { platform: fake }),
-      (e: unknown) => {
-        assert.ok(e instanceof ChardevError);
-        assert.equal(e.code, 'ERR_BACKEND_OPEN');
-        assert.equal(
-          e.message,
-          'charparallel0: /dev/ttyS7: not a parallel port: Inappropriate ioctl for device (ioctl PPCLAIM on /dev/ttyS7)',
-        );
-        return true;
-      },
-    );
+    await assert.rejects(startDomain(load(`<parallel type='dev'><source path='/dev/ttyS7'/></parallel>`), { platform: fake }), (e: unknown) => {
+      assert.ok(e instanceof ChardevError);
+      assert.equal(e.code, 'ERR_BACKEND_OPEN');
+      assert.equal(e.message, 'charparallel0: /dev/ttyS7: not a parallel port: Inappropriate ioctl for device (ioctl PPCLAIM on /dev/ttyS7)');
+      return true;
+    });
     assert.deepEqual(fake.openFds, []);
   });
 
@@ -435,7 +432,10 @@ describe('dev backend on the fake platform', () => {
     await writeAll(dev, job);
     await dev.drained();
     assert.deepEqual(port.takeOutput(), job);
-    assert.ok(port.writeSizes.every((n) => n <= 256), 'each write(2) carries at most 256 bytes of handshake');
+    assert.ok(
+      port.writeSizes.every((n) => n <= 256),
+      'each write(2) carries at most 256 bytes of handshake',
+    );
     assert.equal(dev.counters.dropped, 0);
     await domain.stop();
     assert.equal(port.claimed, false);
@@ -511,7 +511,10 @@ describe('dev backend on the fake platform', () => {
     port.failWrites('ENODEV');
     assert.equal(dev.write(Buffer.from('lost')), 4);
     assert.equal(dev.write(Buffer.from('also lost')), 9);
-    assert.deepEqual(errors.map((e) => [e.code, e.message]), [['ERR_BACKEND_WRITE', 'charparallel0: parallel port /dev/parport0: ENODEV; further output discarded']]);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.message]),
+      [['ERR_BACKEND_WRITE', 'charparallel0: parallel port /dev/parport0: ENODEV; further output discarded']],
+    );
     assert.equal(dev.counters.dropped, 13);
     await dev.drained();
     await domain.stop();

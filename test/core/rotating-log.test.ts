@@ -143,7 +143,10 @@ describe('domain log rotation', () => {
       assert.equal(d.device('serial1').write(chunk), chunk.length);
     }
     await d.stop();
-    for (const [file, max] of [[logFile, 1000], [outFile, 700]] as const) {
+    for (const [file, max] of [
+      [logFile, 1000],
+      [outFile, 700],
+    ] as const) {
       const { files, bytes } = readRotated(file, 50);
       assert.equal(files.length, Math.ceil(data.length / max), files.join(', '));
       assert.equal(sha(bytes), sha(data), `${file}: every byte once, in order (the file device truncated the stale bytes)`);
@@ -152,13 +155,15 @@ describe('domain log rotation', () => {
   });
 
   it('<cd:rotate>: virtlogd defaults; bad values are refused naming the attribute', () => {
-    const doc = (inner: string): string =>
-      domainXml(`<serial type='null'><log file='/tmp/x.log'/>${inner}</serial>`);
+    const doc = (inner: string): string => domainXml(`<serial type='null'><log file='/tmp/x.log'/>${inner}</serial>`);
     const dev = (inner: string) => loadDomain(doc(inner)).def.serials[0];
     assert.deepEqual(dev('<cd:rotate/>')?.ext.rotate, { maxBytes: 2 * 1024 * 1024, backups: 3 });
     assert.deepEqual(dev("<cd:rotate size='4096' backups='0'/>")?.ext.rotate, { maxBytes: 4096, backups: 0 });
     assert.throws(() => dev("<cd:rotate size='0'/>"), /Invalid value for attribute 'size' in element 'cd:rotate': '0'/);
-    assert.throws(() => dev("<cd:rotate backups='-1'/>"), /Invalid value for attribute 'backups' in element 'cd:rotate': '-1'. Expected an integer from 0 to 1000/);
+    assert.throws(
+      () => dev("<cd:rotate backups='-1'/>"),
+      /Invalid value for attribute 'backups' in element 'cd:rotate': '-1'. Expected an integer from 0 to 1000/,
+    );
   });
 
   it('a file device and a <log> without <cd:rotate> never rotate, however much is written', T, async () => {

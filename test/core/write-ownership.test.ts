@@ -68,9 +68,7 @@ describe('guest output ownership: write copies, writeOwned shares', () => {
     it(`${how}: history, <log> and a late client see exactly the bytes written`, T, async () => {
       const sock = path.join(dir, `${how}.sock`);
       const log = path.join(dir, `${how}.log`);
-      const xml = domainXml(
-        `<serial type='unix'><source mode='bind' path='${q(sock)}'/><log file='${q(log)}'/><cd:history size='4096'/></serial>`,
-      );
+      const xml = domainXml(`<serial type='unix'><source mode='bind' path='${q(sock)}'/><log file='${q(log)}'/><cd:history size='4096'/></serial>`);
       const d = await open(xml);
       try {
         const dev = d.device('serial0');

@@ -39,7 +39,10 @@ describe('chardev daemon as a systemd service', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('socket activation: the first connection to the held control socket starts the daemon, which answers on it; READY=1 and STOPPING=1 reach $NOTIFY_SOCKET', { ...T, skip: has('systemd-socket-activate', '--version') ? false : 'systemd-socket-activate is not installed' }, async () => {
+  it('socket activation: the first connection to the held control socket starts the daemon, which answers on it; READY=1 and STOPPING=1 reach $NOTIFY_SOCKET', {
+    ...T,
+    skip: has('systemd-socket-activate', '--version') ? false : 'systemd-socket-activate is not installed',
+  }, async () => {
     const notify = path.join(dir, 'notify.sock');
     const messages: string[] = [];
     const l = spawn('python3', ['-c', LISTENER_PY, notify], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -60,7 +63,11 @@ describe('chardev daemon as a systemd service', () => {
     fs.chmodSync(runDir, 0o700);
     const control = path.join(runDir, 'daemon', 'control.qmp');
     // systemd-socket-activate execs the daemon in its own process: the pid is the daemon's.
-    const sa = spawn('systemd-socket-activate', ['-l', control, '-E', `NOTIFY_SOCKET=${notify}`, process.execPath, BIN, 'daemon', '--run-dir', runDir, '--log-dir', path.join(dir, 'logs'), '--verbose'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const sa = spawn(
+      'systemd-socket-activate',
+      ['-l', control, '-E', `NOTIFY_SOCKET=${notify}`, process.execPath, BIN, 'daemon', '--run-dir', runDir, '--log-dir', path.join(dir, 'logs'), '--verbose'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     sa.stdout.on('data', (b: Buffer) => (out += b.toString()));
     sa.stderr.on('data', (b: Buffer) => (out += b.toString()));
@@ -71,7 +78,9 @@ describe('chardev daemon as a systemd service', () => {
       const qmp = await QmpClient.connect(control, 30000);
       try {
         assert.deepEqual(await qmp.execute('x-domain-list', undefined, 30000), []);
-        const started = (await qmp.execute('x-domain-start', { xml: "<domain><name>act</name><devices><serial type='null'/></devices></domain>" })) as { name: string };
+        const started = (await qmp.execute('x-domain-start', { xml: "<domain><name>act</name><devices><serial type='null'/></devices></domain>" })) as {
+          name: string;
+        };
         assert.equal(started.name, 'act');
       } finally {
         await qmp.close();
@@ -91,7 +100,10 @@ describe('chardev daemon as a systemd service', () => {
     }
   });
 
-  it('examples/chardev-daemon.service and .socket: systemd-analyze accepts them (with this checkout’s chardev as ExecStart)', { ...T, skip: has('systemd-analyze', '--version') ? false : 'systemd-analyze is not installed' }, () => {
+  it('examples/chardev-daemon.service and .socket: systemd-analyze accepts them (with this checkout’s chardev as ExecStart)', {
+    ...T,
+    skip: has('systemd-analyze', '--version') ? false : 'systemd-analyze is not installed',
+  }, () => {
     const unitDir = fs.mkdtempSync(path.join(dir, 'unit-'));
     const exe = path.join(unitDir, 'chardev');
     fs.writeFileSync(exe, `#!/bin/sh\nexec ${process.execPath} ${BIN} "$@"\n`, { mode: 0o755 });
@@ -104,7 +116,9 @@ describe('chardev daemon as a systemd service', () => {
     assert.match(socket, /^SocketMode=0600$/m);
     fs.writeFileSync(path.join(unitDir, 'chardev-daemon.service'), service);
     fs.writeFileSync(path.join(unitDir, 'chardev-daemon.socket'), socket);
-    const r = spawnSync('systemd-analyze', ['verify', path.join(unitDir, 'chardev-daemon.socket'), path.join(unitDir, 'chardev-daemon.service')], { encoding: 'utf8' });
+    const r = spawnSync('systemd-analyze', ['verify', path.join(unitDir, 'chardev-daemon.socket'), path.join(unitDir, 'chardev-daemon.service')], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr.trim(), '');
   });

@@ -69,7 +69,9 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('hosts the domains the control socket starts; list, status, console and dumpxml see them; owner-only directories and sockets', { timeout: 60000 }, async () => {
+  it('hosts the domains the control socket starts; list, status, console and dumpxml see them; owner-only directories and sockets', {
+    timeout: 60000,
+  }, async () => {
     daemon = startDaemon();
     await daemon.match(/daemon: control socket (\S+)/, 'the control socket');
     const control = path.join(runDir(), 'daemon', 'control.qmp');
@@ -82,16 +84,26 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     const qmp = await QmpClient.connect(control);
     try {
       for (let n = 0; n < DOMAINS; n++) {
-        const r = (await qmp.execute('x-domain-start', { xml: domainXml(n), qemu: { argv: [STANDIN_QEMU, '-m', '64'] } }, 30000)) as { name: string; lines: string[]; 'qemu-pid': number };
+        const r = (await qmp.execute('x-domain-start', { xml: domainXml(n), qemu: { argv: [STANDIN_QEMU, '-m', '64'] } }, 30000)) as {
+          name: string;
+          lines: string[];
+          'qemu-pid': number;
+        };
         assert.equal(r.name, `vm${n}`);
-        assert.ok(r.lines.some((l) => /^qemu: every device connected \(4 ports and the control socket\)$/.test(l)), r.lines.join('\n'));
+        assert.ok(
+          r.lines.some((l) => /^qemu: every device connected \(4 ports and the control socket\)$/.test(l)),
+          r.lines.join('\n'),
+        );
       }
       const listed = (await qmp.execute('x-domain-list')) as Array<{ name: string; devices: number; 'qemu-pid': number }>;
       assert.deepEqual(listed.map((d) => d.name).sort(), Array.from({ length: DOMAINS }, (_, n) => `vm${n}`).sort());
       assert.ok(listed.every((d) => d.devices === 4 && alive(d['qemu-pid'])));
       // A device command by domain, answered by that domain.
       const chardevs = (await qmp.execute('query-chardev', { domain: 'vm3' })) as Array<{ label: string; filename: string }>;
-      assert.deepEqual(chardevs.map((c) => c.label), ['charserial0', 'charserial1', 'charserial2', 'charserial3']);
+      assert.deepEqual(
+        chardevs.map((c) => c.label),
+        ['charserial0', 'charserial1', 'charserial2', 'charserial3'],
+      );
       await assert.rejects(qmp.execute('query-chardev', { domain: 'nosuch' }), /failed to get domain 'nosuch'/);
       // Every command a domain's own socket answers, the control socket answers too (by domain).
       const names = (r: unknown): string[] => (r as Array<{ name: string }>).map((x) => x.name);
@@ -103,7 +115,10 @@ describe('chardev daemon: many domains, stand-in guests', () => {
         await own.close();
       }
       const controlCommands = names(await qmp.execute('query-commands'));
-      assert.deepEqual(domainCommands.filter((n) => !controlCommands.includes(n)), []);
+      assert.deepEqual(
+        domainCommands.filter((n) => !controlCommands.includes(n)),
+        [],
+      );
       for (const n of ['x-domain-start', 'x-domain-stop', 'x-domain-list']) assert.ok(controlCommands.includes(n), n);
       await assert.rejects(qmp.execute('x-domain-start', { xml: domainXml(3) }), /domain 'vm3' is already running/);
     } finally {
@@ -133,7 +148,10 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     await waitFor(() => fs.readFileSync(path.join(dir, 'vm1.file.log'), 'latin1') === 'to the file\n', 'the file device');
     const consoleProc = cli(['console', 'vm1', 'serial1'], 'typed at the console\n');
     try {
-      await consoleProc.until(() => consoleProc.text.includes("Connected to domain 'vm1'") && consoleProc.text.includes('hello from vm1'), 'the console attached, with history');
+      await consoleProc.until(
+        () => consoleProc.text.includes("Connected to domain 'vm1'") && consoleProc.text.includes('hello from vm1'),
+        'the console attached, with history',
+      );
       await waitFor(() => g.port('charserial1').receivedText().includes('typed at the console\n'), 'console input at the guest');
     } finally {
       await consoleProc.kill();
@@ -145,7 +163,9 @@ describe('chardev daemon: many domains, stand-in guests', () => {
     const data = payload(4 << 20);
     const out = path.join(dir, 'vm2.read');
     // A reader that takes its time: 16 KiB at a time with pauses (python3's socket, not ours).
-    const reader = new Proc('python3 reader', 'python3', ['-c', `
+    const reader = new Proc('python3 reader', 'python3', [
+      '-c',
+      `
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); want = int(sys.argv[2]); got = 0
 print('connected', flush=True)
@@ -155,7 +175,11 @@ with open(sys.argv[3], 'wb') as f:
         if not b: break
         f.write(b); got += len(b)
         if got % (1 << 20) < 16384: time.sleep(0.05)
-`, path.join(dir, 'vm2.sock'), String(data.length + 0), out]);
+`,
+      path.join(dir, 'vm2.sock'),
+      String(data.length + 0),
+      out,
+    ]);
     try {
       // The reader is a client of the device before the guest writes (a UNIX server without one drops output).
       await reader.until(() => reader.text.includes('connected'), 'the reader to connect', 15000);
@@ -166,7 +190,7 @@ with open(sys.argv[3], 'wb') as f:
           clients = (await qmp.execute('x-chardev-clients', { domain: 'vm2', id: 'charserial1' })) as unknown[];
           if (clients.length === 0) await new Promise((r) => setTimeout(r, 50));
         }
-        assert.equal(clients.length, 1, 'the reader is the device\'s client (through the control socket, by domain)');
+        assert.equal(clients.length, 1, "the reader is the device's client (through the control socket, by domain)");
       } finally {
         await qmp.close();
       }
@@ -184,14 +208,19 @@ with open(sys.argv[3], 'wb') as f:
     }
   });
 
-  it('a daemon restart with the guests writing: every guest runs on, every console comes back on the same ports, every <log> continues in its file', { timeout: 60000 }, async () => {
+  it('a daemon restart with the guests writing: every guest runs on, every console comes back on the same ports, every <log> continues in its file', {
+    timeout: 60000,
+  }, async () => {
     const d = daemon as Daemon;
     const telnetPort = (n: number): string => {
       const live = (JSON.parse(fs.readFileSync(path.join(runDir(), `vm${n}.json`), 'utf8')) as { liveXml: string }).liveXml;
       return /<source mode='bind' host='127\.0\.0\.1' service='(\d+)'\/>/.exec(live)?.[1] ?? '';
     };
     const ports = Array.from({ length: DOMAINS }, (_, n) => telnetPort(n));
-    assert.ok(ports.every((p) => /^\d+$/.test(p)), ports.join(','));
+    assert.ok(
+      ports.every((p) => /^\d+$/.test(p)),
+      ports.join(','),
+    );
     const guests = Array.from({ length: DOMAINS }, (_, n) => guestOf(n));
     // Every guest writes a numbered line every 50 ms, whether anyone is connected or not.
     let line = 0;
@@ -206,7 +235,10 @@ with open(sys.argv[3], 'wb') as f:
       await new Promise((r) => setTimeout(r, 300));
       d.child.kill('SIGTERM');
       assert.equal(await d.exitWithin(20000), 0, d.stderr);
-      assert.ok(guests.every((g) => alive(g.pid)), 'every guest runs on without the daemon');
+      assert.ok(
+        guests.every((g) => alive(g.pid)),
+        'every guest runs on without the daemon',
+      );
       assert.ok(!fs.readdirSync(runDir()).some((f) => f.endsWith('.json')), 'no status file while no daemon runs');
       const before = fs.readFileSync(path.join(dir, 'vm5.console.log'), 'latin1');
 
@@ -215,7 +247,11 @@ with open(sys.argv[3], 'wb') as f:
       assert.match(daemon.stdout, new RegExp(`took back ${DOMAINS} domains`));
       await waitFor(() => guests.every((g) => g.allConnected), 'every stand-in connected again', 15000);
       assert.ok(guests.every((g) => g.port('charserial1').connects === 2));
-      assert.deepEqual(Array.from({ length: DOMAINS }, (_, n) => telnetPort(n)), ports, 'the telnet servers are on their ports again');
+      assert.deepEqual(
+        Array.from({ length: DOMAINS }, (_, n) => telnetPort(n)),
+        ports,
+        'the telnet servers are on their ports again',
+      );
 
       // The <log> continues: what was there is still its beginning, new lines follow.
       const mark = line;
@@ -238,7 +274,9 @@ with open(sys.argv[3], 'wb') as f:
     }
   });
 
-  it('the daemon killed outright (a crash, then systemd Restart=): the next daemon takes the guests back; one whose guest ended meanwhile is dropped', { timeout: 60000 }, async () => {
+  it('the daemon killed outright (a crash, then systemd Restart=): the next daemon takes the guests back; one whose guest ended meanwhile is dropped', {
+    timeout: 60000,
+  }, async () => {
     const d = daemon as Daemon;
     const last = DOMAINS - 1;
     const guests = Array.from({ length: DOMAINS }, (_, n) => guestOf(n));

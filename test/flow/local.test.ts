@@ -195,7 +195,12 @@ class GuestFiles {
   readonly go: string;
   readonly progressFile: string;
   readonly resultFile: string;
-  constructor(dir: string, readonly name: string, readonly bytes: number, readonly form: 'bin' | 'text' = 'bin') {
+  constructor(
+    dir: string,
+    readonly name: string,
+    readonly bytes: number,
+    readonly form: 'bin' | 'text' = 'bin',
+  ) {
     this.go = path.join(dir, `${name}.go`);
     this.progressFile = path.join(dir, `${name}.progress`);
     this.resultFile = path.join(dir, `${name}.result`);
@@ -263,7 +268,10 @@ async function guestHeldDuringStall(guest: GuestFiles, reader: PyPeer, bound: nu
 /** A slow reader took so long that the guest cannot have run free: it waited on the reader. */
 function guestWaited(result: GuestResult, bytes: number, inFlight: number): string {
   const least = (0.6 * (bytes - inFlight)) / RATE;
-  assert.ok(result.seconds >= least, `the guest took ${result.seconds} s to write ${bytes} bytes to a ${RATE / 1e6} MB/s reader (at least ${least.toFixed(2)} s if it waited)`);
+  assert.ok(
+    result.seconds >= least,
+    `the guest took ${result.seconds} s to write ${bytes} bytes to a ${RATE / 1e6} MB/s reader (at least ${least.toFixed(2)} s if it waited)`,
+  );
   return `the guest took ${result.seconds} s to write ${bytes} bytes`;
 }
 
@@ -404,7 +412,22 @@ describe('flow control end to end: local transports and consoles (chardev run, r
       const guest = new GuestFiles(dir, 'console-slow', 4 * MiB);
       // Nothing else attached: the console is the only client, so the writer.
       const run = await chardevRun('conslow', `<serial type='null'/>`, guest.command);
-      const reader = python(READER, ['console', '-', String(guest.bytes), String(RATE), '-1', '0', '--', process.execPath, path.join(ROOT, 'bin', 'chardev.js'), 'console', '--run-dir', runDir, 'conslow', 'serial0']);
+      const reader = python(READER, [
+        'console',
+        '-',
+        String(guest.bytes),
+        String(RATE),
+        '-1',
+        '0',
+        '--',
+        process.execPath,
+        path.join(ROOT, 'bin', 'chardev.js'),
+        'console',
+        '--run-dir',
+        runDir,
+        'conslow',
+        'serial0',
+      ]);
       await expectLine(reader, /^ready$/, 20_000);
       guest.start();
       const result = await sameStream(guest, reader, run, 30_000);
@@ -433,7 +456,7 @@ describe('flow control end to end: local transports and consoles (chardev run, r
       const page = await browser.newPage();
       await page.goto(url);
       // Polled with evaluate: the page's CSP forbids the eval that waitForFunction would use.
-      await eventually(async () => (await page.evaluate<boolean>('window.chardevConsole?.role === "writer"')), 'the tab to be the writer', 10_000);
+      await eventually(async () => await page.evaluate<boolean>('window.chardevConsole?.role === "writer"'), 'the tab to be the writer', 10_000);
       await page.evaluate(`(() => {
         const term = window.chardevTerm;
         const write = term.write.bind(term);
@@ -448,7 +471,8 @@ describe('flow control end to end: local transports and consoles (chardev run, r
       })()`);
       return page;
     }
-    const tapped = (page: Page): Promise<{ given: number; parsed: number }> => page.evaluate<{ given: number; parsed: number }>('({ given: window.flowTap.given, parsed: window.flowTap.parsed })');
+    const tapped = (page: Page): Promise<{ given: number; parsed: number }> =>
+      page.evaluate<{ given: number; parsed: number }>('({ given: window.flowTap.given, parsed: window.flowTap.parsed })');
     const tabSha = (page: Page): Promise<string> =>
       page.evaluate<string>(`(async () => {
         const all = new Uint8Array(window.flowTap.given);
@@ -525,7 +549,12 @@ describe('flow control end to end: local transports and consoles (chardev run, r
      * sender must be held (4 MiB is far more than the kernel's and chardev's buffers); after,
      * the guest's checksum is the sender's.
      */
-    async function inputWaits(name: string, devices: string, client: (run: ChardevProcess) => Promise<[string, string]>, flags: readonly string[] = []): Promise<void> {
+    async function inputWaits(
+      name: string,
+      devices: string,
+      client: (run: ChardevProcess) => Promise<[string, string]>,
+      flags: readonly string[] = [],
+    ): Promise<void> {
       const bytes = 4 * MiB;
       const go = path.join(dir, `${name}.go`);
       const ready = path.join(dir, `${name}.ready`);
@@ -558,7 +587,10 @@ describe('flow control end to end: local transports and consoles (chardev run, r
     });
 
     it('through the pty device (Python writes the slave, raw): 4 MiB arrive whole', T, async () => {
-      await inputWaits('inpty', `<serial type='pty'/>`, async (run) => ['tty', (await run.out(/redirected to (\/dev\/pts\/\d+) \(label charserial0\)/))[1] as string]);
+      await inputWaits('inpty', `<serial type='pty'/>`, async (run) => [
+        'tty',
+        (await run.out(/redirected to (\/dev\/pts\/\d+) \(label charserial0\)/))[1] as string,
+      ]);
     });
 
     it('--tty (the guest on its own pty, stty raw -echo), through a unix server: 4 MiB arrive whole', T, async () => {

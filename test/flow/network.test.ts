@@ -125,7 +125,11 @@ class Guest {
   readonly resultFile: string;
   readonly argv: readonly string[];
 
-  constructor(dir: string, readonly bytes: number, flags: readonly ('text' | 'keep' | 'hold')[] = []) {
+  constructor(
+    dir: string,
+    readonly bytes: number,
+    flags: readonly ('text' | 'keep' | 'hold')[] = [],
+  ) {
     this.progressFile = path.join(dir, 'progress');
     this.resultFile = path.join(dir, 'result');
     this.argv = [PYTHON, '-S', '-c', GUEST, String(bytes), this.progressFile, this.resultFile, flags.join(',') || '-'];
@@ -232,7 +236,14 @@ interface Transport {
 
 const bind = (attrs = ''): string => `<source mode='bind' host='127.0.0.1' service='0'${attrs}/>`;
 const TRANSPORTS: readonly Transport[] = [
-  { name: 'tcp raw server', kind: 'tcp', server: true, telnet: false, tls: false, device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='raw'/>${x}</serial>` },
+  {
+    name: 'tcp raw server',
+    kind: 'tcp',
+    server: true,
+    telnet: false,
+    tls: false,
+    device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='raw'/>${x}</serial>`,
+  },
   {
     name: 'tcp client (python server)',
     kind: 'tcp',
@@ -241,12 +252,47 @@ const TRANSPORTS: readonly Transport[] = [
     tls: false,
     device: (port, x) => `<serial type='tcp'><source mode='connect' host='127.0.0.1' service='${port}'/><protocol type='raw'/>${x}</serial>`,
   },
-  { name: 'unix server', kind: 'unix', server: true, telnet: false, tls: false, device: (p, x) => `<serial type='unix'><source mode='bind' path='${q(p)}'/>${x}</serial>` },
-  { name: 'unix client (python server)', kind: 'unix', server: false, telnet: false, tls: false, device: (p, x) => `<serial type='unix'><source mode='connect' path='${q(p)}'/>${x}</serial>` },
-  { name: 'telnet server', kind: 'tcp', server: true, telnet: true, tls: false, device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='telnet'/>${x}</serial>` },
+  {
+    name: 'unix server',
+    kind: 'unix',
+    server: true,
+    telnet: false,
+    tls: false,
+    device: (p, x) => `<serial type='unix'><source mode='bind' path='${q(p)}'/>${x}</serial>`,
+  },
+  {
+    name: 'unix client (python server)',
+    kind: 'unix',
+    server: false,
+    telnet: false,
+    tls: false,
+    device: (p, x) => `<serial type='unix'><source mode='connect' path='${q(p)}'/>${x}</serial>`,
+  },
+  {
+    name: 'telnet server',
+    kind: 'tcp',
+    server: true,
+    telnet: true,
+    tls: false,
+    device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='telnet'/>${x}</serial>`,
+  },
   // libvirt's own way to ask for TLS on a tcp chardev.
-  { name: 'tls server', kind: 'tcp', server: true, telnet: false, tls: true, device: (_, x) => `<serial type='tcp'>${bind(" tls='yes'")}<protocol type='raw'/>${x}</serial>` },
-  { name: 'telnets server', kind: 'tcp', server: true, telnet: true, tls: true, device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='telnets'/>${x}</serial>` },
+  {
+    name: 'tls server',
+    kind: 'tcp',
+    server: true,
+    telnet: false,
+    tls: true,
+    device: (_, x) => `<serial type='tcp'>${bind(" tls='yes'")}<protocol type='raw'/>${x}</serial>`,
+  },
+  {
+    name: 'telnets server',
+    kind: 'tcp',
+    server: true,
+    telnet: true,
+    tls: true,
+    device: (_, x) => `<serial type='tcp'>${bind()}<protocol type='telnets'/>${x}</serial>`,
+  },
 ];
 
 const transport = (name: string): Transport => {
@@ -439,13 +485,18 @@ describe('flow control over the network transports: chardev run, real clients, s
         const where = await whereHeld(s, held);
         // The guest counts a write once it returns: the one it is blocked in may already be
         // partly in its stdout, so the kernel can hold up to one write more than it counted.
-        assert.ok(where.chardev >= -GUEST_WRITE && where.chardev <= HELD_BY_CHARDEV, `the guest is ${held} bytes ahead, ${where.kernel} of them in the kernel's buffers: chardev holds ${where.chardev} (at most ${HELD_BY_CHARDEV})`);
+        assert.ok(
+          where.chardev >= -GUEST_WRITE && where.chardev <= HELD_BY_CHARDEV,
+          `the guest is ${held} bytes ahead, ${where.kernel} of them in the kernel's buffers: chardev holds ${where.chardev} (at most ${HELD_BY_CHARDEV})`,
+        );
         await sleep(t0 + STALL_MS - Date.now());
         assert.equal(s.guest.progress(), held, `the guest wrote nothing more while the client read nothing (${held} bytes written)`);
         assert.ok(!s.guest.finished);
         const r = await pace(s.peer, STALLED_BYTES, 0, 20);
         await assertWhole(s, r);
-        report(`${t.name}: stalled reader held the guest at ${held} of ${STALLED_BYTES} B (${Math.max(0, where.chardev)} B in chardev, the rest in the kernel's buffers) for ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        report(
+          `${t.name}: stalled reader held the guest at ${held} of ${STALLED_BYTES} B (${Math.max(0, where.chardev)} B in chardev, the rest in the kernel's buffers) for ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+        );
       });
     });
   }
@@ -466,7 +517,9 @@ describe('flow control over the network transports: chardev run, real clients, s
     const banner = "Trying 127.0.0.1...\nConnected to 127.0.0.1.\nEscape character is '^]'.\n";
     const size = (): number => (fs.existsSync(outFile) ? fs.statSync(outFile).size : 0);
     // telnet's stdin is this Proc's (kept open), its stdout a pipe read at SLOW_RATE.
-    const tel = scope.track(new Proc('telnet', 'sh', ['-c', 'telnet 127.0.0.1 "$1" | "$2" -S -c "$3" "$4" "$5"', 'sh', port, PYTHON, PACED_STDIN, String(SLOW_RATE), outFile]));
+    const tel = scope.track(
+      new Proc('telnet', 'sh', ['-c', 'telnet 127.0.0.1 "$1" | "$2" -S -c "$3" "$4" "$5"', 'sh', port, PYTHON, PACED_STDIN, String(SLOW_RATE), outFile]),
+    );
     await tel.until(() => size() >= banner.length, 'telnet to connect', 10000);
     tel.child.stdin.write('g');
     const t0 = Date.now();
@@ -486,7 +539,7 @@ describe('flow control over the network transports: chardev run, real clients, s
     assert.match(tel.stderr, /Connection closed by foreign host\./);
   });
 
-  it('tcp raw server: a reader that stops for 4 s, then reads at 20 MB/s, gets all 48 MiB (the issue\'s row)', { timeout: 60000 }, async (ctx) => {
+  it("tcp raw server: a reader that stops for 4 s, then reads at 20 MB/s, gets all 48 MiB (the issue's row)", { timeout: 60000 }, async (ctx) => {
     const bytes = 48 * MiB;
     const scope = new Scope(ctx, scratch);
     const s = await connect(scope, transport('tcp raw server'), new Guest(scope.dir, bytes));
@@ -514,7 +567,9 @@ describe('flow control over the network transports: chardev run, real clients, s
         return msg.data;
       }
 
-      it("action='drop': a hung client is released after ~2 s, the guest goes on, one line on stderr, a QMP event; the client is told and misses output", { timeout: 60000 }, async (ctx) => {
+      it("action='drop': a hung client is released after ~2 s, the guest goes on, one line on stderr, a QMP event; the client is told and misses output", {
+        timeout: 60000,
+      }, async (ctx) => {
         const bytes = 8 * MiB;
         const scope = new Scope(ctx, scratch);
         const guest = new Guest(scope.dir, bytes, ['keep', 'hold']);
@@ -529,7 +584,11 @@ describe('flow control over the network transports: chardev run, real clients, s
         const still = watch.longestStill();
         assert.ok(still.ms >= 1500 && still.ms <= 4500, `the guest stood still for ${still.ms} ms at ${still.at} bytes: released after the 2 s limit`);
         const stalled = s.cd.errors(/took no output/);
-        assert.deepEqual(stalled, [`charserial0: client ${s.label} took no output for 2 s; it now misses output until it catches up and the guest goes on`], s.cd.stderr);
+        assert.deepEqual(
+          stalled,
+          [`charserial0: client ${s.label} took no output for 2 s; it now misses output until it catches up and the guest goes on`],
+          s.cd.stderr,
+        );
         const ev = stalledEvent(await (qmp as Promise<StepResult[]>));
         assert.deepEqual([ev.id, ev.client.label, ev.client.role, ev.client.released], ['charserial0', s.label, 'writer', true]);
 
@@ -544,7 +603,10 @@ describe('flow control over the network transports: chardev run, real clients, s
         const at = text.indexOf(released);
         assert.ok(at > 0, 'the client is told it was released');
         assert.ok(guest.data().subarray(0, at).equals(got.subarray(0, at)), 'before the notice: the start of the guest stream, whole');
-        assert.match(text.slice(at + released.length), /\r\n\[chardev: \d+ bytes of output were dropped while this client was not reading\]\r\n\r\n\[chardev: caught up: output waits for this client again\]\r\n$/);
+        assert.match(
+          text.slice(at + released.length),
+          /\r\n\[chardev: \d+ bytes of output were dropped while this client was not reading\]\r\n\r\n\[chardev: caught up: output waits for this client again\]\r\n$/,
+        );
         assert.ok(r.got < bytes, `the released client got ${r.got} of ${bytes} bytes`);
         assert.deepEqual(s.cd.errors(/took no output/), stalled, 'reported once');
         // The guest exits when told; chardev run with it.
@@ -552,7 +614,9 @@ describe('flow control over the network transports: chardev run, real clients, s
         assert.deepEqual(await s.cd.exited, { code: 0, signal: null }, s.cd.stderr);
       });
 
-      it("action='disconnect': a hung client is disconnected after ~2 s, the guest goes on, one line on stderr, a QMP event", { timeout: 60000 }, async (ctx) => {
+      it("action='disconnect': a hung client is disconnected after ~2 s, the guest goes on, one line on stderr, a QMP event", {
+        timeout: 60000,
+      }, async (ctx) => {
         const bytes = 8 * MiB;
         const scope = new Scope(ctx, scratch);
         const guest = new Guest(scope.dir, bytes, ['keep']);
@@ -572,7 +636,11 @@ describe('flow control over the network transports: chardev run, real clients, s
         }
         const still = watch.longestStill();
         assert.ok(still.ms >= 1500 && still.ms <= 4500, `the guest stood still for ${still.ms} ms at ${still.at} bytes: released after the 2 s limit`);
-        assert.deepEqual(s.cd.errors(/took no output/), [`charserial0: client ${s.label} took no output for 2 s; it disconnected and the guest goes on`], s.cd.stderr);
+        assert.deepEqual(
+          s.cd.errors(/took no output/),
+          [`charserial0: client ${s.label} took no output for 2 s; it disconnected and the guest goes on`],
+          s.cd.stderr,
+        );
         const ev = stalledEvent(await (qmp as Promise<StepResult[]>));
         assert.deepEqual([ev.id, ev.client.label, ev.client.released], ['charserial0', s.label, true]);
         // What was already on its way reaches the client, then why, then the end.

@@ -26,7 +26,7 @@ import { domainXml, waitFor } from '../core/helpers.ts';
 import { PYTHON, sha256, tmp } from '../reliability/helpers.ts';
 import { open } from '../../src/index.ts';
 import type { Chardev, Domain } from '../../src/index.ts';
-import { GuestOutput, guestPipe } from '../../src/core/guest-output.ts';
+import { type GuestOutput, guestPipe } from '../../src/core/guest-output.ts';
 import type { ClientInfo } from '../../src/core/hub.ts';
 import { dataPlane } from '../../src/platform/data-plane.ts';
 import { Churner, type ChurnTotals } from '../reliability/churner.ts';
@@ -318,7 +318,9 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     assertMostlySpliced(rig.output.stats.spliced, bytes);
     assert.deepEqual(rig.device.counters, { bytesFromGuest: bytes, bytesToGuest: 0, dropped: 0 });
     assert.equal(rig.device.hub.clients()[0]?.bytesSent, bytes, "the client's bytes-sent");
-    report(`64 MiB in ${seconds.toFixed(2)} s (${(bytes / seconds / 1e6).toFixed(0)} MB/s, hashing included); ${share(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+    report(
+      `64 MiB in ${seconds.toFixed(2)} s (${(bytes / seconds / 1e6).toFixed(0)} MB/s, hashing included); ${share(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`,
+    );
   });
 
   it('a slow reader (4 MB/s) holds the guest and gets every byte; the kernel path stays on', { timeout: 60000 }, async (ctx) => {
@@ -370,7 +372,9 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     report(`stalled reader: the guest stood at ${held} of ${bytes} B (in its pipe and the socket's buffers; chardev holds none)`);
   });
 
-  it("a viewer attaching mid-stream (<cd:clients max='2'/>) moves the stream to the JavaScript path and leaving moves it back: the writer gets every byte, the viewer a contiguous part", { timeout: 60000 }, async (ctx) => {
+  it("a viewer attaching mid-stream (<cd:clients max='2'/>) moves the stream to the JavaScript path and leaving moves it back: the writer gets every byte, the viewer a contiguous part", {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 32 * MiB;
     const rig = await Rig.start(ctx, root, bytes, { extra: "<cd:clients max='2'/>" });
     const writer = await rig.client();
@@ -391,7 +395,7 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     const w = await writing;
     assert.equal(w.got, bytes);
     if (w.sha !== sha256(rig.data)) assertSlice(rig, w.data, 0, 'the writer');
-    assert.equal(w.sha, sha256(rig.data), "sha256: the writer got every byte, in order, across both switches");
+    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order, across both switches');
     await rig.output.ended;
     const stats = rig.output.stats;
     assert.ok(stats.spliced > splicedBefore, 'splicing resumed after the viewer left');
@@ -410,7 +414,9 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     report(`viewer: joined at byte ${from}, read ${live.length} B; ${bytes - stats.spliced} B went the JavaScript path, ${stats.switches} path changes`);
   });
 
-  it('the client leaving mid-stream and another coming: output while nobody is there is dropped and counted, the next client gets the stream from then on, spliced; input reaches the guest whole meanwhile', { timeout: 60000 }, async (ctx) => {
+  it('the client leaving mid-stream and another coming: output while nobody is there is dropped and counted, the next client gets the stream from then on, spliced; input reaches the guest whole meanwhile', {
+    timeout: 60000,
+  }, async (ctx) => {
     const phase = 16 * MiB;
     // The guest stops after phase one, and again at the end (so it is still there to read its input).
     const rig = await Rig.start(ctx, root, 2 * phase, { stops: [phase, 2 * phase] });
@@ -435,13 +441,17 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     const input = randomBytes(8 * MiB);
     const inputFile = path.join(rig.dir, 'to-guest');
     fs.writeFileSync(inputFile, input);
-    assert.equal(await second.cmd('send ' + inputFile), 'sending');
+    assert.equal(await second.cmd(`send ${inputFile}`), 'sending');
     rig.go();
     const b = await rig.read(second, phase);
     assert.equal(b.end, 'done');
     assertSlice(rig, b.data, phase, 'the second client');
     assert.equal(await second.cmd('sent', 20000), `sent ${input.length}`);
-    await waitFor(() => rig.input()[0] === input.length, `the guest to read all its input (it has ${rig.input()[0]} of ${input.length}; the device passed on ${rig.device.counters.bytesToGuest})`, 10000);
+    await waitFor(
+      () => rig.input()[0] === input.length,
+      `the guest to read all its input (it has ${rig.input()[0]} of ${input.length}; the device passed on ${rig.device.counters.bytesToGuest})`,
+      10000,
+    );
     assert.equal(rig.input()[1], sha256(input), "sha256 of the guest's input");
     rig.go();
     await rig.output.ended;
@@ -453,7 +463,9 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     report(`leave and return: the first client read ${a.got} B (sent ${sentFirst}), ${c.dropped} B dropped while nobody was there; 8 MiB of input meanwhile`);
   });
 
-  it('clients connecting and leaving many times a second (reading a little, nothing, resetting): every byte the guest wrote is sent to exactly one client or counted dropped, and the guest runs to its end', { timeout: 60000 }, async (ctx) => {
+  it('clients connecting and leaving many times a second (reading a little, nothing, resetting): every byte the guest wrote is sent to exactly one client or counted dropped, and the guest runs to its end', {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 64 * MiB;
     // The guest stops every 4 MiB until let go: unheld, it would write its 64 MiB within a
     // second, and whether some of it met a client on the kernel path would be luck.
@@ -487,6 +499,8 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     assert.equal(sent + c.dropped, bytes, `sent to clients (${sent}) and dropped (${c.dropped}) add up to what the guest wrote`);
     const received = totals.reduce((n, t) => n + t.received, 0);
     assert.ok(received <= sent, `the clients received ${received} of the ${sent} bytes sent to them (the rest went down with their connections)`);
-    report(`churn: ${rig.left.length} clients, ${share(rig.output.stats.spliced, bytes)} of the stream spliced, ${sent} B sent, ${c.dropped} B dropped, ${rig.output.stats.switches} path changes`);
+    report(
+      `churn: ${rig.left.length} clients, ${share(rig.output.stats.spliced, bytes)} of the stream spliced, ${sent} B sent, ${c.dropped} B dropped, ${rig.output.stats.switches} path changes`,
+    );
   });
 });

@@ -84,8 +84,24 @@ const NEW_P256_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-
 
 function newCa(cn: string, keyFile: string, certFile: string, cwd: string): void {
   openssl(
-    ['req', '-config', 'req.cnf', '-x509', ...NEW_P256_KEY, '-keyout', keyFile, '-subj', `/CN=${cn}`, '-days', '3650',
-      '-sha256', '-extensions', 'ca_ext', '-out', certFile],
+    [
+      'req',
+      '-config',
+      'req.cnf',
+      '-x509',
+      ...NEW_P256_KEY,
+      '-keyout',
+      keyFile,
+      '-subj',
+      `/CN=${cn}`,
+      '-days',
+      '3650',
+      '-sha256',
+      '-extensions',
+      'ca_ext',
+      '-out',
+      certFile,
+    ],
     cwd,
   );
 }
@@ -97,8 +113,30 @@ function newCa(cn: string, keyFile: string, certFile: string, cwd: string): void
 function newLeaf(cn: string, ext: 'server_ext' | 'client_ext', ca: { cert: string; key: string }, keyFile: string, certFile: string, cwd: string): string {
   const s = serial();
   openssl(
-    ['req', '-config', 'req.cnf', '-x509', ...NEW_P256_KEY, '-keyout', keyFile, '-subj', `/CN=${cn}`, '-CA', ca.cert,
-      '-CAkey', ca.key, '-set_serial', s, '-days', '825', '-sha256', '-extensions', ext, '-out', certFile],
+    [
+      'req',
+      '-config',
+      'req.cnf',
+      '-x509',
+      ...NEW_P256_KEY,
+      '-keyout',
+      keyFile,
+      '-subj',
+      `/CN=${cn}`,
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
+      '-set_serial',
+      s,
+      '-days',
+      '825',
+      '-sha256',
+      '-extensions',
+      ext,
+      '-out',
+      certFile,
+    ],
     cwd,
   );
   return s;
@@ -111,7 +149,7 @@ function newLeaf(cn: string, ext: 'server_ext' | 'client_ext', ca: { cert: strin
 function newCrl(ca: { cert: string; key: string }, revokedSerial: string, out: string, cwd: string): void {
   const hex = BigInt(revokedSerial).toString(16).toUpperCase();
   const evenHex = hex.length % 2 === 0 ? hex : `0${hex}`;
-  const stamp = (d: Date): string => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+  const stamp = (d: Date): string => `${d.toISOString().replace(/[-:T]/g, '').slice(2, 14)}Z`;
   const now = new Date();
   const expiry = new Date(now.getTime() + 825 * 86400_000);
   fs.writeFileSync(path.join(cwd, 'index.txt'), `R\t${stamp(expiry)}\t${stamp(now)}\t${evenHex}\tunknown\t/CN=revoked client\n`);
@@ -216,13 +254,38 @@ ${CLIENT_EXT}`,
   const make = (dir: string, start: string, end: string): void => {
     fs.mkdirSync(dir, { recursive: true });
     fs.copyFileSync(pki.caCert, path.join(dir, 'ca-cert.pem'));
-    for (const [who, cn, ext] of [['server', 'localhost', 'server_ext'], ['client', 'chardev test client', 'client_ext']] as const) {
+    for (const [who, cn, ext] of [
+      ['server', 'localhost', 'server_ext'],
+      ['client', 'chardev test client', 'client_ext'],
+    ] as const) {
       const csr = path.join(dbDir, `${path.basename(dir)}-${who}.csr`);
-      openssl(['req', '-config', path.join(work, 'req.cnf'), '-new', ...NEW_P256_KEY, '-keyout', path.join(dir, `${who}-key.pem`), '-subj', `/CN=${cn}`, '-out', csr], dbDir);
+      openssl(
+        ['req', '-config', path.join(work, 'req.cnf'), '-new', ...NEW_P256_KEY, '-keyout', path.join(dir, `${who}-key.pem`), '-subj', `/CN=${cn}`, '-out', csr],
+        dbDir,
+      );
       fs.writeFileSync(path.join(dbDir, 'serial'), `${serial().slice(2)}\n`);
       openssl(
-        ['ca', '-config', 'ca.cnf', '-batch', '-notext', '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', path.join(dir, `${who}-cert.pem`),
-          '-startdate', start, '-enddate', end, '-extensions', ext],
+        [
+          'ca',
+          '-config',
+          'ca.cnf',
+          '-batch',
+          '-notext',
+          '-cert',
+          ca.cert,
+          '-keyfile',
+          ca.key,
+          '-in',
+          csr,
+          '-out',
+          path.join(dir, `${who}-cert.pem`),
+          '-startdate',
+          start,
+          '-enddate',
+          end,
+          '-extensions',
+          ext,
+        ],
         dbDir,
       );
     }

@@ -10,7 +10,12 @@ export class Proc {
   exitCode: number | null | undefined;
   readonly #exit: Promise<void>;
 
-  constructor(readonly label: string, cmd: string, args: readonly string[], options: SpawnOptionsWithoutStdio = {}) {
+  constructor(
+    readonly label: string,
+    cmd: string,
+    args: readonly string[],
+    options: SpawnOptionsWithoutStdio = {},
+  ) {
     this.child = spawn(cmd, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.on('data', (b: Buffer) => this.#out.push(b));
     this.child.stderr.on('data', (b: Buffer) => {

@@ -60,7 +60,10 @@ export class StandinPort {
   connects = 0;
   readonly #onConnect: Array<() => void> = [];
 
-  constructor(chardev: SocketChardev, private readonly onData?: (port: StandinPort, b: Buffer) => void) {
+  constructor(
+    chardev: SocketChardev,
+    private readonly onData?: (port: StandinPort, b: Buffer) => void,
+  ) {
     this.id = chardev.id;
     this.path = chardev.path;
     this.#connect();
@@ -132,7 +135,10 @@ export class StandinPort {
 /** QEMU's QMP monitor on a client socket: a greeting on every connection, a few commands. */
 class StandinMonitor extends StandinPort {
   #buf = '';
-  constructor(chardev: SocketChardev, private readonly onQuit: () => void) {
+  constructor(
+    chardev: SocketChardev,
+    private readonly onQuit: () => void,
+  ) {
     super(chardev, (_p, b) => this.#feed(b));
   }
   #sock: net.Socket | undefined;

@@ -25,7 +25,9 @@ const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
 function sh(cmd: string, args: readonly string[], cwd: string, timeoutMs = 90_000): SpawnSyncReturns<string> {
   // Not npm's own variables of the outer `npm test`: the consumer is a project of its own.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_package_') && k !== 'npm_lifecycle_event' && k !== 'npm_lifecycle_script'));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith('npm_package_') && k !== 'npm_lifecycle_event' && k !== 'npm_lifecycle_script'),
+  );
   return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: timeoutMs });
 }
 
@@ -34,7 +36,8 @@ function ok(r: SpawnSyncReturns<string>, what: string): string {
   return r.stdout;
 }
 
-const DOMAIN = (name: string, devices: string): string => `<domain type='kvm'><name>${name}</name><os><type arch='x86_64'>hvm</type></os><devices>${devices}</devices></domain>`;
+const DOMAIN = (name: string, devices: string): string =>
+  `<domain type='kvm'><name>${name}</name><os><type arch='x86_64'>hvm</type></os><devices>${devices}</devices></domain>`;
 
 describe('the npm package, installed from its tarball into a fresh project', () => {
   let dir = '';
@@ -54,10 +57,24 @@ describe('the npm package, installed from its tarball into a fresh project', () 
     assert.ok(info !== undefined);
     tarball = path.join(dir, info.filename);
     const files = info.files.map((f) => f.path);
-    for (const f of ['package.json', 'LICENSE', 'README.md', 'bin/chardev.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/web/static/console.js', 'examples/chardev@.service']) {
+    for (const f of [
+      'package.json',
+      'LICENSE',
+      'README.md',
+      'bin/chardev.js',
+      'dist/index.js',
+      'dist/index.d.ts',
+      'dist/cli/main.js',
+      'dist/web/static/console.js',
+      'examples/chardev@.service',
+    ]) {
       assert.ok(files.includes(f), `${f} is in the tarball`);
     }
-    assert.deepEqual(files.filter((f) => /^(src|test|scripts)\//.test(f) || f.endsWith('.ts') && !f.endsWith('.d.ts')), [], 'no sources, tests or scripts');
+    assert.deepEqual(
+      files.filter((f) => /^(src|test|scripts)\//.test(f) || (f.endsWith('.ts') && !f.endsWith('.d.ts'))),
+      [],
+      'no sources, tests or scripts',
+    );
     assert.ok(info.unpackedSize < 2_000_000, `${info.unpackedSize} bytes unpacked`);
     t.diagnostic(`package: ${info.filename}, ${info.entryCount} files, ${info.size} bytes packed, ${info.unpackedSize} unpacked`);
   });
@@ -65,7 +82,10 @@ describe('the npm package, installed from its tarball into a fresh project', () 
   it('installs (dependencies from the cache npm ci filled); npx chardev --help and --version work', T, (t) => {
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }));
     const t0 = performance.now();
-    ok(sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@types/node@20'], project), 'npm install of the tarball');
+    ok(
+      sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@types/node@20'], project),
+      'npm install of the tarball',
+    );
     t.diagnostic(`npm install took ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const deps = fs.readdirSync(path.join(project, 'node_modules'));
     assert.ok(!deps.includes('tsx') && !deps.includes('esbuild') && !deps.includes('typescript'), `no development tools installed: ${deps.join(' ')}`);
@@ -109,7 +129,19 @@ process.stdout.write(formatDomain(loaded).includes("<console type='pty'>") + ' '
     fs.mkdirSync(path.join(project, 'ts'), { recursive: true });
     fs.writeFileSync(
       path.join(project, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noUnusedLocals: true, types: ['node'], outDir: 'out', rootDir: 'ts' }, include: ['ts'] }),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          strict: true,
+          noUnusedLocals: true,
+          types: ['node'],
+          outDir: 'out',
+          rootDir: 'ts',
+        },
+        include: ['ts'],
+      }),
     );
     fs.writeFileSync(
       path.join(project, 'ts', 'main.ts'),
@@ -150,7 +182,10 @@ await domain.stop();
     const rd = path.join(dir, 'run-npx');
     fs.mkdirSync(rd, { mode: 0o700 });
     fs.writeFileSync(path.join(project, 'npx.xml'), DOMAIN('npx', `<serial type='null'/>`));
-    const npx = spawn('npx', ['--no-install', 'chardev', 'run', 'npx.xml', '--run-dir', rd, '--log-dir', 'logs', '--', 'sleep', '60'], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'] });
+    const npx = spawn('npx', ['--no-install', 'chardev', 'run', 'npx.xml', '--run-dir', rd, '--log-dir', 'logs', '--', 'sleep', '60'], {
+      cwd: project,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     npx.stdout.on('data', (b: Buffer) => (out += b.toString()));
     npx.stderr.on('data', (b: Buffer) => (out += b.toString()));
@@ -173,9 +208,18 @@ await domain.stop();
     fs.writeFileSync(path.join(project, 'pty.xml'), DOMAIN('p', `<serial type='pty'/>`));
     const pty = sh('npx', ['--no-install', 'chardev', 'run', 'pty.xml', '--run-dir', rd, '--log-dir', 'logs', '--', 'true'], project);
     assert.equal(pty.status, 125);
-    assert.equal(pty.stderr, `charserial0: cannot allocate a pty: needs koffi's native module, which is missing for ${process.platform}-${process.arch} (glibc); null, file, stdio, tcp, unix, udp and vc devices work without it\n`);
+    assert.equal(
+      pty.stderr,
+      `charserial0: cannot allocate a pty: needs koffi's native module, which is missing for ${process.platform}-${process.arch} (glibc); null, file, stdio, tcp, unix, udp and vc devices work without it\n`,
+    );
     const out = path.join(dir, 'nokoffi.out');
-    fs.writeFileSync(path.join(project, 'rest.xml'), DOMAIN('r', `<serial type='file'><source path='${out}'/></serial><serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/></serial><serial type='null'/>`));
+    fs.writeFileSync(
+      path.join(project, 'rest.xml'),
+      DOMAIN(
+        'r',
+        `<serial type='file'><source path='${out}'/></serial><serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/></serial><serial type='null'/>`,
+      ),
+    );
     const rest = sh('npx', ['--no-install', 'chardev', 'run', 'rest.xml', '--run-dir', rd, '--log-dir', 'logs', '--', 'sh', '-c', 'echo works'], project);
     assert.equal(rest.status, 0, rest.stderr);
     assert.equal(rest.stderr, '');

@@ -33,12 +33,7 @@ describe('devices (real)', () => {
     assert.equal(st.mode & 0o777, 0o600);
     assert.throws(
       () => platform.mkfifo(p, 0o600),
-      (e: unknown) =>
-        e instanceof PlatformError &&
-        e.code === 'EEXIST' &&
-        e.errno === 17 &&
-        e.syscall === 'mkfifo' &&
-        e.message === `mkfifo ${p}: File exists`,
+      (e: unknown) => e instanceof PlatformError && e.code === 'EEXIST' && e.errno === 17 && e.syscall === 'mkfifo' && e.message === `mkfifo ${p}: File exists`,
     );
     assert.throws(() => platform.mkfifo(path.join(tmp, 'no', 'such'), 0o600), { code: 'ENOENT' });
   });
@@ -60,11 +55,13 @@ describe('devices (real)', () => {
 
   it('openDevice reports ENOENT with path and syscall', T, () => {
     const p = path.join(tmp, 'missing');
-    assert.throws(() => platform.openDevice(p), (e: unknown) =>
-      e instanceof PlatformError && e.code === 'ENOENT' && e.path === p && e.message.startsWith(`open ${p}: `));
+    assert.throws(
+      () => platform.openDevice(p),
+      (e: unknown) => e instanceof PlatformError && e.code === 'ENOENT' && e.path === p && e.message.startsWith(`open ${p}: `),
+    );
   });
 
-  it('/dev/null is not a parallel port, with QEMU\'s message', T, () => {
+  it("/dev/null is not a parallel port, with QEMU's message", T, () => {
     const fd = platform.openDevice('/dev/null');
     try {
       assert.equal(platform.isatty(fd), false);
@@ -109,7 +106,22 @@ describe('devices (real)', () => {
         platform.setSerialRaw(slave);
         const out = await sttyAll(pty.slavePath);
         assert.match(out, /speed 115200 baud/);
-        for (const flag of ['cs8', '-parenb', '-cstopb', 'clocal', 'cread', '-crtscts', '-icanon', '-echo', '-opost', '-isig', '-iexten', '-icrnl', '-ixon', '-istrip']) {
+        for (const flag of [
+          'cs8',
+          '-parenb',
+          '-cstopb',
+          'clocal',
+          'cread',
+          '-crtscts',
+          '-icanon',
+          '-echo',
+          '-opost',
+          '-isig',
+          '-iexten',
+          '-icrnl',
+          '-ixon',
+          '-istrip',
+        ]) {
           assert.ok(hasFlag(out, flag), `expected ${flag} in:\n${out}`);
         }
       } finally {
@@ -137,8 +149,17 @@ describe('devices (real)', () => {
     });
 
     it('composes c_cflag size, parity and stop bits (not observable on a pty)', () => {
-      const CSIZE = 0o60, CS5 = 0, CS7 = 0o40, CS8 = 0o60, CSTOPB = 0o100, CREAD = 0o200;
-      const PARENB = 0o400, PARODD = 0o1000, CLOCAL = 0o4000, CRTSCTS = 0o20000000000, HUPCL = 0o2000;
+      const CSIZE = 0o60,
+        CS5 = 0,
+        CS7 = 0o40,
+        CS8 = 0o60,
+        CSTOPB = 0o100,
+        CREAD = 0o200;
+      const PARENB = 0o400,
+        PARODD = 0o1000,
+        CLOCAL = 0o4000,
+        CRTSCTS = 0o20000000000,
+        HUPCL = 0o2000;
       const dirty = (CS7 | PARENB | PARODD | CSTOPB | CRTSCTS | HUPCL) >>> 0;
       assert.equal(serialCflag(dirty), (CS8 | CREAD | CLOCAL | HUPCL) >>> 0, '8N1 keeps unrelated bits');
       const e72 = serialCflag(0, { dataBits: 7, parity: 'even', stopBits: 2 });
@@ -192,7 +213,10 @@ describe('devices (real)', () => {
     }
     const pty = platform.openPty();
     try {
-      assert.throws(() => platform.readParallel(pty.masterFd, 16), (e: unknown) => e instanceof PlatformError && e.code === 'EIO' && e.syscall === 'read');
+      assert.throws(
+        () => platform.readParallel(pty.masterFd, 16),
+        (e: unknown) => e instanceof PlatformError && e.code === 'EIO' && e.syscall === 'read',
+      );
     } finally {
       platform.close(pty.masterFd);
     }

@@ -131,7 +131,10 @@ describe('FakePlatform', () => {
     const fake = new FakePlatform();
     fake.mkfifo('/tmp/f', 0o600);
     assert.ok(fake.fifos.has('/tmp/f'));
-    assert.throws(() => fake.mkfifo('/tmp/f', 0o600), (e: unknown) => e instanceof PlatformError && e.code === 'EEXIST' && e.errno === 17);
+    assert.throws(
+      () => fake.mkfifo('/tmp/f', 0o600),
+      (e: unknown) => e instanceof PlatformError && e.code === 'EEXIST' && e.errno === 17,
+    );
     const { masterFd } = fake.openPty();
     const copy = fake.dup(masterFd);
     assert.notEqual(copy, masterFd);

@@ -50,7 +50,9 @@ describe('platform: the C library at run time', () => {
     assert.equal(nativeProblem(), undefined);
   });
 
-  it('a musl program (musl-gcc), a static one (busybox-static) and a script are told apart', { skip: onPath('musl-gcc') ? false : 'musl-gcc is not installed (apt-get install musl-tools)' }, () => {
+  it('a musl program (musl-gcc), a static one (busybox-static) and a script are told apart', {
+    skip: onPath('musl-gcc') ? false : 'musl-gcc is not installed (apt-get install musl-tools)',
+  }, () => {
     const src = path.join(dir, 'hello.c');
     fs.writeFileSync(src, 'int main(void) { return 0; }\n');
     const exe = path.join(dir, 'hello-musl');
@@ -117,21 +119,48 @@ process.stdout.write(JSON.stringify(out));
   it('under musl (the musl kit): chardev run serves a pty device, logs the guest, and tells systemd it is ready', { ...T, ...needsKit }, async () => {
     assert.ok(kit.runtime !== undefined, `CI must provide the musl kit: ${kit.missing ?? ''}`);
     const notify = path.join(dir, 'notify.sock');
-    const listener = spawn('python3', ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(notify)})\nprint('listening',flush=True)\nprint(repr(s.recv(4096).decode()),flush=True)`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const listener = spawn(
+      'python3',
+      [
+        '-c',
+        `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(notify)})\nprint('listening',flush=True)\nprint(repr(s.recv(4096).decode()),flush=True)`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let heard = '';
     listener.stdout.on('data', (b: Buffer) => (heard += b.toString()));
     try {
       await waitFor(() => heard.includes('listening'), 'the notify listener', 5000);
       const log = path.join(dir, 'serial0.log');
       const file = path.join(dir, 'musl.xml');
-      fs.writeFileSync(file, `<domain type='kvm'><name>musl</name><os><type arch='x86_64'>hvm</type></os><devices><serial type='pty'><log file='${log}'/></serial></devices></domain>`);
+      fs.writeFileSync(
+        file,
+        `<domain type='kvm'><name>musl</name><os><type arch='x86_64'>hvm</type></os><devices><serial type='pty'><log file='${log}'/></serial></devices></domain>`,
+      );
       const rd = path.join(dir, 'run');
       fs.mkdirSync(rd, { mode: 0o700 });
       const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const c = spawn(kit.runtime as string, [path.join(ROOT, 'bin', 'chardev.js'), 'run', '--verbose', file, '--run-dir', rd, '--log-dir', path.join(dir, 'logs'), '--', 'sh', '-c', 'echo from-musl'], {
-          env: { ...process.env, NOTIFY_SOCKET: notify },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        const c = spawn(
+          kit.runtime as string,
+          [
+            path.join(ROOT, 'bin', 'chardev.js'),
+            'run',
+            '--verbose',
+            file,
+            '--run-dir',
+            rd,
+            '--log-dir',
+            path.join(dir, 'logs'),
+            '--',
+            'sh',
+            '-c',
+            'echo from-musl',
+          ],
+          {
+            env: { ...process.env, NOTIFY_SOCKET: notify },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         let stdout = '';
         let stderr = '';
         c.stdout.on('data', (b: Buffer) => (stdout += b.toString()));

@@ -45,7 +45,8 @@ describe('pty (real)', () => {
       const flags = parseInt(/flags:\s+(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${pty.masterFd}`, 'utf8'))?.[1] ?? '', 8);
       assert.ok(flags & fs.constants.O_NONBLOCK, 'master must be O_NONBLOCK');
       assert.ok(flags & 0o2000000, 'master must be O_CLOEXEC');
-    }));
+    }),
+  );
 
   it('puts the pty in raw mode (stty on the slave)', T, () =>
     withPty(async (pty) => {
@@ -53,7 +54,8 @@ describe('pty (real)', () => {
       for (const flag of ['-icanon', '-echo', '-opost', '-isig', '-icrnl', '-ixon', 'cs8']) {
         assert.ok(hasFlag(out, flag), `expected ${flag} in:\n${out}`);
       }
-    }));
+    }),
+  );
 
   it('reports a reader only while an external process has the slave open', T, () =>
     withPty(async (pty) => {
@@ -73,7 +75,8 @@ describe('pty (real)', () => {
         await second.release();
       }
       await waitFor(() => !platform.ptyHasReader(pty.masterFd), 'second client to go away');
-    }));
+    }),
+  );
 
   it('delivers host bytes (0x00..0xFF + 64 KiB) byte-exact to an external reader', T, () =>
     withPty(async (pty) => {
@@ -93,7 +96,8 @@ describe('pty (real)', () => {
       } finally {
         writer.close();
       }
-    }));
+    }),
+  );
 
   it('reads external writes via the reader; EIO on hang-up keeps the master for a second client', T, () =>
     withPty(async (pty) => {
@@ -104,7 +108,10 @@ describe('pty (real)', () => {
       fs.writeFileSync(file1, first);
       fs.writeFileSync(file2, second);
 
-      for (const [file, expected] of [[file1, first], [file2, second]] as const) {
+      for (const [file, expected] of [
+        [file1, first],
+        [file2, second],
+      ] as const) {
         const holder = new SlaveHolder(pty.slavePath);
         const chunks: Buffer[] = [];
         let hangups = 0;
@@ -134,7 +141,8 @@ describe('pty (real)', () => {
         assert.ok(fs.existsSync(pty.slavePath));
         assert.equal(platform.ptyHasReader(pty.masterFd), false);
       }
-    }));
+    }),
+  );
 
   it('keeps host output written while no client is attached for the next client', T, () =>
     withPty(async (pty) => {
@@ -149,7 +157,8 @@ describe('pty (real)', () => {
       } finally {
         writer.close();
       }
-    }));
+    }),
+  );
 
   it('queues on EAGAIN without blocking the event loop, then delivers everything', T, () =>
     withPty(async (pty) => {
@@ -176,7 +185,8 @@ describe('pty (real)', () => {
         writer.close();
         await holder.release();
       }
-    }));
+    }),
+  );
 
   it('cuts writes at maxQueuedBytes and counts the dropped tail', T, () =>
     withPty(async (pty) => {
@@ -191,7 +201,8 @@ describe('pty (real)', () => {
       } finally {
         writer.close();
       }
-    }));
+    }),
+  );
 
   it('dup gives a close-on-exec copy of the same pty', T, () =>
     withPty(async (pty) => {
@@ -206,7 +217,8 @@ describe('pty (real)', () => {
       } finally {
         platform.close(copy);
       }
-    }));
+    }),
+  );
 
   it('reports a write error other than EAGAIN through onError and closes the writer', T, async () => {
     const fd = platform.openDevice('/dev/full');
@@ -236,7 +248,11 @@ describe('pty (real)', () => {
       // A session on the slave whose shell traps SIGINT: TIOCSIG reaches it.
       const mark = path.join(tmp, 'sigint');
       const slave = fs.openSync(pty.slavePath, 'r+');
-      const child = spawn('/usr/bin/setsid', ['-c', 'sh', '-c', `trap 'echo got >"$1"; exit 0' INT; echo up >"$1.up"; while :; do sleep 0.05; done`, 'sh', mark], { stdio: [slave, 'ignore', 'ignore'] });
+      const child = spawn(
+        '/usr/bin/setsid',
+        ['-c', 'sh', '-c', `trap 'echo got >"$1"; exit 0' INT; echo up >"$1.up"; while :; do sleep 0.05; done`, 'sh', mark],
+        { stdio: [slave, 'ignore', 'ignore'] },
+      );
       fs.closeSync(slave);
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       try {
@@ -247,5 +263,6 @@ describe('pty (real)', () => {
         child.kill('SIGKILL');
         await exited;
       }
-    }));
+    }),
+  );
 });

@@ -2,12 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  TELNET_SERVER_GREETING,
-  TELNET_SUBNEGOTIATION_LIMIT,
-  TelnetDecoder,
-  telnetServerGreeting,
-} from '../../src/protocols/telnet.ts';
+import { TELNET_SERVER_GREETING, TELNET_SUBNEGOTIATION_LIMIT, TelnetDecoder, telnetServerGreeting } from '../../src/protocols/telnet.ts';
 
 type Event = { readonly data: Buffer } | 'break';
 
@@ -141,12 +136,10 @@ interface Token {
 
 const byte = fc.integer({ min: 0, max: 0xff });
 const nonIac = fc.integer({ min: 0, max: 0xfe });
-const escape = (bytes: readonly number[]): number[] => bytes.flatMap((x) => (x === 0xff ? [0xff, 0xff] : [x]));
+const escapeIac = (bytes: readonly number[]): number[] => bytes.flatMap((x) => (x === 0xff ? [0xff, 0xff] : [x]));
 
-const dataToken = fc.array(byte, { minLength: 1, maxLength: 20 }).map((bytes): Token => ({ wire: escape(bytes), out: bytes }));
-const optionToken = fc
-  .tuple(fc.integer({ min: 0xfb, max: 0xfe }), byte)
-  .map(([verb, opt]): Token => ({ wire: [0xff, verb, opt], out: [] }));
+const dataToken = fc.array(byte, { minLength: 1, maxLength: 20 }).map((bytes): Token => ({ wire: escapeIac(bytes), out: bytes }));
+const optionToken = fc.tuple(fc.integer({ min: 0xfb, max: 0xfe }), byte).map(([verb, opt]): Token => ({ wire: [0xff, verb, opt], out: [] }));
 /** Every 2-byte command: the named ones (not BREAK, SB) and the unassigned codes below EF. */
 const commandToken = fc
   .integer({ min: 0, max: 0xf9 })
@@ -157,16 +150,19 @@ const breakToken = fc.constant<Token>({ wire: [0xff, 0xf3], out: [], isBreak: tr
 const subnegPiece = fc.oneof(
   nonIac.map((x) => [x]),
   fc.constant([0xff, 0xff]),
-  fc.integer({ min: 0, max: 0xfe }).filter((x) => x !== 0xf0).map((x) => [0xff, x]),
+  fc
+    .integer({ min: 0, max: 0xfe })
+    .filter((x) => x !== 0xf0)
+    .map((x) => [0xff, x]),
 );
-const subnegToken = fc
-  .array(subnegPiece, { maxLength: 12 })
-  .map((pieces): Token => ({ wire: [0xff, 0xfa, ...pieces.flat(), 0xff, 0xf0], out: [] }));
+const subnegToken = fc.array(subnegPiece, { maxLength: 12 }).map((pieces): Token => ({ wire: [0xff, 0xfa, ...pieces.flat(), 0xff, 0xf0], out: [] }));
 /** No SE: exactly one bound's worth of payload is discarded, then parsing resumes. */
-const abandonedSubnegToken = nonIac.map((fill): Token => ({
-  wire: [0xff, 0xfa, ...new Array<number>(TELNET_SUBNEGOTIATION_LIMIT).fill(fill)],
-  out: [],
-}));
+const abandonedSubnegToken = nonIac.map(
+  (fill): Token => ({
+    wire: [0xff, 0xfa, ...new Array<number>(TELNET_SUBNEGOTIATION_LIMIT).fill(fill)],
+    out: [],
+  }),
+);
 
 const token = fc.oneof(
   { arbitrary: dataToken, weight: 6 },

@@ -197,14 +197,8 @@ describe('TLS credentials (libvirt layout)', () => {
 
   it("a missing directory is QEMU's 'Unable to access credentials' for the first file it needs", () => {
     const dir = path.join(scratch, 'no-such-dir');
-    assert.equal(
-      loadError(dir, 'server', true).message,
-      `charserial0: Unable to access credentials ${dir}/ca-cert.pem: No such file or directory`,
-    );
-    assert.equal(
-      loadError(dir, 'server', false).message,
-      `charserial0: Unable to access credentials ${dir}/server-cert.pem: No such file or directory`,
-    );
+    assert.equal(loadError(dir, 'server', true).message, `charserial0: Unable to access credentials ${dir}/ca-cert.pem: No such file or directory`);
+    assert.equal(loadError(dir, 'server', false).message, `charserial0: Unable to access credentials ${dir}/server-cert.pem: No such file or directory`);
   });
 
   it('ca-cert.pem is required with verify-peer, optional without', () => {
@@ -280,10 +274,7 @@ describe('TLS credentials (libvirt layout)', () => {
       `charserial0: Cannot load certificate '${file('server-cert.pem')}' & key '${file('server-key.pem')}': no PEM private key found in ${file('server-key.pem')}`,
     );
     fs.writeFileSync(file('server-key.pem'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
-    assert.match(
-      loadError(dir, 'server', true).message,
-      new RegExp(`: ${file('server-key.pem')} is not a valid private key \\([a-z ]+\\)$`),
-    );
+    assert.match(loadError(dir, 'server', true).message, new RegExp(`: ${file('server-key.pem')} is not a valid private key \\([a-z ]+\\)$`));
     restore('server-key.pem');
 
     fs.writeFileSync(file('ca-crl.pem'), 'not a CRL\n');
@@ -327,10 +318,7 @@ describe('TLS credentials (libvirt layout)', () => {
       ['server-cert.pem', good('server-cert.pem')],
       ['server-key.pem', good('server-key.pem')],
     ]);
-    assert.equal(
-      loadError(caAsCa, 'server', true).message,
-      `charserial0: The certificate ${caAsCa}/ca-cert.pem basic constraints do not show a CA`,
-    );
+    assert.equal(loadError(caAsCa, 'server', true).message, `charserial0: The certificate ${caAsCa}/ca-cert.pem basic constraints do not show a CA`);
   });
 
   it('options: the wrong endpoint is a usage error; an IP host gets no SNI but is still what the certificate must name', () => {
@@ -456,10 +444,7 @@ describe('TLS handshakes on 127.0.0.1', () => {
     const revoked = await dial(server, pki.crlDir);
     const failure = await server.nextFailure();
     assert.ok(failure.error instanceof ChardevError);
-    assert.equal(
-      failure.error.message,
-      `charserial0: TLS handshake with 127.0.0.1:${revoked.localPort} failed: certificate has been revoked (CERT_REVOKED)`,
-    );
+    assert.equal(failure.error.message, `charserial0: TLS handshake with 127.0.0.1:${revoked.localPort} failed: certificate has been revoked (CERT_REVOKED)`);
     assert.equal((await (await established(revoked)).converse('x')).data, '');
     const session = await established(await dial(server, pki.dir));
     assert.equal((await session.converse('still fine')).data, 'echo:still fine');
@@ -493,9 +478,19 @@ describe('TLS handshakes on 127.0.0.1', () => {
     const child = spawn(
       'openssl',
       [
-        's_client', '-connect', `127.0.0.1:${server.port}`, '-CAfile', pki.caCert,
-        '-cert', path.join(pki.dir, 'client-cert.pem'), '-key', path.join(pki.dir, 'client-key.pem'),
-        '-verify_return_error', '-verify_ip', '127.0.0.1', '-quiet',
+        's_client',
+        '-connect',
+        `127.0.0.1:${server.port}`,
+        '-CAfile',
+        pki.caCert,
+        '-cert',
+        path.join(pki.dir, 'client-cert.pem'),
+        '-key',
+        path.join(pki.dir, 'client-key.pem'),
+        '-verify_return_error',
+        '-verify_ip',
+        '127.0.0.1',
+        '-quiet',
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
@@ -558,7 +553,9 @@ describe('TLS handshakes on 127.0.0.1', () => {
     );
     assert.equal(describePeerFailure(err('ECONNRESET', 'read ECONNRESET')), 'connection reset by peer (ECONNRESET)');
     assert.equal(
-      describePeerFailure(Object.assign(new Error('error:0A000410:SSL routines::sslv3 alert handshake failure'), { code: 'ERR_SSL_SOMETHING_NEW', reason: 'something new' })),
+      describePeerFailure(
+        Object.assign(new Error('error:0A000410:SSL routines::sslv3 alert handshake failure'), { code: 'ERR_SSL_SOMETHING_NEW', reason: 'something new' }),
+      ),
       'something new (ERR_SSL_SOMETHING_NEW)',
     );
     assert.equal(describePeerFailure(new Error('plain failure\nsecond line')), 'plain failure');

@@ -58,25 +58,48 @@ describe('BREAK reaches a real guest (chardev qemu)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('Send BREAK in the browser window, then h: the kernel’s sysrq: HELP line; the same from chardev console’s ~B', { timeout: 150000, ...needs(typeof kit === 'string' ? kit : undefined) }, async (t) => {
+  it('Send BREAK in the browser window, then h: the kernel’s sysrq: HELP line; the same from chardev console’s ~B', {
+    timeout: 150000,
+    ...needs(typeof kit === 'string' ? kit : undefined),
+  }, async (t) => {
     requireKit(typeof kit === 'string' ? kit : undefined);
     const { kernel, busybox } = kit as Kit;
     const t0 = Date.now();
     const initrd = buildInitramfs(dir, busybox, INIT);
     const file = path.join(dir, 'brk.xml');
-    fs.writeFileSync(file, `<domain type='kvm' xmlns:cd='urn:chardev:1'>
+    fs.writeFileSync(
+      file,
+      `<domain type='kvm' xmlns:cd='urn:chardev:1'>
   <name>brk</name>
   <os><type arch='x86_64'>hvm</type></os>
   <devices>
     <serial type='vc'><target port='0'/><cd:history size='1048576'/></serial>
   </devices>
 </domain>
-`);
+`,
+    );
     const runDir = path.join(dir, 'run');
     const c = chardevQemu([
-      file, '--run-dir', runDir, '--log-dir', path.join(dir, 'logs'), '--',
-      QEMU, '-accel', 'tcg', '-m', '256', '-display', 'none', '-no-reboot',
-      '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 sysrq_always_enabled',
+      file,
+      '--run-dir',
+      runDir,
+      '--log-dir',
+      path.join(dir, 'logs'),
+      '--',
+      QEMU,
+      '-accel',
+      'tcg',
+      '-m',
+      '256',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      kernel,
+      '-initrd',
+      initrd,
+      '-append',
+      'console=ttyS0 panic=-1 sysrq_always_enabled',
     ]);
     let consolePty: { masterFd: number; slavePath: string } | undefined;
     let consoleChild: ReturnType<typeof spawn> | undefined;
@@ -106,12 +129,19 @@ describe('BREAK reaches a real guest (chardev qemu)', () => {
       const reader = linuxPlatform.openPtyReader(pty.masterFd, { onData: (b) => (consoleOut += b.toString('latin1')) });
       const writer = linuxPlatform.openWriter(pty.masterFd);
       try {
-        await eventually(async () => count(consoleOut, 'sysrq: HELP') === 1 && (await page.evaluate<string>('window.chardevConsole.role')) === 'viewer', 'the console to take over from the window (and replay the history)');
+        await eventually(
+          async () => count(consoleOut, 'sysrq: HELP') === 1 && (await page.evaluate<string>('window.chardevConsole.role')) === 'viewer',
+          'the console to take over from the window (and replay the history)',
+        );
         // At the start of a line: ~B is the BREAK, then h is the SysRq key.
         writer.write(Buffer.from('~B'));
         writer.write(Buffer.from('h'));
         // The console's history replay has the first one.
-        await eventually(() => count(consoleOut, 'sysrq: HELP') === 2, `a second sysrq: HELP at the console after ~B, h: ${JSON.stringify(consoleOut.slice(-300))}`, 10000);
+        await eventually(
+          () => count(consoleOut, 'sysrq: HELP') === 2,
+          `a second sysrq: HELP at the console after ~B, h: ${JSON.stringify(consoleOut.slice(-300))}`,
+          10000,
+        );
         await eventually(async () => count(await screen(page), 'sysrq: HELP') === 2, 'and in the window, now a viewer', 10000);
         writer.write(Buffer.from([0x1d]));
         const code = await within(new Promise<number | null>((resolve) => consoleChild?.once('close', (code) => resolve(code))), 10000);

@@ -41,7 +41,8 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
   const qemuPids: number[] = [];
   const runDir = (): string => path.join(dir, 'run');
   const startDaemon = (): Daemon => new Daemon(['daemon', '--run-dir', runDir(), '--log-dir', path.join(dir, 'logs')]);
-  const cli = (args: readonly string[]): Proc => new Proc(`chardev ${args[0] ?? ''}`, process.execPath, [BIN, args[0] ?? '', '--run-dir', runDir(), ...args.slice(1)]);
+  const cli = (args: readonly string[]): Proc =>
+    new Proc(`chardev ${args[0] ?? ''}`, process.execPath, [BIN, args[0] ?? '', '--run-dir', runDir(), ...args.slice(1)]);
   const done = async (p: Proc, timeoutMs = 30000): Promise<string> => {
     assert.equal(await p.waitExit(timeoutMs), true, `${p.label} exits`);
     assert.equal(p.exitCode, 0, `${p.label}: ${p.stderr}`);
@@ -82,7 +83,9 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('two guests boot under the daemon, their consoles answer through a restart of the daemon; chardev stop and a poweroff end them', { timeout: 240000 }, async (t) => {
+  it('two guests boot under the daemon, their consoles answer through a restart of the daemon; chardev stop and a poweroff end them', {
+    timeout: 240000,
+  }, async (t) => {
     requireKit(missing);
     const { kernel, busybox } = kit as Kit;
     const initrd = buildInitramfs(dir, busybox, INIT);
@@ -102,12 +105,34 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
     assert.equal(await none.waitExit(30000), true);
     assert.equal(none.exitCode, 127);
     assert.equal(none.stderr, 'qemu: cannot start qemu-system-none-such: No such file or directory (is QEMU installed?)\n');
-    assert.deepEqual(fs.readdirSync(runDir()).filter((f) => f.startsWith('bad')), []);
+    assert.deepEqual(
+      fs.readdirSync(runDir()).filter((f) => f.startsWith('bad')),
+      [],
+    );
 
     // Handed over: `chardev qemu --daemon` returns once QEMU connected, and no chardev process stays per VM.
     const names = ['alpha', 'beta'];
     for (const name of names) {
-      const started = cli(['qemu', '--daemon', domainFile(name), '--', QEMU, '-accel', 'tcg', '-m', '128', '-display', 'none', '-no-reboot', '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1']);
+      const started = cli([
+        'qemu',
+        '--daemon',
+        domainFile(name),
+        '--',
+        QEMU,
+        '-accel',
+        'tcg',
+        '-m',
+        '128',
+        '-display',
+        'none',
+        '-no-reboot',
+        '-kernel',
+        kernel,
+        '-initrd',
+        initrd,
+        '-append',
+        'console=ttyS0 panic=-1',
+      ]);
       const out = await done(started, 60000);
       assert.match(out, /^qemu: every device connected \(2 ports and the control socket\)$/m);
       assert.match(out, new RegExp(`^qemu: domain ${name} runs in the chardev daemon \\(pid ${daemon.pid}\\); chardev stop ${name} stops it$`, 'm'));
@@ -120,7 +145,11 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
 
     // Both boot to a shell; the console of each answers.
     for (const name of names) {
-      await waitFor(() => /chardev-guest-ready[\s\S]*# /.test(fs.readFileSync(path.join(dir, `${name}.console.log`), 'latin1')), `${name} to boot to its shell`, 150000);
+      await waitFor(
+        () => /chardev-guest-ready[\s\S]*# /.test(fs.readFileSync(path.join(dir, `${name}.console.log`), 'latin1')),
+        `${name} to boot to its shell`,
+        150000,
+      );
     }
     await ask('alpha', 'echo chardev-$((6*7))', /^chardev-42\r?$/m);
     await ask('beta', 'echo chardev-$((6*8))', /^chardev-48\r?$/m);
@@ -143,7 +172,7 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
 
     // chardev stop: QEMU quits (QMP), the domain goes.
     assert.equal(await done(cli(['stop', 'alpha'])), "Domain 'alpha' stopped\n");
-    await waitFor(() => !alive(qemuPids[0] as number), 'alpha\'s QEMU to end', 15000);
+    await waitFor(() => !alive(qemuPids[0] as number), "alpha's QEMU to end", 15000);
     assert.doesNotMatch(await done(cli(['list'])), /alpha/);
 
     // The guest powers off by itself: the daemon stops its domain.

@@ -50,7 +50,10 @@ export function findKit(): Kit | string {
   return {
     kernel,
     busybox,
-    modules: modules !== '' && fs.existsSync(path.join(modules, 'load-order')) ? { dir: modules } : { missing: `the guest kit has no virtio modules (${modules || 'an older kit'}): run scripts/guest-kit.sh` },
+    modules:
+      modules !== '' && fs.existsSync(path.join(modules, 'load-order'))
+        ? { dir: modules }
+        : { missing: `the guest kit has no virtio modules (${modules || 'an older kit'}): run scripts/guest-kit.sh` },
   };
 }
 

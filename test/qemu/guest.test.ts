@@ -54,7 +54,10 @@ describe('chardev qemu with a real guest', () => {
   }
   const common = (): string[] => ['--run-dir', path.join(dir, 'run'), '--log-dir', path.join(dir, 'logs')];
 
-  it("Linux boots on chardev's host interfaces: telnet, file log, pty and UNIX socket see one console; the shell answers; the HMP monitor answers; poweroff ends chardev", { timeout: 150000, ...needs(typeof kit === 'string' ? kit : undefined) }, async (t) => {
+  it("Linux boots on chardev's host interfaces: telnet, file log, pty and UNIX socket see one console; the shell answers; the HMP monitor answers; poweroff ends chardev", {
+    timeout: 150000,
+    ...needs(typeof kit === 'string' ? kit : undefined),
+  }, async (t) => {
     requireKit(typeof kit === 'string' ? kit : undefined);
     const { kernel, busybox } = kit as Kit;
     const t0 = Date.now();
@@ -66,7 +69,9 @@ describe('chardev qemu with a real guest', () => {
     // serial1 (pty) and serial2 (UNIX socket) are joined to it with --hub; serial3 carries
     // QEMU's monitor. Every view keeps history, so late readers miss nothing; the telnet
     // server takes several clients at once (a writer and viewers).
-    const file = writeDomain('linux', `
+    const file = writeDomain(
+      'linux',
+      `
     <serial type='tcp'>
       <source mode='bind' host='127.0.0.1' service='0'/>
       <protocol type='telnet'/>
@@ -78,11 +83,30 @@ describe('chardev qemu with a real guest', () => {
     <serial type='pty'><target port='1'/><cd:history size='1048576'/></serial>
     <serial type='unix'><source mode='bind' path='${q(consoleSock)}'/><target port='2'/><cd:history size='1048576'/></serial>
     <serial type='unix'><source mode='bind' path='${q(monitorSock)}'/><target port='3'/><cd:history size='65536'/></serial>
-    <console type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/><target type='serial' port='0'/></console>`);
+    <console type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/><target type='serial' port='0'/></console>`,
+    );
     const c = chardevQemu([
-      file, ...common(), '--hub', 'serial0,serial1,serial2', '--monitor', 'serial3', '--',
-      QEMU, '-accel', 'tcg', '-m', '256', '-display', 'none', '-no-reboot',
-      '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1',
+      file,
+      ...common(),
+      '--hub',
+      'serial0,serial1,serial2',
+      '--monitor',
+      'serial3',
+      '--',
+      QEMU,
+      '-accel',
+      'tcg',
+      '-m',
+      '256',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      kernel,
+      '-initrd',
+      initrd,
+      '-append',
+      'console=ttyS0 panic=-1',
     ]);
     const clients: Proc[] = [];
     try {
@@ -90,7 +114,10 @@ describe('chardev qemu with a real guest', () => {
       // The port lines come after the host interfaces' own lines: wait for them too, not just
       // the first (asserting right after the interfaces appeared raced with their printing).
       await c.until(
-        () => /listening on telnet:127\.0\.0\.1:\d+/.test(c.stdout()) && /redirected to \/dev\/pts\/\d+ \(label charserial1\)/.test(c.stdout()) && /^charserial3: QEMU monitor \(HMP\)$/m.test(c.stdout()),
+        () =>
+          /listening on telnet:127\.0\.0\.1:\d+/.test(c.stdout()) &&
+          /redirected to \/dev\/pts\/\d+ \(label charserial1\)/.test(c.stdout()) &&
+          /^charserial3: QEMU monitor \(HMP\)$/m.test(c.stdout()),
         'the host interfaces and the guest ports',
         20000,
       );
@@ -139,12 +166,19 @@ describe('chardev qemu with a real guest', () => {
       await monitor.until(() => monitor.text.includes('(qemu)'), 'the monitor prompt (from history)', 10000);
       monitor.child.stdin.write('info version\n');
       const [version, pkg] = qemuVersion();
-      await monitor.until(() => monitor.text.includes(`\n${version}`) && (pkg === undefined || monitor.text.includes(pkg)), `'info version' answered with ${version} ${pkg ?? ''}`, 10000);
+      await monitor.until(
+        () => monitor.text.includes(`\n${version}`) && (pkg === undefined || monitor.text.includes(pkg)),
+        `'info version' answered with ${version} ${pkg ?? ''}`,
+        10000,
+      );
       assert.match(monitor.text, /QEMU \d+\.\d+\.\d+ monitor/);
 
       // QEMU's own output and command line are in the domain log.
       const domainLog = fs.readFileSync(path.join(dir, 'logs', 'linux.log'), 'utf8');
-      assert.match(domainLog, /starting up chardev, domain linux, qemu command line:\nqemu-system-x86_64 .*-chardev socket,id=charserial0,path=.*-device '\{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0\}'/);
+      assert.match(
+        domainLog,
+        /starting up chardev, domain linux, qemu command line:\nqemu-system-x86_64 .*-chardev socket,id=charserial0,path=.*-device '\{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0\}'/,
+      );
 
       // The guest powers off: QEMU exits 0, and so does chardev, cleaning up behind it.
       telnet.child.stdin.write('poweroff -f\n');
@@ -167,14 +201,20 @@ describe('chardev qemu with a real guest', () => {
     assert.equal(await c.exited, 1);
     assert.equal(c.stderr(), 'qemu: qemu-system-x86_64 exited with status 1: qemu-system-x86_64: -no-such-option: invalid option\n');
     assert.match(fs.readFileSync(path.join(dir, 'logs', 'bad.log'), 'utf8'), /-no-such-option: invalid option/);
-    assert.deepEqual(fs.readdirSync(path.join(dir, 'run')).filter((f) => f.startsWith('bad.')), []);
+    assert.deepEqual(
+      fs.readdirSync(path.join(dir, 'run')).filter((f) => f.startsWith('bad.')),
+      [],
+    );
 
     const missing = chardevQemu([file, ...common(), '--', 'qemu-system-none-such']);
     assert.equal(await missing.exited, 127);
     assert.equal(missing.stderr(), 'qemu: cannot start qemu-system-none-such: No such file or directory (is QEMU installed?)\n');
   });
 
-  it('SIGTERM to chardev quits QEMU cleanly (QMP quit) and exits; quit in the monitor ends chardev; chardev killed outright takes QEMU along', { timeout: 60000, ...needs(qemuMissing) }, async () => {
+  it('SIGTERM to chardev quits QEMU cleanly (QMP quit) and exits; quit in the monitor ends chardev; chardev killed outright takes QEMU along', {
+    timeout: 60000,
+    ...needs(qemuMissing),
+  }, async () => {
     requireKit(qemuMissing);
     const monitorSock = path.join(dir, 'hmp.sock');
     const file = writeDomain('idle', `<serial type='pty'/><serial type='unix'><source mode='bind' path='${q(monitorSock)}'/></serial>`);

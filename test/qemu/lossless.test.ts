@@ -162,19 +162,33 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
     const reader = await slowReader(`reader ${name}`, sock, pause);
     readers.push(reader);
     const file = `/tmp/${name}`;
-    const from = type(`${prepare} && head -c ${SIZE} /dev/urandom > ${file} && sha256sum ${file} && echo "size=$(wc -c < ${file})" && s=$(cut -d' ' -f1 /proc/uptime) && dd if=${file} of=${dev} bs=4096 2>/dev/null && echo "${name}-done $s $(cut -d' ' -f1 /proc/uptime)" || echo "${name}-failed"`);
-    const sumAndSize = await onConsole(new RegExp(`^([0-9a-f]{64})  ${file}\\r?\\n(?:.*\\n)*?size=(\\d+)\\r?$|^${name}-failed\\r?$`, 'm'), from, `the guest's sha256 and size of ${file}`, 30000);
+    const from = type(
+      `${prepare} && head -c ${SIZE} /dev/urandom > ${file} && sha256sum ${file} && echo "size=$(wc -c < ${file})" && s=$(cut -d' ' -f1 /proc/uptime) && dd if=${file} of=${dev} bs=4096 2>/dev/null && echo "${name}-done $s $(cut -d' ' -f1 /proc/uptime)" || echo "${name}-failed"`,
+    );
+    const sumAndSize = await onConsole(
+      new RegExp(`^([0-9a-f]{64})  ${file}\\r?\\n(?:.*\\n)*?size=(\\d+)\\r?$|^${name}-failed\\r?$`, 'm'),
+      from,
+      `the guest's sha256 and size of ${file}`,
+      30000,
+    );
     assert.ok(sumAndSize[1] !== undefined, `the guest could not prepare ${name}:\n${consoleText(from)}`);
     const [, sum, size] = sumAndSize;
     assert.equal(Number(size), SIZE, `${file} in the guest`);
     const t0 = Date.now();
     // At RATE after the pause the client needs pause + SIZE / RATE s; the guest, held by it, about as long.
     const expectMs = (pause + SIZE / RATE) * 1000;
-    const done = await onConsole(new RegExp(`^${name}-(?:done ([\\d.]+) ([\\d.]+)|failed)\\r?$`, 'm'), from, `the guest to finish writing to ${name}`, expectMs * 3 + 20000);
+    const done = await onConsole(
+      new RegExp(`^${name}-(?:done ([\\d.]+) ([\\d.]+)|failed)\\r?$`, 'm'),
+      from,
+      `the guest to finish writing to ${name}`,
+      expectMs * 3 + 20000,
+    );
     assert.ok(done[1] !== undefined, `the guest could not write to ${name}:\n${consoleText(from)}`);
     const guestSeconds = Number(done[2]) - Number(done[1]);
     const got = await result(reader, expectMs * 2 + 20000);
-    t.diagnostic(`${name}: the guest wrote ${SIZE} B in ${guestSeconds.toFixed(1)} s (guest clock); the client, ${pause} s away at first then at ${RATE / 1000} KB/s, got ${got.count} B in ${got.seconds.toFixed(1)} s; ${((Date.now() - t0) / 1000).toFixed(1)} s from the checksum to the client's end`);
+    t.diagnostic(
+      `${name}: the guest wrote ${SIZE} B in ${guestSeconds.toFixed(1)} s (guest clock); the client, ${pause} s away at first then at ${RATE / 1000} KB/s, got ${got.count} B in ${got.seconds.toFixed(1)} s; ${((Date.now() - t0) / 1000).toFixed(1)} s from the checksum to the client's end`,
+    );
     assert.deepEqual(
       { bytes: got.count, sha256: got.sha256 },
       { bytes: SIZE, sha256: sum },
@@ -189,7 +203,9 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
     const initrd = buildInitramfs(dir, busybox, INIT, 'dir' in modules ? modules.dir : undefined);
     const consoleSock = path.join(dir, 'console.sock');
     const file = path.join(dir, 'lossless.xml');
-    fs.writeFileSync(file, `<domain type='kvm'>
+    fs.writeFileSync(
+      file,
+      `<domain type='kvm'>
   <name>lossless</name>
   <os><type arch='x86_64'>hvm</type></os>
   <devices>
@@ -198,11 +214,29 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
     <channel type='unix'><source mode='bind' path='${q(channelSock())}'/><target type='virtio' name='${CHANNEL}'/></channel>
   </devices>
 </domain>
-`);
+`,
+    );
     c = chardevQemu([
-      file, '--run-dir', path.join(dir, 'run'), '--log-dir', path.join(dir, 'logs'), '--',
-      QEMU, '-accel', 'tcg', '-m', '256', '-display', 'none', '-no-reboot',
-      '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1',
+      file,
+      '--run-dir',
+      path.join(dir, 'run'),
+      '--log-dir',
+      path.join(dir, 'logs'),
+      '--',
+      QEMU,
+      '-accel',
+      'tcg',
+      '-m',
+      '256',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      kernel,
+      '-initrd',
+      initrd,
+      '-append',
+      'console=ttyS0 panic=-1',
     ]);
     const cq = c;
     await cq.until(() => (cq.stdout().match(/listening on unix:/g) ?? []).length >= 3, 'the UNIX sockets', 20000);
@@ -237,7 +271,10 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
     await transfer(t, 'serial', serialSock(), SERIAL_PAUSE, 'stty -F /dev/ttyS1 raw -echo 115200', '/dev/ttyS1');
   });
 
-  it(`a virtio-serial port (virtserialport '${CHANNEL}') on a unix server: ${SIZE} B, read at ${RATE / 1000} KB/s, byte-exact`, { timeout: 120000, ...needs(virtioMissing) }, async (t) => {
+  it(`a virtio-serial port (virtserialport '${CHANNEL}') on a unix server: ${SIZE} B, read at ${RATE / 1000} KB/s, byte-exact`, {
+    timeout: 120000,
+    ...needs(virtioMissing),
+  }, async (t) => {
     requireKit(virtioMissing);
     assert.deepEqual(insmodFailures, [], 'the virtio modules load in the guest');
     // devtmpfs names the port /dev/vportNpM; its name is in sysfs (udev would add the

@@ -49,7 +49,9 @@ it('under client churn the rotated <log> holds every guest byte exactly once, in
     assert.equal(sha256(bytes), sha256(expected), 'sha256 of the log files joined, oldest first');
     assert.ok(files.length >= Math.floor((COUNT * RECORD) / 262144), `rotated (${files.length} files)`);
     assert.ok(connects / seconds >= 20, `churn of at least 20 connections a second (${connects} in ${seconds.toFixed(1)} s)`);
-    figure(`nothing lost: ${bytes.length} guest bytes in ${files.length} rotated log files, sha256 equal, under ${connects} client connects in ${seconds.toFixed(1)} s (${(connects / seconds).toFixed(0)}/s)`);
+    figure(
+      `nothing lost: ${bytes.length} guest bytes in ${files.length} rotated log files, sha256 equal, under ${connects} client connects in ${seconds.toFixed(1)} s (${(connects / seconds).toFixed(0)}/s)`,
+    );
   } finally {
     await Promise.all(churners.map((c) => c.stop()));
     await cd.kill();

@@ -45,7 +45,19 @@ export class ChardevProcess {
   #done = false;
 
   constructor(o: RunOptions) {
-    const args = [BIN, 'run', '--run-dir', o.runDir, '--log-dir', o.logDir, ...(o.attach ?? []).flatMap((a) => ['--attach', a]), ...(o.flags ?? []), o.xmlFile, '--', ...o.guest];
+    const args = [
+      BIN,
+      'run',
+      '--run-dir',
+      o.runDir,
+      '--log-dir',
+      o.logDir,
+      ...(o.attach ?? []).flatMap((a) => ['--attach', a]),
+      ...(o.flags ?? []),
+      o.xmlFile,
+      '--',
+      ...o.guest,
+    ];
     // prlimit sets the limit and execs: the pid is chardev's own.
     this.child =
       o.prlimit === undefined
@@ -74,7 +86,11 @@ export class ChardevProcess {
   /** Resolves with the first match of `re` in stdout (waiting for it). */
   async out(re: RegExp, timeoutMs = 20000): Promise<RegExpExecArray> {
     let m: RegExpExecArray | null = null;
-    await waitFor(() => (m = re.exec(this.stdout)) !== null || !this.alive, `chardev to print ${re}; stdout so far: ${this.stdout}; stderr: ${this.stderr}`, timeoutMs);
+    await waitFor(
+      () => (m = re.exec(this.stdout)) !== null || !this.alive,
+      `chardev to print ${re}; stdout so far: ${this.stdout}; stderr: ${this.stderr}`,
+      timeoutMs,
+    );
     if (m === null) throw new Error(`chardev exited before printing ${re}; stderr: ${this.stderr}`);
     return m;
   }

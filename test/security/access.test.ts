@@ -128,7 +128,10 @@ describe('security: control sockets and the browser console refuse unauthenticat
     return r;
   };
 
-  it('another user cannot reach the QMP and console sockets, a UNIX server socket, the status file or the logs', { ...T, ...needs(notRoot('to act as another user')) }, async (t) => {
+  it('another user cannot reach the QMP and console sockets, a UNIX server socket, the status file or the logs', {
+    ...T,
+    ...needs(notRoot('to act as another user')),
+  }, async (t) => {
     required(notRoot('to act as another user'));
     const tally = new Tally();
     // A world-writable directory: only the socket's own mode can keep others out.
@@ -146,7 +149,11 @@ describe('security: control sockets and the browser console refuse unauthenticat
 
     // The owner gets in (the probe works), nobody does not.
     const owner = await probeAs(undefined, specs);
-    assert.deepEqual(Object.values(owner), specs.map(() => 'ok'), JSON.stringify(owner));
+    assert.deepEqual(
+      Object.values(owner),
+      specs.map(() => 'ok'),
+      JSON.stringify(owner),
+    );
     const other = await probeAs(NOBODY, specs);
     assert.deepEqual(other, Object.fromEntries(specs.map((s) => [s, 'EACCES'])));
     tally.add('refused to another user (run dir 0700)', specs.length);
@@ -167,7 +174,10 @@ describe('security: control sockets and the browser console refuse unauthenticat
     tally.report('control sockets and files, other user', (s) => t.diagnostic(s));
   });
 
-  it('a run directory someone else owns, or that others can enter, is refused before anything starts', { ...T, ...needs(notRoot('to make a directory owned by another user')) }, async (t) => {
+  it('a run directory someone else owns, or that others can enter, is refused before anything starts', {
+    ...T,
+    ...needs(notRoot('to make a directory owned by another user')),
+  }, async (t) => {
     required(notRoot('to make a directory owned by another user'));
     const tally = new Tally();
     const file = path.join(dir, 'rd.xml');
@@ -266,11 +276,18 @@ describe('security: control sockets and the browser console refuse unauthenticat
     const want: number[] = [];
     for (const host of hosts) {
       const origin = `http://${host}:${p}`;
-      tries.push({ host, port: p, path: '/' }, { host, port: p, path: `/console/serial0?token=${token}x` }, { host, port: p, path: '/ws/serial0', headers: { ...WS_HEADERS, Origin: origin } });
+      tries.push(
+        { host, port: p, path: '/' },
+        { host, port: p, path: `/console/serial0?token=${token}x` },
+        { host, port: p, path: '/ws/serial0', headers: { ...WS_HEADERS, Origin: origin } },
+      );
       want.push(401, 401, 401);
       tries.push({ host, port: p, path: `/ws/serial0?token=${token}`, headers: { ...WS_HEADERS, Origin: 'http://evil.example' } });
       want.push(403);
-      tries.push({ host, port: p, path: `/console/serial0?token=${token}` }, { host, port: p, path: `/ws/serial0?token=${token}`, headers: { ...WS_HEADERS, Origin: origin } });
+      tries.push(
+        { host, port: p, path: `/console/serial0?token=${token}` },
+        { host, port: p, path: `/ws/serial0?token=${token}`, headers: { ...WS_HEADERS, Origin: origin } },
+      );
       want.push(200, 101);
       tally.add('unauthenticated requests refused', 4);
       tally.add('authenticated requests served (controls)', 2);

@@ -39,7 +39,10 @@ function decodeAddress(hex: string): string {
     return `${[...b].join('.')}:${p}`;
   }
   const bytes = Buffer.alloc(16);
-  for (let w = 0; w < 4; w++) Buffer.from(addr.slice(w * 8, w * 8 + 8), 'hex').reverse().copy(bytes, w * 4);
+  for (let w = 0; w < 4; w++)
+    Buffer.from(addr.slice(w * 8, w * 8 + 8), 'hex')
+      .reverse()
+      .copy(bytes, w * 4);
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
   // The URL parser compresses it the canonical way, brackets included.
@@ -136,7 +139,7 @@ const hasIpv6Loopback = ((): boolean => {
 describe('security: chardev run binds only where the configuration says (seen from /proc)', () => {
   let dir = '';
   let rundir = '';
-  const closers: Array<() => Promise<unknown> | void> = [];
+  const closers: Array<() => unknown> = [];
   before(() => {
     dir = scratchDir('bind');
     rundir = runDir(dir);
@@ -156,7 +159,9 @@ describe('security: chardev run binds only where the configuration says (seen fr
     }
     try {
       const mine = socketInodes(process.pid);
-      const seen = inetSockets().filter((s) => mine.has(s.inode) && s.state === 'LISTEN').map((s) => s.local);
+      const seen = inetSockets()
+        .filter((s) => mine.has(s.inode) && s.state === 'LISTEN')
+        .map((s) => s.local);
       for (const srv of servers) {
         const a = srv.address() as net.AddressInfo;
         assert.ok(seen.includes(a.family === 'IPv6' ? `[::]:${a.port}` : `0.0.0.0:${a.port}`), `${JSON.stringify(a)} in ${seen.join(' ')}`);
@@ -211,7 +216,10 @@ ${v6}`,
     const inet = inetSockets().filter((s) => mine.has(s.inode));
     const unix = unixSockets().filter((s) => mine.has(s.inode));
 
-    const listeners = inet.filter((s) => s.state === 'LISTEN').map((s) => `${s.proto} ${s.local}`).sort();
+    const listeners = inet
+      .filter((s) => s.state === 'LISTEN')
+      .map((s) => `${s.proto} ${s.local}`)
+      .sort();
     const expectedListeners = [
       `tcp 127.0.0.1:${telnetPort}`,
       `tcp 127.0.0.1:${rawPort}`,
@@ -229,14 +237,25 @@ ${v6}`,
     const wildcard = inet.filter((s) => /^(0\.0\.0\.0|\[::\]):/.test(s.local));
     assert.deepEqual(wildcard, [], 'nothing bound to a wildcard address');
 
-    const unixPaths = unix.filter((s) => s.listening).map((s) => s.path).sort();
+    const unixPaths = unix
+      .filter((s) => s.listening)
+      .map((s) => s.path)
+      .sort();
     assert.deepEqual(unixPaths, [sock, path.join(rundir, 'bind.console'), path.join(rundir, 'bind.qmp')].sort(), 'UNIX listeners');
     tally.add('UNIX listeners matched', 3);
     // The rest are the guest's stdio socket pairs: unnamed and not listening.
-    assert.deepEqual(unix.filter((s) => !s.listening && s.path !== undefined), [], 'no other named UNIX socket');
+    assert.deepEqual(
+      unix.filter((s) => !s.listening && s.path !== undefined),
+      [],
+      'no other named UNIX socket',
+    );
     // Every socket the process holds is accounted for (no netlink, raw or packet socket).
     const known = new Set([...inet, ...unix].map((s) => s.inode));
-    assert.deepEqual([...mine].filter((i) => !known.has(i)), [], 'sockets of other families');
+    assert.deepEqual(
+      [...mine].filter((i) => !known.has(i)),
+      [],
+      'sockets of other families',
+    );
     tally.add('socket inodes accounted for', mine.size);
 
     // From the outside: the ports answer on the configured address only.
@@ -270,7 +289,11 @@ describe('security: a udp device takes guest input from its configured peer only
     await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', resolve));
     const peerPort = peer.address().port;
     // Another local sender hammering the device's fixed port the whole time, in its own process.
-    const spray = spawn('python3', ['-c', `
+    const spray = spawn(
+      'python3',
+      [
+        '-c',
+        `
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 end = time.time() + 30
@@ -279,10 +302,15 @@ while time.time() < end:
         s.sendto(b'FOREIGN', ('127.0.0.1', ${port}))
     except OSError:
         pass
-`], { stdio: 'ignore' });
+`,
+      ],
+      { stdio: 'ignore' },
+    );
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
-      const xml = domainXml(`<serial type='udp'><source mode='bind' host='127.0.0.1' service='${port}'/><source mode='connect' host='127.0.0.1' service='${peerPort}'/></serial>`);
+      const xml = domainXml(
+        `<serial type='udp'><source mode='bind' host='127.0.0.1' service='${port}'/><source mode='connect' host='127.0.0.1' service='${peerPort}'/></serial>`,
+      );
       for (let i = 0; i < 10; i++) {
         const d = await open(xml);
         try {
@@ -301,7 +329,10 @@ while time.time() < end:
           await new Promise((resolve) => setTimeout(resolve, 50));
           const got = Buffer.concat(chunks).toString();
           const copies = got.length / `peer ${i}`.length;
-          assert.ok(copies >= 1 && copies <= sends && got === `peer ${i}`.repeat(copies), `start ${i}: only the peer's datagrams reached the guest (got ${JSON.stringify(got.slice(0, 80))} after ${sends} sends)`);
+          assert.ok(
+            copies >= 1 && copies <= sends && got === `peer ${i}`.repeat(copies),
+            `start ${i}: only the peer's datagrams reached the guest (got ${JSON.stringify(got.slice(0, 80))} after ${sends} sends)`,
+          );
           // Not even counted as guest input nobody read: a foreign datagram is not input at all.
           assert.deepEqual(dev.counters, { bytesFromGuest: 0, bytesToGuest: got.length, dropped: 0 }, `start ${i}`);
           tally.add('starts under a spray with no foreign input');

@@ -71,15 +71,18 @@ describe('security: sockets, logs and status files are owner-only (chardev run u
       ),
     );
     const script = `head -c ${GUEST_BYTES} /dev/zero | tr '\\0' x; echo; echo guest-done; exec sleep 60`;
-    const r = new ChardevRun(
-      ['--run-dir', rundir, '--log-dir', logDir, '--attach', 'serial1', '--attach', 'serial2', domainFile, '--', 'sh', '-c', script],
-      { umask: '000' },
-    );
+    const r = new ChardevRun(['--run-dir', rundir, '--log-dir', logDir, '--attach', 'serial1', '--attach', 'serial2', domainFile, '--', 'sh', '-c', script], {
+      umask: '000',
+    });
     runs.push(r);
     await r.match(/guest is sh/, 'the domain to start');
     const domainLog = path.join(logDir, 'perm.log');
-    const logged = (): number => [domainLog, `${domainLog}.1`, `${domainLog}.2`, `${domainLog}.3`].reduce((n, f) => n + (fs.existsSync(f) ? fs.statSync(f).size : 0), 0);
-    await r.until(() => fs.existsSync(fileOut) && fs.statSync(fileOut).size === GUEST_BYTES + 12 && logged() === GUEST_BYTES + 12, 'all guest output in the file and the domain log');
+    const logged = (): number =>
+      [domainLog, `${domainLog}.1`, `${domainLog}.2`, `${domainLog}.3`].reduce((n, f) => n + (fs.existsSync(f) ? fs.statSync(f).size : 0), 0);
+    await r.until(
+      () => fs.existsSync(fileOut) && fs.statSync(fileOut).size === GUEST_BYTES + 12 && logged() === GUEST_BYTES + 12,
+      'all guest output in the file and the domain log',
+    );
 
     // Devices added while running, over QMP.
     const qmp = await QmpClient.connect(path.join(rundir, 'perm.qmp'));
@@ -87,7 +90,10 @@ describe('security: sockets, logs and status files are owner-only (chardev run u
     const qmpTee = path.join(open, 'qmp-added.tee');
     const qmpSock = path.join(open, 'qmp-added.sock');
     await qmp.execute('chardev-add', { id: 'qf0', backend: { type: 'file', data: { out: qmpFile, logfile: qmpTee } } });
-    await qmp.execute('chardev-add', { id: 'qu0', backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: qmpSock } }, server: true, wait: false } } });
+    await qmp.execute('chardev-add', {
+      id: 'qu0',
+      backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: qmpSock } }, server: true, wait: false } },
+    });
     await qmp.close();
 
     const expected = new Map<string, string>([
@@ -144,7 +150,10 @@ describe('security: sockets, logs and status files are owner-only (chardev run u
     const r = new ChardevRun(['--run-dir', rundir, '--log-dir', logDir, '--', 'sh', '-c', 'echo hello; exec sleep 60'], { umask: '000' });
     runs.push(r);
     await r.match(/guest is sh/, 'the default domain to start');
-    await r.until(() => fs.existsSync(path.join(logDir, 'serial0.log')) && fs.readFileSync(path.join(logDir, 'serial0.log'), 'utf8').includes('hello'), 'guest output in serial0.log');
+    await r.until(
+      () => fs.existsSync(path.join(logDir, 'serial0.log')) && fs.readFileSync(path.join(logDir, 'serial0.log'), 'utf8').includes('hello'),
+      'guest output in serial0.log',
+    );
     const wrong: string[] = [];
     for (const p of walk(base)) {
       const st = fs.lstatSync(p);

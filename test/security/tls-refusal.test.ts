@@ -183,7 +183,11 @@ describe('security: TLS clients with bad certificates are refused with the reaso
         reason: 'certificate has been revoked (CERT_REVOKED)',
       },
     ];
-    const refusalLines = (): string[] => r.stderr().split('\n').filter((l) => /TLS handshake with/.test(l));
+    const refusalLines = (): string[] =>
+      r
+        .stderr()
+        .split('\n')
+        .filter((l) => /TLS handshake with/.test(l));
     let expected = 0;
     for (const b of bad) {
       const id = b.port === port ? 'charserial0' : 'charserial1';
@@ -208,7 +212,13 @@ describe('security: TLS clients with bad certificates are refused with the reaso
     }
     assert.equal(refusalLines().length, 2 * bad.length, `each refusal reported exactly once:\n${r.stderr()}`);
     // Every stderr line so far is a refusal: nothing else went wrong (no stack trace, no noise).
-    assert.deepEqual(r.stderr().split('\n').filter((l) => l !== '' && !/TLS handshake with/.test(l)), []);
+    assert.deepEqual(
+      r
+        .stderr()
+        .split('\n')
+        .filter((l) => l !== '' && !/TLS handshake with/.test(l)),
+      [],
+    );
 
     // The devices keep serving: good clients get their bytes echoed by the guest (cat).
     const okS = await sClient(port, pki.caCert, good('client-cert.pem'), good('client-key.pem'), 'good s_client\n');
@@ -231,8 +241,19 @@ describe('security: TLS clients with bad certificates are refused with the reaso
     const sServer = async (certDir: string): Promise<{ port: number; kill: () => void }> => {
       const child = spawn(
         'openssl',
-        ['s_server', '-accept', '127.0.0.1:0', '-cert', path.join(certDir, 'server-cert.pem'), '-key', path.join(certDir, 'server-key.pem'),
-          '-CAfile', pki.caCert, '-Verify', '1'],
+        [
+          's_server',
+          '-accept',
+          '127.0.0.1:0',
+          '-cert',
+          path.join(certDir, 'server-cert.pem'),
+          '-key',
+          path.join(certDir, 'server-key.pem'),
+          '-CAfile',
+          pki.caCert,
+          '-Verify',
+          '1',
+        ],
         { stdio: ['pipe', 'pipe', 'pipe'] },
       );
       let out = '';
@@ -286,7 +307,10 @@ describe('security: TLS clients with bad certificates are refused with the reaso
     }
 
     // Our own expired server certificate does not start at all (QEMU's own-certificate check).
-    const own = start('tlsown', `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='tls'/><cd:tls dir='${q(dated.expiredDir)}'/></serial>`);
+    const own = start(
+      'tlsown',
+      `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='tls'/><cd:tls dir='${q(dated.expiredDir)}'/></serial>`,
+    );
     assert.equal(await own.exited, 125);
     assert.equal(own.stderr(), `charserial0: The server certificate ${dated.expiredDir}/server-cert.pem has expired\n`);
     tally.add('own expired certificate refused at start');

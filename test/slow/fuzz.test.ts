@@ -101,5 +101,8 @@ test(`fuzz: the XML loader and the telnet decoder under random input (${TOTAL_MS
   assert.ok(result.xml > 0 && result.telnet > 0, 'the fuzzer ran no iterations');
   // Mutation must reach past the XML parser, or the loader's own checks go unexercised.
   assert.ok(result.xmlAccepted > 0, 'no mutated document was ever accepted');
-  assert.ok((result.xmlCodes.ERR_CONFIG_INVALID ?? 0) + (result.xmlCodes.ERR_CONFIG_MISSING ?? 0) + (result.xmlCodes.ERR_CONFIG_UNSUPPORTED ?? 0) > 0, 'no document got past the XML parser to be refused by the model');
+  assert.ok(
+    (result.xmlCodes.ERR_CONFIG_INVALID ?? 0) + (result.xmlCodes.ERR_CONFIG_MISSING ?? 0) + (result.xmlCodes.ERR_CONFIG_UNSUPPORTED ?? 0) > 0,
+    'no document got past the XML parser to be refused by the model',
+  );
 });

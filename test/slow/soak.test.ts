@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpClient } from '../../src/control/qmp-client.ts';
-import { domainXml, q, waitFor } from '../core/helpers.ts';
+import { domainXml, q } from '../core/helpers.ts';
 import { PyPeer, STREAM_PEER, hex } from '../backends/python-peer.ts';
 import { ChardevProcess, PYTHON, checkRecords, fdCount, figure, readRotated, recordGuest, rssBytes, tmp } from '../reliability/helpers.ts';
 import { Churner, type ChurnTotals } from '../reliability/churner.ts';
@@ -111,7 +111,12 @@ test(`soak: ${TOTAL_MS / 1000} s of client churn — memory, fds, handles and ti
     ),
   );
   // About 200 KB/s of guest output, for as long as the soak runs.
-  const cd = new ChardevProcess({ xmlFile, logDir: path.join(dir, 'logs'), runDir: path.join(dir, 'run'), guest: [PYTHON, '-c', recordGuest(0, 4, 5, countFile)] });
+  const cd = new ChardevProcess({
+    xmlFile,
+    logDir: path.join(dir, 'logs'),
+    runDir: path.join(dir, 'run'),
+    guest: [PYTHON, '-c', recordGuest(0, 4, 5, countFile)],
+  });
   let writer: PyPeer | undefined;
   try {
     const port = Number((await cd.out(/^charserial0: listening on tcp:127\.0\.0\.1:(\d+)$/m))[1]);

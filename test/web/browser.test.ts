@@ -214,7 +214,10 @@ describe('browser console (chromium)', () => {
 
     await page.evaluate('window.chardevTerm.focus(); window.chardevTerm.selectLines(0, 0)');
     await page.keyboard.press('Control+Shift+C');
-    await eventually(async () => (await page.evaluate<string>('navigator.clipboard.readText()')).includes('chardev guest on serial0'), 'the selection in the clipboard');
+    await eventually(
+      async () => (await page.evaluate<string>('navigator.clipboard.readText()')).includes('chardev guest on serial0'),
+      'the selection in the clipboard',
+    );
 
     fromVc = Buffer.alloc(0);
     await page.evaluate('navigator.clipboard.writeText("from the clipboard")');
@@ -286,7 +289,17 @@ describe('browser console (chromium)', () => {
       sock.once('message', (d: Buffer, binary: boolean) => (binary ? reject(new Error('binary before hello')) : resolve(d.toString())));
       sock.once('error', reject);
     });
-    assert.deepEqual(JSON.parse(first), { type: 'hello', version: 1, domain: 'webtest', device: 'serial1', label: 'charserial1', deviceType: 'null', role: 'viewer', readonly: true, interactive: false });
+    assert.deepEqual(JSON.parse(first), {
+      type: 'hello',
+      version: 1,
+      domain: 'webtest',
+      device: 'serial1',
+      label: 'charserial1',
+      deviceType: 'null',
+      role: 'viewer',
+      readonly: true,
+      interactive: false,
+    });
     sock.send(Buffer.from('forced-in'));
     await eventually(() => watched.hub.inputDropped >= 'forced-in'.length, 'the server to drop a viewer’s input');
     sock.close();
@@ -415,7 +428,9 @@ describe('browser console (chromium)', () => {
     const upgrade = `GET /ws/serial0?token=${w.token} HTTP/1.1\r\nHost: 127.0.0.1:${w.port}\r\nOrigin: ${w.origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n`;
     assert.match(await raw(`${upgrade}Sec-WebSocket-Key: short\r\n\r\n`), /^HTTP\/1\.1 400/);
     // A good handshake, then bytes that are no WebSocket frames (unmasked, reserved bits).
-    const garbage = await raw(Buffer.concat([Buffer.from(`${upgrade}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 0x02])]));
+    const garbage = await raw(
+      Buffer.concat([Buffer.from(`${upgrade}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 0x02])]),
+    );
     assert.match(garbage, /^HTTP\/1\.1 101/);
     assert.match(await raw('NOT HTTP AT ALL\r\n\r\n'), /^(HTTP\/1\.1 400|)/);
 
@@ -447,7 +462,21 @@ describe('browser console (chromium)', () => {
     fs.mkdirSync(runDir, { mode: 0o700 });
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(tmp, 'logs'), '--tty', '--', 'sh', '-c', 'echo from-the-guest; read l; echo "got:$l"'],
+      [
+        '--import',
+        'tsx',
+        CLI,
+        'run',
+        '--run-dir',
+        runDir,
+        '--log-dir',
+        path.join(tmp, 'logs'),
+        '--tty',
+        '--',
+        'sh',
+        '-c',
+        'echo from-the-guest; read l; echo "got:$l"',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';
@@ -528,7 +557,7 @@ describe('chardev run: where the web console listens', () => {
     }
   });
 
-  it("<cd:web> in a vc device sets the address; --web serves a domain without one (index only)", { timeout: 30000 }, async () => {
+  it('<cd:web> in a vc device sets the address; --web serves a domain without one (index only)', { timeout: 30000 }, async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-web-addr-'));
     try {
       const runDir = path.join(tmp, 'run');
@@ -538,10 +567,13 @@ describe('chardev run: where the web console listens', () => {
       const port = (probe.address() as AddressInfo).port;
       await new Promise<void>((resolve) => probe.close(() => resolve()));
       const withVc = path.join(tmp, 'vc.xml');
-      fs.writeFileSync(withVc, `<domain type='kvm' xmlns:cd='urn:chardev:1'><name>webaddr</name><os><type arch='x86_64'>hvm</type></os><devices>
+      fs.writeFileSync(
+        withVc,
+        `<domain type='kvm' xmlns:cd='urn:chardev:1'><name>webaddr</name><os><type arch='x86_64'>hvm</type></os><devices>
         <serial type='null'><target port='0'/></serial>
         <serial type='vc'><target port='1'/><cd:web listen='127.0.0.1' port='${port}'/></serial>
-      </devices></domain>`);
+      </devices></domain>`,
+      );
       const noVc = path.join(tmp, 'novc.xml');
       fs.writeFileSync(noVc, `<domain type='kvm'><name>webnovc</name><os><type arch='x86_64'>hvm</type></os><devices><serial type='null'/></devices></domain>`);
       // One run directory each: two runs of one domain at once would collide.
@@ -557,9 +589,18 @@ describe('chardev run: where the web console listens', () => {
         cli('d', ['--web', 'nope', noVc, '--', 'true']),
       ]);
       assert.equal(a.code, 0, a.stderr);
-      assert.match(a.stdout.toString(), new RegExp(`^web console: http://127\\.0\\.0\\.1:${port}/console/serial1 \\(charserial1; token: chardev status webaddr\\)$`, 'm'));
+      assert.match(
+        a.stdout.toString(),
+        new RegExp(`^web console: http://127\\.0\\.0\\.1:${port}/console/serial1 \\(charserial1; token: chardev status webaddr\\)$`, 'm'),
+      );
       assert.equal(b.code, 0, b.stderr);
-      assert.deepEqual(b.stdout.toString().match(/^web console: .*$/gm)?.map((l) => l.replace(/:\d+\//, ':PORT/')), ['web console: http://127.0.0.1:PORT/ (every device; others read-only; token: chardev status webnovc)']);
+      assert.deepEqual(
+        b.stdout
+          .toString()
+          .match(/^web console: .*$/gm)
+          ?.map((l) => l.replace(/:\d+\//, ':PORT/')),
+        ['web console: http://127.0.0.1:PORT/ (every device; others read-only; token: chardev status webnovc)'],
+      );
       assert.equal(c.code, 0, c.stderr);
       assert.doesNotMatch(c.stdout.toString(), /web console/, 'no vc device, no --web: no server');
       assert.equal(bad.code, 2);

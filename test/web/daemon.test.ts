@@ -33,7 +33,9 @@ function screen(page: Page): Promise<string> {
 }
 
 function shownAs(page: Page): Promise<string> {
-  return page.evaluate<string>(`(() => (window.chardevConsole?.alias ?? '') + ' ' + (window.chardevConsole?.role ?? '') + ' ' + document.getElementById('status').dataset.state)()`);
+  return page.evaluate<string>(
+    `(() => (window.chardevConsole?.alias ?? '') + ' ' + (window.chardevConsole?.role ?? '') + ' ' + document.getElementById('status').dataset.state)()`,
+  );
 }
 
 interface Status {
@@ -84,7 +86,10 @@ describe('chardev daemon: one browser console for every domain (chromium)', () =
     assert.ok(browser !== undefined);
     daemon = startDaemon(['--web', '127.0.0.1:0']);
     // Started with the daemon (--web), before any domain: the token is not printed to a pipe.
-    const [, port] = await daemon.match(/^daemon: browser console http:\/\/127\.0\.0\.1:(\d+)\/ \(token: (\S+)\): every domain at \/domain\/NAME\/$/m, 'the browser console');
+    const [, port] = await daemon.match(
+      /^daemon: browser console http:\/\/127\.0\.0\.1:(\d+)\/ \(token: (\S+)\): every domain at \/domain\/NAME\/$/m,
+      'the browser console',
+    );
     assert.doesNotMatch(daemon.stdout, /token=/);
     const webJson = path.join(runDir(), 'daemon', 'web.json');
     assert.equal(fs.statSync(webJson).mode & 0o777, 0o600, 'web.json is owner-only');
@@ -94,7 +99,11 @@ describe('chardev daemon: one browser console for every domain (chromium)', () =
 
     const qmp = await QmpClient.connect(path.join(runDir(), 'daemon', 'control.qmp'));
     try {
-      for (const [name, vc] of [['vm0', false], ['vm1', true], ['vm2', true]] as const) {
+      for (const [name, vc] of [
+        ['vm0', false],
+        ['vm1', true],
+        ['vm2', true],
+      ] as const) {
         await qmp.execute('x-domain-start', { xml: xml(name, vc), qemu: { argv: [STANDIN_QEMU] } }, 20000);
       }
     } finally {
@@ -150,7 +159,11 @@ describe('chardev daemon: one browser console for every domain (chromium)', () =
       await eventually(async () => (await shownAs(page)) === 'serial0 writer connected', 'the tab to reconnect after the restart', 10000);
       await eventually(() => guestOf('vm1').allConnected, "vm1's guest to reconnect", 5000);
       await page.keyboard.type('+again');
-      await eventually(() => vm1.receivedText() === 'to-vm1+again', `vm1's guest to get the keys after the restart (${JSON.stringify(vm1.receivedText())})`, 5000);
+      await eventually(
+        () => vm1.receivedText() === 'to-vm1+again',
+        `vm1's guest to get the keys after the restart (${JSON.stringify(vm1.receivedText())})`,
+        5000,
+      );
       assert.equal(vm2.receivedText(), '');
     } finally {
       await context.close();

@@ -112,26 +112,33 @@ describe('the console window (chromium)', () => {
     }
   });
 
-  it('the window: a tab per device in order, the first vc shown, the token gone from the address bar, the title names domain and device; screenshot', T, async () => {
-    assert.ok(web !== undefined);
-    assert.equal((await page.goto(web.url))?.status(), 200);
-    await showing(page, 'serial0', 'writer');
-    const tabs = await page.evaluate<string[]>(`[...document.querySelectorAll('#tabs .tab')].map((b) => b.innerText.replace(/\\s+/g, ' ').trim())`);
-    assert.deepEqual(tabs, ['1 serial0 vc', '2 serial1 vc', '3 serial2 null']);
-    assert.doesNotMatch(page.url(), /token/, 'the token left the address bar');
-    assert.equal((await shown(page)).title, 'serial0 · wintest — chardev');
-    await eventually(async () => (await screen(page)).includes('this is serial0'), 'serial0’s history');
-    // The writer's size is the device's as soon as the tab connects.
-    let size = '';
-    await eventually(async () => {
-      size = (await page.evaluate<number[]>('[window.chardevTerm.cols, window.chardevTerm.rows]')).join('x');
-      return sizes.get('serial0')?.at(-1) === size;
-    }, `serial0 to get the tab's size ${size} (${sizes.get('serial0')?.join(',')})`);
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    const shot = path.join(ARTIFACTS, 'web-window.png');
-    await page.screenshot({ path: shot });
-    assert.ok(fs.statSync(shot).size > 1000);
-  });
+  it(
+    'the window: a tab per device in order, the first vc shown, the token gone from the address bar, the title names domain and device; screenshot',
+    T,
+    async () => {
+      assert.ok(web !== undefined);
+      assert.equal((await page.goto(web.url))?.status(), 200);
+      await showing(page, 'serial0', 'writer');
+      const tabs = await page.evaluate<string[]>(`[...document.querySelectorAll('#tabs .tab')].map((b) => b.innerText.replace(/\\s+/g, ' ').trim())`);
+      assert.deepEqual(tabs, ['1 serial0 vc', '2 serial1 vc', '3 serial2 null']);
+      assert.doesNotMatch(page.url(), /token/, 'the token left the address bar');
+      assert.equal((await shown(page)).title, 'serial0 · wintest — chardev');
+      await eventually(async () => (await screen(page)).includes('this is serial0'), 'serial0’s history');
+      // The writer's size is the device's as soon as the tab connects.
+      let size = '';
+      await eventually(
+        async () => {
+          size = (await page.evaluate<number[]>('[window.chardevTerm.cols, window.chardevTerm.rows]')).join('x');
+          return sizes.get('serial0')?.at(-1) === size;
+        },
+        `serial0 to get the tab's size ${size} (${sizes.get('serial0')?.join(',')})`,
+      );
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      const shot = path.join(ARTIFACTS, 'web-window.png');
+      await page.screenshot({ path: shot });
+      assert.ok(fs.statSync(shot).size > 1000);
+    },
+  );
 
   it('Ctrl+Alt+N switches tabs before the guest sees the keys; input goes to the shown device only; each tab keeps its own screen', T, async () => {
     await page.locator('#terminal').click();
@@ -187,7 +194,10 @@ describe('the console window (chromium)', () => {
     // The terminal refits when the layout has settled (a ResizeObserver): one resize, both numbers.
     await eventually(async () => (await page.evaluate<number>('window.chardevTerm.cols')) < 80, 'a 640 px window to fit fewer than 80 columns');
     const [cols, rows] = await page.evaluate<[number, number]>('[window.chardevTerm.cols, window.chardevTerm.rows]');
-    await eventually(() => sizes.get('serial0')?.at(-1) === `${cols}x${rows}`, `serial0 to follow the window to ${cols}x${rows} (${sizes.get('serial0')?.join(',')})`);
+    await eventually(
+      () => sizes.get('serial0')?.at(-1) === `${cols}x${rows}`,
+      `serial0 to follow the window to ${cols}x${rows} (${sizes.get('serial0')?.join(',')})`,
+    );
     await page.setViewportSize({ width: 1000, height: 560 });
 
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: web.origin });
@@ -211,7 +221,13 @@ describe('the console window (chromium)', () => {
         { alias: 'serial2', id: 'charserial2', type: 'null', interactive: false, clients: 1 },
       ],
     });
-    for (const [p, status] of [['/domain/wintest/', 200], ['/domain/wintest/console/serial1', 200], ['/domain/wintest/devices', 200], ['/domain/nope/', 404], ['/domain/wintest/console/nope', 404]] as const) {
+    for (const [p, status] of [
+      ['/domain/wintest/', 200],
+      ['/domain/wintest/console/serial1', 200],
+      ['/domain/wintest/devices', 200],
+      ['/domain/nope/', 404],
+      ['/domain/wintest/console/nope', 404],
+    ] as const) {
       const r = await fetch(`http://127.0.0.1:${w.port}${p}?token=${w.token}`);
       assert.equal(r.status, status, p);
       await r.arrayBuffer();
@@ -300,13 +316,21 @@ describe('the console window (chromium)', () => {
     const runDir = path.join(tmp, 'run');
     fs.mkdirSync(runDir, { mode: 0o700 });
     const guest = 'echo tty-ready; while read l; do echo "size:$(stty size)"; done';
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(tmp, 'logs'), '--tty', '--', 'sh', '-c', guest], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', CLI, 'run', '--run-dir', runDir, '--log-dir', path.join(tmp, 'logs'), '--tty', '--', 'sh', '-c', guest],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
     const tty = await context.newPage();
     try {
-      await eventually(() => fs.existsSync(path.join(runDir, 'chardev.json')) && /token=/.test(fs.readFileSync(path.join(runDir, 'chardev.json'), 'utf8')), `chardev run to start (${stderr})`, 20000);
+      await eventually(
+        () => fs.existsSync(path.join(runDir, 'chardev.json')) && /token=/.test(fs.readFileSync(path.join(runDir, 'chardev.json'), 'utf8')),
+        `chardev run to start (${stderr})`,
+        20000,
+      );
       const st = JSON.parse(fs.readFileSync(path.join(runDir, 'chardev.json'), 'utf8')) as { webUrl: string };
       await tty.setViewportSize({ width: 900, height: 500 });
       assert.equal((await tty.goto(st.webUrl))?.status(), 200);
@@ -323,10 +347,14 @@ describe('the console window (chromium)', () => {
       await tty.setViewportSize({ width: 500, height: 300 });
       let narrow = wide;
       await eventually(async () => (narrow = await asked()) !== wide, 'the terminal to refit the smaller window');
-      await eventually(async () => {
-        await tty.keyboard.press('Enter');
-        return (await screen(tty)).includes(narrow);
-      }, `the guest's stty size to follow the window (${narrow})`, 10000);
+      await eventually(
+        async () => {
+          await tty.keyboard.press('Enter');
+          return (await screen(tty)).includes(narrow);
+        },
+        `the guest's stty size to follow the window (${narrow})`,
+        10000,
+      );
       await tty.screenshot({ path: path.join(ARTIFACTS, 'web-window-tty.png') });
     } finally {
       await tty.close();

@@ -31,7 +31,17 @@ export function validate(file: string, opts: ValidateFlags, { write }: CliIo): v
   } catch (e) {
     if (!opts.json) throw e;
     const err = e as { code?: string; message?: string; detail?: string; location?: { line?: number } };
-    write(JSON.stringify({ valid: false, file, error: { code: err.code ?? 'ERR_INTERNAL', message: err.message, detail: err.detail ?? err.message, line: err.location?.line ?? null } }, null, 2) + '\n');
+    write(
+      `${JSON.stringify(
+        {
+          valid: false,
+          file,
+          error: { code: err.code ?? 'ERR_INTERNAL', message: err.message, detail: err.detail ?? err.message, line: err.location?.line ?? null },
+        },
+        null,
+        2,
+      )}\n`,
+    );
     throw new CliError('', 1);
   }
   const devices = hostDevices(loaded.def).map(({ dev, alias }) => ({
@@ -42,9 +52,11 @@ export function validate(file: string, opts: ValidateFlags, { write }: CliIo): v
     line: dev.line ?? null,
   }));
   if (opts.json) {
-    write(JSON.stringify({ valid: true, file, domain: loaded.def.name ?? null, devices }, null, 2) + '\n');
+    write(`${JSON.stringify({ valid: true, file, domain: loaded.def.name ?? null, devices }, null, 2)}\n`);
   } else {
-    write(`${file}: valid (${devices.length} character device${devices.length === 1 ? '' : 's'}: ${devices.map((d) => `${d.alias} ${d.type}`).join(', ') || 'none'})\n`);
+    write(
+      `${file}: valid (${devices.length} character device${devices.length === 1 ? '' : 's'}: ${devices.map((d) => `${d.alias} ${d.type}`).join(', ') || 'none'})\n`,
+    );
   }
 }
 
@@ -66,5 +78,5 @@ export async function qemuArgs(file: string, opts: QemuArgsFlags, { write }: Cli
   const { buildQemuArgs, formatQemuArgs } = await import('../../qemu/command.ts');
   const loaded = readDomain(file, driverOptions(opts));
   const args = buildQemuArgs(loaded, { syntax: opts.syntax as ArgSyntax });
-  write(opts.json ? JSON.stringify(args.flat()) + '\n' : formatQemuArgs(args));
+  write(opts.json ? `${JSON.stringify(args.flat())}\n` : formatQemuArgs(args));
 }

@@ -37,8 +37,8 @@ export interface ListFlags {
 const ESCAPE_BYTE = 0x1d;
 /** `~` at the start of a line begins a command, as in ssh and cu (on a terminal only). */
 const TILDE = 0x7e;
-const ESCAPE_HELP = 'Supported escape sequences (at the start of a line):\r\n  ~B  send a BREAK to the guest\r\n  ~.  disconnect (as ^])\r\n  ~?  this help\r\n  ~~  send one ~\r\n';
-
+const ESCAPE_HELP =
+  'Supported escape sequences (at the start of a line):\r\n  ~B  send a BREAK to the guest\r\n  ~.  disconnect (as ^])\r\n  ~?  this help\r\n  ~~  send one ~\r\n';
 
 /** The running domain NAME, or the only one running when no NAME is given. */
 export function findDomain(runDir: string, name: string | undefined): DomainStatus {
@@ -244,7 +244,13 @@ export function listAction(flags: ListFlags, { write }: CliIo): void {
     return s === undefined ? [] : [s];
   });
   if (flags.json === true) {
-    write(`${JSON.stringify(domains.map((d) => ({ name: d.name, pid: d.pid, started: d.started, devices: d.devices.length, ...(d.webUrl !== undefined ? { web: d.webUrl } : {}) })), null, 2)}\n`);
+    write(
+      `${JSON.stringify(
+        domains.map((d) => ({ name: d.name, pid: d.pid, started: d.started, devices: d.devices.length, ...(d.webUrl !== undefined ? { web: d.webUrl } : {}) })),
+        null,
+        2,
+      )}\n`,
+    );
     return;
   }
   // The browser console column only when a domain has one (the URL carries the token: the status files are owner-only, so is this reader).
@@ -252,7 +258,11 @@ export function listAction(flags: ListFlags, { write }: CliIo): void {
   const rows = domains.map((d) => [String(d.pid), d.name, 'running', d.started, ...(withWeb ? [d.webUrl ?? '-'] : [])]);
   const header = ['Pid', 'Name', 'State', 'Started', ...(withWeb ? ['Web console'] : [])];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ').trimEnd();
+  const line = (cols: string[]): string =>
+    cols
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('   ')
+      .trimEnd();
   write(`${line(header)}\n${'-'.repeat(line(header).length + 4)}\n${rows.map((r) => `${line(r)}\n`).join('')}`);
 }
 
@@ -261,17 +271,35 @@ export async function statusAction(name: string | undefined, flags: ListFlags, {
   if (status.qmpSocket === undefined) throw new CliError(`domain '${status.name}' has no control socket`);
   const report = await deviceReport(status, status.qmpSocket);
   if (flags.json === true) {
-    const hosted = { ...(status.daemonSocket !== undefined ? { daemon: status.daemonSocket } : {}), ...(status.qemuPid !== undefined ? { 'qemu-pid': status.qemuPid } : {}) };
-    write(`${JSON.stringify({ name: status.name, pid: status.pid, started: status.started, qmp: status.qmpSocket, ...hosted, ...(status.webUrl !== undefined ? { web: status.webUrl } : {}), devices: report }, null, 2)}\n`);
+    const hosted = {
+      ...(status.daemonSocket !== undefined ? { daemon: status.daemonSocket } : {}),
+      ...(status.qemuPid !== undefined ? { 'qemu-pid': status.qemuPid } : {}),
+    };
+    write(
+      `${JSON.stringify({ name: status.name, pid: status.pid, started: status.started, qmp: status.qmpSocket, ...hosted, ...(status.webUrl !== undefined ? { web: status.webUrl } : {}), devices: report }, null, 2)}\n`,
+    );
     return;
   }
   write(`Domain ${status.name}: running, pid ${status.pid}, since ${status.started}\ncontrol socket (QMP): ${status.qmpSocket}\n`);
-  if (status.daemonSocket !== undefined) write(`hosted by the chardev daemon (control socket ${status.daemonSocket})${status.qemuPid !== undefined ? `, QEMU pid ${status.qemuPid}` : ''}\n`);
+  if (status.daemonSocket !== undefined)
+    write(`hosted by the chardev daemon (control socket ${status.daemonSocket})${status.qemuPid !== undefined ? `, QEMU pid ${status.qemuPid}` : ''}\n`);
   if (status.webUrl !== undefined) write(`web console: ${status.webUrl}\n`);
   const header = ['Device', 'Type', 'From guest', 'To guest', 'Dropped', 'Clients', 'Host interface'];
-  const rows = report.map((d) => [d.alias, d.type, String(d.bytesFromGuest), String(d.bytesToGuest), String(d.dropped), d.clients.map((c) => `${c.role} ${c.label}`).join(', ') || '-', d.filename]);
+  const rows = report.map((d) => [
+    d.alias,
+    d.type,
+    String(d.bytesFromGuest),
+    String(d.bytesToGuest),
+    String(d.dropped),
+    d.clients.map((c) => `${c.role} ${c.label}`).join(', ') || '-',
+    d.filename,
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cols: string[]): string =>
+    cols
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   write(`${line(header)}\n${rows.map((r) => `${line(r)}\n`).join('')}`);
 }
 
@@ -324,4 +352,3 @@ async function deviceReport(status: DomainStatus, qmpSocket: string): Promise<De
     await qmp.close();
   }
 }
-

@@ -78,7 +78,8 @@ export async function daemonAction(flags: DaemonFlags, cli: CliIo): Promise<void
         return host;
       });
     } catch (e) {
-      if (e instanceof ChardevError && e.code === 'ERR_BACKEND_BUSY') throw new CliError(`daemon: a chardev daemon already runs for ${runDir} (${expected} answers)`, EXIT_CHARDEV);
+      if (e instanceof ChardevError && e.code === 'ERR_BACKEND_BUSY')
+        throw new CliError(`daemon: a chardev daemon already runs for ${runDir} (${expected} answers)`, EXIT_CHARDEV);
       throw e;
     }
     const socketPath = control.path;

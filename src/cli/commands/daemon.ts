@@ -15,9 +15,12 @@ export function registerDaemonCommands(program: Command, io: CliIo): void {
     .command('daemon')
     .option('--run-dir <dir>', `${RUN_DIR_HELP}; the daemon's control socket and state file go to its daemon/ directory`)
     .option('--log-dir <dir>', 'where domain logs go (default $LOGS_DIRECTORY, $XDG_STATE_HOME/chardev or ~/.local/state/chardev)')
-    .option('--web <host:port>', 'serve one browser console for every domain there (default: 127.0.0.1 and a free port, started when a domain has a vc device or <cd:web>); the token and port survive a restart')
+    .option(
+      '--web <host:port>',
+      'serve one browser console for every domain there (default: 127.0.0.1 and a free port, started when a domain has a vc device or <cd:web>); the token and port survive a restart',
+    )
     .option('-q, --quiet', 'print only warnings and errors (stderr)')
-    .option('-v, --verbose', 'also print each domain\'s host interfaces, clients coming and going')
+    .option('-v, --verbose', "also print each domain's host interfaces, clients coming and going")
     .description('host any number of domains in one process (chardev qemu --daemon hands them over); QEMUs keep running across its restarts')
     .action(async (flags: DaemonFlags) => (await actions()).daemonAction(flags, io));
 

@@ -148,7 +148,11 @@ async function runQemu(fileArg: string, qemuArg: string[], opts: QemuFlags, cmd:
   }
   const runDir = ensureRunDir(cliRunDir(opts.runDir));
   if (opts.daemon === true) {
-    if (webFlag !== undefined) throw new CliError('qemu: --web is not available with --daemon (the daemon runs one browser console for every domain: chardev daemon --web HOST:PORT)', EXIT_USAGE);
+    if (webFlag !== undefined)
+      throw new CliError(
+        'qemu: --web is not available with --daemon (the daemon runs one browser console for every domain: chardev daemon --web HOST:PORT)',
+        EXIT_USAGE,
+      );
     await handOver(file, loaded, command, opts, runDir, report);
     return;
   }

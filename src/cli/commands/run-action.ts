@@ -305,24 +305,26 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
   }, setSize);
   let gone = false;
   void hangup.then(() => (gone = true));
-  const done = waitExit(child).then(async (status) => {
-    // Output the child wrote just before exiting is still in the pty: read it to the
-    // hang-up, however long a slow client takes, unless a grandchild keeps the pty open
-    // (then half a second of the device not waiting is enough).
-    let idleMs = 0;
-    while (!gone && !abandoned && idleMs < 500) {
-      await new Promise((r) => setTimeout(r, 50).unref());
-      idleMs = out.waiting ? 0 : idleMs + 50;
-    }
-    return status;
-  }).finally(() => {
-    device.off(toChild);
-    offLine();
-    out.close();
-    reader?.close();
-    w.close();
-    platform.close(pty.masterFd);
-  });
+  const done = waitExit(child)
+    .then(async (status) => {
+      // Output the child wrote just before exiting is still in the pty: read it to the
+      // hang-up, however long a slow client takes, unless a grandchild keeps the pty open
+      // (then half a second of the device not waiting is enough).
+      let idleMs = 0;
+      while (!gone && !abandoned && idleMs < 500) {
+        await new Promise((r) => setTimeout(r, 50).unref());
+        idleMs = out.waiting ? 0 : idleMs + 50;
+      }
+      return status;
+    })
+    .finally(() => {
+      device.off(toChild);
+      offLine();
+      out.close();
+      reader?.close();
+      w.close();
+      platform.close(pty.masterFd);
+    });
   return {
     child,
     done,
@@ -414,7 +416,8 @@ async function run(fileArg: string | undefined, commandArg: string[], opts: RunF
   if (file !== undefined && given.length === 0 && opts.shell !== true) {
     throw new CliError(`run: no guest for ${file}: add --shell to serve your $SHELL on its devices, or -- COMMAND ARGS…`, EXIT_USAGE);
   }
-  if (opts.telnet !== undefined && file !== undefined) throw new CliError('run: --telnet applies to the embedded domain only (put a tcp device in FILE instead)', EXIT_USAGE);
+  if (opts.telnet !== undefined && file !== undefined)
+    throw new CliError('run: --telnet applies to the embedded domain only (put a tcp device in FILE instead)', EXIT_USAGE);
   const telnet = opts.telnet === undefined ? undefined : parseTelnetAddress(opts.telnet);
   const webFlag = opts.web === undefined ? undefined : parseWebAddress(opts.web);
   const driver = driverOptions(opts);

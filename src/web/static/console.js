@@ -379,7 +379,8 @@ function render() {
   ui.notice.textContent = t.noticeText;
   ui.notice.title = t.noticeText;
   const k = t.counters;
-  ui.counters.textContent = k === undefined ? '' : `↓ ${formatBytes(k.bytesFromGuest)} · ↑ ${formatBytes(k.bytesToGuest)} · ${k.clients} client${k.clients === 1 ? '' : 's'}`;
+  ui.counters.textContent =
+    k === undefined ? '' : `↓ ${formatBytes(k.bytesFromGuest)} · ↑ ${formatBytes(k.bytesToGuest)} · ${k.clients} client${k.clients === 1 ? '' : 's'}`;
   ui.keys.textContent = writer ? 'copy Ctrl+Shift+C · paste Ctrl+Shift+V · BREAK Ctrl+Alt+B' : 'copy Ctrl+Shift+C';
   document.title = domainName === '' ? `${t.alias} — chardev` : `${t.alias} · ${domainName} — chardev`;
 }
@@ -396,7 +397,8 @@ function show(tab) {
   tab.refit();
   tab.term.focus();
   // The tab shown survives a reload.
-  if (singleAlias === undefined && before !== tab) history.replaceState(history.state, '', `${location.pathname}${location.search}#${encodeURIComponent(tab.alias)}`);
+  if (singleAlias === undefined && before !== tab)
+    history.replaceState(history.state, '', `${location.pathname}${location.search}#${encodeURIComponent(tab.alias)}`);
   render();
 }
 
