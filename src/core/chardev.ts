@@ -10,7 +10,7 @@ import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
-import type { FedDevice, KernelTarget, OutputSource } from './guest-side.ts';
+import type { KernelTarget, OutputSource } from './guest-side.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
@@ -95,7 +95,7 @@ type Listeners = { [E in ChardevEvent]: Array<ChardevEvents[E]> };
 
 export type { KernelTarget, OutputSource } from './guest-side.ts';
 
-export class Chardev implements FedDevice {
+export class Chardev {
   readonly alias: string;
   /** `char` + alias, as QEMU labels it. */
   readonly id: string;

@@ -51,8 +51,9 @@ test('every row that names a counterpart has a test there carrying the id (with 
   for (const { id, file } of rows) {
     const text = fs.readFileSync(path.join(ROOT, file as string), 'utf8');
     const needle = id.endsWith('/{tcp,unix}') ? `${base(id)}/\${kind}` : base(id);
-    // In a test's name: it('… (ID)', it(`… (ID/${kind})`, …
-    const inName = text.split('\n').some((l) => /\bit\(|\btest\(/.test(l) && l.includes(needle));
+    // In a test's name: it('… (ID)', it(`… (ID/${kind})`, … (the name may start on the next line).
+    const names = [...text.matchAll(/\b(?:it|test)\(\s*(?:'([^']*)'|"([^"]*)"|`([^`]*)`)/g)].map((m) => m[1] ?? m[2] ?? m[3] ?? '');
+    const inName = names.some((n) => n.includes(needle));
     if (!inName) missing.push(`${id} in ${file as string}`);
   }
   assert.deepEqual(missing, []);
