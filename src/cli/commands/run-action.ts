@@ -315,6 +315,9 @@ function runOnPty(device: GuestPorts, command: readonly string[]): GuestIo {
         await new Promise((r) => setTimeout(r, 50).unref());
         idleMs = out.waiting ? 0 : idleMs + 50;
       }
+      // The hang-up means everything was read from the pty, not that a slow client has taken
+      // it: what the pump still holds is delivered first (closing it would drop that tail).
+      await out.flushed();
       return status;
     })
     .finally(() => {
