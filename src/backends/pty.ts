@@ -19,13 +19,8 @@ import type { ClientSink, HubClient } from '../core/hub.ts';
 
 /** How often a draining stop re-checks what the reader has left unread. */
 const DRAIN_POLL_MS = 10;
-/**
- * How many empty readings in a row count as drained: 200 ms. Bytes written to the master
- * reach the slave's queue (what FIONREAD sees) through a kernel worker, which a loaded
- * machine runs late; 50 ms of "empty" let a stop close the master on a tail still in
- * flight (a slow reader under load came up a few bytes short).
- */
-const DRAIN_EMPTY_CHECKS = 20;
+/** How many empty readings in a row count as drained. */
+const DRAIN_EMPTY_CHECKS = 5;
 
 /**
  * Every client-less pty of a period re-checked on one timer: a process with hundreds of them
