@@ -37,7 +37,9 @@ exec setsid cttyhack sh
 `;
 
 function screen(page: Page): Promise<string> {
+  // Before the page's script has made its terminal there is nothing on the screen yet.
   return page.evaluate<string>(`(() => {
+    if (window.chardevTerm === undefined) return '';
     const b = window.chardevTerm.buffer.active;
     const rows = [];
     for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');

@@ -166,7 +166,9 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
       `${prepare} && head -c ${SIZE} /dev/urandom > ${file} && sha256sum ${file} && echo "size=$(wc -c < ${file})" && s=$(cut -d' ' -f1 /proc/uptime) && dd if=${file} of=${dev} bs=4096 2>/dev/null && echo "${name}-done $s $(cut -d' ' -f1 /proc/uptime)" || echo "${name}-failed"`,
     );
     const sumAndSize = await onConsole(
-      new RegExp(`^([0-9a-f]{64})  ${file}\\r?\\n(?:.*\\n)*?size=(\\d+)\\r?$|^${name}-failed\\r?$`, 'm'),
+      // Each alternative ends at its line's end: `$` would also match the end of what has
+      // arrived so far, and a line half-read (size=20000 of size=2000000) would be taken whole.
+      new RegExp(`^([0-9a-f]{64})  ${file}\\r?\\n(?:.*\\n)*?size=(\\d+)\\r?\\n|^${name}-failed\\r?\\n`, 'm'),
       from,
       `the guest's sha256 and size of ${file}`,
       30000,
@@ -178,7 +180,7 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
     // At RATE after the pause the client needs pause + SIZE / RATE s; the guest, held by it, about as long.
     const expectMs = (pause + SIZE / RATE) * 1000;
     const done = await onConsole(
-      new RegExp(`^${name}-(?:done ([\\d.]+) ([\\d.]+)|failed)\\r?$`, 'm'),
+      new RegExp(`^${name}-(?:done ([\\d.]+) ([\\d.]+)|failed)\\r?\\n`, 'm'),
       from,
       `the guest to finish writing to ${name}`,
       expectMs * 3 + 20000,

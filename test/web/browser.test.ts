@@ -50,6 +50,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** What the terminal shows, scrollback included, one string per row (xterm.js's buffer). */
 function screen(page: Page): Promise<string> {
   return page.evaluate<string>(`(() => {
+    if (window.chardevTerm === undefined) return '';
     const b = window.chardevTerm.buffer.active;
     const rows = [];
     for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');

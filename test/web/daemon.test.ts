@@ -25,6 +25,7 @@ import { STANDIN_QEMU, StandinHub, type StandinGuest } from '../helpers/standin-
 /** The shown tab's terminal, scrollback included. */
 function screen(page: Page): Promise<string> {
   return page.evaluate<string>(`(() => {
+    if (window.chardevTerm === undefined) return '';
     const b = window.chardevTerm.buffer.active;
     const rows = [];
     for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');

@@ -38,6 +38,7 @@ const XML = `<domain type='kvm' xmlns:cd='urn:chardev:1'>
 /** The shown tab's terminal, scrollback included, one string per row. */
 function screen(page: Page): Promise<string> {
   return page.evaluate<string>(`(() => {
+    if (window.chardevTerm === undefined) return '';
     const b = window.chardevTerm.buffer.active;
     const rows = [];
     for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');
