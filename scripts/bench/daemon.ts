@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { QmpClient } from '../../src/control/qmp-client.ts';
 import { STANDIN_QEMU, StandinHub, type StandinGuest } from '../../test/helpers/standin-qemu.ts';
 import { judged, type Ctx, type Row } from './measurements.ts';
+import { ensureBuilt } from './startup.ts';
 import { atLeastValue, atMostValue, median, type Target } from './verdict.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -40,23 +41,6 @@ const BACK_TARGET_S = 5;
 const SETTLE_MS = 3000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) t = Math.max(t, fs.statSync(path.join(e.parentPath, e.name)).mtimeMs);
-  }
-  return t;
-}
-
-/** dist/ as users run it: rebuilt when src/ is newer. */
-function ensureBuilt(log: (s: string) => void): void {
-  const built = path.join(ROOT, 'dist', 'cli', 'main.js');
-  if (fs.existsSync(built) && newestMtime(path.join(ROOT, 'src')) <= fs.statSync(built).mtimeMs) return;
-  log('daemon: dist/ is older than src/; building it first');
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  if (r.status !== 0) throw new Error(`npm run build failed: ${r.stderr.toString().trim()}`);
-}
 
 function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -132,7 +116,7 @@ function readLines(port: number, onLine: () => void): net.Socket {
 }
 
 export async function daemonFigures(ctx: Ctx): Promise<Row[]> {
-  ensureBuilt(ctx.log);
+  ensureBuilt(ctx.log, 'daemon');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-bench-daemon-'));
   const hub = await StandinHub.start(scratch);
   let daemon: DaemonProc | undefined;

@@ -19,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { judged, type Ctx, type Row } from './measurements.ts';
-import { atMostRatio, atMostValue } from './verdict.ts';
+import { atMostRatio, atMostValue, median } from './verdict.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'chardev.js');
@@ -28,12 +28,6 @@ const VALIDATE_TARGET = 2;
 const IDLE_RSS_TARGET_MB = 75;
 /** How long the idle daemon is left alone before its RSS is read. */
 const SETTLE_MS = 2000;
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
 
 function newestMtime(dir: string): number {
   let t = 0;
@@ -44,10 +38,10 @@ function newestMtime(dir: string): number {
 }
 
 /** Build dist/ when it is missing or older than src/, so bin/chardev.js runs the compiled CLI. */
-function ensureBuilt(log: (s: string) => void): void {
+export function ensureBuilt(log: (s: string) => void, row: string): void {
   const built = path.join(ROOT, 'dist', 'cli', 'main.js');
   if (fs.existsSync(built) && newestMtime(path.join(ROOT, 'src')) <= fs.statSync(built).mtimeMs) return;
-  log('startup: dist/ is older than src/; building it first');
+  log(`${row}: dist/ is older than src/; building it first`);
   const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs')], { stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== 0) throw new Error(`npm run build failed: ${r.stderr.toString().trim()}`);
 }
@@ -104,7 +98,7 @@ const DOMAIN = `<domain type='kvm'>
 
 /** The start-up and idle-memory rows. */
 export async function startupFigures(ctx: Ctx): Promise<Row[]> {
-  ensureBuilt(ctx.log);
+  ensureBuilt(ctx.log, 'startup');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-bench-startup-'));
   try {
     const file = path.join(scratch, 'domain.xml');
