@@ -14,9 +14,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { linuxPlatform } from '../../src/platform/index.ts';
-import { launchChromium } from '../helpers/chromium.ts';
+import { launchChromium, screen } from '../helpers/chromium.ts';
 import { ROOT } from '../helpers/paths.ts';
 import { eventually } from '../platform/helpers.ts';
 import { BIN, QEMU, buildInitramfs, chardevQemu, findKit, needs, requireKit, within, type Kit } from './guest-kit.ts';
@@ -35,17 +35,6 @@ echo 1 > /proc/sys/kernel/sysrq
 echo chardev-guest-ready
 exec setsid cttyhack sh
 `;
-
-function screen(page: Page): Promise<string> {
-  // Before the page's script has made its terminal there is nothing on the screen yet.
-  return page.evaluate<string>(`(() => {
-    if (window.chardevTerm === undefined) return '';
-    const b = window.chardevTerm.buffer.active;
-    const rows = [];
-    for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');
-    return rows.join('\\n');
-  })()`);
-}
 
 const count = (text: string, what: string): number => text.split(what).length - 1;
 

@@ -22,7 +22,7 @@ import { parseWebAddress } from '../../src/cli/commands/run.ts';
 import { run } from '../core/helpers.ts';
 import { eventually } from '../platform/helpers.ts';
 import { ROOT } from '../helpers/paths.ts';
-import { launchChromium } from '../helpers/chromium.ts';
+import { launchChromium, screen } from '../helpers/chromium.ts';
 
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const CLI = path.join(ROOT, 'src', 'cli', 'main.ts');
@@ -46,17 +46,6 @@ const XML = `<domain type='kvm' xmlns:cd='urn:chardev:1'>
 `;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** What the terminal shows, scrollback included, one string per row (xterm.js's buffer). */
-function screen(page: Page): Promise<string> {
-  return page.evaluate<string>(`(() => {
-    if (window.chardevTerm === undefined) return '';
-    const b = window.chardevTerm.buffer.active;
-    const rows = [];
-    for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');
-    return rows.join('\\n');
-  })()`);
-}
 
 interface StatusLine {
   state: string;

@@ -18,20 +18,9 @@ import { QmpClient } from '../../src/control/qmp-client.ts';
 import { Daemon, BIN } from '../cli/daemon.ts';
 import { q } from '../core/helpers.ts';
 import { eventually } from '../platform/helpers.ts';
-import { launchChromium } from '../helpers/chromium.ts';
+import { launchChromium, screen } from '../helpers/chromium.ts';
 import { Proc } from '../helpers/proc.ts';
 import { STANDIN_QEMU, StandinHub, type StandinGuest } from '../helpers/standin-qemu.ts';
-
-/** The shown tab's terminal, scrollback included. */
-function screen(page: Page): Promise<string> {
-  return page.evaluate<string>(`(() => {
-    if (window.chardevTerm === undefined) return '';
-    const b = window.chardevTerm.buffer.active;
-    const rows = [];
-    for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');
-    return rows.join('\\n');
-  })()`);
-}
 
 function shownAs(page: Page): Promise<string> {
   return page.evaluate<string>(

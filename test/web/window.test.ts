@@ -18,7 +18,7 @@ import type { Domain } from '../../src/core/domain.ts';
 import { startWebServer, type WebServer } from '../../src/web/server.ts';
 import { eventually } from '../platform/helpers.ts';
 import { ROOT } from '../helpers/paths.ts';
-import { launchChromium } from '../helpers/chromium.ts';
+import { launchChromium, screen } from '../helpers/chromium.ts';
 
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const CLI = path.join(ROOT, 'src', 'cli', 'main.ts');
@@ -34,17 +34,6 @@ const XML = `<domain type='kvm' xmlns:cd='urn:chardev:1'>
   </devices>
 </domain>
 `;
-
-/** The shown tab's terminal, scrollback included, one string per row. */
-function screen(page: Page): Promise<string> {
-  return page.evaluate<string>(`(() => {
-    if (window.chardevTerm === undefined) return '';
-    const b = window.chardevTerm.buffer.active;
-    const rows = [];
-    for (let i = 0; i < b.length; i++) rows.push(b.getLine(i)?.translateToString(true) ?? '');
-    return rows.join('\\n');
-  })()`);
-}
 
 interface Shown {
   alias: string;
