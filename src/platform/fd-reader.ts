@@ -10,10 +10,18 @@
  *
  * The stream is never written to: writes through a tty stream on a master are blocking
  * (see fd-writer.ts).
+ *
+ * Its end is not trusted: libuv reports end-of-file as soon as poll says POLLHUP after a read
+ * shorter than its buffer, and a master hands out a slave's output a few KiB per read, so
+ * that "end" comes while KiBs the slave wrote before closing are still in the kernel. At the
+ * hang-up the master is read out directly until the kernel itself says EIO (it does so only
+ * once nothing is left), before the caller hears of it.
  */
 import * as fs from 'node:fs';
 import * as tty from 'node:tty';
 import { PlatformError, errnoName, type ByteReader, type ByteReaderHandlers } from './platform.ts';
+
+const REST_CAP_BYTES = 1024 * 1024;
 
 export class PtyReader implements ByteReader {
   readonly #stream: tty.ReadStream;
@@ -38,6 +46,7 @@ export class PtyReader implements ByteReader {
       if (this.#closed) return;
       this.#finish();
       if ((err as NodeJS.ErrnoException).code === 'EIO') {
+        this.#readRest(masterFd);
         this.#handlers.onHangup?.();
       } else {
         this.#handlers.onError?.(toPlatformError(err, masterFd));
@@ -47,6 +56,7 @@ export class PtyReader implements ByteReader {
     this.#stream.on('end', () => {
       if (this.#closed) return;
       this.#finish();
+      this.#readRest(masterFd);
       this.#handlers.onHangup?.();
     });
   }
@@ -66,6 +76,27 @@ export class PtyReader implements ByteReader {
   close(): void {
     if (this.#closed) return;
     this.#finish();
+  }
+
+  /**
+   * What the slave wrote before it closed and the stream did not read. Bounded by the pty's
+   * own buffers (tens of KiB); the cap only guards against a slave reopened and written to
+   * as fast as this loop reads. The master is non-blocking, so EAGAIN ends it too.
+   */
+  #readRest(masterFd: number): void {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (let total = 0; total < REST_CAP_BYTES; ) {
+      let n: number;
+      try {
+        n = fs.readSync(masterFd, buf, 0, buf.length, null);
+      } catch {
+        return; // EIO: nothing left; EAGAIN: the slave is open again; anything else: gone.
+      }
+      if (n <= 0) return;
+      total += n;
+      // A copy: the devices may keep the chunk.
+      this.#handlers.onData(Buffer.from(buf.subarray(0, n)));
+    }
   }
 
   /** Marks the reader done and closes the dup (destroy is idempotent after an error). */

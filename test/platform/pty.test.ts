@@ -144,6 +144,56 @@ describe('pty (real)', () => {
     }),
   );
 
+  it('a paused reader gets every byte a slave wrote just before closing (libuv ends the stream early at POLLHUP)', T, () =>
+    withPty(async (pty) => {
+      // Without reading the rest at the hang-up, this lost 4–12 KiB every run: the stream
+      // ended while the kernel still held the tail.
+      const expected = payload(4 * 1024 * 1024);
+      const file = path.join(tmp, 'tail.bin');
+      fs.writeFileSync(file, expected);
+      const chunks: Buffer[] = [];
+      let hungUp = false;
+      const errors: Error[] = [];
+      const holder = new SlaveHolder(pty.slavePath);
+      let reader: ByteReader | undefined;
+      try {
+        await waitFor(() => platform.ptyHasReader(pty.masterFd), 'holder to open the slave');
+        let pausedNow = false;
+        const r = platform.openPtyReader(pty.masterFd, {
+          // A slow consumer: a short pause after every chunk, as a pump behind a slow client does.
+          onData: (b) => {
+            chunks.push(b);
+            if (pausedNow) return;
+            pausedNow = true;
+            r.pause();
+            setTimeout(() => {
+              pausedNow = false;
+              r.resume();
+            }, 2);
+          },
+          onHangup: () => (hungUp = true),
+          onError: (e) => errors.push(e),
+        });
+        reader = r;
+        const w = spawn('sh', ['-c', 'cat "$1" > "$2"', 'w', file, pty.slavePath], { stdio: 'ignore' });
+        const exited = new Promise((resolve) => w.on('exit', resolve));
+        // The writer has the slave open once bytes arrive; only then may the holder go, or
+        // the hang-up would come before the writer opened it.
+        await waitFor(() => chunks.length > 0, 'first bytes', 20000);
+        await holder.release();
+        await exited;
+        await waitFor(() => hungUp, 'hang-up', 20000);
+      } finally {
+        await holder.release();
+      }
+      assert.deepEqual(errors, []);
+      assert.equal(reader.closed, true);
+      const got = Buffer.concat(chunks);
+      assert.equal(got.length, expected.length, `got ${got.length} of ${expected.length} bytes`);
+      assert.ok(got.equals(expected), 'bytes from the slave differ');
+    }),
+  );
+
   it('keeps host output written while no client is attached for the next client', T, () =>
     withPty(async (pty) => {
       const writer = platform.openWriter(pty.masterFd);
