@@ -19,7 +19,7 @@ import { linuxPlatform } from '../../src/platform/index.ts';
 import { launchChromium, screen } from '../helpers/chromium.ts';
 import { ROOT } from '../helpers/paths.ts';
 import { eventually } from '../platform/helpers.ts';
-import { BIN, QEMU, buildInitramfs, chardevQemu, findKit, needs, requireKit, within, type Kit } from './guest-kit.ts';
+import { BIN, buildInitramfs, chardevQemu, findKit, needs, requireKit, within, type Kit, guestQemuArgv } from './guest-kit.ts';
 
 const kit = findKit();
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
@@ -77,20 +77,7 @@ describe('BREAK reaches a real guest (chardev qemu)', () => {
       '--log-dir',
       path.join(dir, 'logs'),
       '--',
-      QEMU,
-      '-accel',
-      'tcg',
-      '-m',
-      '256',
-      '-display',
-      'none',
-      '-no-reboot',
-      '-kernel',
-      kernel,
-      '-initrd',
-      initrd,
-      '-append',
-      'console=ttyS0 panic=-1 sysrq_always_enabled',
+      ...guestQemuArgv(kernel, initrd, { append: 'sysrq_always_enabled' }),
     ]);
     let consolePty: { masterFd: number; slavePath: string } | undefined;
     let consoleChild: ReturnType<typeof spawn> | undefined;

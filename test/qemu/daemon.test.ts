@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Daemon } from '../cli/daemon.ts';
 import { q, waitFor } from '../core/helpers.ts';
 import { Proc } from '../helpers/proc.ts';
-import { BIN, QEMU, alive, buildInitramfs, findKit, needs, requireKit, type Kit } from './guest-kit.ts';
+import { BIN, QEMU, alive, buildInitramfs, findKit, needs, requireKit, type Kit, guestQemuArgv } from './guest-kit.ts';
 
 const kit = findKit();
 const missing = typeof kit === 'string' ? kit : undefined;
@@ -113,26 +113,7 @@ describe('chardev daemon with real QEMU guests', { skip: needs(missing).skip ?? 
     // Handed over: `chardev qemu --daemon` returns once QEMU connected, and no chardev process stays per VM.
     const names = ['alpha', 'beta'];
     for (const name of names) {
-      const started = cli([
-        'qemu',
-        '--daemon',
-        domainFile(name),
-        '--',
-        QEMU,
-        '-accel',
-        'tcg',
-        '-m',
-        '128',
-        '-display',
-        'none',
-        '-no-reboot',
-        '-kernel',
-        kernel,
-        '-initrd',
-        initrd,
-        '-append',
-        'console=ttyS0 panic=-1',
-      ]);
+      const started = cli(['qemu', '--daemon', domainFile(name), '--', ...guestQemuArgv(kernel, initrd, { memMb: 128 })]);
       const out = await done(started, 60000);
       assert.match(out, /^qemu: every device connected \(2 ports and the control socket\)$/m);
       assert.match(out, new RegExp(`^qemu: domain ${name} runs in the chardev daemon \\(pid ${daemon.pid}\\); chardev stop ${name} stops it$`, 'm'));

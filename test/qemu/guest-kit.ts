@@ -90,6 +90,15 @@ export function buildInitramfs(dir: string, busybox: string, init: string, modul
 }
 
 /** `chardev qemu ARGS…` in the background, its stdout and stderr collected. */
+/**
+ * QEMU's command line for the kit's guest: TCG, no display, no reboot (a guest that ends
+ * ends QEMU), the kernel's console on the first serial port; `append` adds to that.
+ */
+export function guestQemuArgv(kernel: string, initrd: string, opts: { memMb?: number; append?: string } = {}): string[] {
+  const append = ['console=ttyS0 panic=-1', opts.append].filter((a) => a !== undefined && a !== '').join(' ');
+  return [QEMU, '-accel', 'tcg', '-m', String(opts.memMb ?? 256), '-display', 'none', '-no-reboot', '-kernel', kernel, '-initrd', initrd, '-append', append];
+}
+
 export function chardevQemu(args: readonly string[]) {
   const child = spawn(process.execPath, [BIN, 'qemu', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Proc } from '../helpers/proc.ts';
 import { q, waitFor } from '../core/helpers.ts';
-import { QEMU, alive, buildInitramfs, chardevQemu, findKit, needs, qemuMissing, requireKit, within, type Kit } from './guest-kit.ts';
+import { QEMU, alive, buildInitramfs, chardevQemu, findKit, needs, qemuMissing, requireKit, within, type Kit, guestQemuArgv } from './guest-kit.ts';
 
 const kit = findKit();
 
@@ -85,29 +85,7 @@ describe('chardev qemu with a real guest', () => {
     <serial type='unix'><source mode='bind' path='${q(monitorSock)}'/><target port='3'/><cd:history size='65536'/></serial>
     <console type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='telnet'/><target type='serial' port='0'/></console>`,
     );
-    const c = chardevQemu([
-      file,
-      ...common(),
-      '--hub',
-      'serial0,serial1,serial2',
-      '--monitor',
-      'serial3',
-      '--',
-      QEMU,
-      '-accel',
-      'tcg',
-      '-m',
-      '256',
-      '-display',
-      'none',
-      '-no-reboot',
-      '-kernel',
-      kernel,
-      '-initrd',
-      initrd,
-      '-append',
-      'console=ttyS0 panic=-1',
-    ]);
+    const c = chardevQemu([file, ...common(), '--hub', 'serial0,serial1,serial2', '--monitor', 'serial3', '--', ...guestQemuArgv(kernel, initrd)]);
     const clients: Proc[] = [];
     try {
       // Clients attach as soon as the host interfaces exist, before the guest prints anything.

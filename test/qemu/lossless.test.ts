@@ -19,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Proc } from '../helpers/proc.ts';
 import { q } from '../core/helpers.ts';
-import { QEMU, buildInitramfs, chardevQemu, findKit, needs, requireKit, within, type Kit } from './guest-kit.ts';
+import { buildInitramfs, chardevQemu, findKit, needs, requireKit, within, type Kit, guestQemuArgv } from './guest-kit.ts';
 
 const kit = findKit();
 const kitMissing = typeof kit === 'string' ? kit : undefined;
@@ -218,28 +218,7 @@ describe('chardev qemu with a real guest: a slow client gets every byte the gues
 </domain>
 `,
     );
-    c = chardevQemu([
-      file,
-      '--run-dir',
-      path.join(dir, 'run'),
-      '--log-dir',
-      path.join(dir, 'logs'),
-      '--',
-      QEMU,
-      '-accel',
-      'tcg',
-      '-m',
-      '256',
-      '-display',
-      'none',
-      '-no-reboot',
-      '-kernel',
-      kernel,
-      '-initrd',
-      initrd,
-      '-append',
-      'console=ttyS0 panic=-1',
-    ]);
+    c = chardevQemu([file, '--run-dir', path.join(dir, 'run'), '--log-dir', path.join(dir, 'logs'), '--', ...guestQemuArgv(kernel, initrd)]);
     const cq = c;
     await cq.until(() => (cq.stdout().match(/listening on unix:/g) ?? []).length >= 3, 'the UNIX sockets', 20000);
     consoleClient = new Proc('console', 'socat', ['-', `UNIX-CONNECT:${consoleSock}`]);
