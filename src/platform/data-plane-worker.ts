@@ -103,7 +103,9 @@ function step(run: Run): void {
       return;
     }
     if (run.seekEnd) c.lseek(run.to, 0, SEEK_END);
-    const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
+    // A terminal sharing the thread still gets small splices (TTY_SPLICE_BYTES says why).
+    const chunk = run.tty ? TTY_SPLICE_BYTES : SPLICE_CHUNK;
+    const len = run.left > 0 ? Math.min(run.left, chunk) : chunk;
     const n = c.splice(run.from, run.to, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       run.moved += n;
@@ -234,6 +236,7 @@ function ttyWaitRoom(run: Run): boolean {
       run.reported = run.moved;
       run.reportedAt = now;
       post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
+      publishTtyWakeups();
     }
     const timeout = run.moved !== run.reported ? Math.max(0, Math.ceil(run.reportedAt + REPORT_MS - now)) : -1;
     if (timeout < 0) publishTtyWakeups();
@@ -243,7 +246,11 @@ function ttyWaitRoom(run: Run): boolean {
       if (c.errno() !== EINTR) throw new Error(`poll: ${errnoName(c.errno())}`);
       continue;
     }
-    if (rc === 0) continue;
+    if (rc === 0) {
+      // A timer ran out (no room came): counted now, as the loop counts every return.
+      publishTtyWakeups();
+      continue;
+    }
     if (ttyPoll.readUInt16LE(6) !== 0) {
       publishTtyWakeups();
       return false;
@@ -252,7 +259,11 @@ function ttyWaitRoom(run: Run): boolean {
   }
 }
 
-/** Adds `ttyPump`'s polls to the shared count: before a wait with no end in sight (so a count read while the reader stalls is exact) and on leaving. */
+/**
+ * Adds `ttyPump`'s polls to the shared count: at every report, every timed-out poll, before
+ * a wait with no end in sight and on leaving — so the count read while the reader stalls
+ * is exact, and only the polls that found room are batched (up to REPORT_MS).
+ */
 function publishTtyWakeups(): void {
   if (ttyWakeups === 0) return;
   Atomics.add(endings, 1, ttyWakeups);
