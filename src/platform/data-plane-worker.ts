@@ -53,6 +53,8 @@ interface Run {
   waitEvents: number;
   /** While waiting for the source: when the grace runs out (performance.now()). */
   idleAt: number | undefined;
+  /** `to` is a terminal (a pty master): moved by `ttyPump` while it is the only run. */
+  readonly tty: boolean;
 }
 
 const setup = workerData as WorkerSetup;
@@ -89,6 +91,10 @@ function waitRoom(run: Run): void {
 
 /** Transfer until the run must wait or end. */
 function step(run: Run): void {
+  if (run.tty && runs.size === 1) {
+    ttyPump(run);
+    return;
+  }
   run.waitFd = undefined;
   run.idleAt = undefined;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
@@ -97,7 +103,9 @@ function step(run: Run): void {
       return;
     }
     if (run.seekEnd) c.lseek(run.to, 0, SEEK_END);
-    const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
+    // A terminal sharing the thread still gets small splices (TTY_SPLICE_BYTES says why).
+    const chunk = run.tty ? TTY_SPLICE_BYTES : SPLICE_CHUNK;
+    const len = run.left > 0 ? Math.min(run.left, chunk) : chunk;
     const n = c.splice(run.from, run.to, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       run.moved += n;
@@ -131,6 +139,135 @@ function step(run: Run): void {
     return;
   }
   // Still moving: another turn after the others had theirs.
+}
+
+/** The pollfds of `ttyPump`: the wake pipe (POLLIN), then the terminal (POLLOUT). */
+const ttyPoll = Buffer.alloc(16);
+/**
+ * Most bytes asked of one splice into a terminal. A pty master takes ~12 KiB at most, and
+ * splice(2) into a file without splice_write of its own (a tty) walks the pipe's buffers up
+ * to the length asked for on every call — over a 1 MiB guest pipe, 256 of them to write a
+ * few KiB. A terminal that takes it all gets the next splice at once.
+ */
+const TTY_SPLICE_BYTES = 32 * 1024;
+/** `ttyPump`'s polls not yet added to the shared count (one atomic add per report, not per poll). */
+let ttyWakeups = 0;
+
+/**
+ * A run into a terminal, alone on the thread: splice, and after a short splice wait for
+ * room right here, on the terminal and the wake pipe only. A pty master takes a few KiB at
+ * a time (its line discipline's 4 KiB and ~8 KiB of flip buffer), so a stream is thousands
+ * of refills, each woken by the reader's read; a refill then costs one poll(2) and one
+ * splice(2) — no FIONREAD (a variadic ioctl through koffi costs more than the syscall), no
+ * pass through the loop's bookkeeping. Progress is reported from here on the loop's
+ * schedule. Returns to the loop when the wake pipe has a byte (a message: the loop takes
+ * it, and comes back here if this is still the only run), when the source is empty (the
+ * loop waits for it with the run's grace), or when the run ended. Stop stays prompt: every
+ * wait here includes the wake pipe, and each splice is non-blocking (the master is
+ * O_NONBLOCK), so nothing waits for the reader.
+ */
+function ttyPump(run: Run): void {
+  ttyMove(run);
+  publishTtyWakeups();
+}
+
+function ttyMove(run: Run): void {
+  run.waitFd = undefined;
+  run.idleAt = undefined;
+  ttyPoll.writeInt32LE(setup.wakeFd, 0);
+  ttyPoll.writeInt16LE(POLLIN, 4);
+  ttyPoll.writeInt32LE(run.to, 8);
+  ttyPoll.writeInt16LE(POLLOUT, 12);
+  /** The last wait for room followed a short splice that may have emptied the pipe instead. */
+  let counted = false;
+  for (;;) {
+    if (run.left === 0) {
+      end(run, 'limit');
+      return;
+    }
+    const len = run.left > 0 ? Math.min(run.left, TTY_SPLICE_BYTES) : TTY_SPLICE_BYTES;
+    const n = c.splice(run.from, run.to, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      run.moved += n;
+      if (run.left > 0) run.left -= n;
+      if (n === len || run.left === 0) continue;
+      // Short: the terminal is full (or the pipe emptied: then poll says "room" at once and
+      // the next splice finds the pipe empty, which uncounts this wait).
+      run.waits++;
+      counted = true;
+      if (!ttyWaitRoom(run)) return;
+      continue;
+    }
+    if (n === 0) {
+      end(run, 'eof');
+      return;
+    }
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno !== EAGAIN) {
+      end(run, 'error', errnoName(errno));
+      return;
+    }
+    if (pipeHolds(run.from)) {
+      // The terminal is full (right after a message, or room taken back): wait for it.
+      run.waits++;
+      counted = false;
+      if (!ttyWaitRoom(run)) return;
+      continue;
+    }
+    if (counted) run.waits--;
+    // The guest has not written more yet: the loop waits for it, with the run's grace.
+    run.waitFd = run.from;
+    run.waitEvents = POLLIN;
+    run.idleAt = performance.now() + run.graceMs;
+    return;
+  }
+}
+
+/**
+ * `ttyPump`'s wait for room in the terminal (or POLLHUP/POLLERR: the next splice says what
+ * happened), reporting progress when due. False when the wake pipe has a byte: the run is
+ * left ready to transfer, and the loop takes the messages first.
+ */
+function ttyWaitRoom(run: Run): boolean {
+  for (;;) {
+    const now = performance.now();
+    if (run.moved !== run.reported && now >= run.reportedAt + REPORT_MS) {
+      run.reported = run.moved;
+      run.reportedAt = now;
+      post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
+      publishTtyWakeups();
+    }
+    const timeout = run.moved !== run.reported ? Math.max(0, Math.ceil(run.reportedAt + REPORT_MS - now)) : -1;
+    if (timeout < 0) publishTtyWakeups();
+    const rc = c.poll(ttyPoll, 2, timeout);
+    if (timeout !== 0) ttyWakeups++;
+    if (rc < 0) {
+      if (c.errno() !== EINTR) throw new Error(`poll: ${errnoName(c.errno())}`);
+      continue;
+    }
+    if (rc === 0) {
+      // A timer ran out (no room came): counted now, as the loop counts every return.
+      publishTtyWakeups();
+      continue;
+    }
+    if (ttyPoll.readUInt16LE(6) !== 0) {
+      publishTtyWakeups();
+      return false;
+    }
+    if (ttyPoll.readUInt16LE(14) !== 0) return true;
+  }
+}
+
+/**
+ * Adds `ttyPump`'s polls to the shared count: at every report, every timed-out poll, before
+ * a wait with no end in sight and on leaving — so the count read while the reader stalls
+ * is exact, and only the polls that found room are batched (up to REPORT_MS).
+ */
+function publishTtyWakeups(): void {
+  if (ttyWakeups === 0) return;
+  Atomics.add(endings, 1, ttyWakeups);
+  ttyWakeups = 0;
 }
 
 /** When the run's unreported bytes are due to be reported. */
@@ -174,6 +311,7 @@ function takeMessages(): boolean {
           waitFd: undefined,
           waitEvents: 0,
           idleAt: undefined,
+          tty: c.isatty(msg.to) === 1,
         });
         break;
       case 'stop': {

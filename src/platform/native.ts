@@ -75,6 +75,8 @@ export interface Libc {
   read(fd: number, buf: Buffer): number;
   /** lseek(2); the new offset, or -1 on error. */
   lseek(fd: number, offset: number, whence: number): number;
+  /** isatty(3): 1 if `fd` is a terminal (a pty master too), else 0. */
+  isatty(fd: number): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -285,6 +287,7 @@ const SPLICE = 'long splice(int fd_in, void *off_in, int fd_out, void *off_out, 
 const TEE = 'long tee(int fd_in, int fd_out, size_t len, unsigned int flags)';
 const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
 const LSEEK = 'long lseek(int fd, long offset, int whence)';
+const ISATTY = 'int isatty(int fd)';
 
 const LIBC: Libc = {
   unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
@@ -321,6 +324,7 @@ const LIBC: Libc = {
   fcntlInt: (fd, cmd, arg) => fn(FCNTL)(fd, cmd, 'int', arg) as number,
   read: (fd, buf) => Number(fn(READ)(fd, buf, buf.length) as number | bigint),
   lseek: (fd, offset, whence) => Number(fn(LSEEK)(fd, offset, whence) as number | bigint),
+  isatty: (fd) => fn(ISATTY)(fd) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
 };

@@ -16,6 +16,8 @@ import { PYTHON, readRotated, sha256, tmp } from '../reliability/helpers.ts';
 import { open } from '../../src/index.ts';
 import type { Chardev, Domain } from '../../src/index.ts';
 import { type GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
+import type { ClientSink } from '../../src/core/hub.ts';
+import { dataPlane } from '../../src/platform/data-plane.ts';
 
 const MiB = 1024 * 1024;
 
@@ -43,18 +45,23 @@ while done < len(data):
 `;
 
 /**
- * Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first; or,
- * with QUIET_S > 0, until nothing came for that long), keeps them in FILE, then prints
- * `COUNT SHA256` and closes the slave.
+ * Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first, or
+ * once it has STALL_AT bytes; or, with QUIET_S > 0, until nothing came for that long), keeps
+ * them in FILE, then prints `COUNT SHA256` and closes the slave.
  */
 const PTY_READER = `
 import hashlib, os, select, sys, time
 path, n, rate, stall, quiet, keep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), open(sys.argv[6], 'wb')
+stall_at = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
 print('open', flush=True)
-time.sleep(stall)
+if not stall_at:
+    time.sleep(stall)
 got, h, t0 = 0, hashlib.sha256(), time.monotonic()
 while got < n:
+    if stall_at and got >= stall_at:
+        stall_at = 0
+        time.sleep(stall)
     if quiet > 0 and not select.select([fd], [], [], quiet)[0]:
         break
     b = os.read(fd, min(65536, n - got))
@@ -159,10 +166,11 @@ function ptyReader(
   stallS = 0,
   quietS = 0,
   keep = '/dev/null',
+  stallAtBytes = 0,
 ): { opened: Promise<void>; done: Promise<[number, string]>; proc: ChildProcess } {
   const ptyPath = device.ptyPath;
   if (ptyPath === undefined) throw new Error('no pty');
-  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep], {
+  const proc = spawn(PYTHON, ['-S', '-c', PTY_READER, ptyPath, String(n), String(rateBytesPerS), String(stallS), String(quietS), keep, String(stallAtBytes)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let text = '';
@@ -232,6 +240,39 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     report(`slow pty: held at ${held} B while stalled; ${r.output.stats.waits} waits, ${r.output.stats.switches} path changes`);
   });
 
+  it('a pty reader stalling mid-stream (after 2 MiB, for 3 s) holds the guest while the thread sleeps, then gets every byte', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 12 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes);
+    const reader = ptyReader(r.device, bytes, 0, 3, 0, '/dev/null', 2 * MiB);
+    ctx.after(() => reader.proc.kill());
+    await reader.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    r.start();
+    // (Its first chunks go by libuv, so splicing has moved a little less than 2 MiB when it stalls.)
+    await waitFor(() => r.output.stats.spliced >= MiB, 'the stream to be spliced to the master', 20000);
+    // The guest fills its pipe and the pty's buffer, then waits in write(2); the run stays
+    // on the thread, which waits in one poll for the master's room: it does not spin.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const polls0 = dataPlane().wakeups;
+    const held = r.progress();
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    const polls = dataPlane().wakeups - polls0;
+    assert.equal(r.progress(), held, 'the guest wrote nothing more while the reader read nothing');
+    assert.ok(held < bytes, `the guest is held: it wrote ${held} of ${bytes} B`);
+    assert.ok(polls <= 2, `the data-plane thread woke ${polls} times while the pty reader read nothing`);
+    const [got, sha] = await reader.done;
+    assert.equal(got, bytes);
+    assert.equal(sha, sha256(r.data));
+    await r.output.ended;
+    assert.equal(r.device.counters.dropped, 0);
+    assertSpliced(r.output, bytes, 0.9);
+    report(
+      `pty stalled mid-stream: held at ${held} B, ${polls} wake-ups while stalled; ${r.output.stats.waits} waits, ${r.output.stats.switches} path changes`,
+    );
+  });
+
   it('the pty reader leaving mid-stream and another coming: the first got a prefix, output while nobody was there is dropped and counted, the second gets the rest, each byte once', {
     timeout: 60000,
   }, async (ctx) => {
@@ -269,6 +310,81 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     assert.equal(sentA + gotB + c.dropped, bytes, `sent (${sentA} + ${gotB}) and dropped (${c.dropped}) add up to what the guest wrote`);
     report(
       `pty leave and return: first read ${gotA} B (sent ${sentA}), ${c.dropped} B dropped, second read ${gotB} B; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+    );
+  });
+
+  it("a viewer attaching to a pty device mid-stream (<cd:clients max='2'/>) stops the splicing and leaving restarts it: the pty reader gets every byte, the viewer a contiguous part", {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 24 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/><cd:clients max='2'/></serial>`, bytes);
+    const reader = ptyReader(r.device, bytes);
+    ctx.after(() => reader.proc.kill());
+    await reader.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    r.start();
+    await waitFor(() => r.output.stats.spliced >= 2 * MiB, 'the stream to be spliced to the master', 20000);
+    const seen: Buffer[] = [];
+    let seenBytes = 0;
+    const sink: ClientSink = {
+      send: (data) => {
+        seen.push(Buffer.from(data));
+        seenBytes += data.length;
+      },
+      queuedBytes: 0,
+      notice: () => {},
+      close: () => {},
+      pause: () => {},
+      resume: () => {},
+    };
+    const viewer = r.device.hub.attach(sink, { kind: 'pty', label: 'test viewer', readonly: true });
+    await waitFor(() => seenBytes >= MiB, 'the viewer to get output', 20000);
+    viewer.detach();
+    const splicedAtLeave = r.output.stats.spliced;
+    const [got, sha] = await reader.done;
+    assert.equal(got, bytes);
+    assert.equal(sha, sha256(r.data), 'the pty reader got every byte, in order, once');
+    await r.output.ended;
+    assert.equal(r.device.counters.dropped, 0);
+    const part = Buffer.concat(seen);
+    const at = r.data.indexOf(part.subarray(0, 64));
+    assert.ok(at >= 0, 'the viewer got a part of the stream');
+    assert.equal(sha256(part), sha256(r.data.subarray(at, at + part.length)), 'the viewer got a contiguous part');
+    assert.ok(r.output.stats.spliced > splicedAtLeave, 'splicing went on once the viewer left');
+    assert.ok(r.output.stats.switches >= 2, `the path changed ${r.output.stats.switches} times`);
+    report(
+      `pty + viewer: viewer got ${part.length} B from ${at}; ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
+    );
+  });
+
+  it('a pty stream while a file device (another guest, pausing) starts and ends runs on the same thread: both get every byte', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 24 * MiB;
+    const pty = await rig(ctx, () => `<serial type='pty'><target port='0'/></serial>`, bytes);
+    const file = await rig(ctx, (dir) => `<serial type='file'><source path='${path.join(dir, 'out')}'/><target port='0'/></serial>`, 16 * MiB, {
+      everyBytes: MiB,
+      ms: 60,
+    });
+    const reader = ptyReader(pty.device, bytes);
+    ctx.after(() => reader.proc.kill());
+    await reader.opened;
+    await waitFor(() => pty.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    pty.start();
+    file.start();
+    const [got, sha] = await reader.done;
+    await file.output.ended;
+    await pty.output.ended;
+    assert.equal(got, bytes);
+    assert.equal(sha, sha256(pty.data), 'the pty reader got every byte, in order, once');
+    const out = fs.readFileSync(path.join(file.dir, 'out'));
+    assert.equal(out.length, 16 * MiB);
+    assert.equal(sha256(out), sha256(file.data), 'the file holds every byte, in order, once');
+    assert.equal(pty.device.counters.dropped, 0);
+    assertSpliced(pty.output, bytes, 0.9);
+    assert.ok(file.output.stats.switches >= 4, `the file's path changed ${file.output.stats.switches} times (its guest paused 15 times)`);
+    report(
+      `pty beside a file: pty ${((pty.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced; file ${((file.output.stats.spliced / (16 * MiB)) * 100).toFixed(1)} % spliced, ${file.output.stats.switches} path changes`,
     );
   });
 
