@@ -8,7 +8,7 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 import type { KernelTarget, OutputSource } from './guest-side.ts';
 
@@ -85,6 +85,14 @@ class LogTee {
   /** Where the kernel path may append (undefined once logging failed). */
   kernelFile(): KernelFile | undefined {
     return this.#failed ? undefined : this.#log.kernelFile();
+  }
+  /** Whether the kernel path may append now (logging has not failed). */
+  get kernelCapable(): boolean {
+    return !this.#failed;
+  }
+  /** The last `n` bytes a kernel-path run appended (`RotatingLog.readTail`). */
+  readTail(n: number): Buffer {
+    return this.#log.readTail(n);
   }
   close(abort: boolean): void {
     this.#log.close(abort);
@@ -220,8 +228,10 @@ export class Chardev {
    */
   kernelTarget(): KernelTarget | undefined {
     const backend = this.#backend;
-    if (this.#stopped || backend === undefined || this.history !== undefined || this.def.ext.stall !== undefined) return undefined;
+    if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return undefined;
     const writer = this.hub.soleWriter;
+    if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
+    if (this.history !== undefined) return undefined;
     if (writer !== undefined) {
       const fd = this.#log === undefined ? writer.sink.kernelPath?.fd() : undefined;
       if (fd === undefined) return undefined;
@@ -254,10 +264,58 @@ export class Chardev {
     };
   }
 
+  /**
+   * The writer's socket with the `<log>` beside it (and the history, if any, brought up to
+   * date from the log when the run ends — before any client change, as the hub stops the
+   * run first): every byte goes to the log, then to the client. The guest is held by the
+   * client as on a plain run; the log is never more than one tee ahead of the client.
+   */
+  #teeTarget(writer: HubClient, log: LogTee): KernelTarget | undefined {
+    const fd = writer.sink.kernelPath?.fd();
+    if (fd === undefined || !log.kernelCapable) return undefined;
+    const file = log.kernelFile();
+    if (file === undefined) return undefined;
+    const history = this.history;
+    return {
+      fd,
+      kind: 'client',
+      roomBytes: file.roomBytes,
+      seekEnd: false,
+      // The client it started with, even if it has left by the time the count arrives.
+      commit: (n) => {
+        writer.bytesSent += n;
+      },
+      full: () => file.full(),
+      tee: {
+        fd: file.fd,
+        logged: (n) => {
+          this.#fromGuest += n;
+          file.commit(n);
+        },
+        unsent: (data) => {
+          // Before any client change (the hub stops the run first): the writer is still
+          // there unless its transport already went, and then, as for any byte sent to a
+          // client that is gone, nobody got it.
+          if (writer.detached) {
+            this.#discarded += data.length;
+            return;
+          }
+          writer.sink.send(data);
+          writer.bytesSent += data.length;
+        },
+        ended: (loggedBytes) => {
+          if (history === undefined || loggedBytes === 0) return;
+          history.appendTail(log.readTail(Math.min(loggedBytes, history.sizeBytes)), loggedBytes);
+        },
+      },
+    };
+  }
+
   /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
   kernelPathAfterNode(): boolean {
     const backend = this.#backend;
-    if (this.#stopped || backend === undefined || this.#log !== undefined || this.history !== undefined || this.def.ext.stall !== undefined) return false;
+    if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return false;
+    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined) return false;
     const writer = this.hub.soleWriter;
     return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;
   }
