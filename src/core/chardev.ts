@@ -156,9 +156,7 @@ export class Chardev {
       history: this.history,
       onWritable: () => this.writableAgain(),
       // Output on the kernel path is finished and counted before any client changes.
-      beforeChange: () => {
-        for (const o of this.#outputs) o.settle();
-      },
+      beforeChange: () => this.settleOutput(),
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
       onResize: (size) => {
@@ -204,6 +202,15 @@ export class Chardev {
    */
   pipeFrom(fd: number, options: GuestOutputOptions = {}): GuestOutput {
     return new GuestOutput(fd, [this], options);
+  }
+
+  /**
+   * Finish what moves outside the JavaScript heap now (a kernel-path run) and count it:
+   * `history` and the counters are then exact. The hub does this before any client change;
+   * a reader of `history` that attaches no client (QMP's ringbuf-read) calls it first.
+   */
+  settleOutput(): void {
+    for (const o of this.#outputs) o.settle();
   }
 
   /** @internal A GuestOutput feeding this device; closed when the device stops. */

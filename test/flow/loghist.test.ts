@@ -299,6 +299,16 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       const writing = rig.read(writer, bytes, 8_000_000);
       await waitFor(() => rig.output.stats.spliced > 6 * MiB, 'the kernel path to move 6 MiB', 10000);
       assert.equal(rig.output.path, 'kernel');
+      // A reader of the history that attaches nobody (QMP's ringbuf-read) settles first: the
+      // history is then exactly the last MiB the device took.
+      rig.device.settleOutput();
+      const taken = rig.device.counters.bytesFromGuest;
+      assert.ok(
+        rig.device.history?.snapshot().equals(rig.data.subarray(taken - HISTORY_BYTES, taken)),
+        `settled at byte ${taken}: the history is the last MiB before it`,
+      );
+      assert.equal(rig.device.history?.totalBytes, taken);
+      await waitFor(() => rig.output.path === 'kernel' && rig.output.stats.spliced > taken + MiB, 'the kernel path to go on after the settle', 10000);
       let atAttach = -1;
       rig.device.on('client', (change) => {
         if (change === 'attached' && atAttach < 0) atAttach = rig.device.counters.bytesFromGuest;
