@@ -225,10 +225,11 @@ export class Chardev {
   /**
    * @internal Where guest output may be spliced to right now instead of going through
    * `write` (`GuestOutput`'s kernel path), with what to count once it moved there. The
-   * device keeps no history and has no stall limit (its watch works on `write`'s refusals),
-   * and either
+   * device has no stall limit (its watch works on `write`'s refusals), keeps no history
+   * unless it has a `<log>`, and either
    * - its only client is the writer on a socket or pty that has nothing queued in user
-   *   space, and there is no `<log>` (the writer's fd), or
+   *   space (the writer's fd), its `<log>`, if any, teed beside it (`#teeTarget`; then a
+   *   history is allowed too: it is read back from the log), or
    * - nobody is attached and the backend keeps every byte in one file: a `file` device
    *   without `<log>` (its file), or a `null` device with a `<log>` (the log).
    * Undefined otherwise; ask again before every run.

@@ -11,7 +11,8 @@
  *   reaches an interactive client as fast as before.
  * - **Kernel path.** When the fd is a pipe, the device is the only one fed by it and
  *   `Chardev.kernelTarget` names a destination — the only client, the writer, on a plain
- *   tcp/unix socket or a pty; or, with nobody attached, a `file` device's file or a `null`
+ *   tcp/unix socket or a pty, with the device's `<log>` teed beside it if it has one (a tee
+ *   run: `KernelTarget.tee`); or, with nobody attached, a `file` device's file or a `null`
  *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
  *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
  *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
