@@ -94,6 +94,21 @@ while True:
         print('closed', flush=True)
 `;
 
+/** Reads N bytes from a pty slave (argv: PATH N), says `open` first, then `COUNT SHA256`. */
+const PTY_READER = `
+import hashlib, os, sys
+fd, n = os.open(sys.argv[1], os.O_RDONLY | os.O_NOCTTY), int(sys.argv[2])
+print('open', flush=True)
+got, h = 0, hashlib.sha256()
+while got < n:
+    b = os.read(fd, min(65536, n - got))
+    if not b:
+        break
+    got += len(b)
+    h.update(b)
+print(got, h.hexdigest(), flush=True)
+`;
+
 interface Read {
   readonly got: number;
   readonly sha: string;
@@ -361,6 +376,48 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
     assertSpliced(rig.output, bytes, 0.5);
     assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'the history is the last MiB');
     report(`rotated log: ${files.length} files, ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+  });
+
+  it('pty: the reader and the log each get every byte, most of it teed and spliced to the master', { timeout: 60000 }, async (ctx) => {
+    const bytes = 8 * MiB;
+    const dir = fs.mkdtempSync(path.join(root, 'pty'));
+    const data = randomBytes(bytes);
+    fs.writeFileSync(path.join(dir, 'data'), data);
+    const log = path.join(dir, 'device.log');
+    const domain = await open(domainXml(`<serial type='pty'><log file='${log}'/><target port='0'/><cd:history size='${HISTORY_BYTES}'/></serial>`), {
+      logDir: dir,
+      ptyPollMs: 10,
+    });
+    const device = domain.device('serial0');
+    device.on('error', () => {});
+    let guest: ChildProcess | undefined;
+    const reader = spawn(PYTHON, ['-S', '-c', PTY_READER, device.ptyPath ?? '', String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    ctx.after(async () => {
+      reader.kill();
+      guest?.kill('SIGKILL');
+      await domain.stop();
+    });
+    let text = '';
+    reader.stdout.on('data', (b: Buffer) => {
+      text += b.toString();
+    });
+    await waitFor(() => text.startsWith('open\n') && device.hub.size === 1, 'the pty reader to be seen', 5000);
+    const pipe = guestPipe();
+    try {
+      guest = spawn(PYTHON, ['-S', '-c', GUEST, path.join(dir, 'data'), path.join(dir, 'progress'), '0', '0'], { stdio: ['ignore', pipe.writeFd, 'inherit'] });
+    } finally {
+      fs.closeSync(pipe.writeFd);
+    }
+    const output = device.pipeFrom(pipe.readFd);
+    await new Promise((resolve) => reader.on('close', resolve));
+    assert.equal(text, `open\n${bytes} ${sha256(data)}\n`, 'the pty reader got every byte, in order');
+    await output.ended;
+    const logged = fs.readFileSync(log);
+    assert.equal(logged.length, bytes);
+    assert.equal(sha256(logged), sha256(data), 'sha256 of the log');
+    assert.equal(device.counters.dropped, 0);
+    assertSpliced(output, bytes, 0.8);
+    report(`pty: ${pct(output.stats.spliced, bytes)} spliced, ${output.stats.waits} waits for the reader`);
   });
 
   it("unix: <log append='on'> keeps what the file held and appends the stream after it", { timeout: 60000 }, async (ctx) => {
