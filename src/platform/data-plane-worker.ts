@@ -223,6 +223,7 @@ function stepTee(run: Run, tee: TeeState): void {
     const n = c.tee(run.from, tee.scratchWrite, len, SPLICE_F_NONBLOCK);
     if (n > 0) {
       const errno = logTeed(tee, n);
+      // `ahead` was 0 before this tee: it is now what this tee put in the log.
       if (run.left > 0) run.left -= tee.ahead;
       if (errno !== 0) {
         // The main thread tells a log error from a client's by the prefix.
