@@ -260,7 +260,9 @@ class QmpServerImpl extends QmpWire implements QmpServer {
       if (ringbuf) {
         bytes = history.read(size);
       } else {
-        // Extension: a document device's history is read, not consumed.
+        // Extension: a document device's history is read, not consumed. A kernel-path run
+        // brings the history up to date when it ends: end it first.
+        dev.settleOutput();
         const all = history.snapshot();
         bytes = all.subarray(Math.max(0, all.length - size));
       }

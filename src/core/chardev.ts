@@ -8,7 +8,7 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo, type TerminalSize } from './hub.ts';
+import { Hub, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 import type { KernelTarget, OutputSource } from './guest-side.ts';
 
@@ -86,6 +86,14 @@ class LogTee {
   kernelFile(): KernelFile | undefined {
     return this.#failed ? undefined : this.#log.kernelFile();
   }
+  /** Whether the kernel path may append now (logging has not failed). */
+  get kernelCapable(): boolean {
+    return !this.#failed;
+  }
+  /** The last `n` bytes a kernel-path run appended (`RotatingLog.readTail`). */
+  readTail(n: number): Buffer {
+    return this.#log.readTail(n);
+  }
   close(abort: boolean): void {
     this.#log.close(abort);
   }
@@ -148,9 +156,7 @@ export class Chardev {
       history: this.history,
       onWritable: () => this.writableAgain(),
       // Output on the kernel path is finished and counted before any client changes.
-      beforeChange: () => {
-        for (const o of this.#outputs) o.settle();
-      },
+      beforeChange: () => this.settleOutput(),
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
       onResize: (size) => {
@@ -198,6 +204,15 @@ export class Chardev {
     return new GuestOutput(fd, [this], options);
   }
 
+  /**
+   * Finish what moves outside the JavaScript heap now (a kernel-path run) and count it:
+   * `history` and the counters are then exact. The hub does this before any client change;
+   * a reader of `history` that attaches no client (QMP's ringbuf-read) calls it first.
+   */
+  settleOutput(): void {
+    for (const o of this.#outputs) o.settle();
+  }
+
   /** @internal A GuestOutput feeding this device; closed when the device stops. */
   addOutput(output: OutputSource): void {
     this.#outputs.add(output);
@@ -210,18 +225,21 @@ export class Chardev {
   /**
    * @internal Where guest output may be spliced to right now instead of going through
    * `write` (`GuestOutput`'s kernel path), with what to count once it moved there. The
-   * device keeps no history and has no stall limit (its watch works on `write`'s refusals),
-   * and either
+   * device has no stall limit (its watch works on `write`'s refusals), keeps no history
+   * unless it has a `<log>`, and either
    * - its only client is the writer on a socket or pty that has nothing queued in user
-   *   space, and there is no `<log>` (the writer's fd), or
+   *   space (the writer's fd), its `<log>`, if any, teed beside it (`#teeTarget`; then a
+   *   history is allowed too: it is read back from the log), or
    * - nobody is attached and the backend keeps every byte in one file: a `file` device
    *   without `<log>` (its file), or a `null` device with a `<log>` (the log).
    * Undefined otherwise; ask again before every run.
    */
   kernelTarget(): KernelTarget | undefined {
     const backend = this.#backend;
-    if (this.#stopped || backend === undefined || this.history !== undefined || this.def.ext.stall !== undefined) return undefined;
+    if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return undefined;
     const writer = this.hub.soleWriter;
+    if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
+    if (this.history !== undefined) return undefined;
     if (writer !== undefined) {
       const fd = this.#log === undefined ? writer.sink.kernelPath?.fd() : undefined;
       if (fd === undefined) return undefined;
@@ -254,10 +272,58 @@ export class Chardev {
     };
   }
 
+  /**
+   * The writer's socket with the `<log>` beside it (and the history, if any, brought up to
+   * date from the log when the run ends — before any client change, as the hub stops the
+   * run first): every byte goes to the log, then to the client. The guest is held by the
+   * client as on a plain run; the log is never more than one tee ahead of the client.
+   */
+  #teeTarget(writer: HubClient, log: LogTee): KernelTarget | undefined {
+    const fd = writer.sink.kernelPath?.fd();
+    if (fd === undefined || !log.kernelCapable) return undefined;
+    const file = log.kernelFile();
+    if (file === undefined) return undefined;
+    const history = this.history;
+    return {
+      fd,
+      kind: 'client',
+      roomBytes: file.roomBytes,
+      seekEnd: false,
+      // The client it started with, even if it has left by the time the count arrives.
+      commit: (n) => {
+        writer.bytesSent += n;
+      },
+      full: () => file.full(),
+      tee: {
+        fd: file.fd,
+        logged: (n) => {
+          this.#fromGuest += n;
+          file.commit(n);
+        },
+        unsent: (data) => {
+          // Before any client change (the hub stops the run first): the writer is still
+          // there unless its transport already went, and then, as for any byte sent to a
+          // client that is gone, nobody got it.
+          if (writer.detached) {
+            this.#discarded += data.length;
+            return;
+          }
+          writer.sink.send(data);
+          writer.bytesSent += data.length;
+        },
+        ended: (loggedBytes) => {
+          if (history === undefined || loggedBytes === 0) return;
+          history.appendTail(log.readTail(Math.min(loggedBytes, history.sizeBytes)), loggedBytes);
+        },
+      },
+    };
+  }
+
   /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
   kernelPathAfterNode(): boolean {
     const backend = this.#backend;
-    if (this.#stopped || backend === undefined || this.#log !== undefined || this.history !== undefined || this.def.ext.stall !== undefined) return false;
+    if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return false;
+    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined) return false;
     const writer = this.hub.soleWriter;
     return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;
   }

@@ -11,7 +11,8 @@
  *   reaches an interactive client as fast as before.
  * - **Kernel path.** When the fd is a pipe, the device is the only one fed by it and
  *   `Chardev.kernelTarget` names a destination — the only client, the writer, on a plain
- *   tcp/unix socket or a pty; or, with nobody attached, a `file` device's file or a `null`
+ *   tcp/unix socket or a pty, with the device's `<log>` teed beside it if it has one (a tee
+ *   run: `KernelTarget.tee`); or, with nobody attached, a `file` device's file or a `null`
  *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
  *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
  *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
@@ -36,7 +37,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { FedDevice, KernelTarget } from './guest-side.ts';
+import type { FedDevice, KernelTarget, KernelTee } from './guest-side.ts';
 import { OutputPump } from './output-pump.ts';
 import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
@@ -138,6 +139,8 @@ export class GuestOutput {
   /** Bytes of the current run already counted, and its waits. */
   #runCounted = 0;
   #runWaits = 0;
+  /** A tee run's bytes already counted as logged. */
+  #runLogged = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
@@ -459,17 +462,20 @@ export class GuestOutput {
     this.#reader = undefined;
     this.#runCounted = 0;
     this.#runWaits = 0;
+    this.#runLogged = 0;
+    const spec = {
+      from: this.#fd,
+      to: target.fd,
+      graceMs: GRACE_MS,
+      seekEnd: target.seekEnd,
+      ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}),
+    };
+    const events = {
+      progress: (moved: number, waits: number, logged?: number) => this.#runProgress(target, moved, waits, logged),
+      ended: (r: RunResult) => this.#runEnded(target, r),
+    };
     try {
-      this.#run = dataPlane().start(
-        {
-          from: this.#fd,
-          to: target.fd,
-          graceMs: GRACE_MS,
-          seekEnd: target.seekEnd,
-          ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}),
-        },
-        { progress: (moved, waits) => this.#runProgress(target, moved, waits), ended: (r) => this.#runEnded(target, r) },
-      );
+      this.#run = target.tee === undefined ? dataPlane().start(spec, events) : dataPlane().startTee({ ...spec, log: target.tee.fd }, events);
     } catch {
       // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.
       this.#run = undefined;
@@ -478,22 +484,58 @@ export class GuestOutput {
     }
   }
 
-  #runProgress(target: KernelTarget, moved: number, waits: number): void {
+  #runProgress(target: KernelTarget, moved: number, waits: number, logged?: number): void {
     if (waits > this.#runWaits) {
       this.#waits += waits - this.#runWaits;
       this.#runWaits = waits;
     }
+    // A tee run logs first: the device accepted those bytes (its counters, the bench's
+    // end-of-stream check), whether or not the client has them yet.
+    const l = logged !== undefined && target.tee !== undefined ? logged - this.#runLogged : 0;
+    if (l > 0) {
+      this.#runLogged = logged as number;
+      target.tee?.logged(l);
+    }
     const n = moved - this.#runCounted;
-    if (n <= 0) return;
-    this.#runCounted = moved;
-    this.#spliced += n;
-    target.commit(n);
-    if (!this.#closed) this.#movedBy(n);
+    if (n > 0) {
+      this.#runCounted = moved;
+      this.#spliced += n;
+      target.commit(n);
+    }
+    if ((n > 0 || l > 0) && !this.#closed) this.#movedBy(Math.max(n, 0));
+  }
+
+  /**
+   * A tee run ended with `ahead` bytes in the log but still at the head of the pipe: read
+   * them out (nothing else reads the pipe now) and hand them to the device for the client,
+   * so the next read — by libuv or a run — starts after them and nothing is logged twice.
+   */
+  #takeAhead(tee: KernelTee, ahead: number): void {
+    const data = Buffer.allocUnsafe(ahead);
+    let got = 0;
+    while (got < ahead) {
+      let n: number;
+      try {
+        n = fs.readSync(this.#fd, data, got, ahead - got, null);
+      } catch {
+        break;
+      }
+      if (n <= 0) break;
+      got += n;
+    }
+    if (got === 0) return;
+    tee.unsent(data.subarray(0, got));
+    if (!this.#closed) this.#movedBy(got);
   }
 
   #runEnded(target: KernelTarget, r: RunResult): void {
-    this.#runProgress(target, r.moved, r.waits);
+    this.#runProgress(target, r.moved, r.waits, r.logged);
     this.#run = undefined;
+    const tee = target.tee;
+    if (tee !== undefined) {
+      if ((r.ahead ?? 0) > 0) this.#takeAhead(tee, r.ahead ?? 0);
+      tee.ended(r.logged ?? 0);
+    }
     if (this.#closed) return;
     const end = r.end;
     switch (end) {

@@ -25,6 +25,23 @@ export interface KernelTarget {
   commit(n: number): void;
   /** `roomBytes` ran out (the log rotates before the next byte). */
   full(): void;
+  /**
+   * A `<log>` beside the client: every byte goes to this file first (tee(2)), then to `fd`.
+   * `roomBytes` and `full` are then the log's; `commit` counts bytes that reached `fd`.
+   */
+  readonly tee?: KernelTee;
+}
+
+/** The log file of a tee run, and what the device must learn about it. */
+export interface KernelTee {
+  /** Opened without O_APPEND; each transfer starts at its end. */
+  readonly fd: number;
+  /** `n` more bytes were appended to the log: the device accepted them from the guest. */
+  logged(n: number): void;
+  /** Bytes the run logged but did not move to `fd` (the client): the caller read them from the pipe; deliver them, never log them again. */
+  unsent(data: Buffer): void;
+  /** The run is over and logged `loggedBytes` in all (its history is brought up to date from the log). */
+  ended(loggedBytes: number): void;
 }
 
 /** A device an `OutputPump` writes to: QEMU's `qemu_chr_fe_write` and its watch. */

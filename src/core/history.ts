@@ -40,6 +40,16 @@ export class HistoryRing {
     this.#length = Math.min(this.sizeBytes, this.#length + src.length);
   }
 
+  /**
+   * The guest wrote `totalBytes` more, of which `tail` is the end (at least the last
+   * `sizeBytes` of them, or all): the same ring as appending all `totalBytes`, for output
+   * that went past the heap (a kernel-path run, its tail read back from the log).
+   */
+  appendTail(tail: Uint8Array, totalBytes: number): void {
+    this.append(tail);
+    this.#total += Math.max(0, totalBytes - tail.length);
+  }
+
   /** A copy of what is held, oldest first. */
   snapshot(): Buffer {
     const start = (this.#head - this.#length + this.sizeBytes) % this.sizeBytes;

@@ -129,6 +129,37 @@ export class RotatingLog {
     };
   }
 
+  /**
+   * The last `n` bytes of the active file (fewer if it holds fewer): what a kernel-path run
+   * just appended, for the device's history (the run ends before any rotation, so its bytes
+   * are all in this file).
+   */
+  readTail(n: number): Buffer {
+    const want = Math.min(n, this.#size);
+    if (this.#closed || want <= 0) return Buffer.alloc(0);
+    let fd: number;
+    try {
+      // The active file's own inode, whatever its name is now; the log's fds are write-only.
+      fd = fs.openSync(`/proc/self/fd/${this.#fd}`, fs.constants.O_RDONLY);
+    } catch {
+      return Buffer.alloc(0);
+    }
+    try {
+      const out = Buffer.allocUnsafe(want);
+      let got = 0;
+      while (got < want) {
+        const k = fs.readSync(fd, out, got, want - got, this.#size - want + got);
+        if (k <= 0) break;
+        got += k;
+      }
+      return out.subarray(0, got);
+    } catch {
+      return Buffer.alloc(0);
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
   /** How many times the file was rotated since it was opened. */
   get rotations(): number {
     return this.#rotations;

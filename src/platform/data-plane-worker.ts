@@ -21,6 +21,7 @@ const SPLICE_F_MOVE = 1;
 const SPLICE_F_NONBLOCK = 2;
 const EAGAIN = 11;
 const EINTR = 4;
+const EIO = 5;
 const SEEK_END = 2;
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the destination takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
@@ -55,6 +56,26 @@ interface Run {
   idleAt: number | undefined;
   /** `to` is a terminal (a pty master): moved by `ttyPump` while it is the only run. */
   readonly tty: boolean;
+  /** A tee run (`startTee`): the log beside the client. */
+  readonly tee?: TeeState;
+}
+
+/**
+ * A tee run's own state. Each cycle tees what the guest's pipe holds into `scratch` (no
+ * copy: the pipe's pages are shared), splices `scratch` whole to the log (a file takes
+ * everything), then splices those same bytes from the guest's pipe to the client. `ahead`
+ * counts bytes already in the log but still at the head of the guest's pipe: no new tee
+ * until they reached the client (a tee always starts at the pipe's head), so the guest is
+ * held by the client exactly as on a plain run, and the log is never more than one tee
+ * ahead of it.
+ */
+interface TeeState {
+  readonly log: number;
+  readonly scratchRead: number;
+  readonly scratchWrite: number;
+  /** Bytes in the log so far (the limit `left` counts these). */
+  logged: number;
+  ahead: number;
 }
 
 const setup = workerData as WorkerSetup;
@@ -72,7 +93,21 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
   runs.delete(run.id);
   c.closeFd(run.from);
   c.closeFd(run.to);
-  post({ op: 'ended', id: run.id, moved: run.moved, waits: run.waits, end: reason, ...(error !== undefined ? { error } : {}) });
+  const tee = run.tee;
+  if (tee !== undefined) {
+    c.closeFd(tee.log);
+    c.closeFd(tee.scratchRead);
+    c.closeFd(tee.scratchWrite);
+  }
+  post({
+    op: 'ended',
+    id: run.id,
+    moved: run.moved,
+    waits: run.waits,
+    end: reason,
+    ...(error !== undefined ? { error } : {}),
+    ...(tee !== undefined ? { logged: tee.logged, ahead: tee.ahead } : {}),
+  });
   // A main thread waiting in `DataPlaneRun.stop` takes the message now.
   Atomics.add(endings, 0, 1);
   Atomics.notify(endings, 0);
@@ -97,6 +132,10 @@ function step(run: Run): void {
   }
   run.waitFd = undefined;
   run.idleAt = undefined;
+  if (run.tee !== undefined) {
+    stepTee(run, run.tee);
+    return;
+  }
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     if (run.left === 0) {
       end(run, 'limit');
@@ -270,6 +309,84 @@ function publishTtyWakeups(): void {
   ttyWakeups = 0;
 }
 
+/**
+ * Copy `n` bytes from the scratch pipe to the log. Returns 0, or the errno that stopped it;
+ * what did reach the log is counted in `tee.logged` and `tee.ahead` either way.
+ */
+function logTeed(tee: TeeState, n: number): number {
+  // The log is this device's own file, but the JavaScript path appends through another
+  // open file description of it between runs: start at its end.
+  c.lseek(tee.log, 0, SEEK_END);
+  let done = 0;
+  while (done < n) {
+    const m = c.splice(tee.scratchRead, tee.log, n - done, SPLICE_F_MOVE);
+    if (m > 0) {
+      done += m;
+      continue;
+    }
+    const errno = m === 0 ? EIO : c.errno();
+    if (errno === EINTR) continue;
+    tee.logged += done;
+    tee.ahead += done;
+    return errno;
+  }
+  tee.logged += n;
+  tee.ahead += n;
+  return 0;
+}
+
+/** A tee run's transfers: the log first, then the client, until the run must wait or end. */
+function stepTee(run: Run, tee: TeeState): void {
+  for (let i = 0; i < SPLICES_PER_TURN; i++) {
+    if (tee.ahead > 0) {
+      const n = c.splice(run.from, run.to, tee.ahead, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        run.moved += n;
+        tee.ahead -= n;
+        continue;
+      }
+      const errno = n === 0 ? EIO : c.errno();
+      if (errno === EINTR) continue;
+      // The bytes are in the pipe (teed): EAGAIN can only mean the client is full.
+      if (errno === EAGAIN) waitRoom(run);
+      else end(run, 'error', errnoName(errno));
+      return;
+    }
+    if (run.left === 0) {
+      end(run, 'limit');
+      return;
+    }
+    const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
+    const n = c.tee(run.from, tee.scratchWrite, len, SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      const errno = logTeed(tee, n);
+      // `ahead` was 0 before this tee: it is now what this tee put in the log.
+      if (run.left > 0) run.left -= tee.ahead;
+      if (errno !== 0) {
+        // The main thread tells a log error from a client's by the prefix.
+        end(run, 'error', `log:${errnoName(errno)}`);
+        return;
+      }
+      continue;
+    }
+    if (n === 0) {
+      end(run, 'eof');
+      return;
+    }
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno !== EAGAIN) {
+      end(run, 'error', errnoName(errno));
+      return;
+    }
+    // The scratch pipe is empty after every cycle: EAGAIN says the guest's pipe is.
+    run.waitFd = run.from;
+    run.waitEvents = POLLIN;
+    run.idleAt = performance.now() + run.graceMs;
+    return;
+  }
+}
+
 /** When the run's unreported bytes are due to be reported. */
 function reportAt(run: Run): number {
   const regular = run.reportedAt + REPORT_MS;
@@ -281,7 +398,7 @@ function report(now: number): void {
     if (run.moved !== run.reported && now >= reportAt(run)) {
       run.reported = run.moved;
       run.reportedAt = now;
-      post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
+      post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits, ...(run.tee !== undefined ? { logged: run.tee.logged } : {}) });
     }
   }
 }
@@ -312,6 +429,26 @@ function takeMessages(): boolean {
           waitEvents: 0,
           idleAt: undefined,
           tty: c.isatty(msg.to) === 1,
+        });
+        break;
+      case 'startTee':
+        runs.set(msg.id, {
+          id: msg.id,
+          from: msg.from,
+          to: msg.to,
+          left: msg.limitBytes,
+          graceMs: msg.graceMs,
+          seekEnd: false,
+          moved: 0,
+          reported: 0,
+          reportedAt: performance.now(),
+          waits: 0,
+          waitFd: undefined,
+          waitEvents: 0,
+          idleAt: undefined,
+          // A tee run steps through `stepTee` even into a terminal: the log comes first.
+          tty: false,
+          tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
         });
         break;
       case 'stop': {

@@ -24,7 +24,7 @@
 import * as fs from 'node:fs';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { NativeUnavailableError, libc } from './native.ts';
-import { makePipe, type PipeEnds } from './splice.ts';
+import { makePipe, pipeSize, type PipeEnds } from './splice.ts';
 import { errnoName } from './platform.ts';
 
 /** Why a run ended. */
@@ -53,17 +53,35 @@ export interface RunSpec {
   readonly seekEnd?: boolean;
 }
 
+/**
+ * A run that also appends every byte to a log file before it goes to `to` (a `<log>`
+ * beside a client): tee(2) into a scratch pipe, splice that to the log, then splice the
+ * guest's pipe to `to`. `limitBytes` counts bytes logged (the log's rotation point).
+ */
+export interface TeeRunSpec extends RunSpec {
+  /** The log file, opened without O_APPEND (splice refuses it). Duplicated. Each transfer starts at its end. */
+  readonly log: number;
+}
+
 export interface RunResult {
   /** Bytes moved by the whole run. */
   readonly moved: number;
   /** Times the run waited for room at the destination (the client held the guest). */
   readonly waits: number;
   readonly end: RunEnd;
+  /** Tee runs: bytes appended to the log by the whole run. */
+  readonly logged?: number;
+  /**
+   * Tee runs: of those, bytes not yet at `to` when the run ended. They are the next bytes
+   * of the source pipe, in the log already: the caller reads them and delivers them
+   * itself, without logging them again.
+   */
+  readonly ahead?: number;
 }
 
 export interface RunEvents {
-  /** Bytes moved so far by this run, and its waits for room so far (sent every few milliseconds while it moves bytes). */
-  progress(moved: number, waits: number): void;
+  /** Bytes moved so far by this run, and its waits for room so far (sent every few milliseconds while it moves bytes); tee runs: bytes logged so far. */
+  progress(moved: number, waits: number, logged?: number): void;
   /** Exactly once; `moved` is final. */
   ended(result: RunResult): void;
 }
@@ -79,6 +97,18 @@ export type ToWorker =
       readonly graceMs: number;
       readonly seekEnd: boolean;
     }
+  /** A tee run (`TeeRunSpec`); the worker owns the scratch pipe's ends and closes them. */
+  | {
+      readonly op: 'startTee';
+      readonly id: number;
+      readonly from: number;
+      readonly to: number;
+      readonly log: number;
+      readonly scratchRead: number;
+      readonly scratchWrite: number;
+      readonly limitBytes: number;
+      readonly graceMs: number;
+    }
   | { readonly op: 'stop'; readonly id: number }
   /** The process exits: end every run and return, so Node can join the thread. */
   | { readonly op: 'quit' };
@@ -86,7 +116,7 @@ export type ToWorker =
 /** Worker → main thread. */
 export type FromWorker =
   | { readonly op: 'ready' }
-  | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number }
+  | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number; readonly logged?: number }
   | {
       readonly op: 'ended';
       readonly id: number;
@@ -94,6 +124,8 @@ export type FromWorker =
       readonly waits: number;
       readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error';
       readonly error?: string;
+      readonly logged?: number;
+      readonly ahead?: number;
     };
 
 /** What the worker is started with. */
@@ -137,6 +169,8 @@ interface Active {
   readonly events: RunEvents;
   readonly from: number;
   readonly to: number;
+  /** More fds the worker owns for the run (a tee run's log and scratch pipe). */
+  readonly more?: readonly number[];
 }
 
 export class DataPlane {
@@ -205,6 +239,52 @@ export class DataPlane {
     return run;
   }
 
+  /**
+   * A tee run (`TeeRunSpec`): every byte goes to the log, then to `to`. The scratch pipe
+   * is as large as the source, so one tee takes all the source holds.
+   */
+  startTee(spec: TeeRunSpec, events: RunEvents): DataPlaneRun {
+    if (this.#failed !== undefined) throw this.#failed;
+    const c = libc();
+    const fds: number[] = [];
+    const closeAll = (): void => {
+      for (const fd of fds) c.closeFd(fd);
+    };
+    for (const fd of [spec.from, spec.to, spec.log]) {
+      const copy = c.dupCloexec(fd);
+      if (copy < 0) {
+        const err = errnoName(c.errno());
+        closeAll();
+        throw new Error(`dup fd ${fd}: ${err}`);
+      }
+      fds.push(copy);
+    }
+    let scratch: PipeEnds;
+    try {
+      scratch = makePipe({ nonBlocking: true, size: pipeSize(spec.from) ?? 1024 * 1024 });
+    } catch (e) {
+      closeAll();
+      throw e;
+    }
+    const [from, to, log] = fds as [number, number, number];
+    const id = this.#nextId++;
+    const run = new DataPlaneRun(this, id);
+    this.#runs.set(id, { run, events, from, to, more: [log, scratch.readFd, scratch.writeFd] });
+    this.#port.ref();
+    this.send({
+      op: 'startTee',
+      id,
+      from,
+      to,
+      log,
+      scratchRead: scratch.readFd,
+      scratchWrite: scratch.writeFd,
+      limitBytes: spec.limitBytes ?? -1,
+      graceMs: spec.graceMs,
+    });
+    return run;
+  }
+
   /** @internal */
   send(msg: ToWorker): void {
     if (this.#failed !== undefined) return;
@@ -241,13 +321,19 @@ export class DataPlane {
     const active = this.#runs.get(m.id);
     if (active === undefined) return;
     if (m.op === 'progress') {
-      active.events.progress(m.moved, m.waits);
+      active.events.progress(m.moved, m.waits, m.logged);
       return;
     }
     this.#runs.delete(m.id);
     if (this.#runs.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
-    active.events.ended({ moved: m.moved, waits: m.waits, end });
+    active.events.ended({
+      moved: m.moved,
+      waits: m.waits,
+      end,
+      ...(m.logged !== undefined ? { logged: m.logged } : {}),
+      ...(m.ahead !== undefined ? { ahead: m.ahead } : {}),
+    });
   }
 
   /**
@@ -266,6 +352,7 @@ export class DataPlane {
       const c = libc();
       c.closeFd(a.from);
       c.closeFd(a.to);
+      for (const fd of a.more ?? []) c.closeFd(fd);
       a.events.ended({ moved: 0, waits: 0, end: { error: 'EWORKER' } });
     }
   }

@@ -83,6 +83,28 @@ describe('HistoryRing', () => {
       { numRuns: 300 },
     );
   });
+
+  it('appendTail (a kernel-path run: its total and the tail read back) equals appending every chunk (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 64 }),
+        fc.array(fc.tuple(fc.uint8Array({ maxLength: 100 }), fc.boolean(), fc.integer({ min: 0, max: 200 })), { maxLength: 30 }),
+        (size, chunks) => {
+          const whole = new HistoryRing(size);
+          const tails = new HistoryRing(size);
+          for (const [c, asTail, extra] of chunks) {
+            whole.append(c);
+            // A tail of at least `size` bytes, or all of them, as Chardev reads it back.
+            if (asTail) tails.appendTail(c.subarray(Math.max(0, c.length - Math.min(c.length, size + (extra % 3)))), c.length);
+            else tails.append(c);
+          }
+          assert.deepEqual(tails.snapshot(), whole.snapshot());
+          assert.equal(tails.totalBytes, whole.totalBytes);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
 });
 
 describe('Hub', () => {

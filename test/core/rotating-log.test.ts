@@ -178,4 +178,18 @@ describe('domain log rotation', () => {
       assert.equal(sha(fs.readFileSync(f)), sha(data), `${path.basename(f)} holds everything`);
     }
   });
+
+  it('readTail gives the last bytes of the active file, whatever it was renamed to, and no more than it holds', T, () => {
+    const f = path.join(dir, 'tail.log');
+    fs.writeFileSync(f, 'before\n');
+    const log = new RotatingLog('t', f, undefined, { append: true });
+    const data = payload(10_000);
+    log.write(data);
+    assert.deepEqual(log.readTail(300), data.subarray(data.length - 300));
+    assert.deepEqual(log.readTail(1_000_000), Buffer.concat([Buffer.from('before\n'), data]));
+    fs.renameSync(f, `${f}.moved`);
+    assert.deepEqual(log.readTail(5), data.subarray(data.length - 5));
+    log.close(false);
+    assert.equal(log.readTail(5).length, 0);
+  });
 });
