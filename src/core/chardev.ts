@@ -2,6 +2,7 @@
  * The guest-side handle of one running device: what an emulator (or `chardev run`'s
  * child process) talks to. It owns its backend and the optional `<log>` tee.
  */
+import * as fs from 'node:fs';
 import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
@@ -284,6 +285,9 @@ export class Chardev {
     const file = log.kernelFile();
     if (file === undefined) return undefined;
     const history = this.history;
+    // The history is read back from the log: only a regular file gives back what went in
+    // (`<log file='/dev/null'>` or a FIFO would leave it empty).
+    if (history !== undefined && !isRegularFile(file.fd)) return undefined;
     return {
       fd,
       kind: 'client',
@@ -556,5 +560,13 @@ export class Chardev {
   /** @internal */
   setErrorFallback(f: (err: ChardevError) => void): void {
     this.#fallback = f;
+  }
+}
+
+function isRegularFile(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile();
+  } catch {
+    return false;
   }
 }

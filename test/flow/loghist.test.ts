@@ -153,12 +153,12 @@ class Rig {
     root: string,
     kind: Kind,
     bytes: number,
-    options: { extra?: string; logAttrs?: string; logHead?: Buffer; pause?: { everyBytes: number; ms: number } } = {},
+    options: { extra?: string; logAttrs?: string; logHead?: Buffer; logFile?: string; pause?: { everyBytes: number; ms: number } } = {},
   ): Promise<Rig> {
     const dir = fs.mkdtempSync(path.join(root, kind));
     const data = randomBytes(bytes);
     fs.writeFileSync(path.join(dir, 'data'), data);
-    const log = path.join(dir, 'device.log');
+    const log = options.logFile ?? path.join(dir, 'device.log');
     if (options.logHead !== undefined) fs.writeFileSync(log, options.logHead);
     const sock = path.join(dir, 'device.sock');
     const source = kind === 'tcp' ? `<source mode='bind' host='127.0.0.1' service='0'/>` : `<source mode='bind' path='${sock}'/>`;
@@ -354,6 +354,20 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       report(`${kind} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
   }
+
+  it("tcp: <log file='/dev/null'> keeps the history on the JavaScript path (it cannot be read back from the log), and exact", { timeout: 60000 }, async (ctx) => {
+    const bytes = 8 * MiB;
+    const rig = await Rig.make(ctx, root, 'tcp', bytes, { logFile: '/dev/null' });
+    const peer = await rig.client();
+    await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
+    rig.start();
+    const r = await rig.read(peer, bytes);
+    assert.equal(r.got, bytes);
+    assert.equal(r.sha, sha256(rig.data), 'sha256 of what the client got');
+    await rig.output.ended;
+    assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'the history is the last MiB');
+    assert.equal(rig.output.stats.spliced, 0, 'nothing went by the kernel path');
+  });
 
   it('tcp: the log rotated mid-stream (odd size, 100 backups): the files joined are the stream, each full one exactly the rotation size; the client gets every byte', {
     timeout: 60000,
