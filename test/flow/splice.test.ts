@@ -372,7 +372,7 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     report(`stalled reader: the guest stood at ${held} of ${bytes} B (in its pipe and the socket's buffers; chardev holds none)`);
   });
 
-  it("a viewer attaching mid-stream (<cd:clients max='2'/>) moves the stream to the JavaScript path and leaving moves it back: the writer gets every byte, the viewer a contiguous part", {
+  it("a viewer attaching mid-stream (<cd:clients max='2'/>) joins the kernel path (a fan-out run) and leaving keeps it: the writer gets every byte, the viewer a contiguous part", {
     timeout: 60000,
   }, async (ctx) => {
     const bytes = 32 * MiB;
@@ -384,23 +384,22 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     await waitFor(() => rig.output.stats.spliced > 4 * MiB, 'the kernel path to move 4 MiB', 10000);
     assert.equal(rig.output.path, 'kernel');
     const viewer = await rig.client();
-    await waitFor(() => rig.output.path === 'js', 'the JavaScript path once a viewer is there', 5000);
+    await waitFor(() => rig.device.hub.size === 2, 'the viewer attached', 5000);
     const splicedBefore = rig.output.stats.spliced;
     const seen = await rig.read(viewer, 4 * MiB);
     assert.equal(seen.end, 'done');
-    assert.equal(rig.output.path, 'js');
-    assert.equal(rig.output.stats.spliced, splicedBefore, 'nothing was spliced while the viewer was there');
+    assert.ok(
+      rig.output.stats.spliced >= splicedBefore + 3 * MiB,
+      `the viewer's share went by the kernel path too (${rig.output.stats.spliced - splicedBefore} bytes spliced meanwhile)`,
+    );
     assert.equal(await viewer.cmd('close'), 'closed');
-    await waitFor(() => rig.output.path === 'kernel', 'the kernel path again once the viewer left', 5000);
+    await waitFor(() => rig.device.hub.size === 1, 'the viewer left', 5000);
     const w = await writing;
     assert.equal(w.got, bytes);
     if (w.sha !== sha256(rig.data)) assertSlice(rig, w.data, 0, 'the writer');
-    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order, across both switches');
+    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order, across the changes');
     await rig.output.ended;
-    const stats = rig.output.stats;
-    assert.ok(stats.spliced > splicedBefore, 'splicing resumed after the viewer left');
-    assert.ok(stats.spliced < bytes, `the viewer's share went through the JavaScript path (${bytes - stats.spliced} bytes)`);
-    assert.ok(stats.switches >= 3, `kernel → js → kernel (${stats.switches} path changes)`);
+    assertMostlySpliced(rig.output.stats.spliced, bytes);
     // The viewer is told who the writer is first (inline, a raw socket), then gets the live
     // stream from wherever it was when it came: a contiguous part of the guest's stream.
     const text = seen.data.toString('latin1');
@@ -410,8 +409,12 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     const from = rig.data.indexOf(live.subarray(0, 64));
     assert.ok(from >= 0, "the viewer's stream is part of the guest's");
     assertSlice(rig, live, from, 'the viewer');
-    assert.equal(rig.device.counters.dropped, 0, 'the viewer kept up: nobody missed anything');
-    report(`viewer: joined at byte ${from}, read ${live.length} B; ${bytes - stats.spliced} B went the JavaScript path, ${stats.switches} path changes`);
+    const info = rig.left.find((c) => c.role === 'viewer');
+    assert.ok(info !== undefined, 'the viewer left');
+    assert.ok(info.bytesSent >= live.length, `the hub counted what the kernel path sent the viewer (${info.bytesSent} ≥ ${live.length})`);
+    report(
+      `viewer: joined at byte ${from}, read ${live.length} B; ${rig.output.stats.spliced} of ${bytes} B spliced, ${rig.output.stats.switches} path changes`,
+    );
   });
 
   it('the client leaving mid-stream and another coming: output while nobody is there is dropped and counted, the next client gets the stream from then on, spliced; input reaches the guest whole meanwhile', {
