@@ -84,6 +84,9 @@ function isHangUp(e: unknown): boolean {
  * writes what it can at once and queues the rest; once that queue is empty every byte Node
  * took is in the kernel's socket buffer, ahead of anything spliced after.)
  */
+/** How a raw stream carries a notice inline (the kernel path's fan-out writes it the same way). */
+const NOTICE_FRAME = ['\r\n[chardev: ', ']\r\n'] as const;
+
 function kernelFd(stream: net.Socket): number | undefined {
   if (stream.destroyed || !stream.writable || stream.connecting || stream.writableLength > 0) return undefined;
   const fd = (stream as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
@@ -455,7 +458,7 @@ class SocketBackend implements Backend {
         }
         return stream.writableLength + kernel;
       },
-      notice: (text) => void stream.write(`\r\n[chardev: ${text}]\r\n`),
+      notice: (text) => void stream.write(`${NOTICE_FRAME[0]}${text}${NOTICE_FRAME[1]}`),
       close: (reason) => {
         // A peer that does not read may never take the goodbye; it goes anyway.
         setTimeout(() => stream.destroy(), 1000).unref();
@@ -464,7 +467,7 @@ class SocketBackend implements Backend {
       pause: () => stream.pause(),
       resume: () => stream.resume(),
       // Raw sockets only: under TLS the bytes on the fd are records, not the guest's.
-      ...(stream === peer.raw ? { kernelPath: { fd: () => kernelFd(stream) } } : {}),
+      ...(stream === peer.raw ? { kernelPath: { fd: () => kernelFd(stream), noticeFrame: NOTICE_FRAME } } : {}),
     };
     let client: HubClient;
     try {

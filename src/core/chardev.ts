@@ -9,7 +9,7 @@ import type { Backend } from './backend.ts';
 import { describeErrno } from './files.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
-import { Hub, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
+import { Hub, MISSED_NOTICE, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
 import type { KernelTarget, OutputSource } from './guest-side.ts';
 
@@ -23,6 +23,12 @@ export const DEFAULT_CLIENT_QUEUE_BYTES = 1024 * 1024;
  * the event loop, small enough that a device waiting for its client costs little.
  */
 export const WRITER_IN_FLIGHT_BYTES = 256 * 1024;
+/**
+ * Most a viewer's pipe holds on the kernel path's fan-out (its queue there; the rest of
+ * `queueBytes` is not used): a pipe's pages count against the user's pipe limit
+ * (fs.pipe-user-pages-soft, 64 MiB), which 100 viewers × 1 MiB would pass.
+ */
+export const FANOUT_VIEWER_PIPE_BYTES = 256 * 1024;
 /**
  * Input held for the next 'data' listener at most (see Chardev's held input): far beyond the
  * rest of one read per client, so only a backend that ignores the pause ever reaches it; what
@@ -156,6 +162,9 @@ export class Chardev {
       stall: ext.stall === undefined ? undefined : { limitMs: ext.stall.timeoutSec * 1000, action: ext.stall.action },
       history: this.history,
       onWritable: () => this.writableAgain(),
+      onDrained: (client) => {
+        for (const o of this.#outputs) o.clientDrained?.(client.id);
+      },
       // Output on the kernel path is finished and counted before any client changes.
       beforeChange: () => this.settleOutput(),
       onInput: (b) => this.receive(b),
@@ -238,6 +247,8 @@ export class Chardev {
   kernelTarget(): KernelTarget | undefined {
     const backend = this.#backend;
     if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return undefined;
+    // Several clients: the fan-out, when there is neither a log nor a history to keep.
+    if (this.hub.size > 1) return this.history === undefined ? this.#fanoutTarget(false) : undefined;
     const writer = this.hub.soleWriter;
     if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
     if (this.history !== undefined) return undefined;
@@ -323,10 +334,73 @@ export class Chardev {
     };
   }
 
+  /**
+   * The writer and its viewers on the kernel path (data-plane-fanout.ts): every client a
+   * raw socket that frames notices, the writer holding the guest, viewers dropping what
+   * does not fit (`slow='drop'`; a policy that disconnects stays on the JavaScript path).
+   * A viewer Node still holds bytes for is left out of the run (it misses what the run
+   * moves, as its full queue would make it) until its transport drains. With
+   * `afterNode`: the fan-out would do but for bytes Node holds for the writer.
+   */
+  #fanoutTarget(afterNode: false): KernelTarget | undefined;
+  #fanoutTarget(afterNode: true): boolean;
+  #fanoutTarget(afterNode: boolean): KernelTarget | undefined | boolean {
+    const writer = this.hub.writer;
+    if (this.#log !== undefined || this.hub.slowPolicy !== 'drop' || writer === undefined || !writer.holds) return afterNode ? false : undefined;
+    const members = this.hub.members();
+    let frame: readonly [string, string] | undefined;
+    for (const c of members) {
+      const f = c.sink.kernelPath?.noticeFrame;
+      if (f === undefined || (frame !== undefined && (frame[0] !== f[0] || frame[1] !== f[1]))) return afterNode ? false : undefined;
+      frame = f;
+    }
+    if (afterNode) return writer.sink.queuedBytes > 0;
+    const fd = writer.sink.kernelPath?.fd();
+    if (fd === undefined || frame === undefined) return undefined;
+    const viewers = members.filter((c) => c !== writer);
+    const pipeBytes = Math.min(FANOUT_VIEWER_PIPE_BYTES, this.hub.queueBytes);
+    const counted = new Map<number, { sent: number; missed: number }>();
+    const hub = this.hub;
+    return {
+      fd,
+      kind: 'client',
+      roomBytes: Infinity,
+      seekEnd: false,
+      commit: (n) => {
+        this.#fromGuest += n;
+        writer.bytesSent += n;
+      },
+      full: () => {},
+      fanout: {
+        writerPipeBytes: WRITER_IN_FLIGHT_BYTES,
+        viewers: viewers.map((v) => ({ clientId: v.id, fd: v.sink.kernelPath?.fd(), pipeBytes, untold: v.missedUntold })),
+        noticeBefore: frame[0],
+        noticeAfter: `${MISSED_NOTICE}${frame[1]}`,
+        progress: (counts) => {
+          counts.forEach((n, i) => {
+            const v = viewers[i] as HubClient;
+            const before = counted.get(i) ?? { sent: 0, missed: 0 };
+            counted.set(i, { sent: n.sent, missed: n.missed });
+            hub.countKernel(v, n.sent - before.sent, n.missed - before.missed, n.untold);
+          });
+        },
+        leftovers: (w, vs) => {
+          // Already counted as sent: they go ahead of anything the hub sends them later.
+          if (w !== undefined && !writer.detached) writer.sink.send(w);
+          vs.forEach((b, i) => {
+            const v = viewers[i] as HubClient;
+            if (b !== undefined && !v.detached) v.sink.send(b);
+          });
+        },
+      },
+    };
+  }
+
   /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
   kernelPathAfterNode(): boolean {
     const backend = this.#backend;
     if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return false;
+    if (this.hub.size > 1) return this.history === undefined && this.#fanoutTarget(true);
     if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined) return false;
     const writer = this.hub.soleWriter;
     return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;

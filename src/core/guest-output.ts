@@ -143,6 +143,8 @@ export class GuestOutput {
   #runLogged = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
+  /** During a fan-out run: the viewers it left out (Node held bytes for them); one draining restarts the run with it. */
+  #fanExcluded: ReadonlySet<number> | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
   #brokenFd: number | undefined;
   #eof = false;
@@ -234,6 +236,11 @@ export class GuestOutput {
   settle(): void {
     if (this.#run === undefined) return;
     this.#run.stop();
+  }
+
+  /** A viewer left out of the fan-out run has nothing queued in Node now: the run restarts with it. */
+  clientDrained(clientId: number): void {
+    if (this.#run !== undefined && this.#fanExcluded?.has(clientId) === true) this.#reconsider();
   }
 
   /** Bytes read but not yet taken by some device (the JavaScript path's pump). */
@@ -474,7 +481,35 @@ export class GuestOutput {
       progress: (moved: number, waits: number, logged?: number) => this.#runProgress(target, moved, waits, logged),
       ended: (r: RunResult) => this.#runEnded(target, r),
     };
+    const fanout = target.fanout;
     try {
+      if (fanout !== undefined) {
+        this.#fanExcluded = new Set(fanout.viewers.filter((v) => v.fd === undefined).map((v) => v.clientId));
+        this.#run = dataPlane().startFanout(
+          {
+            from: this.#fd,
+            writer: { fd: target.fd, pipeBytes: fanout.writerPipeBytes },
+            viewers: fanout.viewers,
+            graceMs: GRACE_MS,
+            noticeBefore: fanout.noticeBefore,
+            noticeAfter: fanout.noticeAfter,
+          },
+          {
+            progress: (moved, waits, viewers) => {
+              fanout.progress(viewers);
+              this.#runProgress(target, moved, waits);
+            },
+            ended: (r) => {
+              if (r.viewers.length > 0) fanout.progress(r.viewers);
+              this.#runProgress(target, r.moved, r.waits);
+              fanout.leftovers(r.writerLeft, r.viewersLeft);
+              this.#fanExcluded = undefined;
+              this.#runEnded(target, { moved: r.moved, waits: r.waits, end: r.end });
+            },
+          },
+        );
+        return;
+      }
       this.#run = target.tee === undefined ? dataPlane().start(spec, events) : dataPlane().startTee({ ...spec, log: target.tee.fd }, events);
     } catch {
       // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.

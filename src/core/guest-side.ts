@@ -4,12 +4,31 @@
  * the class, which constructs a `GuestOutput` itself (`pipeFrom`): no import cycle.
  */
 import type { ClientChange, ClientInfo } from './hub.ts';
+import type { FanoutViewerCount } from '../platform/data-plane.ts';
 
 /** Something feeding the device from an fd (`GuestOutput`). */
 export interface OutputSource {
   close(): void;
   /** Finish what moves outside the device now (a kernel-path run) and count it, before a client change. */
   settle(): void;
+  /** A client's transport sent what it held (a viewer left out of a fan-out run may join it now). */
+  clientDrained?(clientId: number): void;
+}
+
+/**
+ * A fan-out on the kernel path (data-plane-fanout.ts): the `KernelTarget` is the writer;
+ * these are the viewers, each with its pipe (its bounded queue) or left out while Node
+ * still holds bytes for it.
+ */
+export interface FanoutPlan {
+  readonly writerPipeBytes: number;
+  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly pipeBytes: number; readonly untold: number }[];
+  readonly noticeBefore: string;
+  readonly noticeAfter: string;
+  /** The viewers' counts so far in this run (absolute per run): count them as `Hub.broadcast` would have. */
+  progress(viewers: readonly FanoutViewerCount[]): void;
+  /** The run ended: what was still in the writer's and viewers' pipes goes to their transports, in order. */
+  leftovers(writer: Buffer | undefined, viewers: readonly (Buffer | undefined)[]): void;
 }
 
 /** A destination for guest output moved by the kernel (`Chardev.kernelTarget`). */
@@ -25,6 +44,8 @@ export interface KernelTarget {
   commit(n: number): void;
   /** `roomBytes` ran out (the log rotates before the next byte). */
   full(): void;
+  /** Set: the writer is one of several clients, and these are the others. */
+  readonly fanout?: FanoutPlan;
   /**
    * A `<log>` beside the client: every byte goes to this file first (tee(2)), then to `fd`.
    * `roomBytes` and `full` are then the log's; `commit` counts bytes that reached `fd`.

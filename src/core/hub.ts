@@ -19,6 +19,9 @@
 import type { HistoryRing } from './history.ts';
 
 export type ClientRole = 'writer' | 'viewer';
+
+/** The missed-output notice after its count (the kernel path's fan-out writes the same words). */
+export const MISSED_NOTICE = ' bytes of output were dropped while this client was not reading';
 export type ClientKind = 'tcp' | 'unix' | 'pty' | 'console' | 'browser';
 export type SlowClientPolicy = 'drop' | 'disconnect';
 
@@ -58,6 +61,11 @@ export interface ClientSink {
 
 /** A client's socket as a splice(2) destination. */
 export interface KernelPath {
+  /**
+   * How the transport frames a notice inline (before and after the text), so the kernel
+   * path can write the same notice the hub would send. Absent: no fan-out by the kernel.
+   */
+  readonly noticeFrame?: readonly [before: string, after: string];
   /**
    * The socket's fd while bytes written to it now would follow everything handed to the
    * transport before, in order: open for writing, and nothing queued in Node (its
@@ -135,6 +143,8 @@ export interface HubOptions {
   readonly beforeChange?: () => void;
   /** After `room()` said less than was asked: the device can take more output now. */
   readonly onWritable?: () => void;
+  /** A client's transport sent what it held. */
+  readonly onDrained?: (client: HubClient) => void;
 }
 
 export class HubClient {
@@ -255,7 +265,7 @@ export class Hub {
   /** A client that missed output is told how much, once, before what it gets next. */
   #tellMissed(client: HubClient): void {
     if (client.missedUntold === 0) return;
-    client.sink.notice(`${client.missedUntold} bytes of output were dropped while this client was not reading`);
+    client.sink.notice(`${client.missedUntold}${MISSED_NOTICE}`);
     client.missedUntold = 0;
   }
 
@@ -267,6 +277,7 @@ export class Hub {
       this.#tellMissed(client);
       client.sink.notice('caught up: output waits for this client again');
     }
+    this.#options.onDrained?.(client);
     this.#maybeWritable();
   }
 
@@ -356,6 +367,28 @@ export class Hub {
   get soleWriter(): HubClient | undefined {
     const c = this.#clients.length === 1 ? this.#clients[0] : undefined;
     return c?.holds === true ? c : undefined;
+  }
+  /** What happens to a viewer whose queue is full. */
+  get slowPolicy(): SlowClientPolicy {
+    return this.#options.slowPolicy;
+  }
+  /** Per-client queue bound in bytes. */
+  get queueBytes(): number {
+    return this.#options.queueBytes;
+  }
+  /** The attached clients themselves, in attach order (the kernel path's fan-out). */
+  members(): readonly HubClient[] {
+    return this.#clients;
+  }
+  /**
+   * A viewer's output moved outside the hub (the kernel path's fan-out): count it as
+   * `broadcast` would have; `untold` is what it missed and was not told yet.
+   */
+  countKernel(client: HubClient, sentBytes: number, missedBytes: number, untold: number): void {
+    client.bytesSent += sentBytes;
+    client.bytesMissed += missedBytes;
+    client.missedUntold = untold;
+    this.#missed += missedBytes;
   }
   clients(): ClientInfo[] {
     return this.#clients.map((c) => c.info());

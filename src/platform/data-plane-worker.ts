@@ -13,6 +13,7 @@ import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './data-plane.ts';
+import { FanoutRuns, type FanPoll } from './data-plane-fanout.ts';
 
 const POLLIN = 0x001;
 const POLLOUT = 0x004;
@@ -89,6 +90,16 @@ function post(m: FromWorker): void {
   setup.port.postMessage(m);
 }
 
+/** Fan-out runs (data-plane-fanout.ts): stepped and polled by the same loop. */
+const fans = new FanoutRuns({
+  c,
+  post,
+  ended: () => {
+    Atomics.add(endings, 0, 1);
+    Atomics.notify(endings, 0);
+  },
+});
+
 function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', error?: string): void {
   runs.delete(run.id);
   c.closeFd(run.from);
@@ -126,7 +137,7 @@ function waitRoom(run: Run): void {
 
 /** Transfer until the run must wait or end. */
 function step(run: Run): void {
-  if (run.tty && runs.size === 1) {
+  if (run.tty && runs.size === 1 && fans.size === 0) {
     ttyPump(run);
     return;
   }
@@ -451,13 +462,18 @@ function takeMessages(): boolean {
           tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
         });
         break;
+      case 'fanout-start':
+        fans.start(msg);
+        break;
       case 'stop': {
         const run = runs.get(msg.id);
         if (run !== undefined) end(run, 'stopped');
+        else fans.stop(msg.id);
         break;
       }
       case 'quit':
         for (const run of [...runs.values()]) end(run, 'stopped');
+        fans.stopAll();
         return false;
     }
   }
@@ -472,10 +488,13 @@ function loop(): void {
         if (runs.has(run.id) && run.waitFd === undefined) busy = true;
       }
     }
+    if (fans.stepAll()) busy = true;
     const now = performance.now();
     report(now);
+    fans.tick(now);
     const waiting = [...runs.values()].filter((r) => r.waitFd !== undefined);
-    const need = 8 * (waiting.length + 1);
+    const fanWaits: FanPoll[] = fans.pollEntries();
+    const need = 8 * (waiting.length + fanWaits.length + 1);
     if (pollBuf.length < need) pollBuf = Buffer.alloc(need * 2);
     pollBuf.writeInt32LE(setup.wakeFd, 0);
     pollBuf.writeInt16LE(POLLIN, 4);
@@ -491,8 +510,17 @@ function loop(): void {
     for (const run of runs.values()) {
       if (run.moved !== run.reported) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(reportAt(run) - now)));
     }
+    for (let i = 0; i < fanWaits.length; i++) {
+      const w = fanWaits[i] as FanPoll;
+      const at = 8 * (waiting.length + 1 + i);
+      pollBuf.writeInt32LE(w.fd, at);
+      pollBuf.writeInt16LE(w.events, at + 4);
+      pollBuf.writeInt16LE(0, at + 6);
+    }
+    const fanAt = fans.deadline();
+    if (fanAt !== undefined) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(fanAt - now)));
     if (busy) timeout = 0;
-    const rc = c.poll(pollBuf, waiting.length + 1, timeout);
+    const rc = c.poll(pollBuf, waiting.length + fanWaits.length + 1, timeout);
     if (timeout !== 0) Atomics.add(endings, 1, 1);
     if (rc < 0 && c.errno() !== EINTR) throw new Error(`poll: ${errnoName(c.errno())}`);
     if (rc > 0) {
@@ -502,12 +530,16 @@ function loop(): void {
         // Any event (POLLHUP, POLLERR included): the next splice says what happened.
         if (pollBuf.readUInt16LE(8 * (i + 1) + 6) !== 0 && runs.has(run.id)) run.waitFd = undefined;
       }
+      for (let i = 0; i < fanWaits.length; i++) {
+        if (pollBuf.readUInt16LE(8 * (waiting.length + 1 + i) + 6) !== 0) fans.polled(fanWaits[i] as FanPoll);
+      }
     }
     const later = performance.now();
     for (const run of [...runs.values()]) {
       if (run.waitFd !== undefined && run.idleAt !== undefined && later >= run.idleAt) end(run, 'idle');
     }
     report(later);
+    fans.tick(later);
   }
 }
 

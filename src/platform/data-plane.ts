@@ -109,13 +109,58 @@ export type ToWorker =
       readonly limitBytes: number;
       readonly graceMs: number;
     }
+  | FanoutStartMsg
   | { readonly op: 'stop'; readonly id: number }
   /** The process exits: end every run and return, so Node can join the thread. */
   | { readonly op: 'quit' };
 
+/** A fan-out run's start (data-plane-fanout.ts): the fds are the worker's to close. */
+export interface FanoutStartMsg {
+  readonly op: 'fanout-start';
+  readonly id: number;
+  readonly from: number;
+  readonly writer: { readonly sock: number; readonly pipeR: number; readonly pipeW: number };
+  /** pipeR/pipeW -1: the viewer is excluded from this run (it misses everything it moves). */
+  readonly viewers: readonly {
+    readonly clientId: number;
+    readonly sock: number;
+    readonly pipeR: number;
+    readonly pipeW: number;
+    readonly untold: number;
+  }[];
+  readonly graceMs: number;
+  readonly noticeBefore: string;
+  readonly noticeAfter: string;
+}
+
+/** One viewer's counts so far in a fan-out run. */
+export interface FanoutViewerCount {
+  readonly clientId: number;
+  /** Guest bytes handed to its pipe. */
+  readonly sent: number;
+  /** Guest bytes it missed (its pipe was full, or it was excluded). */
+  readonly missed: number;
+  /** Missed and not yet told (the notice goes before its next bytes). */
+  readonly untold: number;
+}
+
 /** Worker → main thread. */
 export type FromWorker =
   | { readonly op: 'ready' }
+  | { readonly op: 'fanout-progress'; readonly id: number; readonly moved: number; readonly waits: number; readonly viewers: readonly FanoutViewerCount[] }
+  | {
+      readonly op: 'fanout-ended';
+      readonly id: number;
+      readonly moved: number;
+      readonly waits: number;
+      readonly viewers: readonly FanoutViewerCount[];
+      /** Bytes still in the writer's pipe (counted as moved, not yet in its socket). */
+      readonly writerLeft: Uint8Array | null;
+      /** The same per viewer, in the order given. */
+      readonly viewersLeft: readonly (Uint8Array | null)[];
+      readonly end: 'stopped' | 'eof' | 'idle' | 'error';
+      readonly error?: string;
+    }
   | { readonly op: 'progress'; readonly id: number; readonly moved: number; readonly waits: number; readonly logged?: number }
   | {
       readonly op: 'ended';
@@ -127,6 +172,37 @@ export type FromWorker =
       readonly logged?: number;
       readonly ahead?: number;
     };
+
+/** A fan-out run: the guest's pipe to a writer that holds it and viewers that miss what does not fit. */
+export interface FanoutSpec {
+  readonly from: number;
+  /** The writer's socket (duplicated) and its pipe's size: what may be in flight to it before the guest waits. */
+  readonly writer: { readonly fd: number; readonly pipeBytes: number };
+  /**
+   * Each viewer's socket (duplicated), its pipe's size (its bounded queue) and the bytes it
+   * missed not yet told; `fd` undefined: excluded (it misses all the run moves).
+   */
+  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly pipeBytes: number; readonly untold: number }[];
+  readonly graceMs: number;
+  /** The missed-output notice, as the viewers' transport frames it: before and after the count. */
+  readonly noticeBefore: string;
+  readonly noticeAfter: string;
+}
+
+export interface FanoutResult {
+  readonly moved: number;
+  readonly waits: number;
+  readonly viewers: readonly FanoutViewerCount[];
+  readonly writerLeft: Buffer | undefined;
+  readonly viewersLeft: readonly (Buffer | undefined)[];
+  readonly end: RunEnd;
+}
+
+export interface FanoutEvents {
+  progress(moved: number, waits: number, viewers: readonly FanoutViewerCount[]): void;
+  /** Exactly once; the counts are final, and the leftovers are the callers' to queue. */
+  ended(result: FanoutResult): void;
+}
 
 /** What the worker is started with. */
 export interface WorkerSetup {
@@ -179,6 +255,7 @@ export class DataPlane {
   readonly #wake: PipeEnds;
   readonly #wakeByte = Buffer.from([1]);
   readonly #runs = new Map<number, Active>();
+  readonly #fans = new Map<number, { readonly run: DataPlaneRun; readonly events: FanoutEvents; readonly fds: readonly number[] }>();
   readonly #endings = new Int32Array(new SharedArrayBuffer(8));
   #nextId = 1;
   #failed: Error | undefined;
@@ -217,7 +294,56 @@ export class DataPlane {
 
   /** Runs now active. */
   get size(): number {
-    return this.#runs.size;
+    return this.#runs.size + this.#fans.size;
+  }
+
+  /**
+   * Start a fan-out run (data-plane-fanout.ts). The sockets are duplicated; the pipes
+   * between them and the guest's are made here and belong to the worker.
+   */
+  startFanout(spec: FanoutSpec, events: FanoutEvents): DataPlaneRun {
+    if (this.#failed !== undefined) throw this.#failed;
+    const c = libc();
+    const fds: number[] = [];
+    const dup = (fd: number): number => {
+      const d = c.dupCloexec(fd);
+      if (d < 0) throw new Error(`dup fd ${fd}: ${errnoName(c.errno())}`);
+      fds.push(d);
+      return d;
+    };
+    const pipe = (size: number): PipeEnds => {
+      const p = makePipe({ nonBlocking: true, size });
+      fds.push(p.readFd, p.writeFd);
+      return p;
+    };
+    let msg: FanoutStartMsg;
+    const id = this.#nextId++;
+    try {
+      const w = pipe(spec.writer.pipeBytes);
+      msg = {
+        op: 'fanout-start',
+        id,
+        from: dup(spec.from),
+        writer: { sock: dup(spec.writer.fd), pipeR: w.readFd, pipeW: w.writeFd },
+        viewers: spec.viewers.map((v) => {
+          if (v.fd === undefined) return { clientId: v.clientId, sock: -1, pipeR: -1, pipeW: -1, untold: v.untold };
+          const sock = dup(v.fd);
+          const p = pipe(v.pipeBytes);
+          return { clientId: v.clientId, sock, pipeR: p.readFd, pipeW: p.writeFd, untold: v.untold };
+        }),
+        graceMs: spec.graceMs,
+        noticeBefore: spec.noticeBefore,
+        noticeAfter: spec.noticeAfter,
+      };
+    } catch (e) {
+      for (const fd of fds) c.closeFd(fd);
+      throw e;
+    }
+    const run = new DataPlaneRun(this, id);
+    this.#fans.set(id, { run, events, fds });
+    this.#port.ref();
+    this.send(msg);
+    return run;
   }
 
   start(spec: RunSpec, events: RunEvents): DataPlaneRun {
@@ -295,11 +421,11 @@ export class DataPlane {
   /** @internal */
   stopAndWait(id: number): void {
     this.send({ op: 'stop', id });
-    while (this.#runs.has(id) && this.#failed === undefined) {
+    while ((this.#runs.has(id) || this.#fans.has(id)) && this.#failed === undefined) {
       const seen = Atomics.load(this.#endings, 0);
       // The 'ended' message may already be queued: take messages now, not on a later turn.
       for (let m = receiveMessageOnPort(this.#port); m !== undefined; m = receiveMessageOnPort(this.#port)) this.#onMessage(m.message as FromWorker);
-      if (!this.#runs.has(id)) return;
+      if (!this.#runs.has(id) && !this.#fans.has(id)) return;
       Atomics.wait(this.#endings, 0, seen, STOP_WAIT_SLICE_MS);
     }
   }
@@ -314,8 +440,12 @@ export class DataPlane {
 
   #onMessage(m: FromWorker): void {
     if (m.op === 'ready') {
-      if (this.#runs.size === 0) this.#port.unref();
+      if (this.size === 0) this.#port.unref();
       this.#readyResolve();
+      return;
+    }
+    if (m.op === 'fanout-progress' || m.op === 'fanout-ended') {
+      this.#onFanout(m);
       return;
     }
     const active = this.#runs.get(m.id);
@@ -325,7 +455,7 @@ export class DataPlane {
       return;
     }
     this.#runs.delete(m.id);
-    if (this.#runs.size === 0) this.#port.unref();
+    if (this.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
     active.events.ended({
       moved: m.moved,
@@ -333,6 +463,26 @@ export class DataPlane {
       end,
       ...(m.logged !== undefined ? { logged: m.logged } : {}),
       ...(m.ahead !== undefined ? { ahead: m.ahead } : {}),
+    });
+  }
+
+  #onFanout(m: Extract<FromWorker, { op: 'fanout-progress' | 'fanout-ended' }>): void {
+    const fan = this.#fans.get(m.id);
+    if (fan === undefined) return;
+    if (m.op === 'fanout-progress') {
+      fan.events.progress(m.moved, m.waits, m.viewers);
+      return;
+    }
+    this.#fans.delete(m.id);
+    if (this.size === 0) this.#port.unref();
+    const buf = (u: Uint8Array | null): Buffer | undefined => (u === null ? undefined : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+    fan.events.ended({
+      moved: m.moved,
+      waits: m.waits,
+      viewers: m.viewers,
+      writerLeft: buf(m.writerLeft),
+      viewersLeft: m.viewersLeft.map(buf),
+      end: m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end,
     });
   }
 
@@ -354,6 +504,13 @@ export class DataPlane {
       c.closeFd(a.to);
       for (const fd of a.more ?? []) c.closeFd(fd);
       a.events.ended({ moved: 0, waits: 0, end: { error: 'EWORKER' } });
+    }
+    const fans = [...this.#fans.values()];
+    this.#fans.clear();
+    for (const f of fans) {
+      for (const fd of f.fds) libc().closeFd(fd);
+      // Bytes still in the pipes are lost with the thread: they were counted as sent.
+      f.events.ended({ moved: 0, waits: 0, viewers: [], writerLeft: undefined, viewersLeft: [], end: { error: 'EWORKER' } });
     }
   }
 }

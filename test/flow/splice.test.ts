@@ -81,9 +81,11 @@ for end in sorted(set(stops + [len(data)])):
 
 /**
  * A client. argv: PORT. Answers `connected`, then one line per command:
- *  read N RATE STALL_AT STALL_S FILE  read N bytes (RATE bytes/s, 0 unpaced; after STALL_AT
+ *  read N RATE STALL_AT STALL_S FILE [QUIET_S]
+ *                                     read N bytes (RATE bytes/s, 0 unpaced; after STALL_AT
  *                                     bytes, -1 never, nothing for STALL_S s), keep them in
- *                                     FILE → `read GOT SHA END` (END done, eof, timeout)
+ *                                     FILE → `read GOT SHA END` (END done, eof, timeout: nothing
+ *                                     came for QUIET_S s, default 20)
  *  send FILE                          send FILE's bytes from a thread (while reading) → `sending`
  *  sent                               wait for that thread → `sent N`
  *  close                              → `closed`
@@ -107,7 +109,7 @@ while True:
     if cmd == 'read':
         n, rate, stall_at, stall_s, keep = int(a[0]), float(a[1]), int(a[2]), float(a[3]), open(a[4], 'wb')
         got, h, end, t0 = 0, hashlib.sha256(), 'done', None
-        s.settimeout(20)
+        s.settimeout(float(a[5]) if len(a) > 5 else 20)
         try:
             while got < n:
                 if stall_at >= 0 and got >= stall_at:
@@ -257,10 +259,10 @@ class Rig {
   }
 
   /** `read …` on `peer`, with what it read. */
-  async read(peer: PyPeer, n: number, rate = 0, stall?: { at: number; seconds: number }): Promise<Read> {
+  async read(peer: PyPeer, n: number, rate = 0, stall?: { at: number; seconds: number }, quietS = 20): Promise<Read> {
     const file = path.join(this.dir, `read-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     const budget = 30000 + (rate > 0 ? (n / rate) * 1000 : 0) + (stall?.seconds ?? 0) * 1000;
-    const line = await peer.cmd(`read ${n} ${rate} ${stall?.at ?? -1} ${stall?.seconds ?? 0} ${file}`, budget);
+    const line = await peer.cmd(`read ${n} ${rate} ${stall?.at ?? -1} ${stall?.seconds ?? 0} ${file} ${quietS}`, budget);
     const m = /^read (\d+) ([0-9a-f]{64}) (\w+)$/.exec(line);
     assert.ok(m, line);
     return { got: Number(m[1]), sha: m[2] as string, end: m[3] as string, data: fs.readFileSync(file) };
@@ -273,6 +275,46 @@ class Rig {
     await this.domain.stop();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A viewer's stream: the read-only notice, then parts of the guest's stream, each after a
+ * notice of how much it missed, which must be exactly the gap before it.
+ */
+function viewerParts(rig: Rig, data: Buffer, what: string): { from: number; guestBytes: number; notices: number; toldMissed: number } {
+  const text = data.toString('latin1');
+  const head = /^\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(text);
+  let at = head === null ? 0 : head[0].length;
+  const missed = /\r\n\[chardev: (\d+) bytes of output were dropped while this client was not reading\]\r\n/g;
+  let from = -1;
+  let next = -1;
+  let guestBytes = 0;
+  let notices = 0;
+  let toldMissed = 0;
+  for (;;) {
+    missed.lastIndex = at;
+    const m = missed.exec(text);
+    const end = m === null ? data.length : m.index;
+    const part = data.subarray(at, end);
+    if (part.length > 0) {
+      if (from < 0) {
+        next = rig.data.indexOf(part.subarray(0, 64));
+        assert.ok(next >= 0, `${what}: its first part is in the guest's stream`);
+        // Output it missed before its first part counts from where it joined.
+        from = next - toldMissed;
+      }
+      assertSlice(rig, part, next, `${what}, part ${notices + 1}`);
+      next += part.length;
+      guestBytes += part.length;
+    }
+    if (m === null) break;
+    const n = Number(m[1]);
+    notices++;
+    toldMissed += n;
+    if (from >= 0) next += n;
+    at = m.index + m[0].length;
+  }
+  return { from: Math.max(from, 0), guestBytes, notices, toldMissed };
 }
 
 const share = (part: number, whole: number): string => `${((part / whole) * 100).toFixed(1)} %`;
@@ -372,7 +414,7 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     report(`stalled reader: the guest stood at ${held} of ${bytes} B (in its pipe and the socket's buffers; chardev holds none)`);
   });
 
-  it("a viewer attaching mid-stream (<cd:clients max='2'/>) moves the stream to the JavaScript path and leaving moves it back: the writer gets every byte, the viewer a contiguous part", {
+  it("a viewer attaching mid-stream (<cd:clients max='2'/>) joins the kernel path (a fan-out run) and leaving keeps it: the writer gets every byte, the viewer a contiguous part", {
     timeout: 60000,
   }, async (ctx) => {
     const bytes = 32 * MiB;
@@ -384,23 +426,22 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     await waitFor(() => rig.output.stats.spliced > 4 * MiB, 'the kernel path to move 4 MiB', 10000);
     assert.equal(rig.output.path, 'kernel');
     const viewer = await rig.client();
-    await waitFor(() => rig.output.path === 'js', 'the JavaScript path once a viewer is there', 5000);
+    await waitFor(() => rig.device.hub.size === 2, 'the viewer attached', 5000);
     const splicedBefore = rig.output.stats.spliced;
     const seen = await rig.read(viewer, 4 * MiB);
     assert.equal(seen.end, 'done');
-    assert.equal(rig.output.path, 'js');
-    assert.equal(rig.output.stats.spliced, splicedBefore, 'nothing was spliced while the viewer was there');
+    assert.ok(
+      rig.output.stats.spliced >= splicedBefore + 3 * MiB,
+      `the viewer's share went by the kernel path too (${rig.output.stats.spliced - splicedBefore} bytes spliced meanwhile)`,
+    );
     assert.equal(await viewer.cmd('close'), 'closed');
-    await waitFor(() => rig.output.path === 'kernel', 'the kernel path again once the viewer left', 5000);
+    await waitFor(() => rig.device.hub.size === 1, 'the viewer left', 5000);
     const w = await writing;
     assert.equal(w.got, bytes);
     if (w.sha !== sha256(rig.data)) assertSlice(rig, w.data, 0, 'the writer');
-    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order, across both switches');
+    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order, across the changes');
     await rig.output.ended;
-    const stats = rig.output.stats;
-    assert.ok(stats.spliced > splicedBefore, 'splicing resumed after the viewer left');
-    assert.ok(stats.spliced < bytes, `the viewer's share went through the JavaScript path (${bytes - stats.spliced} bytes)`);
-    assert.ok(stats.switches >= 3, `kernel → js → kernel (${stats.switches} path changes)`);
+    assertMostlySpliced(rig.output.stats.spliced, bytes);
     // The viewer is told who the writer is first (inline, a raw socket), then gets the live
     // stream from wherever it was when it came: a contiguous part of the guest's stream.
     const text = seen.data.toString('latin1');
@@ -410,8 +451,69 @@ describe('the kernel path: splice from the guest pipe to a plain socket client (
     const from = rig.data.indexOf(live.subarray(0, 64));
     assert.ok(from >= 0, "the viewer's stream is part of the guest's");
     assertSlice(rig, live, from, 'the viewer');
-    assert.equal(rig.device.counters.dropped, 0, 'the viewer kept up: nobody missed anything');
-    report(`viewer: joined at byte ${from}, read ${live.length} B; ${bytes - stats.spliced} B went the JavaScript path, ${stats.switches} path changes`);
+    const info = rig.left.find((c) => c.role === 'viewer');
+    assert.ok(info !== undefined, 'the viewer left');
+    assert.ok(info.bytesSent >= live.length, `the hub counted what the kernel path sent the viewer (${info.bytesSent} ≥ ${live.length})`);
+    report(
+      `viewer: joined at byte ${from}, read ${live.length} B; ${rig.output.stats.spliced} of ${bytes} B spliced, ${rig.output.stats.switches} path changes`,
+    );
+  });
+
+  it("fan-out on the kernel path (<cd:clients max='8'/>): a writer and six viewers — three fast, one stalled, one slow, one leaving and one arriving mid-stream", {
+    timeout: 120000,
+  }, async (ctx) => {
+    const bytes = 32 * MiB;
+    const rig = await Rig.start(ctx, root, bytes, { extra: "<cd:clients max='8'/>" });
+    const writer = await rig.client();
+    const fast = [await rig.client(), await rig.client(), await rig.client()];
+    const stalled = await rig.client();
+    const slow = await rig.client();
+    const leaving = await rig.client();
+    await waitFor(() => rig.device.hub.size === 7, 'seven clients attached', 5000);
+    const ids = rig.device.hub.clients().map((c) => c.id);
+    rig.go();
+    // The writer paced (~4 s), so the others come and go while the stream lasts.
+    const writing = rig.read(writer, bytes, 8_000_000);
+    // Notices come on top of the guest's bytes: each viewer reads until nothing came for 3 s.
+    const more = bytes + MiB;
+    const fastReads = fast.map((f) => rig.read(f, more, 0, undefined, 3));
+    const stalledRead = rig.read(stalled, more, 0, { at: 0, seconds: 6 }, 3);
+    const slowRead = rig.read(slow, more, 1_000_000, undefined, 3);
+    const leftRead = await rig.read(leaving, 2 * MiB);
+    assert.equal(await leaving.cmd('close'), 'closed');
+    await waitFor(() => rig.output.stats.spliced > 12 * MiB, '12 MiB through the kernel path', 20000);
+    const arriving = await rig.client();
+    const arrivingRead = rig.read(arriving, more, 0, undefined, 3);
+    const w = await writing;
+    assert.equal(w.got, bytes);
+    assert.equal(w.sha, sha256(rig.data), 'sha256: the writer got every byte, in order');
+    await rig.output.ended;
+    const reads = await Promise.all([...fastReads, stalledRead, slowRead, arrivingRead]);
+    const stats = rig.output.stats;
+    assertMostlySpliced(stats.spliced, bytes);
+    const infos = new Map(rig.device.hub.clients().map((c) => [c.id, c]));
+    const viewerInfo = (i: number): ClientInfo => infos.get(ids[i] as number) as ClientInfo;
+    const names = ['fast 1', 'fast 2', 'fast 3', 'stalled', 'slow'];
+    for (let i = 0; i < reads.length; i++) {
+      const name = names[i] ?? 'arriving';
+      const info = i < names.length ? viewerInfo(i + 1) : [...infos.values()].find((c) => !ids.includes(c.id));
+      assert.ok(info !== undefined, `${name}: still attached`);
+      const got = viewerParts(rig, (reads[i] as Read).data, name);
+      // What the hub counted for it is what it got and what it missed: nothing else.
+      assert.equal(got.guestBytes, info.bytesSent, `${name}: the bytes it received are the bytes counted sent to it`);
+      assert.equal(got.toldMissed <= info.bytesMissed, true, `${name}: told of ${got.toldMissed} missed bytes, counted ${info.bytesMissed}`);
+      assert.equal(got.from + got.guestBytes + info.bytesMissed, bytes, `${name}: from byte ${got.from}, received + missed = the rest of the stream`);
+      if (info.bytesMissed === 0) assert.equal(got.notices, 0, `${name}: missed nothing, told nothing`);
+      report(`fan-out ${name}: from ${got.from}, ${got.guestBytes} B in ${got.notices + 1} part(s), missed ${info.bytesMissed} B (told ${got.toldMissed})`);
+    }
+    // The stalled one took nothing for 6 s: it missed output, and got a prefix first.
+    assert.ok(viewerInfo(4).bytesMissed > 0, 'the stalled viewer missed output');
+    const leftText = leftRead.data.toString('latin1');
+    const leftNotice = /^\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(leftText);
+    assert.ok(leftNotice);
+    assertSlice(rig, leftRead.data.subarray(leftNotice[0].length), 0, 'the viewer that left');
+    assert.equal(rig.device.counters.dropped, rig.device.hub.missedBytes, "the device's dropped count is the viewers' missed bytes: nothing else was lost");
+    report(`fan-out: ${stats.spliced} of ${bytes} B spliced, ${stats.switches} path changes, ${rig.device.hub.missedBytes} B missed by viewers`);
   });
 
   it('the client leaving mid-stream and another coming: output while nobody is there is dropped and counted, the next client gets the stream from then on, spliced; input reaches the guest whole meanwhile', {
