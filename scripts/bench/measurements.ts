@@ -71,8 +71,9 @@
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
- *   Floors: bare Node `fs.writeSync` per chunk and the kernel-only relay splicing into the
- *   file (checked the same way).
+ *   Floors: bare Node `fs.writeSync` per chunk, the kernel-only relay splicing into the
+ *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
+ *   1 MiB buffer from a 1 MiB pipe, write(2) it out; Python), all checked the same way.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -1066,7 +1067,8 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
 /**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
  * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
- * splice into the file); one `cat` per repetition is the peer of every side in it. Every
+ * splice into the file, the minimal read/write relay); one `cat` per repetition is the peer
+ * of every side in it. Every
  * side's file must hold exactly the guest's stream.
  */
 export async function fileWrite(ctx: Ctx): Promise<Row[]> {
@@ -1081,16 +1083,17 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       );
     }
   };
-  type Side = 'file' | 'log' | 'node' | 'kernel' | 'cat';
-  const sides: Side[] = ['file', 'log', 'node', 'kernel', 'cat'];
+  type Side = 'file' | 'log' | 'node' | 'kernel' | 'copy' | 'cat';
+  const sides: Side[] = ['file', 'log', 'node', 'kernel', 'copy', 'cat'];
   const label: Record<Side, string> = {
     file: 'chardev file backend',
     log: 'chardev <log> (null device)',
     node: 'bare Node (floor)',
     kernel: 'kernel-only splice (floor)',
+    copy: 'read/write relay (floor)',
     cat: 'cat > file',
   };
-  const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], cat: [] };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], copy: [], cat: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
   for (let rep = 0; rep < ctx.reps; rep++) {
@@ -1128,7 +1131,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
           const proc =
             who === 'cat'
               ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
-              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
+              : new Proc(label[who], ctx.python, [ctx.relayPy, who === 'copy' ? 'file-copy' : 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
           try {
             const exit = await proc.wait(timeoutFor(bytes), label[who]);
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1186,6 +1189,13 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       figure: '  floor: kernel-only splice to the file (Python os.splice)',
       chardev: median(figures.kernel),
       ratio: ratioTo('kernel'),
+      ...common,
+    }),
+    floorRow(['file', 'log'], {
+      id: 'floor-file-copy',
+      figure: '  floor: minimal read/write relay to the file (Python, 1 MiB pipe and buffer)',
+      chardev: median(figures.copy),
+      ratio: ratioTo('copy'),
       ...common,
     }),
   ];
