@@ -219,8 +219,9 @@ export class GuestOutput {
   }
 
   /**
-   * Of those, bytes the kernel moved (splice); how often the path changed; how often the
-   * guest was held for a client (a full socket under splice, a device refusing output).
+   * Of those, bytes the data-plane thread moved (splice; read + write for a regular file);
+   * how often the path changed; how often the guest was held for a client (a full socket
+   * under splice, a device refusing output).
    */
   get stats(): { readonly spliced: number; readonly switches: number; readonly waits: number; readonly pipeSize: number | undefined } {
     let size: number | undefined;
