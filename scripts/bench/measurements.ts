@@ -71,8 +71,10 @@
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
- *   Floors: bare Node `fs.writeSync` per chunk and the kernel-only relay splicing into the
- *   file (checked the same way).
+ *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
+ *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
+ *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
+ *   1 MiB buffer from a 1 MiB pipe, write(2) it out; Python), all checked the same way.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -1071,9 +1073,27 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
 }
 
 /**
+ * `cat > FILE` written in Node (argv: FILE): stdin is the shell's pipe (blocking), read into
+ * one 128 KiB buffer as cat reads, written out whole, file opened as the shell's `>` opens
+ * it. Exactly cat's system calls, from a Node process: what the runtime costs on this work.
+ */
+const NODE_CAT_JS = `
+const fs = require('node:fs');
+const out = fs.openSync(process.argv[1], 'w', 0o600);
+const buf = Buffer.allocUnsafe(131072);
+for (;;) {
+  const n = fs.readSync(0, buf, 0, buf.length, null);
+  if (n === 0) break;
+  for (let w = 0; w < n; ) w += fs.writeSync(out, buf, w, n - w);
+}
+fs.closeSync(out);
+`;
+
+/**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
  * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
- * splice into the file); one `cat` per repetition is the peer of every side in it. Every
+ * splice into the file, the minimal read/write relay, cat's loop in Node); one `cat` per repetition is the peer
+ * of every side in it. Every
  * side's file must hold exactly the guest's stream.
  */
 export async function fileWrite(ctx: Ctx): Promise<Row[]> {
@@ -1088,16 +1108,18 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       );
     }
   };
-  type Side = 'file' | 'log' | 'node' | 'kernel' | 'cat';
-  const sides: Side[] = ['file', 'log', 'node', 'kernel', 'cat'];
+  type Side = 'file' | 'log' | 'node' | 'nodeLoop' | 'kernel' | 'copy' | 'cat';
+  const sides: Side[] = ['file', 'log', 'node', 'nodeLoop', 'kernel', 'copy', 'cat'];
   const label: Record<Side, string> = {
     file: 'chardev file backend',
     log: 'chardev <log> (null device)',
     node: 'bare Node (floor)',
+    nodeLoop: "cat's loop in Node (floor)",
     kernel: 'kernel-only splice (floor)',
+    copy: 'read/write relay (floor)',
     cat: 'cat > file',
   };
-  const figures: Record<Side, number[]> = { file: [], log: [], node: [], kernel: [], cat: [] };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cat: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
   for (let rep = 0; rep < ctx.reps; rep++) {
@@ -1135,7 +1157,16 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
           const proc =
             who === 'cat'
               ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
-              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'file', '-', file, '--', ...guestArgv(ctx, bytes, { after: 'exit' })]);
+              : who === 'nodeLoop'
+                ? new Proc(label[who], 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | "$0" -e "$1" "$2"`, process.execPath, NODE_CAT_JS, file])
+                : new Proc(label[who], ctx.python, [
+                    ctx.relayPy,
+                    who === 'copy' ? 'file-copy' : 'file',
+                    '-',
+                    file,
+                    '--',
+                    ...guestArgv(ctx, bytes, { after: 'exit' }),
+                  ]);
           try {
             const exit = await proc.wait(timeoutFor(bytes), label[who]);
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1189,10 +1220,24 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       ...common,
     }),
     floorRow(['file', 'log'], {
+      id: 'floor-file-node-loop',
+      figure: "  floor: cat's loop in a Node process (readSync 128 KiB from the shell's pipe, writeSync)",
+      chardev: median(figures.nodeLoop),
+      ratio: ratioTo('nodeLoop'),
+      ...common,
+    }),
+    floorRow(['file', 'log'], {
       id: 'floor-file-kernel',
       figure: '  floor: kernel-only splice to the file (Python os.splice)',
       chardev: median(figures.kernel),
       ratio: ratioTo('kernel'),
+      ...common,
+    }),
+    floorRow(['file', 'log'], {
+      id: 'floor-file-copy',
+      figure: '  floor: minimal read/write relay to the file (Python, 1 MiB pipe and buffer)',
+      chardev: median(figures.copy),
+      ratio: ratioTo('copy'),
       ...common,
     }),
   ];

@@ -389,6 +389,9 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *                                            the guest into one buffer is written to LOG, then
  *                                            sent to the first client (Python has no tee(2))
  *   relay.py file - PATH -- GUEST...         guest stdout → PATH; exits at the guest's EOF
+ *   relay.py file-copy - PATH -- GUEST...    the same by read(2) into one 1 MiB buffer and
+ *                                            write(2) to PATH (what chardev's thread does for a
+ *                                            file), instead of splice
  *   relay.py pty - LINK -- GUEST...          the pty floor: a new pty (raw, no echo), its slave
  *                                            linked at LINK as socat's `PTY,link=` does; the
  *                                            guest's stdout read into one buffer and written
@@ -435,6 +438,23 @@ if direction == 'file':
     sized(p.stdout.fileno())
     fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     pump(p.stdout.fileno(), fd)
+    os.close(fd)
+    p.wait()
+    sys.exit(0)
+if direction == 'file-copy':
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    src = p.stdout.fileno()
+    fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            break
+        w = 0
+        while w < n:
+            w += os.write(fd, view[w:n])
     os.close(fd)
     p.wait()
     sys.exit(0)

@@ -91,6 +91,15 @@ export function startDataPlane(): Promise<void> {
   }
 }
 
+/** A regular file (a copy run's destination); not a FIFO or a device, whose write(2) may wait. */
+function isRegularFile(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
+}
+
 /** Which path moves the bytes now. */
 export type GuestOutputPath = 'kernel' | 'js';
 
@@ -215,8 +224,9 @@ export class GuestOutput {
   }
 
   /**
-   * Of those, bytes the kernel moved (splice); how often the path changed; how often the
-   * guest was held for a client (a full socket under splice, a device refusing output).
+   * Of those, bytes the data-plane thread moved (splice; read + write for a regular file);
+   * how often the path changed; how often the guest was held for a client (a full socket
+   * under splice, a device refusing output).
    */
   get stats(): { readonly spliced: number; readonly switches: number; readonly waits: number; readonly pipeSize: number | undefined } {
     let size: number | undefined;
@@ -475,6 +485,7 @@ export class GuestOutput {
       to: target.fd,
       graceMs: GRACE_MS,
       seekEnd: target.seekEnd,
+      copy: target.kind === 'file' && isRegularFile(target.fd),
       ...(Number.isFinite(target.roomBytes) ? { limitBytes: target.roomBytes } : {}),
     };
     const events = {
@@ -599,6 +610,14 @@ export class GuestOutput {
         // Anything else (EINVAL: this pair cannot be spliced; ENOSPC: the JavaScript path
         // reports it as a write does) ends the kernel path for this source.
         this.#kernelCapable = false;
+        if (r.unwritten !== undefined) {
+          // Read from the pipe but not written (a copy run): they come before anything the
+          // reader reads next, and the device's write reports the failure as it does for
+          // any chunk.
+          this.#pump.push(r.unwritten);
+          this.#movedBy(r.unwritten.length);
+          if (this.#held || this.#closed) return;
+        }
         this.#readJs();
     }
   }

@@ -7,7 +7,8 @@
  * pipe still holding bytes means the destination is full (wait for POLLOUT on it: the guest
  * is held, as QEMU's flow control wants), an empty pipe means the guest has not written yet
  * (wait for POLLIN on the pipe, for at most the run's grace). Progress goes to the main
- * thread every REPORT_MS at most, never per chunk.
+ * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) reads
+ * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`).
  */
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
@@ -26,6 +27,12 @@ const EIO = 5;
 const SEEK_END = 2;
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the destination takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
+/**
+ * Most bytes one read(2) of a `copy` run takes from the pipe, then writes to the file: the
+ * guest pipe's size (GUEST_PIPE_BYTES), so one read empties a full pipe. Measured against
+ * 64, 128 and 256 KiB here: no better per byte, more calls (docs/performance-notes.md).
+ */
+const COPY_BYTES = 1024 * 1024;
 /** Transfers of one run before the others (and the wake pipe) get a look. */
 const SPLICES_PER_TURN = 64;
 /** Most time between two progress reports of a run that moves bytes. */
@@ -46,6 +53,8 @@ interface Run {
   left: number;
   readonly graceMs: number;
   readonly seekEnd: boolean;
+  /** read(2) + write(2) through `copyBuf` instead of splice (the destination is a regular file). */
+  readonly copy: boolean;
   moved: number;
   reported: number;
   reportedAt: number;
@@ -85,6 +94,8 @@ const c = libc();
 const runs = new Map<number, Run>();
 const drainBuf = Buffer.alloc(256);
 let pollBuf = Buffer.alloc(8 * 8);
+/** The one buffer of every `copy` run (one transfer at a time on this thread); allocated by the first. */
+let copyBuf: Buffer | undefined;
 
 function post(m: FromWorker): void {
   setup.port.postMessage(m);
@@ -100,7 +111,7 @@ const fans = new FanoutRuns({
   },
 });
 
-function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', error?: string): void {
+function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', error?: string, unwritten?: Uint8Array): void {
   runs.delete(run.id);
   c.closeFd(run.from);
   c.closeFd(run.to);
@@ -118,6 +129,8 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     end: reason,
     ...(error !== undefined ? { error } : {}),
     ...(tee !== undefined ? { logged: tee.logged, ahead: tee.ahead } : {}),
+    // A copy: the message is cloned, and the buffer is reused by the next run.
+    ...(unwritten !== undefined ? { unwritten: Uint8Array.from(unwritten) } : {}),
   });
   // A main thread waiting in `DataPlaneRun.stop` takes the message now.
   Atomics.add(endings, 0, 1);
@@ -145,6 +158,10 @@ function step(run: Run): void {
   run.idleAt = undefined;
   if (run.tee !== undefined) {
     stepTee(run, run.tee);
+    return;
+  }
+  if (run.copy) {
+    stepCopy(run);
     return;
   }
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
@@ -398,6 +415,58 @@ function stepTee(run: Run, tee: TeeState): void {
   }
 }
 
+/**
+ * `step` for a `copy` run: read what the pipe holds (up to COPY_BYTES), write all of it to
+ * the file, again. Only the source is ever waited for: a write to a regular file blocks
+ * until it is done or fails, so between two transfers nothing is held here.
+ */
+function stepCopy(run: Run): void {
+  copyBuf ??= Buffer.allocUnsafe(COPY_BYTES);
+  const buf = copyBuf;
+  for (let i = 0; i < SPLICES_PER_TURN; i++) {
+    if (run.left === 0) {
+      end(run, 'limit');
+      return;
+    }
+    const len = run.left > 0 ? Math.min(run.left, COPY_BYTES) : COPY_BYTES;
+    const n = c.read(run.from, len === COPY_BYTES ? buf : buf.subarray(0, len));
+    if (n > 0) {
+      if (run.seekEnd) c.lseek(run.to, 0, SEEK_END);
+      let written = 0;
+      while (written < n) {
+        const w = c.write(run.to, buf.subarray(written, n));
+        if (w > 0) {
+          written += w;
+          continue;
+        }
+        const errno = w < 0 ? c.errno() : 0;
+        if (errno === EINTR) continue;
+        // What reached the file counts; the rest goes back to the main thread, in order.
+        run.moved += written;
+        end(run, 'error', w === 0 ? 'EIO' : errnoName(errno), buf.subarray(written, n));
+        return;
+      }
+      run.moved += n;
+      if (run.left > 0) run.left -= n;
+      continue;
+    }
+    if (n === 0) {
+      end(run, 'eof');
+      return;
+    }
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno !== EAGAIN) {
+      end(run, 'error', errnoName(errno));
+      return;
+    }
+    run.waitFd = run.from;
+    run.waitEvents = POLLIN;
+    run.idleAt = performance.now() + run.graceMs;
+    return;
+  }
+}
+
 /** When the run's unreported bytes are due to be reported. */
 function reportAt(run: Run): number {
   const regular = run.reportedAt + REPORT_MS;
@@ -432,6 +501,7 @@ function takeMessages(): boolean {
           left: msg.limitBytes,
           graceMs: msg.graceMs,
           seekEnd: msg.seekEnd,
+          copy: msg.copy,
           moved: 0,
           reported: 0,
           reportedAt: performance.now(),
@@ -450,6 +520,7 @@ function takeMessages(): boolean {
           left: msg.limitBytes,
           graceMs: msg.graceMs,
           seekEnd: false,
+          copy: false,
           moved: 0,
           reported: 0,
           reportedAt: performance.now(),

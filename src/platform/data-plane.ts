@@ -11,7 +11,9 @@
  * reader is quicker to wake for interactive output), `limitBytes` were moved (a log about
  * to rotate), or a transfer fails. Nothing is ever held in between: a splice moves bytes
  * from the pipe to the destination or leaves them in the pipe, so when a run ends every
- * byte is either at the destination (counted in `moved`) or still in the guest's pipe.
+ * byte is either at the destination (counted in `moved`) or still in the guest's pipe. (A
+ * `copy` run to a regular file holds a buffer only inside one transfer; a failed write
+ * hands what it did not write back in `unwritten`.)
  *
  * The worker gets its own duplicates of both fds and closes them when the run ends, so the
  * main thread may close its own at any time (a client leaving, a device stopping) without
@@ -51,6 +53,15 @@ export interface RunSpec {
   readonly graceMs: number;
   /** `to` is a file shared with appending writers: seek to its end before every transfer. */
   readonly seekEnd?: boolean;
+  /**
+   * `to` is a regular file: move the bytes by read(2) into the thread's buffer and write(2),
+   * not splice. A splice into a file holds the pipe's lock while it copies into the page
+   * cache, so the guest cannot write meanwhile (it spins on the lock); a read holds it only
+   * while it empties the pipe, and the guest refills it while the thread writes the file.
+   * A write to a regular file never waits for room, so nothing stays in the buffer between
+   * transfers; if one fails, the bytes it did not write come back in `unwritten`.
+   */
+  readonly copy?: boolean;
 }
 
 /**
@@ -77,6 +88,11 @@ export interface RunResult {
    * itself, without logging them again.
    */
   readonly ahead?: number;
+  /**
+   * A `copy` run that failed to write: the bytes it had read from the source and not written
+   * (in order, before anything still in the source). The caller takes them as if just read.
+   */
+  readonly unwritten?: Buffer;
 }
 
 export interface RunEvents {
@@ -96,6 +112,7 @@ export type ToWorker =
       readonly limitBytes: number;
       readonly graceMs: number;
       readonly seekEnd: boolean;
+      readonly copy: boolean;
     }
   /** A tee run (`TeeRunSpec`); the worker owns the scratch pipe's ends and closes them. */
   | {
@@ -171,6 +188,7 @@ export type FromWorker =
       readonly error?: string;
       readonly logged?: number;
       readonly ahead?: number;
+      readonly unwritten?: Uint8Array;
     };
 
 /** A fan-out run: the guest's pipe to a writer that holds it and viewers that miss what does not fit. */
@@ -361,7 +379,16 @@ export class DataPlane {
     const run = new DataPlaneRun(this, id);
     this.#runs.set(id, { run, events, from, to });
     this.#port.ref();
-    this.send({ op: 'start', id, from, to, limitBytes: spec.limitBytes ?? -1, graceMs: spec.graceMs, seekEnd: spec.seekEnd === true });
+    this.send({
+      op: 'start',
+      id,
+      from,
+      to,
+      limitBytes: spec.limitBytes ?? -1,
+      graceMs: spec.graceMs,
+      seekEnd: spec.seekEnd === true,
+      copy: spec.copy === true,
+    });
     return run;
   }
 
@@ -457,12 +484,15 @@ export class DataPlane {
     this.#runs.delete(m.id);
     if (this.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
+    const unwritten =
+      m.unwritten !== undefined && m.unwritten.length > 0 ? Buffer.from(m.unwritten.buffer, m.unwritten.byteOffset, m.unwritten.length) : undefined;
     active.events.ended({
       moved: m.moved,
       waits: m.waits,
       end,
       ...(m.logged !== undefined ? { logged: m.logged } : {}),
       ...(m.ahead !== undefined ? { ahead: m.ahead } : {}),
+      ...(unwritten !== undefined ? { unwritten } : {}),
     });
   }
 

@@ -73,6 +73,8 @@ export interface Libc {
   fcntlInt(fd: number, cmd: number, arg: number): number;
   /** read(2) into `buf` (up to its length); -1 on error (EAGAIN without an exception, unlike fs.readSync). */
   read(fd: number, buf: Buffer): number;
+  /** write(2) of all of `buf` (a subarray for part of one); bytes written, -1 on error. */
+  write(fd: number, buf: Buffer): number;
   /** lseek(2); the new offset, or -1 on error. */
   lseek(fd: number, offset: number, whence: number): number;
   /** isatty(3): 1 if `fd` is a terminal (a pty master too), else 0. */
@@ -286,6 +288,7 @@ const PIPE2 = 'int pipe2(_Out_ uint8_t *fds, int flags)';
 const SPLICE = 'long splice(int fd_in, void *off_in, int fd_out, void *off_out, size_t len, unsigned int flags)';
 const TEE = 'long tee(int fd_in, int fd_out, size_t len, unsigned int flags)';
 const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
+const WRITE = 'long write(int fd, const void *buf, size_t count)';
 const LSEEK = 'long lseek(int fd, long offset, int whence)';
 const ISATTY = 'int isatty(int fd)';
 
@@ -323,6 +326,7 @@ const LIBC: Libc = {
   tee: (fdIn, fdOut, len, flags) => Number(fn(TEE)(fdIn, fdOut, len, flags) as number | bigint),
   fcntlInt: (fd, cmd, arg) => fn(FCNTL)(fd, cmd, 'int', arg) as number,
   read: (fd, buf) => Number(fn(READ)(fd, buf, buf.length) as number | bigint),
+  write: (fd, buf) => Number(fn(WRITE)(fd, buf, buf.length) as number | bigint),
   lseek: (fd, offset, whence) => Number(fn(LSEEK)(fd, offset, whence) as number | bigint),
   isatty: (fd) => fn(ISATTY)(fd) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,

@@ -5,7 +5,7 @@
  * then, so the output goes back and forth between the data-plane thread and libuv), a
  * Python reader on the pty's slave. Every check is count + sha256 of what arrived.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -443,6 +443,56 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
       report(
         `rotated ${kind}: ${files.length} files, ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`,
       );
+    }
+  });
+  it('a file device and a <log> that stop taking bytes mid-stream (RLIMIT_FSIZE: a short write, then EFBIG) hold the stream up to the limit; no byte goes uncounted', {
+    timeout: 60000,
+  }, async (ctx) => {
+    // prlimit(1) changes this process's limit for the test's span: the thread's write(2) to
+    // the file then fails the way a full disk does, after a partial write.
+    const limits = spawnSync('prlimit', ['--pid', String(process.pid), '--fsize', '--output=SOFT,HARD', '--noheadings', '--raw'], { encoding: 'utf8' });
+    if (limits.status !== 0) {
+      ctx.skip(`prlimit(1) is not usable here: ${limits.stderr || limits.error?.message}`);
+      return;
+    }
+    const [soft, hard] = limits.stdout.trim().split(/\s+/);
+    const set = (value: string): void => {
+      const done = spawnSync('prlimit', ['--pid', String(process.pid), `--fsize=${value}`], { encoding: 'utf8' });
+      assert.equal(done.status, 0, `prlimit --fsize=${value}: ${done.stderr}`);
+    };
+    const bytes = 16 * MiB;
+    // Odd, so the limit falls inside a transfer.
+    const limit = 5 * MiB + 12345;
+    for (const kind of ['file', 'log'] as const) {
+      const r = await rig(
+        ctx,
+        (dir) =>
+          kind === 'file'
+            ? `<serial type='file'><source path='${path.join(dir, 'out')}'/><target port='0'/></serial>`
+            : `<serial type='null'><log file='${path.join(dir, 'out')}'/><target port='0'/></serial>`,
+        bytes,
+      );
+      const errors: string[] = [];
+      r.device.on('error', (e: Error & { code?: string }) => errors.push(`${e.code ?? ''}: ${e.message}`));
+      set(`${limit}:${hard ?? 'unlimited'}`);
+      try {
+        r.start();
+        await r.output.ended;
+      } finally {
+        set(`${soft ?? 'unlimited'}:${hard ?? 'unlimited'}`);
+      }
+      const file = fs.readFileSync(path.join(r.dir, 'out'));
+      assert.equal(file.length, limit, `${kind}: the file grew to the limit`);
+      assert.equal(sha256(file), sha256(r.data.subarray(0, limit)), `${kind}: sha256 of the file: the stream up to the limit`);
+      const c = r.device.counters;
+      assert.equal(c.bytesFromGuest, bytes, `${kind}: every byte was taken from the guest`);
+      // A file device's output that the file did not take is dropped; a null device's output
+      // is discarded anyway, only its log stopped.
+      assert.equal(c.dropped, kind === 'file' ? bytes - limit : 0, `${kind}: bytes counted dropped`);
+      assert.ok(r.output.stats.spliced > 0, `${kind}: the data-plane thread moved bytes before the file failed`);
+      assert.equal(errors.length, 1, `${kind}: one error reported: ${errors.join('; ')}`);
+      assert.match(errors[0] ?? '', /^ERR_BACKEND_WRITE: .*File too large/);
+      report(`${kind} at RLIMIT_FSIZE: ${r.output.stats.spliced} B by the thread, ${c.dropped} B dropped; ${errors[0]}`);
     }
   });
 });
