@@ -355,7 +355,9 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
     });
   }
 
-  it("tcp: <log file='/dev/null'> keeps the history on the JavaScript path (it cannot be read back from the log), and exact", { timeout: 60000 }, async (ctx) => {
+  it("tcp: <log file='/dev/null'> keeps the history on the JavaScript path (it cannot be read back from the log), and exact", {
+    timeout: 60000,
+  }, async (ctx) => {
     const bytes = 8 * MiB;
     const rig = await Rig.make(ctx, root, 'tcp', bytes, { logFile: '/dev/null' });
     const peer = await rig.client();
