@@ -231,13 +231,14 @@ async function runEcho(cfg: EchoConfig): Promise<void> {
   domain = await open(domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>`));
   const device = domain.device('serial0');
   const pipe = guestPipe();
-  const child = spawnGuest(cfg.guest, pipe.writeFd);
-  guest = child;
-  const stdin = child.stdin;
-  if (stdin === null) throw new Error('guest has no stdin');
-  // `chardev run`'s wiring: client input to the guest's stdin, its stdout read by the device.
+  const stdinPipe = guestInputPipe();
+  guest = spawnGuest(cfg.guest, pipe.writeFd, stdinPipe.readFd);
+  // `chardev run`'s wiring: client input to the guest's stdin (a pipe, GuestInput), its
+  // stdout read by the device. Measured (2026-12, quiet): the same GuestInput writing to a
+  // socketpair stdin (child_process's 'pipe') met both latency targets; the pipe, which
+  // splice needs, costs ~4 µs p50 and ~30 µs p99 per round trip here.
   const clients = trackClients(device);
-  device.on('data', (b) => void stdin.write(b));
+  new GuestInput(stdinPipe.writeFd, [device]);
   device.pipeFrom(pipe.readFd);
   send({ event: 'ready', port: Number(device.boundService) });
   const cpu0 = process.cpuUsage();
