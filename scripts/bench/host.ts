@@ -23,7 +23,7 @@ import * as readline from 'node:readline';
 import {
   GuestInput,
   GuestOutput,
-  guestInputPipe,
+  guestInputSocket,
   guestPipe,
   hostDevices,
   loadDomain,
@@ -231,12 +231,11 @@ async function runEcho(cfg: EchoConfig): Promise<void> {
   domain = await open(domainXml(`<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/></serial>`));
   const device = domain.device('serial0');
   const pipe = guestPipe();
-  const stdinPipe = guestInputPipe();
+  const stdinPipe = guestInputSocket();
   guest = spawnGuest(cfg.guest, pipe.writeFd, stdinPipe.readFd);
-  // `chardev run`'s wiring: client input to the guest's stdin (a pipe, GuestInput), its
-  // stdout read by the device. Measured (2026-12, quiet): the same GuestInput writing to a
-  // socketpair stdin (child_process's 'pipe') met both latency targets; the pipe, which
-  // splice needs, costs ~4 µs p50 and ~30 µs p99 per round trip here.
+  // `chardev run`'s wiring: client input to the guest's stdin (a socketpair, GuestInput),
+  // its stdout read by the device. Measured (2026-12): a pipe as stdin instead cost ~4 µs
+  // p50 and ~30 µs p99 per round trip here, failing the target; the socketpair meets it.
   const clients = trackClients(device);
   new GuestInput(stdinPipe.writeFd, [device]);
   device.pipeFrom(pipe.readFd);
@@ -317,10 +316,10 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
 
 /**
  * Client → guest. chardev's side is `chardev run`'s own code (src/cli/commands/run-action.ts):
- * the guest's stdin is a pipe (`guestInputPipe`) and the device's input reaches it through
- * `GuestInput` — spliced from the writer's socket on the data-plane thread while it is the
- * only client, else written from 'data' with the device not reading its clients while the
- * pipe is full. The floor keeps Node's own pipe and `socket.pipe(stdin)`.
+ * the guest's stdin is a socketpair (`guestInputSocket`) and the device's input reaches it
+ * through `GuestInput` — spliced from the writer's socket through a pipe into it on the
+ * data-plane thread while it is the only client, else written from 'data' with the device
+ * not reading its clients while the socketpair is full. The floor keeps Node's own pipe and `socket.pipe(stdin)`.
  */
 async function runInput(cfg: InputConfig): Promise<void> {
   const sockPath = path.join(cfg.dir, 'chardev.sock');
@@ -365,7 +364,7 @@ async function runInput(cfg: InputConfig): Promise<void> {
   const clients = trackClients(dev);
   // The thread's start-up is not the relay's work (as for the output rows).
   await startDataPlane();
-  const stdinPipe = guestInputPipe();
+  const stdinPipe = guestInputSocket();
   guest = spawnGuest(cfg.guest, 'pipe', stdinPipe.readFd);
   const input = new GuestInput(stdinPipe.writeFd, [dev]);
   send({ event: 'ready', ...(cfg.backend === 'tcp' ? { port: Number(dev.boundService) } : { path: sockPath }) });

@@ -62,7 +62,7 @@ export interface FloorConfig {
 
 /**
  * Client → guest: a tcp or unix server device whose input goes to the guest's stdin, wired
- * as `chardev run` wires it (`guestInputPipe` + `GuestInput`). With `floor`, bare Node
+ * as `chardev run` wires it (`guestInputSocket` + `GuestInput`). With `floor`, bare Node
  * instead: `socket.pipe(child.stdin)`, no chardev code.
  */
 export interface InputConfig {

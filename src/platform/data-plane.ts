@@ -53,6 +53,21 @@ export interface RunSpec {
   readonly seekEnd?: boolean;
 }
 
+/**
+ * A run through a pipe of ours (`DataPlane.startVia`): `from` (a socket) → `via` → `to`
+ * (a socket), both hops spliced in one loop. For input to a guest whose stdin is a
+ * socketpair: splice(2) needs a pipe on one side of each transfer. `moved` counts what
+ * reached `to`; when the run ends, what is left in `via` is the caller's to deliver.
+ */
+export interface ViaRunSpec {
+  readonly from: number;
+  /** The intermediate pipe (the caller's; the worker takes duplicates of both ends). */
+  readonly via: { readonly readFd: number; readonly writeFd: number };
+  readonly to: number;
+  /** How long `from` and `via` may stay empty before the run ends with 'idle'. */
+  readonly graceMs: number;
+}
+
 export interface RunResult {
   /** Bytes moved by the whole run. */
   readonly moved: number;
@@ -78,6 +93,15 @@ export type ToWorker =
       readonly limitBytes: number;
       readonly graceMs: number;
       readonly seekEnd: boolean;
+    }
+  | {
+      readonly op: 'start-via';
+      readonly id: number;
+      readonly from: number;
+      readonly viaRead: number;
+      readonly viaWrite: number;
+      readonly to: number;
+      readonly graceMs: number;
     }
   | { readonly op: 'stop'; readonly id: number }
   /** The process exits: end every run and return, so Node can join the thread. */
@@ -137,6 +161,8 @@ interface Active {
   readonly events: RunEvents;
   readonly from: number;
   readonly to: number;
+  /** A via run's duplicates of its pipe's ends. */
+  readonly via?: readonly number[];
 }
 
 export class DataPlane {
@@ -205,6 +231,29 @@ export class DataPlane {
     return run;
   }
 
+  /** A run through an intermediate pipe (`ViaRunSpec`); its events as `start`'s. */
+  startVia(spec: ViaRunSpec, events: RunEvents): DataPlaneRun {
+    if (this.#failed !== undefined) throw this.#failed;
+    const c = libc();
+    const fds: number[] = [];
+    for (const fd of [spec.from, spec.via.readFd, spec.via.writeFd, spec.to]) {
+      const dup = c.dupCloexec(fd);
+      if (dup < 0) {
+        const err = errnoName(c.errno());
+        for (const d of fds) c.closeFd(d);
+        throw new Error(`dup fd ${fd}: ${err}`);
+      }
+      fds.push(dup);
+    }
+    const [from, viaRead, viaWrite, to] = fds as [number, number, number, number];
+    const id = this.#nextId++;
+    const run = new DataPlaneRun(this, id);
+    this.#runs.set(id, { run, events, from, to, via: [viaRead, viaWrite] });
+    this.#port.ref();
+    this.send({ op: 'start-via', id, from, viaRead, viaWrite, to, graceMs: spec.graceMs });
+    return run;
+  }
+
   /** @internal */
   send(msg: ToWorker): void {
     if (this.#failed !== undefined) return;
@@ -266,6 +315,7 @@ export class DataPlane {
       const c = libc();
       c.closeFd(a.from);
       c.closeFd(a.to);
+      for (const fd of a.via ?? []) c.closeFd(fd);
       a.events.ended({ moved: 0, waits: 0, end: { error: 'EWORKER' } });
     }
   }

@@ -1,9 +1,10 @@
 /**
  * Client → guest input on the data plane (`GuestInput`): a real client (Python, a plain
  * socket) sends a random stream into a tcp or unix server whose input goes to a real guest
- * process reading its stdin (a pipe, `guestInputPipe`), as `chardev run` wires it. The guest
- * reads slowly, or stalls and then reads; a viewer attaches mid-stream; the writer leaves
- * mid-stream and another takes over. Every check is count + sha256 of what the guest read,
+ * process reading its stdin (a socketpair, `guestInputSocket`, as `chardev run` wires it:
+ * spliced socket → a pipe → the socketpair; once a pipe, `guestInputPipe`, spliced in one
+ * hop). The guest reads slowly, or stalls and then reads; a viewer attaches mid-stream, or
+ * while bytes wait between the two hops; the writer leaves mid-stream and another takes over. Every check is count + sha256 of what the guest read,
  * the device's `bytesToGuest`, and that the data-plane thread spliced some of it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,21 +18,25 @@ import { domainXml, waitFor } from '../core/helpers.ts';
 import { PYTHON, sha256, tmp } from '../reliability/helpers.ts';
 import { open } from '../../src/index.ts';
 import type { Chardev } from '../../src/index.ts';
-import { GuestInput, guestInputPipe } from '../../src/core/guest-input.ts';
+import { GuestInput, guestInputPipe, guestInputSocket } from '../../src/core/guest-input.ts';
 import { startDataPlane } from '../../src/core/guest-output.ts';
 
 const MiB = 1024 * 1024;
 
 /**
- * The guest. argv: N RATE STALL_S PROGRESS. Sleeps STALL_S (its stdin pipe fills, the
- * client is held), then reads N bytes from stdin at RATE bytes/s (0: as fast as it can),
+ * The guest. argv: N RATE STALL_S PROGRESS. Sleeps STALL_S (its stdin fills, the client
+ * is held; a negative STALL_S: until a file PROGRESS.go exists), then reads N bytes from stdin at RATE bytes/s (0: as fast as it can),
  * writing how many it has to PROGRESS; prints `COUNT SHA256` at N bytes or end of file.
  */
 const GUEST = `
 import hashlib, os, sys, time
 n, rate, stall, progress = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 pf = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-time.sleep(stall)
+if stall < 0:
+    while not os.path.exists(progress + '.go'):
+        time.sleep(0.01)
+else:
+    time.sleep(stall)
 got, h, t0 = 0, hashlib.sha256(), time.monotonic()
 while got < n:
     b = os.read(0, min(65536, n - got))
@@ -81,6 +86,8 @@ interface Rig {
    */
   send(data: Buffer, hold?: { leave: Promise<void> }): Promise<void>;
   address(): { port: number } | { path: string };
+  /** A guest started with a negative stall reads from now on. */
+  go(): void;
 }
 
 let root: string;
@@ -90,7 +97,7 @@ before(async () => {
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-async function rig(ctx: TestContext, kind: Kind, bytes: number, guest: { rate: number; stallS: number }, extra = ''): Promise<Rig> {
+async function rig(ctx: TestContext, kind: Kind, bytes: number, guest: { rate: number; stallS: number; stdin?: 'socket' | 'pipe' }, extra = ''): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(root, 'r'));
   const sockPath = path.join(dir, 's');
   const device =
@@ -102,7 +109,7 @@ async function rig(ctx: TestContext, kind: Kind, bytes: number, guest: { rate: n
   const dev = domain.device('serial0');
   dev.on('error', () => {});
   const progressFile = path.join(dir, 'progress');
-  const stdin = guestInputPipe();
+  const stdin = guest.stdin === 'pipe' ? guestInputPipe() : guestInputSocket();
   let child: ChildProcess;
   try {
     child = spawn(PYTHON, ['-S', '-c', GUEST, String(bytes), String(guest.rate), String(guest.stallS), progressFile], {
@@ -136,6 +143,7 @@ async function rig(ctx: TestContext, kind: Kind, bytes: number, guest: { rate: n
     input,
     result,
     address,
+    go: () => fs.writeFileSync(`${progressFile}.go`, ''),
     progress(): number {
       try {
         return Number(fs.readFileSync(progressFile, 'latin1') || '0');
@@ -173,6 +181,41 @@ describe('client → guest input on the data plane (real client and guest, sha25
       const data = randomBytes(8 * MiB);
       const r = await rig(ctx, kind, data.length, { rate: 16 * MiB, stallS: 0 });
       await r.send(data);
+      await checkGuest(r, data);
+    });
+
+    it(`${kind}: a guest reading slowly from a pipe as stdin (one hop) gets every byte, in order`, { timeout: 60000 }, async (ctx) => {
+      const data = randomBytes(8 * MiB);
+      const r = await rig(ctx, kind, data.length, { rate: 16 * MiB, stallS: 0, stdin: 'pipe' });
+      await r.send(data);
+      await checkGuest(r, data);
+    });
+
+    it(`${kind}: a viewer attaches while bytes wait between the hops: they reach the guest first, whole`, { timeout: 60000 }, async (ctx) => {
+      const data = randomBytes(16 * MiB);
+      const r = await rig(ctx, kind, data.length, { rate: 0, stallS: -1 }, "<cd:clients max='2'/>");
+      let leave: () => void = () => {};
+      const sending = r.send(data, { leave: new Promise((resolve) => (leave = resolve)) });
+      // Bytes reached the socketpair, so the pipe between the hops took some: with the
+      // guest not reading, the socketpair fills and the pipe keeps what it holds (the
+      // client sends far more than the socketpair, the pipe and the socket buffers hold).
+      await waitFor(() => r.input.stats.spliced > 0, 'the writer streaming by splice to a stalled guest', 20000);
+      assert.equal(r.input.stats.drained, 0);
+      const viewer = net.connect(r.address());
+      viewer.on('error', () => {});
+      viewer.on('data', () => {});
+      await new Promise<void>((resolve) => viewer.once('connect', () => resolve()));
+      await waitFor(() => r.device.hub.size === 2, 'the viewer attached');
+      assert.ok(r.input.stats.drained > 0, `the run's stop read out the pipe between the hops (${JSON.stringify(r.input.stats)})`);
+      assert.equal(r.progress(), 0, 'the guest has not read yet');
+      viewer.write('VIEWER INPUT');
+      // The device reads no client while the guest's input is full (the viewer neither).
+      r.go();
+      await waitFor(() => r.device.hub.inputDropped === 12, "the viewer's input dropped", 20000);
+      viewer.destroy();
+      await waitFor(() => r.device.hub.size === 1, 'the viewer gone');
+      leave();
+      await sending;
       await checkGuest(r, data);
     });
 

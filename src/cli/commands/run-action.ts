@@ -21,7 +21,7 @@ import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
 import { GuestOutput, guestPipe } from '../../core/guest-output.ts';
-import { GuestInput, guestInputPipe } from '../../core/guest-input.ts';
+import { GuestInput, guestInputSocket } from '../../core/guest-input.ts';
 import type { PipeEnds } from '../../platform/splice.ts';
 import { startDomain, type Domain } from '../../core/domain.ts';
 import '../../backends/index.ts';
@@ -154,10 +154,11 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
 function runPipedByFd(device: GuestPorts, command: readonly string[], pipe: PipeEnds): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];
   let child: ChildProcess;
-  // The child's stdin a pipe too, so a client's input can be spliced into it.
+  // The child's stdin a socketpair of ours (as child_process's 'pipe' would be), so a
+  // client's input can be spliced into it (through a pipe of GuestInput's).
   let stdin: PipeEnds | undefined;
   try {
-    stdin = guestInputPipe();
+    stdin = guestInputSocket();
     // One pipe for both keeps their order as the child wrote them, as a terminal would.
     child = spawn(cmd, args, { stdio: [stdin.readFd, pipe.writeFd, pipe.writeFd] });
   } catch (e) {
