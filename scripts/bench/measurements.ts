@@ -37,7 +37,7 @@
  *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
  *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
  *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
- * - input (tcp): a client (GUEST_PY `send`) writes the stream into a server whose input
+ * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
  *   splice socket → a pipe → the guest's stdin socketpair while the writer is the only client; the row says how

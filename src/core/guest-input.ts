@@ -108,7 +108,6 @@ export class GuestInput {
   #waits = 0;
 
   readonly #listener = (chunk: Buffer): void => this.#onData(chunk);
-  readonly #onClient = (): void => this.#schedule();
 
   /**
    * Hand the devices' input to `target`: the write end of a pipe the guest reads
@@ -139,7 +138,6 @@ export class GuestInput {
     this.#writer.on('drain', () => this.#drained());
     for (const d of devices) {
       d.addInput(this);
-      d.on('client', this.#onClient);
     }
     this.#listen();
   }
@@ -174,7 +172,6 @@ export class GuestInput {
     this.#immediate = undefined;
     this.#unlisten();
     for (const d of this.#devices) {
-      d.off('client', this.#onClient);
       d.removeInput(this);
     }
     this.#writer.destroy();
@@ -202,6 +199,12 @@ export class GuestInput {
     for (const d of this.#devices) d.off('data', this.#listener);
   }
 
+  /**
+   * Only a burst starts a run, never a client's arrival: a client that types (or a 1-byte
+   * ping-pong) stays on libuv's path, since a run hands every byte to the data-plane
+   * thread, whose wake-up costs an interactive round trip (measured on the bench's latency
+   * row, 2026-12: a run started on connect cost ~25 µs p50).
+   */
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
     // Input the guest does not read yet waits in the clients and the kernel, not here.
@@ -324,7 +327,7 @@ export class GuestInput {
     source.release();
     const end = r.end;
     if (typeof end === 'object' && CANNOT_SPLICE.has(end.error)) this.#kernelCapable = false;
-    // 'stopped' (a change: its 'client' event or the next burst decides), 'idle' (the client
+    // 'stopped' (a change: the next burst decides), 'idle' (the client
     // paused: libuv wakes for its next byte), 'eof' and other errors (Node sees them now and
     // the client goes): the JavaScript path goes on.
   }
