@@ -40,8 +40,9 @@
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
- *   splice socket → a pipe → the guest's stdin socketpair while the writer is the only client; the row says how
- *   much was spliced, and chardev's `bytesToGuest` must equal the stream); socat
+ *   splice socket → a pipe → the guest's stdin socketpair while the writer is the only
+ *   client; the row says how much was spliced, and chardev's `bytesToGuest` must equal the
+ *   stream); socat
  *   `-u TCP-LISTEN:P EXEC:guest`; floors bare Node `socket.pipe(child.stdin)` and the
  *   kernel-only relay socket → pipe.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs

@@ -28,8 +28,8 @@
  *
  * Why a socketpair rather than a pipe for the guest's stdin: a reader woken on a pipe pays
  * more per wake-up than on a unix socket; measured on the bench's 1-byte round trip (2026-12,
- * 2 cores), the pipe cost ~4 µs at p50 and ~30 µs at p99, failing the latency target that
- * the socketpair meets. Small input never takes the kernel path, so it pays nothing for
+ * 2 cores, the same code otherwise, runs alternated), p99 was 1.5–2.0× socat's with a pipe
+ * and 1.2× with the socketpair (target ≤ 1.3×). Small input never takes the kernel path, so it pays nothing for
  * the second hop.
  *
  * Nothing is ever lost in between: when a run ends, every byte is at the guest (counted in
