@@ -46,6 +46,7 @@ register({
 });
 register({ id: 'bulk-unix', about: 'guest → client through a UNIX server; CPU per GiB; floors', run: (ctx) => throughput(ctx, 'unix') });
 register({ id: 'input-tcp', about: 'client → guest through a TCP server; floors', run: (ctx) => inputThroughput(ctx, 'tcp') });
+register({ id: 'input-unix', about: 'client → guest through a UNIX server; floors', run: (ctx) => inputThroughput(ctx, 'unix') });
 register({ id: 'latency', about: '1-byte round trips through an echo guest', run: (ctx) => latency(ctx) });
 register({ id: 'pty', about: 'guest → pty reader', run: (ctx) => throughput(ctx, 'pty') });
 register({ id: 'idle', about: '10,000 idle devices: memory and CPU', run: (ctx) => idleDevices(ctx, fdLimits().hard) });

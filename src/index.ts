@@ -33,6 +33,7 @@ export { Chardev, WRITER_IN_FLIGHT_BYTES, type ChardevCounters, type ChardevEven
 export type { TerminalSize } from './core/hub.ts';
 export { OutputPump, type OutputSource } from './core/output-pump.ts';
 export { GuestOutput, GUEST_PIPE_BYTES, guestPipe, startDataPlane, type GuestOutputOptions, type GuestOutputPath } from './core/guest-output.ts';
+export { GuestInput, guestInputPipe, guestInputSocket, type GuestInputOptions } from './core/guest-input.ts';
 export type { PipeEnds } from './platform/splice.ts';
 export { Domain, startDomain, DEFAULT_PTY_POLL_MS, type DomainOptions } from './core/domain.ts';
 export { DEFAULT_ROTATION } from './core/rotating-log.ts';

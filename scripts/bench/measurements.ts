@@ -37,10 +37,14 @@
  *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
  *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
  *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
- * - input (tcp): a client (GUEST_PY `send`) writes the stream into a server whose input
+ * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
- *   chardev wires it as `chardev run` does; socat `-u TCP-LISTEN:P EXEC:guest`; floors bare
- *   Node `socket.pipe(child.stdin)` and the kernel-only relay socket → pipe.
+ *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
+ *   splice socket → a pipe → the guest's stdin socketpair while the writer is the only
+ *   client; the row says how much was spliced, and chardev's `bytesToGuest` must equal the
+ *   stream); socat
+ *   `-u TCP-LISTEN:P EXEC:guest`; floors bare Node `socket.pipe(child.stdin)` and the
+ *   kernel-only relay socket → pipe.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
  *   sides already set it raw; it does not touch termios, as TCSAFLUSH would discard bytes).
@@ -1283,6 +1287,8 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
   const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)' };
   const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
   const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  /** chardev's input moved by splice (GuestInput's kernel path), per repetition. */
+  const spliced: number[] = [];
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const who of rotate(sides, rep)) {
       ctx.log(`${backend} input throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
@@ -1322,6 +1328,11 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
         if (host !== undefined) {
           const result = await host.finish('result');
           cpu[who].push((result.cpuUserUs + result.cpuSystemUs) / 1e6);
+          if (who === 'chardev') {
+            // The device's own count of what it delivered must agree with the guest's.
+            if (result.bytesToGuest !== bytes) throw new LostBytesError(`${id}: chardev counted ${result.bytesToGuest ?? '?'} of ${bytes} bytes to the guest`);
+            spliced.push(result.splicedToGuest ?? 0);
+          }
         } else {
           cpu[who].push(relay !== undefined ? cpuSecondsOf(relay) : NaN);
         }
@@ -1342,8 +1353,10 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
     mbps: figures,
     cpuSecondsPerGiB: Object.fromEntries(sides.map((side) => [side, perGiB(cpu[side])])),
     ratiosToSocat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.socat)])),
+    splicedToGuest: spliced,
   };
   const cpuText = (side: Side): string => `${median(perGiB(cpu[side])).toFixed(2)} s`;
+  const splicedText = `${((100 * median(spliced)) / bytes).toFixed(1)} % of chardev's input spliced`;
   const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
   return [
     judged({
@@ -1355,7 +1368,7 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
       peerName,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
-      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
+      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; ${splicedText}; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
       details,
     }),
     floorRow([id], {

@@ -62,8 +62,8 @@ export interface FloorConfig {
 
 /**
  * Client → guest: a tcp or unix server device whose input goes to the guest's stdin, wired
- * as `chardev run` wires it (stop taking input while the stdin pipe is full, resume on
- * 'drain'). With `floor`, bare Node instead: `socket.pipe(child.stdin)`, no chardev code.
+ * as `chardev run` wires it (`guestInputSocket` + `GuestInput`). With `floor`, bare Node
+ * instead: `socket.pipe(child.stdin)`, no chardev code.
  */
 export interface InputConfig {
   readonly kind: 'input';
@@ -116,6 +116,9 @@ export interface ResultMessage {
   readonly peakRssBytes: number;
   /** Minor page faults since the guest's release: fresh memory for every chunk shows here. */
   readonly minorFaults: number;
+  /** Input rows: bytes the device delivered to the guest, and of those how many the kernel moved (GuestInput's splice). */
+  readonly bytesToGuest?: number;
+  readonly splicedToGuest?: number;
 }
 
 export interface IdleMessage {

@@ -2,7 +2,7 @@ import * as net from 'node:net';
 import type { TcpSourceDef, UnixSourceDef } from '../config/types.ts';
 import type { Backend, BackendContext } from '../core/backend.ts';
 import { describeErrno, unlinkQuietly } from '../core/files.ts';
-import { HubFullError, type ClientSink, type HubClient } from '../core/hub.ts';
+import { HubFullError, type ClientSink, type HubClient, type InputPath } from '../core/hub.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { bracketHost } from '../protocols/address.ts';
 import { ChardevError } from '../errors.ts';
@@ -91,6 +91,65 @@ function kernelFd(stream: net.Socket): number | undefined {
   if (stream.destroyed || !stream.writable || stream.connecting || stream.writableLength > 0) return undefined;
   const fd = (stream as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
   return fd !== undefined && fd >= 0 ? fd : undefined;
+}
+
+/** The libuv handle under a net.Socket, as Node's own stream code drives it (lib/net.js). */
+interface StreamHandle {
+  readonly fd?: number;
+  reading?: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+/**
+ * A raw socket's input as a splice(2) source (`InputPath`). A claim stops libuv reading the
+ * socket, so no read of Node's can land between two splices; what Node already read (a
+ * paused stream reads ahead up to its high-water mark) is emitted first, through the
+ * stream's 'data' listeners, so it reaches the guest before anything spliced. A release
+ * puts the handle back as Node left it: reading if it was (Node's stream then still waits
+ * for that read to push, and would never start another), and flowing if the hub reads this
+ * client. `pause`/`resume` from the hub go through `setFlowing`, which defers to the claim.
+ */
+function inputPath(stream: net.Socket): InputPath & { setFlowing(flowing: boolean): void } {
+  let claimed = false;
+  let wasReading = false;
+  let flowing = !stream.isPaused();
+  const handleOf = (): StreamHandle | undefined => (stream as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
+  return {
+    claim: () => {
+      const handle = handleOf();
+      const fd = handle?.fd;
+      if (claimed || handle === undefined || fd === undefined || fd < 0 || stream.destroyed || !stream.readable || stream.connecting) return undefined;
+      stream.pause();
+      // Read ahead while paused: to the listeners now (read() may start libuv reading again;
+      // it is stopped below, in the same turn, before libuv could read).
+      if (stream.readableLength > 0) stream.read();
+      if (stream.destroyed || handleOf() !== handle) return undefined;
+      wasReading = handle.reading === true;
+      if (wasReading) {
+        handle.reading = false;
+        handle.readStop();
+      }
+      claimed = true;
+      return fd;
+    },
+    release: () => {
+      if (!claimed) return;
+      claimed = false;
+      const handle = handleOf();
+      if (handle !== undefined && !stream.destroyed && wasReading) {
+        handle.reading = true;
+        handle.readStart();
+      }
+      if (flowing && !stream.destroyed) stream.resume();
+    },
+    setFlowing: (on) => {
+      flowing = on;
+      if (claimed) return;
+      if (on) stream.resume();
+      else stream.pause();
+    },
+  };
 }
 
 /**
@@ -439,6 +498,8 @@ class SocketBackend implements Backend {
     const stream = peer.stream;
     const platform = this.#ctx.platform;
     const raw = peer.raw as unknown as { _handle?: { fd?: number } | null };
+    const telnet = this.#spec.server && this.#spec.telnet;
+    const input = stream === peer.raw && !telnet ? inputPath(stream) : undefined;
     const sink: ClientSink = {
       send: (data) => void stream.write(data),
       get queuedBytes() {
@@ -464,10 +525,12 @@ class SocketBackend implements Backend {
         setTimeout(() => stream.destroy(), 1000).unref();
         stream.end(`\r\n[chardev: ${reason}]\r\n`);
       },
-      pause: () => stream.pause(),
-      resume: () => stream.resume(),
+      pause: () => (input !== undefined ? input.setFlowing(false) : stream.pause()),
+      resume: () => (input !== undefined ? input.setFlowing(true) : stream.resume()),
       // Raw sockets only: under TLS the bytes on the fd are records, not the guest's.
       ...(stream === peer.raw ? { kernelPath: { fd: () => kernelFd(stream), noticeFrame: NOTICE_FRAME } } : {}),
+      // Input too, and only without telnet: its bytes are decoded (IAC, BREAK) on the way in.
+      ...(input !== undefined ? { inputPath: input } : {}),
     };
     let client: HubClient;
     try {
@@ -485,14 +548,15 @@ class SocketBackend implements Backend {
     // The guest may be waiting for this peer to take more.
     stream.on('drain', () => client.drained());
     if (peer.onRawClose !== undefined) peer.raw.off('close', peer.onRawClose);
-    if (this.#spec.server && this.#spec.telnet) {
+    if (telnet) {
       const decoder = new TelnetDecoder({ data: (c) => client.input(c), break: () => client.break() });
       stream.on('data', (c: Buffer) => decoder.feed(c));
     } else {
       stream.on('data', (c: Buffer) => client.input(c));
     }
     // Accepted sockets start paused (pauseOnConnect), so flowing must be set explicitly.
-    if (this.#reading) stream.resume();
+    if (input !== undefined) input.setFlowing(this.#reading);
+    else if (this.#reading) stream.resume();
     else stream.pause();
     // Data still buffered when the peer closed is delivered before CLOSED ('close' follows 'end').
     stream.once('close', () => {

@@ -11,7 +11,7 @@ import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, MISSED_NOTICE, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
 import { GuestOutput, type GuestOutputOptions } from './guest-output.ts';
-import type { KernelTarget, OutputSource } from './guest-side.ts';
+import type { InputSource, KernelSource, KernelTarget, OutputSource } from './guest-side.ts';
 
 /** Clients a device takes at once when its XML does not say (`<cd:clients max>`): room for consoles. */
 export const DEFAULT_MAX_CLIENTS = 8;
@@ -139,6 +139,8 @@ export class Chardev {
   #refused = false;
   /** Sources of guest output reading from an fd for this device (`pipeFrom`). */
   readonly #outputs = new Set<OutputSource>();
+  /** Frontends handing this device's input to the guest, maybe by the kernel (`GuestInput`). */
+  readonly #inputs = new Set<InputSource>();
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
@@ -165,8 +167,11 @@ export class Chardev {
       onDrained: (client) => {
         for (const o of this.#outputs) o.clientDrained?.(client.id);
       },
-      // Output on the kernel path is finished and counted before any client changes.
-      beforeChange: () => this.settleOutput(),
+      // Output and input on the kernel path are finished and counted before any client changes.
+      beforeChange: () => {
+        this.settleOutput();
+        this.#settleInputs();
+      },
       onInput: (b) => this.receive(b),
       onBreak: () => this.breakReceived(),
       onResize: (size) => {
@@ -230,6 +235,46 @@ export class Chardev {
   /** @internal */
   removeOutput(output: OutputSource): void {
     this.#outputs.delete(output);
+  }
+
+  /** @internal A GuestInput handing this device's input to the guest. */
+  addInput(input: InputSource): void {
+    this.#inputs.add(input);
+  }
+  /** @internal */
+  removeInput(input: InputSource): void {
+    this.#inputs.delete(input);
+  }
+
+  /** Input moved by the kernel so far is finished and counted: other input, or a client change, comes after it. */
+  #settleInputs(): void {
+    for (const i of this.#inputs) i.settle();
+  }
+
+  /**
+   * @internal Where input may be spliced from right now instead of going through 'data'
+   * (`GuestInput`'s kernel path), claimed: the only client is the writer, on a socket that
+   * offers its input raw (tcp or unix, no TLS, no telnet), `listener` is the only 'data'
+   * listener and nothing is held for it. Claiming delivers what the client's transport had
+   * already read first, through 'data' (so `listener` may be called before this returns).
+   * Undefined otherwise; ask again before every run.
+   */
+  kernelSource(listener: (chunk: Buffer) => void): KernelSource | undefined {
+    if (this.#stopped || this.#backend === undefined || this.#held.length > 0) return undefined;
+    const data = this.#listeners.data;
+    if (data.length !== 1 || data[0] !== listener) return undefined;
+    const writer = this.hub.soleWriter;
+    const path = writer?.sink.inputPath;
+    if (path === undefined) return undefined;
+    const fd = path.claim();
+    if (fd === undefined) return undefined;
+    return {
+      fd,
+      commit: (n) => {
+        this.#toGuest += n;
+      },
+      release: () => path.release(),
+    };
   }
 
   /**
@@ -506,6 +551,8 @@ export class Chardev {
   }
 
   on<E extends ChardevEvent>(event: E, listener: ChardevEvents[E]): this {
+    // A new input listener gets input from now on: none may bypass it by the kernel path.
+    if (event === 'data') this.#settleInputs();
     (this.#listeners[event] as Array<ChardevEvents[E]>).push(listener);
     if (event === 'data' && this.#listeners.data.length === 1) {
       // What was held goes first (a microtask: before any client's next read, after the caller's own setup).
@@ -548,8 +595,9 @@ export class Chardev {
   async stop(abort = false): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    // Nothing more is read from the guest for this device.
+    // Nothing more is read from the guest for this device, nor moved to it by the kernel.
     for (const o of [...this.#outputs]) o.close();
+    this.#settleInputs();
     const backend = this.#backend;
     try {
       // The backend's own peers just go away, as QEMU's do; other clients (consoles) are told.
@@ -568,6 +616,8 @@ export class Chardev {
   /** @internal Backend callbacks. */
   receive(chunk: Buffer): void {
     if (this.#stopped) return;
+    // After whatever the kernel path moved before it.
+    this.#settleInputs();
     if (this.#listeners.data.length === 0 || this.#held.length > 0) {
       if (this.#heldBytes + chunk.length > HELD_INPUT_BYTES) return;
       this.#held.push(chunk);
@@ -611,6 +661,7 @@ export class Chardev {
   /** @internal */
   breakReceived(): void {
     if (this.#stopped) return;
+    this.#settleInputs();
     // Behind held input: a BREAK must not overtake the bytes typed before it.
     if (this.#held.length > 0) {
       this.#held.push('break');

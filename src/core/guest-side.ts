@@ -90,3 +90,33 @@ export interface FedDevice extends PumpDevice {
   /** Whether the kernel path could start once Node's own queue for the client has drained. */
   kernelPathAfterNode(): boolean;
 }
+
+/** Something feeding the guest with the device's input (`GuestInput`). */
+export interface InputSource {
+  /** Finish what moves outside the device now (a kernel-path run) and count it, before a client change or other input. */
+  settle(): void;
+}
+
+/** The writer client's socket as a source of input moved by the kernel (`Chardev.kernelSource`). */
+export interface KernelSource {
+  /** Nothing reads it but the caller until `release`. */
+  readonly fd: number;
+  /** `n` bytes reached the guest from there: count them as delivered input. */
+  commit(n: number): void;
+  /** Give the socket back to its transport. Idempotent. */
+  release(): void;
+}
+
+/** A device whose input a `GuestInput` hands to the guest. */
+export interface InputDevice {
+  readonly type: string;
+  readonly stopped: boolean;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'client', listener: (change: ClientChange, client: ClientInfo) => void): unknown;
+  off(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  off(event: 'client', listener: (change: ClientChange, client: ClientInfo) => void): unknown;
+  addInput(input: InputSource): void;
+  removeInput(input: InputSource): void;
+  /** The socket the kernel may move input from now, claimed, if `listener` is the only one and anything allows it. */
+  kernelSource(listener: (chunk: Buffer) => void): KernelSource | undefined;
+}

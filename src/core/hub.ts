@@ -57,6 +57,25 @@ export interface ClientSink {
    * without entering V8 (`GuestOutput`). Absent: never.
    */
   readonly kernelPath?: KernelPath;
+  /**
+   * Transports whose input is a plain byte stream on an fd the kernel can splice from (a
+   * raw tcp or unix socket: no TLS, no telnet) offer it here, so the writer's input can
+   * reach the guest without entering V8 (`GuestInput`). Absent: never.
+   */
+  readonly inputPath?: InputPath;
+}
+
+/** A client's socket as a splice(2) source for its input. */
+export interface InputPath {
+  /**
+   * Stop the transport reading the socket and hand out its fd: from now on nothing reads
+   * it but the caller, until `release`. What the transport had already read is delivered
+   * first, synchronously, through the client's input (`HubClient.input`). Undefined when
+   * the socket cannot be read this way now (closed, or already claimed).
+   */
+  claim(): number | undefined;
+  /** The caller stopped reading the fd: the transport reads it again (if the hub lets it). Idempotent. */
+  release(): void;
 }
 
 /** A client's socket as a splice(2) destination. */

@@ -68,6 +68,8 @@ interface Run {
   readonly tty: boolean;
   /** A tee run (`startTee`): the log beside the client. */
   readonly tee?: TeeState;
+  /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`. */
+  readonly via?: { readonly readFd: number; readonly writeFd: number };
 }
 
 /**
@@ -120,6 +122,10 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     c.closeFd(tee.log);
     c.closeFd(tee.scratchRead);
     c.closeFd(tee.scratchWrite);
+  }
+  if (run.via !== undefined) {
+    c.closeFd(run.via.readFd);
+    c.closeFd(run.via.writeFd);
   }
   post({
     op: 'ended',
@@ -467,6 +473,56 @@ function stepCopy(run: Run): void {
   }
 }
 
+/**
+ * A via run's transfers: `via` → `to` (what the pipe holds reaches the guest first), then
+ * `from` → `via`, until neither moves. Then the pipe still holding bytes means `to` is full
+ * (wait for room there: the pipe fills no further, the socket's buffers fill and TCP holds
+ * the client); an empty pipe means the client has not sent more (wait for it, for at most
+ * the grace). Whatever the pipe holds when the run ends is the main thread's to deliver.
+ */
+function stepVia(run: Run): void {
+  const via = run.via;
+  if (via === undefined) return;
+  run.waitFd = undefined;
+  run.idleAt = undefined;
+  for (let i = 0; i < SPLICES_PER_TURN; i++) {
+    let progressed = false;
+    const out = c.splice(via.readFd, run.to, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (out > 0) {
+      run.moved += out;
+      progressed = true;
+    } else if (out < 0) {
+      const errno = c.errno();
+      if (errno === EINTR) continue;
+      if (errno !== EAGAIN) {
+        end(run, 'error', errnoName(errno));
+        return;
+      }
+    }
+    const got = c.splice(run.from, via.writeFd, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (got > 0) continue;
+    if (got === 0) {
+      end(run, 'eof');
+      return;
+    }
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno !== EAGAIN) {
+      end(run, 'error', errnoName(errno));
+      return;
+    }
+    if (progressed) continue;
+    if (pipeHolds(via.readFd)) {
+      waitRoom(run);
+    } else {
+      run.waitFd = run.from;
+      run.waitEvents = POLLIN;
+      run.idleAt = performance.now() + run.graceMs;
+    }
+    return;
+  }
+}
+
 /** When the run's unreported bytes are due to be reported. */
 function reportAt(run: Run): number {
   const regular = run.reportedAt + REPORT_MS;
@@ -536,6 +592,26 @@ function takeMessages(): boolean {
       case 'fanout-start':
         fans.start(msg);
         break;
+      case 'start-via':
+        runs.set(msg.id, {
+          id: msg.id,
+          from: msg.from,
+          to: msg.to,
+          left: -1,
+          graceMs: msg.graceMs,
+          seekEnd: false,
+          copy: false,
+          moved: 0,
+          reported: 0,
+          reportedAt: performance.now(),
+          waits: 0,
+          waitFd: undefined,
+          waitEvents: 0,
+          idleAt: undefined,
+          tty: false,
+          via: { readFd: msg.viaRead, writeFd: msg.viaWrite },
+        });
+        break;
       case 'stop': {
         const run = runs.get(msg.id);
         if (run !== undefined) end(run, 'stopped');
@@ -555,7 +631,8 @@ function loop(): void {
     let busy = false;
     for (const run of [...runs.values()]) {
       if (run.waitFd === undefined) {
-        step(run);
+        if (run.via !== undefined) stepVia(run);
+        else step(run);
         if (runs.has(run.id) && run.waitFd === undefined) busy = true;
       }
     }

@@ -74,6 +74,21 @@ export interface TeeRunSpec extends RunSpec {
   readonly log: number;
 }
 
+/**
+ * A run through a pipe of ours (`DataPlane.startVia`): `from` (a socket) → `via` → `to`
+ * (a socket), both hops spliced in one loop. For input to a guest whose stdin is a
+ * socketpair: splice(2) needs a pipe on one side of each transfer. `moved` counts what
+ * reached `to`; when the run ends, what is left in `via` is the caller's to deliver.
+ */
+export interface ViaRunSpec {
+  readonly from: number;
+  /** The intermediate pipe (the caller's; the worker takes duplicates of both ends). */
+  readonly via: { readonly readFd: number; readonly writeFd: number };
+  readonly to: number;
+  /** How long `from` and `via` may stay empty before the run ends with 'idle'. */
+  readonly graceMs: number;
+}
+
 export interface RunResult {
   /** Bytes moved by the whole run. */
   readonly moved: number;
@@ -127,6 +142,15 @@ export type ToWorker =
       readonly graceMs: number;
     }
   | FanoutStartMsg
+  | {
+      readonly op: 'start-via';
+      readonly id: number;
+      readonly from: number;
+      readonly viaRead: number;
+      readonly viaWrite: number;
+      readonly to: number;
+      readonly graceMs: number;
+    }
   | { readonly op: 'stop'; readonly id: number }
   /** The process exits: end every run and return, so Node can join the thread. */
   | { readonly op: 'quit' };
@@ -263,7 +287,7 @@ interface Active {
   readonly events: RunEvents;
   readonly from: number;
   readonly to: number;
-  /** More fds the worker owns for the run (a tee run's log and scratch pipe). */
+  /** More fds the worker owns for the run (a tee run's log and scratch pipe, a via run's pipe). */
   readonly more?: readonly number[];
 }
 
@@ -435,6 +459,29 @@ export class DataPlane {
       limitBytes: spec.limitBytes ?? -1,
       graceMs: spec.graceMs,
     });
+    return run;
+  }
+
+  /** A run through an intermediate pipe (`ViaRunSpec`); its events as `start`'s. */
+  startVia(spec: ViaRunSpec, events: RunEvents): DataPlaneRun {
+    if (this.#failed !== undefined) throw this.#failed;
+    const c = libc();
+    const fds: number[] = [];
+    for (const fd of [spec.from, spec.via.readFd, spec.via.writeFd, spec.to]) {
+      const dup = c.dupCloexec(fd);
+      if (dup < 0) {
+        const err = errnoName(c.errno());
+        for (const d of fds) c.closeFd(d);
+        throw new Error(`dup fd ${fd}: ${err}`);
+      }
+      fds.push(dup);
+    }
+    const [from, viaRead, viaWrite, to] = fds as [number, number, number, number];
+    const id = this.#nextId++;
+    const run = new DataPlaneRun(this, id);
+    this.#runs.set(id, { run, events, from, to, more: [viaRead, viaWrite] });
+    this.#port.ref();
+    this.send({ op: 'start-via', id, from, viaRead, viaWrite, to, graceMs: spec.graceMs });
     return run;
   }
 

@@ -59,6 +59,8 @@ export interface Libc {
   malloc_trim(pad: number): number;
   /** socket(2); -1 on error. */
   socket(domain: number, type: number, protocol: number): number;
+  /** socketpair(2): fills `fds` (8 bytes: two int32 ends); -1 on error. */
+  socketpair(domain: number, type: number, protocol: number, fds: Buffer): number;
   /** sendto(2) with a raw `struct sockaddr` buffer; -1 on error. */
   sendto(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrLen: number): number;
   /** close(2) of an fd Node does not know about (one socket() made). */
@@ -282,6 +284,7 @@ const STRERROR = 'const char *strerror(int errnum)';
 const MALLOPT = 'int mallopt(int param, int value)';
 const MALLOC_TRIM = 'int malloc_trim(size_t pad)';
 const SOCKET = 'int socket(int domain, int type, int protocol)';
+const SOCKETPAIR = 'int socketpair(int domain, int type, int protocol, _Out_ uint8_t *sv)';
 const SENDTO = 'long sendto(int fd, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t addrlen)';
 const CLOSE = 'int close(int fd)';
 const PIPE2 = 'int pipe2(_Out_ uint8_t *fds, int flags)';
@@ -319,6 +322,7 @@ const LIBC: Libc = {
   mallopt: (param, value) => fn(MALLOPT)(param, value) as number,
   malloc_trim: (pad) => fn(MALLOC_TRIM)(pad) as number,
   socket: (d, t, p) => fn(SOCKET)(d, t, p) as number,
+  socketpair: (d, t, p, fds) => fn(SOCKETPAIR)(d, t, p, fds) as number,
   sendto: (fd, buf, len, flags, addr, addrLen) => Number(fn(SENDTO)(fd, buf, len, flags, addr, addrLen) as number | bigint),
   closeFd: (fd) => fn(CLOSE)(fd) as number,
   pipe2: (fds, flags) => fn(PIPE2)(fds, flags) as number,

@@ -52,6 +52,31 @@ export function makePipe(options: PipeOptions = {}): PipeEnds {
   return ends;
 }
 
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = O_CLOEXEC;
+
+/**
+ * A close-on-exec AF_UNIX stream socketpair, both ends blocking (O_NONBLOCK is per end: a
+ * caller sets it on its own). `readFd`, `writeFd` name the ends by the use a caller makes
+ * of them; the kernel makes no difference. Throws (NativeUnavailable or an errno).
+ */
+export function makeSocketPair(): PipeEnds {
+  const c = libc();
+  const fds = Buffer.alloc(8);
+  if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) !== 0) throw new Error(`socketpair: ${errnoName(c.errno())}`);
+  return { readFd: fds.readInt32LE(0), writeFd: fds.readInt32LE(4) };
+}
+
+/** Whether `fd` is a socket. */
+export function isSocket(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isSocket();
+  } catch {
+    return false;
+  }
+}
+
 /** Set O_NONBLOCK on an fd's open file description. */
 export function setNonBlocking(fd: number): void {
   const c = libc();

@@ -258,7 +258,11 @@ describe('chardev run', () => {
       // While the guest does not read: the client is held back, chardev's memory is not the buffer.
       await new Promise((resolve) => setTimeout(resolve, 2500));
       const held = vm('VmHWM') - rss0;
-      assert.ok(held < 32 * 1024 * 1024, `chardev grew ${(held / 1048576).toFixed(1)} MiB holding unread input`);
+      // The input's first burst starts the data-plane thread (input is spliced from the
+      // client's socket): a second V8 isolate with koffi, measured ~31–33 MiB at its peak,
+      // against ~0.5 MiB on the JavaScript path. The bound still fails if chardev held the
+      // unread part of the 64 MiB stream (all but the kernel's few MiB).
+      assert.ok(held < 48 * 1024 * 1024, `chardev grew ${(held / 1048576).toFixed(1)} MiB holding unread input`);
       fs.writeFileSync(go, '');
       const c = await client;
       assert.equal(c.code, 0, c.stderr.toString());

@@ -14,12 +14,14 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import type { Writable } from 'node:stream';
 import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import { loadDomain } from '../../config/domain.ts';
 import type { Chardev } from '../../core/chardev.ts';
 import { OutputPump, type OutputSource } from '../../core/output-pump.ts';
 import { GuestOutput, guestPipe } from '../../core/guest-output.ts';
+import { GuestInput, guestInputSocket } from '../../core/guest-input.ts';
 import type { PipeEnds } from '../../platform/splice.ts';
 import { startDomain, type Domain } from '../../core/domain.ts';
 import '../../backends/index.ts';
@@ -101,6 +103,15 @@ class GuestPorts {
   outputFrom(fd: number): GuestOutput {
     return new GuestOutput(fd, this.#devices);
   }
+  /**
+   * Input from the devices to the guest's stdin (`target`: the write end of its pipe, taken
+   * over, or Node's stream): spliced from the writer's socket on the data-plane thread
+   * while the conditions allow (see `GuestInput`), else written from 'data'; while the guest
+   * does not read, the devices stop reading their clients.
+   */
+  input(target: number | Writable): GuestInput {
+    return new GuestInput(target, this.#devices);
+  }
   /** Idempotent per listener, so a resumed listener is never attached twice. */
   on(listener: (b: Buffer) => void): void {
     for (const d of this.#devices) {
@@ -143,15 +154,24 @@ function runPiped(device: GuestPorts, command: readonly string[]): GuestIo {
 function runPipedByFd(device: GuestPorts, command: readonly string[], pipe: PipeEnds): GuestIo {
   const [cmd, ...args] = command as [string, ...string[]];
   let child: ChildProcess;
+  // The child's stdin a socketpair of ours (as child_process's 'pipe' would be), so a
+  // client's input can be spliced into it (through a pipe of GuestInput's).
+  let stdin: PipeEnds | undefined;
   try {
+    stdin = guestInputSocket();
     // One pipe for both keeps their order as the child wrote them, as a terminal would.
-    child = spawn(cmd, args, { stdio: ['pipe', pipe.writeFd, pipe.writeFd] });
+    child = spawn(cmd, args, { stdio: [stdin.readFd, pipe.writeFd, pipe.writeFd] });
+  } catch (e) {
+    if (stdin !== undefined) fs.closeSync(stdin.writeFd);
+    fs.closeSync(pipe.readFd);
+    throw e;
   } finally {
-    // The child has its copies; ours would keep the pipe open (no end of file) after it exits.
+    // The child has its copies; ours would keep the pipes open (no end of file) after it exits.
     fs.closeSync(pipe.writeFd);
+    if (stdin !== undefined) fs.closeSync(stdin.readFd);
   }
   const output = device.outputFrom(pipe.readFd);
-  const toChild = wireInput(device, child);
+  const toChild = device.input(stdin.writeFd);
   const done = waitExit(child)
     .then(async (status) => {
       // The child's output may still be in the pipe (or held for a slow client): it is
@@ -160,35 +180,10 @@ function runPipedByFd(device: GuestPorts, command: readonly string[], pipe: Pipe
       return status;
     })
     .finally(() => {
-      toChild.stop();
+      toChild.close();
       output.close();
     });
   return { child, done, abandon: () => output.close() };
-}
-
-/**
- * Device input to the child's stdin. Input the child does not read yet must wait in the
- * clients and the kernel, not pile up here: while its stdin pipe is full we stop taking
- * device input (the device stops reading its clients, as a UART with a full receive FIFO
- * would) and resume on 'drain'.
- */
-function wireInput(device: GuestPorts, child: ChildProcess): { stop(): void } {
-  // The child may exit without reading its stdin; EPIPE then is not an error of ours.
-  child.stdin?.on('error', () => {});
-  let stopped = false;
-  const toChild = (b: Buffer): void => {
-    if (child.stdin?.write(b) === false) device.off(toChild);
-  };
-  child.stdin?.on('drain', () => {
-    if (!stopped) device.on(toChild);
-  });
-  device.on(toChild);
-  return {
-    stop: () => {
-      stopped = true;
-      device.off(toChild);
-    },
-  };
 }
 
 /** Without koffi: the child's stdout and stderr are Node's pipes, relayed by an OutputPump. */
@@ -210,7 +205,8 @@ function runPipedByNode(device: GuestPorts, command: readonly string[]): GuestIo
   const toDevice = (b: Buffer): void => pump.push(b);
   child.stdout?.on('data', toDevice);
   child.stderr?.on('data', toDevice);
-  const toChild = wireInput(device, child);
+  if (child.stdin === null) throw new Error('the child has no stdin');
+  const toChild = device.input(child.stdin);
   // The child's streams may end while a slow client has not taken all of their output yet:
   // it is delivered before the devices stop, however long that client takes (unless abandoned).
   const done = waitExit(child)
@@ -219,7 +215,7 @@ function runPipedByNode(device: GuestPorts, command: readonly string[]): GuestIo
       return status;
     })
     .finally(() => {
-      toChild.stop();
+      toChild.close();
       pump.close();
     });
   return { child, done, abandon: () => pump.close() };
