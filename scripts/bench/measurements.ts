@@ -895,14 +895,7 @@ export function fanOutCompleteness(received: readonly number[], bytes: number): 
  * its first client, the writer, the whole stream; its viewers are counted. The first
  * client is hashed on both, the others counted.
  */
-async function fanOutFloor(
-  ctx: Ctx,
-  mode: 'fanout' | 'fanout-tee',
-  bytes: number,
-  live: number,
-  stalled: number,
-  digest: string,
-): Promise<FanOutReceived> {
+async function fanOutFloor(ctx: Ctx, mode: 'fanout' | 'fanout-tee', bytes: number, live: number, stalled: number, digest: string): Promise<FanOutReceived> {
   const port = await freePort();
   const relay = new Proc(`fan-out floor (${mode})`, ctx.python, [
     ctx.relayPy,
@@ -1021,7 +1014,9 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     const floor = await fanOutFloor(ctx, 'fanout', bytes, viewers, 1, digest);
     floorAggregates.push(floor.aggregateMBps);
     floorRatios.push(floor.aggregateMBps / single);
-    ctx.log(`fan-out: kernel-only floor (tee into a pipe per client, splice to each socket), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
+    ctx.log(
+      `fan-out: kernel-only floor (tee into a pipe per client, splice to each socket), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`,
+    );
     const tee = await fanOutFloor(ctx, 'fanout-tee', bytes, viewers, 1, digest);
     const teeCounts = fanOutCompleteness(tee.perClient, bytes);
     teeAggregates.push(tee.aggregateMBps);
