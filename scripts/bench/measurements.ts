@@ -111,6 +111,8 @@ export interface Row {
   readonly peer: number | null;
   /** What the peer column holds (socat …, cat > file). */
   readonly peerName: string;
+  /** The peer is itself a relay doing this row's work (socat relaying, `cat > file`), so at 1.0× it shows what a relay can do here. */
+  readonly peerDoesSameWork?: boolean;
   /** chardev / peer, or the figure the target is about (fan-out). */
   readonly ratio: number | null;
   readonly target: string;
@@ -572,6 +574,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
+      peerDoesSameWork: true,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
       note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote('chardev')}`,
@@ -587,6 +590,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         chardev: median(perGiB(cpu.chardev)),
         peer: median(perGiB(cpu.socat)),
         peerName,
+        peerDoesSameWork: true,
         ratio: cpuRatioTo('chardev'),
         goal: atMostRatio(1.0),
         note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floor: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
@@ -1277,6 +1281,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       chardev: median(figures.file),
       ratio: ratioTo('file'),
       goal: atLeastRatio(1.0),
+      peerDoesSameWork: true,
       note: lossless,
       ...common,
     }),
@@ -1286,6 +1291,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       chardev: median(figures.log),
       ratio: ratioTo('log'),
       goal: atLeastRatio(1.0),
+      peerDoesSameWork: true,
       note: lossless,
       ...common,
     }),
@@ -1430,6 +1436,7 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
+      peerDoesSameWork: true,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
       note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
