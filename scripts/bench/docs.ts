@@ -61,7 +61,9 @@ export function judgedRows(rows: readonly Row[]): Row[] {
 
 /** The floors measured for a row in the same run, as FloorFigures (ratio to the row's peer). */
 export function floorsOf(rows: readonly Row[], id: string): FloorFigure[] {
-  return rows.filter((r) => r.floorOf?.includes(id) === true).map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio }));
+  return rows
+    .filter((r) => r.floorOf?.includes(id) === true)
+    .map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio, ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}) }));
 }
 
 /** One paragraph per target not met: the figure against the target, then what the floors show. */

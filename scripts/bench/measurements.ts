@@ -121,6 +121,8 @@ export interface Row {
   readonly goal?: Target;
   /** A floor row: the same work without chardev, for the rows with these ids (its `chardev` column holds the floor's figure). */
   readonly floorOf?: readonly string[];
+  /** A floor working under rules chardev may not follow, said in words: shown beside the others, it decides nothing (verdict.ts). */
+  readonly floorRules?: string;
   readonly note?: string;
   readonly details?: unknown;
 }
@@ -1104,6 +1106,8 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(singles),
       peerName: 'chardev, single client',
       ratio: median(floorRatios),
+      floorRules:
+        'lossless to every viewer, so the guest waits for the slowest one, which chardev may not do (SPEC: viewers have bounded queues and miss output when theirs is full)',
       note: `every live client of the floor got all ${bytes} bytes (the first hashed); the same reader as chardev's`,
       details: { bytes, reps, floorAggregateMBps: floorAggregates, ratios: floorRatios },
     }),

@@ -84,6 +84,12 @@ export function ratios(a: readonly number[], b: readonly number[]): number[] {
 export interface FloorFigure {
   readonly name: string;
   readonly ratio: number | null;
+  /**
+   * Set when the floor works under rules chardev may not follow (e.g. a fan-out relay that
+   * makes the guest wait for every viewer, which the spec forbids): it is listed and compared,
+   * but decides nothing about whose the gap is.
+   */
+  readonly otherRules?: string;
 }
 
 /** The peer, when it is itself a relay doing the same work (socat's relay, `cat > file`): at 1.0× of itself by definition. */
@@ -121,27 +127,33 @@ function standingText(s: { rel: number; word: 'better' | 'level' | 'worse' }, na
 }
 
 export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRatio: number | null = null, peer?: SameWorkPeer): GapVerdict {
-  const measured = floors.filter((f): f is { name: string; ratio: number } => f.ratio !== null && Number.isFinite(f.ratio) && f.ratio !== 0);
+  const measured = floors.filter((f): f is FloorFigure & { ratio: number } => f.ratio !== null && Number.isFinite(f.ratio) && f.ratio !== 0);
   if (t.on !== 'ratio' || measured.length === 0) return { whose: 'unknown', text: 'no floor measured for this row' };
   const target = targetText(t);
   const chardev = chardevRatio !== null && Number.isFinite(chardevRatio) && chardevRatio !== 0 ? chardevRatio : undefined;
   const parts = measured.map((f) => {
     const where = meets(t, f.ratio) === true ? `meets ${target}` : `below ${target}`;
-    return `${f.name} ${f.ratio.toFixed(2)}× (${where}${chardev !== undefined ? `; ${standingText(standing(t, chardev, f.ratio))}` : ''})`;
+    const rules = f.otherRules !== undefined ? `; other rules: ${f.otherRules}` : '';
+    return `${f.name} ${f.ratio.toFixed(2)}× (${where}${chardev !== undefined ? `; ${standingText(standing(t, chardev, f.ratio))}` : ''}${rules})`;
   });
+  // Only floors doing the work under chardev's own rules decide whose the gap is.
+  const deciding = measured.filter((f) => f.otherRules === undefined);
   // The peer sits at 1.0× of itself; when it does the same work and that meets the target, a relay here does.
   const peerMeets = peer !== undefined && meets(t, 1) === true;
   const peerText = peerMeets ? `; the peer, ${peer.name}, is itself a relay doing the same work and meets ${target} by definition (1.00×)` : '';
   const list = `floors in the same run: ${parts.join('; ')}${peerText}`;
-  const meeting = [...measured.filter((f) => meets(t, f.ratio) === true).map((f) => f.name), ...(peerMeets ? [peer.name] : [])];
+  const meeting = [...deciding.filter((f) => meets(t, f.ratio) === true).map((f) => f.name), ...(peerMeets ? [peer.name] : [])];
   if (meeting.length > 0) {
     return {
       whose: 'chardev',
       text: `${list}; ${meeting.join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${target} on this machine in the same run, so the remaining gap is chardev's`,
     };
   }
+  if (deciding.length === 0) {
+    return { whose: 'unexplained', text: `${list}; no floor here works under chardev's rules, so this run does not say whose the gap is` };
+  }
   // No floor meets the target: the best of them (highest ratio for ≥, lowest for ≤) decides.
-  const best = measured.reduce((a, b) => ((t.op === '>=' ? b.ratio > a.ratio : b.ratio < a.ratio) ? b : a));
+  const best = deciding.reduce((a, b) => ((t.op === '>=' ? b.ratio > a.ratio : b.ratio < a.ratio) ? b : a));
   if (chardev === undefined) {
     return { whose: 'unexplained', text: `${list}; none of them meets ${target}, and without chardev's figure this run does not say whose the gap is` };
   }

@@ -111,6 +111,28 @@ test("fan-out: a floor better than chardev, none meeting ≥ 10×, leaves the ga
   assert.match(v.text, /the rest, from there to ≥ 10×, no floor here closes either/);
 });
 
+test('a floor under other rules is shown and compared but decides nothing', () => {
+  const lenient = { name: 'lossless relay', ratio: 2.38, otherRules: 'the guest waits for every viewer' };
+  const v = gapVerdict(atLeastRatio(10), [lenient, { name: 'kernel-only fan-out relay', ratio: 1.67 }], 1.79);
+  assert.equal(v.whose, 'machine');
+  assert.match(v.text, /lossless relay 2\.38× \(below ≥ 10×; chardev is at 75 % of it; other rules: the guest waits for every viewer\)/);
+  assert.match(v.text, /chardev does better than the best of them \(kernel-only fan-out relay\)/);
+  // Without it the lenient floor would decide, and the gap up to it would be chardev's.
+  assert.equal(
+    gapVerdict(
+      atLeastRatio(10),
+      [
+        { name: lenient.name, ratio: lenient.ratio },
+        { name: 'k', ratio: 1.67 },
+      ],
+      1.79,
+    ).whose,
+    'chardev',
+  );
+  // Even meeting the target, it does not make the gap chardev's; alone, it decides nothing.
+  assert.equal(gapVerdict(atLeastRatio(1), [{ ...lenient, ratio: 1.5 }], 0.8).whose, 'unexplained');
+});
+
 test('≤ targets: the best floor is the lowest, and lower is better', () => {
   const cpu = gapVerdict(
     atMostRatio(1),
