@@ -1095,7 +1095,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peerName: 'chardev, single client (socat has no fan-out)',
       ratio: aggRatio,
       goal: atLeastRatio(10),
-      note: `the figure sums guest bytes the live clients received (the reader's count, less ${inlineNoticeBytes.join(', ')} bytes of chardev's inline notices); the writer got all ${bytes} bytes, sha256 equal; ${madeOf(wholeStream, chardevMissed)} (chardev's own count of viewers' missed bytes: ${viewersMissed.join(', ')}); per live client received min/median/max ${perViewerMiB(lastReceived)} of ${(bytes / MiB).toFixed(0)} MiB; the stalled one missed ${stalledMissed.join(', ')} bytes; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
+      note: `the figure sums guest bytes the live clients received (the reader's count, less ${inlineNoticeBytes.join(', ')} bytes of chardev's inline notices); the writer got all ${bytes} bytes, sha256 equal; ${madeOf(wholeStream, chardevMissed)} (chardev's own count of viewers' missed bytes: ${viewersMissed.join(', ')}); per live client received min/median/max (last repetition) ${perViewerMiB(lastReceived)} of ${(bytes / MiB).toFixed(0)} MiB; the stalled one missed ${stalledMissed.join(', ')} bytes; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
     }),
     floorRow(['fanout-aggregate'], {
@@ -1119,7 +1119,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(singles),
       peerName: 'chardev, single client',
       ratio: median(teeRatios),
-      note: `chardev's own rules without chardev (Python, tee(2) through ctypes, no byte in user space); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(teeWhole, teeMissed)}; per live client received min/median/max ${perViewerMiB(lastTee)}; the same reader as chardev's`,
+      note: `chardev's own rules without chardev (Python, tee(2) through ctypes, no byte in user space); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(teeWhole, teeMissed)}; per live client received min/median/max (last repetition) ${perViewerMiB(lastTee)}; the same reader as chardev's`,
       details: {
         bytes,
         reps,
