@@ -61,7 +61,9 @@ export function judgedRows(rows: readonly Row[]): Row[] {
 
 /** The floors measured for a row in the same run, as FloorFigures (ratio to the row's peer). */
 export function floorsOf(rows: readonly Row[], id: string): FloorFigure[] {
-  return rows.filter((r) => r.floorOf?.includes(id) === true).map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio }));
+  return rows
+    .filter((r) => r.floorOf?.includes(id) === true)
+    .map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio, ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}) }));
 }
 
 /** One paragraph per target not met: the figure against the target, then what the floors show. */
@@ -70,7 +72,8 @@ export function gapsText(rows: readonly Row[], markdown = true): string[] {
   for (const r of rows) {
     if (r.met !== false) continue;
     const head = `${r.figure.trim()}: ${r.ratio !== null && Number.isFinite(r.ratio) ? formatRatio(r.ratio) : formatFigure(r.chardev, r.unit)} against ${r.target}`;
-    const gap = r.goal !== undefined ? gapVerdict(r.goal, floorsOf(rows, r.id), r.ratio) : { whose: 'unknown', text: 'no target data' };
+    const peer = r.peerDoesSameWork === true ? { name: r.peerName } : undefined;
+    const gap = r.goal !== undefined ? gapVerdict(r.goal, floorsOf(rows, r.id), r.ratio, peer) : { whose: 'unknown', text: 'no target data' };
     out.push(markdown ? `- **${escapeCell(head)}.** ${escapeCell(gap.text)}.` : `${head}. ${gap.text}.`);
   }
   return out;
@@ -154,8 +157,10 @@ export function performancePage(r: BenchReport, notes: string): string {
   out.push('rotated per repetition; the ratio is the median of the per-repetition ratios. Nothing paces');
   out.push("the guest (except the fan-out's stated 5 MB/s), and every byte is counted and hashed: a side");
   out.push('that lost one gives no figure and fails the run. Floors are the same work done without');
-  out.push('chardev — bare Node, or a kernel-only relay that moves the bytes with splice(2) — to tell the');
-  out.push("machine's limits from chardev's. How each figure is measured: the header of");
+  out.push('chardev — bare Node, a minimal relay, or a kernel-only one that moves the bytes with splice(2)');
+  out.push("and tee(2) — to tell the machine's limits from chardev's: a gap is called the machine's only");
+  out.push('when no floor (nor a peer doing the same work) meets the target and chardev is level with the');
+  out.push('best floor or better. How each figure is measured: the header of');
   out.push('`scripts/bench/measurements.ts`.');
   out.push('');
   out.push('## Figures');

@@ -69,9 +69,13 @@
  *   bursts; not pacing by the bench): there every live client's stream is hashed and must
  *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
  *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
- *   live client's against one client's on the same guest. Floor for the unthrottled figure:
- *   a minimal fan-out relay (RELAY_PY `fanout`: one read, one send per live client, no
- *   queues) with the same reader, against chardev's single client.
+ *   live client's against one client's on the same guest. Floors for the unthrottled figure,
+ *   with the same reader, against chardev's single client: a minimal fan-out relay (RELAY_PY
+ *   `fanout`: one read, one send per live client, no queues, lossless) and a kernel-only one
+ *   with chardev's rules (RELAY_PY `fanout-tee`: tee into a 256 KiB pipe per client, splice
+ *   to each socket, viewers miss what does not fit). Every aggregate sums guest bytes the
+ *   live clients received, as the reader counted them (chardev's inline notices left out);
+ *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
@@ -111,6 +115,8 @@ export interface Row {
   readonly peer: number | null;
   /** What the peer column holds (socat …, cat > file). */
   readonly peerName: string;
+  /** The peer is itself a relay doing this row's work (socat relaying, `cat > file`), so at 1.0× it shows what a relay can do here. */
+  readonly peerDoesSameWork?: boolean;
   /** chardev / peer, or the figure the target is about (fan-out). */
   readonly ratio: number | null;
   readonly target: string;
@@ -119,6 +125,8 @@ export interface Row {
   readonly goal?: Target;
   /** A floor row: the same work without chardev, for the rows with these ids (its `chardev` column holds the floor's figure). */
   readonly floorOf?: readonly string[];
+  /** A floor working under rules chardev may not follow, said in words: shown beside the others, it decides nothing (verdict.ts). */
+  readonly floorRules?: string;
   readonly note?: string;
   readonly details?: unknown;
 }
@@ -572,6 +580,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
+      peerDoesSameWork: true,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
       note: `lossless: ${verified}; the chardev guest waited for its client ${guestWaits} times${splicedNote}; ${cpuNote('chardev')}`,
@@ -587,6 +596,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         chardev: median(perGiB(cpu.chardev)),
         peer: median(perGiB(cpu.socat)),
         peerName,
+        peerDoesSameWork: true,
         ratio: cpuRatioTo('chardev'),
         goal: atMostRatio(1.0),
         note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floor: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
@@ -871,16 +881,35 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
   ];
 }
 
+/** What the live clients of one fan-out run received: counted by the reader, never what a relay tried to send. */
+export interface FanOutReceived {
+  /** Guest bytes each live client received (the writer first). */
+  readonly perClient: readonly number[];
+  /** MB/s: their sum over the span from the first byte on any client to the last on any. */
+  readonly aggregateMBps: number;
+}
+
+/** How many live clients got the whole stream, and the guest bytes the others missed together. */
+export function fanOutCompleteness(received: readonly number[], bytes: number): { whole: number; missedBytes: number } {
+  return {
+    whole: received.filter((b) => b === bytes).length,
+    missedBytes: received.reduce((sum, b) => sum + Math.max(0, bytes - b), 0),
+  };
+}
+
 /**
- * The fan-out floor (RELAY_PY `fanout`): the same guest, the same reader with `live` reading
- * clients and `stalled` that never read; every live one must get the whole stream (the
- * first hashed, the others counted). MB/s summed over the live clients, as chardev's figure.
+ * A fan-out floor: the same guest, the same reader with `live` reading clients and
+ * `stalled` that never read. RELAY_PY `fanout` (one read, one send per live client) must
+ * give every live client the whole stream; `fanout-tee` (tee into a 256 KiB pipe per
+ * client, splice to each socket, viewers miss what does not fit, as chardev's) must give
+ * its first client, the writer, the whole stream; its viewers are counted. The first
+ * client is hashed on both, the others counted.
  */
-async function fanOutFloor(ctx: Ctx, bytes: number, live: number, stalled: number, digest: string): Promise<number> {
+async function fanOutFloor(ctx: Ctx, mode: 'fanout' | 'fanout-tee', bytes: number, live: number, stalled: number, digest: string): Promise<FanOutReceived> {
   const port = await freePort();
-  const relay = new Proc('fan-out floor', ctx.python, [
+  const relay = new Proc(`fan-out floor (${mode})`, ctx.python, [
     ctx.relayPy,
-    'fanout',
+    mode,
     'tcp',
     String(port),
     String(live),
@@ -892,11 +921,12 @@ async function fanOutFloor(ctx: Ctx, bytes: number, live: number, stalled: numbe
   try {
     reader = startReader(ctx, { kind: 'tcp', address: String(port), bytes, live, stalled, hash: 'first' });
     const out = await readerResult(reader, timeoutFor(bytes, live));
-    verify('fanout-aggregate', 'the fan-out floor, first client', out, 0, bytes, digest);
+    verify('fanout-aggregate', `the fan-out floor (${mode}), first client`, out, 0, bytes, digest);
     const short = out.bytes.filter((b) => b !== bytes).length;
-    if (short > 0) throw new LostBytesError(`fanout-aggregate: the fan-out floor: ${short} of ${live} live clients did not get all ${bytes} bytes`);
+    if (mode === 'fanout' && short > 0)
+      throw new LostBytesError(`fanout-aggregate: the fan-out floor: ${short} of ${live} live clients did not get all ${bytes} bytes`);
     const total = out.bytes.reduce((a, b) => a + b, 0);
-    return mbps(total, (Math.max(...out.last) - out.first) / 1e9);
+    return { perClient: out.bytes, aggregateMBps: mbps(total, (Math.max(...out.last) - out.first) / 1e9) };
   } finally {
     await relay.stop();
     await reader?.stop();
@@ -935,6 +965,14 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const aggRatios: number[] = [];
   const floorAggregates: number[] = [];
   const floorRatios: number[] = [];
+  const teeAggregates: number[] = [];
+  const teeRatios: number[] = [];
+  const teeWhole: number[] = [];
+  const teeMissed: number[] = [];
+  const teePerClient: number[][] = [];
+  const chardevReceived: number[][] = [];
+  const chardevMissed: number[] = [];
+  const inlineNoticeBytes: number[] = [];
   const perViewerBytes: number[][] = [];
   const perViewerSent: number[][] = [];
   const wholeStream: number[] = [];
@@ -969,16 +1007,33 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     stalledMissed.push(many.clients[viewers]?.bytesMissed ?? NaN);
     connectSeconds.push(many.reader.connectSeconds);
     noticeBytes.push(many.reader.noticeBytes);
-    const totalBytes = many.reader.bytes.reduce((a, b) => a + b, 0);
+    // Guest bytes each live client received: what the reader counted, less chardev's inline
+    // missed-output notices (which it counts with them) — so never more than the hub handed
+    // that client's socket. The writer is hash-checked above: all of its count is guest bytes.
+    const received = many.reader.bytes.map((b, i) => (i === 0 ? b : Math.min(b, many.clients[i]?.bytesSent ?? 0)));
+    chardevReceived.push(received);
+    inlineNoticeBytes.push(many.reader.bytes.reduce((sum, b, i) => sum + b - (received[i] ?? 0), 0));
+    chardevMissed.push(fanOutCompleteness(received, bytes).missedBytes);
+    const totalBytes = received.reduce((a, b) => a + b, 0);
     const span = (Math.max(...many.reader.last) - many.reader.first) / 1e9;
     const aggregate = mbps(totalBytes, span);
     singles.push(single);
     aggregates.push(aggregate);
     aggRatios.push(aggregate / single);
     ctx.log(`fan-out: floor (one read, one send per client), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
-    const floor = await fanOutFloor(ctx, bytes, viewers, 1, digest);
-    floorAggregates.push(floor);
-    floorRatios.push(floor / single);
+    const floor = await fanOutFloor(ctx, 'fanout', bytes, viewers, 1, digest);
+    floorAggregates.push(floor.aggregateMBps);
+    floorRatios.push(floor.aggregateMBps / single);
+    ctx.log(
+      `fan-out: kernel-only floor (tee into a pipe per client, splice to each socket), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`,
+    );
+    const tee = await fanOutFloor(ctx, 'fanout-tee', bytes, viewers, 1, digest);
+    const teeCounts = fanOutCompleteness(tee.perClient, bytes);
+    teeAggregates.push(tee.aggregateMBps);
+    teeRatios.push(tee.aggregateMBps / single);
+    teeWhole.push(teeCounts.whole);
+    teeMissed.push(teeCounts.missedBytes);
+    teePerClient.push([...tee.perClient]);
 
     // The guest at its own 5 MB/s: every live client gets every byte.
     const rated = guestArgv(ctx, ratedBytes, { rate: GUEST_RATE });
@@ -1004,9 +1059,15 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   }
   const aggRatio = median(aggRatios);
   const ratedRatio = median(ratedRatios);
-  const lastBytes = perViewerBytes[perViewerBytes.length - 1] ?? [];
+  const lastReceived = chardevReceived[chardevReceived.length - 1] ?? [];
+  const lastTee = teePerClient[teePerClient.length - 1] ?? [];
   const perViewerMiB = (xs: readonly number[]): string =>
     `${(Math.min(...xs) / MiB).toFixed(1)} / ${(median(xs) / MiB).toFixed(1)} / ${(Math.max(...xs) / MiB).toFixed(1)} MiB`;
+  // What an aggregate is made of, per repetition: live clients with the whole stream, and the guest bytes the rest missed.
+  const madeOf = (whole: readonly number[], missed: readonly number[]): string =>
+    `${whole.join(', ')} of ${viewers} live clients got the whole stream, the others missed ${missed.map((m) => `${(m / MiB).toFixed(1)} MiB`).join(', ')} together (of ${(
+      (viewers * bytes) / MiB
+    ).toFixed(0)} MiB)`;
   const details = {
     viewers,
     stalled: 1,
@@ -1021,6 +1082,9 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     perClientBytesSent: perViewerSent,
     liveClientsWithWholeStream: wholeStream,
     liveViewersBytesMissed: viewersMissed,
+    liveGuestBytesReceived: chardevReceived,
+    liveGuestBytesMissedByCount: chardevMissed,
+    inlineNoticeBytes,
     stalledBytesMissed: stalledMissed,
     leadingNoticeBytes: noticeBytes,
     connectSeconds,
@@ -1035,7 +1099,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peerName: 'chardev, single client (socat has no fan-out)',
       ratio: aggRatio,
       goal: atLeastRatio(10),
-      note: `the writer got all ${bytes} bytes, sha256 equal; per live client received min/median/max ${perViewerMiB(lastBytes)} of ${(bytes / MiB).toFixed(0)} MiB, ${wholeStream.join(', ')} of ${viewers} got the whole stream; viewers missed ${viewersMissed.join(', ')} bytes, the stalled one ${stalledMissed.join(', ')}; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
+      note: `the figure sums guest bytes the live clients received (the reader's count, less ${inlineNoticeBytes.join(', ')} bytes of chardev's inline notices); the writer got all ${bytes} bytes, sha256 equal; ${madeOf(wholeStream, chardevMissed)} (chardev's own count of viewers' missed bytes: ${viewersMissed.join(', ')}); per live client received min/median/max (last repetition) ${perViewerMiB(lastReceived)} of ${(bytes / MiB).toFixed(0)} MiB; the stalled one missed ${stalledMissed.join(', ')} bytes; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
     }),
     floorRow(['fanout-aggregate'], {
@@ -1046,8 +1110,29 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       peer: median(singles),
       peerName: 'chardev, single client',
       ratio: median(floorRatios),
+      floorRules:
+        'lossless to every viewer, so the guest waits for the slowest one, which chardev may not do (SPEC: viewers have bounded queues and miss output when theirs is full)',
       note: `every live client of the floor got all ${bytes} bytes (the first hashed); the same reader as chardev's`,
       details: { bytes, reps, floorAggregateMBps: floorAggregates, ratios: floorRatios },
+    }),
+    floorRow(['fanout-aggregate'], {
+      id: 'floor-fanout-tee',
+      figure: `  floor: kernel-only fan-out relay (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
+      unit: 'MB/s',
+      chardev: median(teeAggregates),
+      peer: median(singles),
+      peerName: 'chardev, single client',
+      ratio: median(teeRatios),
+      note: `chardev's own rules without chardev (Python, tee(2) through ctypes, no byte in user space); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(teeWhole, teeMissed)}; per live client received min/median/max (last repetition) ${perViewerMiB(lastTee)}; the same reader as chardev's`,
+      details: {
+        bytes,
+        reps,
+        floorAggregateMBps: teeAggregates,
+        ratios: teeRatios,
+        liveClientsWithWholeStream: teeWhole,
+        liveBytesMissed: teeMissed,
+        perClientBytesReceived: teePerClient,
+      },
     }),
     judged({
       id: 'fanout-5MBps',
@@ -1204,6 +1289,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       chardev: median(figures.file),
       ratio: ratioTo('file'),
       goal: atLeastRatio(1.0),
+      peerDoesSameWork: true,
       note: lossless,
       ...common,
     }),
@@ -1213,6 +1299,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       chardev: median(figures.log),
       ratio: ratioTo('log'),
       goal: atLeastRatio(1.0),
+      peerDoesSameWork: true,
       note: lossless,
       ...common,
     }),
@@ -1366,6 +1453,7 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
       chardev: median(figures.chardev),
       peer: median(figures.socat),
       peerName,
+      peerDoesSameWork: true,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
       note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; ${splicedText}; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,

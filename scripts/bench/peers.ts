@@ -404,6 +404,17 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *                                            one, one after the other, none to the stalled ones.
  *                                            The least work a fan-out can do: one read, one send
  *                                            per client, no queues, nothing dropped
+ *   relay.py fanout-tee tcp PORT LIVE STALLED -- GUEST...
+ *                                            the kernel-only fan-out floor, with chardev's rules:
+ *                                            tee(2) the guest's pipe into a 256 KiB pipe per
+ *                                            client (the first, the writer, is lossless: what its
+ *                                            pipe takes is what leaves the guest's, so it holds
+ *                                            the guest; the others take what fits and miss the
+ *                                            rest), drop those bytes from the guest's pipe by
+ *                                            splicing them to /dev/null, splice each pipe to its
+ *                                            socket; no byte in user space (tee through ctypes on
+ *                                            libc: Python has no os.tee). It writes no notices
+ *                                            (chardev tells a viewer inline what it missed)
  *
  * Errors go to stderr, exit status 1.
  */
@@ -493,6 +504,75 @@ if direction == 'fanout':
             break
         for c in conns[:live]:
             c.sendall(chunk)
+    sys.exit(0)
+if direction == 'fanout-tee':
+    import ctypes, termios
+    libc = ctypes.CDLL(None, use_errno=True)
+    tee = libc.tee
+    tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+    tee.restype = ctypes.c_ssize_t
+    # chardev's own sizes (src/core/chardev.ts): the writer's and each viewer's pipe.
+    CLIENT_PIPE = 256 * 1024
+    CHUNK = 16 << 20
+    NB = os.SPLICE_F_NONBLOCK
+    live, stalled = int(sys.argv[4]), int(sys.argv[5])
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(('127.0.0.1', int(addr)))
+    srv.listen(128)
+    conns = [srv.accept()[0] for _ in range(live + stalled)]
+    srv.close()
+    src = p.stdout.fileno()
+    os.set_blocking(src, False)
+    null = os.open('/dev/null', os.O_WRONLY)
+    socks, reads, writes, held = [], [], [], [0] * len(conns)
+    for c in conns:
+        c.setblocking(False)
+        r, w = os.pipe2(os.O_NONBLOCK)
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, CLIENT_PIPE)
+        socks.append(c.fileno()); reads.append(r); writes.append(w)
+    def flush():
+        # Each pipe into its socket as far as the socket takes it; a failed socket is an error.
+        for i in range(len(socks)):
+            while held[i] > 0:
+                try:
+                    n = os.splice(reads[i], socks[i], CHUNK, flags=NB | os.SPLICE_F_MOVE)
+                except BlockingIOError:
+                    break
+                held[i] -= n
+    def waiting():
+        n = bytearray(4)
+        fcntl.ioctl(src, termios.FIONREAD, n)
+        return int.from_bytes(n, sys.byteorder)
+    while True:
+        k = tee(src, writes[0], CHUNK, NB)
+        if k < 0 and ctypes.get_errno() not in (11, 4):
+            raise OSError(ctypes.get_errno(), 'tee')
+        if k == 0:
+            break
+        if k > 0:
+            held[0] += k
+            for i in range(1, len(conns)):
+                t = tee(src, writes[i], k, NB)
+                if t > 0:
+                    held[i] += t
+            left = k
+            while left > 0:
+                left -= os.splice(src, null, left, flags=os.SPLICE_F_MOVE)
+        flush()
+        if k > 0:
+            continue
+        # Nothing taken: the guest's pipe is empty, or the writer's pipe is full (the guest
+        # waits for the writer). Sleep until the guest writes or a socket with bytes to go has room.
+        poller = select.poll()
+        if held[0] == 0 or waiting() == 0:
+            poller.register(src, select.POLLIN)
+        for i in range(len(socks)):
+            if held[i] > 0:
+                poller.register(socks[i], select.POLLOUT)
+        poller.poll()
     sys.exit(0)
 if direction in ('out', 'log'):
     p = subprocess.Popen(guest, stdout=subprocess.PIPE)

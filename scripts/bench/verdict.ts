@@ -72,50 +72,100 @@ export function ratios(a: readonly number[], b: readonly number[]): number[] {
 }
 
 /**
- * What the floors say about a target that was not met: a floor is the same work done by
- * something that is not chardev (bare Node, a kernel-only relay) in the same run. If none of
- * them meets the target either, the machine (or the runtime) is the limit and no relay of
- * that kind would meet it here; if one does, the gap is chardev's.
+ * What the floors say about a target that was not met. A floor is the same work done by
+ * something that is not chardev (bare Node, a kernel-only relay, a minimal relay) in the same
+ * run. The text says, from the figures alone, which floors are below the target and which
+ * meet it, and where chardev stands against each; it calls the gap the machine's only when
+ * no floor (nor a peer doing the same work) meets the target and chardev is level with or
+ * better than the best floor. Where a floor or the peer meets it, the gap is chardev's; where
+ * chardev is behind the best floor, that part of the gap is chardev's and the rest is not
+ * explained by this run.
  */
 export interface FloorFigure {
   readonly name: string;
   readonly ratio: number | null;
+  /**
+   * Set when the floor works under rules chardev may not follow (e.g. a fan-out relay that
+   * makes the guest wait for every viewer, which the spec forbids): it is listed and compared,
+   * but decides nothing about whose the gap is.
+   */
+  readonly otherRules?: string;
+}
+
+/** The peer, when it is itself a relay doing the same work (socat's relay, `cat > file`): at 1.0× of itself by definition. */
+export interface SameWorkPeer {
+  readonly name: string;
 }
 
 export interface GapVerdict {
-  /** `machine`: no floor met the target; `chardev`: one did; `unknown`: no floor measured. */
-  readonly whose: 'machine' | 'chardev' | 'unknown';
+  /**
+   * `machine`: no floor nor same-work peer meets the target and chardev is level with the
+   * best floor or better; `chardev`: one of them meets it, or the best floor does better
+   * than chardev; `unexplained`: floors measured but chardev's figure is missing;
+   * `unknown`: no floor measured.
+   */
+  readonly whose: 'machine' | 'chardev' | 'unexplained' | 'unknown';
   readonly text: string;
 }
 
-export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRatio: number | null = null): GapVerdict {
-  const measured = floors.filter((f) => f.ratio !== null && Number.isFinite(f.ratio));
+/**
+ * Two figures within this share of each other are called level: repeated runs of the same
+ * side on this shared 2-core machine spread by a few percent (docs/performance-notes.md).
+ */
+export const LEVEL_WITHIN = 0.05;
+
+/** How chardev stands against one figure, oriented so that "better" means nearer the target's good side. */
+function standing(t: Target, chardev: number, other: number): { rel: number; word: 'better' | 'level' | 'worse' } {
+  const rel = t.op === '>=' ? chardev / other : other / chardev;
+  return { rel, word: rel > 1 + LEVEL_WITHIN ? 'better' : rel >= 1 - LEVEL_WITHIN ? 'level' : 'worse' };
+}
+
+function standingText(s: { rel: number; word: 'better' | 'level' | 'worse' }, name = 'it'): string {
+  if (s.word === 'better') return `chardev does better than ${name}`;
+  if (s.word === 'level') return `chardev is level with ${name} (within ${(LEVEL_WITHIN * 100).toFixed(0)} %)`;
+  return `chardev is at ${(s.rel * 100).toFixed(0)} % of ${name}`;
+}
+
+export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRatio: number | null = null, peer?: SameWorkPeer): GapVerdict {
+  const measured = floors.filter((f): f is FloorFigure & { ratio: number } => f.ratio !== null && Number.isFinite(f.ratio) && f.ratio !== 0);
   if (t.on !== 'ratio' || measured.length === 0) return { whose: 'unknown', text: 'no floor measured for this row' };
-  const list = measured.map((f) => `${f.name} ${(f.ratio as number).toFixed(2)}×`).join('; ');
-  const meeting = measured.filter((f) => meets(t, f.ratio) === true);
-  // The floor nearest the target: the highest ratio for a ≥ target, the lowest for a ≤ one.
-  const best = measured.reduce((a, b) => ((t.op === '>=' ? (b.ratio as number) > (a.ratio as number) : (b.ratio as number) < (a.ratio as number)) ? b : a));
-  // chardev's figure as a share of the best floor's, oriented so that 100 % means "as good".
-  const fraction =
-    chardevRatio !== null && Number.isFinite(chardevRatio) && best.ratio !== null && best.ratio !== 0 && chardevRatio !== 0
-      ? t.op === '>='
-        ? chardevRatio / best.ratio
-        : best.ratio / chardevRatio
-      : undefined;
-  const share =
-    fraction === undefined
-      ? ''
-      : fraction >= 1
-        ? `; chardev does as well as the best floor (${best.name}) or better`
-        : `; chardev is at ${(fraction * 100).toFixed(0)} % of the best floor (${best.name})`;
-  if (meeting.length === 0) {
+  const target = targetText(t);
+  const chardev = chardevRatio !== null && Number.isFinite(chardevRatio) && chardevRatio !== 0 ? chardevRatio : undefined;
+  const parts = measured.map((f) => {
+    const where = meets(t, f.ratio) === true ? `meets ${target}` : `below ${target}`;
+    const rules = f.otherRules !== undefined ? `; other rules: ${f.otherRules}` : '';
+    return `${f.name} ${f.ratio.toFixed(2)}× (${where}${chardev !== undefined ? `; ${standingText(standing(t, chardev, f.ratio))}` : ''}${rules})`;
+  });
+  // Only floors doing the work under chardev's own rules decide whose the gap is.
+  const deciding = measured.filter((f) => f.otherRules === undefined);
+  // The peer sits at 1.0× of itself; when it does the same work and that meets the target, a relay here does.
+  const peerMeets = peer !== undefined && meets(t, 1) === true;
+  const peerText = peerMeets ? `; the peer, ${peer.name}, is itself a relay doing the same work and meets ${target} by definition (1.00×)` : '';
+  const list = `floors in the same run: ${parts.join('; ')}${peerText}`;
+  const meeting = [...deciding.filter((f) => meets(t, f.ratio) === true).map((f) => f.name), ...(peerMeets ? [peer.name] : [])];
+  if (meeting.length > 0) {
+    return {
+      whose: 'chardev',
+      text: `${list}; ${meeting.join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${target} on this machine in the same run, so the remaining gap is chardev's`,
+    };
+  }
+  if (deciding.length === 0) {
+    return { whose: 'unexplained', text: `${list}; no floor here works under chardev's rules, so this run does not say whose the gap is` };
+  }
+  // No floor meets the target: the best of them (highest ratio for ≥, lowest for ≤) decides.
+  const best = deciding.reduce((a, b) => ((t.op === '>=' ? b.ratio > a.ratio : b.ratio < a.ratio) ? b : a));
+  if (chardev === undefined) {
+    return { whose: 'unexplained', text: `${list}; none of them meets ${target}, and without chardev's figure this run does not say whose the gap is` };
+  }
+  const s = standing(t, chardev, best.ratio);
+  if (s.word !== 'worse') {
     return {
       whose: 'machine',
-      text: `floors in the same run: ${list}; none of them meets ${targetText(t)} either, so the limit is shared by every relay of these kinds on this machine, not chardev's code alone${share}`,
+      text: `${list}; none of them meets ${target}, and ${standingText(s, `the best of them (${best.name})`)}, so the remaining gap is the machine's for this work, as far as these floors show`,
     };
   }
   return {
     whose: 'chardev',
-    text: `floors in the same run: ${list}; ${meeting.map((f) => f.name).join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${targetText(t)}, so the remaining gap is chardev's${share}`,
+    text: `${list}; none of them meets ${target}, but ${best.name} does better than chardev (${standingText(s, 'it')}), so the gap up to ${best.name} is chardev's; the rest, from there to ${target}, no floor here closes either, and this run does not show whose it is`,
   };
 }

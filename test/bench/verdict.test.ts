@@ -1,7 +1,7 @@
 /** The bench's own verdict: targets as data, met / not met, per-repetition ratios, what the floors say. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { atLeastRatio, atMostRatio, atMostValue, gapVerdict, judge, median, meets, ratios, targetText } from '../../scripts/bench/verdict.ts';
+import { LEVEL_WITHIN, atLeastRatio, atMostRatio, atMostValue, gapVerdict, judge, median, meets, ratios, targetText } from '../../scripts/bench/verdict.ts';
 
 test('targets print as the spec states them', () => {
   assert.equal(targetText(atLeastRatio(1)), '≥ 1.0×');
@@ -41,19 +41,31 @@ test('ratios pair repetitions, and the median of them is not the ratio of median
   assert.equal(median([NaN, 1, 3]), 2);
 });
 
-test('the floors decide whose the gap is', () => {
+test("the gap is the machine's only when no floor meets the target and chardev is level with the best floor or better", () => {
   const t = atLeastRatio(1);
-  const machine = gapVerdict(
-    t,
-    [
-      { name: 'bare Node', ratio: 0.5 },
-      { name: 'kernel-only relay', ratio: 0.9 },
-    ],
-    0.45,
+  const floors = [
+    { name: 'bare Node', ratio: 0.5 },
+    { name: 'kernel-only relay', ratio: 0.9 },
+  ];
+  // Level with the best floor, within LEVEL_WITHIN.
+  const level = gapVerdict(t, floors, 0.9 * (1 - LEVEL_WITHIN / 2));
+  assert.equal(level.whose, 'machine');
+  assert.match(
+    level.text,
+    /bare Node 0\.50× \(below ≥ 1\.0×; chardev does better than it\); kernel-only relay 0\.90× \(below ≥ 1\.0×; chardev is level with it \(within 5 %\)\)/,
   );
-  assert.equal(machine.whose, 'machine');
-  assert.match(machine.text, /bare Node 0\.50×; kernel-only relay 0\.90×/);
-  assert.match(machine.text, /50 % of the best floor \(kernel-only relay\)/);
+  assert.match(
+    level.text,
+    /none of them meets ≥ 1\.0×, and chardev is level with the best of them \(kernel-only relay\) \(within 5 %\), so the remaining gap is the machine's/,
+  );
+  assert.equal(gapVerdict(t, floors, 0.95).whose, 'machine');
+  // Behind the best floor beyond noise: that part is chardev's, and nothing is called the machine's.
+  const behind = gapVerdict(t, floors, 0.45);
+  assert.equal(behind.whose, 'chardev');
+  assert.match(behind.text, /bare Node 0\.50× \(below ≥ 1\.0×; chardev is at 90 % of it\)/);
+  assert.match(behind.text, /but kernel-only relay does better than chardev \(chardev is at 50 % of it\), so the gap up to kernel-only relay is chardev's/);
+  assert.doesNotMatch(behind.text, /machine's/);
+  // A floor that meets the target: the gap is chardev's.
   const ours = gapVerdict(
     t,
     [
@@ -63,8 +75,65 @@ test('the floors decide whose the gap is', () => {
     0.7,
   );
   assert.equal(ours.whose, 'chardev');
-  assert.match(ours.text, /kernel-only relay meets ≥ 1\.0×, so the remaining gap is chardev's/);
-  // For a ≤ target (CPU per GiB) the best floor is the lowest.
+  assert.match(ours.text, /kernel-only relay 1\.40× \(meets ≥ 1\.0×; chardev is at 50 % of it\)/);
+  assert.match(ours.text, /kernel-only relay meets ≥ 1\.0× on this machine in the same run, so the remaining gap is chardev's/);
+});
+
+test("a peer that is itself a relay doing the same work meets a ≥ 1.0× target, so the gap is never the machine's", () => {
+  // cat > file: every floor below, chardev level with the best of them.
+  const floors = [
+    { name: 'bare Node fs.writeSync', ratio: 0.54 },
+    { name: 'kernel-only splice to the file', ratio: 0.79 },
+  ];
+  const file = gapVerdict(atLeastRatio(1), floors, 0.78, { name: 'cat > file' });
+  assert.equal(file.whose, 'chardev');
+  assert.match(file.text, /the peer, cat > file, is itself a relay doing the same work and meets ≥ 1\.0× by definition \(1\.00×\)/);
+  assert.match(file.text, /cat > file meets ≥ 1\.0× on this machine in the same run, so the remaining gap is chardev's/);
+  assert.doesNotMatch(file.text, /machine's|shared by every relay/);
+  // Without the peer's word the same figures read as the machine's.
+  assert.equal(gapVerdict(atLeastRatio(1), floors, 0.78).whose, 'machine');
+  // A target the peer does not meet by itself (≥ 10× one client) is not decided by the peer.
+  assert.equal(gapVerdict(atLeastRatio(10), [{ name: 'tee relay', ratio: 2 }], 2, { name: 'one client' }).whose, 'machine');
+});
+
+test("fan-out: a floor better than chardev, none meeting ≥ 10×, leaves the gap up to it chardev's", () => {
+  const v = gapVerdict(
+    atLeastRatio(10),
+    [
+      { name: 'minimal fan-out relay', ratio: 2.58 },
+      { name: 'kernel-only fan-out relay', ratio: 1.9 },
+    ],
+    1.75,
+  );
+  assert.equal(v.whose, 'chardev');
+  assert.match(v.text, /minimal fan-out relay 2\.58× \(below ≥ 10×; chardev is at 68 % of it\)/);
+  assert.match(v.text, /kernel-only fan-out relay 1\.90× \(below ≥ 10×; chardev is at 92 % of it\)/);
+  assert.match(v.text, /the rest, from there to ≥ 10×, no floor here closes either/);
+});
+
+test('a floor under other rules is shown and compared but decides nothing', () => {
+  const lenient = { name: 'lossless relay', ratio: 2.38, otherRules: 'the guest waits for every viewer' };
+  const v = gapVerdict(atLeastRatio(10), [lenient, { name: 'kernel-only fan-out relay', ratio: 1.67 }], 1.79);
+  assert.equal(v.whose, 'machine');
+  assert.match(v.text, /lossless relay 2\.38× \(below ≥ 10×; chardev is at 75 % of it; other rules: the guest waits for every viewer\)/);
+  assert.match(v.text, /chardev does better than the best of them \(kernel-only fan-out relay\)/);
+  // Without it the lenient floor would decide, and the gap up to it would be chardev's.
+  assert.equal(
+    gapVerdict(
+      atLeastRatio(10),
+      [
+        { name: lenient.name, ratio: lenient.ratio },
+        { name: 'k', ratio: 1.67 },
+      ],
+      1.79,
+    ).whose,
+    'chardev',
+  );
+  // Even meeting the target, it does not make the gap chardev's; alone, it decides nothing.
+  assert.equal(gapVerdict(atLeastRatio(1), [{ ...lenient, ratio: 1.5 }], 0.8).whose, 'unexplained');
+});
+
+test('≤ targets: the best floor is the lowest, and lower is better', () => {
   const cpu = gapVerdict(
     atMostRatio(1),
     [
@@ -73,10 +142,19 @@ test('the floors decide whose the gap is', () => {
     ],
     2.4,
   );
-  assert.equal(cpu.whose, 'machine');
-  assert.match(cpu.text, /50 % of the best floor \(kernel-only relay\)/);
-  assert.match(gapVerdict(atMostRatio(1.1), [{ name: 'bare Node', ratio: 1.9 }], 1.5).text, /chardev does as well as the best floor \(bare Node\) or better/);
+  assert.equal(cpu.whose, 'chardev');
+  assert.match(cpu.text, /kernel-only relay 1\.20× \(below ≤ 1\.0×; chardev is at 50 % of it\)/);
+  assert.match(cpu.text, /but kernel-only relay does better than chardev/);
+  const level = gapVerdict(atMostRatio(1.1), [{ name: 'bare Node', ratio: 1.9 }], 1.5);
+  assert.equal(level.whose, 'machine');
+  assert.match(level.text, /chardev does better than the best of them \(bare Node\)/);
+});
+
+test('no floor, or no figure, decides nothing', () => {
+  const t = atLeastRatio(1);
   assert.equal(gapVerdict(t, []).whose, 'unknown');
   assert.equal(gapVerdict(t, [{ name: 'n', ratio: null }]).whose, 'unknown');
   assert.equal(gapVerdict(atMostValue(16), [{ name: 'n', ratio: 0.5 }]).whose, 'unknown');
+  assert.equal(gapVerdict(t, [{ name: 'n', ratio: 0.5 }], null).whose, 'unexplained');
+  assert.equal(gapVerdict(t, [{ name: 'n', ratio: 0.5 }], NaN).whose, 'unexplained');
 });
