@@ -822,7 +822,7 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       rss = after.map((st) => st.rssBytes);
       socatCpuTicks = after.reduce((sum, st, i) => sum + st.cpuTicks - (before[i]?.cpuTicks ?? 0), 0);
     };
-    [idle] = await Promise.all([host.next('idle', 120_000 + settleMs + idleMs), socatSide()]);
+    [idle] = await Promise.all([host.next('idle', 120_000 + settleMs + 60_000 + idleMs), socatSide()]);
     await host.close(60_000);
   } finally {
     await host.proc.stop();
@@ -875,7 +875,7 @@ export async function idleDevices(ctx: Ctx, fdHard: number | null): Promise<Row[
       ratio: null,
       // "No measurable CPU": half a percent of a core is below what /proc's 10 ms ticks resolve over the window.
       goal: atMostValue(0.5),
-      note: `${note !== undefined ? `${note}; ` : ''}over ${(idle.idleMs / 1000).toFixed(0)} s (after ${settleMs / 1000} s to settle): event-loop thread ${idle.mainThreadMs.toFixed(1)} ms, V8/libuv helper threads ${idle.otherThreadsMs.toFixed(1)} ms`,
+      note: `${note !== undefined ? `${note}; ` : ''}over ${(idle.idleMs / 1000).toFixed(0)} s (after ${(idle.settledMs / 1000).toFixed(0)} s to settle: at least ${settleMs / 1000} s, then until 10 s in a row used under 1 % of a core): event-loop thread ${idle.mainThreadMs.toFixed(1)} ms, V8/libuv helper threads ${idle.otherThreadsMs.toFixed(1)} ms`,
       details,
     }),
   ];

@@ -135,6 +135,8 @@ export interface IdleMessage {
   readonly mainThreadMs: number;
   readonly otherThreadsMs: number;
   readonly idleMs: number;
+  /** How long the host waited before the window: the fixed settle, then until quiet. */
+  readonly settledMs: number;
   readonly fdSoft: number | null;
   readonly fdHard: number | null;
   readonly fdsOpen: number;
