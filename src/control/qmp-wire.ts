@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { unlinkQuietly } from '../core/files.ts';
 import { listenUnixOwnerOnly } from '../core/unix-listen.ts';
 import { ChardevError } from '../errors.ts';
+import { dataPlaneStarted } from '../platform/data-plane.ts';
 import { VERSION } from '../version.ts';
 import { Args, QmpError, generic, isObject } from './qmp-args.ts';
 import { JsonLimitError, JsonSplitter, MAX_NESTING, JsonSyntaxError, parseQmpJson, qemuJson, type Json, type JsonObject } from './qmp-json.ts';
@@ -193,8 +194,9 @@ function asQmpError(e: unknown): QmpError {
 }
 
 /**
- * What a leak would show: memory, open fds (Linux: /proc/self/fd; -1 elsewhere) and the
- * handles and timers keeping the event loop busy, by type (Node's getActiveResourcesInfo).
+ * What a leak would show: memory, open fds (Linux: /proc/self/fd; -1 elsewhere), whether the
+ * data-plane thread runs, and the handles and timers keeping the event loop busy, by type
+ * (Node's getActiveResourcesInfo).
  */
 export function processResources(): JsonObject {
   const mem = process.memoryUsage();
@@ -206,7 +208,18 @@ export function processResources(): JsonObject {
   }
   const resources: Record<string, number> = {};
   for (const kind of process.getActiveResourcesInfo()) resources[kind] = (resources[kind] ?? 0) + 1;
-  return { pid: process.pid, rss: mem.rss, 'heap-used': mem.heapUsed, 'heap-total': mem.heapTotal, external: mem.external, fds, resources };
+  // The data-plane thread starts with the first streaming burst and keeps its fds (its wake
+  // pipe, its own event loop's) for good: a leak check compares samples with it in one state.
+  return {
+    pid: process.pid,
+    rss: mem.rss,
+    'heap-used': mem.heapUsed,
+    'heap-total': mem.heapTotal,
+    external: mem.external,
+    fds,
+    'data-plane': dataPlaneStarted(),
+    resources,
+  };
 }
 
 function returnResponse(ret: Json, id: Json | undefined): JsonObject {

@@ -16,7 +16,7 @@
  *   x-chardev-clients {id}             → the device's clients (Hub ClientInfo, kebab-case keys)
  *   x-chardev-take-over {id, client}   → make that client the writer
  *   x-chardev-resources                → the process's memory, open fds and active handles/timers
- *                                        ({pid, rss, heap-used, heap-total, external, fds, resources: {Timeout: n, …}})
+ *                                        ({pid, rss, heap-used, heap-total, external, fds, data-plane, resources: {Timeout: n, …}})
  * Events (chardev's own; QEMU has no host-side connection events):
  *   CHARDEV_CLIENT_ATTACHED, CHARDEV_CLIENT_DETACHED, CHARDEV_CLIENT_ROLE
  *   with data {id: label, client: {id, kind, label, role, readonly, since, bytes-sent, bytes-missed}}

@@ -611,6 +611,11 @@ let plane: DataPlane | undefined;
  * without koffi or under a runtime whose worker threads cannot load it; callers then keep
  * the JavaScript path.
  */
+/** Whether this process's data-plane thread has been started (it holds fds of its own for good). */
+export function dataPlaneStarted(): boolean {
+  return plane !== undefined;
+}
+
 export function dataPlane(): DataPlane {
   if (plane !== undefined) return plane;
   if (process.versions['bun'] !== undefined)
