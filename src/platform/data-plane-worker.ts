@@ -541,6 +541,32 @@ function report(now: number): void {
   }
 }
 
+/** A new run, ready to transfer: what every kind starts with, then what makes it that kind. */
+function addRun(
+  msg: { readonly id: number; readonly from: number; readonly to: number; readonly graceMs: number },
+  left: number,
+  kind: Partial<Pick<Run, 'seekEnd' | 'copy' | 'tty' | 'tee' | 'via'>>,
+): void {
+  runs.set(msg.id, {
+    id: msg.id,
+    from: msg.from,
+    to: msg.to,
+    left,
+    graceMs: msg.graceMs,
+    seekEnd: false,
+    copy: false,
+    tty: false,
+    moved: 0,
+    reported: 0,
+    reportedAt: performance.now(),
+    waits: 0,
+    waitFd: undefined,
+    waitEvents: 0,
+    idleAt: undefined,
+    ...kind,
+  });
+}
+
 /** Returns false once told to quit. */
 function takeMessages(): boolean {
   while (c.read(setup.wakeFd, drainBuf) === drainBuf.length) {
@@ -552,42 +578,11 @@ function takeMessages(): boolean {
     const msg = m.message;
     switch (msg.op) {
       case 'start':
-        runs.set(msg.id, {
-          id: msg.id,
-          from: msg.from,
-          to: msg.to,
-          left: msg.limitBytes,
-          graceMs: msg.graceMs,
-          seekEnd: msg.seekEnd,
-          copy: msg.copy,
-          moved: 0,
-          reported: 0,
-          reportedAt: performance.now(),
-          waits: 0,
-          waitFd: undefined,
-          waitEvents: 0,
-          idleAt: undefined,
-          tty: c.isatty(msg.to) === 1,
-        });
+        addRun(msg, msg.limitBytes, { seekEnd: msg.seekEnd, copy: msg.copy, tty: c.isatty(msg.to) === 1 });
         break;
       case 'startTee':
-        runs.set(msg.id, {
-          id: msg.id,
-          from: msg.from,
-          to: msg.to,
-          left: msg.limitBytes,
-          graceMs: msg.graceMs,
-          seekEnd: false,
-          copy: false,
-          moved: 0,
-          reported: 0,
-          reportedAt: performance.now(),
-          waits: 0,
-          waitFd: undefined,
-          waitEvents: 0,
-          idleAt: undefined,
-          // A tee run steps through `stepTee` even into a terminal: the log comes first.
-          tty: false,
+        // A tee run steps through `stepTee` even into a terminal: the log comes first.
+        addRun(msg, msg.limitBytes, {
           tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
         });
         break;
@@ -595,24 +590,7 @@ function takeMessages(): boolean {
         fans.start(msg);
         break;
       case 'start-via':
-        runs.set(msg.id, {
-          id: msg.id,
-          from: msg.from,
-          to: msg.to,
-          left: -1,
-          graceMs: msg.graceMs,
-          seekEnd: false,
-          copy: false,
-          moved: 0,
-          reported: 0,
-          reportedAt: performance.now(),
-          waits: 0,
-          waitFd: undefined,
-          waitEvents: 0,
-          idleAt: undefined,
-          tty: false,
-          via: { readFd: msg.viaRead, writeFd: msg.viaWrite },
-        });
+        addRun(msg, -1, { via: { readFd: msg.viaRead, writeFd: msg.viaWrite } });
         break;
       case 'stop': {
         const run = runs.get(msg.id);
