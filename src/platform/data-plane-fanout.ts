@@ -22,14 +22,8 @@ import * as fs from 'node:fs';
 import type { FanoutStartMsg, FanoutViewerCount, FromWorker } from './data-plane.ts';
 import type { Libc } from './native.ts';
 import { errnoName } from './platform.ts';
+import { POLLIN, POLLOUT, FIONREAD, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, EAGAIN, EINTR } from './linux-abi.ts';
 
-const POLLIN = 0x001;
-const POLLOUT = 0x004;
-const FIONREAD = 0x541b;
-const SPLICE_F_MOVE = 1;
-const SPLICE_F_NONBLOCK = 2;
-const EAGAIN = 11;
-const EINTR = 4;
 /** Most bytes asked of one tee or splice; the pipes' room bounds what moves. */
 const CHUNK = 16 * 1024 * 1024;
 /** Guest cycles of one run before the other runs (and the wake pipe) get a look. */

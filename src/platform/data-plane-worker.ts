@@ -15,16 +15,8 @@ import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './data-plane.ts';
 import { FanoutRuns, type FanPoll } from './data-plane-fanout.ts';
+import { POLLIN, POLLOUT, FIONREAD, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, EAGAIN, EINTR, EIO, SEEK_END } from './linux-abi.ts';
 
-const POLLIN = 0x001;
-const POLLOUT = 0x004;
-const FIONREAD = 0x541b;
-const SPLICE_F_MOVE = 1;
-const SPLICE_F_NONBLOCK = 2;
-const EAGAIN = 11;
-const EINTR = 4;
-const EIO = 5;
-const SEEK_END = 2;
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the destination takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
 /**
@@ -148,6 +140,29 @@ function pipeHolds(fd: number): boolean {
   return c.ioctlIntOut(fd, FIONREAD) > 0;
 }
 
+/** The guest has not written more yet: wait for it, for at most the run's grace. */
+function waitSource(run: Run): void {
+  run.waitFd = run.from;
+  run.waitEvents = POLLIN;
+  run.idleAt = performance.now() + run.graceMs;
+}
+
+/**
+ * After a read, tee or splice from the guest's pipe gave `n` ≤ 0: end the run (end of file,
+ * an error) or wait for the guest (EAGAIN). False on EINTR: try again.
+ */
+function sourceGaveNothing(run: Run, n: number): boolean {
+  if (n === 0) {
+    end(run, 'eof');
+    return true;
+  }
+  const errno = c.errno();
+  if (errno === EINTR) return false;
+  if (errno !== EAGAIN) end(run, 'error', errnoName(errno));
+  else waitSource(run);
+  return true;
+}
+
 function waitRoom(run: Run): void {
   run.waits++;
   run.waitFd = run.to;
@@ -205,9 +220,7 @@ function step(run: Run): void {
       // The destination is full: the guest waits until it has room.
       waitRoom(run);
     } else {
-      run.waitFd = run.from;
-      run.waitEvents = POLLIN;
-      run.idleAt = performance.now() + run.graceMs;
+      waitSource(run);
     }
     return;
   }
@@ -292,9 +305,7 @@ function ttyMove(run: Run): void {
     }
     if (counted) run.waits--;
     // The guest has not written more yet: the loop waits for it, with the run's grace.
-    run.waitFd = run.from;
-    run.waitEvents = POLLIN;
-    run.idleAt = performance.now() + run.graceMs;
+    waitSource(run);
     return;
   }
 }
@@ -405,21 +416,8 @@ function stepTee(run: Run, tee: TeeState): void {
       }
       continue;
     }
-    if (n === 0) {
-      end(run, 'eof');
-      return;
-    }
-    const errno = c.errno();
-    if (errno === EINTR) continue;
-    if (errno !== EAGAIN) {
-      end(run, 'error', errnoName(errno));
-      return;
-    }
     // The scratch pipe is empty after every cycle: EAGAIN says the guest's pipe is.
-    run.waitFd = run.from;
-    run.waitEvents = POLLIN;
-    run.idleAt = performance.now() + run.graceMs;
-    return;
+    if (sourceGaveNothing(run, n)) return;
   }
 }
 
@@ -458,20 +456,7 @@ function stepCopy(run: Run): void {
       if (run.left > 0) run.left -= n;
       continue;
     }
-    if (n === 0) {
-      end(run, 'eof');
-      return;
-    }
-    const errno = c.errno();
-    if (errno === EINTR) continue;
-    if (errno !== EAGAIN) {
-      end(run, 'error', errnoName(errno));
-      return;
-    }
-    run.waitFd = run.from;
-    run.waitEvents = POLLIN;
-    run.idleAt = performance.now() + run.graceMs;
-    return;
+    if (sourceGaveNothing(run, n)) return;
   }
 }
 
@@ -517,9 +502,7 @@ function stepVia(run: Run): void {
     if (pipeHolds(via.readFd)) {
       waitRoom(run);
     } else {
-      run.waitFd = run.from;
-      run.waitEvents = POLLIN;
-      run.idleAt = performance.now() + run.graceMs;
+      waitSource(run);
     }
     return;
   }
