@@ -298,20 +298,8 @@ export class Chardev {
     if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
     if (this.history !== undefined) return undefined;
     if (writer !== undefined) {
-      const fd = this.#log === undefined ? writer.sink.kernelPath?.fd() : undefined;
-      if (fd === undefined) return undefined;
-      return {
-        fd,
-        kind: 'client',
-        roomBytes: Infinity,
-        seekEnd: false,
-        // The client it started with, even if it has left by the time the count arrives.
-        commit: (n) => {
-          this.#fromGuest += n;
-          writer.bytesSent += n;
-        },
-        full: () => {},
-      };
+      const fd = writer.sink.kernelPath?.fd();
+      return fd === undefined ? undefined : this.#writerTarget(writer, fd);
     }
     if (this.hub.size > 0) return undefined;
     const file = this.#log === undefined ? backend.kernelFile?.() : backend.discardsOutput === true ? this.#log.kernelFile() : undefined;
@@ -326,6 +314,22 @@ export class Chardev {
         file.commit(n);
       },
       full: () => file.full(),
+    };
+  }
+
+  /** The writer's fd as the destination: what reaches it was taken from the guest and sent to it. */
+  #writerTarget(writer: HubClient, fd: number): KernelTarget {
+    return {
+      fd,
+      kind: 'client',
+      roomBytes: Infinity,
+      seekEnd: false,
+      // The client it started with, even if it has left by the time the count arrives.
+      commit: (n) => {
+        this.#fromGuest += n;
+        writer.bytesSent += n;
+      },
+      full: () => {},
     };
   }
 
@@ -407,15 +411,7 @@ export class Chardev {
     const counted = new Map<number, { sent: number; missed: number }>();
     const hub = this.hub;
     return {
-      fd,
-      kind: 'client',
-      roomBytes: Infinity,
-      seekEnd: false,
-      commit: (n) => {
-        this.#fromGuest += n;
-        writer.bytesSent += n;
-      },
-      full: () => {},
+      ...this.#writerTarget(writer, fd),
       fanout: {
         writerPipeBytes: WRITER_IN_FLIGHT_BYTES,
         viewers: viewers.map((v) => ({ clientId: v.id, fd: v.sink.kernelPath?.fd(), pipeBytes, untold: v.missedUntold })),
