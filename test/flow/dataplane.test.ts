@@ -26,25 +26,6 @@ function report(text: string): void {
 }
 
 /**
- * The guest. argv: DATA PROGRESS PAUSE_EVERY PAUSE_MS. Writes DATA to stdout 64 KiB a write;
- * after every PAUSE_EVERY bytes (0: never) it sleeps PAUSE_MS, long enough for the pipe to
- * go back to libuv. PROGRESS holds the bytes written so far. Exits when done.
- */
-const GUEST = `
-import os, sys, time
-data, progress = open(sys.argv[1], 'rb').read(), sys.argv[2]
-every, pause = int(sys.argv[3]), float(sys.argv[4]) / 1000
-pf = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-view, done, mark = memoryview(data), 0, 0
-while done < len(data):
-    done += os.write(1, view[done:done + 65536])
-    os.pwrite(pf, b'%012d' % done, 0)
-    if every and done - mark >= every:
-        mark = done
-        time.sleep(pause)
-`;
-
-/**
  * Reads N bytes from a pty slave (RATE bytes/s, 0 unpaced; nothing for STALL_S s first, or
  * once it has STALL_AT bytes; or, with QUIET_S > 0, until nothing came for that long), keeps
  * them in FILE, then prints `COUNT SHA256` and closes the slave.
@@ -77,6 +58,7 @@ while got < n:
 keep.close()
 print(got, h.hexdigest(), flush=True)
 `;
+import { FILE_GUEST_PY } from '../helpers/file-guest-py.ts';
 
 interface Rig {
   readonly dir: string;
@@ -137,7 +119,7 @@ async function rig(
     start(): void {
       const pipe = guestPipe();
       try {
-        child = spawn(PYTHON, ['-S', '-c', GUEST, dataFile, progressFile, String(pause.everyBytes), String(pause.ms)], {
+        child = spawn(PYTHON, ['-S', '-c', FILE_GUEST_PY, dataFile, progressFile, String(pause.everyBytes), String(pause.ms)], {
           stdio: ['ignore', pipe.writeFd, 'inherit'],
         });
       } finally {

@@ -32,25 +32,6 @@ function report(text: string): void {
 }
 
 /**
- * The guest. argv: DATA PROGRESS PAUSE_EVERY PAUSE_MS. Writes DATA to stdout 64 KiB a write;
- * after every PAUSE_EVERY bytes (0: never) it sleeps PAUSE_MS, long enough for the pipe to go
- * back to libuv. PROGRESS holds the bytes written so far. Exits when done.
- */
-const GUEST = `
-import os, sys, time
-data, progress = open(sys.argv[1], 'rb').read(), sys.argv[2]
-every, pause = int(sys.argv[3]), float(sys.argv[4]) / 1000
-pf = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-view, done, mark = memoryview(data), 0, 0
-while done < len(data):
-    done += os.write(1, view[done:done + 65536])
-    os.pwrite(pf, b'%012d' % done, 0)
-    if every and done - mark >= every:
-        mark = done
-        time.sleep(pause)
-`;
-
-/**
  * A client. argv: KIND (tcp|unix) ADDRESS. Answers `connected`, then per command:
  *  read N RATE STALL_S FILE   nothing for STALL_S s, then N bytes (RATE bytes/s, 0 unpaced),
  *                             kept in FILE → `read GOT SHA END` (END done, eof, timeout)
@@ -108,6 +89,7 @@ while got < n:
     h.update(b)
 print(got, h.hexdigest(), flush=True)
 `;
+import { FILE_GUEST_PY } from '../helpers/file-guest-py.ts';
 
 interface Read {
   readonly got: number;
@@ -183,7 +165,7 @@ class Rig {
     try {
       this.#child = spawn(
         PYTHON,
-        ['-S', '-c', GUEST, this.#dataFile, path.join(this.dir, 'progress'), String(this.#pause.everyBytes), String(this.#pause.ms)],
+        ['-S', '-c', FILE_GUEST_PY, this.#dataFile, path.join(this.dir, 'progress'), String(this.#pause.everyBytes), String(this.#pause.ms)],
         {
           stdio: ['ignore', pipe.writeFd, 'inherit'],
         },
@@ -420,7 +402,9 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
     await waitFor(() => text.startsWith('open\n') && device.hub.size === 1, 'the pty reader to be seen', 5000);
     const pipe = guestPipe();
     try {
-      guest = spawn(PYTHON, ['-S', '-c', GUEST, path.join(dir, 'data'), path.join(dir, 'progress'), '0', '0'], { stdio: ['ignore', pipe.writeFd, 'inherit'] });
+      guest = spawn(PYTHON, ['-S', '-c', FILE_GUEST_PY, path.join(dir, 'data'), path.join(dir, 'progress'), '0', '0'], {
+        stdio: ['ignore', pipe.writeFd, 'inherit'],
+      });
     } finally {
       fs.closeSync(pipe.writeFd);
     }
