@@ -2,11 +2,10 @@
  * The guest-side handle of one running device: what an emulator (or `chardev run`'s
  * child process) talks to. It owns its backend and the optional `<log>` tee.
  */
-import * as fs from 'node:fs';
 import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
-import { describeErrno } from './files.ts';
+import { describeErrno, isRegularFile } from './files.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, MISSED_NOTICE, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
@@ -681,13 +680,5 @@ export class Chardev {
   /** @internal */
   setErrorFallback(f: (err: ChardevError) => void): void {
     this.#fallback = f;
-  }
-}
-
-function isRegularFile(fd: number): boolean {
-  try {
-    return fs.fstatSync(fd).isFile();
-  } catch {
-    return false;
   }
 }

@@ -112,3 +112,15 @@ export function unlinkQuietly(file: string): void {
     // Gone already: nothing left behind, which is the point.
   }
 }
+
+/**
+ * Whether `fd` is a regular file: not a FIFO or a device, whose write(2) may wait and which
+ * gives nothing back when read.
+ */
+export function isRegularFile(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -39,6 +39,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { FedDevice, KernelTarget, KernelTee } from './guest-side.ts';
 import { OutputPump } from './output-pump.ts';
+import { isRegularFile } from './files.ts';
 import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
 import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
@@ -88,15 +89,6 @@ export function startDataPlane(): Promise<void> {
     return dataPlane().ready;
   } catch {
     return Promise.resolve();
-  }
-}
-
-/** A regular file (a copy run's destination); not a FIFO or a device, whose write(2) may wait. */
-function isRegularFile(fd: number): boolean {
-  try {
-    return fs.fstatSync(fd).isFile();
-  } catch {
-    return false;
   }
 }
 
