@@ -1,10 +1,13 @@
 /**
- * Linux x86-64/aarch64 numbers the data-plane thread's loops use (poll events, ioctl
- * requests, splice flags, errno values, lseek whence), shared by data-plane-worker.ts and
- * data-plane-fanout.ts.
+ * Linux x86-64/aarch64 numbers (poll events, ioctl requests, splice flags, errno values,
+ * lseek whence), one copy for every platform file that passes them to libc.
  */
 export const POLLIN = 0x001;
 export const POLLOUT = 0x004;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+/** asm-generic/ioctls.h: bytes waiting to be read. */
 export const FIONREAD = 0x541b;
 export const SPLICE_F_MOVE = 1;
 export const SPLICE_F_NONBLOCK = 2;

@@ -8,6 +8,7 @@ import { LINUX_BAUD_CONSTANTS } from './baud.ts';
 import { FdWriter, type WaitWritable } from './fd-writer.ts';
 import { PtyReader } from './fd-reader.ts';
 import { TERMIOS_SIZE, libc } from './native.ts';
+import { FIONREAD, POLLERR, POLLHUP, POLLNVAL, POLLOUT } from './linux-abi.ts';
 import {
   PlatformError,
   errnoName,
@@ -27,13 +28,6 @@ const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fs.constants;
 const DEVICE_FLAGS = O_RDWR | O_NOCTTY | O_NONBLOCK;
 
 const TCSANOW = 0;
-const POLLOUT = 0x004;
-const POLLERR = 0x008;
-const POLLHUP = 0x010;
-const POLLNVAL = 0x020;
-
-/** asm-generic/ioctls.h: bytes waiting to be read. */
-const FIONREAD = 0x541b;
 /** TIOCOUTQ, which is SIOCOUTQ on a socket. */
 const TIOCOUTQ = 0x5411;
 // Terminal ioctls (asm-generic/ioctls.h).

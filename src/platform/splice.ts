@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
+import { FIONREAD } from './linux-abi.ts';
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
@@ -14,7 +15,6 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const F_GETPIPE_SZ = 1032;
-const FIONREAD = 0x541b;
 
 export interface PipeEnds {
   readonly readFd: number;
