@@ -74,8 +74,13 @@ export async function main(argv: string[], output: CliOutput = {}): Promise<numb
  * start`) must not take a running domain down with an EPIPE: what we print is informative.
  */
 function ignoreClosedPipe(stream: NodeJS.WriteStream): void {
-  if (stream.listenerCount('error') === 0) stream.on('error', () => {});
+  // Once per stream (tests call main() many times), whatever else listens: under tsx a
+  // stream is piped into stdout, and pipe()'s error listener re-throws when it is alone.
+  if (ignoring.has(stream)) return;
+  ignoring.add(stream);
+  stream.on('error', () => {});
 }
+const ignoring = new WeakSet<NodeJS.WriteStream>();
 
 /** True when this module is the program itself (`node --import tsx src/cli/main.ts …`), not imported. */
 function isEntryPoint(): boolean {

@@ -162,3 +162,17 @@ test('qemu-args prints the -chardev and -device lines, in both syntaxes', () => 
     /-object '\{"qom-type":"tls-creds-x509","id":"objcharserial0_tls0","dir":"\/etc\/pki\/libvirt-chardev","endpoint":"client","verify-peer":true\}'/,
   );
 });
+
+test('a reader that closes the pipe early (`chardev … | true`) gets no EPIPE stack, from the sources or dist/', () => {
+  const entries = [
+    ['the sources through tsx', ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts')]],
+    ['bin/chardev.js', [join(ROOT, 'bin', 'chardev.js')]],
+  ] as const;
+  for (const [name, argv] of entries) {
+    // `true` exits without reading, so the help text meets a closed pipe.
+    const r = spawnSync('sh', ['-c', '"$@" --help | true; exit $?', 'sh', process.execPath, ...argv], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, name);
+    noStack(r.stderr);
+    assert.doesNotMatch(r.stderr, /EPIPE/, name);
+  }
+});
