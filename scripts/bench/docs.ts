@@ -63,7 +63,12 @@ export function judgedRows(rows: readonly Row[]): Row[] {
 export function floorsOf(rows: readonly Row[], id: string): FloorFigure[] {
   return rows
     .filter((r) => r.floorOf?.includes(id) === true)
-    .map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio, ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}) }));
+    .map((r) => ({
+      name: r.figure.trim().replace(/^floor: /, ''),
+      ratio: r.ratio,
+      ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}),
+      ...(r.floorCompiled === true ? { compiled: true } : {}),
+    }));
 }
 
 /** One paragraph per target not met: the figure against the target, then what the floors show. */
@@ -114,7 +119,7 @@ export function quietLine(r: BenchReport): string {
 
 export function versionsLine(r: BenchReport): string {
   const v = r.versions;
-  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the kernel-only floor)`;
+  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the Python floors)${v.cc !== undefined ? `, C compiler ${v.cc} (the C floors, -O2)` : ''}`;
 }
 
 /** The terminal's output after the progress lines: the table, notes, failures, then run, versions, machine. */

@@ -13,6 +13,8 @@ export interface Versions {
   readonly socat: string;
   readonly node: string;
   readonly python: string;
+  /** The C compiler that built the C floors (compiled.ts), or `none (why)`; absent in reports from before them. */
+  readonly cc?: string;
 }
 
 export interface Machine {

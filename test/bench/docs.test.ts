@@ -63,6 +63,35 @@ test('met / not met comes from the rows, floors carry none', () => {
     ],
   );
   assert.deepEqual(floorsOf(rows, 'log'), [{ name: 'bare Node', ratio: 0.6 }]);
+  // A compiled floor says so, and one under other rules too: the verdict weighs both (verdict.ts).
+  const more = [
+    ...rows,
+    floorRow(['log'], {
+      id: 'floor-log-c',
+      figure: '  floor: in C',
+      unit: 'MB/s',
+      chardev: 700,
+      peer: 1000,
+      peerName: 'cat > file',
+      ratio: 0.7,
+      floorCompiled: true,
+    }),
+    floorRow(['log'], {
+      id: 'floor-log-x',
+      figure: '  floor: lenient',
+      unit: 'MB/s',
+      chardev: 900,
+      peer: 1000,
+      peerName: 'cat > file',
+      ratio: 0.9,
+      floorRules: 'other',
+    }),
+  ];
+  assert.deepEqual(floorsOf(more, 'log'), [
+    { name: 'bare Node', ratio: 0.6 },
+    { name: 'in C', ratio: 0.7, compiled: true },
+    { name: 'lenient', ratio: 0.9, otherRules: 'other' },
+  ]);
 });
 
 test('the page holds the run, the machine, the command, every row, the gaps and the notes', () => {
