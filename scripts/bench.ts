@@ -33,7 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { performancePage, readmeSummary, replaceBetweenMarkers, terminalText } from './bench/docs.ts';
 import { GUEST_PY, PINGPONG_PY, READER_PY, RELAY_PY } from './bench/peers.ts';
 import { ownGroup, watchOtherCpu, type OtherCpu } from './bench/load.ts';
-import { C_RELAY_SOURCE, buildCFloor, compilerLine } from './bench/compiled.ts';
+import { C_RELAY_SOURCE, buildCFloor, compilerVersions } from './bench/compiled.ts';
 import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython, startedGroups } from './bench/procs.ts';
 import { LostBytesError, fanOut, fileWrite, idleDevices, inputThroughput, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 import { register, registered } from './bench/registry.ts';
@@ -204,7 +204,7 @@ async function main(): Promise<number> {
   // The C floors are built here, before any clock; without a compiler their rows say so.
   const cFloor = buildCFloor(path.join(ROOT, C_RELAY_SOURCE), scripts);
   if ('skipped' in cFloor) log(`C floors skipped: ${cFloor.skipped}`);
-  const versionsWithCc: Versions = { ...versions, cc: compilerLine(cFloor) };
+  const versionsWithCc: Versions = { ...versions, ...compilerVersions(cFloor) };
 
   const ctx: Ctx = {
     quick: opts.quick,
@@ -219,7 +219,7 @@ async function main(): Promise<number> {
     log,
   };
   log(
-    `${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}, C floors: ${versionsWithCc.cc}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`,
+    `${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}, C floors: ${'relay' in cFloor ? cFloor.compiler : `none (${cFloor.skipped})`}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`,
   );
 
   const group = ownGroup();

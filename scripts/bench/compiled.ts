@@ -47,7 +47,7 @@ export function buildCFloor(source: string, dir: string, cc = process.env.CC?.tr
   return { relay, compiler };
 }
 
-/** What the bench records as the compiler's version: the version line, or `none (why)`. */
-export function compilerLine(c: CFloor): string {
-  return 'relay' in c ? c.compiler : `none (${c.skipped})`;
+/** What the bench records with the versions: the compiler's version line, or why there are no C floors. */
+export function compilerVersions(c: CFloor): { cc: string } | { cFloorsSkipped: string } {
+  return 'relay' in c ? { cc: c.compiler } : { cFloorsSkipped: c.skipped };
 }

@@ -119,7 +119,7 @@ export function quietLine(r: BenchReport): string {
 
 export function versionsLine(r: BenchReport): string {
   const v = r.versions;
-  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the Python floors)${v.cc !== undefined ? `, C compiler ${v.cc} (the C floors, -O2)` : ''}`;
+  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the Python floors)${v.cc !== undefined ? `, ${v.cc} (the C floors, -O2)` : ''}${v.cFloorsSkipped !== undefined ? `; no C floors: ${v.cFloorsSkipped}` : ''}`;
 }
 
 /** The terminal's output after the progress lines: the table, notes, failures, then run, versions, machine. */
