@@ -24,19 +24,29 @@
  * counter must stay 0 too.
  *
  * Every row states its target as data (verdict.ts) and `judged` computes met / not met from
- * the run's figures. Floors (`floorRow`) are the same work without chardev, in the same run,
- * named for the rows they speak for: bare Node (the limit of a relay built on Node's
- * streams) and the kernel-only relay (peers.ts RELAY_PY: Python's os.splice, no byte in user
- * space), so a target not met can be told apart as the machine's or chardev's (docs.ts).
+ * the run's figures. Floors (`floorRow`, `measuredFloor`) are the same work without chardev,
+ * in the same run, named for the rows they speak for: bare Node (the limit of a relay built
+ * on Node's streams), the Python floors (peers.ts RELAY_PY: the kernel-only relay with
+ * Python's os.splice, no byte in user space; the minimal relays) and their C twins
+ * (scripts/bench/c/relay.c, the same argv, built with `cc -O2` at the start of the run by
+ * compiled.ts, outside every clock; `floorCompiled`). A Python floor pays the interpreter
+ * per call, so below a target it proves less; a C floor doing the work under chardev's rules
+ * pays only the kernel's cost, so where it too is below the target, the verdict calls the
+ * gap beyond it the machine's (docs.ts, verdict.ts). Without a compiler the C rows have no
+ * figure, say why, and decide nothing.
  *
  * - throughput (tcp, unix): chardev serves a `<serial type='tcp'|'unix'>` server. socat:
  *   `socat -u -b 65536 EXEC:guest TCP-LISTEN:P,bind=127.0.0.1,reuseaddr` (UNIX-LISTEN:PATH).
  *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
  *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
  *   first byte to its last. Floors: bare Node `child.stdout.pipe(socket)` and the kernel-only
- *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
+ *   splice relay in Python and in C (checked the same way). A CPU-per-GiB row for each: chardev's whole process
  *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
- *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
+ *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too. Its
+ *   floors write a log file that must hold every byte too: Python (read, write to the log,
+ *   send) and C, both ways a relay in C can do it — `log-tee` (tee(2) into a scratch pipe,
+ *   splice that to the log, splice the same bytes to the client: chardev's own way) and
+ *   `log-copy` (read into one 1 MiB buffer, write to the log, send); the better of the two decides.
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
@@ -44,10 +54,13 @@
  *   client; the row says how much was spliced, and chardev's `bytesToGuest` must equal the
  *   stream); socat
  *   `-u TCP-LISTEN:P EXEC:guest`; floors bare Node `socket.pipe(child.stdin)` and the
- *   kernel-only relay socket → pipe.
+ *   kernel-only relay socket → pipe, in Python and in C.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
  *   sides already set it raw; it does not touch termios, as TCSAFLUSH would discard bytes).
+ *   Floors: the minimal pty relay (a new pty, raw, its slave linked as socat's `PTY,link=`;
+ *   read from the guest, write to the master) in Python (blocking writes) and in C (a
+ *   non-blocking master, poll(2) for room).
  * - latency: chardev TCP server whose guest is `cat` (client input → cat's stdin, cat's stdout
  *   → device.write, as `chardev run` wires it) vs `socat TCP-LISTEN:P EXEC:cat`; a Python
  *   client with TCP_NODELAY sends 1 byte and waits for it, after a warm-up; p50 and p99.
@@ -70,10 +83,11 @@
  *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
  *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
  *   live client's against one client's on the same guest. Floors for the unthrottled figure,
- *   with the same reader, against chardev's single client: a minimal fan-out relay (RELAY_PY
- *   `fanout`: one read, one send per live client, no queues, lossless) and a kernel-only one
- *   with chardev's rules (RELAY_PY `fanout-tee`: tee into a 256 KiB pipe per client, splice
- *   to each socket, viewers miss what does not fit). Every aggregate sums guest bytes the
+ *   with the same reader, against chardev's single client, each in Python and in C: a minimal
+ *   fan-out relay (`fanout`: one read, one send per live client, no queues, lossless — the
+ *   guest waits for the slowest viewer, which chardev may not do, so it decides nothing) and
+ *   a kernel-only one with chardev's rules (`fanout-tee`: tee into a 256 KiB pipe per client,
+ *   splice to each socket, viewers miss what does not fit). Every aggregate sums guest bytes the
  *   live clients received, as the reader counted them (chardev's inline notices left out);
  *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
@@ -980,6 +994,9 @@ export function fanOutCompleteness(received: readonly number[], bytes: number): 
   };
 }
 
+/** relay.py's / relay.c's fan-out modes; `fanout-ring` is in C only. */
+type FanOutMode = 'fanout' | 'fanout-tee' | 'fanout-ring';
+
 /**
  * A fan-out floor: the same guest, the same reader with `live` reading clients and
  * `stalled` that never read. `fanout` (one read, one send per live client) must give every
@@ -991,7 +1008,7 @@ export function fanOutCompleteness(received: readonly number[], bytes: number): 
 async function fanOutFloor(
   ctx: Ctx,
   lang: FloorLang,
-  mode: 'fanout' | 'fanout-tee',
+  mode: FanOutMode,
   bytes: number,
   live: number,
   stalled: number,
@@ -1047,11 +1064,12 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const aggregates: number[] = [];
   const aggRatios: number[] = [];
   // The floors, in the order they run in a repetition: lossless and kernel-only, in Python and in C.
-  type FanFloor = 'copy' | 'tee' | 'teeC' | 'copyC';
-  const fanFloors: readonly { readonly key: FanFloor; readonly lang: FloorLang; readonly mode: 'fanout' | 'fanout-tee'; readonly what: string }[] = [
+  type FanFloor = 'copy' | 'tee' | 'teeC' | 'ringC' | 'copyC';
+  const fanFloors: readonly { readonly key: FanFloor; readonly lang: FloorLang; readonly mode: FanOutMode; readonly what: string }[] = [
     { key: 'copy', lang: 'python', mode: 'fanout', what: 'floor (one read, one send per client)' },
     { key: 'tee', lang: 'python', mode: 'fanout-tee', what: 'kernel-only floor (tee into a pipe per client, splice to each socket)' },
     { key: 'teeC', lang: 'c', mode: 'fanout-tee', what: 'kernel-only floor in C (tee into a pipe per client, splice to each socket)' },
+    { key: 'ringC', lang: 'c', mode: 'fanout-ring', what: "floor in C under chardev's rules by copy (one read into a ring, one send per client)" },
     { key: 'copyC', lang: 'c', mode: 'fanout', what: 'floor in C (one read, one send per client)' },
   ];
   /** Per floor, per repetition (NaN where it did not run): the aggregate, live clients with the whole stream, bytes the others missed. */
@@ -1061,7 +1079,13 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     missed: [],
     perClient: [],
   });
-  const floors: Record<FanFloor, ReturnType<typeof floorFigures>> = { copy: floorFigures(), tee: floorFigures(), teeC: floorFigures(), copyC: floorFigures() };
+  const floors: Record<FanFloor, ReturnType<typeof floorFigures>> = {
+    copy: floorFigures(),
+    tee: floorFigures(),
+    teeC: floorFigures(),
+    ringC: floorFigures(),
+    copyC: floorFigures(),
+  };
   const chardevReceived: number[][] = [];
   const chardevMissed: number[] = [];
   const inlineNoticeBytes: number[] = [];
@@ -1161,10 +1185,12 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const lossless = (key: FanFloor): boolean => key === 'copy' || key === 'copyC';
   const fanFloorRow = (id: string, figure: string, key: FanFloor): Row => {
     const f = floors[key];
-    const c = key === 'teeC' || key === 'copyC';
+    const c = key === 'teeC' || key === 'ringC' || key === 'copyC';
+    const way =
+      key === 'ringC' ? 'C, by copy: one read, one send per client' : c ? 'C, no byte in user space' : 'Python, tee(2) through ctypes, no byte in user space';
     const how = lossless(key)
       ? `every live client of the floor got all ${bytes} bytes (the first hashed)`
-      : `chardev's own rules without chardev (${c ? 'C' : 'Python, tee(2) through ctypes'}, no byte in user space); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(f.whole, f.missed)}; per live client received min/median/max (last repetition) ${perViewerMiB(f.perClient[f.perClient.length - 1] ?? [])}`;
+      : `chardev's own rules without chardev (${way}); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(f.whole, f.missed)}; per live client received min/median/max (last repetition) ${perViewerMiB(f.perClient[f.perClient.length - 1] ?? [])}`;
     return measuredFloor(
       ['fanout-aggregate'],
       id,
@@ -1241,6 +1267,11 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       'floor-fanout-tee-c',
       `  floor: kernel-only fan-out relay in C (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
       'teeC',
+    ),
+    fanFloorRow(
+      'floor-fanout-ring-c',
+      `  floor: fan-out relay in C under chardev's rules by copy (one read into a ring, one send per client; each viewer at most 256 KiB behind, missing what falls further), vs chardev's 1 client`,
+      'ringC',
     ),
     judged({
       id: 'fanout-5MBps',

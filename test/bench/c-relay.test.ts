@@ -206,18 +206,20 @@ async function fanClients(port: number, live: number, stalled: number): Promise<
   return { live: l, stalled: st };
 }
 
-test('fanout-tee: the writer gets every byte while a viewer never reads; viewers get at most the stream', { skip: skipReason(), timeout }, async () => {
-  const port = await freePort();
-  const p = relay(['fanout-tee', 'tcp', String(port), '3', '1']);
-  const c = await fanClients(port, 3, 1);
-  // Viewers may miss output (chardev's rule), so they are read until the writer is done.
-  const viewers = c.live.slice(1).map((s) => readAll(s, BYTES));
-  const writer = await readAll(c.live[0] as net.Socket, BYTES, true);
-  assert.equal(writer.length, BYTES, p.stderrText());
-  assert.equal(sha256(writer), digest);
-  for (const s of [...c.live, ...c.stalled]) s.destroy();
-  for (const v of await Promise.all(viewers)) assert.ok(v.length <= BYTES);
-});
+for (const mode of ['fanout-tee', 'fanout-ring'] as const) {
+  test(`${mode}: the writer gets every byte while a viewer never reads; viewers get at most the stream`, { skip: skipReason(), timeout }, async () => {
+    const port = await freePort();
+    const p = relay([mode, 'tcp', String(port), '3', '1']);
+    const c = await fanClients(port, 3, 1);
+    // Viewers may miss output (chardev's rule), so they are read until the writer is done.
+    const viewers = c.live.slice(1).map((s) => readAll(s, BYTES));
+    const writer = await readAll(c.live[0] as net.Socket, BYTES, true);
+    assert.equal(writer.length, BYTES, p.stderrText());
+    assert.equal(sha256(writer), digest);
+    for (const s of [...c.live, ...c.stalled]) s.destroy();
+    for (const v of await Promise.all(viewers)) assert.ok(v.length <= BYTES);
+  });
+}
 
 test('fanout (lossless): every live client gets every byte, one of them slow', { skip: skipReason(), timeout }, async () => {
   const port = await freePort();

@@ -28,6 +28,12 @@
  *                                            what leaves the guest's pipe, so it holds the
  *                                            guest; the others take what fits and miss the
  *                                            rest; splice(2) each pipe to its socket
+ *   relay fanout-ring tcp PORT LIVE STALLED -- GUEST...
+ *                                            the same rules by copy: one read from the guest
+ *                                            into a ring, one send per client from its place
+ *                                            in the ring; the writer at most 256 KiB behind
+ *                                            the guest (so it holds the guest), each viewer at
+ *                                            most 256 KiB behind, missing what falls further
  *
  * Lossless to the connected client (the writer) everywhere; no pacing anywhere. Errors go to
  * stderr, exit status 1.
@@ -331,6 +337,68 @@ static void fanout_tee(int src, const int *socks, int n) {
   }
 }
 
+/*
+ * chardev's fan-out rules with user-space copies instead of tee(2): the stream goes once into
+ * a ring, each client has a place in it. The writer's queue (head - its place) is at most
+ * QUEUE bytes, as its pipe would hold, and the guest is read only while it has room; a
+ * viewer further behind than QUEUE misses the bytes in between, as its full pipe would.
+ */
+#define QUEUE CLIENT_PIPE_BYTES
+#define RING (2 * QUEUE)
+static void fanout_ring(int src, const int *socks, int n) {
+  char *ring = malloc(RING);
+  unsigned long long *at = calloc((size_t)n, sizeof *at);
+  char *gone = calloc((size_t)n, 1);
+  struct pollfd *p = calloc((size_t)n + 1, sizeof *p);
+  if (ring == NULL || at == NULL || gone == NULL || p == NULL) fail("out of memory");
+  unsigned long long head = 0;
+  int eof = 0;
+  nonblocking(src);
+  for (int i = 0; i < n; i++) nonblocking(socks[i]);
+  for (;;) {
+    int moved = 0;
+    /* Read only into the writer's room (at most QUEUE behind), never past the ring's end in one read. */
+    size_t room = QUEUE - (size_t)(head - at[0]);
+    if (!eof && room > 0) {
+      size_t off = (size_t)(head % RING);
+      size_t want = room < RING - off ? room : RING - off;
+      ssize_t k = read(src, ring + off, want);
+      if (k == 0) eof = 1;
+      else if (k > 0) {
+        head += (unsigned long long)k;
+        moved = 1;
+        for (int i = 1; i < n; i++)
+          if (head - at[i] > QUEUE) at[i] = head - QUEUE;
+      } else if (errno != EAGAIN && errno != EINTR) die("read");
+    }
+    for (int i = 0; i < n; i++) {
+      while (at[i] < head && !gone[i]) {
+        size_t off = (size_t)(at[i] % RING);
+        size_t len = (size_t)(head - at[i]);
+        if (len > RING - off) len = RING - off;
+        ssize_t k = send(socks[i], ring + off, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k > 0) {
+          at[i] += (unsigned long long)k;
+          moved = 1;
+          continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) break;
+        if (i == 0) die("send to the writer");
+        gone[i] = 1;
+      }
+    }
+    if (eof && at[0] == head) return;
+    if (moved) continue;
+    int m = 0;
+    if (!eof && head - at[0] < QUEUE) p[m++] = (struct pollfd){.fd = src, .events = POLLIN};
+    for (int i = 0; i < n; i++)
+      if (at[i] < head && !gone[i]) p[m++] = (struct pollfd){.fd = socks[i], .events = POLLOUT};
+    while (poll(p, (nfds_t)m, -1) < 0)
+      if (errno != EINTR) die("poll");
+  }
+}
+
 int main(int argc, char **argv) {
   int dash = 0;
   for (int i = 1; i < argc; i++)
@@ -348,8 +416,8 @@ int main(int argc, char **argv) {
     pty_relay(spawn_guest(guest, 1), master);
     return 0;
   }
-  if (strcmp(mode, "fanout") == 0 || strcmp(mode, "fanout-tee") == 0) {
-    if (dash != 6) fail("usage: relay fanout|fanout-tee tcp PORT LIVE STALLED -- GUEST...");
+  if (strncmp(mode, "fanout", 6) == 0) {
+    if (dash != 6) fail("usage: relay fanout|fanout-tee|fanout-ring tcp PORT LIVE STALLED -- GUEST...");
     int live = atoi(argv[4]), stalled = atoi(argv[5]);
     if (live < 1 || stalled < 0) fail("LIVE must be at least 1");
     int src = spawn_guest(guest, 1);
@@ -358,10 +426,14 @@ int main(int argc, char **argv) {
     if (socks == NULL) fail("out of memory");
     for (int i = 0; i < live + stalled; i++) socks[i] = accept_one(srv);
     close(srv);
-    if (mode[6] == '-')
+    if (strcmp(mode, "fanout-tee") == 0)
       fanout_tee(src, socks, live + stalled);
-    else
+    else if (strcmp(mode, "fanout-ring") == 0)
+      fanout_ring(src, socks, live + stalled);
+    else if (strcmp(mode, "fanout") == 0)
       fanout_copy(src, socks, live);
+    else
+      fail("unknown mode");
     return 0;
   }
   int out = strcmp(mode, "in") != 0;
