@@ -44,9 +44,9 @@
  *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
  *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too. Its
  *   floors write a log file that must hold every byte too: Python (read, write to the log,
- *   send) and C, both ways a relay in C can do it — `log-tee` (tee(2) into a scratch pipe,
- *   splice that to the log, splice the same bytes to the client: chardev's own way) and
- *   `log-copy` (read into one 1 MiB buffer, write to the log, send); the better of the two decides.
+ *   send) and C by `log-tee` (tee(2) into a scratch pipe, splice that to the log, splice the
+ *   same bytes to the client: chardev's own way), which measured faster here than a C relay
+ *   reading into one buffer, writing the log and sending (relay.c's header).
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
@@ -83,11 +83,13 @@
  *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
  *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
  *   live client's against one client's on the same guest. Floors for the unthrottled figure,
- *   with the same reader, against chardev's single client, each in Python and in C: a minimal
- *   fan-out relay (`fanout`: one read, one send per live client, no queues, lossless — the
- *   guest waits for the slowest viewer, which chardev may not do, so it decides nothing) and
- *   a kernel-only one with chardev's rules (`fanout-tee`: tee into a 256 KiB pipe per client,
- *   splice to each socket, viewers miss what does not fit). Every aggregate sums guest bytes the
+ *   with the same reader, against chardev's single client: a kernel-only relay with
+ *   chardev's rules (`fanout-tee`: tee into a 256 KiB pipe per client, splice to each socket,
+ *   viewers miss what does not fit) in Python and in C; the same rules by copy in C
+ *   (`fanout-ring`: one read into a ring, one send per client, each viewer at most 256 KiB
+ *   behind); and a minimal lossless relay in C (`fanout`: one read, one send per live
+ *   client, no queues — the guest waits for the slowest viewer, which chardev may not do, so
+ *   it decides nothing). Every aggregate sums guest bytes the
  *   live clients received, as the reader counted them (chardev's inline notices left out);
  *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
@@ -555,7 +557,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee' | 'cLogCopy';
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee';
   // The sides that write a 1 GiB log never run one right after the other (the rotation
   // keeps neighbours, the last one's neighbour is the first): on this VM a side that follows
   // a log side writes its own log into the page cache the other's deleted file just gave
@@ -568,7 +570,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     backend === 'pty'
       ? ['chardev', 'socat', 'kernel', 'cKernel']
       : backend === 'tcp'
-        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cLogCopy', 'cKernel']
+        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cKernel']
         : ['chardev', 'socat', 'node', 'kernel', 'cKernel'];
   const pty = backend === 'pty';
   // Every relay other than chardev and bare Node, by side.
@@ -582,7 +584,6 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       : { name: 'kernel-only splice relay in C (floor)', lang: 'c', mode: 'out' },
     teed: { name: 'minimal logging relay (floor)', lang: 'python', mode: 'log', log: true },
     cLogTee: { name: 'logging relay in C, tee + splice (floor)', lang: 'c', mode: 'log-tee', log: true },
-    cLogCopy: { name: 'logging relay in C, read/write/send (floor)', lang: 'c', mode: 'log-copy', log: true },
   };
   const label = (side: Side): string =>
     relays[side]?.name ?? (side === 'chardev' ? 'chardev' : side === 'logged' ? 'chardev with <log> and <cd:history>' : 'bare Node (floor)');
@@ -597,7 +598,6 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     teed: [],
     cKernel: [],
     cLogTee: [],
-    cLogCopy: [],
   });
   const figures = perSide();
   const cpu = perSide();
@@ -761,13 +761,6 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         `  floor: logging relay in C (tee into a scratch pipe, splice it to the log, splice the same bytes to the client), ${name}`,
         'cLogTee',
         `its log file held every byte too; ${cpuNote('cLogTee')}`,
-      ),
-      floor(
-        logId,
-        `floor-${backend}-log-c-copy`,
-        `  floor: logging relay in C (read into one 1 MiB buffer, write to the log, send), ${name}`,
-        'cLogCopy',
-        `its log file held every byte too; ${cpuNote('cLogCopy')}`,
       ),
     );
   }
@@ -994,16 +987,16 @@ export function fanOutCompleteness(received: readonly number[], bytes: number): 
   };
 }
 
-/** relay.py's / relay.c's fan-out modes; `fanout-ring` is in C only. */
+/** The fan-out floors' modes: `fanout-tee` in relay.py and relay.c, the others in relay.c only. */
 type FanOutMode = 'fanout' | 'fanout-tee' | 'fanout-ring';
 
 /**
  * A fan-out floor: the same guest, the same reader with `live` reading clients and
  * `stalled` that never read. `fanout` (one read, one send per live client) must give every
- * live client the whole stream; `fanout-tee` (tee into a 256 KiB pipe per client, splice to
- * each socket, viewers miss what does not fit, as chardev's) must give its first client,
- * the writer, the whole stream; its viewers are counted. The first client is hashed on
- * both, the others counted. RELAY_PY or its C twin; null when the C one could not be built.
+ * live client the whole stream; `fanout-tee` and `fanout-ring` (chardev's rules: viewers
+ * miss what does not fit in 256 KiB) must give their first client, the writer, the whole
+ * stream; their viewers are counted. The first client is hashed, the others counted.
+ * RELAY_PY or its C twin; null when the C one could not be built.
  */
 async function fanOutFloor(
   ctx: Ctx,
@@ -1063,10 +1056,9 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const singles: number[] = [];
   const aggregates: number[] = [];
   const aggRatios: number[] = [];
-  // The floors, in the order they run in a repetition: lossless and kernel-only, in Python and in C.
-  type FanFloor = 'copy' | 'tee' | 'teeC' | 'ringC' | 'copyC';
+  // The floors, in the order they run in a repetition: kernel-only in Python and in C, chardev's rules by copy in C, lossless in C.
+  type FanFloor = 'tee' | 'teeC' | 'ringC' | 'copyC';
   const fanFloors: readonly { readonly key: FanFloor; readonly lang: FloorLang; readonly mode: FanOutMode; readonly what: string }[] = [
-    { key: 'copy', lang: 'python', mode: 'fanout', what: 'floor (one read, one send per client)' },
     { key: 'tee', lang: 'python', mode: 'fanout-tee', what: 'kernel-only floor (tee into a pipe per client, splice to each socket)' },
     { key: 'teeC', lang: 'c', mode: 'fanout-tee', what: 'kernel-only floor in C (tee into a pipe per client, splice to each socket)' },
     { key: 'ringC', lang: 'c', mode: 'fanout-ring', what: "floor in C under chardev's rules by copy (one read into a ring, one send per client)" },
@@ -1080,7 +1072,6 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     perClient: [],
   });
   const floors: Record<FanFloor, ReturnType<typeof floorFigures>> = {
-    copy: floorFigures(),
     tee: floorFigures(),
     teeC: floorFigures(),
     ringC: floorFigures(),
@@ -1182,10 +1173,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     `${whole.join(', ')} of ${viewers} live clients got the whole stream, the others missed ${missed.map((m) => `${(m / MiB).toFixed(1)} MiB`).join(', ')} together (of ${(
       (viewers * bytes) / MiB
     ).toFixed(0)} MiB)`;
-  const lossless = (key: FanFloor): boolean => key === 'copy' || key === 'copyC';
+  const lossless = (key: FanFloor): boolean => key === 'copyC';
   const fanFloorRow = (id: string, figure: string, key: FanFloor): Row => {
     const f = floors[key];
-    const c = key === 'teeC' || key === 'ringC' || key === 'copyC';
+    const c = key !== 'tee';
     const way =
       key === 'ringC' ? 'C, by copy: one read, one send per client' : c ? 'C, no byte in user space' : 'Python, tee(2) through ctypes, no byte in user space';
     const how = lossless(key)
@@ -1256,7 +1247,6 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       note: `the figure sums guest bytes the live clients received (the reader's count, less ${inlineNoticeBytes.join(', ')} bytes of chardev's inline notices); the writer got all ${bytes} bytes, sha256 equal; ${madeOf(wholeStream, chardevMissed)} (chardev's own count of viewers' missed bytes: ${viewersMissed.join(', ')}); per live client received min/median/max (last repetition) ${perViewerMiB(lastReceived)} of ${(bytes / MiB).toFixed(0)} MiB; the stalled one missed ${stalledMissed.join(', ')} bytes; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
     }),
-    fanFloorRow('floor-fanout', `  floor: minimal fan-out relay (one read, one send per live client), vs chardev's 1 client`, 'copy'),
     fanFloorRow('floor-fanout-c', `  floor: minimal fan-out relay in C (one read, one send per live client), vs chardev's 1 client`, 'copyC'),
     fanFloorRow(
       'floor-fanout-tee',

@@ -380,8 +380,10 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  * into user space (Python's `os.splice`, stdlib only), so it shows what this machine's
  * kernel path can do for the same work, in the same run, with no runtime of ours in the way.
  * Python still pays its interpreter per call: scripts/bench/c/relay.c does the `out`, `in`,
- * `pty`, `fanout` and `fanout-tee` modes in C with the same argv, and the `<log>` floor as
- * `log-tee` (tee(2) + splice(2)) and `log-copy` (read, write, send) — see compiled.ts.
+ * `pty` and `fanout-tee` modes in C with the same argv, a lossless `fanout` (one read, one
+ * send per live client; in Python too until the C one made it pointless), the `<log>` floor as
+ * `log-tee` (tee(2) + splice(2)), and chardev's fan-out rules by copy as `fanout-ring` —
+ * see compiled.ts.
  * It starts the guest itself, as socat's `EXEC:` does, through a pipe sized like chardev's
  * guest pipe (1 MiB, F_SETPIPE_SZ).
  *
@@ -400,15 +402,10 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *                                            guest's stdout read into one buffer and written
  *                                            to the master (splice cannot write into a pty):
  *                                            what a minimal user-space relay does
- *   relay.py fanout tcp PORT LIVE STALLED -- GUEST...
- *                                            the fan-out floor: LIVE + STALLED clients (in the
- *                                            order they connect, as the reader makes them); each
- *                                            chunk read from the guest is sent whole to every live
- *                                            one, one after the other, none to the stalled ones.
- *                                            The least work a fan-out can do: one read, one send
- *                                            per client, no queues, nothing dropped
  *   relay.py fanout-tee tcp PORT LIVE STALLED -- GUEST...
  *                                            the kernel-only fan-out floor, with chardev's rules:
+ *                                            LIVE + STALLED clients (in the order they connect,
+ *                                            as the reader makes them);
  *                                            tee(2) the guest's pipe into a 256 KiB pipe per
  *                                            client (the first, the writer, is lossless: what its
  *                                            pipe takes is what leaves the guest's, so it holds
@@ -502,17 +499,6 @@ if direction == 'pty':
         w = 0
         while w < n:
             w += os.write(master, view[w:n])
-    sys.exit(0)
-if direction == 'fanout':
-    live, stalled = int(sys.argv[4]), int(sys.argv[5])
-    p, src = guest_out()
-    conns = accept(live + stalled, 128)
-    while True:
-        chunk = os.read(src, STEP)
-        if not chunk:
-            break
-        for c in conns[:live]:
-            c.sendall(chunk)
     sys.exit(0)
 if direction == 'fanout-tee':
     import ctypes, termios
