@@ -223,7 +223,8 @@ const GUEST_RATE = 5e6;
 
 export { median };
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 nobody listens on (just now). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

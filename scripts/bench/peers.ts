@@ -447,6 +447,17 @@ def accept(n, backlog):
     conns = [srv.accept()[0] for _ in range(n)]
     srv.close()
     return conns
+def copy(src, dst):
+    # src to dst through one STEP-sized buffer, each read written out whole, until src ends.
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            return
+        w = 0
+        while w < n:
+            w += os.write(dst, view[w:n])
 def pump(src, dst):
     # Non-blocking on our ends only (a pipe's two ends are separate open files, so the guest
     # keeps its blocking end): a blocking splice from a TCP socket waits to fill the whole
@@ -472,15 +483,7 @@ if direction == 'file':
 if direction == 'file-copy':
     p, src = guest_out()
     fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    buf = bytearray(STEP)
-    view = memoryview(buf)
-    while True:
-        n = os.readv(src, [buf])
-        if n == 0:
-            break
-        w = 0
-        while w < n:
-            w += os.write(fd, view[w:n])
+    copy(src, fd)
     os.close(fd)
     p.wait()
     sys.exit(0)
@@ -490,15 +493,7 @@ if direction == 'pty':
     tty.setraw(slave)
     os.symlink(os.ttyname(slave), addr)
     p, src = guest_out()
-    buf = bytearray(STEP)
-    view = memoryview(buf)
-    while True:
-        n = os.readv(src, [buf])
-        if n == 0:
-            break
-        w = 0
-        while w < n:
-            w += os.write(master, view[w:n])
+    copy(src, master)
     sys.exit(0)
 if direction == 'fanout-tee':
     import ctypes, termios

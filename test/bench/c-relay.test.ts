@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { C_RELAY_SOURCE, buildCFloor, compilerVersions, type CFloor } from '../../scripts/bench/compiled.ts';
+import { freePort } from '../../scripts/bench/measurements.ts';
 import { ROOT } from '../helpers/paths.ts';
 import { waitFor } from '../platform/helpers.ts';
 
@@ -69,17 +70,6 @@ function relay(args: readonly string[], guest: readonly string[] = ['sh', '-c', 
   });
   started.push(p);
   return Object.assign(p, { stderrText: () => err });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Connects (retrying while nobody listens yet). */
