@@ -163,10 +163,12 @@ export function performancePage(r: BenchReport, notes: string): string {
   out.push("the guest (except the fan-out's stated 5 MB/s), and every byte is counted and hashed: a side");
   out.push('that lost one gives no figure and fails the run. Floors are the same work done without');
   out.push('chardev — bare Node, a minimal relay, or a kernel-only one that moves the bytes with splice(2)');
-  out.push("and tee(2) — to tell the machine's limits from chardev's: a gap is called the machine's only");
-  out.push('when no floor (nor a peer doing the same work) meets the target and chardev is level with the');
-  out.push('best floor or better. How each figure is measured: the header of');
-  out.push('`scripts/bench/measurements.ts`.');
+  out.push("and tee(2), in Python and, built at the start with the machine's C compiler, in C — to tell");
+  out.push("the machine's limits from chardev's. When a floor or a peer doing the same work meets a target,");
+  out.push("the gap is chardev's. When none does, the gap up to the best floor under chardev's rules is");
+  out.push("chardev's, and the rest is called the machine's only where a floor in C doing that work was");
+  out.push('measured below the target too (Python floors alone prove less: they pay the interpreter per');
+  out.push('call). How each figure is measured: the header of `scripts/bench/measurements.ts`.');
   out.push('');
   out.push('## Figures');
   out.push('');
