@@ -17,7 +17,8 @@
  * How each figure is measured is described in scripts/bench/measurements.ts; the guest,
  * the readers, the clients and the Python floors (stdlib only) are in
  * scripts/bench/peers.ts, their C twins in scripts/bench/c/relay.c (built at the start with
- * `cc -O2`, scripts/bench/compiled.ts; without a compiler those rows say so); the chardev side runs in a process of its own (scripts/bench/host.ts).
+ * `cc -O2`, scripts/bench/compiled.ts; without a compiler those rows say so); the chardev
+ * side runs in a process of its own (scripts/bench/host.ts).
  * Measurements are registered in scripts/bench/registry.ts's order (below); a module of rows
  * of its own registers itself and is imported here.
  *

@@ -40,8 +40,8 @@
  *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
  *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
  *   first byte to its last. Floors: bare Node `child.stdout.pipe(socket)` and the kernel-only
- *   splice relay in Python and in C (checked the same way). A CPU-per-GiB row for each: chardev's whole process
- *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
+ *   splice relay in Python and in C (checked the same way). A CPU-per-GiB row for each:
+ *   chardev's whole process against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
  *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too. Its
  *   floors write a log file that must hold every byte too: Python (read, write to the log,
  *   send) and C by `log-tee` (tee(2) into a scratch pipe, splice that to the log, splice the
