@@ -4,9 +4,10 @@
  * here with real sockets, a pty and files, by count and sha256 — a fast reader, a slow one,
  * and for the fan-out a viewer that never reads, which must not hold the writer back.
  * Without a C compiler the relay tests are skipped with the reason (the bench then skips
- * the rows the same way); the build's own failure paths are tested regardless.
+ * the rows the same way), and fail under CI, which installs one (.ci/run); the build's own
+ * failure paths are tested regardless.
  */
-import { test, before, after } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -16,29 +17,23 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { C_RELAY_SOURCE, buildCFloor, compilerVersions, type CFloor } from '../../scripts/bench/compiled.ts';
 import { freePort } from '../../scripts/bench/measurements.ts';
+import { needs, required } from '../helpers/ci.ts';
 import { ROOT } from '../helpers/paths.ts';
 import { waitFor } from '../platform/helpers.ts';
 
 const MiB = 1024 * 1024;
 const BYTES = 8 * MiB;
 const source = path.join(ROOT, C_RELAY_SOURCE);
-let dir = '';
-let built: CFloor = { skipped: 'not built yet' };
-let data: Buffer = Buffer.alloc(0);
-let digest = '';
-let file = '';
+// Built while the file loads: whether the relay tests run is decided when they are declared.
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-c-relay-'));
+const built: CFloor = buildCFloor(source, dir);
+const data = randomBytes(BYTES);
+const digest = sha256(data);
+const file = path.join(dir, 'guest.bin');
+fs.writeFileSync(file, data);
 const started: ChildProcess[] = [];
 /** A relay that holds a byte back never ends its test otherwise. */
 const timeout = 60_000;
-
-before(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chardev-c-relay-'));
-  built = buildCFloor(source, dir);
-  data = randomBytes(BYTES);
-  digest = sha256(data);
-  file = path.join(dir, 'guest.bin');
-  fs.writeFileSync(file, data);
-});
 
 after(() => {
   // The relay and its guest share a process group (the guest is the relay's child).
@@ -123,7 +118,8 @@ test('the build says why there are no C floors instead of failing', () => {
   assert.ok('skipped' in missing);
 });
 
-test('a source the compiler rejects is skipped with the compiler’s first line', { skip: skipReason(), timeout }, () => {
+test('a source the compiler rejects is skipped with the compiler’s first line', { ...needs(skipReason()), timeout }, () => {
+  required(skipReason());
   const bad = path.join(dir, 'bad.c');
   fs.writeFileSync(bad, 'int main(void) { return }\n');
   const r = buildCFloor(bad, dir);
@@ -134,7 +130,8 @@ test('a source the compiler rejects is skipped with the compiler’s first line'
 
 for (const kind of ['tcp', 'unix'] as const) {
   for (const slow of [false, true]) {
-    test(`out (${kind}): the client gets every byte by splice, ${slow ? 'a slow' : 'a fast'} reader`, { skip: skipReason(), timeout }, async () => {
+    test(`out (${kind}): the client gets every byte by splice, ${slow ? 'a slow' : 'a fast'} reader`, { ...needs(skipReason()), timeout }, async () => {
+      required(skipReason());
       const addr = kind === 'tcp' ? String(await freePort()) : path.join(dir, `out-${slow}.sock`);
       const p = relay(['out', kind, addr]);
       const s = await connect(kind === 'tcp' ? { host: '127.0.0.1', port: Number(addr) } : { path: addr });
@@ -147,7 +144,8 @@ for (const kind of ['tcp', 'unix'] as const) {
 }
 
 for (const mode of ['log-tee'] as const) {
-  test(`${mode}: the client and the log each get every byte, a slow reader holding the guest`, { skip: skipReason(), timeout }, async () => {
+  test(`${mode}: the client and the log each get every byte, a slow reader holding the guest`, { ...needs(skipReason()), timeout }, async () => {
+    required(skipReason());
     const port = await freePort();
     const log = path.join(dir, `${mode}.log`);
     const p = relay([mode, 'tcp', String(port), log]);
@@ -161,7 +159,8 @@ for (const mode of ['log-tee'] as const) {
   });
 }
 
-test('pty: the reader of the linked slave gets every byte', { skip: skipReason(), timeout }, async () => {
+test('pty: the reader of the linked slave gets every byte', { ...needs(skipReason()), timeout }, async () => {
+  required(skipReason());
   const link = path.join(dir, 'pty.link');
   const p = relay(['pty', '-', link]);
   await waitFor(() => fs.existsSync(link), 'the pty link');
@@ -172,7 +171,8 @@ test('pty: the reader of the linked slave gets every byte', { skip: skipReason()
   assert.equal(sha256(got), digest);
 });
 
-test('in: every byte the client sends reaches the guest’s stdin', { skip: skipReason(), timeout }, async () => {
+test('in: every byte the client sends reaches the guest’s stdin', { ...needs(skipReason()), timeout }, async () => {
+  required(skipReason());
   const sock = path.join(dir, 'in.sock');
   const out = path.join(dir, 'in.out');
   const p = relay(['in', 'unix', sock], ['sh', '-c', 'exec cat > "$0"', out]);
@@ -197,7 +197,8 @@ async function fanClients(port: number, live: number, stalled: number): Promise<
 }
 
 for (const mode of ['fanout-tee', 'fanout-ring'] as const) {
-  test(`${mode}: the writer gets every byte while a viewer never reads; viewers get at most the stream`, { skip: skipReason(), timeout }, async () => {
+  test(`${mode}: the writer gets every byte while a viewer never reads; viewers get at most the stream`, { ...needs(skipReason()), timeout }, async () => {
+    required(skipReason());
     const port = await freePort();
     const p = relay([mode, 'tcp', String(port), '3', '1']);
     const c = await fanClients(port, 3, 1);
@@ -211,7 +212,8 @@ for (const mode of ['fanout-tee', 'fanout-ring'] as const) {
   });
 }
 
-test('fanout (lossless): every live client gets every byte, one of them slow', { skip: skipReason(), timeout }, async () => {
+test('fanout (lossless): every live client gets every byte, one of them slow', { ...needs(skipReason()), timeout }, async () => {
+  required(skipReason());
   const port = await freePort();
   const p = relay(['fanout', 'tcp', String(port), '3', '1']);
   const c = await fanClients(port, 3, 1);
