@@ -96,7 +96,7 @@ static int spawn_guest(char **argv, int out) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    /* An ignored SIGPIPE would survive exec: the guest gets the default, as socat's EXEC: gives it. */
+    /* An ignored SIGPIPE would survive exec: the guest gets the default, as a shell starts it. */
     signal(SIGPIPE, SIG_DFL);
     if (dup2(out ? p[1] : p[0], out ? 1 : 0) < 0) _exit(127);
     execvp(argv[0], argv);
