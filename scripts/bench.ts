@@ -15,8 +15,10 @@
  *   --docs-from FILE render the docs from a saved `--json` report instead of running
  *
  * How each figure is measured is described in scripts/bench/measurements.ts; the guest,
- * the readers, the clients and the kernel-only floor (Python, stdlib only) are in
- * scripts/bench/peers.ts; the chardev side runs in a process of its own (scripts/bench/host.ts).
+ * the readers, the clients and the Python floors (stdlib only) are in
+ * scripts/bench/peers.ts, their C twins in scripts/bench/c/relay.c (built at the start with
+ * `cc -O2`, scripts/bench/compiled.ts; without a compiler those rows say so); the chardev
+ * side runs in a process of its own (scripts/bench/host.ts).
  * Measurements are registered in scripts/bench/registry.ts's order (below); a module of rows
  * of its own registers itself and is imported here.
  *
@@ -32,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { performancePage, readmeSummary, replaceBetweenMarkers, terminalText } from './bench/docs.ts';
 import { GUEST_PY, PINGPONG_PY, READER_PY, RELAY_PY } from './bench/peers.ts';
 import { ownGroup, watchOtherCpu, type OtherCpu } from './bench/load.ts';
+import { C_RELAY_SOURCE, buildCFloor, compilerVersions } from './bench/compiled.ts';
 import { BenchError, cleanup, cleanupSync, commandOutput, fdLimits, makeScratch, resolvePython, startedGroups } from './bench/procs.ts';
 import { LostBytesError, fanOut, fileWrite, idleDevices, inputThroughput, latency, throughput, type Ctx, type Row } from './bench/measurements.ts';
 import { register, registered } from './bench/registry.ts';
@@ -199,10 +202,25 @@ async function main(): Promise<number> {
   fs.writeFileSync(pingPy, PINGPONG_PY);
   fs.writeFileSync(guestPy, GUEST_PY);
   fs.writeFileSync(relayPy, RELAY_PY);
+  // The C floors are built here, before any clock; without a compiler their rows say so.
+  const cFloor = buildCFloor(path.join(ROOT, C_RELAY_SOURCE), scripts);
+  if ('skipped' in cFloor) log(`C floors skipped: ${cFloor.skipped}`);
+  const versionsWithCc: Versions = { ...versions, ...compilerVersions(cFloor) };
 
-  const ctx: Ctx = { quick: opts.quick, reps: opts.reps ?? (opts.quick ? 1 : 3), python, readerPy, pingPy, guestPy, relayPy, profileDir: opts.profileDir, log };
+  const ctx: Ctx = {
+    quick: opts.quick,
+    reps: opts.reps ?? (opts.quick ? 1 : 3),
+    python,
+    readerPy,
+    pingPy,
+    guestPy,
+    relayPy,
+    cFloor,
+    profileDir: opts.profileDir,
+    log,
+  };
   log(
-    `${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`,
+    `${opts.quick ? 'quick' : 'full'} run, ${ctx.reps} repetition${ctx.reps === 1 ? '' : 's'}; chardev ${versions.chardev} (${versions.commit}), socat ${versions.socat}, Node ${versions.node}, C floors: ${'relay' in cFloor ? cFloor.compiler : `none (${cFloor.skipped})`}; ${os.cpus().length} cores, load ${loadBefore.join(' ')}`,
   );
 
   const group = ownGroup();
@@ -235,7 +253,7 @@ async function main(): Promise<number> {
     date,
     command,
     seconds,
-    versions,
+    versions: versionsWithCc,
     machine: machine(loadBefore, load(), others.stop()),
     rows,
     errors,

@@ -63,7 +63,12 @@ export function judgedRows(rows: readonly Row[]): Row[] {
 export function floorsOf(rows: readonly Row[], id: string): FloorFigure[] {
   return rows
     .filter((r) => r.floorOf?.includes(id) === true)
-    .map((r) => ({ name: r.figure.trim().replace(/^floor: /, ''), ratio: r.ratio, ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}) }));
+    .map((r) => ({
+      name: r.figure.trim().replace(/^floor: /, ''),
+      ratio: r.ratio,
+      ...(r.floorRules !== undefined ? { otherRules: r.floorRules } : {}),
+      ...(r.floorCompiled === true ? { compiled: true } : {}),
+    }));
 }
 
 /** One paragraph per target not met: the figure against the target, then what the floors show. */
@@ -114,7 +119,7 @@ export function quietLine(r: BenchReport): string {
 
 export function versionsLine(r: BenchReport): string {
   const v = r.versions;
-  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the kernel-only floor)`;
+  return `chardev ${v.chardev} (${v.commit}), socat ${v.socat} (peer), Node ${v.node}, Python ${v.python} (readers, clients, the Python floors)${v.cc !== undefined ? `, ${v.cc} (the C floors, -O2)` : ''}${v.cFloorsSkipped !== undefined ? `; no C floors: ${v.cFloorsSkipped}` : ''}`;
 }
 
 /** The terminal's output after the progress lines: the table, notes, failures, then run, versions, machine. */
@@ -158,10 +163,12 @@ export function performancePage(r: BenchReport, notes: string): string {
   out.push("the guest (except the fan-out's stated 5 MB/s), and every byte is counted and hashed: a side");
   out.push('that lost one gives no figure and fails the run. Floors are the same work done without');
   out.push('chardev — bare Node, a minimal relay, or a kernel-only one that moves the bytes with splice(2)');
-  out.push("and tee(2) — to tell the machine's limits from chardev's: a gap is called the machine's only");
-  out.push('when no floor (nor a peer doing the same work) meets the target and chardev is level with the');
-  out.push('best floor or better. How each figure is measured: the header of');
-  out.push('`scripts/bench/measurements.ts`.');
+  out.push("and tee(2), in Python and, built at the start with the machine's C compiler, in C — to tell");
+  out.push("the machine's limits from chardev's. When a floor or a peer doing the same work meets a target,");
+  out.push("the gap is chardev's. When none does, the gap up to the best floor under chardev's rules is");
+  out.push("chardev's, and the rest is called the machine's only where a floor in C doing that work was");
+  out.push('measured below the target too (Python floors alone prove less: they pay the interpreter per');
+  out.push('call). How each figure is measured: the header of `scripts/bench/measurements.ts`.');
   out.push('');
   out.push('## Figures');
   out.push('');

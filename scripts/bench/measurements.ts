@@ -24,19 +24,29 @@
  * counter must stay 0 too.
  *
  * Every row states its target as data (verdict.ts) and `judged` computes met / not met from
- * the run's figures. Floors (`floorRow`) are the same work without chardev, in the same run,
- * named for the rows they speak for: bare Node (the limit of a relay built on Node's
- * streams) and the kernel-only relay (peers.ts RELAY_PY: Python's os.splice, no byte in user
- * space), so a target not met can be told apart as the machine's or chardev's (docs.ts).
+ * the run's figures. Floors (`floorRow`, `measuredFloor`) are the same work without chardev,
+ * in the same run, named for the rows they speak for: bare Node (the limit of a relay built
+ * on Node's streams), the Python floors (peers.ts RELAY_PY: the kernel-only relay with
+ * Python's os.splice, no byte in user space; the minimal relays) and their C twins
+ * (scripts/bench/c/relay.c, the same argv, built with `cc -O2` at the start of the run by
+ * compiled.ts, outside every clock; `floorCompiled`). A Python floor pays the interpreter
+ * per call, so below a target it proves less; a C floor doing the work under chardev's rules
+ * pays only the kernel's cost, so where it too is below the target, the verdict calls the
+ * gap beyond it the machine's (docs.ts, verdict.ts). Without a compiler the C rows have no
+ * figure, say why, and decide nothing.
  *
  * - throughput (tcp, unix): chardev serves a `<serial type='tcp'|'unix'>` server. socat:
  *   `socat -u -b 65536 EXEC:guest TCP-LISTEN:P,bind=127.0.0.1,reuseaddr` (UNIX-LISTEN:PATH).
  *   Same Python reader on both (recv_into up to 256 KiB at a time, into one buffer for the
  *   whole stream, hashed after the last byte so the hash is off the clock), clocked from its
  *   first byte to its last. Floors: bare Node `child.stdout.pipe(socket)` and the kernel-only
- *   splice relay (checked the same way). A CPU-per-GiB row for each: chardev's whole process
- *   against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
- *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too.
+ *   splice relay in Python and in C (checked the same way). A CPU-per-GiB row for each:
+ *   chardev's whole process against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
+ *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too. Its
+ *   floors write a log file that must hold every byte too: Python (read, write to the log,
+ *   send) and C by `log-tee` (tee(2) into a scratch pipe, splice that to the log, splice the
+ *   same bytes to the client: chardev's own way), which measured faster here than a C relay
+ *   reading into one buffer, writing the log and sending (relay.c's header).
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
@@ -44,10 +54,13 @@
  *   client; the row says how much was spliced, and chardev's `bytesToGuest` must equal the
  *   stream); socat
  *   `-u TCP-LISTEN:P EXEC:guest`; floors bare Node `socket.pipe(child.stdin)` and the
- *   kernel-only relay socket → pipe.
+ *   kernel-only relay socket → pipe, in Python and in C.
  * - pty: chardev `<serial type='pty'>` (reader attached through the pty poll) vs
  *   `socat -u -b 65536 EXEC:guest PTY,link=L,raw,echo=0`; the reader opens the slave (both
  *   sides already set it raw; it does not touch termios, as TCSAFLUSH would discard bytes).
+ *   Floors: the minimal pty relay (a new pty, raw, its slave linked as socat's `PTY,link=`;
+ *   read from the guest, write to the master) in Python (blocking writes) and in C (a
+ *   non-blocking master, poll(2) for room).
  * - latency: chardev TCP server whose guest is `cat` (client input → cat's stdin, cat's stdout
  *   → device.write, as `chardev run` wires it) vs `socat TCP-LISTEN:P EXEC:cat`; a Python
  *   client with TCP_NODELAY sends 1 byte and waits for it, after a warm-up; p50 and p99.
@@ -70,10 +83,13 @@
  *   be whole, or the measurement fails; the rates are taken after each client's first 2 MiB
  *   (the guest's pipe fills while the clients attach, then arrives at once), the slowest
  *   live client's against one client's on the same guest. Floors for the unthrottled figure,
- *   with the same reader, against chardev's single client: a minimal fan-out relay (RELAY_PY
- *   `fanout`: one read, one send per live client, no queues, lossless) and a kernel-only one
- *   with chardev's rules (RELAY_PY `fanout-tee`: tee into a 256 KiB pipe per client, splice
- *   to each socket, viewers miss what does not fit). Every aggregate sums guest bytes the
+ *   with the same reader, against chardev's single client: a kernel-only relay with
+ *   chardev's rules (`fanout-tee`: tee into a 256 KiB pipe per client, splice to each socket,
+ *   viewers miss what does not fit) in Python and in C; the same rules by copy in C
+ *   (`fanout-ring`: one read into a ring, one send per client, each viewer at most 256 KiB
+ *   behind); and a minimal lossless relay in C (`fanout`: one read, one send per live
+ *   client, no queues — the guest waits for the slowest viewer, which chardev may not do, so
+ *   it decides nothing). Every aggregate sums guest bytes the
  *   live clients received, as the reader counted them (chardev's inline notices left out);
  *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
@@ -88,6 +104,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import type { CFloor } from './compiled.ts';
 import { BenchError, Host, Proc, makeScratch, removeScratch, sleep } from './procs.ts';
 import type { ClientFigures, StreamBackend } from './protocol.ts';
 import { atLeastRatio, atMostRatio, atMostValue, judge, median, ratios, targetText, type Target } from './verdict.ts';
@@ -101,8 +118,10 @@ export interface Ctx {
   readonly pingPy: string;
   /** peers.ts GUEST_PY: the guest of every bulk measurement. */
   readonly guestPy: string;
-  /** peers.ts RELAY_PY: the kernel-only floor (splice, no user-space copy). */
+  /** peers.ts RELAY_PY: the Python floors (the kernel-only relay, the minimal ones). */
   readonly relayPy: string;
+  /** The same floors compiled from scripts/bench/c/relay.c (compiled.ts), or why they could not be built. */
+  readonly cFloor: CFloor;
   readonly profileDir: string | undefined;
   readonly log: (line: string) => void;
 }
@@ -127,6 +146,8 @@ export interface Row {
   readonly floorOf?: readonly string[];
   /** A floor working under rules chardev may not follow, said in words: shown beside the others, it decides nothing (verdict.ts). */
   readonly floorRules?: string;
+  /** A floor compiled from C (scripts/bench/c/relay.c): no runtime between its work and the kernel, so below a target it shows the machine's limit (verdict.ts). */
+  readonly floorCompiled?: boolean;
   readonly note?: string;
   readonly details?: unknown;
 }
@@ -139,6 +160,54 @@ export function judged(r: Omit<Row, 'target' | 'met' | 'goal'> & { readonly goal
 /** A floor row for `of`: informative, no verdict of its own. */
 export function floorRow(of: readonly string[], r: Omit<Row, 'target' | 'met' | 'goal' | 'floorOf'>): Row {
   return { ...r, floorOf: of, target: '(floor)', met: null };
+}
+
+/** What a floor row shares with its measurement's other rows. */
+interface FloorCommon {
+  readonly unit: string;
+  readonly peerName: string;
+  readonly details?: unknown;
+}
+
+/**
+ * A floor row from one side's per-repetition figures: the median of `xs`, and the median of
+ * its per-repetition ratios to `peerXs` (the row's peer, same repetitions). A C floor that
+ * could not be built (`compiled` skipped) has no figure and says why; it decides nothing.
+ */
+function measuredFloor(
+  of: readonly string[],
+  id: string,
+  figure: string,
+  xs: readonly number[],
+  peerXs: readonly number[],
+  common: FloorCommon,
+  extra: { readonly note?: string; readonly floorRules?: string; readonly compiled?: CFloor } = {},
+): Row {
+  const skipped = extra.compiled !== undefined && 'skipped' in extra.compiled ? extra.compiled.skipped : undefined;
+  const note = skipped !== undefined ? `skipped: ${skipped}` : extra.note;
+  return floorRow(of, {
+    id,
+    figure,
+    chardev: skipped !== undefined ? null : median(xs),
+    peer: median(peerXs),
+    ratio: skipped !== undefined ? null : median(ratios(xs, peerXs)),
+    ...common,
+    ...(extra.floorRules !== undefined ? { floorRules: extra.floorRules } : {}),
+    ...(extra.compiled !== undefined ? { floorCompiled: true } : {}),
+    ...(note !== undefined ? { note } : {}),
+  });
+}
+
+/** Which build of a floor relay: peers.ts RELAY_PY, or its C twin (scripts/bench/c/relay.c, the same argv). */
+export type FloorLang = 'python' | 'c';
+
+/**
+ * A floor relay process: RELAY_PY or the compiled relay with relay.py's argv after the
+ * script (`MODE KIND ADDR … -- GUEST…`); null for C when it could not be built (the row says why).
+ */
+function floorRelay(ctx: Ctx, lang: FloorLang, name: string, args: readonly string[]): Proc | null {
+  if (lang === 'python') return new Proc(name, ctx.python, [ctx.relayPy, ...args]);
+  return 'relay' in ctx.cFloor ? new Proc(name, ctx.cFloor.relay, [...args]) : null;
 }
 
 /**
@@ -154,7 +223,8 @@ const GUEST_RATE = 5e6;
 
 export { median };
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 nobody listens on (just now). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
@@ -399,36 +469,48 @@ function cpuSecondsOf(proc: Proc): number {
   }
 }
 
-type Peer = 'socat' | 'kernel' | 'teed';
+/**
+ * A relay other than chardev on the bulk rows: socat, or a floor relay (RELAY_PY or its C
+ * twin) in relay.py's `mode`; `log`: it also writes every byte to a log file of its own.
+ */
+interface PeerRelay {
+  readonly name: string;
+  readonly lang: 'socat' | FloorLang;
+  readonly mode?: string;
+  readonly log?: boolean;
+}
 
 /**
- * A peer relay → the same reader: socat (`socat -u -b 65536 EXEC:guest ADDRESS`) or the
- * kernel-only floor (`relay.py out`). CPU: the relay's own, not its guest's, read while it
- * is still running.
+ * A peer relay → the same reader: socat (`socat -u -b 65536 EXEC:guest ADDRESS`) or a floor
+ * (e.g. `relay.py out`). CPU: the relay's own, not its guest's, read while it is still running.
  */
 async function peerStream(
   ctx: Ctx,
-  peer: Peer,
+  peer: PeerRelay,
   backend: 'tcp' | 'unix' | 'pty',
   bytes: number,
 ): Promise<{ reader: ReaderOut; cpuSeconds: number; logFile?: { size: number; sha256: string } }> {
   const dir = makeScratch('chardev-bench-');
-  const where = await peerAddress(backend, dir, peer);
+  const where = await peerAddress(backend, dir, peer.mode ?? 'socat');
   const logPath = path.join(dir, 'floor.log');
   const relay =
-    peer === 'socat'
+    peer.lang === 'socat'
       ? new Proc('socat', 'socat', ['-u', '-b', '65536', `EXEC:${guestCommand(ctx, bytes)}`, where.socat])
-      : peer === 'teed'
-        ? new Proc('minimal logging relay', ctx.python, [ctx.relayPy, 'log', backend, where.address, logPath, '--', ...guestArgv(ctx, bytes)])
-        : backend === 'pty'
-          ? new Proc('minimal pty relay', ctx.python, [ctx.relayPy, 'pty', '-', where.address, '--', ...guestArgv(ctx, bytes)])
-          : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'out', backend, where.address, '--', ...guestArgv(ctx, bytes)]);
+      : floorRelay(ctx, peer.lang, peer.name, [
+          peer.mode ?? 'out',
+          backend === 'pty' ? '-' : backend,
+          where.address,
+          ...(peer.log === true ? [logPath] : []),
+          '--',
+          ...guestArgv(ctx, bytes),
+        ]);
+  if (relay === null) throw new BenchError(`${peer.name}: the C floors were not built`);
   let reader: Proc | undefined;
   try {
     reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
     const out = await readerResult(reader, timeoutFor(bytes));
     const cpuSeconds = cpuSecondsOf(relay);
-    if (peer !== 'teed') return { reader: out, cpuSeconds };
+    if (peer.log !== true) return { reader: out, cpuSeconds };
     // The relay wrote each chunk to its log before sending it: the log is whole once the reader is.
     return { reader: out, cpuSeconds, logFile: { size: fs.statSync(logPath).size, sha256: await fileDigest(logPath) } };
   } finally {
@@ -465,39 +547,61 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number): Pr
 
 /**
  * Bulk guest → client throughput through a TCP or UNIX server (or a pty): chardev vs
- * socat, plus two floors for the servers (bare Node `stdout.pipe(socket)` and the
- * kernel-only splice relay) and, on TCP, the same device with a `<log>` and `<cd:history>`.
- * Every side's reader must get the whole stream, hash equal; the `<log>` too.
+ * socat, plus floors for the servers (bare Node `stdout.pipe(socket)` and the kernel-only
+ * splice relay, in Python and in C) and, on TCP, the same device with a `<log>` and
+ * `<cd:history>` with its logging floors (Python; C by tee + splice and by read/write/send).
+ * The pty's floors are the minimal pty relay in Python and in C.
+ * Every side's reader must get the whole stream, hash equal; every log too.
  * CPU per GiB of every relay process (chardev's whole process; the peers' from /proc).
  */
 export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Promise<Row[]> {
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed';
-  // The two sides that write a 1 GiB log never run one right after the other (the rotation
-  // keeps neighbours): on this VM a side that follows a log side writes its own log into the
-  // page cache the other's deleted file just gave back, while one that follows a side
-  // without a file gets pages the guest kernel has already reported free to the host
-  // (virtio-balloon free page reporting), each first touch a host fault. Measured on one
-  // loaded run: the side following the other got ~1.6× its throughput, whichever it was.
-  // Each log side here follows a side that writes no file, so both start alike.
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee';
+  // The sides that write a 1 GiB log never run one right after the other (the rotation
+  // keeps neighbours, the last one's neighbour is the first): on this VM a side that follows
+  // a log side writes its own log into the page cache the other's deleted file just gave
+  // back, while one that follows a side without a file gets pages the guest kernel has
+  // already reported free to the host (virtio-balloon free page reporting), each first touch
+  // a host fault. Measured on one loaded run: the side following the other got ~1.6× its
+  // throughput, whichever it was. Each log side here follows a side that writes no file, so
+  // all start alike.
   const sides: Side[] =
     backend === 'pty'
-      ? ['chardev', 'socat', 'kernel']
+      ? ['chardev', 'socat', 'kernel', 'cKernel']
       : backend === 'tcp'
-        ? ['chardev', 'socat', 'node', 'logged', 'kernel', 'teed']
-        : ['chardev', 'socat', 'node', 'kernel'];
-  const label: Record<Side, string> = {
-    chardev: 'chardev',
-    socat: 'socat',
-    node: 'bare Node (floor)',
-    kernel: backend === 'pty' ? 'minimal pty relay (floor)' : 'kernel-only splice relay (floor)',
-    logged: 'chardev with <log> and <cd:history>',
-    teed: 'minimal logging relay (floor)',
+        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cKernel']
+        : ['chardev', 'socat', 'node', 'kernel', 'cKernel'];
+  const pty = backend === 'pty';
+  // Every relay other than chardev and bare Node, by side.
+  const relays: Partial<Record<Side, PeerRelay>> = {
+    socat: { name: 'socat', lang: 'socat' },
+    kernel: pty
+      ? { name: 'minimal pty relay (floor)', lang: 'python', mode: 'pty' }
+      : { name: 'kernel-only splice relay (floor)', lang: 'python', mode: 'out' },
+    cKernel: pty
+      ? { name: 'minimal pty relay in C (floor)', lang: 'c', mode: 'pty' }
+      : { name: 'kernel-only splice relay in C (floor)', lang: 'c', mode: 'out' },
+    teed: { name: 'minimal logging relay (floor)', lang: 'python', mode: 'log', log: true },
+    cLogTee: { name: 'logging relay in C, tee + splice (floor)', lang: 'c', mode: 'log-tee', log: true },
   };
-  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [], teed: [] };
-  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], logged: [], teed: [] };
+  const label = (side: Side): string =>
+    relays[side]?.name ?? (side === 'chardev' ? 'chardev' : side === 'logged' ? 'chardev with <log> and <cd:history>' : 'bare Node (floor)');
+  // A C side without a compiler is left out; its rows say why.
+  const runs = (side: Side): boolean => relays[side]?.lang !== 'c' || 'relay' in ctx.cFloor;
+  const perSide = (): Record<Side, number[]> => ({
+    chardev: [],
+    socat: [],
+    node: [],
+    kernel: [],
+    logged: [],
+    teed: [],
+    cKernel: [],
+    cLogTee: [],
+  });
+  const figures = perSide();
+  const cpu = perSide();
   const faults: number[] = [];
   const peakRss: number[] = [];
   let guestWaits = 0;
@@ -506,16 +610,18 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   for (let rep = 0; rep < ctx.reps; rep++) {
     const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
     for (const who of rotate(sides, rep)) {
-      ctx.log(`${backend} throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      if (!runs(who)) continue;
+      ctx.log(`${backend} throughput: ${label(who)}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+      const relay = relays[who];
       if (who === 'chardev' || who === 'logged') {
         const rowId = who === 'logged' ? `${id}-log-history` : id;
         const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged' });
-        verify(rowId, label[who], run.reader, 0, bytes, digest);
+        verify(rowId, label(who), run.reader, 0, bytes, digest);
         if (run.dropped !== 0)
-          throw new LostBytesError(`${rowId}: ${label[who]}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
+          throw new LostBytesError(`${rowId}: ${label(who)}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
         if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
           throw new LostBytesError(
-            `${rowId}: ${label[who]}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+            `${rowId}: ${label(who)}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
           );
         }
         got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
@@ -526,18 +632,18 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
           spliced += run.spliced;
           relayed += bytes;
         }
-      } else if (who === 'socat' || who === 'kernel' || who === 'teed') {
-        const run = await peerStream(ctx, who, backend, bytes);
-        verify(id, label[who], run.reader, 0, bytes, digest);
+      } else if (relay !== undefined) {
+        const run = await peerStream(ctx, relay, backend, bytes);
+        verify(relay.log === true ? `${id}-log-history` : id, label(who), run.reader, 0, bytes, digest);
         if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
           throw new LostBytesError(
-            `${id}-log-history: ${label[who]}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+            `${id}-log-history: ${label(who)}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
           );
         }
         got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
       } else if (backend !== 'pty') {
         const out = await floorStream(ctx, backend, bytes);
-        verify(id, label[who], out, 0, bytes, digest);
+        verify(id, label(who), out, 0, bytes, digest);
         got[who] = { mbps: rate(out, 0), cpuSeconds: NaN };
       }
     }
@@ -551,7 +657,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
   const cpuRatioTo = (side: Side): number => median(ratios(cpu[side], cpu.socat));
   const name = backend.toUpperCase();
-  const peerName = backend === 'pty' ? 'socat PTY,raw,echo=0' : `socat ${name}-LISTEN`;
+  const peerName = pty ? 'socat PTY,raw,echo=0' : `socat ${name}-LISTEN`;
   const verified = `every side's reader got all ${bytes} bytes, sha256 equal to the guest's`;
   const details = {
     bytes,
@@ -567,11 +673,19 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     splicedBytes: spliced,
   };
   const cpuNote = (side: Side): string =>
-    `CPU per GiB: ${label[side]} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
-  const splicedNote = backend === 'pty' ? '' : `; ${relayed > 0 ? Math.round((spliced / relayed) * 100) : 0} % of chardev's bytes moved by splice`;
-  const what = backend === 'pty' ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
-  // The log-and-history row has a floor of its own that also writes the log (the others do less work).
-  const floorsFor = [id];
+    `CPU per GiB: ${label(side)} ${median(perGiB(cpu[side])).toFixed(2)} s, socat ${median(perGiB(cpu.socat)).toFixed(2)} s`;
+  const splicedNote = pty ? '' : `; ${relayed > 0 ? Math.round((spliced / relayed) * 100) : 0} % of chardev's bytes moved by splice`;
+  const what = pty ? 'pty relay throughput (guest → pty reader)' : `bulk guest → client throughput, ${name} server`;
+  const common: FloorCommon = { unit: 'MB/s', peerName, details };
+  const cpuCommon: FloorCommon = { unit: 's/GiB', peerName, details };
+  // Floor rows for `side`'s throughput, or its CPU per GiB, against socat's in the same repetitions.
+  const floor = (of: string, rowId: string, figure: string, side: Side, note?: string): Row =>
+    measuredFloor([of], rowId, figure, figures[side], figures.socat, common, {
+      ...(note !== undefined ? { note } : {}),
+      ...(relays[side]?.lang === 'c' ? { compiled: ctx.cFloor } : {}),
+    });
+  const cpuFloor = (rowId: string, figure: string, side: Side): Row =>
+    measuredFloor([`${id}-cpu`], rowId, figure, perGiB(cpu[side]), perGiB(cpu.socat), cpuCommon, relays[side]?.lang === 'c' ? { compiled: ctx.cFloor } : {});
   const rows: Row[] = [
     judged({
       id,
@@ -587,7 +701,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       details,
     }),
   ];
-  if (backend !== 'pty') {
+  if (!pty) {
     rows.push(
       judged({
         id: `${id}-cpu`,
@@ -599,61 +713,32 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         peerDoesSameWork: true,
         ratio: cpuRatioTo('chardev'),
         goal: atMostRatio(1.0),
-        note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floor: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
+        note: `chardev: its whole process (process.cpuUsage, every thread) from the first client on; socat and the floors: /proc/PID/stat utime+stime (10 ms ticks), the relay alone, not its guest`,
         details,
       }),
-      floorRow(floorsFor, {
-        id: `floor-${backend}-node`,
-        figure: `  floor: bare Node stdout.pipe(socket), ${name}`,
-        unit: 'MB/s',
-        chardev: median(figures.node),
-        peer: median(figures.socat),
-        peerName,
-        ratio: ratioTo('node'),
-        details,
-      }),
-      floorRow(floorsFor, {
-        id: `floor-${backend}-kernel`,
-        figure: `  floor: kernel-only splice relay (Python os.splice), ${name}`,
-        unit: 'MB/s',
-        chardev: median(figures.kernel),
-        peer: median(figures.socat),
-        peerName,
-        ratio: ratioTo('kernel'),
-        note: cpuNote('kernel'),
-        details,
-      }),
-      floorRow([`${id}-cpu`], {
-        id: `floor-${backend}-kernel-cpu`,
-        figure: `  floor: kernel-only splice relay, CPU per GiB, ${name}`,
-        unit: 's/GiB',
-        chardev: median(perGiB(cpu.kernel)),
-        peer: median(perGiB(cpu.socat)),
-        peerName,
-        ratio: cpuRatioTo('kernel'),
-        details,
-      }),
+      floor(id, `floor-${backend}-node`, `  floor: bare Node stdout.pipe(socket), ${name}`, 'node'),
+      floor(id, `floor-${backend}-kernel`, `  floor: kernel-only splice relay (Python os.splice), ${name}`, 'kernel', cpuNote('kernel')),
+      floor(id, `floor-${backend}-kernel-c`, `  floor: kernel-only splice relay in C (splice(2), 1 MiB pipe), ${name}`, 'cKernel', cpuNote('cKernel')),
+      cpuFloor(`floor-${backend}-kernel-cpu`, `  floor: kernel-only splice relay (Python), CPU per GiB, ${name}`, 'kernel'),
+      cpuFloor(`floor-${backend}-kernel-c-cpu`, `  floor: kernel-only splice relay in C, CPU per GiB, ${name}`, 'cKernel'),
     );
-  }
-  if (backend === 'pty') {
+  } else {
     rows.push(
-      floorRow([id], {
-        id: 'floor-pty-minimal',
-        figure: '  floor: minimal pty relay (Python, read from the guest, write to the master)',
-        unit: 'MB/s',
-        chardev: median(figures.kernel),
-        peer: median(figures.socat),
-        peerName,
-        ratio: ratioTo('kernel'),
-        note: cpuNote('kernel'),
-        details,
-      }),
+      floor(id, 'floor-pty-minimal', '  floor: minimal pty relay (Python, read from the guest, write to the master)', 'kernel', cpuNote('kernel')),
+      floor(
+        id,
+        'floor-pty-minimal-c',
+        '  floor: minimal pty relay in C (read from the guest, write to the non-blocking master, poll for room)',
+        'cKernel',
+        cpuNote('cKernel'),
+      ),
     );
   }
   if (backend === 'tcp') {
+    const logId = `${id}-log-history`;
     rows.push(
       judged({
-        id: `${id}-log-history`,
+        id: logId,
         figure: `bulk guest → client throughput, ${name} server, the device with <log file> and <cd:history size=${HISTORY_BYTES / MiB} MiB>`,
         unit: 'MB/s',
         chardev: median(figures.logged),
@@ -664,17 +749,20 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         note: `lossless: the reader and the <log> file each got all ${bytes} bytes, sha256 equal to the guest's; ${cpuNote('logged')}`,
         details,
       }),
-      floorRow([`${id}-log-history`], {
-        id: `floor-${backend}-log`,
-        figure: `  floor: minimal logging relay (Python: one read, a write to the log, a send), ${name}`,
-        unit: 'MB/s',
-        chardev: median(figures.teed),
-        peer: median(figures.socat),
-        peerName,
-        ratio: ratioTo('teed'),
-        note: `its log file held every byte too; ${cpuNote('teed')}`,
-        details,
-      }),
+      floor(
+        logId,
+        `floor-${backend}-log`,
+        `  floor: minimal logging relay (Python: one read, a write to the log, a send), ${name}`,
+        'teed',
+        `its log file held every byte too; ${cpuNote('teed')}`,
+      ),
+      floor(
+        logId,
+        `floor-${backend}-log-c-tee`,
+        `  floor: logging relay in C (tee into a scratch pipe, splice it to the log, splice the same bytes to the client), ${name}`,
+        'cLogTee',
+        `its log file held every byte too; ${cpuNote('cLogTee')}`,
+      ),
     );
   }
   return rows;
@@ -747,6 +835,9 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
       chardev: median(xs.chardev),
       peer: median(xs.socat),
       peerName,
+      // socat is a relay doing this work, compiled: at 1.0× of itself it meets the target, so
+      // what bare Node adds over it is the runtime's cost, which chardev chose, not the machine's.
+      peerDoesSameWork: true,
       ratio: median(ratios(xs.chardev, xs.socat)),
       goal: atMostRatio(bound),
       details,
@@ -897,34 +988,37 @@ export function fanOutCompleteness(received: readonly number[], bytes: number): 
   };
 }
 
+/** The fan-out floors' modes: `fanout-tee` in relay.py and relay.c, the others in relay.c only. */
+type FanOutMode = 'fanout' | 'fanout-tee' | 'fanout-ring';
+
 /**
  * A fan-out floor: the same guest, the same reader with `live` reading clients and
- * `stalled` that never read. RELAY_PY `fanout` (one read, one send per live client) must
- * give every live client the whole stream; `fanout-tee` (tee into a 256 KiB pipe per
- * client, splice to each socket, viewers miss what does not fit, as chardev's) must give
- * its first client, the writer, the whole stream; its viewers are counted. The first
- * client is hashed on both, the others counted.
+ * `stalled` that never read. `fanout` (one read, one send per live client) must give every
+ * live client the whole stream; `fanout-tee` and `fanout-ring` (chardev's rules: viewers
+ * miss what does not fit in 256 KiB) must give their first client, the writer, the whole
+ * stream; their viewers are counted. The first client is hashed, the others counted.
+ * RELAY_PY or its C twin; null when the C one could not be built.
  */
-async function fanOutFloor(ctx: Ctx, mode: 'fanout' | 'fanout-tee', bytes: number, live: number, stalled: number, digest: string): Promise<FanOutReceived> {
+async function fanOutFloor(
+  ctx: Ctx,
+  lang: FloorLang,
+  mode: FanOutMode,
+  bytes: number,
+  live: number,
+  stalled: number,
+  digest: string,
+): Promise<FanOutReceived | null> {
   const port = await freePort();
-  const relay = new Proc(`fan-out floor (${mode})`, ctx.python, [
-    ctx.relayPy,
-    mode,
-    'tcp',
-    String(port),
-    String(live),
-    String(stalled),
-    '--',
-    ...guestArgv(ctx, bytes),
-  ]);
+  const name = `fan-out floor (${mode}${lang === 'c' ? ', C' : ''})`;
+  const relay = floorRelay(ctx, lang, name, [mode, 'tcp', String(port), String(live), String(stalled), '--', ...guestArgv(ctx, bytes)]);
+  if (relay === null) return null;
   let reader: Proc | undefined;
   try {
     reader = startReader(ctx, { kind: 'tcp', address: String(port), bytes, live, stalled, hash: 'first' });
     const out = await readerResult(reader, timeoutFor(bytes, live));
-    verify('fanout-aggregate', `the fan-out floor (${mode}), first client`, out, 0, bytes, digest);
+    verify('fanout-aggregate', `${name}, first client`, out, 0, bytes, digest);
     const short = out.bytes.filter((b) => b !== bytes).length;
-    if (mode === 'fanout' && short > 0)
-      throw new LostBytesError(`fanout-aggregate: the fan-out floor: ${short} of ${live} live clients did not get all ${bytes} bytes`);
+    if (mode === 'fanout' && short > 0) throw new LostBytesError(`fanout-aggregate: ${name}: ${short} of ${live} live clients did not get all ${bytes} bytes`);
     const total = out.bytes.reduce((a, b) => a + b, 0);
     return { perClient: out.bytes, aggregateMBps: mbps(total, (Math.max(...out.last) - out.first) / 1e9) };
   } finally {
@@ -963,13 +1057,27 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const singles: number[] = [];
   const aggregates: number[] = [];
   const aggRatios: number[] = [];
-  const floorAggregates: number[] = [];
-  const floorRatios: number[] = [];
-  const teeAggregates: number[] = [];
-  const teeRatios: number[] = [];
-  const teeWhole: number[] = [];
-  const teeMissed: number[] = [];
-  const teePerClient: number[][] = [];
+  // The floors, in the order they run in a repetition: kernel-only in Python and in C, chardev's rules by copy in C, lossless in C.
+  type FanFloor = 'tee' | 'teeC' | 'ringC' | 'copyC';
+  const fanFloors: readonly { readonly key: FanFloor; readonly lang: FloorLang; readonly mode: FanOutMode; readonly what: string }[] = [
+    { key: 'tee', lang: 'python', mode: 'fanout-tee', what: 'kernel-only floor (tee into a pipe per client, splice to each socket)' },
+    { key: 'teeC', lang: 'c', mode: 'fanout-tee', what: 'kernel-only floor in C (tee into a pipe per client, splice to each socket)' },
+    { key: 'ringC', lang: 'c', mode: 'fanout-ring', what: "floor in C under chardev's rules by copy (one read into a ring, one send per client)" },
+    { key: 'copyC', lang: 'c', mode: 'fanout', what: 'floor in C (one read, one send per client)' },
+  ];
+  /** Per floor, per repetition (NaN where it did not run): the aggregate, live clients with the whole stream, bytes the others missed. */
+  const floorFigures = (): { aggregates: number[]; whole: number[]; missed: number[]; perClient: number[][] } => ({
+    aggregates: [],
+    whole: [],
+    missed: [],
+    perClient: [],
+  });
+  const floors: Record<FanFloor, ReturnType<typeof floorFigures>> = {
+    tee: floorFigures(),
+    teeC: floorFigures(),
+    ringC: floorFigures(),
+    copyC: floorFigures(),
+  };
   const chardevReceived: number[][] = [];
   const chardevMissed: number[] = [];
   const inlineNoticeBytes: number[] = [];
@@ -1020,20 +1128,19 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     singles.push(single);
     aggregates.push(aggregate);
     aggRatios.push(aggregate / single);
-    ctx.log(`fan-out: floor (one read, one send per client), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
-    const floor = await fanOutFloor(ctx, 'fanout', bytes, viewers, 1, digest);
-    floorAggregates.push(floor.aggregateMBps);
-    floorRatios.push(floor.aggregateMBps / single);
-    ctx.log(
-      `fan-out: kernel-only floor (tee into a pipe per client, splice to each socket), ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`,
-    );
-    const tee = await fanOutFloor(ctx, 'fanout-tee', bytes, viewers, 1, digest);
-    const teeCounts = fanOutCompleteness(tee.perClient, bytes);
-    teeAggregates.push(tee.aggregateMBps);
-    teeRatios.push(tee.aggregateMBps / single);
-    teeWhole.push(teeCounts.whole);
-    teeMissed.push(teeCounts.missedBytes);
-    teePerClient.push([...tee.perClient]);
+    for (const f of fanFloors) {
+      if (f.lang === 'c' && !('relay' in ctx.cFloor)) {
+        floors[f.key].aggregates.push(NaN);
+        continue;
+      }
+      ctx.log(`fan-out: ${f.what}, ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
+      const got = await fanOutFloor(ctx, f.lang, f.mode, bytes, viewers, 1, digest);
+      const counts = fanOutCompleteness(got?.perClient ?? [], bytes);
+      floors[f.key].aggregates.push(got?.aggregateMBps ?? NaN);
+      floors[f.key].whole.push(counts.whole);
+      floors[f.key].missed.push(counts.missedBytes);
+      floors[f.key].perClient.push([...(got?.perClient ?? [])]);
+    }
 
     // The guest at its own 5 MB/s: every live client gets every byte.
     const rated = guestArgv(ctx, ratedBytes, { rate: GUEST_RATE });
@@ -1060,7 +1167,6 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const aggRatio = median(aggRatios);
   const ratedRatio = median(ratedRatios);
   const lastReceived = chardevReceived[chardevReceived.length - 1] ?? [];
-  const lastTee = teePerClient[teePerClient.length - 1] ?? [];
   const perViewerMiB = (xs: readonly number[]): string =>
     `${(Math.min(...xs) / MiB).toFixed(1)} / ${(median(xs) / MiB).toFixed(1)} / ${(Math.max(...xs) / MiB).toFixed(1)} MiB`;
   // What an aggregate is made of, per repetition: live clients with the whole stream, and the guest bytes the rest missed.
@@ -1068,6 +1174,46 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     `${whole.join(', ')} of ${viewers} live clients got the whole stream, the others missed ${missed.map((m) => `${(m / MiB).toFixed(1)} MiB`).join(', ')} together (of ${(
       (viewers * bytes) / MiB
     ).toFixed(0)} MiB)`;
+  const lossless = (key: FanFloor): boolean => key === 'copyC';
+  const fanFloorRow = (id: string, figure: string, key: FanFloor): Row => {
+    const f = floors[key];
+    const c = key !== 'tee';
+    const way =
+      key === 'ringC' ? 'C, by copy: one read, one send per client' : c ? 'C, no byte in user space' : 'Python, tee(2) through ctypes, no byte in user space';
+    const how = lossless(key)
+      ? `every live client of the floor got all ${bytes} bytes (the first hashed)`
+      : `chardev's own rules without chardev (${way}); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(f.whole, f.missed)}; per live client received min/median/max (last repetition) ${perViewerMiB(f.perClient[f.perClient.length - 1] ?? [])}`;
+    return measuredFloor(
+      ['fanout-aggregate'],
+      id,
+      figure,
+      f.aggregates,
+      singles,
+      {
+        unit: 'MB/s',
+        peerName: 'chardev, single client',
+        details: {
+          bytes,
+          reps,
+          floorAggregateMBps: f.aggregates,
+          ratios: ratios(f.aggregates, singles),
+          liveClientsWithWholeStream: f.whole,
+          liveBytesMissed: f.missed,
+          perClientBytesReceived: f.perClient,
+        },
+      },
+      {
+        note: `${how}; the same reader as chardev's`,
+        ...(lossless(key)
+          ? {
+              floorRules:
+                'lossless to every viewer, so the guest waits for the slowest one, which chardev may not do (SPEC: viewers have bounded queues and miss output when theirs is full)',
+            }
+          : {}),
+        ...(c ? { compiled: ctx.cFloor } : {}),
+      },
+    );
+  };
   const details = {
     viewers,
     stalled: 1,
@@ -1102,38 +1248,22 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       note: `the figure sums guest bytes the live clients received (the reader's count, less ${inlineNoticeBytes.join(', ')} bytes of chardev's inline notices); the writer got all ${bytes} bytes, sha256 equal; ${madeOf(wholeStream, chardevMissed)} (chardev's own count of viewers' missed bytes: ${viewersMissed.join(', ')}); per live client received min/median/max (last repetition) ${perViewerMiB(lastReceived)} of ${(bytes / MiB).toFixed(0)} MiB; the stalled one missed ${stalledMissed.join(', ')} bytes; attaching ${viewers + 1} clients took ${median(connectSeconds).toFixed(1)} s`,
       details,
     }),
-    floorRow(['fanout-aggregate'], {
-      id: 'floor-fanout',
-      figure: `  floor: minimal fan-out relay (one read, one send per live client), vs chardev's 1 client`,
-      unit: 'MB/s',
-      chardev: median(floorAggregates),
-      peer: median(singles),
-      peerName: 'chardev, single client',
-      ratio: median(floorRatios),
-      floorRules:
-        'lossless to every viewer, so the guest waits for the slowest one, which chardev may not do (SPEC: viewers have bounded queues and miss output when theirs is full)',
-      note: `every live client of the floor got all ${bytes} bytes (the first hashed); the same reader as chardev's`,
-      details: { bytes, reps, floorAggregateMBps: floorAggregates, ratios: floorRatios },
-    }),
-    floorRow(['fanout-aggregate'], {
-      id: 'floor-fanout-tee',
-      figure: `  floor: kernel-only fan-out relay (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
-      unit: 'MB/s',
-      chardev: median(teeAggregates),
-      peer: median(singles),
-      peerName: 'chardev, single client',
-      ratio: median(teeRatios),
-      note: `chardev's own rules without chardev (Python, tee(2) through ctypes, no byte in user space); the figure sums bytes the live clients received; its writer got all ${bytes} bytes (hashed); ${madeOf(teeWhole, teeMissed)}; per live client received min/median/max (last repetition) ${perViewerMiB(lastTee)}; the same reader as chardev's`,
-      details: {
-        bytes,
-        reps,
-        floorAggregateMBps: teeAggregates,
-        ratios: teeRatios,
-        liveClientsWithWholeStream: teeWhole,
-        liveBytesMissed: teeMissed,
-        perClientBytesReceived: teePerClient,
-      },
-    }),
+    fanFloorRow('floor-fanout-c', `  floor: minimal fan-out relay in C (one read, one send per live client), vs chardev's 1 client`, 'copyC'),
+    fanFloorRow(
+      'floor-fanout-tee',
+      `  floor: kernel-only fan-out relay (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
+      'tee',
+    ),
+    fanFloorRow(
+      'floor-fanout-tee-c',
+      `  floor: kernel-only fan-out relay in C (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
+      'teeC',
+    ),
+    fanFloorRow(
+      'floor-fanout-ring-c',
+      `  floor: fan-out relay in C under chardev's rules by copy (one read into a ring, one send per client; each viewer at most 256 KiB behind, missing what falls further), vs chardev's 1 client`,
+      'ringC',
+    ),
     judged({
       id: 'fanout-5MBps',
       figure: `fan-out, guest at ${ratedMBps} MB/s: slowest of ${viewers} live clients (1 stalled) vs 1 client`,
@@ -1369,15 +1499,26 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
   const bytes = (ctx.quick ? 256 : 512) * MiB;
   const id = `input-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node' | 'kernel';
-  const sides: Side[] = ['chardev', 'socat', 'node', 'kernel'];
-  const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)', kernel: 'kernel-only splice relay (floor)' };
-  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
-  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [] };
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'cKernel';
+  const sides: Side[] = ['chardev', 'socat', 'node', 'kernel', 'cKernel'];
+  const label: Record<Side, string> = {
+    chardev: 'chardev',
+    socat: 'socat',
+    node: 'bare Node (floor)',
+    kernel: 'kernel-only splice relay (floor)',
+    cKernel: 'kernel-only splice relay in C (floor)',
+  };
+  const figures: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], cKernel: [] };
+  const cpu: Record<Side, number[]> = { chardev: [], socat: [], node: [], kernel: [], cKernel: [] };
   /** chardev's input moved by splice (GuestInput's kernel path), per repetition. */
   const spliced: number[] = [];
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const who of rotate(sides, rep)) {
+      if (who === 'cKernel' && !('relay' in ctx.cFloor)) {
+        figures[who].push(NaN);
+        cpu[who].push(NaN);
+        continue;
+      }
       ctx.log(`${backend} input throughput: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
       const dir = makeScratch('chardev-bench-');
       const resultFile = path.join(dir, 'guest.json');
@@ -1399,7 +1540,8 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
           relay =
             who === 'socat'
               ? new Proc('socat', 'socat', ['-u', '-b', '65536', where.socat, `EXEC:${guest.join(' ')}`])
-              : new Proc('kernel-only relay', ctx.python, [ctx.relayPy, 'in', backend, address, '--', ...guest]);
+              : (floorRelay(ctx, who === 'cKernel' ? 'c' : 'python', label[who], ['in', backend, address, '--', ...guest]) ?? undefined);
+          if (relay === undefined) throw new BenchError(`${label[who]}: the C floors were not built`);
           procs.push(relay);
         }
         const sender = new Proc('input client', ctx.python, [ctx.guestPy, 'send', String(bytes), backend, address]);
@@ -1445,6 +1587,7 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
   const cpuText = (side: Side): string => `${median(perGiB(cpu[side])).toFixed(2)} s`;
   const splicedText = `${((100 * median(spliced)) / bytes).toFixed(1)} % of chardev's input spliced`;
   const ratioTo = (side: Side): number => median(ratios(figures[side], figures.socat));
+  const common: FloorCommon = { unit: 'MB/s', peerName, details };
   return [
     judged({
       id,
@@ -1456,28 +1599,28 @@ export async function inputThroughput(ctx: Ctx, backend: 'tcp' | 'unix'): Promis
       peerDoesSameWork: true,
       ratio: ratioTo('chardev'),
       goal: atLeastRatio(1.0),
-      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; ${splicedText}; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')}, bare Node ${cpuText('node')}`,
+      note: `lossless: every side's guest got all ${bytes} bytes, sha256 equal to the client's stream, clocked by the guest from its first byte to its last; ${splicedText}; CPU per GiB: chardev ${cpuText('chardev')}, socat ${cpuText('socat')}, kernel-only relay ${cpuText('kernel')} (in C ${cpuText('cKernel')}), bare Node ${cpuText('node')}`,
       details,
     }),
-    floorRow([id], {
-      id: `floor-input-${backend}-node`,
-      figure: `  floor: bare Node socket.pipe(child.stdin), ${name}`,
-      unit: 'MB/s',
-      chardev: median(figures.node),
-      peer: median(figures.socat),
-      peerName,
-      ratio: ratioTo('node'),
-      details,
-    }),
-    floorRow([id], {
-      id: `floor-input-${backend}-kernel`,
-      figure: `  floor: kernel-only splice relay socket → pipe, ${name}`,
-      unit: 'MB/s',
-      chardev: median(figures.kernel),
-      peer: median(figures.socat),
-      peerName,
-      ratio: ratioTo('kernel'),
-      details,
-    }),
+    measuredFloor([id], `floor-input-${backend}-node`, `  floor: bare Node socket.pipe(child.stdin), ${name}`, figures.node, figures.socat, common),
+    measuredFloor(
+      [id],
+      `floor-input-${backend}-kernel`,
+      `  floor: kernel-only splice relay socket → pipe (Python), ${name}`,
+      figures.kernel,
+      figures.socat,
+      common,
+    ),
+    measuredFloor(
+      [id],
+      `floor-input-${backend}-kernel-c`,
+      `  floor: kernel-only splice relay socket → pipe in C, ${name}`,
+      figures.cKernel,
+      figures.socat,
+      common,
+      {
+        compiled: ctx.cFloor,
+      },
+    ),
   ];
 }

@@ -379,6 +379,11 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  * The kernel-only floor: a relay that moves the bytes with splice(2) and never copies them
  * into user space (Python's `os.splice`, stdlib only), so it shows what this machine's
  * kernel path can do for the same work, in the same run, with no runtime of ours in the way.
+ * Python still pays its interpreter per call: scripts/bench/c/relay.c does the `out`, `in`,
+ * `pty` and `fanout-tee` modes in C with the same argv, a lossless `fanout` (one read, one
+ * send per live client; in Python too until the C one made it pointless), the `<log>` floor as
+ * `log-tee` (tee(2) + splice(2)), and chardev's fan-out rules by copy as `fanout-ring` —
+ * see compiled.ts.
  * It starts the guest itself, as socat's `EXEC:` does, through a pipe sized like chardev's
  * guest pipe (1 MiB, F_SETPIPE_SZ).
  *
@@ -397,15 +402,10 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  *                                            guest's stdout read into one buffer and written
  *                                            to the master (splice cannot write into a pty):
  *                                            what a minimal user-space relay does
- *   relay.py fanout tcp PORT LIVE STALLED -- GUEST...
- *                                            the fan-out floor: LIVE + STALLED clients (in the
- *                                            order they connect, as the reader makes them); each
- *                                            chunk read from the guest is sent whole to every live
- *                                            one, one after the other, none to the stalled ones.
- *                                            The least work a fan-out can do: one read, one send
- *                                            per client, no queues, nothing dropped
  *   relay.py fanout-tee tcp PORT LIVE STALLED -- GUEST...
  *                                            the kernel-only fan-out floor, with chardev's rules:
+ *                                            LIVE + STALLED clients (in the order they connect,
+ *                                            as the reader makes them);
  *                                            tee(2) the guest's pipe into a 256 KiB pipe per
  *                                            client (the first, the writer, is lossless: what its
  *                                            pipe takes is what leaves the guest's, so it holds
@@ -429,6 +429,35 @@ def sized(fd):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except OSError as e:
         sys.stderr.write('relay.py: F_SETPIPE_SZ: %s\n' % e)
+def guest_out():
+    # The guest, its stdout a pipe sized like chardev's: the process and the pipe's read end.
+    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
+    sized(p.stdout.fileno())
+    return p, p.stdout.fileno()
+def accept(n, backlog):
+    # Listen on the tcp port or unix path, take n clients in the order they connect, stop listening.
+    if kind == 'tcp':
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(('127.0.0.1', int(addr)))
+    else:
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(addr)
+    srv.listen(backlog)
+    conns = [srv.accept()[0] for _ in range(n)]
+    srv.close()
+    return conns
+def copy(src, dst):
+    # src to dst through one STEP-sized buffer, each read written out whole, until src ends.
+    buf = bytearray(STEP)
+    view = memoryview(buf)
+    while True:
+        n = os.readv(src, [buf])
+        if n == 0:
+            return
+        w = 0
+        while w < n:
+            w += os.write(dst, view[w:n])
 def pump(src, dst):
     # Non-blocking on our ends only (a pipe's two ends are separate open files, so the guest
     # keeps its blocking end): a blocking splice from a TCP socket waits to fill the whole
@@ -445,27 +474,16 @@ def pump(src, dst):
             select.select([], [dst], [])
             select.select([src], [], [])
 if direction == 'file':
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
+    p, src = guest_out()
     fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    pump(p.stdout.fileno(), fd)
+    pump(src, fd)
     os.close(fd)
     p.wait()
     sys.exit(0)
 if direction == 'file-copy':
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
-    src = p.stdout.fileno()
+    p, src = guest_out()
     fd = os.open(addr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    buf = bytearray(STEP)
-    view = memoryview(buf)
-    while True:
-        n = os.readv(src, [buf])
-        if n == 0:
-            break
-        w = 0
-        while w < n:
-            w += os.write(fd, view[w:n])
+    copy(src, fd)
     os.close(fd)
     p.wait()
     sys.exit(0)
@@ -474,36 +492,8 @@ if direction == 'pty':
     master, slave = pty.openpty()
     tty.setraw(slave)
     os.symlink(os.ttyname(slave), addr)
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
-    src = p.stdout.fileno()
-    buf = bytearray(STEP)
-    view = memoryview(buf)
-    while True:
-        n = os.readv(src, [buf])
-        if n == 0:
-            break
-        w = 0
-        while w < n:
-            w += os.write(master, view[w:n])
-    sys.exit(0)
-if direction == 'fanout':
-    live, stalled = int(sys.argv[4]), int(sys.argv[5])
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(('127.0.0.1', int(addr)))
-    srv.listen(128)
-    conns = [srv.accept()[0] for _ in range(live + stalled)]
-    srv.close()
-    src = p.stdout.fileno()
-    while True:
-        chunk = os.read(src, STEP)
-        if not chunk:
-            break
-        for c in conns[:live]:
-            c.sendall(chunk)
+    p, src = guest_out()
+    copy(src, master)
     sys.exit(0)
 if direction == 'fanout-tee':
     import ctypes, termios
@@ -516,15 +506,8 @@ if direction == 'fanout-tee':
     CHUNK = 16 << 20
     NB = os.SPLICE_F_NONBLOCK
     live, stalled = int(sys.argv[4]), int(sys.argv[5])
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(('127.0.0.1', int(addr)))
-    srv.listen(128)
-    conns = [srv.accept()[0] for _ in range(live + stalled)]
-    srv.close()
-    src = p.stdout.fileno()
+    p, src = guest_out()
+    conns = accept(live + stalled, 128)
     os.set_blocking(src, False)
     null = os.open('/dev/null', os.O_WRONLY)
     socks, reads, writes, held = [], [], [], [0] * len(conns)
@@ -575,26 +558,15 @@ if direction == 'fanout-tee':
         poller.poll()
     sys.exit(0)
 if direction in ('out', 'log'):
-    p = subprocess.Popen(guest, stdout=subprocess.PIPE)
-    sized(p.stdout.fileno())
+    p, src = guest_out()
 else:
     p = subprocess.Popen(guest, stdin=subprocess.PIPE)
     sized(p.stdin.fileno())
-if kind == 'tcp':
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(('127.0.0.1', int(addr)))
-else:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(addr)
-srv.listen(1)
-conn, _ = srv.accept()
-srv.close()
+conn = accept(1, 1)[0]
 if direction == 'out':
-    pump(p.stdout.fileno(), conn.fileno())
+    pump(src, conn.fileno())
 elif direction == 'log':
     log = os.open(sys.argv[4], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-    src = p.stdout.fileno()
     buf = bytearray(STEP)
     view = memoryview(buf)
     while True:

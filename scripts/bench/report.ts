@@ -13,6 +13,10 @@ export interface Versions {
   readonly socat: string;
   readonly node: string;
   readonly python: string;
+  /** The C compiler that built the C floors (compiled.ts); absent when none did, and in reports from before them. */
+  readonly cc?: string;
+  /** Why this run has no C floors (no compiler, a failed build). */
+  readonly cFloorsSkipped?: string;
 }
 
 export interface Machine {

@@ -78,8 +78,11 @@ export function ratios(a: readonly number[], b: readonly number[]): number[] {
  * meet it, and where chardev stands against each; it calls the gap the machine's only when
  * no floor (nor a peer doing the same work) meets the target and chardev is level with or
  * better than the best floor. Where a floor or the peer meets it, the gap is chardev's; where
- * chardev is behind the best floor, that part of the gap is chardev's and the rest is not
- * explained by this run.
+ * chardev is behind the best floor, that part of the gap is chardev's (the text says how
+ * much), and the rest is the machine's only if a compiled floor (C, no runtime between its
+ * work and the kernel) doing the work under chardev's rules was measured and is below the
+ * target too; otherwise this run does not explain it. A floor in an interpreter pays its own
+ * cost per call, so floors that are all interpreted prove less, and the text says so.
  */
 export interface FloorFigure {
   readonly name: string;
@@ -90,6 +93,8 @@ export interface FloorFigure {
    * but decides nothing about whose the gap is.
    */
   readonly otherRules?: string;
+  /** Compiled (C, -O2): below a target it shows what this machine does for the work, with no runtime's cost in it. */
+  readonly compiled?: boolean;
 }
 
 /** The peer, when it is itself a relay doing the same work (socat's relay, `cat > file`): at 1.0× of itself by definition. */
@@ -158,14 +163,31 @@ export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRat
     return { whose: 'unexplained', text: `${list}; none of them meets ${target}, and without chardev's figure this run does not say whose the gap is` };
   }
   const s = standing(t, chardev, best.ratio);
+  // The best compiled floor under chardev's rules: the machine's limit for the work, as measured.
+  const compiled = deciding
+    .filter((f) => f.compiled === true)
+    .reduce<(typeof deciding)[number] | undefined>((a, b) => (a === undefined || (t.op === '>=' ? b.ratio > a.ratio : b.ratio < a.ratio) ? b : a), undefined);
+  const shown =
+    compiled !== undefined
+      ? `a compiled relay doing the same work under chardev's rules (${compiled.name}, ${compiled.ratio.toFixed(2)}×) does not reach ${target} either`
+      : undefined;
   if (s.word !== 'worse') {
     return {
       whose: 'machine',
-      text: `${list}; none of them meets ${target}, and ${standingText(s, `the best of them (${best.name})`)}, so the remaining gap is the machine's for this work, as far as these floors show`,
+      text:
+        shown !== undefined
+          ? `${list}; none of them meets ${target}, and ${standingText(s, `the best of them (${best.name})`)}, so the remaining gap is the machine's for this work: ${shown}`
+          : `${list}; none of them meets ${target}, and ${standingText(s, `the best of them (${best.name})`)}, so the remaining gap is the machine's for this work, as far as these floors show (none of them compiled: each pays an interpreter's or a runtime's cost per call, so a relay in C might do better)`,
     };
   }
+  // How much of the gap (chardev's figure to the target, in ratio units) lies between chardev and the best floor.
+  const share = Math.abs(best.ratio - chardev) / Math.abs(t.bound - chardev);
+  const ours = `so the gap from chardev's ${chardev.toFixed(2)}× up to ${best.name}'s ${best.ratio.toFixed(2)}× is chardev's (${(share * 100).toFixed(0)} % of the way from chardev to ${target})`;
   return {
     whose: 'chardev',
-    text: `${list}; none of them meets ${target}, but ${best.name} does better than chardev (${standingText(s, 'it')}), so the gap up to ${best.name} is chardev's; the rest, from there to ${target}, no floor here closes either, and this run does not show whose it is`,
+    text:
+      shown !== undefined
+        ? `${list}; none of them meets ${target}, but ${best.name} does better than chardev (${standingText(s, 'it')}), ${ours}; the rest, from there to ${target}, is the machine's for this work: ${shown}`
+        : `${list}; none of them meets ${target}, but ${best.name} does better than chardev (${standingText(s, 'it')}), ${ours}; the rest, from there to ${target}, no floor here closes either, and none of them is compiled, so this run does not show whose it is`,
   };
 }

@@ -63,6 +63,35 @@ test('met / not met comes from the rows, floors carry none', () => {
     ],
   );
   assert.deepEqual(floorsOf(rows, 'log'), [{ name: 'bare Node', ratio: 0.6 }]);
+  // A compiled floor says so, and one under other rules too: the verdict weighs both (verdict.ts).
+  const more = [
+    ...rows,
+    floorRow(['log'], {
+      id: 'floor-log-c',
+      figure: '  floor: in C',
+      unit: 'MB/s',
+      chardev: 700,
+      peer: 1000,
+      peerName: 'cat > file',
+      ratio: 0.7,
+      floorCompiled: true,
+    }),
+    floorRow(['log'], {
+      id: 'floor-log-x',
+      figure: '  floor: lenient',
+      unit: 'MB/s',
+      chardev: 900,
+      peer: 1000,
+      peerName: 'cat > file',
+      ratio: 0.9,
+      floorRules: 'other',
+    }),
+  ];
+  assert.deepEqual(floorsOf(more, 'log'), [
+    { name: 'bare Node', ratio: 0.6 },
+    { name: 'in C', ratio: 0.7, compiled: true },
+    { name: 'lenient', ratio: 0.9, otherRules: 'other' },
+  ]);
 });
 
 test('the page holds the run, the machine, the command, every row, the gaps and the notes', () => {
@@ -72,6 +101,12 @@ test('the page holds the run, the machine, the command, every row, the gaps and 
   assert.match(page, /Command: `npm run bench`/);
   assert.match(page, /load average \(1, 5, 15 min\) 0\.1 0\.2 0\.3 at the start, 1\.5 0\.9 0\.5 at the end/);
   assert.match(page, /socat 1\.7\.4\.4 \(peer\), Node v20\.20\.2, Python 3\.11\.7/);
+  // The compiler of the C floors is recorded with the other versions, or why there were none.
+  assert.doesNotMatch(page, /C floors/);
+  const withCc = performancePage({ ...report, versions: { ...report.versions, cc: 'cc (Debian 12.2.0-14) 12.2.0' } }, '');
+  assert.match(withCc, /Python 3\.11\.7 \(readers, clients, the Python floors\), cc \(Debian 12\.2\.0-14\) 12\.2\.0 \(the C floors, -O2\)\./);
+  const without = performancePage({ ...report, versions: { ...report.versions, cFloorsSkipped: 'no C compiler (cc) found' } }, '');
+  assert.match(without, /; no C floors: no C compiler \(cc\) found\./);
   assert.match(page, /quiet at the start \(load 0\.1 on 2 cores\)/);
   const busy = performancePage({ ...report, machine: { ...report.machine, loadBefore: [3.2, 2, 1] } }, '');
   assert.match(busy, /busy at the start \(load 3\.2 on 2 cores\)/);

@@ -63,7 +63,12 @@ test("the gap is the machine's only when no floor meets the target and chardev i
   const behind = gapVerdict(t, floors, 0.45);
   assert.equal(behind.whose, 'chardev');
   assert.match(behind.text, /bare Node 0\.50× \(below ≥ 1\.0×; chardev is at 90 % of it\)/);
-  assert.match(behind.text, /but kernel-only relay does better than chardev \(chardev is at 50 % of it\), so the gap up to kernel-only relay is chardev's/);
+  assert.match(
+    behind.text,
+    /but kernel-only relay does better than chardev \(chardev is at 50 % of it\), so the gap from chardev's 0\.45× up to kernel-only relay's 0\.90× is chardev's \(82 % of the way from chardev to ≥ 1\.0×\)/,
+  );
+  // No compiled floor: the rest is not called anyone's.
+  assert.match(behind.text, /none of them is compiled, so this run does not show whose it is/);
   assert.doesNotMatch(behind.text, /machine's/);
   // A floor that meets the target: the gap is chardev's.
   const ours = gapVerdict(
@@ -109,6 +114,64 @@ test("fan-out: a floor better than chardev, none meeting ≥ 10×, leaves the ga
   assert.match(v.text, /minimal fan-out relay 2\.58× \(below ≥ 10×; chardev is at 68 % of it\)/);
   assert.match(v.text, /kernel-only fan-out relay 1\.90× \(below ≥ 10×; chardev is at 92 % of it\)/);
   assert.match(v.text, /the rest, from there to ≥ 10×, no floor here closes either/);
+});
+
+test("a compiled floor below the target makes the rest of the gap the machine's, and the text says how much is chardev's", () => {
+  // The fan-out case: a C relay under chardev's rules at 2.5×, chardev at 2.1×, the target 10×.
+  const floors = [
+    { name: 'kernel-only fan-out relay (Python)', ratio: 2.2 },
+    { name: 'kernel-only fan-out relay in C', ratio: 2.5, compiled: true },
+    { name: 'lossless fan-out relay in C', ratio: 3.5, compiled: true, otherRules: 'the guest waits for every viewer' },
+  ];
+  const v = gapVerdict(atLeastRatio(10), floors, 2.1);
+  assert.equal(v.whose, 'chardev');
+  assert.match(
+    v.text,
+    /but kernel-only fan-out relay in C does better than chardev \(chardev is at 84 % of it\), so the gap from chardev's 2\.10× up to kernel-only fan-out relay in C's 2\.50× is chardev's \(5 % of the way from chardev to ≥ 10×\)/,
+  );
+  assert.match(
+    v.text,
+    /the rest, from there to ≥ 10×, is the machine's for this work: a compiled relay doing the same work under chardev's rules \(kernel-only fan-out relay in C, 2\.50×\) does not reach ≥ 10× either/,
+  );
+  // Level with the compiled floor: all of it is the machine's, shown by that floor.
+  const level = gapVerdict(atLeastRatio(10), floors, 2.45);
+  assert.equal(level.whose, 'machine');
+  assert.match(
+    level.text,
+    /so the remaining gap is the machine's for this work: a compiled relay doing the same work under chardev's rules \(kernel-only fan-out relay in C, 2\.50×\)/,
+  );
+  assert.doesNotMatch(level.text, /as far as these floors show/);
+  // A Python floor better than the C one still decides how much is chardev's; the C one, that the rest is the machine's.
+  const pyBest = gapVerdict(
+    atLeastRatio(0.8),
+    [
+      { name: 'py', ratio: 0.7 },
+      { name: 'c', ratio: 0.65, compiled: true },
+    ],
+    0.5,
+  );
+  assert.equal(pyBest.whose, 'chardev');
+  assert.match(
+    pyBest.text,
+    /so the gap from chardev's 0\.50× up to py's 0\.70× is chardev's \(67 % of the way from chardev to ≥ 0\.8×\); the rest, from there to ≥ 0\.8×, is the machine's for this work: a compiled relay doing the same work under chardev's rules \(c, 0\.65×\)/,
+  );
+});
+
+test("interpreted floors alone, a compiled floor under other rules, or one that did not run, prove the machine's limit only as far as they go", () => {
+  const python = [{ name: 'kernel-only relay (Python)', ratio: 0.9 }];
+  const level = gapVerdict(atLeastRatio(1), python, 0.9);
+  assert.equal(level.whose, 'machine');
+  assert.match(
+    level.text,
+    /the remaining gap is the machine's for this work, as far as these floors show \(none of them compiled: each pays an interpreter's or a runtime's cost per call, so a relay in C might do better\)/,
+  );
+  // A compiled floor working under other rules is not the machine's limit for chardev's work.
+  const lenient = gapVerdict(atLeastRatio(1), [...python, { name: 'lossless in C', ratio: 0.95, compiled: true, otherRules: 'the guest waits' }], 0.9);
+  assert.match(lenient.text, /none of them compiled/);
+  // A C floor that was not built (no compiler) has no figure and proves nothing.
+  const skipped = gapVerdict(atLeastRatio(1), [...python, { name: 'kernel-only relay in C', ratio: null, compiled: true }], 0.9);
+  assert.match(skipped.text, /none of them compiled/);
+  assert.doesNotMatch(skipped.text, /kernel-only relay in C/);
 });
 
 test('a floor under other rules is shown and compared but decides nothing', () => {
