@@ -23,11 +23,11 @@ export const DEFAULT_CLIENT_QUEUE_BYTES = 1024 * 1024;
  */
 export const WRITER_IN_FLIGHT_BYTES = 256 * 1024;
 /**
- * Most a viewer's pipe holds on the kernel path's fan-out (its queue there; the rest of
- * `queueBytes` is not used): a pipe's pages count against the user's pipe limit
- * (fs.pipe-user-pages-soft, 64 MiB), which 100 viewers × 1 MiB would pass.
+ * Most a viewer may be behind on the kernel path's fan-out (its queue there, if its
+ * `queueBytes` is not smaller): as far as the writer may be (WRITER_IN_FLIGHT_BYTES), so
+ * a viewer that reads as fast as the writer misses nothing, and the run's ring stays small.
  */
-export const FANOUT_VIEWER_PIPE_BYTES = 256 * 1024;
+export const FANOUT_VIEWER_QUEUE_BYTES = 256 * 1024;
 /**
  * Input held for the next 'data' listener at most (see Chardev's held input): far beyond the
  * rest of one read per client, so only a backend that ignores the pause ever reaches it; what
@@ -406,14 +406,14 @@ export class Chardev {
     const fd = writer.sink.kernelPath?.fd();
     if (fd === undefined || frame === undefined) return undefined;
     const viewers = members.filter((c) => c !== writer);
-    const pipeBytes = Math.min(FANOUT_VIEWER_PIPE_BYTES, this.hub.queueBytes);
+    const queueBytes = Math.min(FANOUT_VIEWER_QUEUE_BYTES, this.hub.queueBytes);
     const counted = new Map<number, { sent: number; missed: number }>();
     const hub = this.hub;
     return {
       ...this.#writerTarget(writer, fd),
       fanout: {
-        writerPipeBytes: WRITER_IN_FLIGHT_BYTES,
-        viewers: viewers.map((v) => ({ clientId: v.id, fd: v.sink.kernelPath?.fd(), pipeBytes, untold: v.missedUntold })),
+        writerQueueBytes: WRITER_IN_FLIGHT_BYTES,
+        viewers: viewers.map((v) => ({ clientId: v.id, fd: v.sink.kernelPath?.fd(), queueBytes, untold: v.missedUntold })),
         noticeBefore: frame[0],
         noticeAfter: `${MISSED_NOTICE}${frame[1]}`,
         progress: (counts) => {

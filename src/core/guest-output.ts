@@ -491,7 +491,7 @@ export class GuestOutput {
         this.#run = dataPlane().startFanout(
           {
             from: this.#fd,
-            writer: { fd: target.fd, pipeBytes: fanout.writerPipeBytes },
+            writer: { fd: target.fd, queueBytes: fanout.writerQueueBytes },
             viewers: fanout.viewers,
             graceMs: GRACE_MS,
             noticeBefore: fanout.noticeBefore,

@@ -17,17 +17,17 @@ export interface OutputSource {
 
 /**
  * A fan-out on the kernel path (data-plane-fanout.ts): the `KernelTarget` is the writer;
- * these are the viewers, each with its pipe (its bounded queue) or left out while Node
- * still holds bytes for it.
+ * these are the viewers, each with its bounded queue or left out while Node still holds
+ * bytes for it.
  */
 export interface FanoutPlan {
-  readonly writerPipeBytes: number;
-  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly pipeBytes: number; readonly untold: number }[];
+  readonly writerQueueBytes: number;
+  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly queueBytes: number; readonly untold: number }[];
   readonly noticeBefore: string;
   readonly noticeAfter: string;
   /** The viewers' counts so far in this run (absolute per run): count them as `Hub.broadcast` would have. */
   progress(viewers: readonly FanoutViewerCount[]): void;
-  /** The run ended: what was still in the writer's and viewers' pipes goes to their transports, in order. */
+  /** The run ended: what the writer and viewers still had to go goes to their transports, in order. */
   leftovers(writer: Buffer | undefined, viewers: readonly (Buffer | undefined)[]): void;
 }
 

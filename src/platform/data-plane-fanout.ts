@@ -3,29 +3,29 @@
  * `startFanout` is the main thread's side): one guest pipe to a writer and any number of
  * viewers, with the hub's rules (core/hub.ts) and without a byte entering V8.
  *
- * A cycle: tee(2) the guest's pipe into the writer's pipe (W) — what W takes (k bytes) is
- * what leaves the guest's pipe this cycle, so a writer that is behind (W full) holds the
- * guest, as the JavaScript path's `room()` does; tee the same k bytes into each viewer's
- * pipe (pages shared by reference, no copy): what does not fit there is missed by that
- * viewer, counted (its bounded queue is its pipe); then drop the k bytes from the guest's
- * pipe by splicing them into /dev/null. Each pipe is spliced to its socket non-blocking
- * (zero copy on a TCP or UNIX socket). A viewer that missed output gets the hub's notice
- * (the count, framed as its transport frames notices) written into its pipe before any
- * further output, as `Hub.broadcast` tells it before its next chunk.
+ * The guest's bytes are read once into a ring of the run's own; every client has its place
+ * in it and is sent what lies between its place and the head, non-blocking. The writer may
+ * be at most its queue (`writer.queueBytes`) behind the head, and the guest is read only
+ * into that room: a writer that is behind holds the guest, as the JavaScript path's
+ * `room()` does. A viewer further behind than its queue misses the oldest bytes of it (its
+ * place moves up), counted; it is told with the hub's notice (the count, framed as its
+ * transport frames notices) before its next bytes, as `Hub.broadcast` tells it.
  *
- * Nothing is held back when a run ends: the bytes still in the writer's and viewers' pipes
- * (handed to them, not yet in their sockets) are read out and returned with the final
- * counts, and the main thread queues them on those clients' transports ahead of anything
- * later — so a stop is synchronous, exact and ordered, like a single-destination run's.
+ * Why a copy and not tee(2): measured here (the bench's fan-out floors in C, 2026-12), tee
+ * into a pipe per client and splice(2) to each socket reached 1.65–2.16× one client, the
+ * same work by one read into a ring and one send per client 2.56–2.88×, every viewer keeping
+ * up: a socket takes a copy at once, where it takes a pipe's pages one reference at a time.
+ *
+ * Nothing is held back when a run ends: what lies between each client's place and the head
+ * (handed to it, not yet in its socket) is returned with the final counts, and the main
+ * thread queues it on that client's transport ahead of anything later — so a stop is
+ * synchronous, exact and ordered, like a single-destination run's.
  */
-import * as fs from 'node:fs';
 import type { FanoutStartMsg, FanoutViewerCount, FromWorker } from './data-plane.ts';
 import type { Libc } from './native.ts';
 import { errnoName } from './platform.ts';
-import { POLLIN, POLLOUT, FIONREAD, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, EAGAIN, EINTR } from './linux-abi.ts';
+import { POLLIN, POLLOUT, EAGAIN, EINTR } from './linux-abi.ts';
 
-/** Most bytes asked of one tee or splice; the pipes' room bounds what moves. */
-const CHUNK = 16 * 1024 * 1024;
 /** Guest cycles of one run before the other runs (and the wake pipe) get a look. */
 const CYCLES_PER_TURN = 16;
 const REPORT_MS = 20;
@@ -33,40 +33,44 @@ const QUIET_REPORT_MS = 1;
 
 interface Out {
   readonly sock: number;
-  readonly pipeR: number;
-  readonly pipeW: number;
-  /** Bytes in the pipe, not yet in the socket. */
-  inPipe: number;
-  /** The socket said EAGAIN: wait for POLLOUT before splicing again. */
+  /** How far behind the head it may be: the writer holds the guest there, a viewer misses beyond it. */
+  readonly queueBytes: number;
+  /** Its place in the stream: bytes before it are in its socket, or were missed. */
+  at: number;
+  /** The socket said EAGAIN: wait for POLLOUT before sending again. */
   full: boolean;
 }
 
 interface Viewer extends Out {
   readonly clientId: number;
-  /** No pipe: the client had bytes queued in Node at the start; it misses everything this run moves. */
+  /** No socket: the client had bytes queued in Node at the start; it misses everything this run moves. */
   readonly excluded: boolean;
   /** Its socket failed: it gets nothing more (the main thread sees it leave). */
   gone: boolean;
   sent: number;
   missed: number;
   untold: number;
+  /** The rest of a notice being sent, before any more of the stream. */
+  notice: Buffer | undefined;
 }
 
 interface Fan {
   readonly id: number;
   readonly from: number;
+  readonly ring: Buffer;
+  /** Bytes read from the guest so far: the stream position the ring ends at. */
+  head: number;
   readonly writer: Out;
   readonly viewers: Viewer[];
   readonly graceMs: number;
   readonly noticeBefore: string;
   readonly noticeAfter: string;
-  moved: number;
   waits: number;
   reported: number;
   reportedAt: number;
   /** Waiting for the guest (its pipe empty): when the grace runs out. */
   idleAt: number | undefined;
-  /** The writer's pipe is full: the guest is held until the writer's socket takes more. */
+  /** The writer is a whole queue behind: the guest is held until its socket takes more. */
   held: boolean;
   /** Something to do without waiting. */
   ready: boolean;
@@ -89,7 +93,6 @@ export interface FanPoll {
 export class FanoutRuns {
   readonly #host: FanoutHost;
   readonly #fans = new Map<number, Fan>();
-  #nullFd = -1;
 
   constructor(host: FanoutHost) {
     this.#host = host;
@@ -100,25 +103,30 @@ export class FanoutRuns {
   }
 
   start(msg: FanoutStartMsg): void {
-    if (this.#nullFd < 0) this.#nullFd = fs.openSync('/dev/null', 'w');
-    const out = (sock: number, pipeR: number, pipeW: number): Out => ({ sock, pipeR, pipeW, inPipe: 0, full: false });
+    const out = (sock: number, queueBytes: number): Out => ({ sock, queueBytes, at: 0, full: false });
+    const viewers = msg.viewers.map((v) => ({
+      ...out(v.sock, v.queueBytes),
+      clientId: v.clientId,
+      excluded: v.sock < 0,
+      gone: false,
+      sent: 0,
+      missed: 0,
+      untold: v.untold,
+      notice: undefined,
+    }));
+    // A read goes only into the writer's room, so the ring holds the farthest-behind
+    // client's queue and one read more without overwriting a byte someone still needs.
+    const farthest = Math.max(msg.writer.queueBytes, ...viewers.map((v) => v.queueBytes));
     this.#fans.set(msg.id, {
       id: msg.id,
       from: msg.from,
-      writer: out(msg.writer.sock, msg.writer.pipeR, msg.writer.pipeW),
-      viewers: msg.viewers.map((v) => ({
-        ...out(v.sock, v.pipeR, v.pipeW),
-        clientId: v.clientId,
-        excluded: v.pipeR < 0,
-        gone: false,
-        sent: 0,
-        missed: 0,
-        untold: v.untold,
-      })),
+      ring: Buffer.allocUnsafe(farthest + msg.writer.queueBytes),
+      head: 0,
+      writer: out(msg.writer.sock, msg.writer.queueBytes),
+      viewers,
       graceMs: msg.graceMs,
       noticeBefore: msg.noticeBefore,
       noticeAfter: msg.noticeAfter,
-      moved: 0,
       waits: 0,
       reported: 0,
       reportedAt: performance.now(),
@@ -159,7 +167,7 @@ export class FanoutRuns {
       if (fan.held) entries.push({ fd: fan.writer.sock, events: POLLOUT, fan });
       else entries.push({ fd: fan.from, events: POLLIN, fan });
       if (fan.writer.full && !fan.held) entries.push({ fd: fan.writer.sock, events: POLLOUT, fan });
-      for (const v of fan.viewers) if (v.full && v.inPipe > 0 && !v.gone) entries.push({ fd: v.sock, events: POLLOUT, fan });
+      for (const v of fan.viewers) if (v.full && !v.gone && !v.excluded) entries.push({ fd: v.sock, events: POLLOUT, fan });
     }
     return entries;
   }
@@ -177,7 +185,7 @@ export class FanoutRuns {
   deadline(): number | undefined {
     let at: number | undefined;
     for (const fan of this.#fans.values()) {
-      const mine = [fan.idleAt, fan.moved !== fan.reported ? reportAt(fan) : undefined];
+      const mine = [fan.idleAt, fan.head !== fan.reported ? reportAt(fan) : undefined];
       for (const t of mine) if (t !== undefined) at = at === undefined ? t : Math.min(at, t);
     }
     return at;
@@ -190,35 +198,35 @@ export class FanoutRuns {
         this.#end(fan, 'idle');
         continue;
       }
-      if (fan.moved !== fan.reported && now >= reportAt(fan)) this.#report(fan, now);
+      if (fan.head !== fan.reported && now >= reportAt(fan)) this.#report(fan, now);
     }
   }
 
   #report(fan: Fan, now: number): void {
-    fan.reported = fan.moved;
+    fan.reported = fan.head;
     fan.reportedAt = now;
-    this.#host.post({ op: 'fanout-progress', id: fan.id, moved: fan.moved, waits: fan.waits, viewers: counts(fan) });
+    this.#host.post({ op: 'fanout-progress', id: fan.id, moved: fan.head, waits: fan.waits, viewers: counts(fan) });
   }
 
   #step(fan: Fan): void {
     fan.ready = false;
     fan.idleAt = undefined;
     for (let i = 0; i < CYCLES_PER_TURN; i++) {
-      if (!this.#flushAll(fan)) return;
+      if (!this.#sendAll(fan)) return;
       const k = this.#take(fan);
       if (k === undefined) return;
       if (k === 0) {
-        // The guest has nothing, or the writer's pipe is full: flushed above, so wait.
-        this.#flushAll(fan);
+        // The guest has nothing, or the writer is a queue behind: sent above, so wait.
+        this.#sendAll(fan);
         return;
       }
     }
     fan.ready = true;
   }
 
-  /** Splice every pipe into its socket as far as it goes. False if the run ended (the writer's socket failed). */
-  #flushAll(fan: Fan): boolean {
-    const err = this.#flush(fan.writer);
+  /** Send every client what it has to go, as far as its socket takes. False if the run ended (the writer's socket failed). */
+  #sendAll(fan: Fan): boolean {
+    const err = this.#send(fan, fan.writer, undefined);
     if (err !== undefined) {
       this.#end(fan, 'error', err);
       return false;
@@ -226,18 +234,39 @@ export class FanoutRuns {
     for (const v of fan.viewers) {
       if (v.gone || v.excluded) continue;
       // A viewer whose socket failed is leaving: the main thread sees it go and stops the run.
-      if (this.#flush(v) !== undefined) v.gone = true;
+      if (this.#send(fan, v, v) !== undefined) {
+        v.gone = true;
+        v.missed += fan.head - v.at;
+        v.at = fan.head;
+      }
     }
     return true;
   }
 
-  /** Errno name on failure. */
-  #flush(o: Out): string | undefined {
+  /** Errno name on failure. `viewer` is `o` when it is a viewer: its notice goes first, its bytes are counted. */
+  #send(fan: Fan, o: Out, viewer: Viewer | undefined): string | undefined {
     const c = this.#host.c;
-    while (o.inPipe > 0 && !o.full) {
-      const n = c.splice(o.pipeR, o.sock, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    const ring = fan.ring;
+    while (!o.full) {
+      if (viewer !== undefined && viewer.notice === undefined && viewer.untold > 0 && viewer.at < fan.head) {
+        // Told before anything more reaches it, however often it missed meanwhile.
+        viewer.notice = noticeOf(fan, viewer);
+      }
+      const notice = viewer?.notice;
+      let chunk: Buffer;
+      if (notice !== undefined) chunk = notice;
+      else {
+        if (o.at >= fan.head) return undefined;
+        const off = o.at % ring.length;
+        chunk = ring.subarray(off, Math.min(ring.length, off + (fan.head - o.at)));
+      }
+      const n = c.write(o.sock, chunk);
       if (n > 0) {
-        o.inPipe -= n;
+        if (viewer !== undefined && notice !== undefined) viewer.notice = n === notice.length ? undefined : notice.subarray(n);
+        else {
+          o.at += n;
+          if (viewer !== undefined) viewer.sent += n;
+        }
         continue;
       }
       const errno = c.errno();
@@ -252,14 +281,22 @@ export class FanoutRuns {
   }
 
   /**
-   * One guest cycle: the bytes the writer's pipe takes leave the guest's pipe, after each
-   * viewer got what fits of them. Returns the bytes taken (0: nothing to take now, the run
-   * waits), or undefined when the run ended.
+   * One guest cycle: read into the writer's room in the ring (never past the ring's end in
+   * one read). Returns the bytes taken (0: nothing to take now, the run waits), or
+   * undefined when the run ended.
    */
   #take(fan: Fan): number | undefined {
     const c = this.#host.c;
     const w = fan.writer;
-    const k = c.tee(fan.from, w.pipeW, CHUNK, SPLICE_F_NONBLOCK);
+    const room = w.queueBytes - (fan.head - w.at);
+    if (room <= 0) {
+      // The writer is a whole queue behind: the guest waits for it, as QEMU's flow control wants.
+      if (!fan.held) fan.waits++;
+      fan.held = true;
+      return 0;
+    }
+    const off = fan.head % fan.ring.length;
+    const k = c.read(fan.from, fan.ring.subarray(off, off + Math.min(room, fan.ring.length - off)));
     if (k === 0) {
       this.#end(fan, 'eof');
       return undefined;
@@ -271,85 +308,48 @@ export class FanoutRuns {
         this.#end(fan, 'error', errnoName(errno));
         return undefined;
       }
-      if (c.ioctlIntOut(fan.from, FIONREAD) > 0) {
-        // The writer's pipe is full: the guest waits for the writer, as QEMU's flow control wants.
-        if (!fan.held) fan.waits++;
-        fan.held = true;
-      } else {
-        fan.held = false;
-        fan.idleAt = performance.now() + fan.graceMs;
-      }
+      fan.held = false;
+      fan.idleAt = performance.now() + fan.graceMs;
       return 0;
     }
     fan.held = false;
-    w.inPipe += k;
-    for (const v of fan.viewers) this.#give(v, fan, k);
-    // The k bytes are in every pipe that had room: drop them from the guest's.
-    let left = k;
-    while (left > 0) {
-      const n = c.splice(fan.from, this.#nullFd, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (n > 0) {
-        left -= n;
+    fan.head += k;
+    for (const v of fan.viewers) {
+      if (v.excluded || v.gone) {
+        v.missed += k;
+        if (!v.gone) v.untold += k;
+        v.at = fan.head;
         continue;
       }
-      if (n < 0 && c.errno() === EINTR) continue;
-      // The bytes tee'd are in the pipe and only this thread reads it: this cannot fail.
-      throw new Error(`fan-out: dropping ${left} bytes teed from the guest's pipe: ${n === 0 ? 'EOF' : errnoName(c.errno())}`);
+      const behind = fan.head - v.at - v.queueBytes;
+      if (behind > 0) {
+        // Its queue overflowed: the oldest of it is missed (the ring is about to reuse it).
+        v.at += behind;
+        v.missed += behind;
+        v.untold += behind;
+      }
     }
-    fan.moved += k;
     return k;
-  }
-
-  /** The k bytes at the head of the guest's pipe, to one viewer: what fits in its pipe, the rest missed. */
-  #give(v: Viewer, fan: Fan, k: number): void {
-    if (v.excluded || v.gone) {
-      v.missed += k;
-      if (!v.gone) v.untold += k;
-      return;
-    }
-    if (v.untold > 0) {
-      // Told before anything more reaches it; a pipe write this small is all or nothing.
-      const text = Buffer.from(`${fan.noticeBefore}${v.untold}${fan.noticeAfter}`);
-      let wrote = 0;
-      try {
-        wrote = fs.writeSync(v.pipeW, text);
-      } catch {
-        // EAGAIN: its pipe is full; it misses these too.
-      }
-      if (wrote !== text.length) {
-        v.missed += k;
-        v.untold += k;
-        return;
-      }
-      v.inPipe += wrote;
-      v.untold = 0;
-    }
-    const c = this.#host.c;
-    let t = c.tee(fan.from, v.pipeW, k, SPLICE_F_NONBLOCK);
-    if (t < 0) t = 0;
-    v.sent += t;
-    v.inPipe += t;
-    if (t < k) {
-      v.missed += k - t;
-      v.untold += k - t;
-    }
   }
 
   #end(fan: Fan, reason: 'stopped' | 'eof' | 'idle' | 'error', error?: string): void {
     this.#fans.delete(fan.id);
     const c = this.#host.c;
-    const writerLeft = drain(c, fan.writer);
-    const viewersLeft = fan.viewers.map((v) => (v.excluded || v.gone ? null : drain(c, v)));
+    const writerLeft = rest(fan, fan.writer, []);
+    const viewersLeft = fan.viewers.map((v) => {
+      if (v.excluded || v.gone) return null;
+      // What it missed before its place is told ahead of the bytes after it.
+      if (v.notice === undefined && v.untold > 0 && v.at < fan.head) v.notice = noticeOf(fan, v);
+      // Handed to it now, ahead of anything later: counted as sent like the rest.
+      v.sent += fan.head - v.at;
+      return rest(fan, v, v.notice !== undefined ? [v.notice] : []);
+    });
     c.closeFd(fan.from);
-    for (const o of [fan.writer, ...fan.viewers]) {
-      c.closeFd(o.sock);
-      if (o.pipeR >= 0) c.closeFd(o.pipeR);
-      if (o.pipeW >= 0) c.closeFd(o.pipeW);
-    }
+    for (const o of [fan.writer, ...fan.viewers]) if (o.sock >= 0) c.closeFd(o.sock);
     this.#host.post({
       op: 'fanout-ended',
       id: fan.id,
-      moved: fan.moved,
+      moved: fan.head,
       waits: fan.waits,
       viewers: counts(fan),
       writerLeft,
@@ -370,16 +370,22 @@ function reportAt(fan: Fan): number {
   return fan.idleAt === undefined ? regular : Math.min(regular, fan.idleAt - fan.graceMs + QUIET_REPORT_MS);
 }
 
-/** What a pipe still holds for its socket, read out (at most the pipe's size). */
-function drain(c: Libc, o: Out): Uint8Array | null {
-  if (o.inPipe <= 0 || o.pipeR < 0) return null;
-  const buf = Buffer.alloc(o.inPipe);
-  let got = 0;
-  while (got < buf.length) {
-    const n = c.read(o.pipeR, buf.subarray(got));
-    if (n > 0) got += n;
-    else if (n < 0 && c.errno() === EINTR) continue;
-    else break;
-  }
-  return got > 0 ? new Uint8Array(buf.buffer, buf.byteOffset, got) : null;
+/** The missed-output notice for what `v` missed so far, which it now counts as told. */
+function noticeOf(fan: Fan, v: Viewer): Buffer {
+  const text = Buffer.from(`${fan.noticeBefore}${v.untold}${fan.noticeAfter}`);
+  v.untold = 0;
+  return text;
+}
+
+/** What a client still has to go, after `head` (a viewer's notice), copied out of the ring. */
+function rest(fan: Fan, o: Out, head: Buffer[]): Uint8Array | null {
+  const n = fan.head - o.at;
+  const parts = [...head];
+  const off = o.at % fan.ring.length;
+  const first = Math.min(n, fan.ring.length - off);
+  if (first > 0) parts.push(fan.ring.subarray(off, off + first));
+  if (n > first) parts.push(fan.ring.subarray(0, n - first));
+  if (parts.length === 0) return null;
+  const out = Buffer.concat(parts);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }

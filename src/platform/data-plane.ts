@@ -160,13 +160,12 @@ export interface FanoutStartMsg {
   readonly op: 'fanout-start';
   readonly id: number;
   readonly from: number;
-  readonly writer: { readonly sock: number; readonly pipeR: number; readonly pipeW: number };
-  /** pipeR/pipeW -1: the viewer is excluded from this run (it misses everything it moves). */
+  readonly writer: { readonly sock: number; readonly queueBytes: number };
+  /** sock -1: the viewer is excluded from this run (it misses everything it moves). */
   readonly viewers: readonly {
     readonly clientId: number;
     readonly sock: number;
-    readonly pipeR: number;
-    readonly pipeW: number;
+    readonly queueBytes: number;
     readonly untold: number;
   }[];
   readonly graceMs: number;
@@ -177,9 +176,9 @@ export interface FanoutStartMsg {
 /** One viewer's counts so far in a fan-out run. */
 export interface FanoutViewerCount {
   readonly clientId: number;
-  /** Guest bytes handed to its pipe. */
+  /** Guest bytes handed to it (its socket, or the leftovers at the end). */
   readonly sent: number;
-  /** Guest bytes it missed (its pipe was full, or it was excluded). */
+  /** Guest bytes it missed (its queue overflowed, or it was excluded). */
   readonly missed: number;
   /** Missed and not yet told (the notice goes before its next bytes). */
   readonly untold: number;
@@ -195,7 +194,7 @@ export type FromWorker =
       readonly moved: number;
       readonly waits: number;
       readonly viewers: readonly FanoutViewerCount[];
-      /** Bytes still in the writer's pipe (counted as moved, not yet in its socket). */
+      /** Bytes the writer still had to go (counted as moved, not yet in its socket). */
       readonly writerLeft: Uint8Array | null;
       /** The same per viewer, in the order given. */
       readonly viewersLeft: readonly (Uint8Array | null)[];
@@ -218,13 +217,13 @@ export type FromWorker =
 /** A fan-out run: the guest's pipe to a writer that holds it and viewers that miss what does not fit. */
 export interface FanoutSpec {
   readonly from: number;
-  /** The writer's socket (duplicated) and its pipe's size: what may be in flight to it before the guest waits. */
-  readonly writer: { readonly fd: number; readonly pipeBytes: number };
+  /** The writer's socket (duplicated) and its queue: what may be in flight to it before the guest waits. */
+  readonly writer: { readonly fd: number; readonly queueBytes: number };
   /**
-   * Each viewer's socket (duplicated), its pipe's size (its bounded queue) and the bytes it
-   * missed not yet told; `fd` undefined: excluded (it misses all the run moves).
+   * Each viewer's socket (duplicated), its bounded queue and the bytes it missed not yet
+   * told; `fd` undefined: excluded (it misses all the run moves).
    */
-  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly pipeBytes: number; readonly untold: number }[];
+  readonly viewers: readonly { readonly clientId: number; readonly fd: number | undefined; readonly queueBytes: number; readonly untold: number }[];
   readonly graceMs: number;
   /** The missed-output notice, as the viewers' transport frames it: before and after the count. */
   readonly noticeBefore: string;
@@ -339,10 +338,7 @@ export class DataPlane {
     return this.#runs.size + this.#fans.size;
   }
 
-  /**
-   * Start a fan-out run (data-plane-fanout.ts). The sockets are duplicated; the pipes
-   * between them and the guest's are made here and belong to the worker.
-   */
+  /** Start a fan-out run (data-plane-fanout.ts). The sockets are duplicated for the worker, which closes them. */
   startFanout(spec: FanoutSpec, events: FanoutEvents): DataPlaneRun {
     if (this.#failed !== undefined) throw this.#failed;
     const c = libc();
@@ -353,26 +349,15 @@ export class DataPlane {
       fds.push(d);
       return d;
     };
-    const pipe = (size: number): PipeEnds => {
-      const p = makePipe({ nonBlocking: true, size });
-      fds.push(p.readFd, p.writeFd);
-      return p;
-    };
     let msg: FanoutStartMsg;
     const id = this.#nextId++;
     try {
-      const w = pipe(spec.writer.pipeBytes);
       msg = {
         op: 'fanout-start',
         id,
         from: dup(spec.from),
-        writer: { sock: dup(spec.writer.fd), pipeR: w.readFd, pipeW: w.writeFd },
-        viewers: spec.viewers.map((v) => {
-          if (v.fd === undefined) return { clientId: v.clientId, sock: -1, pipeR: -1, pipeW: -1, untold: v.untold };
-          const sock = dup(v.fd);
-          const p = pipe(v.pipeBytes);
-          return { clientId: v.clientId, sock, pipeR: p.readFd, pipeW: p.writeFd, untold: v.untold };
-        }),
+        writer: { sock: dup(spec.writer.fd), queueBytes: spec.writer.queueBytes },
+        viewers: spec.viewers.map((v) => ({ clientId: v.clientId, sock: v.fd === undefined ? -1 : dup(v.fd), queueBytes: v.queueBytes, untold: v.untold })),
         graceMs: spec.graceMs,
         noticeBefore: spec.noticeBefore,
         noticeAfter: spec.noticeAfter,
@@ -586,7 +571,7 @@ export class DataPlane {
     this.#fans.clear();
     for (const f of fans) {
       for (const fd of f.fds) libc().closeFd(fd);
-      // Bytes still in the pipes are lost with the thread: they were counted as sent.
+      // Bytes still in the run's ring are lost with the thread: they were counted as moved.
       f.events.ended({ moved: 0, waits: 0, viewers: [], writerLeft: undefined, viewersLeft: [], end: { error: 'EWORKER' } });
     }
   }
