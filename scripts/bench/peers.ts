@@ -501,7 +501,7 @@ if direction == 'fanout-tee':
     tee = libc.tee
     tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
     tee.restype = ctypes.c_ssize_t
-    # chardev's own sizes (src/core/chardev.ts): the writer's and each viewer's pipe.
+    # chardev's own sizes (src/core/chardev.ts): how far the writer and each viewer may be behind.
     CLIENT_PIPE = 256 * 1024
     CHUNK = 16 << 20
     NB = os.SPLICE_F_NONBLOCK
