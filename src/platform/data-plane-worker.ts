@@ -8,7 +8,9 @@
  * is held, as QEMU's flow control wants), an empty pipe means the guest has not written yet
  * (wait for POLLIN on the pipe, for at most the run's grace). Progress goes to the main
  * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) reads
- * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`).
+ * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`); so
+ * does a run into a terminal, through a buffer of its own that may hold bytes between two
+ * writes (`stepTty`).
  */
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
