@@ -329,6 +329,17 @@ export class Chardev {
         writer.bytesSent += n;
       },
       full: () => {},
+      unsent: (data) => {
+        // Before any client change (the hub stops the run first): as if the run had written
+        // them just before it stopped; a transport already gone got none of them.
+        this.#fromGuest += data.length;
+        if (writer.detached) {
+          this.#discarded += data.length;
+          return;
+        }
+        writer.sink.send(data);
+        writer.bytesSent += data.length;
+      },
     };
   }
 

@@ -574,6 +574,13 @@ export class GuestOutput {
       if ((r.ahead ?? 0) > 0) this.#takeAhead(tee, r.ahead ?? 0);
       tee.ended(r.logged ?? 0);
     }
+    // A pty run's buffer: read from the pipe before anything still in it, so it goes to the
+    // client first (`unsent`), whatever ended the run.
+    const unwritten = r.unwritten !== undefined && target.unsent !== undefined ? r.unwritten : undefined;
+    if (unwritten !== undefined) {
+      target.unsent?.(unwritten);
+      if (!this.#closed) this.#movedBy(unwritten.length);
+    }
     if (this.#closed) return;
     const end = r.end;
     switch (end) {
@@ -602,7 +609,7 @@ export class GuestOutput {
         // Anything else (EINVAL: this pair cannot be spliced; ENOSPC: the JavaScript path
         // reports it as a write does) ends the kernel path for this source.
         this.#kernelCapable = false;
-        if (r.unwritten !== undefined) {
+        if (r.unwritten !== undefined && unwritten === undefined) {
           // Read from the pipe but not written (a copy run): they come before anything the
           // reader reads next, and the device's write reports the failure as it does for
           // any chunk.

@@ -44,6 +44,12 @@ export interface KernelTarget {
   commit(n: number): void;
   /** `roomBytes` ran out (the log rotates before the next byte). */
   full(): void;
+  /**
+   * A client's bytes the run took from the guest's pipe but did not write to `fd` (a pty
+   * run's buffer, handed back when the run ended): send them to the client the run started
+   * with, before anything newer, and count them as `commit` would.
+   */
+  unsent?(data: Buffer): void;
   /** Set: the writer is one of several clients, and these are the others. */
   readonly fanout?: FanoutPlan;
   /**

@@ -8,7 +8,9 @@
  * is held, as QEMU's flow control wants), an empty pipe means the guest has not written yet
  * (wait for POLLIN on the pipe, for at most the run's grace). Progress goes to the main
  * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) reads
- * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`).
+ * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`); so
+ * does a run into a terminal, through a buffer of its own that may hold bytes between two
+ * writes (`stepTty`).
  */
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
@@ -56,8 +58,12 @@ interface Run {
   waitEvents: number;
   /** While waiting for the source: when the grace runs out (performance.now()). */
   idleAt: number | undefined;
-  /** `to` is a terminal (a pty master): moved by `ttyPump` while it is the only run. */
+  /** `to` is a terminal (a pty master): moved by `stepTty`, read(2) + write(2) through `ttyBuf`. */
   readonly tty: boolean;
+  /** A terminal run's own buffer, allocated by its first read; `[heldAt, heldEnd)` read from `from`, not yet written. */
+  ttyBuf: Buffer | undefined;
+  heldAt: number;
+  heldEnd: number;
   /** A tee run (`startTee`): the log beside the client. */
   readonly tee?: TeeState;
   /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`. */
@@ -119,6 +125,8 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     c.closeFd(run.via.readFd);
     c.closeFd(run.via.writeFd);
   }
+  // A terminal run's bytes read but not written go back in order, whatever ended it.
+  const held = unwritten ?? (run.ttyBuf !== undefined && run.heldEnd > run.heldAt ? run.ttyBuf.subarray(run.heldAt, run.heldEnd) : undefined);
   post({
     op: 'ended',
     id: run.id,
@@ -128,7 +136,7 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     ...(error !== undefined ? { error } : {}),
     ...(tee !== undefined ? { logged: tee.logged, ahead: tee.ahead } : {}),
     // A copy: the message is cloned, and the buffer is reused by the next run.
-    ...(unwritten !== undefined ? { unwritten: Uint8Array.from(unwritten) } : {}),
+    ...(held !== undefined ? { unwritten: Uint8Array.from(held) } : {}),
   });
   // A main thread waiting in `DataPlaneRun.stop` takes the message now.
   Atomics.add(endings, 0, 1);
@@ -171,8 +179,9 @@ function waitRoom(run: Run): void {
 
 /** Transfer until the run must wait or end. */
 function step(run: Run): void {
-  if (run.tty && runs.size === 1 && fans.size === 0) {
-    ttyPump(run);
+  if (run.tty) {
+    stepTty(run, runs.size === 1 && fans.size === 0);
+    publishTtyWakeups();
     return;
   }
   run.waitFd = undefined;
@@ -191,9 +200,7 @@ function step(run: Run): void {
       return;
     }
     if (run.seekEnd) c.lseek(run.to, 0, SEEK_END);
-    // A terminal sharing the thread still gets small splices (TTY_SPLICE_BYTES says why).
-    const chunk = run.tty ? TTY_SPLICE_BYTES : SPLICE_CHUNK;
-    const len = run.left > 0 ? Math.min(run.left, chunk) : chunk;
+    const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
     const n = c.splice(run.from, run.to, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       run.moved += n;
@@ -227,91 +234,84 @@ function step(run: Run): void {
   // Still moving: another turn after the others had theirs.
 }
 
-/** The pollfds of `ttyPump`: the wake pipe (POLLIN), then the terminal (POLLOUT). */
+/** The pollfds of `stepTty`'s own wait: the wake pipe (POLLIN), then the terminal (POLLOUT). */
 const ttyPoll = Buffer.alloc(16);
 /**
- * Most bytes asked of one splice into a terminal. A pty master takes ~12 KiB at most, and
- * splice(2) into a file without splice_write of its own (a tty) walks the pipe's buffers up
- * to the length asked for on every call — over a 1 MiB guest pipe, 256 of them to write a
- * few KiB. A terminal that takes it all gets the next splice at once. Measured with the
- * bench's pty row (5 repetitions each, same run as socat): 32 KiB 0.64×, 16 KiB 0.71×,
- * 8 KiB 0.81–0.83×, 4 KiB 0.79×.
+ * A terminal run's buffer: most bytes one read(2) takes from the guest's pipe. A pty master
+ * takes a few KiB per write, so this is many writes per read; a read that large wakes the
+ * guest (blocked on its full pipe) once per 64 KiB, where a splice of 8 KiB woke it per
+ * 8 KiB. Measured 64 KiB, 256 KiB and 1 MiB alike (docs/performance-notes.md); the smallest
+ * keeps what a stop hands back to the main thread small.
  */
-const TTY_SPLICE_BYTES = 8 * 1024;
-/** `ttyPump`'s polls not yet added to the shared count (one atomic add per report, not per poll). */
+const TTY_BUF_BYTES = 64 * 1024;
+/** `stepTty`'s polls not yet added to the shared count (one atomic add per report, not per poll). */
 let ttyWakeups = 0;
 
 /**
- * A run into a terminal, alone on the thread: splice, and after a short splice wait for
- * room right here, on the terminal and the wake pipe only. A pty master takes a few KiB at
- * a time (its line discipline's 4 KiB and ~8 KiB of flip buffer), so a stream is thousands
- * of refills, each woken by the reader's read; a refill then costs one poll(2) and one
- * splice(2) — no FIONREAD (a variadic ioctl through koffi costs more than the syscall), no
- * pass through the loop's bookkeeping. Progress is reported from here on the loop's
- * schedule. Returns to the loop when the wake pipe has a byte (a message: the loop takes
- * it, and comes back here if this is still the only run), when the source is empty (the
- * loop waits for it with the run's grace), or when the run ended. Stop stays prompt: every
- * wait here includes the wake pipe, and each splice is non-blocking (the master is
- * O_NONBLOCK), so nothing waits for the reader.
+ * A run into a terminal: read(2) what the guest's pipe holds into the run's own buffer,
+ * write(2) it to the master (non-blocking) until it is short, wait for room, write again;
+ * read again only once the buffer is empty. Alone on the thread (`alone`) it waits for room
+ * right here, on the terminal and the wake pipe only; beside other runs it waits in the
+ * loop's poll. Returns to the loop when the wake pipe has a byte (the loop takes the
+ * messages, and comes back here), when the source is empty (the loop waits for it with
+ * the run's grace), after SPLICES_PER_TURN transfers without a wait, or when the run
+ * ended. What the buffer holds when the run ends, for whatever reason, goes back to the
+ * main thread in `unwritten` (`end`), to be sent before anything newer.
  */
-function ttyPump(run: Run): void {
-  ttyMove(run);
-  publishTtyWakeups();
-}
-
-function ttyMove(run: Run): void {
+function stepTty(run: Run, alone: boolean): void {
   run.waitFd = undefined;
   run.idleAt = undefined;
-  ttyPoll.writeInt32LE(setup.wakeFd, 0);
-  ttyPoll.writeInt16LE(POLLIN, 4);
-  ttyPoll.writeInt32LE(run.to, 8);
-  ttyPoll.writeInt16LE(POLLOUT, 12);
-  /** The last wait for room followed a short splice that may have emptied the pipe instead. */
-  let counted = false;
-  for (;;) {
-    if (run.left === 0) {
-      end(run, 'limit');
-      return;
-    }
-    const len = run.left > 0 ? Math.min(run.left, TTY_SPLICE_BYTES) : TTY_SPLICE_BYTES;
-    const n = c.splice(run.from, run.to, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n > 0) {
-      run.moved += n;
-      if (run.left > 0) run.left -= n;
-      if (n === len || run.left === 0) continue;
-      // Short: the terminal is full (or the pipe emptied: then poll says "room" at once and
-      // the next splice finds the pipe empty, which uncounts this wait).
-      run.waits++;
-      counted = true;
-      if (!ttyWaitRoom(run)) return;
-      continue;
-    }
-    if (n === 0) {
-      end(run, 'eof');
-      return;
-    }
-    const errno = c.errno();
-    if (errno === EINTR) continue;
-    if (errno !== EAGAIN) {
-      end(run, 'error', errnoName(errno));
-      return;
-    }
-    if (pipeHolds(run.from)) {
-      // The terminal is full (right after a message, or room taken back): wait for it.
-      run.waits++;
-      counted = false;
-      if (!ttyWaitRoom(run)) return;
-      continue;
-    }
-    if (counted) run.waits--;
-    // The guest has not written more yet: the loop waits for it, with the run's grace.
-    waitSource(run);
-    return;
+  if (alone) {
+    ttyPoll.writeInt32LE(setup.wakeFd, 0);
+    ttyPoll.writeInt16LE(POLLIN, 4);
+    ttyPoll.writeInt32LE(run.to, 8);
+    ttyPoll.writeInt16LE(POLLOUT, 12);
   }
+  run.ttyBuf ??= Buffer.allocUnsafe(TTY_BUF_BYTES);
+  const buf = run.ttyBuf;
+  for (let i = 0; i < SPLICES_PER_TURN; i++) {
+    if (run.heldAt === run.heldEnd) {
+      if (run.left === 0) {
+        end(run, 'limit');
+        return;
+      }
+      const len = run.left > 0 ? Math.min(run.left, buf.length) : buf.length;
+      const n = c.read(run.from, len === buf.length ? buf : buf.subarray(0, len));
+      if (n <= 0) {
+        if (sourceGaveNothing(run, n)) return;
+        continue;
+      }
+      run.heldAt = 0;
+      run.heldEnd = n;
+      if (run.left > 0) run.left -= n;
+    }
+    const w = c.write(run.to, buf.subarray(run.heldAt, run.heldEnd));
+    if (w > 0) {
+      run.moved += w;
+      run.heldAt += w;
+      if (run.heldAt === run.heldEnd) continue;
+      // Short: the terminal is full (it takes a few KiB at a time).
+    } else {
+      const errno = w < 0 ? c.errno() : EIO;
+      if (errno === EINTR) continue;
+      if (errno !== EAGAIN) {
+        end(run, 'error', errnoName(errno));
+        return;
+      }
+    }
+    if (!alone) {
+      waitRoom(run);
+      return;
+    }
+    run.waits++;
+    if (!ttyWaitRoom(run)) return;
+    i = 0;
+  }
+  // Still moving: another turn after the loop had its look at the messages.
 }
 
 /**
- * `ttyPump`'s wait for room in the terminal (or POLLHUP/POLLERR: the next splice says what
+ * `stepTty`'s wait for room in the terminal (or POLLHUP/POLLERR: the next write says what
  * happened), reporting progress when due. False when the wake pipe has a byte: the run is
  * left ready to transfer, and the loop takes the messages first.
  */
@@ -346,7 +346,7 @@ function ttyWaitRoom(run: Run): boolean {
 }
 
 /**
- * Adds `ttyPump`'s polls to the shared count: at every report, every timed-out poll, before
+ * Adds `stepTty`'s polls to the shared count: at every report, every timed-out poll, before
  * a wait with no end in sight and on leaving — so the count read while the reader stalls
  * is exact, and only the polls that found room are batched (up to REPORT_MS).
  */
@@ -539,6 +539,9 @@ function addRun(
     seekEnd: false,
     copy: false,
     tty: false,
+    ttyBuf: undefined,
+    heldAt: 0,
+    heldEnd: 0,
     moved: 0,
     reported: 0,
     reportedAt: performance.now(),

@@ -13,7 +13,9 @@
  * from the pipe to the destination or leaves them in the pipe, so when a run ends every
  * byte is either at the destination (counted in `moved`) or still in the guest's pipe. (A
  * `copy` run to a regular file holds a buffer only inside one transfer; a failed write
- * hands what it did not write back in `unwritten`.)
+ * hands what it did not write back in `unwritten`. A run into a terminal reads into a
+ * buffer of its own and writes it out as the terminal takes it: what the buffer holds when
+ * the run ends, for whatever reason, comes back in `unwritten`.)
  *
  * The worker gets its own duplicates of both fds and closes them when the run ends, so the
  * main thread may close its own at any time (a client leaving, a device stopping) without
@@ -104,8 +106,9 @@ export interface RunResult {
    */
   readonly ahead?: number;
   /**
-   * A `copy` run that failed to write: the bytes it had read from the source and not written
-   * (in order, before anything still in the source). The caller takes them as if just read.
+   * A `copy` run that failed to write, or a run into a terminal however it ended: the bytes
+   * it had read from the source and not written (in order, before anything still in the
+   * source). The caller takes them as if just read.
    */
   readonly unwritten?: Buffer;
 }

@@ -339,6 +339,60 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
     );
   });
 
+  it("a viewer attaching while the pty reader stalls (the run's buffer holding bytes it read from the guest): those bytes reach the reader before anything newer, and the viewer gets the stream from the next byte", {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 16 * MiB;
+    const r = await rig(ctx, () => `<serial type='pty'><target port='0'/><cd:clients max='2'/></serial>`, bytes);
+    const keep = path.join(r.dir, 'reader');
+    // Stalls for 3 s after 2 MiB, then reads until nothing came for 2 s (a byte lost would
+    // leave it short, not waiting for ever).
+    const reader = ptyReader(r.device, bytes, 0, 3, 2, keep, 2 * MiB);
+    ctx.after(() => reader.proc.kill());
+    const sent: number[] = [];
+    r.device.on('client', (change, info) => {
+      if (change === 'detached' && info.kind === 'pty' && info.label !== 'test viewer') sent.push(info.bytesSent);
+    });
+    await reader.opened;
+    await waitFor(() => r.device.hub.size === 1, 'the pty reader to be seen', 5000);
+    r.start();
+    await waitFor(() => r.output.stats.spliced >= MiB, 'the stream to go by the data-plane thread', 20000);
+    // Held: the pty is full, the run has read a buffer's worth from the guest's pipe and
+    // written only part of it.
+    for (let last = -1; ; ) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const now = r.progress();
+      if (now === last) break;
+      last = now;
+    }
+    assert.equal(r.output.path, 'kernel', 'the run is on the thread while the reader stalls');
+    const seen: Buffer[] = [];
+    const sink: ClientSink = {
+      send: (data) => void seen.push(Buffer.from(data)),
+      queuedBytes: 0,
+      notice: () => {},
+      close: () => {},
+      pause: () => {},
+      resume: () => {},
+    };
+    r.device.hub.attach(sink, { kind: 'pty', label: 'test viewer', readonly: true });
+    // Synchronously: the run stopped before the viewer came, and what it held was counted.
+    const takenAtAttach = r.device.counters.bytesFromGuest;
+    const [got, sha] = await reader.done;
+    assert.equal(got, bytes, 'the reader got every byte (none left behind in the run)');
+    assert.equal(sha, sha256(r.data), 'the reader got every byte, in order, once');
+    await r.output.ended;
+    const c = r.device.counters;
+    assert.equal(c.bytesFromGuest, bytes);
+    assert.equal(c.dropped, 0);
+    const part = Buffer.concat(seen);
+    assert.equal(part.length, bytes - takenAtAttach, 'the viewer got everything after what the device had taken when it came');
+    assert.equal(sha256(part), sha256(r.data.subarray(takenAtAttach)), 'the viewer got the stream from the next byte on, none the reader had before');
+    await waitFor(() => sent.length === 1, 'the reader to be seen leaving', 5000);
+    assert.equal(sent[0], bytes, 'the reader is counted every byte once');
+    report(`pty reader stalled, viewer attached: ${takenAtAttach} B taken at the attach; viewer got ${part.length} B`);
+  });
+
   it('a pty stream while a file device (another guest, pausing) starts and ends runs on the same thread: both get every byte', {
     timeout: 60000,
   }, async (ctx) => {
