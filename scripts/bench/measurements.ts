@@ -79,6 +79,7 @@
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
+ *   Every side starts FILE_SETTLE_MS after the side before it removed its file (why: there).
  *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
  *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
  *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
