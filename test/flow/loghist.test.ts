@@ -1,9 +1,9 @@
 /**
  * The kernel path with a `<log>` beside the client, and `<cd:history>`: a tcp or unix server
  * device whose only client is the writer tees every byte to its log on the data-plane thread
- * (tee(2) into a scratch pipe spliced to the file, then the guest's pipe spliced to the
- * socket), and the history is brought up to date from the log whenever a run ends — the hub
- * ends it before any client comes.
+ * (each chunk moved from the guest's pipe into the run's own, tee(2) into a scratch pipe
+ * spliced to the file, then the run's pipe spliced to the socket), and the history is brought
+ * up to date from the log whenever a run ends — the hub ends it before any client comes.
  *
  * Real processes: a Python guest writing a random stream to a `guestPipe` (64 KiB a write,
  * pausing now and then so the pipe goes back and forth between libuv and the thread), Python
