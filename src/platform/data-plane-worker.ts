@@ -65,31 +65,21 @@ interface Run {
 }
 
 /**
- * A tee run's own state. Each cycle moves what the guest's pipe holds into `hold` (splice
- * between two pipes passes the pages over, no copy), so the guest can write its next chunk
- * at once; tees `hold` into `scratch` (pages shared) and splices `scratch` whole to the log
- * (a file takes everything); then splices `hold` to the client. Nothing more is taken from
- * the guest until `hold` is empty, so the guest is held by the client as on a plain run, and
- * the log is never more than one chunk (`hold`'s size) ahead of it.
- *
- * Before, the tee and the splice to the client both read the guest's own pipe: it stayed
- * full, and the guest blocked, while the thread copied the chunk into the log, and a
- * splice to a socket holds the pipe's lock while it sends. Moved out first, the guest
- * refills its pipe while the thread writes the log and sends, as a relay that reads once
- * (the bench's logging floor) lets it.
+ * A tee run's own state. Each cycle tees what the guest's pipe holds into `scratch` (no
+ * copy: the pipe's pages are shared), splices `scratch` whole to the log (a file takes
+ * everything), then splices those same bytes from the guest's pipe to the client. `ahead`
+ * counts bytes already in the log but still at the head of the guest's pipe: no new tee
+ * until they reached the client (a tee always starts at the pipe's head), so the guest is
+ * held by the client exactly as on a plain run, and the log is never more than one tee
+ * ahead of it.
  */
 interface TeeState {
   readonly log: number;
   readonly scratchRead: number;
   readonly scratchWrite: number;
-  readonly holdRead: number;
-  readonly holdWrite: number;
-  /** Bytes in the log so far (the limit `left` counts bytes taken from the guest). */
+  /** Bytes in the log so far (the limit `left` counts these). */
   logged: number;
-  /** Bytes at the head of `hold` that are in the log, not yet at the client. */
-  held: number;
-  /** Bytes after those in `hold`, not yet in the log (only while a cycle runs, or after a log error). */
-  pending: number;
+  ahead: number;
 }
 
 const setup = workerData as WorkerSetup;
@@ -117,17 +107,13 @@ const fans = new FanoutRuns({
 
 function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', error?: string, unwritten?: Uint8Array): void {
   runs.delete(run.id);
-  const tee = run.tee;
-  // A tee run's `hold`: what it took from the guest and did not deliver goes back in order.
-  const kept = tee !== undefined && tee.held + tee.pending > 0 ? takeHeld(tee) : undefined;
   c.closeFd(run.from);
   c.closeFd(run.to);
+  const tee = run.tee;
   if (tee !== undefined) {
     c.closeFd(tee.log);
     c.closeFd(tee.scratchRead);
     c.closeFd(tee.scratchWrite);
-    c.closeFd(tee.holdRead);
-    c.closeFd(tee.holdWrite);
   }
   if (run.via !== undefined) {
     c.closeFd(run.via.readFd);
@@ -140,41 +126,13 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     waits: run.waits,
     end: reason,
     ...(error !== undefined ? { error } : {}),
-    ...(tee !== undefined ? { logged: tee.logged } : {}),
-    ...(kept !== undefined && kept.unsent.length > 0 ? { unsent: kept.unsent } : {}),
+    ...(tee !== undefined ? { logged: tee.logged, ahead: tee.ahead } : {}),
     // A copy: the message is cloned, and the buffer is reused by the next run.
-    ...(unwritten !== undefined
-      ? { unwritten: Uint8Array.from(unwritten) }
-      : kept !== undefined && kept.unlogged.length > 0
-        ? { unwritten: kept.unlogged }
-        : {}),
+    ...(unwritten !== undefined ? { unwritten: Uint8Array.from(unwritten) } : {}),
   });
   // A main thread waiting in `DataPlaneRun.stop` takes the message now.
   Atomics.add(endings, 0, 1);
   Atomics.notify(endings, 0);
-}
-
-/**
- * Read out what a tee run's `hold` has left: first the bytes already in the log (`unsent`:
- * for the client only), then any not logged yet (`unlogged`: as if just read from the guest).
- */
-function takeHeld(tee: TeeState): { unsent: Uint8Array; unlogged: Uint8Array } {
-  const all = new Uint8Array(tee.held + tee.pending);
-  const buf = Buffer.from(all.buffer, all.byteOffset, all.byteLength);
-  let got = 0;
-  while (got < all.length) {
-    const n = c.read(tee.holdRead, buf.subarray(got));
-    if (n > 0) {
-      got += n;
-      continue;
-    }
-    if (n < 0 && c.errno() === EINTR) continue;
-    // Cannot happen (the pipe is ours and holds these bytes); what is missing is lost, and
-    // the counts say so: only what was read is handed back.
-    break;
-  }
-  const logged = Math.min(tee.held, got);
-  return { unsent: all.subarray(0, logged), unlogged: all.subarray(logged, got) };
 }
 
 function pipeHolds(fd: number): boolean {
@@ -400,44 +358,43 @@ function publishTtyWakeups(): void {
 
 /**
  * Copy `n` bytes from the scratch pipe to the log. Returns 0, or the errno that stopped it;
- * what did reach the log is counted in `tee.logged` and moves from `pending` to `held`
- * either way.
+ * what did reach the log is counted in `tee.logged` and `tee.ahead` either way.
  */
 function logTeed(tee: TeeState, n: number): number {
   // The log is this device's own file, but the JavaScript path appends through another
   // open file description of it between runs: start at its end.
   c.lseek(tee.log, 0, SEEK_END);
   let done = 0;
-  let errno = 0;
   while (done < n) {
     const m = c.splice(tee.scratchRead, tee.log, n - done, SPLICE_F_MOVE);
     if (m > 0) {
       done += m;
       continue;
     }
-    errno = m === 0 ? EIO : c.errno();
+    const errno = m === 0 ? EIO : c.errno();
     if (errno === EINTR) continue;
-    break;
+    tee.logged += done;
+    tee.ahead += done;
+    return errno;
   }
-  tee.logged += done;
-  tee.held += done;
-  tee.pending -= done;
-  return done === n ? 0 : errno;
+  tee.logged += n;
+  tee.ahead += n;
+  return 0;
 }
 
-/** A tee run's transfers: take a chunk, log it, send it, until the run must wait or end. */
+/** A tee run's transfers: the log first, then the client, until the run must wait or end. */
 function stepTee(run: Run, tee: TeeState): void {
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
-    if (tee.held > 0) {
-      const n = c.splice(tee.holdRead, run.to, tee.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (tee.ahead > 0) {
+      const n = c.splice(run.from, run.to, tee.ahead, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         run.moved += n;
-        tee.held -= n;
+        tee.ahead -= n;
         continue;
       }
       const errno = n === 0 ? EIO : c.errno();
       if (errno === EINTR) continue;
-      // The bytes are in `hold`: EAGAIN can only mean the client is full.
+      // The bytes are in the pipe (teed): EAGAIN can only mean the client is full.
       if (errno === EAGAIN) waitRoom(run);
       else end(run, 'error', errnoName(errno));
       return;
@@ -447,33 +404,20 @@ function stepTee(run: Run, tee: TeeState): void {
       return;
     }
     const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
-    const n = c.splice(run.from, tee.holdWrite, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n <= 0) {
-      // `hold` is empty after every cycle: EAGAIN says the guest's pipe is.
-      if (sourceGaveNothing(run, n)) return;
-      continue;
-    }
-    tee.pending = n;
-    if (run.left > 0) run.left -= n;
-    // In the same cycle, so that between two cycles (a stop) every byte in `hold` is logged.
-    for (;;) {
-      // `hold` held nothing else and `scratch` is no smaller (data-plane.ts): one tee takes it all.
-      const t = c.tee(tee.holdRead, tee.scratchWrite, tee.pending, SPLICE_F_NONBLOCK);
-      const errno = t > 0 ? logTeed(tee, t) : t === 0 ? EIO : c.errno();
-      if (errno === EINTR) continue;
+    const n = c.tee(run.from, tee.scratchWrite, len, SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      const errno = logTeed(tee, n);
+      // `ahead` was 0 before this tee: it is now what this tee put in the log.
+      if (run.left > 0) run.left -= tee.ahead;
       if (errno !== 0) {
         // The main thread tells a log error from a client's by the prefix.
         end(run, 'error', `log:${errnoName(errno)}`);
         return;
       }
-      if (tee.pending > 0) {
-        // Not expected; a second tee would start at the head of `hold` again, at the bytes
-        // just logged. The rest goes back unlogged and the JavaScript path takes over.
-        end(run, 'error', 'ESHORTTEE');
-        return;
-      }
-      break;
+      continue;
     }
+    // The scratch pipe is empty after every cycle: EAGAIN says the guest's pipe is.
+    if (sourceGaveNothing(run, n)) return;
   }
 }
 
@@ -622,16 +566,7 @@ function takeMessages(): boolean {
       case 'startTee':
         // A tee run steps through `stepTee` even into a terminal: the log comes first.
         addRun(msg, msg.limitBytes, {
-          tee: {
-            log: msg.log,
-            scratchRead: msg.scratchRead,
-            scratchWrite: msg.scratchWrite,
-            holdRead: msg.holdRead,
-            holdWrite: msg.holdWrite,
-            logged: 0,
-            held: 0,
-            pending: 0,
-          },
+          tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
         });
         break;
       case 'fanout-start':

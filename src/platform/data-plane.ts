@@ -66,9 +66,8 @@ export interface RunSpec {
 
 /**
  * A run that also appends every byte to a log file before it goes to `to` (a `<log>`
- * beside a client): splice a chunk from the guest's pipe into a pipe of the run's own
- * (`hold`), tee(2) that into a scratch pipe, splice the scratch pipe to the log, then splice
- * `hold` to `to`. `limitBytes` counts bytes taken from the guest (the log's rotation point).
+ * beside a client): tee(2) into a scratch pipe, splice that to the log, then splice the
+ * guest's pipe to `to`. `limitBytes` counts bytes logged (the log's rotation point).
  */
 export interface TeeRunSpec extends RunSpec {
   /** The log file, opened without O_APPEND (splice refuses it). Duplicated. Each transfer starts at its end. */
@@ -99,15 +98,14 @@ export interface RunResult {
   /** Tee runs: bytes appended to the log by the whole run. */
   readonly logged?: number;
   /**
-   * Tee runs: of those, the bytes not yet at `to` when the run ended (at most one chunk),
-   * in order, before anything still in the source: the caller delivers them itself,
-   * without logging them again.
+   * Tee runs: of those, bytes not yet at `to` when the run ended. They are the next bytes
+   * of the source pipe, in the log already: the caller reads them and delivers them
+   * itself, without logging them again.
    */
-  readonly unsent?: Buffer;
+  readonly ahead?: number;
   /**
-   * A `copy` run that failed to write, or a tee run that failed to log: the bytes it had
-   * taken from the source and neither written nor logged (in order, after `unsent`, before
-   * anything still in the source). The caller takes them as if just read.
+   * A `copy` run that failed to write: the bytes it had read from the source and not written
+   * (in order, before anything still in the source). The caller takes them as if just read.
    */
   readonly unwritten?: Buffer;
 }
@@ -140,8 +138,6 @@ export type ToWorker =
       readonly log: number;
       readonly scratchRead: number;
       readonly scratchWrite: number;
-      readonly holdRead: number;
-      readonly holdWrite: number;
       readonly limitBytes: number;
       readonly graceMs: number;
     }
@@ -215,7 +211,7 @@ export type FromWorker =
       readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error';
       readonly error?: string;
       readonly logged?: number;
-      readonly unsent?: Uint8Array;
+      readonly ahead?: number;
       readonly unwritten?: Uint8Array;
     };
 
@@ -421,9 +417,8 @@ export class DataPlane {
   }
 
   /**
-   * A tee run (`TeeRunSpec`): every byte goes to the log, then to `to`. The run's two pipes
-   * (`hold`, a chunk taken from the source; the scratch pipe its tee goes to) are as large
-   * as the source, so one move takes all the source holds and one tee all `hold` holds.
+   * A tee run (`TeeRunSpec`): every byte goes to the log, then to `to`. The scratch pipe
+   * is as large as the source, so one tee takes all the source holds.
    */
   startTee(spec: TeeRunSpec, events: RunEvents): DataPlaneRun {
     if (this.#failed !== undefined) throw this.#failed;
@@ -442,13 +437,8 @@ export class DataPlane {
       fds.push(copy);
     }
     let scratch: PipeEnds;
-    let hold: PipeEnds;
     try {
       scratch = makePipe({ nonBlocking: true, size: pipeSize(spec.from) ?? 1024 * 1024 });
-      fds.push(scratch.readFd, scratch.writeFd);
-      // Asked the scratch pipe's own size: if the per-user limit refuses it, `hold` keeps
-      // the default, smaller, so one tee of `hold` always fits the scratch pipe.
-      hold = makePipe({ nonBlocking: true, size: pipeSize(scratch.readFd) ?? 64 * 1024 });
     } catch (e) {
       closeAll();
       throw e;
@@ -456,7 +446,7 @@ export class DataPlane {
     const [from, to, log] = fds as [number, number, number];
     const id = this.#nextId++;
     const run = new DataPlaneRun(this, id);
-    this.#runs.set(id, { run, events, from, to, more: [log, scratch.readFd, scratch.writeFd, hold.readFd, hold.writeFd] });
+    this.#runs.set(id, { run, events, from, to, more: [log, scratch.readFd, scratch.writeFd] });
     this.#port.ref();
     this.send({
       op: 'startTee',
@@ -466,8 +456,6 @@ export class DataPlane {
       log,
       scratchRead: scratch.readFd,
       scratchWrite: scratch.writeFd,
-      holdRead: hold.readFd,
-      holdWrite: hold.writeFd,
       limitBytes: spec.limitBytes ?? -1,
       graceMs: spec.graceMs,
     });
@@ -543,16 +531,14 @@ export class DataPlane {
     this.#runs.delete(m.id);
     if (this.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
-    const buf = (u: Uint8Array | undefined): Buffer | undefined =>
-      u !== undefined && u.length > 0 ? Buffer.from(u.buffer, u.byteOffset, u.length) : undefined;
-    const unsent = buf(m.unsent);
-    const unwritten = buf(m.unwritten);
+    const unwritten =
+      m.unwritten !== undefined && m.unwritten.length > 0 ? Buffer.from(m.unwritten.buffer, m.unwritten.byteOffset, m.unwritten.length) : undefined;
     active.events.ended({
       moved: m.moved,
       waits: m.waits,
       end,
       ...(m.logged !== undefined ? { logged: m.logged } : {}),
-      ...(unsent !== undefined ? { unsent } : {}),
+      ...(m.ahead !== undefined ? { ahead: m.ahead } : {}),
       ...(unwritten !== undefined ? { unwritten } : {}),
     });
   }

@@ -1,9 +1,9 @@
 /**
  * The kernel path with a `<log>` beside the client, and `<cd:history>`: a tcp or unix server
  * device whose only client is the writer tees every byte to its log on the data-plane thread
- * (each chunk moved from the guest's pipe into the run's own, tee(2) into a scratch pipe
- * spliced to the file, then the run's pipe spliced to the socket), and the history is brought
- * up to date from the log whenever a run ends — the hub ends it before any client comes.
+ * (tee(2) into a scratch pipe spliced to the file, then the guest's pipe spliced to the
+ * socket), and the history is brought up to date from the log whenever a run ends — the hub
+ * ends it before any client comes.
  *
  * Real processes: a Python guest writing a random stream to a `guestPipe` (64 KiB a write,
  * pausing now and then so the pipe goes back and forth between libuv and the thread), Python
@@ -341,8 +341,9 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
     timeout: 60000,
   }, async (ctx) => {
     // prlimit(1) changes this process's limit for the test's span: the thread's splice into
-    // the log then fails as on a full disk, after a partial write, with a chunk taken from
-    // the guest and not yet logged, which must reach the client (and the history) in order.
+    // the log then fails as on a full disk, after a partial write. What the run logged and
+    // had not sent, and what it had not logged, must still reach the client (and the
+    // history) in order, by the JavaScript path, which reports the log's error.
     const limits = spawnSync('prlimit', ['--pid', String(process.pid), '--fsize', '--output=SOFT,HARD', '--noheadings', '--raw'], { encoding: 'utf8' });
     if (limits.status !== 0) {
       ctx.skip(`prlimit(1) is not usable here: ${limits.stderr || limits.error?.message}`);
