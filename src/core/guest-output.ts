@@ -37,7 +37,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { FedDevice, KernelTarget } from './guest-side.ts';
+import type { FedDevice, KernelTarget, KernelTee } from './guest-side.ts';
 import { OutputPump } from './output-pump.ts';
 import { isRegularFile } from './files.ts';
 import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
@@ -543,16 +543,35 @@ export class GuestOutput {
     if ((n > 0 || l > 0) && !this.#closed) this.#movedBy(Math.max(n, 0));
   }
 
+  /**
+   * A tee run ended with `ahead` bytes in the log but still at the head of the pipe: read
+   * them out (nothing else reads the pipe now) and hand them to the device for the client,
+   * so the next read — by libuv or a run — starts after them and nothing is logged twice.
+   */
+  #takeAhead(tee: KernelTee, ahead: number): void {
+    const data = Buffer.allocUnsafe(ahead);
+    let got = 0;
+    while (got < ahead) {
+      let n: number;
+      try {
+        n = fs.readSync(this.#fd, data, got, ahead - got, null);
+      } catch {
+        break;
+      }
+      if (n <= 0) break;
+      got += n;
+    }
+    if (got === 0) return;
+    tee.unsent(data.subarray(0, got));
+    if (!this.#closed) this.#movedBy(got);
+  }
+
   #runEnded(target: KernelTarget, r: RunResult): void {
     this.#runProgress(target, r.moved, r.waits, r.logged);
     this.#run = undefined;
     const tee = target.tee;
     if (tee !== undefined) {
-      // In the log already, taken from the pipe before anything still in it: the client's.
-      if (r.unsent !== undefined) {
-        tee.unsent(r.unsent);
-        if (!this.#closed) this.#movedBy(r.unsent.length);
-      }
+      if ((r.ahead ?? 0) > 0) this.#takeAhead(tee, r.ahead ?? 0);
       tee.ended(r.logged ?? 0);
     }
     if (this.#closed) return;
@@ -584,9 +603,9 @@ export class GuestOutput {
         // reports it as a write does) ends the kernel path for this source.
         this.#kernelCapable = false;
         if (r.unwritten !== undefined) {
-          // Taken from the pipe but not written (a copy run) or not logged (a tee run): they
-          // come before anything the reader reads next, and the device's write reports the
-          // failure as it does for any chunk.
+          // Read from the pipe but not written (a copy run): they come before anything the
+          // reader reads next, and the device's write reports the failure as it does for
+          // any chunk.
           this.#pump.push(r.unwritten);
           this.#movedBy(r.unwritten.length);
           if (this.#held || this.#closed) return;

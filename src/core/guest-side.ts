@@ -59,7 +59,7 @@ export interface KernelTee {
   readonly fd: number;
   /** `n` more bytes were appended to the log: the device accepted them from the guest. */
   logged(n: number): void;
-  /** Bytes the run logged but did not move to `fd` (the client), handed back in order when it ended: deliver them, never log them again. */
+  /** Bytes the run logged but did not move to `fd` (the client): the caller read them from the pipe; deliver them, never log them again. */
   unsent(data: Buffer): void;
   /** The run is over and logged `loggedBytes` in all (its history is brought up to date from the log). */
   ended(loggedBytes: number): void;

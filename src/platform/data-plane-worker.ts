@@ -65,31 +65,21 @@ interface Run {
 }
 
 /**
- * Most bytes a tee run reads from the guest's pipe at a time: the log is never more than
- * this ahead of the client, and no more than this is held here while the client is full —
- * the writer's bound on the JavaScript path (256 KiB in flight).
- */
-const TEE_BYTES = 256 * 1024;
-
-/**
- * A tee run's own state. Each cycle reads a chunk from the guest's pipe into `buf` (the guest
- * refills its pipe at once), writes it whole to the log, then writes it to the client; the
- * next chunk is read only once the client has all of it, so the guest is held by the client
- * as on a plain run and the log is never more than one chunk ahead of it.
- *
- * Measured against tee(2) into a scratch pipe spliced to the log: a splice into a file
- * copies with the kernel's memcpy, which on this VM (no ERMS/FSRM exposed) is a plain mov
- * loop — 18 % of all CPU samples of a log + history run, against `rep movs` for a write(2)
- * from a buffer (docs/performance-notes.md).
+ * A tee run's own state. Each cycle tees what the guest's pipe holds into `scratch` (no
+ * copy: the pipe's pages are shared), splices `scratch` whole to the log (a file takes
+ * everything), then splices those same bytes from the guest's pipe to the client. `ahead`
+ * counts bytes already in the log but still at the head of the guest's pipe: no new tee
+ * until they reached the client (a tee always starts at the pipe's head), so the guest is
+ * held by the client exactly as on a plain run, and the log is never more than one tee
+ * ahead of it.
  */
 interface TeeState {
   readonly log: number;
-  readonly buf: Buffer;
-  /** Bytes in the log so far. */
+  readonly scratchRead: number;
+  readonly scratchWrite: number;
+  /** Bytes in the log so far (the limit `left` counts these). */
   logged: number;
-  /** `buf[start, end)`: logged, not yet at the client. */
-  start: number;
-  end: number;
+  ahead: number;
 }
 
 const setup = workerData as WorkerSetup;
@@ -120,7 +110,11 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
   c.closeFd(run.from);
   c.closeFd(run.to);
   const tee = run.tee;
-  if (tee !== undefined) c.closeFd(tee.log);
+  if (tee !== undefined) {
+    c.closeFd(tee.log);
+    c.closeFd(tee.scratchRead);
+    c.closeFd(tee.scratchWrite);
+  }
   if (run.via !== undefined) {
     c.closeFd(run.via.readFd);
     c.closeFd(run.via.writeFd);
@@ -132,9 +126,7 @@ function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', e
     waits: run.waits,
     end: reason,
     ...(error !== undefined ? { error } : {}),
-    ...(tee !== undefined ? { logged: tee.logged } : {}),
-    // Taken from the guest and logged, not yet at the client: the main thread delivers them.
-    ...(tee !== undefined && tee.end > tee.start ? { unsent: Uint8Array.from(tee.buf.subarray(tee.start, tee.end)) } : {}),
+    ...(tee !== undefined ? { logged: tee.logged, ahead: tee.ahead } : {}),
     // A copy: the message is cloned, and the buffer is reused by the next run.
     ...(unwritten !== undefined ? { unwritten: Uint8Array.from(unwritten) } : {}),
   });
@@ -364,19 +356,45 @@ function publishTtyWakeups(): void {
   ttyWakeups = 0;
 }
 
-/** A tee run's transfers: read a chunk, log it, send it, until the run must wait or end. */
+/**
+ * Copy `n` bytes from the scratch pipe to the log. Returns 0, or the errno that stopped it;
+ * what did reach the log is counted in `tee.logged` and `tee.ahead` either way.
+ */
+function logTeed(tee: TeeState, n: number): number {
+  // The log is this device's own file, but the JavaScript path appends through another
+  // open file description of it between runs: start at its end.
+  c.lseek(tee.log, 0, SEEK_END);
+  let done = 0;
+  while (done < n) {
+    const m = c.splice(tee.scratchRead, tee.log, n - done, SPLICE_F_MOVE);
+    if (m > 0) {
+      done += m;
+      continue;
+    }
+    const errno = m === 0 ? EIO : c.errno();
+    if (errno === EINTR) continue;
+    tee.logged += done;
+    tee.ahead += done;
+    return errno;
+  }
+  tee.logged += n;
+  tee.ahead += n;
+  return 0;
+}
+
+/** A tee run's transfers: the log first, then the client, until the run must wait or end. */
 function stepTee(run: Run, tee: TeeState): void {
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
-    if (tee.end > tee.start) {
-      const n = c.write(run.to, tee.buf.subarray(tee.start, tee.end));
+    if (tee.ahead > 0) {
+      const n = c.splice(run.from, run.to, tee.ahead, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         run.moved += n;
-        tee.start += n;
+        tee.ahead -= n;
         continue;
       }
       const errno = n === 0 ? EIO : c.errno();
       if (errno === EINTR) continue;
-      // The client's fd is non-blocking (Node's socket, the pty master): EAGAIN says it is full.
+      // The bytes are in the pipe (teed): EAGAIN can only mean the client is full.
       if (errno === EAGAIN) waitRoom(run);
       else end(run, 'error', errnoName(errno));
       return;
@@ -385,36 +403,21 @@ function stepTee(run: Run, tee: TeeState): void {
       end(run, 'limit');
       return;
     }
-    const len = run.left > 0 ? Math.min(run.left, TEE_BYTES) : TEE_BYTES;
-    const n = c.read(run.from, len === TEE_BYTES ? tee.buf : tee.buf.subarray(0, len));
-    if (n <= 0) {
-      if (sourceGaveNothing(run, n)) return;
+    const len = run.left > 0 ? Math.min(run.left, SPLICE_CHUNK) : SPLICE_CHUNK;
+    const n = c.tee(run.from, tee.scratchWrite, len, SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      const errno = logTeed(tee, n);
+      // `ahead` was 0 before this tee: it is now what this tee put in the log.
+      if (run.left > 0) run.left -= tee.ahead;
+      if (errno !== 0) {
+        // The main thread tells a log error from a client's by the prefix.
+        end(run, 'error', `log:${errnoName(errno)}`);
+        return;
+      }
       continue;
     }
-    if (run.left > 0) run.left -= n;
-    // The log is this device's own file, but the JavaScript path appends through another
-    // open file description of it between runs: write at its end.
-    c.lseek(tee.log, 0, SEEK_END);
-    let done = 0;
-    while (done < n) {
-      const w = c.write(tee.log, tee.buf.subarray(done, n));
-      if (w > 0) {
-        done += w;
-        continue;
-      }
-      const errno = w === 0 ? EIO : c.errno();
-      if (errno === EINTR) continue;
-      // What reached the log goes to the client as logged; the rest back as if just read.
-      tee.logged += done;
-      tee.start = 0;
-      tee.end = done;
-      // The main thread tells a log error from a client's by the prefix.
-      end(run, 'error', `log:${errnoName(errno)}`, tee.buf.subarray(done, n));
-      return;
-    }
-    tee.logged += n;
-    tee.start = 0;
-    tee.end = n;
+    // The scratch pipe is empty after every cycle: EAGAIN says the guest's pipe is.
+    if (sourceGaveNothing(run, n)) return;
   }
 }
 
@@ -562,7 +565,9 @@ function takeMessages(): boolean {
         break;
       case 'startTee':
         // A tee run steps through `stepTee` even into a terminal: the log comes first.
-        addRun(msg, msg.limitBytes, { tee: { log: msg.log, buf: Buffer.allocUnsafe(TEE_BYTES), logged: 0, start: 0, end: 0 } });
+        addRun(msg, msg.limitBytes, {
+          tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
+        });
         break;
       case 'fanout-start':
         fans.start(msg);

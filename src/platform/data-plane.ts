@@ -26,7 +26,7 @@
 import * as fs from 'node:fs';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { NativeUnavailableError, libc } from './native.ts';
-import { makePipe, type PipeEnds } from './splice.ts';
+import { makePipe, pipeSize, type PipeEnds } from './splice.ts';
 import { errnoName } from './platform.ts';
 
 /** Why a run ended. */
@@ -66,9 +66,8 @@ export interface RunSpec {
 
 /**
  * A run that also appends every byte to a log file before it goes to `to` (a `<log>`
- * beside a client): read a chunk from the guest's pipe into a buffer of the run's own, write
- * it to the log, then to `to`. `limitBytes` counts bytes taken from the guest (the log's
- * rotation point).
+ * beside a client): tee(2) into a scratch pipe, splice that to the log, then splice the
+ * guest's pipe to `to`. `limitBytes` counts bytes logged (the log's rotation point).
  */
 export interface TeeRunSpec extends RunSpec {
   /** The log file, opened without O_APPEND (splice refuses it). Duplicated. Each transfer starts at its end. */
@@ -99,15 +98,14 @@ export interface RunResult {
   /** Tee runs: bytes appended to the log by the whole run. */
   readonly logged?: number;
   /**
-   * Tee runs: of those, the bytes not yet at `to` when the run ended (at most one chunk), in
-   * order, before anything still in the source: the caller delivers them itself, without
-   * logging them again.
+   * Tee runs: of those, bytes not yet at `to` when the run ended. They are the next bytes
+   * of the source pipe, in the log already: the caller reads them and delivers them
+   * itself, without logging them again.
    */
-  readonly unsent?: Buffer;
+  readonly ahead?: number;
   /**
-   * A `copy` run that failed to write, or a tee run that failed to log: the bytes it had read
-   * from the source and neither written nor logged (in order, after `unsent`, before anything
-   * still in the source). The caller takes them as if just read.
+   * A `copy` run that failed to write: the bytes it had read from the source and not written
+   * (in order, before anything still in the source). The caller takes them as if just read.
    */
   readonly unwritten?: Buffer;
 }
@@ -131,13 +129,15 @@ export type ToWorker =
       readonly seekEnd: boolean;
       readonly copy: boolean;
     }
-  /** A tee run (`TeeRunSpec`). */
+  /** A tee run (`TeeRunSpec`); the worker owns the scratch pipe's ends and closes them. */
   | {
       readonly op: 'startTee';
       readonly id: number;
       readonly from: number;
       readonly to: number;
       readonly log: number;
+      readonly scratchRead: number;
+      readonly scratchWrite: number;
       readonly limitBytes: number;
       readonly graceMs: number;
     }
@@ -211,7 +211,7 @@ export type FromWorker =
       readonly end: 'stopped' | 'eof' | 'idle' | 'limit' | 'error';
       readonly error?: string;
       readonly logged?: number;
-      readonly unsent?: Uint8Array;
+      readonly ahead?: number;
       readonly unwritten?: Uint8Array;
     };
 
@@ -287,7 +287,7 @@ interface Active {
   readonly events: RunEvents;
   readonly from: number;
   readonly to: number;
-  /** More fds the worker owns for the run (a tee run's log, a via run's pipe). */
+  /** More fds the worker owns for the run (a tee run's log and scratch pipe, a via run's pipe). */
   readonly more?: readonly number[];
 }
 
@@ -416,7 +416,10 @@ export class DataPlane {
     return run;
   }
 
-  /** A tee run (`TeeRunSpec`): every byte goes to the log, then to `to`. */
+  /**
+   * A tee run (`TeeRunSpec`): every byte goes to the log, then to `to`. The scratch pipe
+   * is as large as the source, so one tee takes all the source holds.
+   */
   startTee(spec: TeeRunSpec, events: RunEvents): DataPlaneRun {
     if (this.#failed !== undefined) throw this.#failed;
     const c = libc();
@@ -433,10 +436,17 @@ export class DataPlane {
       }
       fds.push(copy);
     }
+    let scratch: PipeEnds;
+    try {
+      scratch = makePipe({ nonBlocking: true, size: pipeSize(spec.from) ?? 1024 * 1024 });
+    } catch (e) {
+      closeAll();
+      throw e;
+    }
     const [from, to, log] = fds as [number, number, number];
     const id = this.#nextId++;
     const run = new DataPlaneRun(this, id);
-    this.#runs.set(id, { run, events, from, to, more: [log] });
+    this.#runs.set(id, { run, events, from, to, more: [log, scratch.readFd, scratch.writeFd] });
     this.#port.ref();
     this.send({
       op: 'startTee',
@@ -444,6 +454,8 @@ export class DataPlane {
       from,
       to,
       log,
+      scratchRead: scratch.readFd,
+      scratchWrite: scratch.writeFd,
       limitBytes: spec.limitBytes ?? -1,
       graceMs: spec.graceMs,
     });
@@ -519,16 +531,14 @@ export class DataPlane {
     this.#runs.delete(m.id);
     if (this.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
-    const buf = (u: Uint8Array | undefined): Buffer | undefined =>
-      u !== undefined && u.length > 0 ? Buffer.from(u.buffer, u.byteOffset, u.length) : undefined;
-    const unsent = buf(m.unsent);
-    const unwritten = buf(m.unwritten);
+    const unwritten =
+      m.unwritten !== undefined && m.unwritten.length > 0 ? Buffer.from(m.unwritten.buffer, m.unwritten.byteOffset, m.unwritten.length) : undefined;
     active.events.ended({
       moved: m.moved,
       waits: m.waits,
       end,
       ...(m.logged !== undefined ? { logged: m.logged } : {}),
-      ...(unsent !== undefined ? { unsent } : {}),
+      ...(m.ahead !== undefined ? { ahead: m.ahead } : {}),
       ...(unwritten !== undefined ? { unwritten } : {}),
     });
   }

@@ -288,7 +288,7 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       timeout: 60000,
     }, async (ctx) => {
       const bytes = 32 * MiB;
-      const rig = await Rig.make(ctx, root, kind, bytes, { extra: "<cd:clients max='2' queue='4194304'/>" });
+      const rig = await Rig.make(ctx, root, kind, bytes, { extra: "<cd:clients max='2'/>" });
       const writer = await rig.client();
       await waitFor(() => rig.device.hub.size === 1, 'the writer to be seen', 5000);
       rig.start();
