@@ -95,6 +95,7 @@
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
  *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
  *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
+ *   Every side starts FILE_SETTLE_MS after the side before it removed its file (why: there).
  *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
  *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
  *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
@@ -1309,6 +1310,20 @@ fs.closeSync(out);
 `;
 
 /**
+ * How long every side of the file rows waits, after the side before it removed its file,
+ * before it starts (chardev's host start-up, ~1 s under tsx, comes on top, before its clock).
+ * On this VM the pages a removed file frees are reported to the host within about a second
+ * (virtio-balloon free page reporting), and the next first touch of each is a host fault:
+ * the same `cat`-like relay (64 KiB pipe, 128 KiB reads) writing 1 GiB spent 0.38–0.45 s of
+ * system time when started at once or 0.5 s after the removal, 0.65–0.84 s when started 1, 2,
+ * 3 or 5 s after it (3 runs of each, alternated). Without a wait `cat` started at once and
+ * chardev's sides a second later, after their host's start-up: `cat` wrote into pages just
+ * freed, chardev into pages handed back. With it every side starts from pages handed back,
+ * as a device's log on a long-running machine does.
+ */
+const FILE_SETTLE_MS = 2000;
+
+/**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
  * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
  * splice into the file, the minimal read/write relay, cat's loop in Node); one `cat` per repetition is the peer
@@ -1341,8 +1356,12 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
   const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cat: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
+  // The first side too: a measurement before this one may have just removed a file of its own.
+  let removedAt = performance.now();
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const who of rotate(sides, rep)) {
+      // Every side starts alike: FILE_SETTLE_MS after the side before it removed its file.
+      await sleep(Math.max(0, removedAt + FILE_SETTLE_MS - performance.now()));
       ctx.log(`file write: ${label[who]}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
       const dir = makeScratch('chardev-bench-');
       try {
@@ -1399,6 +1418,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       } finally {
         // Removing the file at once frees its dirty pages instead of writing them back during the next run.
         removeScratch(dir);
+        removedAt = performance.now();
       }
     }
   }

@@ -12,7 +12,7 @@
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -336,6 +336,54 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       report(`${kind} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
   }
+
+  it('tcp: a <log> that stops taking bytes mid-stream (RLIMIT_FSIZE) holds the stream up to the limit; the client still gets every byte, in order', {
+    timeout: 60000,
+  }, async (ctx) => {
+    // prlimit(1) changes this process's limit for the test's span: the thread's splice into
+    // the log then fails as on a full disk, after a partial write. What the run logged and
+    // had not sent, and what it had not logged, must still reach the client (and the
+    // history) in order, by the JavaScript path, which reports the log's error.
+    const limits = spawnSync('prlimit', ['--pid', String(process.pid), '--fsize', '--output=SOFT,HARD', '--noheadings', '--raw'], { encoding: 'utf8' });
+    if (limits.status !== 0) {
+      ctx.skip(`prlimit(1) is not usable here: ${limits.stderr || limits.error?.message}`);
+      return;
+    }
+    const [soft, hard] = limits.stdout.trim().split(/\s+/);
+    const set = (value: string): void => {
+      const done = spawnSync('prlimit', ['--pid', String(process.pid), `--fsize=${value}`], { encoding: 'utf8' });
+      assert.equal(done.status, 0, `prlimit --fsize=${value}: ${done.stderr}`);
+    };
+    const bytes = 16 * MiB;
+    // Odd, so the limit falls inside a chunk.
+    const limit = 5 * MiB + 12345;
+    const rig = await Rig.make(ctx, root, 'tcp', bytes, { logAttrs: " append='off'" });
+    const errors: string[] = [];
+    rig.device.on('error', (e: Error & { code?: string }) => errors.push(`${e.code ?? ''}: ${e.message}`));
+    const peer = await rig.client();
+    await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
+    set(`${limit}:${hard ?? 'unlimited'}`);
+    let r: Read;
+    try {
+      rig.start();
+      r = await rig.read(peer, bytes);
+      await rig.output.ended;
+    } finally {
+      set(`${soft ?? 'unlimited'}:${hard ?? 'unlimited'}`);
+    }
+    assert.equal(r.got, bytes);
+    assert.equal(r.sha, sha256(rig.data), 'sha256 of what the client got: every byte, in order, across the log failing');
+    const log = fs.readFileSync(rig.log);
+    assert.equal(log.length, limit, 'the log grew to the limit');
+    assert.equal(sha256(log), sha256(rig.data.subarray(0, limit)), 'sha256 of the log: the stream up to the limit');
+    assert.ok(rig.output.stats.spliced > 0, 'the data-plane thread moved bytes before the log failed');
+    assert.deepEqual(rig.device.counters, { bytesFromGuest: bytes, bytesToGuest: 0, dropped: 0 });
+    assert.equal(rig.device.hub.clients()[0]?.bytesSent, bytes, "the client's bytes-sent");
+    assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'the history is the last MiB');
+    assert.ok(errors.length >= 1, 'the log error was reported');
+    assert.match(errors[0] ?? '', /File too large|EFBIG/);
+    report(`tcp <log> at RLIMIT_FSIZE: ${pct(rig.output.stats.spliced, bytes)} by the thread; ${errors.join('; ')}`);
+  });
 
   it("tcp: <log file='/dev/null'> keeps the history on the JavaScript path (it cannot be read back from the log), and exact", {
     timeout: 60000,
