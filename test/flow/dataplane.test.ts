@@ -5,7 +5,7 @@
  * then, so the output goes back and forth between the data-plane thread and libuv), a
  * Python reader on the pty's slave. Every check is count + sha256 of what arrived.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -59,6 +59,7 @@ keep.close()
 print(got, h.hexdigest(), flush=True)
 `;
 import { FILE_GUEST_PY } from '../helpers/file-guest-py.ts';
+import { fileSizeLimit } from '../helpers/fsize-limit.ts';
 
 interface Rig {
   readonly dir: string;
@@ -484,18 +485,12 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
   it('a file device and a <log> that stop taking bytes mid-stream (RLIMIT_FSIZE: a short write, then EFBIG) hold the stream up to the limit; no byte goes uncounted', {
     timeout: 60000,
   }, async (ctx) => {
-    // prlimit(1) changes this process's limit for the test's span: the thread's write(2) to
-    // the file then fails the way a full disk does, after a partial write.
-    const limits = spawnSync('prlimit', ['--pid', String(process.pid), '--fsize', '--output=SOFT,HARD', '--noheadings', '--raw'], { encoding: 'utf8' });
-    if (limits.status !== 0) {
-      ctx.skip(`prlimit(1) is not usable here: ${limits.stderr || limits.error?.message}`);
+    // The thread's write(2) to the file then fails the way a full disk does, after a partial write.
+    const limiter = fileSizeLimit();
+    if (typeof limiter === 'string') {
+      ctx.skip(limiter);
       return;
     }
-    const [soft, hard] = limits.stdout.trim().split(/\s+/);
-    const set = (value: string): void => {
-      const done = spawnSync('prlimit', ['--pid', String(process.pid), `--fsize=${value}`], { encoding: 'utf8' });
-      assert.equal(done.status, 0, `prlimit --fsize=${value}: ${done.stderr}`);
-    };
     const bytes = 16 * MiB;
     // Odd, so the limit falls inside a transfer.
     const limit = 5 * MiB + 12345;
@@ -510,13 +505,10 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
       );
       const errors: string[] = [];
       r.device.on('error', (e: Error & { code?: string }) => errors.push(`${e.code ?? ''}: ${e.message}`));
-      set(`${limit}:${hard ?? 'unlimited'}`);
-      try {
+      await limiter.within(limit, async () => {
         r.start();
         await r.output.ended;
-      } finally {
-        set(`${soft ?? 'unlimited'}:${hard ?? 'unlimited'}`);
-      }
+      });
       const file = fs.readFileSync(path.join(r.dir, 'out'));
       assert.equal(file.length, limit, `${kind}: the file grew to the limit`);
       assert.equal(sha256(file), sha256(r.data.subarray(0, limit)), `${kind}: sha256 of the file: the stream up to the limit`);

@@ -12,7 +12,7 @@
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -90,6 +90,7 @@ while got < n:
 print(got, h.hexdigest(), flush=True)
 `;
 import { FILE_GUEST_PY } from '../helpers/file-guest-py.ts';
+import { fileSizeLimit } from '../helpers/fsize-limit.ts';
 
 interface Read {
   readonly got: number;
@@ -343,20 +344,14 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
   it('tcp: a <log> that stops taking bytes mid-stream (RLIMIT_FSIZE) holds the stream up to the limit; the client still gets every byte, in order', {
     timeout: 60000,
   }, async (ctx) => {
-    // prlimit(1) changes this process's limit for the test's span: the thread's splice into
-    // the log then fails as on a full disk, after a partial write. What the run logged and
-    // had not sent, and what it had not logged, must still reach the client (and the
-    // history) in order, by the JavaScript path, which reports the log's error.
-    const limits = spawnSync('prlimit', ['--pid', String(process.pid), '--fsize', '--output=SOFT,HARD', '--noheadings', '--raw'], { encoding: 'utf8' });
-    if (limits.status !== 0) {
-      ctx.skip(`prlimit(1) is not usable here: ${limits.stderr || limits.error?.message}`);
+    // The thread's splice into the log then fails as on a full disk, after a partial write.
+    // What the run logged and had not sent, and what it had not logged, must still reach the
+    // client (and the history) in order, by the JavaScript path, which reports the log's error.
+    const limiter = fileSizeLimit();
+    if (typeof limiter === 'string') {
+      ctx.skip(limiter);
       return;
     }
-    const [soft, hard] = limits.stdout.trim().split(/\s+/);
-    const set = (value: string): void => {
-      const done = spawnSync('prlimit', ['--pid', String(process.pid), `--fsize=${value}`], { encoding: 'utf8' });
-      assert.equal(done.status, 0, `prlimit --fsize=${value}: ${done.stderr}`);
-    };
     const bytes = 16 * MiB;
     // Odd, so the limit falls inside a chunk.
     const limit = 5 * MiB + 12345;
@@ -365,15 +360,12 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
     rig.device.on('error', (e: Error & { code?: string }) => errors.push(`${e.code ?? ''}: ${e.message}`));
     const peer = await rig.client();
     await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
-    set(`${limit}:${hard ?? 'unlimited'}`);
-    let r: Read;
-    try {
+    const r = await limiter.within(limit, async () => {
       rig.start();
-      r = await rig.read(peer, bytes);
+      const got = await rig.read(peer, bytes);
       await rig.output.ended;
-    } finally {
-      set(`${soft ?? 'unlimited'}:${hard ?? 'unlimited'}`);
-    }
+      return got;
+    });
     assert.equal(r.got, bytes);
     assert.equal(r.sha, sha256(rig.data), 'sha256 of what the client got: every byte, in order, across the log failing');
     const log = fs.readFileSync(rig.log);
