@@ -330,17 +330,26 @@ export class Chardev {
       },
       full: () => {},
       unsent: (data) => {
-        // Before any client change (the hub stops the run first): as if the run had written
-        // them just before it stopped; a transport already gone got none of them.
+        // As if the run had written them just before it stopped.
         this.#fromGuest += data.length;
-        if (writer.detached) {
-          this.#discarded += data.length;
-          return;
-        }
-        writer.sink.send(data);
-        writer.bytesSent += data.length;
+        this.#handBack(writer, data);
       },
     };
+  }
+
+  /**
+   * Bytes a run took for `writer` and did not write to it, at the run's end — before any
+   * client change, as the hub stops the run first: the writer is still there unless its
+   * transport already went, and then, as for any byte sent to a client that is gone,
+   * nobody got them.
+   */
+  #handBack(writer: HubClient, data: Buffer): void {
+    if (writer.detached) {
+      this.#discarded += data.length;
+      return;
+    }
+    writer.sink.send(data);
+    writer.bytesSent += data.length;
   }
 
   /**
@@ -374,17 +383,8 @@ export class Chardev {
           this.#fromGuest += n;
           file.commit(n);
         },
-        unsent: (data) => {
-          // Before any client change (the hub stops the run first): the writer is still
-          // there unless its transport already went, and then, as for any byte sent to a
-          // client that is gone, nobody got it.
-          if (writer.detached) {
-            this.#discarded += data.length;
-            return;
-          }
-          writer.sink.send(data);
-          writer.bytesSent += data.length;
-        },
+        // Logged already (`logged` counted them from the guest), not yet sent.
+        unsent: (data) => this.#handBack(writer, data),
         ended: (loggedBytes) => {
           if (history === undefined || loggedBytes === 0) return;
           history.appendTail(log.readTail(Math.min(loggedBytes, history.sizeBytes)), loggedBytes);

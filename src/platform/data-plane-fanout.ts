@@ -25,11 +25,10 @@ import type { FanoutStartMsg, FanoutViewerCount, FromWorker } from './data-plane
 import type { Libc } from './native.ts';
 import { errnoName } from './platform.ts';
 import { POLLIN, POLLOUT, EAGAIN, EINTR } from './linux-abi.ts';
+import { reportAt } from './data-plane-schedule.ts';
 
 /** Guest cycles of one run before the other runs (and the wake pipe) get a look. */
 const CYCLES_PER_TURN = 16;
-const REPORT_MS = 20;
-const QUIET_REPORT_MS = 1;
 
 interface Out {
   readonly sock: number;
@@ -363,11 +362,6 @@ export class FanoutRuns {
 
 function counts(fan: Fan): FanoutViewerCount[] {
   return fan.viewers.map((v) => ({ clientId: v.clientId, sent: v.sent, missed: v.missed, untold: v.untold }));
-}
-
-function reportAt(fan: Fan): number {
-  const regular = fan.reportedAt + REPORT_MS;
-  return fan.idleAt === undefined ? regular : Math.min(regular, fan.idleAt - fan.graceMs + QUIET_REPORT_MS);
 }
 
 /** The missed-output notice for what `v` missed so far, which it now counts as told. */

@@ -17,6 +17,7 @@ import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './data-plane.ts';
 import { FanoutRuns, type FanPoll } from './data-plane-fanout.ts';
+import { REPORT_MS, reportAt } from './data-plane-schedule.ts';
 import { POLLIN, POLLOUT, FIONREAD, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, EAGAIN, EINTR, EIO, SEEK_END } from './linux-abi.ts';
 
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the destination takes. */
@@ -29,15 +30,6 @@ const SPLICE_CHUNK = 16 * 1024 * 1024;
 const COPY_BYTES = 1024 * 1024;
 /** Transfers of one run before the others (and the wake pipe) get a look. */
 const SPLICES_PER_TURN = 64;
-/** Most time between two progress reports of a run that moves bytes. */
-const REPORT_MS = 20;
-/**
- * A run whose source has been empty this long reports what it moved at once: the guest
- * paused or finished, and whoever waits for its last byte (`onMoved`) should not wait
- * REPORT_MS. A streaming guest refills the pipe within microseconds, so this costs no
- * message per chunk.
- */
-const QUIET_REPORT_MS = 1;
 
 interface Run {
   readonly id: number;
@@ -506,12 +498,6 @@ function stepVia(run: Run): void {
     }
     return;
   }
-}
-
-/** When the run's unreported bytes are due to be reported. */
-function reportAt(run: Run): number {
-  const regular = run.reportedAt + REPORT_MS;
-  return run.idleAt === undefined ? regular : Math.min(regular, run.idleAt - run.graceMs + QUIET_REPORT_MS);
 }
 
 function report(now: number): void {
