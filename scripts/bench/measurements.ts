@@ -395,7 +395,7 @@ interface StreamOptions {
   readonly logAndHistory?: boolean;
   /** ReaderArgs.markBytes. */
   readonly markBytes?: number;
-  /** performance.now() before which the reader does not start (`settledReader`). */
+  /** performance.now() before which the reader does not start (SIDE_SETTLE_MS). */
   readonly readerAt?: number;
 }
 
