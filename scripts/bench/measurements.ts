@@ -564,8 +564,8 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number, rea
  * ~1.5–2× as much. Measured with the logging relay in C (tee + splice) alone, 1 GiB each,
  * interleaved (2026-12-03): 0.38–0.54 s of CPU and 1.6–2.1 GB/s when it started
  * 0.2 s after the side before it ended, 0.50–0.98 s (median 0.64) and 0.9–1.65 GB/s after
- * 3 s. (The reader touches its whole buffer before it connects, so it takes the warmest
- * pages first and the log the next.) Without the wait how cold a side's log pages were
+ * 3 s. (The reader touches its whole buffer before it connects, so it probably takes the
+ * warmest pages and the log the next; not measured apart.) Without the wait how cold a side's log pages were
  * depended on the sides before it and their start-up: the Python logging floor ran right
  * after socat, a couple of seconds after chardev's log side had freed its log and its
  * reader's buffer, the C one ~1 s after the bare-Node floor and a few seconds after the
