@@ -565,14 +565,14 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number, rea
  * interleaved (2026-12-03): 0.38–0.54 s of CPU and 1.6–2.1 GB/s when it started
  * 0.2 s after the side before it ended, 0.50–0.98 s (median 0.64) and 0.9–1.65 GB/s after
  * 3 s. (The reader touches its whole buffer before it connects, so it probably takes the
- * warmest pages and the log the next; not measured apart.) Without the wait how cold a side's log pages were
- * depended on the sides before it and their start-up: the Python logging floor ran right
- * after socat, a couple of seconds after chardev's log side had freed its log and its
- * reader's buffer, the C one ~1 s after the bare-Node floor and a few seconds after the
- * Python one's 2 GiB, while chardev's log side came ~1 s after the plain chardev side,
- * which had freed only a reader's buffer, and long after any log. With it every side starts
- * from pages handed back, as a long-running machine's log does. The file rows'
- * FILE_SETTLE_MS, for the same reason.
+ * warmest pages and the log the next; not measured apart.) Without the wait how cold a
+ * side's log pages were depended on the sides before it and their start-up: the Python
+ * logging floor ran right after socat, a couple of seconds after chardev's log side had
+ * freed its log and its reader's buffer, the C one ~1 s after the bare-Node floor and a few
+ * seconds after the Python one's 2 GiB, while chardev's log side came ~1 s after the plain
+ * chardev side, which had freed only a reader's buffer, and long after any log. With it
+ * every side starts from pages handed back, as a long-running machine's log does. The file
+ * rows' FILE_SETTLE_MS, for the same reason.
  */
 const SIDE_SETTLE_MS = 2000;
 
