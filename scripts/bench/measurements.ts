@@ -636,8 +636,9 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   let guestWaits = 0;
   let spliced = 0;
   let relayed = 0;
-  // When the side before ended (its reader gone, its files removed).
-  let endedAt = -Infinity;
+  // When the side before ended (its reader gone, its files removed); the first side waits
+  // as long after whatever ran before this measurement.
+  let endedAt = performance.now();
   for (let rep = 0; rep < ctx.reps; rep++) {
     const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
     for (const who of rotate(sides, rep)) {
