@@ -48,7 +48,8 @@
  *   splice the same bytes to the client: chardev's own way) and `log-copy` (read into one
  *   1 MiB buffer, write it to the log, send it: the Python floor's way). Every side of the
  *   TCP measurement starts its reader SIDE_SETTLE_MS after the side before it ended (why:
- *   there).
+ *   there), and a side run by a Node host (chardev, bare Node) has its host started during
+ *   the side before it, before that side's reader (`throughput`).
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
