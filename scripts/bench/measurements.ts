@@ -44,9 +44,12 @@
  *   chardev's whole process against socat's from /proc/PID/stat. On TCP also the same device with a `<log file>` and
  *   a 1 MiB `<cd:history>` (target 0.8× socat), whose log file must hold every byte too. Its
  *   floors write a log file that must hold every byte too: Python (read, write to the log,
- *   send) and C by `log-tee` (tee(2) into a scratch pipe, splice that to the log, splice the
- *   same bytes to the client: chardev's own way), which measured faster here than a C relay
- *   reading into one buffer, writing the log and sending (relay.c's header).
+ *   send) and C two ways: `log-tee` (tee(2) into a scratch pipe, splice that to the log,
+ *   splice the same bytes to the client: chardev's own way) and `log-copy` (read into one
+ *   1 MiB buffer, write it to the log, send it: the Python floor's way). Every side of the
+ *   TCP measurement starts its reader SIDE_SETTLE_MS after the side before it ended (why:
+ *   there), and a side run by a Node host (chardev, bare Node) has its host started during
+ *   the side before it, before that side's reader (`throughput`).
  * - input (tcp, unix): a client (GUEST_PY `send`) writes the stream into a server whose input
  *   goes to a guest reading its stdin (GUEST_PY `read`, clocked by the guest, hashed after).
  *   chardev wires it with `chardev run`'s own code (`guestInputSocket` + `GuestInput`:
@@ -107,7 +110,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { CFloor } from './compiled.ts';
 import { BenchError, Host, Proc, makeScratch, removeScratch, sleep } from './procs.ts';
-import type { ClientFigures, StreamBackend } from './protocol.ts';
+import type { ClientFigures, HostConfig, ReadyMessage, StreamBackend } from './protocol.ts';
 import { atLeastRatio, atMostRatio, atMostValue, judge, median, ratios, targetText, type Target } from './verdict.ts';
 
 export interface Ctx {
@@ -393,33 +396,70 @@ interface StreamOptions {
   readonly logAndHistory?: boolean;
   /** ReaderArgs.markBytes. */
   readonly markBytes?: number;
+  /** performance.now() before which the reader does not start (SIDE_SETTLE_MS). */
+  readonly readerAt?: number;
+  /** The host, started ahead of this side (`startEarly`); it is this side's to stop. */
+  readonly early?: EarlyHost;
+  /** Runs once the relay is ready, before the wait for `readerAt` (`throughput` starts the next side's host there). */
+  readonly beforeReader?: () => Promise<void>;
+}
+
+/** A bench host (host.ts) spawned, its guest blocked on its full pipe, 'ready' received. */
+interface EarlyHost {
+  readonly host: Host;
+  readonly dir: string;
+  readonly ready: ReadyMessage;
+}
+
+/** Spawns a host in a scratch directory of its own and waits for its 'ready'; on failure nothing is left behind. */
+async function startHost(ctx: Ctx, config: (dir: string) => HostConfig): Promise<EarlyHost> {
+  const dir = makeScratch('chardev-bench-');
+  const host = new Host(config(dir), { profileDir: ctx.profileDir });
+  try {
+    return { host, dir, ready: await host.next('ready', 30_000) };
+  } catch (e) {
+    await host.proc.stop();
+    removeScratch(dir);
+    throw e;
+  }
+}
+
+/** Ends a host started by `startHost` that did not run (the measurement failed first). */
+async function dropEarly(early: Promise<EarlyHost> | undefined): Promise<void> {
+  const e = await early?.catch(() => undefined);
+  if (e === undefined) return;
+  await e.host.proc.stop();
+  removeScratch(e.dir);
 }
 
 /** The `<cd:history>` size of the log-and-history row: a console's scrollback, the size the README's examples use. */
 const HISTORY_BYTES = MiB;
 
+/** chardevStream's host: `live` + `stalled` clients, the guest unpaced unless `guest` says otherwise. */
+function streamConfig(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, options: StreamOptions, dir: string): HostConfig {
+  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), logAndHistory = false } = options;
+  const clients = live + stalled;
+  return {
+    kind: 'stream',
+    backend,
+    guest: [...guest],
+    bytes,
+    clients,
+    ...(clients > 1 ? { maxClients: clients } : {}),
+    ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : {}),
+    dir,
+  };
+}
+
 /** chardev: guest → device → `live` reading clients (+ `stalled` that never read). */
 async function chardevStream(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, options: StreamOptions = {}): Promise<StreamRun> {
-  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), hash = 'all', logAndHistory = false, markBytes = 0 } = options;
-  const dir = makeScratch('chardev-bench-');
-  const clients = live + stalled;
-  const host = new Host(
-    {
-      kind: 'stream',
-      backend,
-      guest: [...guest],
-      bytes,
-      clients,
-      ...(clients > 1 ? { maxClients: clients } : {}),
-      ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : {}),
-      dir,
-    },
-    { profileDir: ctx.profileDir },
-  );
+  const { live = 1, stalled = 0, hash = 'all', logAndHistory = false, markBytes = 0, readerAt = 0 } = options;
+  const { host, dir, ready } = options.early ?? (await startHost(ctx, (d) => streamConfig(ctx, backend, bytes, options, d)));
   let reader: Proc | undefined;
   try {
-    const ready = await host.next('ready', 30_000);
     const address = backend === 'tcp' ? String(ready.port) : (ready.path ?? '');
+    await options.beforeReader?.();
+    await sleep(Math.max(0, readerAt - performance.now()));
     reader = startReader(ctx, { kind: backend, address, bytes, live, stalled, hash, markBytes });
     const out = await readerResult(reader, timeoutFor(bytes, live));
     const written = await host.next('written', 10_000);
@@ -490,6 +530,8 @@ async function peerStream(
   peer: PeerRelay,
   backend: 'tcp' | 'unix' | 'pty',
   bytes: number,
+  readerAt = 0,
+  beforeReader?: () => Promise<void>,
 ): Promise<{ reader: ReaderOut; cpuSeconds: number; logFile?: { size: number; sha256: string } }> {
   const dir = makeScratch('chardev-bench-');
   const where = await peerAddress(backend, dir, peer.mode ?? 'socat');
@@ -508,6 +550,8 @@ async function peerStream(
   if (relay === null) throw new BenchError(`${peer.name}: the C floors were not built`);
   let reader: Proc | undefined;
   try {
+    await beforeReader?.();
+    await sleep(Math.max(0, readerAt - performance.now()));
     reader = startReader(ctx, { kind: backend, address: where.address, bytes, live: 1, stalled: 0 });
     const out = await readerResult(reader, timeoutFor(bytes));
     const cpuSeconds = cpuSecondsOf(relay);
@@ -527,14 +571,24 @@ function rotate<T>(sides: readonly T[], rep: number): T[] {
   return [...sides.slice(k), ...sides.slice(0, k)];
 }
 
+/** floorStream's host. */
+function floorConfig(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number, dir: string): HostConfig {
+  return { kind: 'floor', backend, guest: guestArgv(ctx, bytes), bytes, dir };
+}
+
 /** The bare-Node floor (protocol.ts FloorConfig) behind the same reader. */
-async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number): Promise<ReaderOut> {
-  const dir = makeScratch('chardev-bench-');
-  const host = new Host({ kind: 'floor', backend, guest: guestArgv(ctx, bytes), bytes, dir }, { profileDir: ctx.profileDir });
+async function floorStream(
+  ctx: Ctx,
+  backend: 'tcp' | 'unix',
+  bytes: number,
+  options: Pick<StreamOptions, 'readerAt' | 'early' | 'beforeReader'> = {},
+): Promise<ReaderOut> {
+  const { host, dir, ready } = options.early ?? (await startHost(ctx, (d) => floorConfig(ctx, backend, bytes, d)));
   let reader: Proc | undefined;
   try {
-    const ready = await host.next('ready', 30_000);
     const address = backend === 'tcp' ? String(ready.port) : (ready.path ?? '');
+    await options.beforeReader?.();
+    await sleep(Math.max(0, (options.readerAt ?? 0) - performance.now()));
     reader = startReader(ctx, { kind: backend, address, bytes, live: 1, stalled: 0 });
     const out = await readerResult(reader, timeoutFor(bytes));
     await host.close();
@@ -545,6 +599,28 @@ async function floorStream(ctx: Ctx, backend: 'tcp' | 'unix', bytes: number): Pr
     removeScratch(dir);
   }
 }
+
+/**
+ * How long after the side before it ended (its reader gone, its files removed) every side
+ * of the TCP throughput measurement starts its reader — the relay's start-up, chardev's
+ * host included, runs meanwhile. Each side frees about 1 GiB: the reader's buffer, and for
+ * a logging side its 1 GiB log's page cache. On this VM memory that has been free for about
+ * two seconds has been reported to the host (virtio-balloon free page reporting), and the
+ * next first touch of each page is a host fault: the copy into a 1 GiB log then costs
+ * ~1.5–2× as much. Measured with the logging relay in C (tee + splice) alone, 1 GiB each,
+ * interleaved (2026-12-03): 0.38–0.54 s of CPU and 1.6–2.1 GB/s when it started
+ * 0.2 s after the side before it ended, 0.50–0.98 s (median 0.64) and 0.9–1.65 GB/s after
+ * 3 s. (The reader touches its whole buffer before it connects, so it probably takes the
+ * warmest pages and the log the next; not measured apart.) Without the wait how cold a
+ * side's log pages were depended on the sides before it and their start-up: the Python
+ * logging floor ran right after socat, a couple of seconds after chardev's log side had
+ * freed its log and its reader's buffer, the C one ~1 s after the bare-Node floor and a few
+ * seconds after the Python one's 2 GiB, while chardev's log side came ~1 s after the plain
+ * chardev side, which had freed only a reader's buffer, and long after any log. With it
+ * every side starts from pages handed back, as a long-running machine's log does. The file
+ * rows' FILE_SETTLE_MS, for the same reason.
+ */
+const SIDE_SETTLE_MS = 2000;
 
 /**
  * Bulk guest → client throughput through a TCP or UNIX server (or a pty): chardev vs
@@ -559,21 +635,17 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee';
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee' | 'cLogCopy';
   // The sides that write a 1 GiB log never run one right after the other (the rotation
-  // keeps neighbours, the last one's neighbour is the first): on this VM a side that follows
-  // a log side writes its own log into the page cache the other's deleted file just gave
-  // back, while one that follows a side without a file gets pages the guest kernel has
-  // already reported free to the host (virtio-balloon free page reporting), each first touch
-  // a host fault. Measured on one loaded run: the side following the other got ~1.6× its
-  // throughput, whichever it was. Each log side here follows a side that writes no file, so
-  // all start alike.
+  // keeps neighbours, the last one's neighbour is the first), and on TCP, where they are,
+  // every side's reader starts SIDE_SETTLE_MS after the side before it ended: see there.
   const sides: Side[] =
     backend === 'pty'
       ? ['chardev', 'socat', 'kernel', 'cKernel']
       : backend === 'tcp'
-        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cKernel']
+        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cLogCopy', 'cKernel']
         : ['chardev', 'socat', 'node', 'kernel', 'cKernel'];
+  const settleMs = backend === 'tcp' ? SIDE_SETTLE_MS : 0;
   const pty = backend === 'pty';
   // Every relay other than chardev and bare Node, by side.
   const relays: Partial<Record<Side, PeerRelay>> = {
@@ -586,6 +658,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
       : { name: 'kernel-only splice relay in C (floor)', lang: 'c', mode: 'out' },
     teed: { name: 'minimal logging relay (floor)', lang: 'python', mode: 'log', log: true },
     cLogTee: { name: 'logging relay in C, tee + splice (floor)', lang: 'c', mode: 'log-tee', log: true },
+    cLogCopy: { name: 'logging relay in C, read + write + send (floor)', lang: 'c', mode: 'log-copy', log: true },
   };
   const label = (side: Side): string =>
     relays[side]?.name ?? (side === 'chardev' ? 'chardev' : side === 'logged' ? 'chardev with <log> and <cd:history>' : 'bare Node (floor)');
@@ -600,6 +673,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     teed: [],
     cKernel: [],
     cLogTee: [],
+    cLogCopy: [],
   });
   const figures = perSide();
   const cpu = perSide();
@@ -608,50 +682,89 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   let guestWaits = 0;
   let spliced = 0;
   let relayed = 0;
-  for (let rep = 0; rep < ctx.reps; rep++) {
-    const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
-    for (const who of rotate(sides, rep)) {
-      if (!runs(who)) continue;
-      ctx.log(`${backend} throughput: ${label(who)}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
-      const relay = relays[who];
-      if (who === 'chardev' || who === 'logged') {
-        const rowId = who === 'logged' ? `${id}-log-history` : id;
-        const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged' });
-        verify(rowId, label(who), run.reader, 0, bytes, digest);
-        if (run.dropped !== 0)
-          throw new LostBytesError(`${rowId}: ${label(who)}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
-        if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
-          throw new LostBytesError(
-            `${rowId}: ${label(who)}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
-          );
+  // When the side before ended (its reader gone, its files removed); the first side waits
+  // as long after whatever ran before this measurement.
+  let endedAt = performance.now();
+  const order = Array.from({ length: ctx.reps }, (_, rep) => rotate(sides, rep).filter(runs));
+  // A side run by a Node host (chardev's, bare Node's) has its host started while the side
+  // before it waits for its reader, not in its own wait: a host's start-up (~1 s, its heap
+  // allocated) would otherwise take the pages the side before it had just freed, which are
+  // the warm ones, and leave the colder to its log (measured apart: 0.76/0.82/0.64 s of CPU
+  // per GiB for chardev's log side against 0.69/0.59/0.52 with its host started early,
+  // interleaved). The others' start-up (socat, the Python and C relays) costs next to nothing.
+  const hosted = (side: Side | undefined): boolean => side === 'chardev' || side === 'logged' || side === 'node';
+  const hostBackend = settleMs > 0 && backend !== 'pty' ? backend : undefined;
+  const hostFor = (side: Side, b: 'tcp' | 'unix'): Promise<EarlyHost> =>
+    startHost(ctx, (dir) => (side === 'node' ? floorConfig(ctx, b, bytes, dir) : streamConfig(ctx, b, bytes, { logAndHistory: side === 'logged' }, dir)));
+  let early: Promise<EarlyHost> | undefined;
+  try {
+    const first = order[0]?.[0];
+    if (hostBackend !== undefined && first !== undefined && hosted(first)) {
+      early = hostFor(first, hostBackend);
+      await early;
+      endedAt = performance.now();
+    }
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      const got: Partial<Record<Side, { mbps: number; cpuSeconds: number }>> = {};
+      const sidesNow = order[rep] ?? [];
+      for (let k = 0; k < sidesNow.length; k++) {
+        const who = sidesNow[k] as Side;
+        ctx.log(`${backend} throughput: ${label(who)}, ${bytes / MiB} MiB (${rep + 1}/${ctx.reps})`);
+        const relay = relays[who];
+        const readerAt = endedAt + settleMs;
+        const next = sidesNow[k + 1] ?? order[rep + 1]?.[0];
+        const mine = early !== undefined ? await early : undefined;
+        early = undefined;
+        const beforeReader =
+          hostBackend !== undefined && next !== undefined && hosted(next)
+            ? async (): Promise<void> => {
+                early = hostFor(next, hostBackend);
+                await early;
+              }
+            : undefined;
+        const ahead = { readerAt, ...(mine !== undefined ? { early: mine } : {}), ...(beforeReader !== undefined ? { beforeReader } : {}) };
+        if (who === 'chardev' || who === 'logged') {
+          const rowId = who === 'logged' ? `${id}-log-history` : id;
+          const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged', ...ahead });
+          verify(rowId, label(who), run.reader, 0, bytes, digest);
+          if (run.dropped !== 0)
+            throw new LostBytesError(`${rowId}: ${label(who)}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
+          if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
+            throw new LostBytesError(
+              `${rowId}: ${label(who)}: the <log> file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+            );
+          }
+          got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
+          if (who === 'chardev') {
+            faults.push(run.minorFaults);
+            peakRss.push(run.peakRssBytes / MiB);
+            guestWaits += run.guestWaits;
+            spliced += run.spliced;
+            relayed += bytes;
+          }
+        } else if (relay !== undefined) {
+          const run = await peerStream(ctx, relay, backend, bytes, readerAt, beforeReader);
+          verify(relay.log === true ? `${id}-log-history` : id, label(who), run.reader, 0, bytes, digest);
+          if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
+            throw new LostBytesError(
+              `${id}-log-history: ${label(who)}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
+            );
+          }
+          got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
+        } else if (backend !== 'pty') {
+          const out = await floorStream(ctx, backend, bytes, ahead);
+          verify(id, label(who), out, 0, bytes, digest);
+          got[who] = { mbps: rate(out, 0), cpuSeconds: NaN };
         }
-        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
-        if (who === 'chardev') {
-          faults.push(run.minorFaults);
-          peakRss.push(run.peakRssBytes / MiB);
-          guestWaits += run.guestWaits;
-          spliced += run.spliced;
-          relayed += bytes;
-        }
-      } else if (relay !== undefined) {
-        const run = await peerStream(ctx, relay, backend, bytes);
-        verify(relay.log === true ? `${id}-log-history` : id, label(who), run.reader, 0, bytes, digest);
-        if (run.logFile !== undefined && (run.logFile.size !== bytes || run.logFile.sha256 !== digest)) {
-          throw new LostBytesError(
-            `${id}-log-history: ${label(who)}: its log file has ${run.logFile.size} of ${bytes} bytes; sha256 ${run.logFile.sha256 === digest ? 'equal' : "differs from the guest's"}`,
-          );
-        }
-        got[who] = { mbps: rate(run.reader, 0), cpuSeconds: run.cpuSeconds };
-      } else if (backend !== 'pty') {
-        const out = await floorStream(ctx, backend, bytes);
-        verify(id, label(who), out, 0, bytes, digest);
-        got[who] = { mbps: rate(out, 0), cpuSeconds: NaN };
+        endedAt = performance.now();
+      }
+      for (const side of sides) {
+        figures[side].push(got[side]?.mbps ?? NaN);
+        cpu[side].push(got[side]?.cpuSeconds ?? NaN);
       }
     }
-    for (const side of sides) {
-      figures[side].push(got[side]?.mbps ?? NaN);
-      cpu[side].push(got[side]?.cpuSeconds ?? NaN);
-    }
+  } finally {
+    await dropEarly(early);
   }
   const GiB = 1024 * MiB;
   const perGiB = (xs: readonly number[]): number[] => xs.map((x) => x / (bytes / GiB));
@@ -763,6 +876,13 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         `  floor: logging relay in C (tee into a scratch pipe, splice it to the log, splice the same bytes to the client), ${name}`,
         'cLogTee',
         `its log file held every byte too; ${cpuNote('cLogTee')}`,
+      ),
+      floor(
+        logId,
+        `floor-${backend}-log-c-copy`,
+        `  floor: logging relay in C (read into a 1 MiB buffer, write it to the log, send it), ${name}`,
+        'cLogCopy',
+        `its log file held every byte too; ${cpuNote('cLogCopy')}`,
       ),
     );
   }

@@ -382,7 +382,8 @@ print(json.dumps({'p50': q(0.50), 'p99': q(0.99), 'mean': sum(out) / len(out) / 
  * Python still pays its interpreter per call: scripts/bench/c/relay.c does the `out`, `in`,
  * `pty` and `fanout-tee` modes in C with the same argv, a lossless `fanout` (one read, one
  * send per live client; in Python too until the C one made it pointless), the `<log>` floor as
- * `log-tee` (tee(2) + splice(2)), and chardev's fan-out rules by copy as `fanout-ring` —
+ * `log-tee` (tee(2) + splice(2)) and as `log-copy` (this one's `log`: read, write, send), and
+ * chardev's fan-out rules by copy as `fanout-ring` —
  * see compiled.ts.
  * It starts the guest itself, as socat's `EXEC:` does, through a pipe sized like chardev's
  * guest pipe (1 MiB, F_SETPIPE_SZ).

@@ -143,7 +143,7 @@ for (const kind of ['tcp', 'unix'] as const) {
   }
 }
 
-for (const mode of ['log-tee'] as const) {
+for (const mode of ['log-tee', 'log-copy'] as const) {
   test(`${mode}: the client and the log each get every byte, a slow reader holding the guest`, { ...needs(skipReason()), timeout }, async () => {
     required(skipReason());
     const port = await freePort();
