@@ -40,7 +40,12 @@ interface Out {
   readonly queueBytes: number;
   /** Its place in the stream: bytes before it are in its socket, or were missed. */
   at: number;
-  /** The socket said EAGAIN: wait for POLLOUT before sending again. */
+  /**
+   * The socket said EAGAIN at the last try: a run with nothing else to do waits for its
+   * POLLOUT too. Every guest cycle tries it again all the same: the loop polls only when the
+   * run waits, and a viewer whose socket drained meanwhile must have its next bytes before it
+   * falls a whole queue behind (one EAGAIN per full socket per cycle is the cost).
+   */
   full: boolean;
 }
 
@@ -81,8 +86,11 @@ interface Fan {
   ready: boolean;
 }
 
+/** The C calls a fan-out run makes (a test scripts them: test/platform/fanout-run.test.ts). */
+export type FanoutLibc = Pick<Libc, 'addressOf' | 'readAt' | 'sendAt' | 'write' | 'errno' | 'closeFd'>;
+
 export interface FanoutHost {
-  readonly c: Libc;
+  readonly c: FanoutLibc;
   post(m: FromWorker): void;
   /** A run ended: wake a main thread waiting in `stop`. */
   ended(): void;
@@ -246,7 +254,8 @@ export class FanoutRuns {
   #send(fan: Fan, o: Out, viewer: Viewer | undefined): string | undefined {
     const c = this.#host.c;
     const size = fan.ring.length;
-    while (!o.full) {
+    o.full = false;
+    for (;;) {
       if (viewer !== undefined && viewer.notice === undefined && viewer.untold > 0 && viewer.at < fan.head) {
         // Told before anything more reaches it, however often it missed meanwhile.
         viewer.notice = noticeOf(fan, viewer);
@@ -275,7 +284,6 @@ export class FanoutRuns {
       }
       return n === 0 ? 'EPIPE' : errnoName(errno);
     }
-    return undefined;
   }
 
   /**
@@ -336,11 +344,14 @@ export class FanoutRuns {
     const writerLeft = rest(fan, fan.writer, []);
     const viewersLeft = fan.viewers.map((v) => {
       if (v.excluded || v.gone) return null;
-      // What it missed before its place is told ahead of the bytes after it.
-      if (v.notice === undefined && v.untold > 0 && v.at < fan.head) v.notice = noticeOf(fan, v);
+      // The rest of a notice it was being sent goes first; what it missed since (or before
+      // its place, if no notice was under way) is told after it, ahead of the bytes after it.
+      const told = v.notice !== undefined ? [v.notice] : [];
+      v.notice = undefined;
+      if (v.untold > 0 && v.at < fan.head) told.push(noticeOf(fan, v));
       // Handed to it now, ahead of anything later: counted as sent like the rest.
       v.sent += fan.head - v.at;
-      return rest(fan, v, v.notice !== undefined ? [v.notice] : []);
+      return rest(fan, v, told);
     });
     c.closeFd(fan.from);
     for (const o of [fan.writer, ...fan.viewers]) if (o.sock >= 0) c.closeFd(o.sock);
