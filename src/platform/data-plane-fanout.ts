@@ -29,6 +29,10 @@ import { reportAt } from './data-plane-schedule.ts';
 
 /** Guest cycles of one run before the other runs (and the wake pipe) get a look. */
 const CYCLES_PER_TURN = 16;
+/** send(2) flags: never block (the socket is non-blocking already), and a gone reader is EPIPE, not SIGPIPE. */
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL;
 
 interface Out {
   readonly sock: number;
@@ -36,7 +40,12 @@ interface Out {
   readonly queueBytes: number;
   /** Its place in the stream: bytes before it are in its socket, or were missed. */
   at: number;
-  /** The socket said EAGAIN: wait for POLLOUT before sending again. */
+  /**
+   * The socket said EAGAIN at the last try: a run with nothing else to do waits for its
+   * POLLOUT too. Every guest cycle tries it again all the same: the loop polls only when the
+   * run waits, and a viewer whose socket drained meanwhile must have its next bytes before it
+   * falls a whole queue behind (one EAGAIN per full socket per cycle is the cost).
+   */
   full: boolean;
 }
 
@@ -57,6 +66,8 @@ interface Fan {
   readonly id: number;
   readonly from: number;
   readonly ring: Buffer;
+  /** The ring's address (`Libc.addressOf`): reads and sends name a place in it without a view per call. */
+  readonly ringAt: number;
   /** Bytes read from the guest so far: the stream position the ring ends at. */
   head: number;
   readonly writer: Out;
@@ -75,8 +86,11 @@ interface Fan {
   ready: boolean;
 }
 
+/** The C calls a fan-out run makes (a test scripts them: test/platform/fanout-run.test.ts). */
+export type FanoutLibc = Pick<Libc, 'addressOf' | 'readAt' | 'sendAt' | 'write' | 'errno' | 'closeFd'>;
+
 export interface FanoutHost {
-  readonly c: Libc;
+  readonly c: FanoutLibc;
   post(m: FromWorker): void;
   /** A run ended: wake a main thread waiting in `stop`. */
   ended(): void;
@@ -102,26 +116,20 @@ export class FanoutRuns {
   }
 
   start(msg: FanoutStartMsg): void {
-    const out = (sock: number, queueBytes: number): Out => ({ sock, queueBytes, at: 0, full: false });
-    const viewers = msg.viewers.map((v) => ({
-      ...out(v.sock, v.queueBytes),
-      clientId: v.clientId,
-      excluded: v.sock < 0,
-      gone: false,
-      sent: 0,
-      missed: 0,
-      untold: v.untold,
-      notice: undefined,
-    }));
+    const viewers = msg.viewers.map((v) => client(v.sock, v.queueBytes, v.clientId, v.untold));
     // A read goes only into the writer's room, so the ring holds the farthest-behind
     // client's queue and one read more without overwriting a byte someone still needs.
     const farthest = Math.max(msg.writer.queueBytes, ...viewers.map((v) => v.queueBytes));
+    // Memory of its own outside V8's heap, so its address stays valid while the run holds it.
+    const ring = Buffer.allocUnsafeSlow(farthest + msg.writer.queueBytes);
     this.#fans.set(msg.id, {
       id: msg.id,
       from: msg.from,
-      ring: Buffer.allocUnsafe(farthest + msg.writer.queueBytes),
+      ring,
+      ringAt: this.#host.c.addressOf(ring),
       head: 0,
-      writer: out(msg.writer.sock, msg.writer.queueBytes),
+      // The writer has a viewer's shape (its viewer fields unused), so the hot loop sees one kind of object.
+      writer: client(msg.writer.sock, msg.writer.queueBytes, -1, 0),
       viewers,
       graceMs: msg.graceMs,
       noticeBefore: msg.noticeBefore,
@@ -245,21 +253,21 @@ export class FanoutRuns {
   /** Errno name on failure. `viewer` is `o` when it is a viewer: its notice goes first, its bytes are counted. */
   #send(fan: Fan, o: Out, viewer: Viewer | undefined): string | undefined {
     const c = this.#host.c;
-    const ring = fan.ring;
-    while (!o.full) {
+    const size = fan.ring.length;
+    o.full = false;
+    for (;;) {
       if (viewer !== undefined && viewer.notice === undefined && viewer.untold > 0 && viewer.at < fan.head) {
         // Told before anything more reaches it, however often it missed meanwhile.
         viewer.notice = noticeOf(fan, viewer);
       }
       const notice = viewer?.notice;
-      let chunk: Buffer;
-      if (notice !== undefined) chunk = notice;
+      let n: number;
+      if (notice !== undefined) n = c.write(o.sock, notice);
       else {
         if (o.at >= fan.head) return undefined;
-        const off = o.at % ring.length;
-        chunk = ring.subarray(off, Math.min(ring.length, off + (fan.head - o.at)));
+        const off = o.at % size;
+        n = c.sendAt(o.sock, fan.ringAt + off, Math.min(size - off, fan.head - o.at), SEND_FLAGS);
       }
-      const n = c.write(o.sock, chunk);
       if (n > 0) {
         if (viewer !== undefined && notice !== undefined) viewer.notice = n === notice.length ? undefined : notice.subarray(n);
         else {
@@ -276,7 +284,6 @@ export class FanoutRuns {
       }
       return n === 0 ? 'EPIPE' : errnoName(errno);
     }
-    return undefined;
   }
 
   /**
@@ -295,7 +302,7 @@ export class FanoutRuns {
       return 0;
     }
     const off = fan.head % fan.ring.length;
-    const k = c.read(fan.from, fan.ring.subarray(off, off + Math.min(room, fan.ring.length - off)));
+    const k = c.readAt(fan.from, fan.ringAt + off, Math.min(room, fan.ring.length - off));
     if (k === 0) {
       this.#end(fan, 'eof');
       return undefined;
@@ -337,11 +344,14 @@ export class FanoutRuns {
     const writerLeft = rest(fan, fan.writer, []);
     const viewersLeft = fan.viewers.map((v) => {
       if (v.excluded || v.gone) return null;
-      // What it missed before its place is told ahead of the bytes after it.
-      if (v.notice === undefined && v.untold > 0 && v.at < fan.head) v.notice = noticeOf(fan, v);
+      // The rest of a notice it was being sent goes first; what it missed since (or before
+      // its place, if no notice was under way) is told after it, ahead of the bytes after it.
+      const told = v.notice !== undefined ? [v.notice] : [];
+      v.notice = undefined;
+      if (v.untold > 0 && v.at < fan.head) told.push(noticeOf(fan, v));
       // Handed to it now, ahead of anything later: counted as sent like the rest.
       v.sent += fan.head - v.at;
-      return rest(fan, v, v.notice !== undefined ? [v.notice] : []);
+      return rest(fan, v, told);
     });
     c.closeFd(fan.from);
     for (const o of [fan.writer, ...fan.viewers]) if (o.sock >= 0) c.closeFd(o.sock);
@@ -358,6 +368,11 @@ export class FanoutRuns {
     });
     this.#host.ended();
   }
+}
+
+/** A client of a run: every one, the writer too, made here with the same fields in the same order (one shape for V8). */
+function client(sock: number, queueBytes: number, clientId: number, untold: number): Viewer {
+  return { sock, queueBytes, at: 0, full: false, clientId, excluded: sock < 0, gone: false, sent: 0, missed: 0, untold, notice: undefined };
 }
 
 function counts(fan: Fan): FanoutViewerCount[] {

@@ -79,6 +79,16 @@ export interface Libc {
   write(fd: number, buf: Buffer): number;
   /** lseek(2); the new offset, or -1 on error. */
   lseek(fd: number, offset: number, whence: number): number;
+  /**
+   * The address of `buf`'s first byte, for `readAt` and `sendAt`. Only for a buffer from
+   * `Buffer.allocUnsafeSlow` (memory of its own outside V8's heap, which never moves), and
+   * only while that buffer is referenced.
+   */
+  addressOf(buf: Buffer): number;
+  /** read(2) into `len` bytes at `address` (`addressOf` plus an offset); -1 on error. */
+  readAt(fd: number, address: number, len: number): number;
+  /** send(2) of `len` bytes at `address` (`addressOf` plus an offset); -1 on error. */
+  sendAt(fd: number, address: number, len: number, flags: number): number;
   /** isatty(3): 1 if `fd` is a terminal (a pty master too), else 0. */
   isatty(fd: number): number;
   strerror(errnum: number): string;
@@ -293,6 +303,9 @@ const TEE = 'long tee(int fd_in, int fd_out, size_t len, unsigned int flags)';
 const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
 const WRITE = 'long write(int fd, const void *buf, size_t count)';
 const LSEEK = 'long lseek(int fd, long offset, int whence)';
+// By address: a hot loop passes a place in one buffer of its own without making a view per call.
+const READ_AT = 'long read(int fd, uintptr_t buf, size_t count)';
+const SEND_AT = 'long send(int fd, uintptr_t buf, size_t len, int flags)';
 const ISATTY = 'int isatty(int fd)';
 
 const LIBC: Libc = {
@@ -332,6 +345,9 @@ const LIBC: Libc = {
   read: (fd, buf) => Number(fn(READ)(fd, buf, buf.length) as number | bigint),
   write: (fd, buf) => Number(fn(WRITE)(fd, buf, buf.length) as number | bigint),
   lseek: (fd, offset, whence) => Number(fn(LSEEK)(fd, offset, whence) as number | bigint),
+  addressOf: (buf) => Number(load().koffi.address(buf)),
+  readAt: (fd, address, len) => Number(fn(READ_AT)(fd, address, len) as number | bigint),
+  sendAt: (fd, address, len, flags) => Number(fn(SEND_AT)(fd, address, len, flags) as number | bigint),
   isatty: (fd) => fn(ISATTY)(fd) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
