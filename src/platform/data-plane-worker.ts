@@ -12,6 +12,7 @@
  * does a run into a terminal, through a buffer of its own that may hold bytes between two
  * writes (`stepTty`).
  */
+import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
@@ -54,6 +55,8 @@ interface Run {
   readonly tty: boolean;
   /** A terminal run's own buffer, allocated by its first read; `[heldAt, heldEnd)` read from `from`, not yet written. */
   ttyBuf: Buffer | undefined;
+  /** `ttyBuf`'s address (`Libc.addressOf`): its reads and writes pass numbers, not the Buffer. */
+  ttyAt: number;
   heldAt: number;
   heldEnd: number;
   /** A tee run (`startTee`): the log beside the client. */
@@ -226,8 +229,17 @@ function step(run: Run): void {
   // Still moving: another turn after the others had theirs.
 }
 
-/** The pollfds of `stepTty`'s own wait: the wake pipe (POLLIN), then the terminal (POLLOUT). */
+/**
+ * The pollfds of `stepTty`'s own wait: the wake pipe (POLLIN), then the terminal (POLLOUT),
+ * passed by address and read through typed views: that wait comes once per refill, tens of
+ * thousands of times a second.
+ */
 const ttyPoll = Buffer.alloc(16);
+const ttyPollAt = c.addressOf(ttyPoll);
+/** `ttyPoll` as int32s: [0] the wake pipe's fd, [2] the terminal's. */
+const ttyPollFds = new Int32Array(ttyPoll.buffer, ttyPoll.byteOffset, 4);
+/** `ttyPoll` as uint16s: [2]/[3] the wake pipe's events/revents, [6]/[7] the terminal's. */
+const ttyPollEvents = new Uint16Array(ttyPoll.buffer, ttyPoll.byteOffset, 8);
 /**
  * A terminal run's buffer: most bytes one read(2) takes from the guest's pipe. A pty master
  * takes a few KiB per write, so this is many writes per read; a read that large wakes the
@@ -254,21 +266,23 @@ function stepTty(run: Run, alone: boolean): void {
   run.waitFd = undefined;
   run.idleAt = undefined;
   if (alone) {
-    ttyPoll.writeInt32LE(setup.wakeFd, 0);
-    ttyPoll.writeInt16LE(POLLIN, 4);
-    ttyPoll.writeInt32LE(run.to, 8);
-    ttyPoll.writeInt16LE(POLLOUT, 12);
+    ttyPollFds[0] = setup.wakeFd;
+    ttyPollEvents[2] = POLLIN;
+    ttyPollFds[2] = run.to;
+    ttyPollEvents[6] = POLLOUT;
   }
-  run.ttyBuf ??= Buffer.allocUnsafe(TTY_BUF_BYTES);
-  const buf = run.ttyBuf;
+  if (run.ttyBuf === undefined) {
+    run.ttyBuf = Buffer.allocUnsafe(TTY_BUF_BYTES);
+    run.ttyAt = c.addressOf(run.ttyBuf);
+  }
+  const at = run.ttyAt;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     if (run.heldAt === run.heldEnd) {
       if (run.left === 0) {
         end(run, 'limit');
         return;
       }
-      const len = run.left > 0 ? Math.min(run.left, buf.length) : buf.length;
-      const n = c.read(run.from, len === buf.length ? buf : buf.subarray(0, len));
+      const n = c.readAt(run.from, at, run.left > 0 ? Math.min(run.left, TTY_BUF_BYTES) : TTY_BUF_BYTES);
       if (n <= 0) {
         if (sourceGaveNothing(run, n)) return;
         continue;
@@ -277,7 +291,7 @@ function stepTty(run: Run, alone: boolean): void {
       run.heldEnd = n;
       if (run.left > 0) run.left -= n;
     }
-    const w = c.write(run.to, buf.subarray(run.heldAt, run.heldEnd));
+    const w = c.writeAt(run.to, at + run.heldAt, run.heldEnd - run.heldAt);
     if (w > 0) {
       run.moved += w;
       run.heldAt += w;
@@ -318,7 +332,7 @@ function ttyWaitRoom(run: Run): boolean {
     }
     const timeout = run.moved !== run.reported ? Math.max(0, Math.ceil(run.reportedAt + REPORT_MS - now)) : -1;
     if (timeout < 0) publishTtyWakeups();
-    const rc = c.poll(ttyPoll, 2, timeout);
+    const rc = c.pollAt(ttyPollAt, 2, timeout);
     if (timeout !== 0) ttyWakeups++;
     if (rc < 0) {
       if (c.errno() !== EINTR) throw new Error(`poll: ${errnoName(c.errno())}`);
@@ -329,11 +343,11 @@ function ttyWaitRoom(run: Run): boolean {
       publishTtyWakeups();
       continue;
     }
-    if (ttyPoll.readUInt16LE(6) !== 0) {
+    if (ttyPollEvents[3] !== 0) {
       publishTtyWakeups();
       return false;
     }
-    if (ttyPoll.readUInt16LE(14) !== 0) return true;
+    if (ttyPollEvents[7] !== 0) return true;
   }
 }
 
@@ -526,6 +540,7 @@ function addRun(
     copy: false,
     tty: false,
     ttyBuf: undefined,
+    ttyAt: 0,
     heldAt: 0,
     heldEnd: 0,
     moved: 0,

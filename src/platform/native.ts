@@ -93,6 +93,21 @@ export interface Libc {
   isatty(fd: number): number;
   strerror(errnum: number): string;
   errno(): number;
+  /**
+   * The address of `buf`'s first byte, for the calls below that take one. The caller keeps
+   * `buf` referenced for as long as it uses the address (a Buffer's memory does not move),
+   * and stays within its length.
+   */
+  addressOf(buf: Buffer): number;
+  /**
+   * read(2), write(2) and poll(2) on memory given by address (`addressOf` plus an offset),
+   * not by Buffer: koffi converts three numbers instead of checking and unwrapping a Buffer,
+   * and no subarray is made per call. For loops that make tens of thousands of calls (the
+   * data-plane thread's pty run); -1 on error.
+   */
+  readAt(fd: number, addr: number, count: number): number;
+  writeAt(fd: number, addr: number, count: number): number;
+  pollAt(fds: number, nfds: number, timeoutMs: number): number;
 }
 
 /** Size we allocate for an opaque `struct termios` (glibc's is 60 bytes on Linux). */
@@ -307,6 +322,14 @@ const LSEEK = 'long lseek(int fd, long offset, int whence)';
 const READ_AT = 'long read(int fd, uintptr_t buf, size_t count)';
 const SEND_AT = 'long send(int fd, uintptr_t buf, size_t len, int flags)';
 const ISATTY = 'int isatty(int fd)';
+const READ_AT = 'long read(int fd, intptr_t buf, size_t count)';
+const WRITE_AT = 'long write(int fd, intptr_t buf, size_t count)';
+const POLL_AT = 'int poll(intptr_t fds, unsigned long nfds, int timeout)';
+
+/** The address-taking calls, bound once: they are called per pty refill, so not even the map lookup `fn` makes. */
+let readAt: Bound | undefined;
+let writeAt: Bound | undefined;
+let pollAt: Bound | undefined;
 
 const LIBC: Libc = {
   unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
@@ -351,6 +374,15 @@ const LIBC: Libc = {
   isatty: (fd) => fn(ISATTY)(fd) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
+  addressOf: (buf) => {
+    const addr = Number(load().koffi.address(buf));
+    // User-space addresses fit 2^53 on every 64-bit Linux (47–57 bits); a rounded one must never be used.
+    if (!Number.isSafeInteger(addr) || addr === 0) throw new NativeUnavailableError('symbol', `koffi gave no usable address for a buffer (${addr})`);
+    return addr;
+  },
+  readAt: (fd, addr, count) => (readAt ??= fn(READ_AT))(fd, addr, count) as number,
+  writeAt: (fd, addr, count) => (writeAt ??= fn(WRITE_AT))(fd, addr, count) as number,
+  pollAt: (fds, n, timeout) => (pollAt ??= fn(POLL_AT))(fds, n, timeout) as number,
 };
 
 /** The libc bindings; nothing is loaded until a function is called. */

@@ -16,6 +16,9 @@ import * as path from 'node:path';
 import { ROOT } from '../helpers/paths.ts';
 import { waitFor } from '../core/helpers.ts';
 import { currentLibc, detectLibc, elfInterpreter, nativeProblem, platformName } from '../../src/platform/index.ts';
+import { libc } from '../../src/platform/native.ts';
+import { makePipe } from '../../src/platform/splice.ts';
+import { POLLIN, POLLOUT } from '../../src/platform/linux-abi.ts';
 import { run } from './helpers.ts';
 
 const T = { timeout: 60000 };
@@ -48,6 +51,34 @@ describe('platform: the C library at run time', () => {
     assert.deepEqual(currentLibc(), { family: 'glibc', interpreter: interp, library: 'libc.so.6' });
     assert.equal(platformName(), `${process.platform}-${process.arch} (glibc)`);
     assert.equal(nativeProblem(), undefined);
+  });
+
+  it('read, write and poll by address (the pty run’s calls) reach the bytes of the Buffer they were given, at the offset given', () => {
+    const c = libc();
+    const pipe = makePipe({ nonBlocking: true });
+    try {
+      const src = Buffer.from('0123456789abcdef');
+      const srcAt = c.addressOf(src);
+      // Six bytes from offset 4: a wrong address or a dropped offset writes other bytes.
+      assert.equal(c.writeAt(pipe.writeFd, srcAt + 4, 6), 6);
+      const pfd = Buffer.alloc(16);
+      pfd.writeInt32LE(pipe.readFd, 0);
+      pfd.writeInt16LE(POLLIN, 4);
+      pfd.writeInt32LE(pipe.writeFd, 8);
+      pfd.writeInt16LE(POLLOUT, 12);
+      assert.equal(c.pollAt(c.addressOf(pfd), 2, 0), 2);
+      assert.equal(pfd.readUInt16LE(6) & POLLIN, POLLIN, 'poll filled in the Buffer it was given: the pipe has bytes');
+      assert.equal(pfd.readUInt16LE(14) & POLLOUT, POLLOUT);
+      const dst = Buffer.alloc(12, 0x2e);
+      assert.equal(c.readAt(pipe.readFd, c.addressOf(dst) + 3, 9), 6);
+      assert.equal(dst.toString('latin1'), '...456789...');
+      // Empty now: -1 with EAGAIN, as read(2) says it.
+      assert.equal(c.readAt(pipe.readFd, c.addressOf(dst), 12), -1);
+      assert.equal(c.errno(), 11);
+    } finally {
+      fs.closeSync(pipe.readFd);
+      fs.closeSync(pipe.writeFd);
+    }
   });
 
   it('a musl program (musl-gcc), a static one (busybox-static) and a script are told apart', {
