@@ -232,9 +232,10 @@ function step(run: Run): void {
 /**
  * The pollfds of `stepTty`'s own wait: the wake pipe (POLLIN), then the terminal (POLLOUT),
  * passed by address and read through typed views: that wait comes once per refill, tens of
- * thousands of times a second.
+ * thousands of times a second. Memory of its own (`addressOf`): a small `Buffer.alloc` may
+ * live on V8's heap.
  */
-const ttyPoll = Buffer.alloc(16);
+const ttyPoll = Buffer.allocUnsafeSlow(16).fill(0);
 const ttyPollAt = c.addressOf(ttyPoll);
 /** `ttyPoll` as int32s: [0] the wake pipe's fd, [2] the terminal's. */
 const ttyPollFds = new Int32Array(ttyPoll.buffer, ttyPoll.byteOffset, 4);

@@ -79,34 +79,26 @@ export interface Libc {
   write(fd: number, buf: Buffer): number;
   /** lseek(2); the new offset, or -1 on error. */
   lseek(fd: number, offset: number, whence: number): number;
-  /**
-   * The address of `buf`'s first byte, for `readAt` and `sendAt`. Only for a buffer from
-   * `Buffer.allocUnsafeSlow` (memory of its own outside V8's heap, which never moves), and
-   * only while that buffer is referenced.
-   */
-  addressOf(buf: Buffer): number;
-  /** read(2) into `len` bytes at `address` (`addressOf` plus an offset); -1 on error. */
-  readAt(fd: number, address: number, len: number): number;
-  /** send(2) of `len` bytes at `address` (`addressOf` plus an offset); -1 on error. */
-  sendAt(fd: number, address: number, len: number, flags: number): number;
   /** isatty(3): 1 if `fd` is a terminal (a pty master too), else 0. */
   isatty(fd: number): number;
   strerror(errnum: number): string;
   errno(): number;
   /**
-   * The address of `buf`'s first byte, for the calls below that take one. The caller keeps
-   * `buf` referenced for as long as it uses the address (a Buffer's memory does not move),
-   * and stays within its length.
+   * The address of `buf`'s first byte, for the calls below that take one. Only for a buffer
+   * with memory of its own outside V8's heap (`Buffer.allocUnsafeSlow`, or `allocUnsafe` of
+   * more than half Node's pool), which never moves, and only while that buffer is referenced;
+   * the caller stays within its length.
    */
   addressOf(buf: Buffer): number;
   /**
-   * read(2), write(2) and poll(2) on memory given by address (`addressOf` plus an offset),
-   * not by Buffer: koffi converts three numbers instead of checking and unwrapping a Buffer,
-   * and no subarray is made per call. For loops that make tens of thousands of calls (the
-   * data-plane thread's pty run); -1 on error.
+   * read(2), write(2), send(2) and poll(2) on memory given by address (`addressOf` plus an
+   * offset), not by Buffer: koffi converts numbers instead of checking and unwrapping a
+   * Buffer, and no subarray is made per call. For loops that make tens of thousands of calls
+   * (the data-plane thread's pty and fan-out runs); -1 on error.
    */
   readAt(fd: number, addr: number, count: number): number;
   writeAt(fd: number, addr: number, count: number): number;
+  sendAt(fd: number, addr: number, count: number, flags: number): number;
   pollAt(fds: number, nfds: number, timeoutMs: number): number;
 }
 
@@ -318,17 +310,16 @@ const TEE = 'long tee(int fd_in, int fd_out, size_t len, unsigned int flags)';
 const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
 const WRITE = 'long write(int fd, const void *buf, size_t count)';
 const LSEEK = 'long lseek(int fd, long offset, int whence)';
-// By address: a hot loop passes a place in one buffer of its own without making a view per call.
-const READ_AT = 'long read(int fd, uintptr_t buf, size_t count)';
-const SEND_AT = 'long send(int fd, uintptr_t buf, size_t len, int flags)';
 const ISATTY = 'int isatty(int fd)';
 const READ_AT = 'long read(int fd, intptr_t buf, size_t count)';
 const WRITE_AT = 'long write(int fd, intptr_t buf, size_t count)';
+const SEND_AT = 'long send(int fd, intptr_t buf, size_t len, int flags)';
 const POLL_AT = 'int poll(intptr_t fds, unsigned long nfds, int timeout)';
 
-/** The address-taking calls, bound once: they are called per pty refill, so not even the map lookup `fn` makes. */
+/** The address-taking calls, bound once: they are called per pty refill or per fan-out send, so not even the map lookup `fn` makes. */
 let readAt: Bound | undefined;
 let writeAt: Bound | undefined;
+let sendAt: Bound | undefined;
 let pollAt: Bound | undefined;
 
 const LIBC: Libc = {
@@ -368,9 +359,6 @@ const LIBC: Libc = {
   read: (fd, buf) => Number(fn(READ)(fd, buf, buf.length) as number | bigint),
   write: (fd, buf) => Number(fn(WRITE)(fd, buf, buf.length) as number | bigint),
   lseek: (fd, offset, whence) => Number(fn(LSEEK)(fd, offset, whence) as number | bigint),
-  addressOf: (buf) => Number(load().koffi.address(buf)),
-  readAt: (fd, address, len) => Number(fn(READ_AT)(fd, address, len) as number | bigint),
-  sendAt: (fd, address, len, flags) => Number(fn(SEND_AT)(fd, address, len, flags) as number | bigint),
   isatty: (fd) => fn(ISATTY)(fd) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
@@ -382,6 +370,7 @@ const LIBC: Libc = {
   },
   readAt: (fd, addr, count) => (readAt ??= fn(READ_AT))(fd, addr, count) as number,
   writeAt: (fd, addr, count) => (writeAt ??= fn(WRITE_AT))(fd, addr, count) as number,
+  sendAt: (fd, addr, count, flags) => (sendAt ??= fn(SEND_AT))(fd, addr, count, flags) as number,
   pollAt: (fds, n, timeout) => (pollAt ??= fn(POLL_AT))(fds, n, timeout) as number,
 };
 
