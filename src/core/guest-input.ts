@@ -41,6 +41,7 @@ import * as net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { InputDevice, KernelSource } from './guest-side.ts';
 import { GUEST_PIPE_BYTES } from './guest-output.ts';
+import { ChunkRate } from './chunk-rate.ts';
 import { libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, isSocket, makePipe, makeSocketPair, readableBytes, type PipeEnds } from '../platform/splice.ts';
 import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
@@ -102,6 +103,8 @@ export class GuestInput {
   /** The current run's waits so far (its progress reports). */
   #runWaits = 0;
   #immediate: NodeJS.Immediate | undefined;
+  /** Small chunks close together: a busy exchange, which may move to the kernel path with the output (`ChunkRate`). */
+  readonly #rate = new ChunkRate();
   #closed = false;
   #spliced = 0;
   #runs = 0;
@@ -140,6 +143,11 @@ export class GuestInput {
       d.addInput(this);
     }
     this.#listen();
+  }
+
+  /** Whether the kernel path is possible at all: a socketpair or pipe, one device, native calls available. */
+  get kernelCapable(): boolean {
+    return this.#kernelCapable;
   }
 
   /**
@@ -200,16 +208,18 @@ export class GuestInput {
   }
 
   /**
-   * Only a burst starts a run, never a client's arrival: a client that types (or a 1-byte
-   * ping-pong) stays on libuv's path, since a run hands every byte to the data-plane
-   * thread, whose wake-up costs an interactive round trip (measured on the bench's latency
-   * row, 2026-12: a run started on connect cost ~25 µs p50).
+   * A burst starts a run, or a busy exchange of small chunks that the guest's output can
+   * join on the thread (`ChunkRate`); never a client's arrival, and never a client that
+   * types: a run with only this direction on the thread costs an interactive round trip a
+   * wake-up of each thread (measured on the bench's latency row, 2026-12: a run started on
+   * connect cost ~25 µs p50).
    */
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
     // Input the guest does not read yet waits in the clients and the kernel, not here.
     if (!this.#writer.write(chunk) && !this.#claiming) this.#unlisten();
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable) this.#schedule();
+    if (!this.#kernelCapable) return;
+    if (chunk.length >= BURST_BYTES || (this.#rate.busy(performance.now()) && this.#devices[0]?.duplexKernelPath?.() === true)) this.#schedule();
   }
 
   #drained(): void {

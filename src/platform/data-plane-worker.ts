@@ -58,8 +58,8 @@ interface Run {
   heldEnd: number;
   /** A tee run (`startTee`): the log beside the client. */
   readonly tee?: TeeState;
-  /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`. */
-  readonly via?: { readonly readFd: number; readonly writeFd: number };
+  /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`, `held` what it holds. */
+  readonly via?: { readonly readFd: number; readonly writeFd: number; held: number };
 }
 
 /**
@@ -197,10 +197,16 @@ function step(run: Run): void {
     if (n > 0) {
       run.moved += n;
       if (run.left > 0) run.left -= n;
-      if (n < len && run.left !== 0 && pipeHolds(run.from)) {
-        // The destination took part of what the pipe holds: it is full (a pty takes a few
-        // KiB at a time). Wait for room now rather than learn it from one more splice.
-        waitRoom(run);
+      if (n < len && run.left !== 0) {
+        if (pipeHolds(run.from)) {
+          // The destination took part of what the pipe holds: it is full (a pty takes a few
+          // KiB at a time). Wait for room now rather than learn it from one more splice.
+          waitRoom(run);
+        } else {
+          // It took all the pipe held: wait for the guest now rather than learn it from one
+          // more splice (an interactive byte's hop costs one splice and this ioctl).
+          waitSource(run);
+        }
         return;
       }
       continue;
@@ -458,6 +464,9 @@ function stepCopy(run: Run): void {
  * (wait for room there: the pipe fills no further, the socket's buffers fill and TCP holds
  * the client); an empty pipe means the client has not sent more (wait for it, for at most
  * the grace). Whatever the pipe holds when the run ends is the main thread's to deliver.
+ * What the pipe holds is counted here (`via.held`: only this run writes to it and reads
+ * from it), so an interactive byte costs three splices: in, out, and the one that finds the
+ * socket empty.
  */
 function stepVia(run: Run): void {
   const via = run.via;
@@ -466,20 +475,26 @@ function stepVia(run: Run): void {
   run.idleAt = undefined;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     let progressed = false;
-    const out = c.splice(via.readFd, run.to, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (out > 0) {
-      run.moved += out;
-      progressed = true;
-    } else if (out < 0) {
-      const errno = c.errno();
-      if (errno === EINTR) continue;
-      if (errno !== EAGAIN) {
-        end(run, 'error', errnoName(errno));
-        return;
+    if (via.held > 0) {
+      const out = c.splice(via.readFd, run.to, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (out > 0) {
+        run.moved += out;
+        via.held -= out;
+        progressed = true;
+      } else if (out < 0) {
+        const errno = c.errno();
+        if (errno === EINTR) continue;
+        if (errno !== EAGAIN) {
+          end(run, 'error', errnoName(errno));
+          return;
+        }
       }
     }
     const got = c.splice(run.from, via.writeFd, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (got > 0) continue;
+    if (got > 0) {
+      via.held += got;
+      continue;
+    }
     if (got === 0) {
       end(run, 'eof');
       return;
@@ -490,11 +505,15 @@ function stepVia(run: Run): void {
       end(run, 'error', errnoName(errno));
       return;
     }
-    if (progressed) continue;
-    if (pipeHolds(via.readFd)) {
-      waitRoom(run);
-    } else {
+    // Nothing more from the client (or the pipe is full): with the pipe empty, wait for the
+    // client; else `to` took less than the pipe held (or nothing), so it is full.
+    if (via.held === 0) {
       waitSource(run);
+    } else if (progressed) {
+      // `to` took some: ask it again before waiting for room.
+      continue;
+    } else {
+      waitRoom(run);
     }
     return;
   }
@@ -562,7 +581,8 @@ function takeMessages(): boolean {
         fans.start(msg);
         break;
       case 'start-via':
-        addRun(msg, -1, { via: { readFd: msg.viaRead, writeFd: msg.viaWrite } });
+        // The main thread emptied the pipe after the last run; count anything it left anyway.
+        addRun(msg, -1, { via: { readFd: msg.viaRead, writeFd: msg.viaWrite, held: Math.max(0, c.ioctlIntOut(msg.viaRead, FIONREAD)) } });
         break;
       case 'stop': {
         const run = runs.get(msg.id);
