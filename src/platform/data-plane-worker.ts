@@ -80,6 +80,12 @@ interface TeeState {
   ahead: number;
 }
 
+/**
+ * `performance` is an accessor on the global object (Node loads it lazily), so each
+ * `performance.now()` calls a getter first; this binding is read like any module constant.
+ * The loop reads the clock on every wake-up, an interactive byte's hop each.
+ */
+const performance = globalThis.performance;
 const setup = workerData as WorkerSetup;
 const endings = new Int32Array(setup.endings);
 const c = libc();
@@ -598,22 +604,31 @@ function takeMessages(): boolean {
   }
 }
 
+/** The runs waiting in this turn's poll, the first `waitingCount` (reused: the loop turns once per wake-up, an interactive byte's hop each). */
+const waiting: Run[] = [];
+let waitingCount = 0;
+const noFanWaits: readonly FanPoll[] = [];
+
 function loop(): void {
   for (;;) {
     let busy = false;
-    for (const run of [...runs.values()]) {
+    // A run that ends deletes itself from the map: a Map's iteration goes on past it.
+    for (const run of runs.values()) {
       if (run.waitFd === undefined) {
         if (run.via !== undefined) stepVia(run);
         else step(run);
         if (runs.has(run.id) && run.waitFd === undefined) busy = true;
       }
     }
-    if (fans.stepAll()) busy = true;
+    if (fans.size > 0 && fans.stepAll()) busy = true;
     const now = performance.now();
     report(now);
-    fans.tick(now);
-    const waiting = [...runs.values()].filter((r) => r.waitFd !== undefined);
-    const fanWaits: FanPoll[] = fans.pollEntries();
+    if (fans.size > 0) fans.tick(now);
+    waitingCount = 0;
+    for (const run of runs.values()) if (run.waitFd !== undefined) waiting[waitingCount++] = run;
+    // Nothing kept alive by a stale slot past the count.
+    if (waiting.length > waitingCount) waiting.length = waitingCount;
+    const fanWaits: readonly FanPoll[] = fans.size > 0 ? fans.pollEntries() : noFanWaits;
     const need = 8 * (waiting.length + fanWaits.length + 1);
     if (pollBuf.length < need) pollBuf = Buffer.alloc(need * 2);
     pollBuf.writeInt32LE(setup.wakeFd, 0);
@@ -637,7 +652,7 @@ function loop(): void {
       pollBuf.writeInt16LE(w.events, at + 4);
       pollBuf.writeInt16LE(0, at + 6);
     }
-    const fanAt = fans.deadline();
+    const fanAt = fans.size > 0 ? fans.deadline() : undefined;
     if (fanAt !== undefined) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(fanAt - now)));
     if (busy) timeout = 0;
     const rc = c.poll(pollBuf, waiting.length + fanWaits.length + 1, timeout);
@@ -655,11 +670,11 @@ function loop(): void {
       }
     }
     const later = performance.now();
-    for (const run of [...runs.values()]) {
+    for (const run of runs.values()) {
       if (run.waitFd !== undefined && run.idleAt !== undefined && later >= run.idleAt) end(run, 'idle');
     }
     report(later);
-    fans.tick(later);
+    if (fans.size > 0) fans.tick(later);
   }
 }
 
