@@ -219,7 +219,9 @@ describe('a busy exchange of small chunks on the data plane, both ways (real cli
       assert.ok(r.output.stats.waits > 0, `the guest waited for the slow client (${JSON.stringify(r.output.stats)})`);
     });
 
-    it(`${kind}: ping-pong, then a stream the client stops reading while a viewer comes and goes: every byte back, in order`, { timeout: 60000 }, async (ctx) => {
+    it(`${kind}: ping-pong, then a stream the client stops reading while a viewer comes and goes: every byte back, in order`, {
+      timeout: 60000,
+    }, async (ctx) => {
       const r = await rig(ctx, kind);
       const c = client(ctx, kind, r, EXCHANGES, 8 * 1024 * 1024, 'stall');
       await checkBothWaysOnThread(c, r);
