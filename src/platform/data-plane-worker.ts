@@ -28,6 +28,13 @@ const SPLICE_CHUNK = 16 * 1024 * 1024;
  * 64, 128 and 256 KiB here: no better per byte, more calls (docs/performance-notes.md).
  */
 const COPY_BYTES = 1024 * 1024;
+/**
+ * A via run's splice from the socket that moved less than this most likely took all the
+ * socket had (the via pipe holds 1 MiB, in 256 slots), so the run waits for the client
+ * without asking the socket once more. If the pipe's slots did stop it short, the bytes left
+ * in the socket make the poll return at once: a wasted poll, never a late byte.
+ */
+const VIA_DRAINED_BYTES = 64 * 1024;
 /** Transfers of one run before the others (and the wake pipe) get a look. */
 const SPLICES_PER_TURN = 64;
 
@@ -57,9 +64,9 @@ interface Run {
   heldAt: number;
   heldEnd: number;
   /** A tee run (`startTee`): the log beside the client. */
-  readonly tee?: TeeState;
+  readonly tee?: TeeState | undefined;
   /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`, `held` what it holds. */
-  readonly via?: { readonly readFd: number; readonly writeFd: number; held: number };
+  readonly via?: { readonly readFd: number; readonly writeFd: number; held: number } | undefined;
 }
 
 /**
@@ -479,6 +486,8 @@ function stepVia(run: Run): void {
   if (via === undefined) return;
   run.waitFd = undefined;
   run.idleAt = undefined;
+  /** The last splice from the socket took less than the smallest pipe holds: it took all there was. */
+  let drained = false;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     let progressed = false;
     if (via.held > 0) {
@@ -496,9 +505,17 @@ function stepVia(run: Run): void {
         }
       }
     }
+    if (drained && via.held === 0) {
+      // Everything reached the guest and the socket was empty a moment ago: wait for the
+      // client rather than ask it once more (an interactive byte's hop is then two splices;
+      // bytes that came meanwhile make the poll return at once).
+      waitSource(run);
+      return;
+    }
     const got = c.splice(run.from, via.writeFd, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (got > 0) {
       via.held += got;
+      drained = got < VIA_DRAINED_BYTES;
       continue;
     }
     if (got === 0) {
@@ -560,6 +577,9 @@ function addRun(
     waitFd: undefined,
     waitEvents: 0,
     idleAt: undefined,
+    // Every kind's fields on every run, in one order: one object shape for the loop's reads.
+    tee: undefined,
+    via: undefined,
     ...kind,
   });
 }
