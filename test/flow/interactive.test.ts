@@ -5,8 +5,9 @@
  * and a real client (Python, a plain socket) that first plays ping-pong with chunks of 1–32
  * bytes — never a burst, so only the exchange's rate can move it to the thread — and then
  * streams small chunks while it reads fast, slowly, or not at all until a viewer has come and
- * gone. Every check is count + sha256 of what came back against what was sent, the device's
- * counters, and that the data-plane thread moved bytes both ways.
+ * gone; and with a history, where the output must stay on libuv's path, the input stays
+ * there too. Every check is count + sha256 of what came back against what was sent, the
+ * device's counters, and which path moved the bytes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -102,10 +103,10 @@ before(async () => {
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 /** A device with `cat` as its guest, wired as `chardev run` wires a piped guest. */
-async function rig(ctx: TestContext, kind: Kind): Promise<Rig> {
+async function rig(ctx: TestContext, kind: Kind, extra = ''): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(root, 'r'));
   const sockPath = path.join(dir, 's');
-  const clients = "<cd:clients max='2'/>";
+  const clients = `<cd:clients max='2'/>${extra}`;
   const device =
     kind === 'tcp'
       ? `<serial type='tcp'><source mode='bind' host='127.0.0.1' service='0'/><protocol type='raw'/><target port='0'/>${clients}</serial>`
@@ -238,6 +239,21 @@ describe('a busy exchange of small chunks on the data plane, both ways (real cli
       await waitFor(() => r.device.hub.size === 1, 'the viewer gone');
       c.proc.stdin?.write('go\n');
       await checkEcho(c, r, EXCHANGES, true);
+    });
+
+    it(`${kind}: with a history the output cannot leave libuv's path, so the input stays there too: every byte back, in order`, {
+      timeout: 60000,
+    }, async (ctx) => {
+      const r = await rig(ctx, kind, "<cd:history size='65536'/>");
+      const c = client(ctx, kind, r, EXCHANGES, 64 * 1024, 'fast');
+      const [word, count] = (await c.line()).split(' ');
+      assert.equal(word, 'exchanged');
+      await waitFor(() => r.device.counters.bytesToGuest === Number(count), `the ${count} bytes of the exchange counted`, 20000);
+      // One direction alone on the thread would cost every round trip a wake-up of each thread.
+      assert.equal(r.input.stats.runs, 0, `no run for the input alone (${JSON.stringify(r.input.stats)})`);
+      assert.equal(r.output.stats.spliced, 0);
+      c.proc.stdin?.write('on\n');
+      await checkEcho(c, r, EXCHANGES);
     });
   }
 });
