@@ -5,8 +5,8 @@
  *
  * Why: a round trip on the JavaScript path costs two event-loop turns of Node's stream
  * machinery; the data-plane thread moves the same byte with a poll return and a splice.
- * Measured on the bench's 1-byte round trip through `cat` (2026-12, 2 cores): ~35 µs on
- * libuv's path both ways, ~29–30 µs with both directions on the thread (socat ~30–31 µs), but
+ * Measured on the bench's 1-byte round trip through `cat` (2026-12, 2 cores, p50): ~35 µs on
+ * libuv's path both ways (socat ~30.5 µs), ~32 µs with both directions on the thread, but
  * 42–48 µs with only one of them there, since every round trip then wakes both threads. So
  * a busy exchange moves to the thread only where both directions can (`duplexKernelPath`);
  * a run ends after its grace of quiet, as a burst's does, and the next keystroke goes by

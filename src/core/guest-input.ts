@@ -11,8 +11,9 @@
  * - **Kernel path.** When the guest's stdin is a socketpair (`guestInputSocket`, as socat's
  *   EXEC and child_process give it) or a pipe, there is one device, and
  *   `Chardev.kernelSource` hands out its writer's socket (the only client, a raw tcp or unix
- *   socket, this the only 'data' listener) and a chunk says the client is streaming, the
- *   socket is claimed — libuv stops reading it, what Node had read ahead goes first through
+ *   socket, this the only 'data' listener) and a chunk says the client is streaming (or
+ *   small chunks come as a busy exchange whose output can go to the thread too:
+ *   `ChunkRate`, `Chardev.duplexKernelPath`), the socket is claimed — libuv stops reading it, what Node had read ahead goes first through
  *   the JavaScript path — and once Node's queue to the guest is empty the data-plane thread
  *   (platform/data-plane.ts) splices in its poll loop, no byte entering V8: socket → an
  *   intermediate pipe of ours → the socketpair (splice(2) needs a pipe on one side of each

@@ -14,7 +14,9 @@
  *   tcp/unix socket or a pty, with the device's `<log>` teed beside it if it has one (a tee
  *   run: `KernelTarget.tee`); or, with nobody attached, a `file` device's file or a `null`
  *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
- *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
+ *   burst (the guest is streaming), or small chunks come as a busy exchange whose input can
+ *   go to the thread too (`ChunkRate`, `Chardev.duplexKernelPath`), libuv's reader is
+ *   closed and the pipe is handed to the
  *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
  *   pipe → destination in a blocking poll loop, without a JavaScript hop per chunk or per
  *   full/free cycle of the destination. The guest is held exactly as on the JavaScript path:

@@ -478,15 +478,15 @@ function stepCopy(run: Run): void {
  * the client); an empty pipe means the client has not sent more (wait for it, for at most
  * the grace). Whatever the pipe holds when the run ends is the main thread's to deliver.
  * What the pipe holds is counted here (`via.held`: only this run writes to it and reads
- * from it), so an interactive byte costs three splices: in, out, and the one that finds the
- * socket empty.
+ * from it), so an interactive byte costs two splices, in and out: a small take from the
+ * socket means it is empty (`VIA_DRAINED_BYTES`).
  */
 function stepVia(run: Run): void {
   const via = run.via;
   if (via === undefined) return;
   run.waitFd = undefined;
   run.idleAt = undefined;
-  /** The last splice from the socket took less than the smallest pipe holds: it took all there was. */
+  /** The last splice from the socket took less than VIA_DRAINED_BYTES: most likely all there was. */
   let drained = false;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     let progressed = false;
@@ -624,7 +624,7 @@ function takeMessages(): boolean {
   }
 }
 
-/** The runs waiting in this turn's poll, the first `waitingCount` (reused: the loop turns once per wake-up, an interactive byte's hop each). */
+/** The runs waiting in this turn's poll (one array for every turn: the loop turns once per wake-up, an interactive byte's hop each). */
 const waiting: Run[] = [];
 let waitingCount = 0;
 const noFanWaits: readonly FanPoll[] = [];
