@@ -447,6 +447,24 @@ export class Chardev {
     };
   }
 
+  /**
+   * @internal Whether a busy exchange of small chunks (`ChunkRate`) may move to the
+   * data-plane thread both ways now: the guest's output by a plain run to the writer (no
+   * `<log>`, history or stall limit) and its input from the writer's socket, which is the
+   * only client and offers both (a raw tcp or unix socket, no telnet), with one reader of
+   * the guest's output and one writer of its input attached, each able to use the kernel
+   * path. One direction alone is not worth it: every round trip would wake both threads.
+   */
+  duplexKernelPath(): boolean {
+    if (this.#stopped || this.#backend === undefined || this.def.ext.stall !== undefined || this.history !== undefined || this.#log !== undefined) return false;
+    if (this.#listeners.data.length !== 1 || this.#held.length > 0 || this.#outputs.size !== 1 || this.#inputs.size !== 1) return false;
+    const sink = this.hub.soleWriter?.sink;
+    if (sink?.kernelPath === undefined || sink.inputPath === undefined) return false;
+    for (const o of this.#outputs) if (o.kernelCapable !== true) return false;
+    for (const i of this.#inputs) if (i.kernelCapable !== true) return false;
+    return true;
+  }
+
   /** @internal The kernel path would do now but for bytes Node still has queued for the client. */
   kernelPathAfterNode(): boolean {
     const backend = this.#backend;

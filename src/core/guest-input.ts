@@ -11,8 +11,9 @@
  * - **Kernel path.** When the guest's stdin is a socketpair (`guestInputSocket`, as socat's
  *   EXEC and child_process give it) or a pipe, there is one device, and
  *   `Chardev.kernelSource` hands out its writer's socket (the only client, a raw tcp or unix
- *   socket, this the only 'data' listener) and a chunk says the client is streaming, the
- *   socket is claimed — libuv stops reading it, what Node had read ahead goes first through
+ *   socket, this the only 'data' listener) and a chunk says the client is streaming (or
+ *   small chunks come as a busy exchange whose output can go to the thread too:
+ *   `ChunkRate`, `Chardev.duplexKernelPath`), the socket is claimed — libuv stops reading it, what Node had read ahead goes first through
  *   the JavaScript path — and once Node's queue to the guest is empty the data-plane thread
  *   (platform/data-plane.ts) splices in its poll loop, no byte entering V8: socket → an
  *   intermediate pipe of ours → the socketpair (splice(2) needs a pipe on one side of each
@@ -41,6 +42,7 @@ import * as net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { InputDevice, KernelSource } from './guest-side.ts';
 import { GUEST_PIPE_BYTES } from './guest-output.ts';
+import { ChunkRate } from './chunk-rate.ts';
 import { libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, isSocket, makePipe, makeSocketPair, readableBytes, type PipeEnds } from '../platform/splice.ts';
 import { dataPlane, type DataPlaneRun, type RunResult } from '../platform/data-plane.ts';
@@ -102,6 +104,8 @@ export class GuestInput {
   /** The current run's waits so far (its progress reports). */
   #runWaits = 0;
   #immediate: NodeJS.Immediate | undefined;
+  /** Small chunks close together: a busy exchange, which may move to the kernel path with the output (`ChunkRate`). */
+  readonly #rate = new ChunkRate();
   #closed = false;
   #spliced = 0;
   #runs = 0;
@@ -140,6 +144,11 @@ export class GuestInput {
       d.addInput(this);
     }
     this.#listen();
+  }
+
+  /** Whether the kernel path is possible at all: a socketpair or pipe, one device, native calls available. */
+  get kernelCapable(): boolean {
+    return this.#kernelCapable;
   }
 
   /**
@@ -200,16 +209,18 @@ export class GuestInput {
   }
 
   /**
-   * Only a burst starts a run, never a client's arrival: a client that types (or a 1-byte
-   * ping-pong) stays on libuv's path, since a run hands every byte to the data-plane
-   * thread, whose wake-up costs an interactive round trip (measured on the bench's latency
-   * row, 2026-12: a run started on connect cost ~25 µs p50).
+   * A burst starts a run, or a busy exchange of small chunks that the guest's output can
+   * join on the thread (`ChunkRate`); never a client's arrival, and never a client that
+   * types: a run with only this direction on the thread costs an interactive round trip a
+   * wake-up of each thread (measured on the bench's latency row, 2026-12: a run started on
+   * connect cost ~25 µs p50).
    */
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
     // Input the guest does not read yet waits in the clients and the kernel, not here.
     if (!this.#writer.write(chunk) && !this.#claiming) this.#unlisten();
-    if (chunk.length >= BURST_BYTES && this.#kernelCapable) this.#schedule();
+    if (!this.#kernelCapable) return;
+    if (chunk.length >= BURST_BYTES || (this.#rate.busy(performance.now()) && this.#devices[0]?.duplexKernelPath?.() === true)) this.#schedule();
   }
 
   #drained(): void {

@@ -14,7 +14,9 @@
  *   tcp/unix socket or a pty, with the device's `<log>` teed beside it if it has one (a tee
  *   run: `KernelTarget.tee`); or, with nobody attached, a `file` device's file or a `null`
  *   device's `<log>` (no history, no stall limit, no other `<log>`) — and a read brings a
- *   burst (the guest is streaming), libuv's reader is closed and the pipe is handed to the
+ *   burst (the guest is streaming), or small chunks come as a busy exchange whose input can
+ *   go to the thread too (`ChunkRate`, `Chardev.duplexKernelPath`), libuv's reader is
+ *   closed and the pipe is handed to the
  *   data-plane thread (platform/data-plane.ts): one worker thread per process splicing
  *   pipe → destination in a blocking poll loop, without a JavaScript hop per chunk or per
  *   full/free cycle of the destination. The guest is held exactly as on the JavaScript path:
@@ -39,6 +41,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { FedDevice, KernelTarget, KernelTee } from './guest-side.ts';
 import { OutputPump } from './output-pump.ts';
+import { ChunkRate } from './chunk-rate.ts';
 import { isRegularFile } from './files.ts';
 import { NativeUnavailableError, libc, nativeProblem } from '../platform/native.ts';
 import { isPipe, makePipe, pipeSize, type PipeEnds } from '../platform/splice.ts';
@@ -148,6 +151,8 @@ export class GuestOutput {
   #fanExcluded: ReadonlySet<number> | undefined;
   /** A splice to this socket fd failed: wait for the hub to let the client go before moving on. */
   #brokenFd: number | undefined;
+  /** Small chunks close together: a busy exchange, which may move to the kernel path with the input (`ChunkRate`). */
+  readonly #rate = new ChunkRate();
   #eof = false;
   #closed = false;
   #moved = 0;
@@ -203,6 +208,11 @@ export class GuestOutput {
       d.on('client', this.#onClient);
     }
     this.#schedule();
+  }
+
+  /** Whether the kernel path is possible at all: one device, a pipe, native calls available. */
+  get kernelCapable(): boolean {
+    return this.#kernelCapable;
   }
 
   /** The path bytes take now. */
@@ -435,10 +445,11 @@ export class GuestOutput {
     this.#movedBy(chunk.length);
     if (this.#held || this.#closed) return;
     // A burst: the guest is streaming, and the rest can go by the kernel path if allowed —
-    // once nothing is left in the stream's buffer (it must reach the devices first).
+    // once nothing is left in the stream's buffer (it must reach the devices first). Or a
+    // busy exchange of small chunks whose input can go there too (`ChunkRate`).
     if (
-      chunk.length >= BURST_BYTES &&
       this.#kernelCapable &&
+      (chunk.length >= BURST_BYTES || (this.#rate.busy(performance.now()) && (this.#devices[0] as FedDevice).duplexKernelPath?.() === true)) &&
       (this.#reader?.readableLength ?? 0) === 0 &&
       (this.#kernelTarget() !== undefined || (this.#devices[0] as FedDevice).kernelPathAfterNode())
     ) {

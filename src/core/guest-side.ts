@@ -13,6 +13,8 @@ export interface OutputSource {
   settle(): void;
   /** A client's transport sent what it held (a viewer left out of a fan-out run may join it now). */
   clientDrained?(clientId: number): void;
+  /** It may move output on the kernel path at all (a pipe, native calls, one device). */
+  readonly kernelCapable?: boolean;
 }
 
 /**
@@ -95,12 +97,16 @@ export interface FedDevice extends PumpDevice {
   kernelTarget(): KernelTarget | undefined;
   /** Whether the kernel path could start once Node's own queue for the client has drained. */
   kernelPathAfterNode(): boolean;
+  /** Whether both directions of a busy exchange could move on the data-plane thread now (`ChunkRate`). */
+  duplexKernelPath?(): boolean;
 }
 
 /** Something feeding the guest with the device's input (`GuestInput`). */
 export interface InputSource {
   /** Finish what moves outside the device now (a kernel-path run) and count it, before a client change or other input. */
   settle(): void;
+  /** It may splice input to the guest at all (a socketpair or pipe, native calls, one device). */
+  readonly kernelCapable?: boolean;
 }
 
 /** The writer client's socket as a source of input moved by the kernel (`Chardev.kernelSource`). */
@@ -125,4 +131,6 @@ export interface InputDevice {
   removeInput(input: InputSource): void;
   /** The socket the kernel may move input from now, claimed, if `listener` is the only one and anything allows it. */
   kernelSource(listener: (chunk: Buffer) => void): KernelSource | undefined;
+  /** Whether both directions of a busy exchange could move on the data-plane thread now (`ChunkRate`). */
+  duplexKernelPath?(): boolean;
 }

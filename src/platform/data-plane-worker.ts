@@ -12,6 +12,7 @@
  * does a run into a terminal, through a buffer of its own that may hold bytes between two
  * writes (`stepTty`).
  */
+// In a worker the global `performance` is a getter with a check on every use; the loop reads the clock per wake-up.
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { libc } from './native.ts';
@@ -29,6 +30,13 @@ const SPLICE_CHUNK = 16 * 1024 * 1024;
  * 64, 128 and 256 KiB here: no better per byte, more calls (docs/performance-notes.md).
  */
 const COPY_BYTES = 1024 * 1024;
+/**
+ * A via run's splice from the socket that moved less than this most likely took all the
+ * socket had (the via pipe holds 1 MiB, in 256 slots), so the run waits for the client
+ * without asking the socket once more. If the pipe's slots did stop it short, the bytes left
+ * in the socket make the poll return at once: a wasted poll, never a late byte.
+ */
+const VIA_DRAINED_BYTES = 64 * 1024;
 /** Transfers of one run before the others (and the wake pipe) get a look. */
 const SPLICES_PER_TURN = 64;
 
@@ -60,9 +68,9 @@ interface Run {
   heldAt: number;
   heldEnd: number;
   /** A tee run (`startTee`): the log beside the client. */
-  readonly tee?: TeeState;
-  /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`. */
-  readonly via?: { readonly readFd: number; readonly writeFd: number };
+  readonly tee?: TeeState | undefined;
+  /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`, `held` what it holds. */
+  readonly via?: { readonly readFd: number; readonly writeFd: number; held: number } | undefined;
 }
 
 /**
@@ -200,10 +208,16 @@ function step(run: Run): void {
     if (n > 0) {
       run.moved += n;
       if (run.left > 0) run.left -= n;
-      if (n < len && run.left !== 0 && pipeHolds(run.from)) {
-        // The destination took part of what the pipe holds: it is full (a pty takes a few
-        // KiB at a time). Wait for room now rather than learn it from one more splice.
-        waitRoom(run);
+      if (n < len && run.left !== 0) {
+        if (pipeHolds(run.from)) {
+          // The destination took part of what the pipe holds: it is full (a pty takes a few
+          // KiB at a time). Wait for room now rather than learn it from one more splice.
+          waitRoom(run);
+        } else {
+          // It took all the pipe held: wait for the guest now rather than learn it from one
+          // more splice (an interactive byte's hop costs one splice and this ioctl).
+          waitSource(run);
+        }
         return;
       }
       continue;
@@ -473,28 +487,47 @@ function stepCopy(run: Run): void {
  * (wait for room there: the pipe fills no further, the socket's buffers fill and TCP holds
  * the client); an empty pipe means the client has not sent more (wait for it, for at most
  * the grace). Whatever the pipe holds when the run ends is the main thread's to deliver.
+ * What the pipe holds is counted here (`via.held`: only this run writes to it and reads
+ * from it), so an interactive byte costs two splices, in and out: a small take from the
+ * socket means it is empty (`VIA_DRAINED_BYTES`).
  */
 function stepVia(run: Run): void {
   const via = run.via;
   if (via === undefined) return;
   run.waitFd = undefined;
   run.idleAt = undefined;
+  /** The last splice from the socket took less than VIA_DRAINED_BYTES: most likely all there was. */
+  let drained = false;
   for (let i = 0; i < SPLICES_PER_TURN; i++) {
     let progressed = false;
-    const out = c.splice(via.readFd, run.to, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (out > 0) {
-      run.moved += out;
-      progressed = true;
-    } else if (out < 0) {
-      const errno = c.errno();
-      if (errno === EINTR) continue;
-      if (errno !== EAGAIN) {
-        end(run, 'error', errnoName(errno));
-        return;
+    if (via.held > 0) {
+      const out = c.splice(via.readFd, run.to, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (out > 0) {
+        run.moved += out;
+        via.held -= out;
+        progressed = true;
+      } else if (out < 0) {
+        const errno = c.errno();
+        if (errno === EINTR) continue;
+        if (errno !== EAGAIN) {
+          end(run, 'error', errnoName(errno));
+          return;
+        }
       }
     }
+    if (drained && via.held === 0) {
+      // Everything reached the guest and the socket was empty a moment ago: wait for the
+      // client rather than ask it once more (an interactive byte's hop is then two splices;
+      // bytes that came meanwhile make the poll return at once).
+      waitSource(run);
+      return;
+    }
     const got = c.splice(run.from, via.writeFd, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (got > 0) continue;
+    if (got > 0) {
+      via.held += got;
+      drained = got < VIA_DRAINED_BYTES;
+      continue;
+    }
     if (got === 0) {
       end(run, 'eof');
       return;
@@ -505,11 +538,15 @@ function stepVia(run: Run): void {
       end(run, 'error', errnoName(errno));
       return;
     }
-    if (progressed) continue;
-    if (pipeHolds(via.readFd)) {
-      waitRoom(run);
-    } else {
+    // Nothing more from the client (or the pipe is full): with the pipe empty, wait for the
+    // client; else `to` took less than the pipe held (or nothing), so it is full.
+    if (via.held === 0) {
       waitSource(run);
+    } else if (progressed) {
+      // `to` took some: ask it again before waiting for room.
+      continue;
+    } else {
+      waitRoom(run);
     }
     return;
   }
@@ -551,6 +588,9 @@ function addRun(
     waitFd: undefined,
     waitEvents: 0,
     idleAt: undefined,
+    // Every kind's fields on every run, in one order: one object shape for the loop's reads.
+    tee: undefined,
+    via: undefined,
     ...kind,
   });
 }
@@ -578,7 +618,8 @@ function takeMessages(): boolean {
         fans.start(msg);
         break;
       case 'start-via':
-        addRun(msg, -1, { via: { readFd: msg.viaRead, writeFd: msg.viaWrite } });
+        // The main thread emptied the pipe after the last run; count anything it left anyway.
+        addRun(msg, -1, { via: { readFd: msg.viaRead, writeFd: msg.viaWrite, held: Math.max(0, c.ioctlIntOut(msg.viaRead, FIONREAD)) } });
         break;
       case 'stop': {
         const run = runs.get(msg.id);
@@ -594,22 +635,31 @@ function takeMessages(): boolean {
   }
 }
 
+/** The runs waiting in this turn's poll (one array for every turn: the loop turns once per wake-up, an interactive byte's hop each). */
+const waiting: Run[] = [];
+let waitingCount = 0;
+const noFanWaits: readonly FanPoll[] = [];
+
 function loop(): void {
   for (;;) {
     let busy = false;
-    for (const run of [...runs.values()]) {
+    // A run that ends deletes itself from the map: a Map's iteration goes on past it.
+    for (const run of runs.values()) {
       if (run.waitFd === undefined) {
         if (run.via !== undefined) stepVia(run);
         else step(run);
         if (runs.has(run.id) && run.waitFd === undefined) busy = true;
       }
     }
-    if (fans.stepAll()) busy = true;
+    if (fans.size > 0 && fans.stepAll()) busy = true;
     const now = performance.now();
     report(now);
-    fans.tick(now);
-    const waiting = [...runs.values()].filter((r) => r.waitFd !== undefined);
-    const fanWaits: FanPoll[] = fans.pollEntries();
+    if (fans.size > 0) fans.tick(now);
+    waitingCount = 0;
+    for (const run of runs.values()) if (run.waitFd !== undefined) waiting[waitingCount++] = run;
+    // Nothing kept alive by a stale slot past the count.
+    if (waiting.length > waitingCount) waiting.length = waitingCount;
+    const fanWaits: readonly FanPoll[] = fans.size > 0 ? fans.pollEntries() : noFanWaits;
     const need = 8 * (waiting.length + fanWaits.length + 1);
     if (pollBuf.length < need) pollBuf = Buffer.alloc(need * 2);
     pollBuf.writeInt32LE(setup.wakeFd, 0);
@@ -633,7 +683,7 @@ function loop(): void {
       pollBuf.writeInt16LE(w.events, at + 4);
       pollBuf.writeInt16LE(0, at + 6);
     }
-    const fanAt = fans.deadline();
+    const fanAt = fans.size > 0 ? fans.deadline() : undefined;
     if (fanAt !== undefined) timeout = Math.min(timeout < 0 ? Infinity : timeout, Math.max(0, Math.ceil(fanAt - now)));
     if (busy) timeout = 0;
     const rc = c.poll(pollBuf, waiting.length + fanWaits.length + 1, timeout);
@@ -651,11 +701,11 @@ function loop(): void {
       }
     }
     const later = performance.now();
-    for (const run of [...runs.values()]) {
+    for (const run of runs.values()) {
       if (run.waitFd !== undefined && run.idleAt !== undefined && later >= run.idleAt) end(run, 'idle');
     }
     report(later);
-    fans.tick(later);
+    if (fans.size > 0) fans.tick(later);
   }
 }
 

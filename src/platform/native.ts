@@ -322,6 +322,9 @@ let writeAt: Bound | undefined;
 let sendAt: Bound | undefined;
 let pollAt: Bound | undefined;
 
+/** `ioctlIntOut`'s int, filled by the kernel. */
+const INT_OUT = Buffer.alloc(4);
+
 const LIBC: Libc = {
   unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
   ptsname_r: (fd, buf, len) => fn(PTSNAME_R)(fd, buf, len) as number,
@@ -340,7 +343,9 @@ const LIBC: Libc = {
   mkfifo: (p, m) => fn(MKFIFO)(p, m) as number,
   ioctlNoArg: (fd, req) => fn(IOCTL)(fd, req) as number,
   ioctlIntOut: (fd, req) => {
-    const out = Buffer.alloc(4);
+    // One buffer for every call (the call is synchronous): the data-plane thread asks FIONREAD per hop of an interactive byte.
+    const out = INT_OUT;
+    out.writeInt32LE(0, 0);
     return (fn(IOCTL)(fd, req, 'uint8_t *', out) as number) === 0 ? out.readInt32LE(0) : -1;
   },
   ioctlIntIn: (fd, req, value) => fn(IOCTL)(fd, req, 'int', value) as number,
