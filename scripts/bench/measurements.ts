@@ -66,7 +66,8 @@
  *   non-blocking master, poll(2) for room).
  * - latency: chardev TCP server whose guest is `cat` (client input → cat's stdin, cat's stdout
  *   → device.write, as `chardev run` wires it) vs `socat TCP-LISTEN:P EXEC:cat`; a Python
- *   client with TCP_NODELAY sends 1 byte and waits for it, after a warm-up; p50 and p99.
+ *   client with TCP_NODELAY sends 1 byte and waits for it, after a warm-up; p50 and p99,
+ *   over three times the run's repetitions (LATENCY_REPS_PER_REP: why there).
  * - idle: one chardev process opens 10,000 `<serial type='unix'>` servers (fewer if the
  *   hard open-files limit is lower, with a note); RSS before `open` and after it (after a GC
  *   on both sides) per device, then CPU over an idle window after a settling pause, split
@@ -907,6 +908,17 @@ async function pingPong(ctx: Ctx, port: number, warm: number, count: number): Pr
   }
 }
 
+/**
+ * Latency repetitions per `--reps` repetition. On this VM a 1-byte round trip has two
+ * regimes, set by where the scheduler puts the relay, `cat` and the client: every side,
+ * socat included, takes either ~31 µs or ~50 µs for a whole repetition, even on a quiet
+ * machine (2026-12-03). A repetition whose two sides landed in different regimes gives a
+ * ratio near 0.6× or 1.6×, and a median of three absorbs one such repetition, not two. A
+ * repetition costs about a second per side, so this row takes three times as many, every
+ * side alike.
+ */
+const LATENCY_REPS_PER_REP = 3;
+
 /** 1-byte round trips through an echoing guest (`cat`): chardev TCP server vs `socat TCP-LISTEN EXEC:cat`. */
 export async function latency(ctx: Ctx): Promise<Row[]> {
   const warm = ctx.quick ? 500 : 1000;
@@ -916,9 +928,10 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
   const label: Record<Side, string> = { chardev: 'chardev', socat: 'socat', node: 'bare Node (floor)' };
   const p50: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
   const p99: Record<Side, number[]> = { chardev: [], socat: [], node: [] };
-  for (let rep = 0; rep < ctx.reps; rep++) {
+  const reps = ctx.reps * LATENCY_REPS_PER_REP;
+  for (let rep = 0; rep < reps; rep++) {
     for (const who of rotate(sides, rep)) {
-      ctx.log(`latency: ${label[who]}, ${count} round trips (${rep + 1}/${ctx.reps})`);
+      ctx.log(`latency: ${label[who]}, ${count} round trips (${rep + 1}/${reps})`);
       let l: Latency;
       if (who === 'socat') {
         const port = await freePort();
@@ -946,7 +959,7 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
       p99[who].push(l.p99);
     }
   }
-  const details = { warmup: warm, roundTrips: count, reps: ctx.reps, p50us: p50, p99us: p99 };
+  const details = { warmup: warm, roundTrips: count, reps, p50us: p50, p99us: p99 };
   const peerName = 'socat TCP-LISTEN EXEC:cat';
   const row = (q: 'p50' | 'p99', xs: Record<Side, number[]>, bound: number): Row[] => [
     judged({
