@@ -1452,9 +1452,13 @@ fs.closeSync(out);
  * 3 or 5 s after it (3 runs of each, alternated). Without a wait `cat` started at once and
  * chardev's sides a second later, after their host's start-up: `cat` wrote into pages just
  * freed, chardev into pages handed back. With it every side starts from pages handed back,
- * as a device's log on a long-running machine does.
+ * as a device's log on a long-running machine does. 5 s, not 2: the kernel reports free
+ * pages in batches 2 s apart (page_reporting's delay), so a side starting at 2 s — `cat`,
+ * while chardev's host start-up put its sides near 3 s — could still find pages not yet
+ * handed back (a full run at 2 s, 2026-12-03: `cat` 2567 MB/s in one repetition, every other
+ * side of it 1126–1666).
  */
-const FILE_SETTLE_MS = 2000;
+const FILE_SETTLE_MS = 5000;
 
 /**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs

@@ -1,6 +1,6 @@
 /**
  * Linux x86-64/aarch64 numbers (poll events, ioctl requests, splice flags, errno values,
- * lseek whence), one copy for every platform file that passes them to libc.
+ * lseek whence, pipe fcntls), one copy for every platform file that passes them to libc.
  */
 export const POLLIN = 0x001;
 export const POLLOUT = 0x004;
@@ -15,3 +15,6 @@ export const EINTR = 4;
 export const EIO = 5;
 export const EAGAIN = 11;
 export const SEEK_END = 2;
+/** fcntl(2): a pipe's capacity, set (rounded up to a power of two pages) and read. */
+export const F_SETPIPE_SZ = 1031;
+export const F_GETPIPE_SZ = 1032;

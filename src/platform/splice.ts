@@ -7,14 +7,12 @@
 import * as fs from 'node:fs';
 import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
-import { FIONREAD } from './linux-abi.ts';
+import { FIONREAD, F_GETPIPE_SZ, F_SETPIPE_SZ } from './linux-abi.ts';
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const F_GETFL = 3;
 const F_SETFL = 4;
-const F_SETPIPE_SZ = 1031;
-const F_GETPIPE_SZ = 1032;
 
 export interface PipeEnds {
   readonly readFd: number;

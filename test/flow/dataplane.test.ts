@@ -15,7 +15,8 @@ import { domainXml, waitFor } from '../core/helpers.ts';
 import { PYTHON, readRotated, sha256, tmp } from '../reliability/helpers.ts';
 import { open } from '../../src/index.ts';
 import type { Chardev, Domain } from '../../src/index.ts';
-import { type GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
+import { GUEST_PIPE_BYTES, type GuestOutput, guestPipe, startDataPlane } from '../../src/core/guest-output.ts';
+import { pipeSize } from '../../src/platform/splice.ts';
 import type { ClientSink } from '../../src/core/hub.ts';
 import { dataPlane } from '../../src/platform/data-plane.ts';
 
@@ -450,6 +451,65 @@ describe('the data-plane thread: pty, file and <log> destinations (real processe
       assertSpliced(r.output, bytes, 0.5);
       report(`file${append ? ' (append)' : ''}: ${((r.output.stats.spliced / bytes) * 100).toFixed(1)} % spliced, ${r.output.stats.switches} path changes`);
     }
+  });
+
+  it("a file device's run shrinks the guest's pipe while it copies and gives it back its size when the guest pauses and at the end; every byte in the file", {
+    timeout: 60000,
+  }, async (ctx) => {
+    const half = 32 * MiB;
+    const dir = fs.mkdtempSync(path.join(root, 'shrink'));
+    const data = randomBytes(2 * half);
+    const dataFile = path.join(dir, 'data');
+    fs.writeFileSync(dataFile, data);
+    const out = path.join(dir, 'out');
+    const domain = await open(domainXml(`<serial type='file'><source path='${out}'/><target port='0'/></serial>`), { logDir: dir });
+    ctx.after(() => domain.stop());
+    const dev = domain.device('serial0');
+    // Writes the first half, waits for a line on stdin (the run ends after its grace
+    // meanwhile), writes the second half and exits.
+    const guestPy = `
+import os, sys
+data = open(sys.argv[1], 'rb').read()
+half = len(data) // 2
+def put(b):
+    mv = memoryview(b)
+    for i in range(0, len(mv), 65536):
+        os.write(1, mv[i:i + 65536])
+put(data[:half])
+sys.stdin.readline()
+put(data[half:])
+`;
+    const pipe = guestPipe();
+    // A second description of the same pipe, to read its size whatever the device does with its own fd.
+    const probe = fs.openSync(`/proc/self/fd/${pipe.readFd}`, 'r');
+    ctx.after(() => fs.closeSync(probe));
+    const before = pipeSize(probe);
+    let child: ChildProcess;
+    try {
+      child = spawn(PYTHON, ['-S', '-c', guestPy, dataFile], { stdio: ['pipe', pipe.writeFd, 'inherit'] });
+    } finally {
+      fs.closeSync(pipe.writeFd);
+    }
+    ctx.after(() => child.kill('SIGKILL'));
+    const seen = new Set<number | undefined>();
+    const sampler = setInterval(() => seen.add(pipeSize(probe)), 1);
+    ctx.after(() => clearInterval(sampler));
+    const output = dev.pipeFrom(pipe.readFd);
+    await waitFor(() => dev.counters.bytesFromGuest === half, 'the first half in the file', 30000);
+    // The guest waits: the run ends after its grace and the pipe has its size back.
+    await waitFor(() => pipeSize(probe) === before, 'the pipe at its own size again', 10000);
+    const sawSmallFirst = [...seen].some((n) => n !== undefined && n < (before ?? 0));
+    child.stdin?.end('go\n');
+    await output.ended;
+    clearInterval(sampler);
+    assert.equal(before, GUEST_PIPE_BYTES);
+    assert.ok(sawSmallFirst, `the pipe was ${[...seen].join(', ')} bytes while the guest streamed, never smaller than ${before}`);
+    assert.equal(pipeSize(probe), before, 'the pipe has its own size again after the last run');
+    const file = fs.readFileSync(out);
+    assert.equal(file.length, data.length);
+    assert.equal(sha256(file), sha256(data));
+    assert.equal(dev.counters.bytesFromGuest, data.length);
+    assertSpliced(output, data.length, 0.5);
   });
 
   it('a rotated file device and a rotated <log> of a null device: every byte once, in order, each full file exactly the rotation size', {
