@@ -110,6 +110,12 @@ export interface GapVerdict {
    * `unknown`: no floor measured.
    */
   readonly whose: 'machine' | 'chardev' | 'unexplained' | 'unknown';
+  /**
+   * The run proves the whole gap is the machine's, as issue 16's "done when" asks: `whose` is
+   * `machine` and a compiled floor doing the work under chardev's rules is below the target
+   * too. Interpreted floors alone do not prove it (a relay in C might do better).
+   */
+  readonly proven: boolean;
   readonly text: string;
 }
 
@@ -133,7 +139,7 @@ function standingText(s: { rel: number; word: 'better' | 'level' | 'worse' }, na
 
 export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRatio: number | null = null, peer?: SameWorkPeer): GapVerdict {
   const measured = floors.filter((f): f is FloorFigure & { ratio: number } => f.ratio !== null && Number.isFinite(f.ratio) && f.ratio !== 0);
-  if (t.on !== 'ratio' || measured.length === 0) return { whose: 'unknown', text: 'no floor measured for this row' };
+  if (t.on !== 'ratio' || measured.length === 0) return { whose: 'unknown', proven: false, text: 'no floor measured for this row' };
   const target = targetText(t);
   const chardev = chardevRatio !== null && Number.isFinite(chardevRatio) && chardevRatio !== 0 ? chardevRatio : undefined;
   const parts = measured.map((f) => {
@@ -151,16 +157,21 @@ export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRat
   if (meeting.length > 0) {
     return {
       whose: 'chardev',
+      proven: false,
       text: `${list}; ${meeting.join(' and ')} ${meeting.length === 1 ? 'meets' : 'meet'} ${target} on this machine in the same run, so the remaining gap is chardev's`,
     };
   }
   if (deciding.length === 0) {
-    return { whose: 'unexplained', text: `${list}; no floor here works under chardev's rules, so this run does not say whose the gap is` };
+    return { whose: 'unexplained', proven: false, text: `${list}; no floor here works under chardev's rules, so this run does not say whose the gap is` };
   }
   // No floor meets the target: the best of them (highest ratio for ≥, lowest for ≤) decides.
   const best = deciding.reduce((a, b) => ((t.op === '>=' ? b.ratio > a.ratio : b.ratio < a.ratio) ? b : a));
   if (chardev === undefined) {
-    return { whose: 'unexplained', text: `${list}; none of them meets ${target}, and without chardev's figure this run does not say whose the gap is` };
+    return {
+      whose: 'unexplained',
+      proven: false,
+      text: `${list}; none of them meets ${target}, and without chardev's figure this run does not say whose the gap is`,
+    };
   }
   const s = standing(t, chardev, best.ratio);
   // The best compiled floor under chardev's rules: the machine's limit for the work, as measured.
@@ -174,6 +185,7 @@ export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRat
   if (s.word !== 'worse') {
     return {
       whose: 'machine',
+      proven: shown !== undefined,
       text:
         shown !== undefined
           ? `${list}; none of them meets ${target}, and ${standingText(s, `the best of them (${best.name})`)}, so the remaining gap is the machine's for this work: ${shown}`
@@ -185,6 +197,7 @@ export function gapVerdict(t: Target, floors: readonly FloorFigure[], chardevRat
   const ours = `so the gap from chardev's ${chardev.toFixed(2)}× up to ${best.name}'s ${best.ratio.toFixed(2)}× is chardev's (${(share * 100).toFixed(0)} % of the way from chardev to ${target})`;
   return {
     whose: 'chardev',
+    proven: false,
     text:
       shown !== undefined
         ? `${list}; none of them meets ${target}, but ${best.name} does better than chardev (${standingText(s, 'it')}), ${ours}; the rest, from there to ${target}, is the machine's for this work: ${shown}`

@@ -135,6 +135,34 @@ test('the page holds the run, the machine, the command, every row, the gaps and 
   assert.doesNotMatch(page, /Failed measurements/);
 });
 
+test("a target not met where a compiled floor doing the same work falls short too, chardev level with it, is called the machine's limit", () => {
+  const cFloor = floorRow(['log'], {
+    id: 'floor-log-c',
+    figure: '  floor: in C',
+    unit: 'MB/s',
+    chardev: 610,
+    peer: 1000,
+    peerName: 'cat > file',
+    ratio: 0.61,
+    floorCompiled: true,
+  });
+  // chardev's log row level with bare Node (0.60×) and the C floor (0.61×).
+  const level = rows.map((r) => (r.id === 'log' ? judged({ ...r, chardev: 600, ratio: 0.6, goal: atLeastRatio(1) }) : r));
+  const proven: BenchReport = { ...report, rows: [...level, cFloor] };
+  const page = performancePage(proven, '');
+  assert.match(
+    page,
+    /\*\*2 of 3 targets met; of the 1 not met, 1 is the machine's limit as this run measured it \(a relay in C doing the same work under chardev's rules is below the target too, and chardev is level with it or better\)\*\* in this run/,
+  );
+  assert.match(page, /\| 0\.60× \| ≥ 1\.0× \| NOT MET \(the machine's limit\) \|/);
+  assert.match(readmeSummary(proven, 'p.md'), /\| ≥ 1\.0× \| NOT MET \(the machine's limit\) \|/);
+  assert.match(terminalText(proven), /targets: 2 of 3 targets met; of the 1 not met, 1 is the machine's limit/);
+  // A compiled floor well ahead of chardev leaves the gap chardev's: plain NOT MET, and no claim in the summary.
+  const ahead: BenchReport = { ...report, rows: [...level, { ...cFloor, ratio: 0.7 }] };
+  assert.match(performancePage(ahead, ''), /\*\*2 of 3 targets met\*\* in this run/);
+  assert.doesNotMatch(performancePage(ahead, ''), /NOT MET \(the machine's limit\) \||machine's limit as this run/);
+});
+
 test('failures show on the page, the summary and the terminal', () => {
   const failed: BenchReport = { ...report, errors: [{ id: 'fanout', error: 'x: got 1 of 2 bytes', lostBytes: true }] };
   assert.match(performancePage(failed, ''), /\*\*BYTES LOST\*\* \(no figure\) `fanout`/);

@@ -221,3 +221,22 @@ test('no floor, or no figure, decides nothing', () => {
   assert.equal(gapVerdict(t, [{ name: 'n', ratio: 0.5 }], null).whose, 'unexplained');
   assert.equal(gapVerdict(t, [{ name: 'n', ratio: 0.5 }], NaN).whose, 'unexplained');
 });
+
+test("only a compiled floor below the target, with chardev level with the best floor or better, proves the gap is the machine's", () => {
+  const c = { name: 'relay in C', ratio: 0.46, compiled: true };
+  const py = { name: 'relay in Python', ratio: 0.42 };
+  // Level with the C floor (within 5 %): proven.
+  assert.equal(gapVerdict(atLeastRatio(0.8), [py, c], 0.45).proven, true);
+  // Behind it by more than that: chardev's, not proven.
+  const behind = gapVerdict(atLeastRatio(0.8), [py, c], 0.43);
+  assert.equal(behind.whose, 'chardev');
+  assert.equal(behind.proven, false);
+  // Level with interpreted floors only: the machine's as far as they show, not proven.
+  const interpreted = gapVerdict(atLeastRatio(0.8), [py], 0.42);
+  assert.equal(interpreted.whose, 'machine');
+  assert.equal(interpreted.proven, false);
+  // A peer doing the same work meets a ≥ 1.0× target: never proven.
+  assert.equal(gapVerdict(atLeastRatio(1), [{ ...c, ratio: 0.9 }], 0.95, { name: 'cat > file' }).proven, false);
+  // No floor: nothing proven.
+  assert.equal(gapVerdict(atLeastRatio(1), [], 0.9).proven, false);
+});
