@@ -20,7 +20,22 @@ import { errnoName } from './platform.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './data-plane.ts';
 import { FanoutRuns, type FanPoll } from './data-plane-fanout.ts';
 import { REPORT_MS, reportAt } from './data-plane-schedule.ts';
-import { POLLIN, POLLOUT, FIONREAD, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, EAGAIN, EINTR, EIO, SEEK_END, F_GETPIPE_SZ, F_SETPIPE_SZ } from './linux-abi.ts';
+import {
+  POLLIN,
+  POLLOUT,
+  FIONREAD,
+  SPLICE_F_MOVE,
+  SPLICE_F_NONBLOCK,
+  EAGAIN,
+  EINTR,
+  EIO,
+  SEEK_END,
+  F_GETPIPE_SZ,
+  F_SETPIPE_SZ,
+  F_GETFL,
+  F_SETFL,
+  O_NONBLOCK,
+} from './linux-abi.ts';
 
 /** Most bytes asked of one splice; the kernel moves what the pipe holds and the destination takes. */
 const SPLICE_CHUNK = 16 * 1024 * 1024;
@@ -82,6 +97,12 @@ interface Run {
   ttyAt: number;
   heldAt: number;
   heldEnd: number;
+  /** A terminal run the main thread can kick out of a parked write (`WorkerSetup.parking`): it may write blocking. */
+  readonly kickable: boolean;
+  /** The master's file status flags before `enterBlocking` cleared O_NONBLOCK, or -1: the master is as it was. */
+  ttyFlags: number;
+  /** While blocking: the thread's sleeps (`Libc.threadSleeps`) already counted in `waits`. */
+  ttySleeps: number;
   /** A tee run (`startTee`): the log beside the client. */
   readonly tee?: TeeState | undefined;
   /** A via run's intermediate pipe (`stepVia`); `moved` counts what left it for `to`, `held` what it holds. */
@@ -108,6 +129,7 @@ interface TeeState {
 
 const setup = workerData as WorkerSetup;
 const endings = new Int32Array(setup.endings);
+const parking = new Int32Array(setup.parking);
 const c = libc();
 const runs = new Map<number, Run>();
 const drainBuf = Buffer.alloc(256);
@@ -130,6 +152,8 @@ const fans = new FanoutRuns({
 });
 
 function end(run: Run, reason: 'stopped' | 'eof' | 'idle' | 'limit' | 'error', error?: string, unwritten?: Uint8Array): void {
+  // The master's description outlives the run (the main thread's reader and writer use it).
+  leaveBlocking(run);
   runs.delete(run.id);
   // The pipe is the guest's, not the run's: the next path gets it at its own size. Should the
   // per-user pipe budget refuse that now, it stays small: slower, never a lost byte.
@@ -202,6 +226,8 @@ function waitRoom(run: Run): void {
 function step(run: Run): void {
   if (run.tty) {
     stepTty(run, runs.size === 1 && fans.size === 0);
+    // However it left (waiting for the guest, a turn's end, a kick), the master is as it was.
+    leaveBlocking(run);
     publishTtyWakeups();
     return;
   }
@@ -324,19 +350,34 @@ function stepTty(run: Run, alone: boolean): void {
       run.heldEnd = n;
       if (run.left > 0) run.left -= n;
     }
+    if (alone && run.ttyFlags < 0 && run.kickable && !enterBlocking(run)) {
+      // The wake pipe has a byte: the loop takes the messages first.
+      return;
+    }
+    // Parked with bytes not yet reported, the main thread kicks the write after a while (`DataPlane.#checkParked`).
+    if (run.ttyFlags >= 0) Atomics.store(parking, 1, run.moved !== run.reported ? 1 : 0);
     const w = c.writeAt(run.to, at + run.heldAt, run.heldEnd - run.heldAt);
     if (w > 0) {
       run.moved += w;
       run.heldAt += w;
-      if (run.heldAt === run.heldEnd) continue;
-      // Short: the terminal is full (it takes a few KiB at a time).
+      if (run.heldAt === run.heldEnd) {
+        if (run.ttyFlags >= 0) reportTty(run, performance.now());
+        continue;
+      }
+      // Short: the terminal is full (it takes a few KiB at a time), or a blocking write was kicked.
     } else {
       const errno = w < 0 ? c.errno() : EIO;
-      if (errno === EINTR) continue;
-      if (errno !== EAGAIN) {
+      if (errno === EINTR && run.ttyFlags < 0) continue;
+      if (errno !== EAGAIN && errno !== EINTR) {
         end(run, 'error', errnoName(errno));
         return;
       }
+    }
+    if (run.ttyFlags >= 0) {
+      // A blocking write returns short only when kicked (or interrupted): the main thread has
+      // a message. The loop takes it, then comes back here if the run is still alone.
+      leaveBlocking(run);
+      return;
     }
     if (!alone) {
       waitRoom(run);
@@ -347,6 +388,64 @@ function stepTty(run: Run, alone: boolean): void {
     i = 0;
   }
   // Still moving: another turn after the loop had its look at the messages.
+}
+
+/**
+ * Clears O_NONBLOCK on a terminal run's master, so that its writes wait for room inside the
+ * kernel, as socat's relay does: no return to this thread per refill (a pty takes a few KiB
+ * at a time), only per TTY_BUF_BYTES. Only for a run alone on the thread (nothing else waits
+ * on it) whose master the main thread can kick (`DataPlane.#kickParked`), and only while
+ * `stepTty` is writing: the master is the run's own again (O_NONBLOCK as it was) whenever
+ * the thread is elsewhere. The main thread's pty reader shares the description; libuv reads
+ * it only after EPOLLIN and reads again only after a read that filled its 64 KiB, which a
+ * master never gives (its line discipline hands out at most 4 KiB), so it never waits in a
+ * read. The run is announced, O_NONBLOCK cleared, then the wake pipe looked at: a wake-up
+ * posted before the announcement was seen is found here (false: the loop takes the
+ * messages), one posted after it kicks the write.
+ */
+function enterBlocking(run: Run): boolean {
+  const flags = c.fcntlInt(run.to, F_GETFL, 0);
+  // Already blocking (not a master chardev opened: those are O_NONBLOCK): left as it is.
+  if (flags < 0 || (flags & O_NONBLOCK) === 0) return true;
+  Atomics.store(parking, 0, run.id);
+  run.ttyFlags = flags;
+  run.ttySleeps = c.threadSleeps();
+  if (c.fcntlInt(run.to, F_SETFL, flags & ~O_NONBLOCK) < 0 || c.ioctlIntOut(setup.wakeFd, FIONREAD) !== 0) {
+    leaveBlocking(run);
+    return false;
+  }
+  return true;
+}
+
+/** Undoes `enterBlocking` (a kick may have set O_NONBLOCK already: setting it again is harmless). */
+function leaveBlocking(run: Run): void {
+  if (run.ttyFlags < 0) return;
+  countSleeps(run);
+  c.fcntlInt(run.to, F_SETFL, run.ttyFlags);
+  run.ttyFlags = -1;
+  Atomics.store(parking, 0, 0);
+}
+
+/**
+ * A blocking run's waits for room are the thread's sleeps while it writes (it sleeps nowhere
+ * else then: the guest's pipe is read non-blocking), as a polling run counts its polls.
+ */
+function countSleeps(run: Run): void {
+  const sleeps = c.threadSleeps();
+  if (sleeps < 0 || run.ttySleeps < 0) return;
+  run.waits += sleeps - run.ttySleeps;
+  run.ttySleeps = sleeps;
+}
+
+/** Progress of a terminal run, when due (REPORT_MS). */
+function reportTty(run: Run, now: number): void {
+  if (run.moved !== run.reported && now >= run.reportedAt + REPORT_MS) {
+    if (run.ttyFlags >= 0) countSleeps(run);
+    run.reported = run.moved;
+    run.reportedAt = now;
+    post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
+    publishTtyWakeups();
+  }
 }
 
 /**
@@ -600,7 +699,7 @@ function report(now: number): void {
 function addRun(
   msg: { readonly id: number; readonly from: number; readonly to: number; readonly graceMs: number },
   left: number,
-  kind: Partial<Pick<Run, 'seekEnd' | 'copy' | 'tty' | 'tee' | 'via'>>,
+  kind: Partial<Pick<Run, 'seekEnd' | 'copy' | 'tty' | 'kickable' | 'tee' | 'via'>>,
 ): void {
   runs.set(msg.id, {
     id: msg.id,
@@ -617,6 +716,9 @@ function addRun(
     ttyAt: 0,
     heldAt: 0,
     heldEnd: 0,
+    kickable: false,
+    ttyFlags: -1,
+    ttySleeps: 0,
     moved: 0,
     reported: 0,
     reportedAt: performance.now(),
@@ -642,7 +744,7 @@ function takeMessages(): boolean {
     const msg = m.message;
     switch (msg.op) {
       case 'start':
-        addRun(msg, msg.limitBytes, { seekEnd: msg.seekEnd, copy: msg.copy, tty: c.isatty(msg.to) === 1 });
+        addRun(msg, msg.limitBytes, { seekEnd: msg.seekEnd, copy: msg.copy, tty: c.isatty(msg.to) === 1, kickable: msg.kickable });
         break;
       case 'startTee':
         // A tee run steps through `stepTee` even into a terminal: the log comes first.
