@@ -10,7 +10,7 @@
  * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) reads
  * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`); so
  * does a run into a terminal, through a buffer of its own that may hold bytes between two
- * writes (`stepTty`).
+ * writes (`stepTty`); alone on the thread, such a run writes blocking (`enterBlocking`).
  */
 // In a worker the global `performance` is a getter with a check on every use; the loop reads the clock per wake-up.
 import { performance } from 'node:perf_hooks';
@@ -317,6 +317,13 @@ const TTY_BUF_BYTES = 64 * 1024;
  * CPU per GiB; 64 KiB 143–167 MB/s at 1.52–1.68 s; socat 144–173 MB/s at 1.12–1.44 s.
  */
 const TTY_STREAM_BYTES = 1024 * 1024;
+/**
+ * Fewest bytes held that a run alone on the thread writes blocking: more than a pty takes
+ * at once (~13.5–20 KiB), so the write would wait. A smaller chunk (a prompt, a line, an
+ * interactive burst) mostly fits, and is written as before, without the four calls that
+ * switch the master to blocking and back.
+ */
+const TTY_BLOCKING_BYTES = 16 * 1024;
 /** `stepTty`'s polls not yet added to the shared count (one atomic add per report, not per poll). */
 let ttyWakeups = 0;
 
@@ -367,7 +374,7 @@ function stepTty(run: Run, alone: boolean): void {
       run.ttyFilled = n === size;
       if (run.left > 0) run.left -= n;
     }
-    if (alone && run.ttyFlags < 0 && run.kickable && !enterBlocking(run)) {
+    if (alone && run.ttyFlags < 0 && run.kickable && run.heldEnd - run.heldAt >= TTY_BLOCKING_BYTES && !enterBlocking(run)) {
       // The wake pipe has a byte: the loop takes the messages first.
       return;
     }
@@ -410,7 +417,7 @@ function stepTty(run: Run, alone: boolean): void {
 /**
  * Clears O_NONBLOCK on a terminal run's master, so that its writes wait for room inside the
  * kernel, as socat's relay does: no return to this thread per refill (a pty takes a few KiB
- * at a time), only per TTY_BUF_BYTES. Only for a run alone on the thread (nothing else waits
+ * at a time), only per buffer written (TTY_BUF_BYTES, then TTY_STREAM_BYTES). Only for a run alone on the thread (nothing else waits
  * on it) whose master the main thread can kick (`DataPlane.#kickParked`), and only while
  * `stepTty` is writing: the master is the run's own again (O_NONBLOCK as it was) whenever
  * the thread is elsewhere. The main thread's pty reader shares the description; libuv reads

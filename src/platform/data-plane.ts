@@ -288,7 +288,8 @@ export class DataPlaneRun {
   /**
    * Stop the run and wait for it: when this returns, `ended` was called with the final
    * count and the worker has closed its fds, so nothing more reaches the destination. The
-   * wait is for the worker's transfer in progress (one non-blocking splice). Idempotent.
+   * wait is for the worker's transfer in progress (one non-blocking splice, or a blocking
+   * write into a terminal, which the stop's wake-up kicks: `#kickParked`). Idempotent.
    */
   stop(): void {
     if (this.#stopAsked) return;
@@ -550,14 +551,6 @@ export class DataPlane {
   }
 
   /**
-   * Makes a blocking write parked on a terminal return: O_NONBLOCK on the master's shared
-   * file description (the write checks it each time it wakes), then the master's output
-   * suspended and restarted (TCXONC), which wakes its writers. The write returns what it
-   * wrote, nothing is lost; the thread then sees the wake pipe. Harmless if the write had
-   * already returned: the thread clears O_NONBLOCK again only after another look at the
-   * wake pipe.
-   */
-  /**
    * Counts that stay exact while a terminal's reader stalls: a write parked there since two
    * ticks, holding bytes it moved but has not reported, is kicked; the thread reports them
    * and parks again with nothing unreported (so one kick per stall, not one per tick).
@@ -572,6 +565,14 @@ export class DataPlane {
     this.#kickParked();
   }
 
+  /**
+   * Makes a blocking write parked on a terminal return: O_NONBLOCK on the master's shared
+   * file description (the write checks it each time it wakes), then the master's output
+   * suspended and restarted (TCXONC), which wakes its writers. The write returns what it
+   * wrote, nothing is lost; the thread reports it, looks at the wake pipe, and parks again
+   * if nothing is there. Harmless if the write had already returned: the thread clears
+   * O_NONBLOCK again only after another look at the wake pipe.
+   */
   #kickParked(): void {
     const id = Atomics.load(this.#parking, 0);
     if (id === 0) return;
