@@ -30,6 +30,8 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { NativeUnavailableError, libc } from './native.ts';
 import { makePipe, pipeSize, type PipeEnds } from './splice.ts';
 import { errnoName } from './platform.ts';
+import { F_GETFL, F_SETFL, O_NONBLOCK, TCOOFF, TCOON, TCXONC } from './linux-abi.ts';
+import { REPORT_MS } from './data-plane-schedule.ts';
 
 /** Why a run ended. */
 export type RunEnd =
@@ -131,6 +133,8 @@ export type ToWorker =
       readonly graceMs: number;
       readonly seekEnd: boolean;
       readonly copy: boolean;
+      /** The main thread holds a duplicate of a terminal `to` and can kick a write parked on it (WorkerSetup.parking). */
+      readonly kickable: boolean;
     }
   /** A tee run (`TeeRunSpec`); the worker owns the scratch pipe's ends and closes them. */
   | {
@@ -257,6 +261,15 @@ export interface WorkerSetup {
    * wait; [1]: how many times poll(2) returned (tests, profiles).
    */
   readonly endings: SharedArrayBuffer;
+  /**
+   * Int32 [0]: the id of the terminal run whose master is blocking right now (0: none). Such
+   * a run writes with blocking write(2)s, so the kernel waits for room inside the call, as
+   * socat's relay does; a write parked there cannot see the wake pipe, so every wake-up also
+   * kicks it (`DataPlane.#kickParked`). [1]: 1 while that run writes holding bytes it has
+   * not reported: parked on a stalled reader it would never report them, so the main thread
+   * kicks it after two REPORT_MS ticks without a report (`#checkParked`).
+   */
+  readonly parking: SharedArrayBuffer;
 }
 
 /** How long one wait for a stopping run lasts before the messages are looked at again. */
@@ -275,7 +288,8 @@ export class DataPlaneRun {
   /**
    * Stop the run and wait for it: when this returns, `ended` was called with the final
    * count and the worker has closed its fds, so nothing more reaches the destination. The
-   * wait is for the worker's transfer in progress (one non-blocking splice). Idempotent.
+   * wait is for the worker's transfer in progress (one non-blocking splice, or a blocking
+   * write into a terminal, which the stop's wake-up kicks: `#kickParked`). Idempotent.
    */
   stop(): void {
     if (this.#stopAsked) return;
@@ -291,6 +305,12 @@ interface Active {
   readonly to: number;
   /** More fds the worker owns for the run (a tee run's log and scratch pipe, a via run's pipe). */
   readonly more?: readonly number[];
+  /**
+   * A run into a terminal: the main thread's own duplicate of the master, to kick a write
+   * parked on it (`#kickParked`); closed here once the run has ended, so it never names
+   * another file.
+   */
+  readonly kick?: number;
 }
 
 export class DataPlane {
@@ -301,6 +321,12 @@ export class DataPlane {
   readonly #runs = new Map<number, Active>();
   readonly #fans = new Map<number, { readonly run: DataPlaneRun; readonly events: FanoutEvents; readonly fds: readonly number[] }>();
   readonly #endings = new Int32Array(new SharedArrayBuffer(8));
+  /** WorkerSetup.parking. */
+  readonly #parking = new Int32Array(new SharedArrayBuffer(8));
+  /** `#checkParked`'s tick while a terminal run is active (runs with a `kick`), else undefined. */
+  #parkTimer: NodeJS.Timeout | undefined;
+  /** Ticks in a row that found the parked run holding unreported bytes, with no report between. */
+  #parkTicks = 0;
   #nextId = 1;
   #failed: Error | undefined;
   #readyResolve: () => void = () => {};
@@ -311,7 +337,12 @@ export class DataPlane {
     this.#wake = makePipe({ nonBlocking: true });
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
-    const setup: WorkerSetup = { port: port2, wakeFd: this.#wake.readFd, endings: this.#endings.buffer as SharedArrayBuffer };
+    const setup: WorkerSetup = {
+      port: port2,
+      wakeFd: this.#wake.readFd,
+      endings: this.#endings.buffer as SharedArrayBuffer,
+      parking: this.#parking.buffer as SharedArrayBuffer,
+    };
     const [entry, how] = workerEntry();
     this.#worker = new Worker(entry, { ...how, workerData: setup, transferList: [port2] });
     this.#worker.on('error', (e) => this.#fail(e));
@@ -387,9 +418,15 @@ export class DataPlane {
       c.closeFd(from);
       throw new Error(`dup fd ${spec.to}: ${err}`);
     }
+    // The worker may park a blocking write on a terminal: the kick needs a duplicate of our own.
+    const kick = c.isatty(to) === 1 ? c.dupCloexec(to) : -1;
     const id = this.#nextId++;
     const run = new DataPlaneRun(this, id);
-    this.#runs.set(id, { run, events, from, to });
+    this.#runs.set(id, { run, events, from, to, ...(kick >= 0 ? { kick } : {}) });
+    if (kick >= 0 && this.#parkTimer === undefined) {
+      this.#parkTimer = setInterval(() => this.#checkParked(), REPORT_MS);
+      this.#parkTimer.unref();
+    }
     this.#port.ref();
     this.send({
       op: 'start',
@@ -400,6 +437,7 @@ export class DataPlane {
       graceMs: spec.graceMs,
       seekEnd: spec.seekEnd === true,
       copy: spec.copy === true,
+      kickable: kick >= 0,
     });
     return run;
   }
@@ -492,12 +530,59 @@ export class DataPlane {
     }
   }
 
+  /** Ends `#checkParked`'s tick once no terminal run is left. */
+  #stopParkTimer(): void {
+    if (this.#parkTimer === undefined) return;
+    for (const a of this.#runs.values()) if (a.kick !== undefined) return;
+    clearInterval(this.#parkTimer);
+    this.#parkTimer = undefined;
+  }
+
   #wakeUp(): void {
     try {
       fs.writeSync(this.#wake.writeFd, this.#wakeByte);
     } catch {
       // A full wake pipe wakes the worker already.
     }
+    // After the byte: a run that announced itself before looking at the wake pipe is seen
+    // here, and one that announces itself later finds the byte (data-plane-worker.ts
+    // `enterBlocking`).
+    this.#kickParked();
+  }
+
+  /**
+   * Counts that stay exact while a terminal's reader stalls: a write parked there since two
+   * ticks, holding bytes it moved but has not reported, is kicked; the thread reports them
+   * and parks again with nothing unreported (so one kick per stall, not one per tick).
+   */
+  #checkParked(): void {
+    if (Atomics.load(this.#parking, 0) === 0 || Atomics.load(this.#parking, 1) === 0) {
+      this.#parkTicks = 0;
+      return;
+    }
+    if (++this.#parkTicks < 2) return;
+    this.#parkTicks = 0;
+    this.#kickParked();
+  }
+
+  /**
+   * Makes a blocking write parked on a terminal return: O_NONBLOCK on the master's shared
+   * file description (the write checks it each time it wakes), then the master's output
+   * suspended and restarted (TCXONC), which wakes its writers. The write returns what it
+   * wrote, nothing is lost; the thread reports it, looks at the wake pipe, and parks again
+   * if nothing is there. Harmless if the write had already returned: the thread clears
+   * O_NONBLOCK again only after another look at the wake pipe.
+   */
+  #kickParked(): void {
+    const id = Atomics.load(this.#parking, 0);
+    if (id === 0) return;
+    const fd = this.#runs.get(id)?.kick;
+    if (fd === undefined) return;
+    const c = libc();
+    const flags = c.fcntlInt(fd, F_GETFL, 0);
+    if (flags >= 0 && (flags & O_NONBLOCK) === 0) c.fcntlInt(fd, F_SETFL, flags | O_NONBLOCK);
+    c.ioctlIntIn(fd, TCXONC, TCOOFF);
+    c.ioctlIntIn(fd, TCXONC, TCOON);
   }
 
   #onMessage(m: FromWorker): void {
@@ -513,10 +598,15 @@ export class DataPlane {
     const active = this.#runs.get(m.id);
     if (active === undefined) return;
     if (m.op === 'progress') {
+      if (active.kick !== undefined) this.#parkTicks = 0;
       active.events.progress(m.moved, m.waits, m.logged);
       return;
     }
     this.#runs.delete(m.id);
+    if (active.kick !== undefined) {
+      libc().closeFd(active.kick);
+      this.#stopParkTimer();
+    }
     if (this.size === 0) this.#port.unref();
     const end: RunEnd = m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end;
     const unwritten =
@@ -567,9 +657,11 @@ export class DataPlane {
       const c = libc();
       c.closeFd(a.from);
       c.closeFd(a.to);
+      if (a.kick !== undefined) c.closeFd(a.kick);
       for (const fd of a.more ?? []) c.closeFd(fd);
       a.events.ended({ moved: 0, waits: 0, end: { error: 'EWORKER' } });
     }
+    this.#stopParkTimer();
     const fans = [...this.#fans.values()];
     this.#fans.clear();
     for (const f of fans) {

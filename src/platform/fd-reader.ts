@@ -20,6 +20,8 @@
 import * as fs from 'node:fs';
 import * as tty from 'node:tty';
 import { PlatformError, errnoName, type ByteReader, type ByteReaderHandlers } from './platform.ts';
+import { libc } from './native.ts';
+import { POLLIN } from './linux-abi.ts';
 
 const REST_CAP_BYTES = 1024 * 1024;
 
@@ -86,6 +88,7 @@ export class PtyReader implements ByteReader {
   #readRest(masterFd: number): void {
     const buf = Buffer.allocUnsafe(64 * 1024);
     for (let total = 0; total < REST_CAP_BYTES; ) {
+      if (!readable(masterFd)) return;
       let n: number;
       try {
         n = fs.readSync(masterFd, buf, 0, buf.length, null);
@@ -103,6 +106,25 @@ export class PtyReader implements ByteReader {
   #finish(): void {
     this.#closed = true;
     this.#stream.destroy();
+  }
+}
+
+/**
+ * Whether a read of the master returns at once (bytes, or EIO once the slave is gone). A
+ * data-plane run alone on the thread clears O_NONBLOCK on the master's shared description
+ * while it writes (data-plane-worker.ts `enterBlocking`); should a new reader open the slave
+ * between the hang-up and this read, a read of the then blocking master with nothing in it
+ * would wait for that reader to type. Without the native calls there is no such run, and
+ * the master's O_NONBLOCK answers instead.
+ */
+function readable(masterFd: number): boolean {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(masterFd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  try {
+    return libc().poll(pfd, 1, 0) !== 0;
+  } catch {
+    return true;
   }
 }
 

@@ -18,3 +18,11 @@ export const SEEK_END = 2;
 /** fcntl(2): a pipe's capacity, set (rounded up to a power of two pages) and read. */
 export const F_SETPIPE_SZ = 1031;
 export const F_GETPIPE_SZ = 1032;
+/** fcntl(2): the open file description's status flags (O_NONBLOCK lives there, shared by every dup). */
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const O_NONBLOCK = 0o4000;
+/** termios ioctl: suspend (TCOOFF) or restart (TCOON) a terminal's output; restarting wakes its blocked writers. */
+export const TCXONC = 0x540a;
+export const TCOOFF = 0;
+export const TCOON = 1;

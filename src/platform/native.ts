@@ -97,6 +97,11 @@ export interface Libc {
    * (the data-plane thread's pty and fan-out runs); -1 on error.
    */
   readAt(fd: number, addr: number, count: number): number;
+  /**
+   * getrusage(2) RUSAGE_THREAD's ru_nvcsw: how many times the calling thread has slept in
+   * the kernel (a blocking write waiting for room counts each wait); -1 on error.
+   */
+  threadSleeps(): number;
   writeAt(fd: number, addr: number, count: number): number;
   sendAt(fd: number, addr: number, count: number, flags: number): number;
   pollAt(fds: number, nfds: number, timeoutMs: number): number;
@@ -315,6 +320,12 @@ const READ_AT = 'long read(int fd, intptr_t buf, size_t count)';
 const WRITE_AT = 'long write(int fd, intptr_t buf, size_t count)';
 const SEND_AT = 'long send(int fd, intptr_t buf, size_t len, int flags)';
 const POLL_AT = 'int poll(intptr_t fds, unsigned long nfds, int timeout)';
+const GETRUSAGE = 'int getrusage(int who, _Out_ uint8_t *usage)';
+/** sys/resource.h: the calling thread only. */
+const RUSAGE_THREAD = 1;
+/** struct rusage on 64-bit Linux: two timevals (32 bytes), then 14 longs; ru_nvcsw is the 13th. */
+const RUSAGE_BYTES = 144;
+const RU_NVCSW_OFFSET = 128;
 
 /** The address-taking calls, bound once: they are called per pty refill or per fan-out send, so not even the map lookup `fn` makes. */
 let readAt: Bound | undefined;
@@ -324,6 +335,8 @@ let pollAt: Bound | undefined;
 
 /** `ioctlIntOut`'s int, filled by the kernel. */
 const INT_OUT = Buffer.alloc(4);
+/** `threadSleeps`'s struct rusage. */
+const RUSAGE = Buffer.alloc(RUSAGE_BYTES);
 
 const LIBC: Libc = {
   unlockpt: (fd) => fn(UNLOCKPT)(fd) as number,
@@ -377,6 +390,7 @@ const LIBC: Libc = {
   writeAt: (fd, addr, count) => (writeAt ??= fn(WRITE_AT))(fd, addr, count) as number,
   sendAt: (fd, addr, count, flags) => (sendAt ??= fn(SEND_AT))(fd, addr, count, flags) as number,
   pollAt: (fds, n, timeout) => (pollAt ??= fn(POLL_AT))(fds, n, timeout) as number,
+  threadSleeps: () => ((fn(GETRUSAGE)(RUSAGE_THREAD, RUSAGE) as number) === 0 ? Number(RUSAGE.readBigInt64LE(RU_NVCSW_OFFSET)) : -1),
 };
 
 /** The libc bindings; nothing is loaded until a function is called. */

@@ -81,6 +81,28 @@ describe('platform: the C library at run time', () => {
     }
   });
 
+  it("threadSleeps counts this thread's sleeps in the kernel (a blocking pty run's waits), and only them", () => {
+    const c = libc();
+    const pipe = makePipe({ nonBlocking: true });
+    try {
+      const pfd = Buffer.alloc(8);
+      pfd.writeInt32LE(pipe.readFd, 0);
+      pfd.writeInt16LE(POLLIN, 4);
+      const before = c.threadSleeps();
+      assert.ok(before >= 0, `getrusage answered (${before})`);
+      // Polls that find the empty pipe at once never sleep; ones that wait out a timeout do, once each.
+      for (let i = 0; i < 50; i++) c.poll(pfd, 1, 0);
+      const awake = c.threadSleeps();
+      for (let i = 0; i < 5; i++) c.poll(pfd, 1, 2);
+      const slept = c.threadSleeps();
+      assert.ok(awake - before < 5, `50 polls that did not wait: ${awake - before} sleeps`);
+      assert.ok(slept - awake >= 5, `5 polls that waited 2 ms each: ${slept - awake} sleeps`);
+    } finally {
+      fs.closeSync(pipe.readFd);
+      fs.closeSync(pipe.writeFd);
+    }
+  });
+
   it('a musl program (musl-gcc), a static one (busybox-static) and a script are told apart', {
     skip: onPath('musl-gcc') ? false : 'musl-gcc is not installed (apt-get install musl-tools)',
   }, () => {
