@@ -91,7 +91,9 @@
  *   chardev's rules (`fanout-tee`: tee into a 256 KiB pipe per client, splice to each socket,
  *   viewers miss what does not fit) in Python and in C; the same rules by copy in C
  *   (`fanout-ring`: one read into a ring, one send per client, each viewer at most 256 KiB
- *   behind); and a minimal lossless relay in C (`fanout`: one read, one send per live
+ *   behind); the C ones under chardev's rules send each viewer chardev's read-only notice as
+ *   it attaches, as chardev does (a small first segment changes how loopback TCP with bbr
+ *   paces the stream after it, docs/performance-notes.md); and a minimal lossless relay in C (`fanout`: one read, one send per live
  *   client, no queues — the guest waits for the slowest viewer, which chardev may not do, so
  *   it decides nothing). Every aggregate sums guest bytes the
  *   live clients received, as the reader counted them (chardev's inline notices left out);
@@ -1395,7 +1397,7 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     ),
     fanFloorRow(
       'floor-fanout-ring-c',
-      `  floor: fan-out relay in C under chardev's rules by copy (one read into a ring, one send per client; each viewer at most 256 KiB behind, missing what falls further), vs chardev's 1 client`,
+      `  floor: fan-out relay in C under chardev's rules by copy (the read-only notice to each viewer, then one read into a ring, one send per client; each viewer at most 256 KiB behind, missing what falls further), vs chardev's 1 client`,
       'ringC',
     ),
     judged({

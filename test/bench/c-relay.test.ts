@@ -207,8 +207,15 @@ for (const mode of ['fanout-tee', 'fanout-ring'] as const) {
     const writer = await readAll(c.live[0] as net.Socket, BYTES, true);
     assert.equal(writer.length, BYTES, p.stderrText());
     assert.equal(sha256(writer), digest);
+    const writerPort = (c.live[0] as net.Socket).localPort;
     for (const s of [...c.live, ...c.stalled]) s.destroy();
-    for (const v of await Promise.all(viewers)) assert.ok(v.length <= BYTES);
+    // Each viewer is told who the writer is before any guest byte, in chardev's words (src/core/hub.ts).
+    const notice = Buffer.from(`\r\n[chardev: read-only: 127.0.0.1:${writerPort} is the writer (attach with force to take over)]\r\n`);
+    for (const v of await Promise.all(viewers)) {
+      assert.deepEqual(v.subarray(0, notice.length), notice);
+      assert.ok(v.length - notice.length <= BYTES);
+      assert.deepEqual(v.subarray(notice.length, notice.length + 4096), data.subarray(0, 4096));
+    }
   });
 }
 

@@ -36,6 +36,7 @@
  *                                            in the ring; the writer at most 256 KiB behind
  *                                            the guest (so it holds the guest), each viewer at
  *                                            most 256 KiB behind, missing what falls further
+ *   (fanout-tee and fanout-ring send each viewer chardev's read-only notice as it is accepted)
  *
  * Lossless to the connected client (the writer) everywhere; no pacing anywhere. Errors go to
  * stderr, exit status 1.
@@ -434,7 +435,25 @@ int main(int argc, char **argv) {
     int srv = listen_on(kind, addr, 128);
     int *socks = calloc((size_t)(live + stalled), sizeof *socks);
     if (socks == NULL) fail("out of memory");
-    for (int i = 0; i < live + stalled; i++) socks[i] = accept_one(srv);
+    /*
+     * Under chardev's rules a viewer is told at attach that another client is the writer
+     * (src/core/hub.ts), before any guest byte: the same bytes on the wire here, so that both
+     * sides' viewers start alike (a first small segment changes how loopback TCP paces what
+     * follows, measured: docs/performance-notes.md, fan-out).
+     */
+    int rules = strcmp(mode, "fanout-tee") == 0 || strcmp(mode, "fanout-ring") == 0;
+    char notice[160];
+    int noticeLen = 0;
+    for (int i = 0; i < live + stalled; i++) {
+      socks[i] = accept_one(srv);
+      if (i == 0) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (getpeername(socks[0], (struct sockaddr *)&peer, &len) < 0) die("getpeername");
+        noticeLen = snprintf(notice, sizeof notice, "\r\n[chardev: read-only: 127.0.0.1:%u is the writer (attach with force to take over)]\r\n", ntohs(peer.sin_port));
+      } else if (rules && send(socks[i], notice, (size_t)noticeLen, MSG_NOSIGNAL) != (ssize_t)noticeLen)
+        die("send the notice");
+    }
     close(srv);
     if (strcmp(mode, "fanout-tee") == 0)
       fanout_tee(src, socks, live + stalled);
