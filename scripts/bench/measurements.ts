@@ -97,8 +97,10 @@
  *   live clients received, as the reader counted them (chardev's inline notices left out);
  *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
- *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
- *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
+ *   `sh -c 'GUEST | cat > FILE'`, every side clocked from spawning the guest until every byte
+ *   is in the file and the guest has exited (the guest exits after its last byte: chardev's
+ *   and bare Node's hosts wait for both; `cat`'s pipeline and the relays that spawn the
+ *   guest exit only after it); the file's size and SHA-256 are checked afterwards.
  *   Every side starts FILE_SETTLE_MS after the side before it removed its file (why: there).
  *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
  *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
@@ -1479,8 +1481,9 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       );
     }
   };
-  type Side = 'file' | 'log' | 'node' | 'nodeLoop' | 'kernel' | 'copy' | 'cat';
-  const sides: Side[] = ['file', 'log', 'node', 'nodeLoop', 'kernel', 'copy', 'cat'];
+  type Side = 'file' | 'log' | 'node' | 'nodeLoop' | 'kernel' | 'copy' | 'cPipe' | 'cat';
+  // The C floor only where it could be built (its row then says why it has no figure).
+  const sides: Side[] = ['file', 'log', 'node', 'nodeLoop', 'kernel', 'copy', ...('relay' in ctx.cFloor ? (['cPipe'] as const) : []), 'cat'];
   const label: Record<Side, string> = {
     file: 'chardev file backend',
     log: 'chardev <log> (null device)',
@@ -1488,9 +1491,10 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     nodeLoop: "cat's loop in Node (floor)",
     kernel: 'kernel-only splice (floor)',
     copy: 'read/write relay (floor)',
+    cPipe: "C relay, chardev's way (floor)",
     cat: 'cat > file',
   };
-  const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cat: [] };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cPipe: [], cat: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
   // The first side too: a measurement before this one may have just removed a file of its own.
@@ -1503,7 +1507,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       const dir = makeScratch('chardev-bench-');
       try {
         if (who === 'node') {
-          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
+          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes, { after: 'exit' }), bytes, dir, untilGuestExits: true });
           try {
             await host.next('ready', 30_000);
             const written = await host.next('written', timeoutFor(bytes));
@@ -1514,7 +1518,10 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
             await host.proc.stop();
           }
         } else if (who === 'file' || who === 'log') {
-          const host = new Host({ kind: 'stream', backend: who, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
+          const host = new Host(
+            { kind: 'stream', backend: who, guest: guestArgv(ctx, bytes, { after: 'exit' }), bytes, clients: 0, dir, untilGuestExits: true },
+            { profileDir: ctx.profileDir },
+          );
           try {
             await host.next('ready', 30_000);
             const written = await host.next('written', timeoutFor(bytes));
@@ -1534,14 +1541,14 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
               ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
               : who === 'nodeLoop'
                 ? new Proc(label[who], 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | "$0" -e "$1" "$2"`, process.execPath, NODE_CAT_JS, file])
-                : new Proc(label[who], ctx.python, [
-                    ctx.relayPy,
-                    who === 'copy' ? 'file-copy' : 'file',
+                : floorRelay(ctx, who === 'cPipe' ? 'c' : 'python', label[who], [
+                    who === 'copy' ? 'file-copy' : who === 'cPipe' ? 'file-pipe' : 'file',
                     '-',
                     file,
                     '--',
                     ...guestArgv(ctx, bytes, { after: 'exit' }),
                   ]);
+          if (proc === null) throw new BenchError(`${label[who]}: the C relay was not built`);
           try {
             const exit = await proc.wait(timeoutFor(bytes), label[who]);
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1618,6 +1625,15 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       ratio: ratioTo('copy'),
       ...common,
     }),
+    measuredFloor(
+      ['file', 'log'],
+      'floor-file-c-pipe',
+      "  floor: relay in C the way chardev's thread writes a file (splice into a 1 MiB pipe of its own, then into the file)",
+      figures.cPipe,
+      figures.cat,
+      common,
+      { compiled: ctx.cFloor },
+    ),
   ];
 }
 
