@@ -7,10 +7,10 @@
  * pipe still holding bytes means the destination is full (wait for POLLOUT on it: the guest
  * is held, as QEMU's flow control wants), an empty pipe means the guest has not written yet
  * (wait for POLLIN on the pipe, for at most the run's grace). Progress goes to the main
- * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) reads
- * into one buffer and writes it out instead of splicing (data-plane.ts `RunSpec.copy`); so
- * does a run into a terminal, through a buffer of its own that may hold bytes between two
- * writes (`stepTty`).
+ * thread every REPORT_MS at most, never per chunk. A `copy` run (a regular file) splices
+ * through a pipe of the thread's own (`stepFile`, data-plane.ts `RunSpec.copy`). A run into
+ * a terminal reads into a buffer of its own that may hold bytes between two writes and
+ * writes it out (`stepTty`).
  */
 // In a worker the global `performance` is a getter with a check on every use; the loop reads the clock per wake-up.
 import { performance } from 'node:perf_hooks';
