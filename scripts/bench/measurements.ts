@@ -104,8 +104,10 @@
  *   Every side starts FILE_SETTLE_MS after the side before it removed its file (why: there).
  *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
  *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
- *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
- *   1 MiB buffer from a 1 MiB pipe, write(2) it out; Python), all checked the same way.
+ *   file, a minimal read/write relay (read(2) into one 1 MiB buffer from a 1 MiB pipe,
+ *   write(2) it out; Python: what chardev's thread did for a file until 2026-12-04, and
+ *   still does for one that takes no splice), and in C what it does now (`file-pipe`:
+ *   splice into a 1 MiB pipe of its own, then that into the file), all checked the same way.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -1465,7 +1467,8 @@ const FILE_SETTLE_MS = 5000;
 /**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
  * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
- * splice into the file, the minimal read/write relay, cat's loop in Node); one `cat` per repetition is the peer
+ * splice into the file, the minimal read/write relay, cat's loop in Node, chardev's way in
+ * C); one `cat` per repetition is the peer
  * of every side in it. Every
  * side's file must hold exactly the guest's stream.
  */
