@@ -1498,6 +1498,9 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     cat: 'cat > file',
   };
   const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cPipe: [], cat: [] };
+  // chardev's sides per repetition, for reading a slow one: bytes moved by the data-plane
+  // thread, path changes, and its process's CPU per GiB (every thread, from the guest's spawn).
+  const chardevRuns: Record<'file' | 'log', { spliced: number; pathSwitches: number; cpuSecondsPerGiB: number }[]> = { file: [], log: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
   // The first side too: a measurement before this one may have just removed a file of its own.
@@ -1532,6 +1535,11 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
             await checkFile(who, label[who], path.join(dir, who === 'file' ? 'chardev.out' : 'chardev.log'));
             if (result.dropped !== 0) throw new LostBytesError(`${who}: ${label[who]}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
             figures[who].push(mbps(bytes, written.seconds));
+            chardevRuns[who].push({
+              spliced: written.spliced ?? 0,
+              pathSwitches: written.pathSwitches ?? 0,
+              cpuSecondsPerGiB: ((result.cpuUserUs + result.cpuSystemUs) / 1e6) * ((1024 * MiB) / bytes),
+            });
           } finally {
             await host.proc.stop();
           }
@@ -1576,6 +1584,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     reps: ctx.reps,
     mbps: figures,
     ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])),
+    chardevRuns,
   };
   const common = { unit: 'MB/s', peer: median(figures.cat), peerName: 'cat > file', details };
   const lossless = `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev, cat > file and the floors)`;
