@@ -490,7 +490,8 @@ const copyByWrite = new WeakSet<Run>();
 function stepFile(run: Run): void {
   if (filePipe === undefined) {
     try {
-      filePipe = makePipe({ size: FILE_PIPE_BYTES });
+      // Its read end non-blocking: reading out what a failed splice left can never hang the thread.
+      filePipe = makePipe({ size: FILE_PIPE_BYTES, nonBlockingRead: true });
     } catch {
       filePipe = null;
     }
@@ -543,9 +544,10 @@ function stepFile(run: Run): void {
 }
 
 /**
- * The `n` bytes a failed splice left in the thread's own pipe, read out so that the pipe is
- * empty for the next run. Should a read fail, the pipe is dropped and made again: the bytes
- * returned then fall short, never does a stale byte reach another file.
+ * The `n` bytes a failed splice left in the thread's own pipe (what it took less what the
+ * file took), read out so that the pipe is empty for the next run. Should a read fail
+ * otherwise than on an empty pipe, the pipe is dropped and made again: never does a stale
+ * byte reach another file.
  */
 function takeFilePipe(own: PipeEnds, n: number): Buffer {
   const rest = Buffer.allocUnsafe(n);
@@ -556,10 +558,13 @@ function takeFilePipe(own: PipeEnds, n: number): Buffer {
       got += k;
       continue;
     }
-    if (k < 0 && c.errno() === EINTR) continue;
-    c.closeFd(own.readFd);
-    c.closeFd(own.writeFd);
-    filePipe = undefined;
+    const errno = k < 0 ? c.errno() : 0;
+    if (errno === EINTR) continue;
+    if (errno !== EAGAIN) {
+      c.closeFd(own.readFd);
+      c.closeFd(own.writeFd);
+      filePipe = undefined;
+    }
     break;
   }
   return rest.subarray(0, got);
