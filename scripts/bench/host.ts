@@ -210,15 +210,23 @@ async function runStream(cfg: StreamConfig): Promise<void> {
   // With no client to wait for (file, log) the clock includes the guest's start, as the
   // peer's does (`sh -c 'GUEST | cat > FILE'` timed from spawn to exit).
   const t0 = cfg.clients === 0 ? spawnedAt : process.hrtime.bigint();
+  // And its exit, when asked: the peer's clock ends after its guest's exit.
+  let guestGone = cfg.untilGuestExits !== true;
   // 'written' once every byte the guest wrote is in the device (none left in a pump).
   const checkDone = (): void => {
-    if (done || device.counters.bytesFromGuest < cfg.bytes) return;
+    if (done || !guestGone || device.counters.bytesFromGuest < cfg.bytes) return;
     done = true;
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const s = output.stats;
     send({ event: 'written', seconds, bytes: device.counters.bytesFromGuest, pauses: s.waits, spliced: s.spliced, pathSwitches: s.switches });
   };
   const output = new GuestOutput(pipe.readFd, [device], { onMoved: checkDone });
+  if (!guestGone) {
+    guest.once('exit', () => {
+      guestGone = true;
+      checkDone();
+    });
+  }
   // After the output's own listener (registered first): the pump has flushed by then.
   device.on('writable', checkDone);
   onStop(() => {
@@ -256,9 +264,20 @@ async function runFloor(cfg: FloorConfig): Promise<void> {
   if (out === null) throw new Error('guest has no stdout');
   out.pause();
   let written = 0;
+  // As runStream's: with `untilGuestExits`, 'written' waits for the guest's exit too.
+  let guestGone = cfg.untilGuestExits !== true;
+  let sent = false;
   const done = (): void => {
+    if (sent || !guestGone || written < cfg.bytes) return;
+    sent = true;
     send({ event: 'written', seconds: Number(process.hrtime.bigint() - spawnedAt) / 1e9, bytes: written, pauses: 0 });
   };
+  if (!guestGone) {
+    child.once('exit', () => {
+      guestGone = true;
+      done();
+    });
+  }
   if (cfg.backend === 'echo') {
     // The latency floor: client input to the guest's stdin, its stdout back, Node's pipes only.
     const stdin = child.stdin;

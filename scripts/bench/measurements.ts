@@ -99,13 +99,17 @@
  *   live clients received, as the reader counted them (chardev's inline notices left out);
  *   each row's note says how many live clients got the whole stream and what the rest missed.
  * - file / log: chardev `<serial type='file'>` and a null device with `<log file>` vs
- *   `sh -c 'GUEST | cat > FILE'`, both clocked from spawning the guest to the last byte
- *   written (chardev) or cat's exit; the file's size and SHA-256 are checked afterwards.
+ *   `sh -c 'GUEST | cat > FILE'`, every side clocked from spawning the guest until every byte
+ *   is in the file and the guest has exited (the guest exits after its last byte: chardev's
+ *   and bare Node's hosts wait for both; `cat`'s pipeline and the relays that spawn the
+ *   guest exit only after it); the file's size and SHA-256 are checked afterwards.
  *   Every side starts FILE_SETTLE_MS after the side before it removed its file (why: there).
  *   Floors: bare Node `fs.writeSync` per chunk, cat's own loop run by Node (`readSync` of
  *   128 KiB from the shell's pipe, `writeSync`), the kernel-only relay splicing into the
- *   file, and a minimal relay doing what chardev's thread does for a file (read(2) into one
- *   1 MiB buffer from a 1 MiB pipe, write(2) it out; Python), all checked the same way.
+ *   file, a minimal read/write relay (read(2) into one 1 MiB buffer from a 1 MiB pipe,
+ *   write(2) it out; Python: what chardev's thread did for a file until 2026-12-04, and
+ *   still does for one that takes no splice), and in C what it does now (`file-pipe`:
+ *   splice into a 1 MiB pipe of its own, then that into the file), all checked the same way.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -1465,7 +1469,8 @@ const FILE_SETTLE_MS = 5000;
 /**
  * Guest output to a file: chardev's file backend and a null device's `<log>` tee vs
  * `sh -c 'GUEST | cat > FILE'`, with the floors (bare Node `fs.writeSync`, the kernel-only
- * splice into the file, the minimal read/write relay, cat's loop in Node); one `cat` per repetition is the peer
+ * splice into the file, the minimal read/write relay, cat's loop in Node, chardev's way in
+ * C); one `cat` per repetition is the peer
  * of every side in it. Every
  * side's file must hold exactly the guest's stream.
  */
@@ -1481,8 +1486,9 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       );
     }
   };
-  type Side = 'file' | 'log' | 'node' | 'nodeLoop' | 'kernel' | 'copy' | 'cat';
-  const sides: Side[] = ['file', 'log', 'node', 'nodeLoop', 'kernel', 'copy', 'cat'];
+  type Side = 'file' | 'log' | 'node' | 'nodeLoop' | 'kernel' | 'copy' | 'cPipe' | 'cat';
+  // The C floor only where it could be built (its row then says why it has no figure).
+  const sides: Side[] = ['file', 'log', 'node', 'nodeLoop', 'kernel', 'copy', ...('relay' in ctx.cFloor ? (['cPipe'] as const) : []), 'cat'];
   const label: Record<Side, string> = {
     file: 'chardev file backend',
     log: 'chardev <log> (null device)',
@@ -1490,9 +1496,13 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     nodeLoop: "cat's loop in Node (floor)",
     kernel: 'kernel-only splice (floor)',
     copy: 'read/write relay (floor)',
+    cPipe: "C relay, chardev's way (floor)",
     cat: 'cat > file',
   };
-  const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cat: [] };
+  const figures: Record<Side, number[]> = { file: [], log: [], node: [], nodeLoop: [], kernel: [], copy: [], cPipe: [], cat: [] };
+  // chardev's sides per repetition, for reading a slow one: bytes moved by the data-plane
+  // thread, path changes, and its process's CPU per GiB (every thread, from the guest's spawn).
+  const chardevRuns: Record<'file' | 'log', { spliced: number; pathSwitches: number; cpuSecondsPerGiB: number }[]> = { file: [], log: [] };
   // A side's own row for LostBytesError: the floors speak for the file row.
   const rowOf = (side: Side): string => (side === 'log' ? 'log' : 'file');
   // The first side too: a measurement before this one may have just removed a file of its own.
@@ -1505,7 +1515,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       const dir = makeScratch('chardev-bench-');
       try {
         if (who === 'node') {
-          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes), bytes, dir });
+          const host = new Host({ kind: 'floor', backend: 'file', guest: guestArgv(ctx, bytes, { after: 'exit' }), bytes, dir, untilGuestExits: true });
           try {
             await host.next('ready', 30_000);
             const written = await host.next('written', timeoutFor(bytes));
@@ -1516,7 +1526,10 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
             await host.proc.stop();
           }
         } else if (who === 'file' || who === 'log') {
-          const host = new Host({ kind: 'stream', backend: who, guest: guestArgv(ctx, bytes), bytes, clients: 0, dir }, { profileDir: ctx.profileDir });
+          const host = new Host(
+            { kind: 'stream', backend: who, guest: guestArgv(ctx, bytes, { after: 'exit' }), bytes, clients: 0, dir, untilGuestExits: true },
+            { profileDir: ctx.profileDir },
+          );
           try {
             await host.next('ready', 30_000);
             const written = await host.next('written', timeoutFor(bytes));
@@ -1524,6 +1537,11 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
             await checkFile(who, label[who], path.join(dir, who === 'file' ? 'chardev.out' : 'chardev.log'));
             if (result.dropped !== 0) throw new LostBytesError(`${who}: ${label[who]}: the file is whole, but chardev counted ${result.dropped} bytes dropped`);
             figures[who].push(mbps(bytes, written.seconds));
+            chardevRuns[who].push({
+              spliced: written.spliced ?? 0,
+              pathSwitches: written.pathSwitches ?? 0,
+              cpuSecondsPerGiB: ((result.cpuUserUs + result.cpuSystemUs) / 1e6) * ((1024 * MiB) / bytes),
+            });
           } finally {
             await host.proc.stop();
           }
@@ -1536,14 +1554,14 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
               ? new Proc('cat', 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | cat > '${file}'`])
               : who === 'nodeLoop'
                 ? new Proc(label[who], 'sh', ['-c', `${guestCommand(ctx, bytes, 'exit')} | "$0" -e "$1" "$2"`, process.execPath, NODE_CAT_JS, file])
-                : new Proc(label[who], ctx.python, [
-                    ctx.relayPy,
-                    who === 'copy' ? 'file-copy' : 'file',
+                : floorRelay(ctx, who === 'cPipe' ? 'c' : 'python', label[who], [
+                    who === 'copy' ? 'file-copy' : who === 'cPipe' ? 'file-pipe' : 'file',
                     '-',
                     file,
                     '--',
                     ...guestArgv(ctx, bytes, { after: 'exit' }),
                   ]);
+          if (proc === null) throw new BenchError(`${label[who]}: the C relay was not built`);
           try {
             const exit = await proc.wait(timeoutFor(bytes), label[who]);
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1568,6 +1586,7 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
     reps: ctx.reps,
     mbps: figures,
     ratiosToCat: Object.fromEntries(sides.map((side) => [side, ratios(figures[side], figures.cat)])),
+    chardevRuns,
   };
   const common = { unit: 'MB/s', peer: median(figures.cat), peerName: 'cat > file', details };
   const lossless = `lossless: every file held all ${bytes} bytes, sha256 equal to the guest's (chardev, cat > file and the floors)`;
@@ -1620,6 +1639,15 @@ export async function fileWrite(ctx: Ctx): Promise<Row[]> {
       ratio: ratioTo('copy'),
       ...common,
     }),
+    measuredFloor(
+      ['file', 'log'],
+      'floor-file-c-pipe',
+      "  floor: relay in C the way chardev's thread writes a file (splice into a 1 MiB pipe of its own, then into the file)",
+      figures.cPipe,
+      figures.cat,
+      common,
+      { compiled: ctx.cFloor },
+    ),
   ];
 }
 

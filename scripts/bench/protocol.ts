@@ -20,6 +20,12 @@ export interface StreamConfig {
   readonly bytes: number;
   /** Start the guest once this many clients are attached (0: at once). */
   readonly clients: number;
+  /**
+   * The guest exits after its last byte, and the clock ends only once it has exited too (the
+   * file rows: `cat`'s clock ends at its pipeline's exit, after the guest's; measurements.ts
+   * fileWrite).
+   */
+  readonly untilGuestExits?: boolean;
   /** `<cd:clients max>`; above the XML's bound it is set on the loaded model (see fan-out). */
   readonly maxClients?: number;
   /** tcp/unix: the device also has `<log file='DIR/chardev.log'/>`. */
@@ -58,6 +64,8 @@ export interface FloorConfig {
   readonly guest: readonly string[];
   readonly bytes: number;
   readonly dir: string;
+  /** As StreamConfig's: the clock ends once the guest has exited too (`file`). */
+  readonly untilGuestExits?: boolean;
 }
 
 /**

@@ -12,10 +12,10 @@
  * to rotate), or a transfer fails. Nothing is ever held in between: a splice moves bytes
  * from the pipe to the destination or leaves them in the pipe, so when a run ends every
  * byte is either at the destination (counted in `moved`) or still in the guest's pipe. (A
- * `copy` run to a regular file holds a buffer only inside one transfer; a failed write
- * hands what it did not write back in `unwritten`. A run into a terminal reads into a
- * buffer of its own and writes it out as the terminal takes it: what the buffer holds when
- * the run ends, for whatever reason, comes back in `unwritten`.)
+ * `copy` run to a regular file holds bytes in a pipe or buffer of the thread's only inside
+ * one transfer; a failed write hands what it did not write back in `unwritten`. A run into
+ * a terminal reads into a buffer of its own and writes it out as the terminal takes it:
+ * what the buffer holds when the run ends, for whatever reason, comes back in `unwritten`.)
  *
  * The worker gets its own duplicates of both fds and closes them when the run ends, so the
  * main thread may close its own at any time (a client leaving, a device stopping) without
@@ -58,12 +58,15 @@ export interface RunSpec {
   /** `to` is a file shared with appending writers: seek to its end before every transfer. */
   readonly seekEnd?: boolean;
   /**
-   * `to` is a regular file: move the bytes by read(2) into the thread's buffer and write(2),
-   * not splice. A splice into a file holds the pipe's lock while it copies into the page
-   * cache, so the guest cannot write meanwhile (it spins on the lock); a read holds it only
-   * while it empties the pipe, and the guest refills it while the thread writes the file.
-   * A write to a regular file never waits for room, so nothing stays in the buffer between
-   * transfers; if one fails, the bytes it did not write come back in `unwritten`.
+   * `to` is a regular file: move the bytes through a pipe of the thread's own, not by one
+   * splice. A splice into a file holds the source pipe's lock while it copies into the page
+   * cache, so the guest could not write meanwhile (it spins on the lock); a splice into a
+   * pipe only moves the pages, and the guest refills its pipe while the thread splices its
+   * own into the file (one copy per byte, where read(2) + write(2) make two). A file that
+   * takes no splice is written by read(2) + write(2) through a buffer of the thread's. A
+   * write to a regular file never waits for room, so nothing stays in the thread's pipe or
+   * buffer between transfers; if one fails, the bytes it did not write come back in
+   * `unwritten`.
    */
   readonly copy?: boolean;
 }

@@ -159,6 +159,18 @@ for (const mode of ['log-tee', 'log-copy'] as const) {
   });
 }
 
+test('file-pipe: the file gets every byte from a guest that pauses, and the relay exits at its end', { ...needs(skipReason()), timeout }, async () => {
+  required(skipReason());
+  const out = path.join(dir, 'file-pipe.out');
+  // An odd split, so the relay finds the guest's pipe empty mid-stream and a transfer ends off a page.
+  const p = relay(['file-pipe', '-', out], ['sh', '-c', 'head -c 3000001 "$0"; sleep 0.2; tail -c +3000002 "$0"', file]);
+  const exited = await new Promise<number | null>((resolve) => p.once('exit', resolve));
+  assert.equal(exited, 0, p.stderrText());
+  const got = fs.readFileSync(out);
+  assert.equal(got.length, BYTES);
+  assert.equal(sha256(got), digest);
+});
+
 test('pty: the reader of the linked slave gets every byte', { ...needs(skipReason()), timeout }, async () => {
   required(skipReason());
   const link = path.join(dir, 'pty.link');

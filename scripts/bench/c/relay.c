@@ -16,6 +16,10 @@
  *                                            the <log> floor by copy, as relay.py's `log`:
  *                                            read into one 1 MiB buffer, write it to LOG,
  *                                            send it to the client
+ *   relay file-pipe - PATH -- GUEST...       guest stdout -> PATH as chardev's thread writes a
+ *                                            file: splice(2) what the guest's pipe holds into
+ *                                            a 1 MiB pipe of the relay's own, then that into
+ *                                            PATH; exits at the guest's end
  *   relay pty - LINK -- GUEST...             a new pty (raw, no echo), its slave linked at
  *                                            LINK as socat's PTY,link= does; the guest's
  *                                            stdout read into one buffer and written to the
@@ -243,6 +247,33 @@ static void log_copy(int src, int sock, int log) {
   }
 }
 
+/*
+ * A file as chardev's thread writes one: splice what the guest's pipe holds into a pipe of
+ * the relay's own (the pages move, nothing is copied, the guest's pipe is locked only for
+ * that), then splice it all into the file (the one copy, into the page cache) while the
+ * guest refills its pipe.
+ */
+static void file_pipe(int src, const char *file) {
+  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) die("open the file");
+  int own[2];
+  if (pipe2(own, O_CLOEXEC) < 0) die("pipe2");
+  if (fcntl(own[1], F_SETPIPE_SZ, GUEST_PIPE_BYTES) < 0) die("F_SETPIPE_SZ");
+  nonblocking(src);
+  for (;;) {
+    ssize_t k = splice(src, NULL, own[1], NULL, GUEST_PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (k == 0) break;
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) die("splice");
+      wait_for(src, POLLIN);
+      continue;
+    }
+    splice_all(own[0], fd, (size_t)k);
+  }
+  if (close(fd) < 0) die("close the file");
+}
+
 /* A new pty, raw and without echo, its slave linked at `link`; returns the master. The slave stays open, as openpty(3) leaves it. */
 static int new_pty(const char *link) {
   int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -422,6 +453,11 @@ int main(int argc, char **argv) {
   const char *mode = argv[1], *kind = argv[2], *addr = argv[3];
   char **guest = argv + dash + 1;
 
+  if (strcmp(mode, "file-pipe") == 0) {
+    file_pipe(spawn_guest(guest, 1), addr);
+    wait(NULL);
+    return 0;
+  }
   if (strcmp(mode, "pty") == 0) {
     int master = new_pty(addr);
     pty_relay(spawn_guest(guest, 1), master);
