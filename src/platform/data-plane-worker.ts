@@ -487,12 +487,7 @@ function reportTty(run: Run, now: number): void {
 function ttyWaitRoom(run: Run): boolean {
   for (;;) {
     const now = performance.now();
-    if (run.moved !== run.reported && now >= run.reportedAt + REPORT_MS) {
-      run.reported = run.moved;
-      run.reportedAt = now;
-      post({ op: 'progress', id: run.id, moved: run.moved, waits: run.waits });
-      publishTtyWakeups();
-    }
+    reportTty(run, now);
     const timeout = run.moved !== run.reported ? Math.max(0, Math.ceil(run.reportedAt + REPORT_MS - now)) : -1;
     if (timeout < 0) publishTtyWakeups();
     const rc = c.pollAt(ttyPollAt, 2, timeout);
@@ -533,22 +528,33 @@ function logTeed(tee: TeeState, n: number): number {
   // The log is this device's own file, but the JavaScript path appends through another
   // open file description of it between runs: start at its end.
   c.lseek(tee.log, 0, SEEK_END);
+  const done = spliceAll(tee.scratchRead, tee.log, n);
+  tee.logged += done;
+  tee.ahead += done;
+  return done < n ? spliceAllErrno : 0;
+}
+
+/** Why the last `spliceAll` stopped short (EIO for a splice that moved nothing). */
+let spliceAllErrno = 0;
+
+/**
+ * Splices `n` bytes the pipe `from` holds into a file (a blocking splice: a file never waits
+ * for room), again after EINTR. Returns what moved; short, `spliceAllErrno` says why.
+ */
+function spliceAll(from: number, to: number, n: number): number {
   let done = 0;
   while (done < n) {
-    const m = c.splice(tee.scratchRead, tee.log, n - done, SPLICE_F_MOVE);
+    const m = c.splice(from, to, n - done, SPLICE_F_MOVE);
     if (m > 0) {
       done += m;
       continue;
     }
     const errno = m === 0 ? EIO : c.errno();
     if (errno === EINTR) continue;
-    tee.logged += done;
-    tee.ahead += done;
-    return errno;
+    spliceAllErrno = errno;
+    break;
   }
-  tee.logged += n;
-  tee.ahead += n;
-  return 0;
+  return done;
 }
 
 /** A tee run's transfers: the log first, then the client, until the run must wait or end. */
@@ -638,18 +644,9 @@ function stepFile(run: Run): void {
       continue;
     }
     if (run.seekEnd) c.lseek(run.to, 0, SEEK_END);
-    let written = 0;
-    let errno = 0;
-    while (written < n) {
-      const w = c.splice(own.readFd, run.to, n - written, SPLICE_F_MOVE);
-      if (w > 0) {
-        written += w;
-        continue;
-      }
-      errno = w < 0 ? c.errno() : EIO;
-      if (errno !== EINTR) break;
-    }
+    const written = spliceAll(own.readFd, run.to, n);
     if (written < n) {
+      const errno = spliceAllErrno;
       const rest = takeFilePipe(own, n - written);
       if (errno === EINVAL && written === 0) {
         // This file takes no splice: write(2) it from now on, starting with these bytes.

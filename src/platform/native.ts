@@ -97,14 +97,14 @@ export interface Libc {
    * (the data-plane thread's pty and fan-out runs); -1 on error.
    */
   readAt(fd: number, addr: number, count: number): number;
+  writeAt(fd: number, addr: number, count: number): number;
+  sendAt(fd: number, addr: number, count: number, flags: number): number;
+  pollAt(fds: number, nfds: number, timeoutMs: number): number;
   /**
    * getrusage(2) RUSAGE_THREAD's ru_nvcsw: how many times the calling thread has slept in
    * the kernel (a blocking write waiting for room counts each wait); -1 on error.
    */
   threadSleeps(): number;
-  writeAt(fd: number, addr: number, count: number): number;
-  sendAt(fd: number, addr: number, count: number, flags: number): number;
-  pollAt(fds: number, nfds: number, timeoutMs: number): number;
 }
 
 /** Size we allocate for an opaque `struct termios` (glibc's is 60 bytes on Linux). */

@@ -7,12 +7,9 @@
 import * as fs from 'node:fs';
 import { libc } from './native.ts';
 import { errnoName } from './platform.ts';
-import { FIONREAD, F_GETPIPE_SZ, F_SETPIPE_SZ } from './linux-abi.ts';
+import { FIONREAD, F_GETFL, F_GETPIPE_SZ, F_SETFL, F_SETPIPE_SZ, O_NONBLOCK } from './linux-abi.ts';
 
-const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
-const F_GETFL = 3;
-const F_SETFL = 4;
 
 export interface PipeEnds {
   readonly readFd: number;
