@@ -2,10 +2,12 @@
  * The guest-side handle of one running device: what an emulator (or `chardev run`'s
  * child process) talks to. It owns its backend and the optional `<log>` tee.
  */
+import * as fs from 'node:fs';
 import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { describeErrno, isRegularFile } from './files.ts';
+import { isSocket, makeMemoryFile } from '../platform/splice.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, MISSED_NOTICE, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
@@ -142,6 +144,8 @@ export class Chardev {
   readonly #inputs = new Set<InputSource>();
   /** Recent guest output, when `<cd:history>` asks for it. */
   readonly history: HistoryRing | undefined;
+  /** `#historyTarget`'s ring in memory, made by its first run; -1: none can be made here. */
+  #ringFd: number | undefined;
   /** Everyone attached to this device: transport peers, pty readers, consoles, browsers. */
   readonly hub: Hub;
 
@@ -284,6 +288,8 @@ export class Chardev {
    * - its only client is the writer on a socket or pty that has nothing queued in user
    *   space (the writer's fd), its `<log>`, if any, teed beside it (`#teeTarget`; then a
    *   history is allowed too: it is read back from the log), or
+   * - its only client is the writer on a socket and it keeps a history without a `<log>`:
+   *   the history is teed into a ring in memory beside it (`#historyTarget`), or
    * - nobody is attached and the backend keeps every byte in one file: a `file` device
    *   without `<log>` (its file), or a `null` device with a `<log>` (the log).
    * Undefined otherwise; ask again before every run.
@@ -295,7 +301,7 @@ export class Chardev {
     if (this.hub.size > 1) return this.history === undefined ? this.#fanoutTarget(false) : undefined;
     const writer = this.hub.soleWriter;
     if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
-    if (this.history !== undefined) return undefined;
+    if (this.history !== undefined) return writer === undefined ? undefined : this.#historyTarget(writer, this.history);
     if (writer !== undefined) {
       const fd = writer.sink.kernelPath?.fd();
       return fd === undefined ? undefined : this.#writerTarget(writer, fd);
@@ -388,6 +394,49 @@ export class Chardev {
         ended: (loggedBytes) => {
           if (history === undefined || loggedBytes === 0) return;
           history.appendTail(log.readTail(Math.min(loggedBytes, history.sizeBytes)), loggedBytes);
+        },
+      },
+    };
+  }
+
+  /**
+   * The writer's socket with the history beside it and no `<log>`: a tee run whose "log" is
+   * a ring in memory of the history's size (a memory file of the device's, `#ringFd`), read
+   * back into the history when the run ends — before any client change, as the hub stops
+   * the run first. Not for a pty's reader: its runs write blocking (`stepTty`), a tee run
+   * would not.
+   */
+  #historyTarget(writer: HubClient, history: HistoryRing): KernelTarget | undefined {
+    const fd = writer.sink.kernelPath?.fd();
+    if (fd === undefined || !isSocket(fd)) return undefined;
+    if (this.#ringFd === undefined) {
+      try {
+        this.#ringFd = makeMemoryFile(`chardev-history-${this.id}`);
+      } catch {
+        // No memory files here (no koffi, an old kernel): the JavaScript path keeps the history.
+        this.#ringFd = -1;
+      }
+    }
+    const ring = this.#ringFd;
+    if (ring < 0) return undefined;
+    return {
+      fd,
+      kind: 'client',
+      roomBytes: Infinity,
+      seekEnd: false,
+      commit: (n) => {
+        writer.bytesSent += n;
+      },
+      full: () => {},
+      tee: {
+        fd: ring,
+        ringBytes: history.sizeBytes,
+        logged: (n) => {
+          this.#fromGuest += n;
+        },
+        unsent: (data) => this.#handBack(writer, data),
+        ended: (loggedBytes) => {
+          if (loggedBytes > 0) history.appendTail(readRingTail(ring, history.sizeBytes, loggedBytes), loggedBytes);
         },
       },
     };
@@ -629,6 +678,8 @@ export class Chardev {
     } finally {
       this.hub.closeAll('the device was stopped');
       this.#log?.close(abort);
+      if (this.#ringFd !== undefined && this.#ringFd >= 0) fs.closeSync(this.#ringFd);
+      this.#ringFd = undefined;
       if (this.#isOpen) {
         // QEMU sends CLOSED when a chardev is destroyed.
         this.#isOpen = false;
@@ -710,4 +761,29 @@ export class Chardev {
   setErrorFallback(f: (err: ChardevError) => void): void {
     this.#fallback = f;
   }
+}
+
+/**
+ * The last min(loggedBytes, ringBytes) bytes a ring run wrote into `fd` (`TeeRunSpec.ringBytes`:
+ * written from offset 0, wrapping), oldest first. Short only if the file is (it never is).
+ */
+function readRingTail(fd: number, ringBytes: number, loggedBytes: number): Buffer {
+  const n = Math.min(loggedBytes, ringBytes);
+  const endAt = loggedBytes % ringBytes;
+  const out = Buffer.allocUnsafe(n);
+  // Wrapped: the part from the ring's end first, then from its start up to `endAt`.
+  const first = n > endAt ? n - endAt : 0;
+  let got = first > 0 ? readFully(fd, out.subarray(0, first), ringBytes - first) : 0;
+  if (got === first) got += readFully(fd, out.subarray(first), endAt - (n - first));
+  return out.subarray(0, got);
+}
+
+function readFully(fd: number, into: Buffer, position: number): number {
+  let got = 0;
+  while (got < into.length) {
+    const k = fs.readSync(fd, into, got, into.length - got, position + got);
+    if (k <= 0) break;
+    got += k;
+  }
+  return got;
 }

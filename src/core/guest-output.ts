@@ -524,7 +524,10 @@ export class GuestOutput {
         );
         return;
       }
-      this.#run = target.tee === undefined ? dataPlane().start(spec, events) : dataPlane().startTee({ ...spec, log: target.tee.fd }, events);
+      this.#run =
+        target.tee === undefined
+          ? dataPlane().start(spec, events)
+          : dataPlane().startTee({ ...spec, log: target.tee.fd, ...(target.tee.ringBytes !== undefined ? { ringBytes: target.tee.ringBytes } : {}) }, events);
     } catch {
       // No data-plane thread here (no koffi, no worker threads): the JavaScript path for good.
       this.#run = undefined;

@@ -65,6 +65,8 @@ export interface KernelTarget {
 export interface KernelTee {
   /** Opened without O_APPEND; each transfer starts at its end. */
   readonly fd: number;
+  /** `fd` is a ring of this many bytes, not a log (`TeeRunSpec.ringBytes`). */
+  readonly ringBytes?: number;
   /** `n` more bytes were appended to the log: the device accepted them from the guest. */
   logged(n: number): void;
   /** Bytes the run logged but did not move to `fd` (the client): the caller read them from the pipe; deliver them, never log them again. */

@@ -31,6 +31,7 @@ import {
   EINTR,
   EINVAL,
   EIO,
+  SEEK_SET,
   SEEK_END,
   F_GETPIPE_SZ,
   F_SETPIPE_SZ,
@@ -134,6 +135,12 @@ interface TeeState {
   /** Bytes in the log so far (the limit `left` counts these). */
   logged: number;
   ahead: number;
+  /**
+   * 0: the log is a file the run appends to. Otherwise the log is a ring of this many bytes
+   * (a history without a `<log>`): the run writes at `logged` modulo it, from 0, so when the
+   * run ends the ring's bytes before `logged % ringBytes`, wrapping, are its last ones.
+   */
+  readonly ringBytes: number;
 }
 
 const setup = workerData as WorkerSetup;
@@ -525,6 +532,7 @@ function publishTtyWakeups(): void {
  * what did reach the log is counted in `tee.logged` and `tee.ahead` either way.
  */
 function logTeed(tee: TeeState, n: number): number {
+  if (tee.ringBytes > 0) return ringTeed(tee, n);
   // The log is this device's own file, but the JavaScript path appends through another
   // open file description of it between runs: start at its end.
   c.lseek(tee.log, 0, SEEK_END);
@@ -532,6 +540,25 @@ function logTeed(tee: TeeState, n: number): number {
   tee.logged += done;
   tee.ahead += done;
   return done < n ? spliceAllErrno : 0;
+}
+
+/**
+ * `logTeed` into a ring: `n` bytes from the scratch pipe into the ring file, wrapping at its
+ * end (more than the ring holds wraps more than once: the last bytes are what stays).
+ */
+function ringTeed(tee: TeeState, n: number): number {
+  let left = n;
+  while (left > 0) {
+    const at = tee.logged % tee.ringBytes;
+    const k = Math.min(left, tee.ringBytes - at);
+    c.lseek(tee.log, at, SEEK_SET);
+    const done = spliceAll(tee.scratchRead, tee.log, k);
+    tee.logged += done;
+    tee.ahead += done;
+    left -= done;
+    if (done < k) return spliceAllErrno;
+  }
+  return 0;
 }
 
 /** Why the last `spliceAll` stopped short (EIO for a splice that moved nothing). */
@@ -890,7 +917,7 @@ function takeMessages(): boolean {
       case 'startTee':
         // A tee run steps through `stepTee` even into a terminal: the log comes first.
         addRun(msg, msg.limitBytes, {
-          tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0 },
+          tee: { log: msg.log, scratchRead: msg.scratchRead, scratchWrite: msg.scratchWrite, logged: 0, ahead: 0, ringBytes: msg.ringBytes },
         });
         break;
       case 'fanout-start':

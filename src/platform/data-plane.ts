@@ -79,6 +79,12 @@ export interface RunSpec {
 export interface TeeRunSpec extends RunSpec {
   /** The log file, opened without O_APPEND (splice refuses it). Duplicated. Each transfer starts at its end. */
   readonly log: number;
+  /**
+   * The log is a ring of this many bytes instead (`log` a file of the run's, e.g. a memory
+   * file): the run writes from offset 0 on, wrapping, so after `logged` bytes its last
+   * min(logged, ringBytes) end at offset `logged % ringBytes`.
+   */
+  readonly ringBytes?: number;
 }
 
 /**
@@ -148,6 +154,8 @@ export type ToWorker =
       readonly log: number;
       readonly scratchRead: number;
       readonly scratchWrite: number;
+      /** 0: `log` is appended to; otherwise `TeeRunSpec.ringBytes`. */
+      readonly ringBytes: number;
       readonly limitBytes: number;
       readonly graceMs: number;
     }
@@ -485,6 +493,7 @@ export class DataPlane {
       log,
       scratchRead: scratch.readFd,
       scratchWrite: scratch.writeFd,
+      ringBytes: spec.ringBytes ?? 0,
       limitBytes: spec.limitBytes ?? -1,
       graceMs: spec.graceMs,
     });

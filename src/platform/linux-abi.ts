@@ -15,6 +15,7 @@ export const EINTR = 4;
 export const EIO = 5;
 export const EAGAIN = 11;
 export const EINVAL = 22;
+export const SEEK_SET = 0;
 export const SEEK_END = 2;
 /** fcntl(2): a pipe's capacity, set (rounded up to a power of two pages) and read. */
 export const F_SETPIPE_SZ = 1031;

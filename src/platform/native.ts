@@ -81,6 +81,8 @@ export interface Libc {
   lseek(fd: number, offset: number, whence: number): number;
   /** isatty(3): 1 if `fd` is a terminal (a pty master too), else 0. */
   isatty(fd: number): number;
+  /** memfd_create(2): an anonymous file in memory (MFD_CLOEXEC and the like in `flags`); -1 on error. */
+  memfdCreate(name: string, flags: number): number;
   strerror(errnum: number): string;
   errno(): number;
   /**
@@ -316,6 +318,7 @@ const READ = 'long read(int fd, _Out_ uint8_t *buf, size_t count)';
 const WRITE = 'long write(int fd, const void *buf, size_t count)';
 const LSEEK = 'long lseek(int fd, long offset, int whence)';
 const ISATTY = 'int isatty(int fd)';
+const MEMFD_CREATE = 'int memfd_create(const char *name, unsigned int flags)';
 const READ_AT = 'long read(int fd, intptr_t buf, size_t count)';
 const WRITE_AT = 'long write(int fd, intptr_t buf, size_t count)';
 const SEND_AT = 'long send(int fd, intptr_t buf, size_t len, int flags)';
@@ -378,6 +381,7 @@ const LIBC: Libc = {
   write: (fd, buf) => Number(fn(WRITE)(fd, buf, buf.length) as number | bigint),
   lseek: (fd, offset, whence) => Number(fn(LSEEK)(fd, offset, whence) as number | bigint),
   isatty: (fd) => fn(ISATTY)(fd) as number,
+  memfdCreate: (name, flags) => fn(MEMFD_CREATE)(name, flags) as number,
   strerror: (e) => (fn(STRERROR)(e) as string | null) ?? `errno ${e}`,
   errno: () => load().koffi.errno(),
   addressOf: (buf) => {

@@ -63,6 +63,20 @@ export function makeSocketPair(): PipeEnds {
   return { readFd: fds.readInt32LE(0), writeFd: fds.readInt32LE(4) };
 }
 
+/** memfd_create(2)'s close-on-exec flag. */
+const MFD_CLOEXEC = 1;
+
+/**
+ * An anonymous close-on-exec file in memory (memfd_create(2)), for bytes a data-plane run
+ * keeps beside its client without a disk behind them. Throws (NativeUnavailable or an errno).
+ */
+export function makeMemoryFile(name: string): number {
+  const c = libc();
+  const fd = c.memfdCreate(name, MFD_CLOEXEC);
+  if (fd < 0) throw new Error(`memfd_create: ${errnoName(c.errno())}`);
+  return fd;
+}
+
 /** Whether `fd` is a socket. */
 export function isSocket(fd: number): boolean {
   try {

@@ -136,7 +136,16 @@ class Rig {
     root: string,
     kind: Kind,
     bytes: number,
-    options: { extra?: string; logAttrs?: string; logHead?: Buffer; logFile?: string; pause?: { everyBytes: number; ms: number } } = {},
+    options: {
+      extra?: string;
+      logAttrs?: string;
+      logHead?: Buffer;
+      logFile?: string;
+      pause?: { everyBytes: number; ms: number };
+      /** No `<log>`: the history alone beside the client (a ring in memory on the kernel path). */
+      noLog?: boolean;
+      historyBytes?: number;
+    } = {},
   ): Promise<Rig> {
     const dir = fs.mkdtempSync(path.join(root, kind));
     const data = randomBytes(bytes);
@@ -146,7 +155,7 @@ class Rig {
     const sock = path.join(dir, 'device.sock');
     const source = kind === 'tcp' ? `<source mode='bind' host='127.0.0.1' service='0'/>` : `<source mode='bind' path='${sock}'/>`;
     const xml = domainXml(
-      `<serial type='${kind}'>${source}<protocol type='raw'/><log file='${log}'${options.logAttrs ?? ''}/><target port='0'/><cd:history size='${HISTORY_BYTES}'/>${options.extra ?? ''}</serial>`,
+      `<serial type='${kind}'>${source}<protocol type='raw'/>${options.noLog === true ? '' : `<log file='${log}'${options.logAttrs ?? ''}/>`}<target port='0'/><cd:history size='${options.historyBytes ?? HISTORY_BYTES}'/>${options.extra ?? ''}</serial>`,
     );
     const domain = await open(xml, { logDir: dir });
     const address = kind === 'tcp' ? String(domain.device('serial0').boundService) : sock;
@@ -230,12 +239,19 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
   });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  for (const kind of ['tcp', 'unix'] as const) {
-    it(`${kind}: 32 MiB to a client reading as fast as it can: the client and the log each get every byte, ≥ 90 % of it teed and spliced`, {
+  for (const [kind, withLog] of [
+    ['tcp', true],
+    ['unix', true],
+    ['tcp', false],
+    ['unix', false],
+  ] as const) {
+    // Without a <log>, the same runs keep the history in a ring in memory beside the client.
+    const name = withLog ? kind : `${kind}, <cd:history> without <log>`;
+    it(`${name}: 32 MiB to a client reading as fast as it can: the client${withLog ? ' and the log each get' : ' gets'} every byte, ≥ 90 % of it teed and spliced`, {
       timeout: 60000,
     }, async (ctx) => {
       const bytes = 32 * MiB;
-      const rig = await Rig.make(ctx, root, kind, bytes, { logAttrs: " append='off'" });
+      const rig = await Rig.make(ctx, root, kind, bytes, { logAttrs: " append='off'", noLog: !withLog });
       const peer = await rig.client();
       await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
       rig.start();
@@ -244,20 +260,22 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       assert.equal(r.got, bytes);
       assert.equal(r.sha, sha256(rig.data), 'sha256 of what the client got');
       await rig.output.ended;
-      rig.assertLogWhole();
+      if (withLog) rig.assertLogWhole();
       assertSpliced(rig.output, bytes, 0.9);
       assert.deepEqual(rig.device.counters, { bytesFromGuest: bytes, bytesToGuest: 0, dropped: 0 });
       assert.equal(rig.device.hub.clients()[0]?.bytesSent, bytes, "the client's bytes-sent");
-      // The history is the stream's last MiB, brought up to date from the log.
+      // The history is the stream's last MiB, brought up to date from the log (or the ring).
       assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'the history is the last MiB');
       assert.equal(rig.device.history?.totalBytes, bytes);
-      report(`${kind} fast: ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+      report(`${name} fast: ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
 
-    it(`${kind}: a slow reader (4 MB/s), then a stalled one that resumes, hold the guest; client and log get every byte`, { timeout: 90000 }, async (ctx) => {
+    it(`${name}: a slow reader (4 MB/s), then a stalled one that resumes, hold the guest; client${withLog ? ' and log get' : ' gets'} every byte, the history is the last MiB`, {
+      timeout: 90000,
+    }, async (ctx) => {
       for (const how of ['slow', 'stalled'] as const) {
         const bytes = 16 * MiB;
-        const rig = await Rig.make(ctx, root, kind, bytes);
+        const rig = await Rig.make(ctx, root, kind, bytes, { noLog: !withLog });
         const peer = await rig.client();
         await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
         rig.start();
@@ -270,29 +288,36 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
         if (how === 'stalled') {
           await sleep(1000);
           assert.equal(rig.progress(), held, 'the guest stood still while the client read nothing');
-          const logged = fs.statSync(rig.log).size;
-          assert.ok(logged <= held, `the log (${logged} B) holds no more than the guest wrote (${held} B)`);
+          if (withLog) {
+            const logged = fs.statSync(rig.log).size;
+            assert.ok(logged <= held, `the log (${logged} B) holds no more than the guest wrote (${held} B)`);
+          }
         }
         const r = await reading;
         assert.equal(r.got, bytes);
         assert.equal(r.sha, sha256(rig.data), `${how}: sha256 of what the client got`);
         await rig.output.ended;
-        rig.assertLogWhole();
+        if (withLog) rig.assertLogWhole();
         assert.equal(rig.device.counters.dropped, 0);
+        assert.equal(
+          sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)),
+          sha256(rig.data.subarray(bytes - HISTORY_BYTES)),
+          'the history is the last MiB',
+        );
         assertSpliced(rig.output, bytes, 0.8);
         assert.ok(rig.output.stats.waits > 0, 'the guest waited for the client');
-        report(`${kind} ${how}: held at ${held} B after 1.5 s; ${rig.output.stats.waits} waits, ${pct(rig.output.stats.spliced, bytes)} spliced`);
+        report(`${name} ${how}: held at ${held} B after 1.5 s; ${rig.output.stats.waits} waits, ${pct(rig.output.stats.spliced, bytes)} spliced`);
       }
     });
 
-    it(`${kind}: a second client attaching mid-stream gets the history — the last MiB the guest wrote — then the live stream from the very next byte; the writer and the log get every byte`, {
+    it(`${name}: a second client attaching mid-stream gets the history — the last MiB the guest wrote — then the live stream from the very next byte; the writer${withLog ? ' and the log get' : ' gets'} every byte`, {
       timeout: 60000,
     }, async (ctx) => {
       const bytes = 32 * MiB;
       // The viewer's queue has room for the 1 MiB history and the live stream after it: with
       // the default 1 MiB the replay alone fills it, and whether it then misses live output
       // depends on how soon it reads (it did, 3 times of 3, when held bytes came sooner).
-      const rig = await Rig.make(ctx, root, kind, bytes, { extra: "<cd:clients max='2' queue='4194304'/>" });
+      const rig = await Rig.make(ctx, root, kind, bytes, { extra: "<cd:clients max='2' queue='4194304'/>", noLog: !withLog });
       const writer = await rig.client();
       await waitFor(() => rig.device.hub.size === 1, 'the writer to be seen', 5000);
       rig.start();
@@ -321,7 +346,7 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       assert.equal(w.got, bytes);
       assert.equal(w.sha, sha256(rig.data), "sha256: the writer got every byte, across the viewer's arrival");
       await rig.output.ended;
-      rig.assertLogWhole();
+      if (withLog) rig.assertLogWhole();
       // What the viewer got: the history (the stream's bytes up to the moment it came), the
       // read-only notice (inline: a raw socket), then live output from the next byte on.
       const text = seen.data.toString('latin1');
@@ -337,9 +362,39 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       );
       assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
       assert.ok(rig.output.stats.spliced < bytes, 'the viewer moved the stream to the JavaScript path for a while');
-      report(`${kind} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+      report(`${name} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
   }
+
+  it('tcp, <cd:history> without <log>, smaller than one tee (100003 B): the ring wraps within a transfer; settled mid-stream and at the end, the history is exactly the last 100003 bytes', {
+    timeout: 60000,
+  }, async (ctx) => {
+    const bytes = 16 * MiB;
+    const size = 100003;
+    const rig = await Rig.make(ctx, root, 'tcp', bytes, { noLog: true, historyBytes: size });
+    const peer = await rig.client();
+    await waitFor(() => rig.device.hub.size === 1, 'the client to be seen', 5000);
+    rig.start();
+    const reading = rig.read(peer, bytes, 8_000_000);
+    await waitFor(() => rig.output.stats.spliced > 4 * MiB, 'the kernel path to move 4 MiB', 10000);
+    // Ends the run: the next one writes its ring from offset 0 again.
+    rig.device.settleOutput();
+    const taken = rig.device.counters.bytesFromGuest;
+    assert.ok(
+      rig.device.history?.snapshot().equals(rig.data.subarray(taken - size, taken)),
+      `settled at byte ${taken}: the history is the last ${size} B before it`,
+    );
+    assert.equal(rig.device.history?.totalBytes, taken);
+    const r = await reading;
+    assert.equal(r.got, bytes);
+    assert.equal(r.sha, sha256(rig.data), 'sha256 of what the client got');
+    await rig.output.ended;
+    assert.ok(rig.device.history?.snapshot().equals(rig.data.subarray(bytes - size)), `the history is the last ${size} B`);
+    assert.equal(rig.device.history?.totalBytes, bytes);
+    assert.equal(rig.device.counters.bytesFromGuest, bytes);
+    assertSpliced(rig.output, bytes, 0.8);
+    report(`tcp small history ring: ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+  });
 
   it('tcp: a <log> that stops taking bytes mid-stream (RLIMIT_FSIZE) holds the stream up to the limit; the client still gets every byte, in order', {
     timeout: 60000,
