@@ -46,7 +46,8 @@
  *   floors write a log file that must hold every byte too: Python (read, write to the log,
  *   send) and C two ways: `log-tee` (tee(2) into a scratch pipe, splice that to the log,
  *   splice the same bytes to the client: chardev's own way) and `log-copy` (read into one
- *   1 MiB buffer, write it to the log, send it: the Python floor's way). Every side of the
+ *   1 MiB buffer, write it to the log, send it: the Python floor's way). And, without a
+ *   target, the device with the same `<cd:history>` and no `<log>`. Every side of the
  *   TCP measurement starts its reader SIDE_SETTLE_MS after the side before it ended (why:
  *   there), and a side run by a Node host (chardev, bare Node) has its host started during
  *   the side before it, before that side's reader (`throughput`).
@@ -401,6 +402,8 @@ interface StreamOptions {
   readonly hash?: 'all' | 'first';
   /** The device also has a `<log file>` and `<cd:history>` (the log's size and hash are returned, off the clock). */
   readonly logAndHistory?: boolean;
+  /** The device has a `<cd:history>` and no `<log>`. */
+  readonly historyOnly?: boolean;
   /** ReaderArgs.markBytes. */
   readonly markBytes?: number;
   /** performance.now() before which the reader does not start (SIDE_SETTLE_MS). */
@@ -444,7 +447,7 @@ const HISTORY_BYTES = MiB;
 
 /** chardevStream's host: `live` + `stalled` clients, the guest unpaced unless `guest` says otherwise. */
 function streamConfig(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>, bytes: number, options: StreamOptions, dir: string): HostConfig {
-  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), logAndHistory = false } = options;
+  const { live = 1, stalled = 0, guest = guestArgv(ctx, bytes), logAndHistory = false, historyOnly = false } = options;
   const clients = live + stalled;
   return {
     kind: 'stream',
@@ -453,7 +456,7 @@ function streamConfig(ctx: Ctx, backend: Exclude<StreamBackend, 'file' | 'log'>,
     bytes,
     clients,
     ...(clients > 1 ? { maxClients: clients } : {}),
-    ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : {}),
+    ...(logAndHistory ? { log: true, historyBytes: HISTORY_BYTES } : historyOnly ? { historyBytes: HISTORY_BYTES } : {}),
     dir,
   };
 }
@@ -642,7 +645,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   const bytes = backend === 'pty' ? (ctx.quick ? 64 : 256) * MiB : (ctx.quick ? 256 : 1024) * MiB;
   const id = backend === 'pty' ? 'pty' : `bulk-${backend}`;
   const digest = await guestDigest(ctx, bytes);
-  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'teed' | 'cKernel' | 'cLogTee' | 'cLogCopy';
+  type Side = 'chardev' | 'socat' | 'node' | 'kernel' | 'logged' | 'history' | 'teed' | 'cKernel' | 'cLogTee' | 'cLogCopy';
   // The sides that write a 1 GiB log never run one right after the other (the rotation
   // keeps neighbours, the last one's neighbour is the first), and on TCP, where they are,
   // every side's reader starts SIDE_SETTLE_MS after the side before it ended: see there.
@@ -650,7 +653,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     backend === 'pty'
       ? ['chardev', 'socat', 'kernel', 'cKernel']
       : backend === 'tcp'
-        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'cLogCopy', 'cKernel']
+        ? ['chardev', 'logged', 'socat', 'teed', 'node', 'cLogTee', 'kernel', 'history', 'cLogCopy', 'cKernel']
         : ['chardev', 'socat', 'node', 'kernel', 'cKernel'];
   const settleMs = backend === 'tcp' ? SIDE_SETTLE_MS : 0;
   const pty = backend === 'pty';
@@ -668,7 +671,14 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     cLogCopy: { name: 'logging relay in C, read + write + send (floor)', lang: 'c', mode: 'log-copy', log: true },
   };
   const label = (side: Side): string =>
-    relays[side]?.name ?? (side === 'chardev' ? 'chardev' : side === 'logged' ? 'chardev with <log> and <cd:history>' : 'bare Node (floor)');
+    relays[side]?.name ??
+    (side === 'chardev'
+      ? 'chardev'
+      : side === 'logged'
+        ? 'chardev with <log> and <cd:history>'
+        : side === 'history'
+          ? 'chardev with <cd:history>, no <log>'
+          : 'bare Node (floor)');
   // A C side without a compiler is left out; its rows say why.
   const runs = (side: Side): boolean => relays[side]?.lang !== 'c' || 'relay' in ctx.cFloor;
   const perSide = (): Record<Side, number[]> => ({
@@ -677,6 +687,7 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
     node: [],
     kernel: [],
     logged: [],
+    history: [],
     teed: [],
     cKernel: [],
     cLogTee: [],
@@ -699,10 +710,14 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
   // the warm ones, and leave the colder to its log (measured apart: 0.76/0.82/0.64 s of CPU
   // per GiB for chardev's log side against 0.69/0.59/0.52 with its host started early,
   // interleaved). The others' start-up (socat, the Python and C relays) costs next to nothing.
-  const hosted = (side: Side | undefined): boolean => side === 'chardev' || side === 'logged' || side === 'node';
+  const hosted = (side: Side | undefined): boolean => side === 'chardev' || side === 'logged' || side === 'history' || side === 'node';
   const hostBackend = settleMs > 0 && backend !== 'pty' ? backend : undefined;
   const hostFor = (side: Side, b: 'tcp' | 'unix'): Promise<EarlyHost> =>
-    startHost(ctx, (dir) => (side === 'node' ? floorConfig(ctx, b, bytes, dir) : streamConfig(ctx, b, bytes, { logAndHistory: side === 'logged' }, dir)));
+    startHost(ctx, (dir) =>
+      side === 'node'
+        ? floorConfig(ctx, b, bytes, dir)
+        : streamConfig(ctx, b, bytes, { logAndHistory: side === 'logged', historyOnly: side === 'history' }, dir),
+    );
   let early: Promise<EarlyHost> | undefined;
   try {
     const first = order[0]?.[0];
@@ -730,9 +745,9 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
               }
             : undefined;
         const ahead = { readerAt, ...(mine !== undefined ? { early: mine } : {}), ...(beforeReader !== undefined ? { beforeReader } : {}) };
-        if (who === 'chardev' || who === 'logged') {
-          const rowId = who === 'logged' ? `${id}-log-history` : id;
-          const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged', ...ahead });
+        if (who === 'chardev' || who === 'logged' || who === 'history') {
+          const rowId = who === 'logged' ? `${id}-log-history` : who === 'history' ? `${id}-history` : id;
+          const run = await chardevStream(ctx, backend, bytes, { logAndHistory: who === 'logged', historyOnly: who === 'history', ...ahead });
           verify(rowId, label(who), run.reader, 0, bytes, digest);
           if (run.dropped !== 0)
             throw new LostBytesError(`${rowId}: ${label(who)}: the reader got all ${bytes} bytes, but chardev counted ${run.dropped} dropped`);
@@ -891,6 +906,20 @@ export async function throughput(ctx: Ctx, backend: 'tcp' | 'unix' | 'pty'): Pro
         'cLogCopy',
         `its log file held every byte too; ${cpuNote('cLogCopy')}`,
       ),
+      {
+        // No target of its own (the issue sets one for <log> with <cd:history>): what the history alone costs.
+        id: `${id}-history`,
+        figure: `bulk guest → client throughput, ${name} server, the device with <cd:history size=${HISTORY_BYTES / MiB} MiB> and no <log>`,
+        unit: 'MB/s',
+        chardev: median(figures.history),
+        peer: median(figures.socat),
+        peerName,
+        ratio: ratioTo('history'),
+        target: '(figure)',
+        met: null,
+        note: `lossless: ${verified}; ${cpuNote('history')}`,
+        details,
+      },
     );
   }
   return rows;
