@@ -212,7 +212,8 @@ describe('a pty run writing blocking, its reader stalled (real processes, sha256
 
   it('the process exits while the write waits for the stalled client', { timeout: 60000 }, async (ctx) => {
     const dir = fs.mkdtempSync(path.join(root, 'exit'));
-    const script = path.join(dir, 'host.ts');
+    // .mts: ESM wherever the directory is (top-level await), whatever package.json lies above it.
+    const script = path.join(dir, 'host.mts');
     const here = path.dirname(fileURLToPath(import.meta.url));
     const src = (p: string): string => JSON.stringify(path.join(here, '../../src', p));
     // A process streaming into its pty until the client stalls, then exiting with the write parked.
