@@ -7,7 +7,7 @@ import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { describeErrno, isRegularFile } from './files.ts';
-import { isSocket, makeMemoryFile } from '../platform/splice.ts';
+import { makeMemoryFile } from '../platform/splice.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
 import { Hub, MISSED_NOTICE, type ClientChange, type ClientInfo, type HubClient, type TerminalSize } from './hub.ts';
@@ -283,13 +283,14 @@ export class Chardev {
   /**
    * @internal Where guest output may be spliced to right now instead of going through
    * `write` (`GuestOutput`'s kernel path), with what to count once it moved there. The
-   * device has no stall limit (its watch works on `write`'s refusals), keeps no history
-   * unless it has a `<log>`, and either
+   * device has no stall limit (its watch works on `write`'s refusals), and either
    * - its only client is the writer on a socket or pty that has nothing queued in user
    *   space (the writer's fd), its `<log>`, if any, teed beside it (`#teeTarget`; then a
    *   history is allowed too: it is read back from the log), or
-   * - its only client is the writer on a socket and it keeps a history without a `<log>`:
-   *   the history is teed into a ring in memory beside it (`#historyTarget`), or
+   * - its only client is the writer on a raw socket and it keeps a history without a
+   *   `<log>`: the history is teed into a ring in memory beside it (`#historyTarget`), or
+   * - the writer and its viewers, all on raw sockets, no `<log>` (`#fanoutTarget`; a
+   *   history goes into the same ring), or
    * - nobody is attached and the backend keeps every byte in one file: a `file` device
    *   without `<log>` (its file), or a `null` device with a `<log>` (the log).
    * Undefined otherwise; ask again before every run.
@@ -297,8 +298,8 @@ export class Chardev {
   kernelTarget(): KernelTarget | undefined {
     const backend = this.#backend;
     if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return undefined;
-    // Several clients: the fan-out, when there is neither a log nor a history to keep.
-    if (this.hub.size > 1) return this.history === undefined ? this.#fanoutTarget(false) : undefined;
+    // Several clients: the fan-out, when there is no log to keep (a history goes to a ring in memory).
+    if (this.hub.size > 1) return this.#fanoutTarget(false);
     const writer = this.hub.soleWriter;
     if (writer !== undefined && this.#log !== undefined) return this.#teeTarget(writer, this.#log);
     if (this.history !== undefined) return writer === undefined ? undefined : this.#historyTarget(writer, this.history);
@@ -408,17 +409,9 @@ export class Chardev {
    */
   #historyTarget(writer: HubClient, history: HistoryRing): KernelTarget | undefined {
     const fd = writer.sink.kernelPath?.fd();
-    if (fd === undefined || !isSocket(fd)) return undefined;
-    if (this.#ringFd === undefined) {
-      try {
-        this.#ringFd = makeMemoryFile(`chardev-history-${this.id}`);
-      } catch {
-        // No memory files here (no koffi, an old kernel): the JavaScript path keeps the history.
-        this.#ringFd = -1;
-      }
-    }
-    const ring = this.#ringFd;
-    if (ring < 0) return undefined;
+    if (fd === undefined || !onRawSocket(writer)) return undefined;
+    const ring = this.#historyRing();
+    if (ring === undefined) return undefined;
     return {
       fd,
       kind: 'client',
@@ -442,10 +435,25 @@ export class Chardev {
     };
   }
 
+  /** `#ringFd`, made on first use; undefined where no memory file can be made. */
+  #historyRing(): number | undefined {
+    if (this.#ringFd === undefined) {
+      try {
+        this.#ringFd = makeMemoryFile(`chardev-history-${this.id}`);
+      } catch {
+        // No memory files here (no koffi, an old kernel): the JavaScript path keeps the history.
+        this.#ringFd = -1;
+      }
+    }
+    return this.#ringFd >= 0 ? this.#ringFd : undefined;
+  }
+
   /**
    * The writer and its viewers on the kernel path (data-plane-fanout.ts): every client a
    * raw socket that frames notices, the writer holding the guest, viewers dropping what
    * does not fit (`slow='drop'`; a policy that disconnects stays on the JavaScript path).
+   * A history is written into a ring in memory (`#historyRing`) as the run reads, and
+   * brought up to date from it when the run ends — before any client change.
    * A viewer Node still holds bytes for is left out of the run (it misses what the run
    * moves, as its full queue would make it) until its transport drains. With
    * `afterNode`: the fan-out would do but for bytes Node holds for the writer.
@@ -465,6 +473,9 @@ export class Chardev {
     if (afterNode) return writer.sink.queuedBytes > 0;
     const fd = writer.sink.kernelPath?.fd();
     if (fd === undefined || frame === undefined) return undefined;
+    const history = this.history;
+    const ring = history !== undefined ? this.#historyRing() : undefined;
+    if (history !== undefined && ring === undefined) return undefined;
     const viewers = members.filter((c) => c !== writer);
     const queueBytes = Math.min(FANOUT_VIEWER_QUEUE_BYTES, this.hub.queueBytes);
     const counted = new Map<number, { sent: number; missed: number }>();
@@ -484,6 +495,18 @@ export class Chardev {
             hub.countKernel(v, n.sent - before.sent, n.missed - before.missed, n.untold);
           });
         },
+        ...(history !== undefined && ring !== undefined
+          ? {
+              history: {
+                fd: ring,
+                bytes: history.sizeBytes,
+                ended: (kept: number, left: Buffer | undefined) => {
+                  if (kept > 0) history.appendTail(readRingTail(ring, history.sizeBytes, kept), kept);
+                  if (left !== undefined) history.append(left);
+                },
+              },
+            }
+          : {}),
         leftovers: (w, vs) => {
           // Already counted as sent: they go ahead of anything the hub sends them later.
           if (w !== undefined && !writer.detached) writer.sink.send(w);
@@ -518,9 +541,9 @@ export class Chardev {
   kernelPathAfterNode(): boolean {
     const backend = this.#backend;
     if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return false;
-    if (this.hub.size > 1) return this.history === undefined && this.#fanoutTarget(true);
-    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined) return false;
+    if (this.hub.size > 1) return this.#fanoutTarget(true);
     const writer = this.hub.soleWriter;
+    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined && !onRawSocket(writer)) return false;
     return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;
   }
 
@@ -761,6 +784,14 @@ export class Chardev {
   setErrorFallback(f: (err: ChardevError) => void): void {
     this.#fallback = f;
   }
+}
+
+/**
+ * The writer's transport is a raw tcp or unix socket (it frames notices inline, so the
+ * fan-out can serve it too), not a pty: the transports a history ring is kept beside.
+ */
+function onRawSocket(writer: HubClient | undefined): boolean {
+  return writer?.sink.kernelPath?.noticeFrame !== undefined;
 }
 
 /**

@@ -507,6 +507,7 @@ export class GuestOutput {
             graceMs: GRACE_MS,
             noticeBefore: fanout.noticeBefore,
             noticeAfter: fanout.noticeAfter,
+            ...(fanout.history !== undefined ? { history: { fd: fanout.history.fd, bytes: fanout.history.bytes } } : {}),
           },
           {
             progress: (moved, waits, viewers) => {
@@ -517,6 +518,7 @@ export class GuestOutput {
               if (r.viewers.length > 0) fanout.progress(r.viewers);
               this.#runProgress(target, r.moved, r.waits);
               fanout.leftovers(r.writerLeft, r.viewersLeft);
+              fanout.history?.ended(r.historyKept ?? 0, r.historyLeft);
               this.#fanExcluded = undefined;
               this.#runEnded(target, { moved: r.moved, waits: r.waits, end: r.end });
             },

@@ -31,6 +31,11 @@ export interface FanoutPlan {
   progress(viewers: readonly FanoutViewerCount[]): void;
   /** The run ended: what the writer and viewers still had to go goes to their transports, in order. */
   leftovers(writer: Buffer | undefined, viewers: readonly (Buffer | undefined)[]): void;
+  /**
+   * The device's history, kept in a ring file of `bytes` (`FanoutSpec.history`); `ended`
+   * brings the history up to date when the run ends (`FanoutResult.historyKept`, `historyLeft`).
+   */
+  readonly history?: { readonly fd: number; readonly bytes: number; ended(kept: number, left: Buffer | undefined): void };
 }
 
 /** A destination for guest output moved by the kernel (`Chardev.kernelTarget`). */

@@ -84,10 +84,15 @@ interface Fan {
   held: boolean;
   /** Something to do without waiting. */
   ready: boolean;
+  /** FanoutStartMsg.history's ring, or -1; closed with the run. */
+  readonly historyFd: number;
+  readonly historyBytes: number;
+  /** The stream's first bytes the ring has (it failed at this byte, or it has all: `head`). */
+  historyKept: number;
 }
 
 /** The C calls a fan-out run makes (a test scripts them: test/platform/fanout-run.test.ts). */
-export type FanoutLibc = Pick<Libc, 'addressOf' | 'readAt' | 'sendAt' | 'write' | 'errno' | 'closeFd'>;
+export type FanoutLibc = Pick<Libc, 'addressOf' | 'readAt' | 'sendAt' | 'pwriteAt' | 'write' | 'errno' | 'closeFd'>;
 
 export interface FanoutHost {
   readonly c: FanoutLibc;
@@ -140,6 +145,9 @@ export class FanoutRuns {
       idleAt: undefined,
       held: false,
       ready: true,
+      historyFd: msg.history?.fd ?? -1,
+      historyBytes: msg.history?.bytes ?? 0,
+      historyKept: 0,
     });
   }
 
@@ -302,7 +310,9 @@ export class FanoutRuns {
       return 0;
     }
     const off = fan.head % fan.ring.length;
-    const k = c.readAt(fan.from, fan.ringAt + off, Math.min(room, fan.ring.length - off));
+    // With a history ring, no read larger than it: each read's bytes are written there whole (`keep`).
+    const most = fan.historyFd >= 0 ? Math.min(room, fan.historyBytes) : room;
+    const k = c.readAt(fan.from, fan.ringAt + off, Math.min(most, fan.ring.length - off));
     if (k === 0) {
       this.#end(fan, 'eof');
       return undefined;
@@ -320,6 +330,10 @@ export class FanoutRuns {
     }
     fan.held = false;
     fan.head += k;
+    if (fan.historyFd >= 0 && !keep(c, fan, off, k)) {
+      this.#end(fan, 'error', `history:${errnoName(c.errno())}`);
+      return undefined;
+    }
     for (const v of fan.viewers) {
       if (v.excluded || v.gone) {
         v.missed += k;
@@ -354,6 +368,7 @@ export class FanoutRuns {
       return rest(fan, v, told);
     });
     c.closeFd(fan.from);
+    if (fan.historyFd >= 0) c.closeFd(fan.historyFd);
     for (const o of [fan.writer, ...fan.viewers]) if (o.sock >= 0) c.closeFd(o.sock);
     this.#host.post({
       op: 'fanout-ended',
@@ -363,11 +378,51 @@ export class FanoutRuns {
       viewers: counts(fan),
       writerLeft,
       viewersLeft,
+      ...(fan.historyFd >= 0 ? { historyKept: fan.historyKept, historyLeft: slice(fan, fan.historyKept, fan.head) } : {}),
       end: reason,
       ...(error !== undefined ? { error } : {}),
     });
     this.#host.ended();
   }
+}
+
+/**
+ * The `k` bytes just read (at `off` in the run's ring, ending at `head`; never more than the
+ * history ring holds, see `#take`) into the history ring at their stream positions modulo its
+ * size. False when a write failed: `historyKept` says how far the ring has the stream, and
+ * its last `historyBytes` before that are intact (this read's writes went only over older ones).
+ */
+function keep(c: FanoutLibc, fan: Fan, off: number, k: number): boolean {
+  const size = fan.historyBytes;
+  let pos = fan.head - k;
+  let addr = fan.ringAt + off;
+  let left = k;
+  while (left > 0) {
+    const at = pos % size;
+    const w = c.pwriteAt(fan.historyFd, addr, Math.min(left, size - at), at);
+    if (w <= 0) {
+      if (w < 0 && c.errno() === EINTR) continue;
+      return false;
+    }
+    pos += w;
+    addr += w;
+    left -= w;
+    fan.historyKept = pos;
+  }
+  fan.historyKept = fan.head;
+  return true;
+}
+
+/** Stream bytes [from, to) of a run, copied out of its ring (they are still in it), or null for none. */
+function slice(fan: Fan, from: number, to: number): Uint8Array | null {
+  const n = to - from;
+  if (n <= 0) return null;
+  const out = Buffer.allocUnsafe(n);
+  const off = from % fan.ring.length;
+  const first = Math.min(n, fan.ring.length - off);
+  fan.ring.copy(out, 0, off, off + first);
+  if (n > first) fan.ring.copy(out, first, 0, n - first);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** A client of a run: every one, the writer too, made here with the same fields in the same order (one shape for V8). */

@@ -189,6 +189,8 @@ export interface FanoutStartMsg {
   readonly graceMs: number;
   readonly noticeBefore: string;
   readonly noticeAfter: string;
+  /** FanoutSpec.history, its fd duplicated. */
+  readonly history?: { readonly fd: number; readonly bytes: number };
 }
 
 /** One viewer's counts so far in a fan-out run. */
@@ -216,6 +218,9 @@ export type FromWorker =
       readonly writerLeft: Uint8Array | null;
       /** The same per viewer, in the order given. */
       readonly viewersLeft: readonly (Uint8Array | null)[];
+      /** With a history ring: FanoutResult.historyKept and historyLeft. */
+      readonly historyKept?: number;
+      readonly historyLeft?: Uint8Array | null;
       readonly end: 'stopped' | 'eof' | 'idle' | 'error';
       readonly error?: string;
     }
@@ -246,6 +251,11 @@ export interface FanoutSpec {
   /** The missed-output notice, as the viewers' transport frames it: before and after the count. */
   readonly noticeBefore: string;
   readonly noticeAfter: string;
+  /**
+   * A ring file of `bytes` (duplicated) the run writes every byte it takes into at its
+   * stream position modulo `bytes`, from 0 (`TeeRunSpec.ringBytes`'s layout): a history.
+   */
+  readonly history?: { readonly fd: number; readonly bytes: number };
 }
 
 export interface FanoutResult {
@@ -254,6 +264,12 @@ export interface FanoutResult {
   readonly viewers: readonly FanoutViewerCount[];
   readonly writerLeft: Buffer | undefined;
   readonly viewersLeft: readonly (Buffer | undefined)[];
+  /**
+   * With `FanoutSpec.history`: how many of the first bytes moved are in the ring (all of
+   * them, unless writing it failed), and the ones after that, which are not.
+   */
+  readonly historyKept?: number;
+  readonly historyLeft?: Buffer | undefined;
   readonly end: RunEnd;
 }
 
@@ -406,6 +422,7 @@ export class DataPlane {
         graceMs: spec.graceMs,
         noticeBefore: spec.noticeBefore,
         noticeAfter: spec.noticeAfter,
+        ...(spec.history !== undefined ? { history: { fd: dup(spec.history.fd), bytes: spec.history.bytes } } : {}),
       };
     } catch (e) {
       for (const fd of fds) c.closeFd(fd);
@@ -649,6 +666,7 @@ export class DataPlane {
       viewers: m.viewers,
       writerLeft: buf(m.writerLeft),
       viewersLeft: m.viewersLeft.map(buf),
+      ...(m.historyKept !== undefined ? { historyKept: m.historyKept, historyLeft: buf(m.historyLeft ?? null) } : {}),
       end: m.end === 'error' ? { error: m.error ?? 'EUNKNOWN' } : m.end,
     });
   }

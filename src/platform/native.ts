@@ -100,6 +100,8 @@ export interface Libc {
    */
   readAt(fd: number, addr: number, count: number): number;
   writeAt(fd: number, addr: number, count: number): number;
+  /** pwrite(2) of memory given by address, at `offset` in the file. */
+  pwriteAt(fd: number, addr: number, count: number, offset: number): number;
   sendAt(fd: number, addr: number, count: number, flags: number): number;
   pollAt(fds: number, nfds: number, timeoutMs: number): number;
   /**
@@ -321,6 +323,7 @@ const ISATTY = 'int isatty(int fd)';
 const MEMFD_CREATE = 'int memfd_create(const char *name, unsigned int flags)';
 const READ_AT = 'long read(int fd, intptr_t buf, size_t count)';
 const WRITE_AT = 'long write(int fd, intptr_t buf, size_t count)';
+const PWRITE_AT = 'long pwrite(int fd, intptr_t buf, size_t count, long offset)';
 const SEND_AT = 'long send(int fd, intptr_t buf, size_t len, int flags)';
 const POLL_AT = 'int poll(intptr_t fds, unsigned long nfds, int timeout)';
 const GETRUSAGE = 'int getrusage(int who, _Out_ uint8_t *usage)';
@@ -333,6 +336,7 @@ const RU_NVCSW_OFFSET = 128;
 /** The address-taking calls, bound once: they are called per pty refill or per fan-out send, so not even the map lookup `fn` makes. */
 let readAt: Bound | undefined;
 let writeAt: Bound | undefined;
+let pwriteAt: Bound | undefined;
 let sendAt: Bound | undefined;
 let pollAt: Bound | undefined;
 
@@ -392,6 +396,7 @@ const LIBC: Libc = {
   },
   readAt: (fd, addr, count) => (readAt ??= fn(READ_AT))(fd, addr, count) as number,
   writeAt: (fd, addr, count) => (writeAt ??= fn(WRITE_AT))(fd, addr, count) as number,
+  pwriteAt: (fd, addr, count, offset) => (pwriteAt ??= fn(PWRITE_AT))(fd, addr, count, offset) as number,
   sendAt: (fd, addr, count, flags) => (sendAt ??= fn(SEND_AT))(fd, addr, count, flags) as number,
   pollAt: (fds, n, timeout) => (pollAt ??= fn(POLL_AT))(fds, n, timeout) as number,
   threadSleeps: () => ((fn(GETRUSAGE)(RUSAGE_THREAD, RUSAGE) as number) === 0 ? Number(RUSAGE.readBigInt64LE(RU_NVCSW_OFFSET)) : -1),

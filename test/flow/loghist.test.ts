@@ -361,8 +361,61 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
         'the history is exactly the last MiB the device took before the viewer came',
       );
       assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
-      assert.ok(rig.output.stats.spliced < bytes, 'the viewer moved the stream to the JavaScript path for a while');
+      if (withLog) assert.ok(rig.output.stats.spliced < bytes, 'the viewer moved the stream to the JavaScript path for a while');
+      // Without a <log>, writer and viewer go on together in a fan-out run that keeps the history.
+      else assert.ok(rig.output.stats.spliced > bytes / 2, `the fan-out carried the stream after the viewer came (${pct(rig.output.stats.spliced, bytes)} spliced)`);
       report(`${name} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+    });
+  }
+
+  for (const kind of ['tcp', 'unix'] as const) {
+    it(`${kind}, <cd:history> without <log>: a writer and a viewer in a fan-out run keep the history; a second viewer gets the last MiB before it came, then the live stream from the very next byte`, {
+      timeout: 60000,
+    }, async (ctx) => {
+      const bytes = 32 * MiB;
+      const rig = await Rig.make(ctx, root, kind, bytes, { extra: "<cd:clients max='3' queue='4194304'/>", noLog: true });
+      const writer = await rig.client();
+      await waitFor(() => rig.device.hub.size === 1, 'the writer to be seen', 5000);
+      const first = await rig.client();
+      await waitFor(() => rig.device.hub.size === 2, 'the first viewer to be seen', 5000);
+      rig.start();
+      const writing = rig.read(writer, bytes, 8_000_000);
+      const watching = rig.read(first, bytes + 4096);
+      await waitFor(() => rig.output.stats.spliced > 6 * MiB, 'the fan-out to move 6 MiB', 10000);
+      assert.equal(rig.output.path, 'kernel');
+      rig.device.settleOutput();
+      const taken = rig.device.counters.bytesFromGuest;
+      assert.ok(
+        rig.device.history?.snapshot().equals(rig.data.subarray(taken - HISTORY_BYTES, taken)),
+        `settled at byte ${taken}: the history is the last MiB before it`,
+      );
+      assert.equal(rig.device.history?.totalBytes, taken);
+      await waitFor(() => rig.output.path === 'kernel' && rig.output.stats.spliced > taken + MiB, 'the fan-out to go on after the settle', 10000);
+      let atAttach = -1;
+      rig.device.on('client', (change) => {
+        if (change === 'attached' && atAttach < 0) atAttach = rig.device.counters.bytesFromGuest;
+      });
+      const second = await rig.client();
+      const seen = await rig.read(second, HISTORY_BYTES + 2 * MiB);
+      assert.equal(seen.end, 'done');
+      const w = await writing;
+      assert.equal(w.got, bytes);
+      assert.equal(w.sha, sha256(rig.data), "sha256: the writer got every byte, across the viewers' arrival");
+      await rig.output.ended;
+      const text = seen.data.toString('latin1');
+      const notice = /\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(text);
+      assert.ok(notice, 'the second viewer was told it is read-only');
+      const history = seen.data.subarray(0, notice.index);
+      const live = seen.data.subarray(notice.index + notice[0].length);
+      assert.equal(history.length, HISTORY_BYTES, 'the history is full');
+      assert.ok(history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)), 'the history is exactly the last MiB the device took before the second viewer came');
+      assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
+      assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'at the end the history is the last MiB');
+      assert.equal(rig.device.history?.totalBytes, bytes);
+      assertSpliced(rig.output, bytes, 0.5);
+      await first.cmd('close').catch(() => '');
+      void watching.catch(() => undefined);
+      report(`${kind} fan-out history: second viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
   }
 

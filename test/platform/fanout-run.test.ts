@@ -13,7 +13,9 @@ import type { FromWorker } from '../../src/platform/data-plane.ts';
 const GUEST = 10;
 const WRITER = 11;
 const VIEWER = 12;
+const HISTORY = 13;
 const EAGAIN = 11;
+const ENOMEM = 12;
 const KiB = 1024;
 const CHUNK = 64 * KiB;
 
@@ -25,6 +27,9 @@ class Script implements FanoutLibc {
   read = 0;
   /** What the viewer's socket takes before it says EAGAIN. */
   viewerRoom = 0;
+  /** The history ring file (fd HISTORY), and how many more bytes its writes take before one fails (ENOMEM). */
+  history = Buffer.alloc(0);
+  historyRoom = Number.POSITIVE_INFINITY;
   readonly received = new Map<number, Buffer[]>([
     [WRITER, []],
     [VIEWER, []],
@@ -76,6 +81,18 @@ class Script implements FanoutLibc {
     this.read += n;
     return n;
   }
+  pwriteAt(fd: number, address: number, len: number, offset: number): number {
+    assert.equal(fd, HISTORY);
+    assert.ok(offset + len <= this.history.length, `a write within the ring (${offset} + ${len} > ${this.history.length})`);
+    const n = Math.min(len, this.historyRoom);
+    if (n === 0) {
+      this.#errno = ENOMEM;
+      return -1;
+    }
+    this.historyRoom -= n;
+    this.#span(address, n).copy(this.history, offset);
+    return n;
+  }
   sendAt(fd: number, address: number, len: number): number {
     return this.#take(fd, this.#span(address, len));
   }
@@ -90,7 +107,7 @@ class Script implements FanoutLibc {
   }
 }
 
-function startRun(c: Script, posts: FromWorker[]): FanoutRuns {
+function startRun(c: Script, posts: FromWorker[], historyBytes = 0): FanoutRuns {
   const runs = new FanoutRuns({ c, post: (m) => posts.push(m), ended: () => {} });
   runs.start({
     op: 'fanout-start',
@@ -101,7 +118,9 @@ function startRun(c: Script, posts: FromWorker[]): FanoutRuns {
     graceMs: 20,
     noticeBefore: '<',
     noticeAfter: '>',
+    ...(historyBytes > 0 ? { history: { fd: HISTORY, bytes: historyBytes } } : {}),
   });
+  if (historyBytes > 0) c.history = Buffer.alloc(historyBytes);
   return runs;
 }
 
@@ -177,5 +196,58 @@ describe('fan-out run: a viewer whose socket was full', () => {
     assert.equal(count.untold, 0);
     const rest = after.subarray(at);
     assert.ok(rest.equals(c.stream.subarray(CHUNK + told, ended.moved)), 'then the stream from its place up to what the run read');
+  });
+});
+
+/** The last min(kept, size) stream bytes of a history ring (written from offset 0 on, wrapping), oldest first. */
+function ringTail(ring: Buffer, kept: number): Buffer {
+  const size = ring.length;
+  const n = Math.min(kept, size);
+  const end = kept % size;
+  return n <= end ? Buffer.from(ring.subarray(end - n, end)) : Buffer.concat([ring.subarray(size - (n - end)), ring.subarray(0, end)]);
+}
+
+describe('fan-out run with a history ring', () => {
+  for (const size of [100_003, 1024 * KiB]) {
+    it(`keeps the stream's last ${size} bytes, wrapping, and reads no more at once than the ring holds`, () => {
+      const c = new Script(3 * 1024 * KiB + 12345);
+      const posts: FromWorker[] = [];
+      const runs = startRun(c, posts, size);
+      c.written = c.stream.length;
+      c.viewerRoom = Number.POSITIVE_INFINITY;
+      while (c.read < c.written) runs.stepAll();
+      runs.stop(1);
+      const ended = posts.find((m) => m.op === 'fanout-ended');
+      assert.ok(ended !== undefined && ended.op === 'fanout-ended');
+      assert.equal(ended.moved, c.stream.length);
+      assert.equal(ended.historyKept, ended.moved, 'every byte the run read is in the ring');
+      assert.equal(ended.historyLeft, null);
+      assert.ok(ringTail(c.history, ended.moved).equals(c.stream.subarray(ended.moved - size)), 'the ring holds the last bytes, in order');
+    });
+  }
+
+  it('a write to the ring that fails ends the run; the ring still holds the last bytes before it, and the rest comes back with the end', () => {
+    const size = 100_003;
+    const c = new Script(2 * 1024 * KiB);
+    const posts: FromWorker[] = [];
+    const runs = startRun(c, posts, size);
+    c.written = c.stream.length;
+    c.viewerRoom = Number.POSITIVE_INFINITY;
+    // The ring takes 5 of its sizes and a bit, then refuses (out of memory): mid-read, mid-wrap.
+    c.historyRoom = 5 * size + 777;
+    for (let i = 0; i < 100 && posts.every((m) => m.op !== 'fanout-ended'); i++) runs.stepAll();
+    const ended = posts.find((m) => m.op === 'fanout-ended');
+    assert.ok(ended !== undefined && ended.op === 'fanout-ended', 'the run ended');
+    assert.equal(ended.end, 'error');
+    assert.equal(ended.error, 'history:ENOMEM');
+    const kept = ended.historyKept ?? -1;
+    assert.equal(kept, 5 * size + 777);
+    assert.ok(ringTail(c.history, kept).equals(c.stream.subarray(kept - size, kept)), 'the ring holds the last bytes before the failure, in order');
+    const left = ended.historyLeft;
+    assert.ok(left !== null && left !== undefined);
+    assert.ok(Buffer.from(left).equals(c.stream.subarray(kept, ended.moved)), 'what the ring missed comes back: the history loses nothing');
+    // The clients lose nothing either: what they had not been sent yet is handed back.
+    const writer = Buffer.concat([c.bytesOf(WRITER), Buffer.from(ended.writerLeft ?? new Uint8Array(0))]);
+    assert.ok(writer.equals(c.stream.subarray(0, ended.moved)), 'the writer has every byte the run read');
   });
 });
