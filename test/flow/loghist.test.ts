@@ -363,7 +363,11 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
       if (withLog) assert.ok(rig.output.stats.spliced < bytes, 'the viewer moved the stream to the JavaScript path for a while');
       // Without a <log>, writer and viewer go on together in a fan-out run that keeps the history.
-      else assert.ok(rig.output.stats.spliced > bytes / 2, `the fan-out carried the stream after the viewer came (${pct(rig.output.stats.spliced, bytes)} spliced)`);
+      else
+        assert.ok(
+          rig.output.stats.spliced > bytes / 2,
+          `the fan-out carried the stream after the viewer came (${pct(rig.output.stats.spliced, bytes)} spliced)`,
+        );
       report(`${name} history: viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
     });
   }
@@ -408,14 +412,23 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       const history = seen.data.subarray(0, notice.index);
       const live = seen.data.subarray(notice.index + notice[0].length);
       assert.equal(history.length, HISTORY_BYTES, 'the history is full');
-      assert.ok(history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)), 'the history is exactly the last MiB the device took before the second viewer came');
+      assert.ok(
+        history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)),
+        'the history is exactly the last MiB the device took before the second viewer came',
+      );
       assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
-      assert.equal(sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)), sha256(rig.data.subarray(bytes - HISTORY_BYTES)), 'at the end the history is the last MiB');
+      assert.equal(
+        sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)),
+        sha256(rig.data.subarray(bytes - HISTORY_BYTES)),
+        'at the end the history is the last MiB',
+      );
       assert.equal(rig.device.history?.totalBytes, bytes);
       assertSpliced(rig.output, bytes, 0.5);
       await first.cmd('close').catch(() => '');
       void watching.catch(() => undefined);
-      report(`${kind} fan-out history: second viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`);
+      report(
+        `${kind} fan-out history: second viewer came at byte ${atAttach}; ${pct(rig.output.stats.spliced, bytes)} spliced, ${rig.output.stats.switches} path changes`,
+      );
     });
   }
 
