@@ -1260,6 +1260,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const ratedSingles: number[] = [];
   const ratedMins: number[] = [];
   const ratedRatios: number[] = [];
+  const historyAggregates: number[] = [];
+  const historyRatios: number[] = [];
+  const historyWhole: number[] = [];
+  const historyMissed: number[] = [];
   for (let rep = 0; rep < reps; rep++) {
     ctx.log(`fan-out: chardev, 1 client, ${singleBytes / MiB} MiB (${rep + 1}/${reps})`);
     const one = await chardevStream(ctx, 'tcp', singleBytes);
@@ -1297,6 +1301,24 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     singles.push(single);
     aggregates.push(aggregate);
     aggRatios.push(aggregate / single);
+
+    // The same with a 1 MiB <cd:history> on the device (a figure, no target): what keeping it costs the fan-out.
+    ctx.log(`fan-out: chardev with <cd:history>, ${viewers} clients + 1 stalled, ${bytes / MiB} MiB (${rep + 1}/${reps})`);
+    const kept = await chardevStream(ctx, 'tcp', bytes, { live: viewers, stalled: 1, hash: 'first', historyOnly: true });
+    verify('fanout-aggregate-history', `chardev with <cd:history>, the writer (first of ${viewers} clients)`, kept.reader, 0, bytes, digest);
+    if ((kept.clients[0]?.bytesMissed ?? 0) !== 0)
+      throw new LostBytesError(`fanout-aggregate-history: chardev counted ${kept.clients[0]?.bytesMissed} bytes missed by the writer client`);
+    const keptReceived = kept.reader.bytes.map((b, i) => (i === 0 ? b : Math.min(b, kept.clients[i]?.bytesSent ?? 0)));
+    const keptAggregate = mbps(
+      keptReceived.reduce((a, b) => a + b, 0),
+      (Math.max(...kept.reader.last) - kept.reader.first) / 1e9,
+    );
+    historyAggregates.push(keptAggregate);
+    historyRatios.push(keptAggregate / single);
+    const keptCounts = fanOutCompleteness(keptReceived, bytes);
+    historyWhole.push(keptCounts.whole);
+    historyMissed.push(keptCounts.missedBytes);
+
     for (const f of fanFloors) {
       if (f.lang === 'c' && !('relay' in ctx.cFloor)) {
         floors[f.key].aggregates.push(NaN);
@@ -1418,6 +1440,27 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
       details,
     }),
     fanFloorRow('floor-fanout-c', `  floor: minimal fan-out relay in C (one read, one send per live client), vs chardev's 1 client`, 'copyC'),
+    {
+      // No target of its own: what a <cd:history> costs the fan-out.
+      id: 'fanout-aggregate-history',
+      figure: `fan-out, guest unthrottled, the device with <cd:history size=${HISTORY_BYTES / MiB} MiB>: ${viewers} live clients (1 stalled) together vs 1 client`,
+      unit: 'MB/s',
+      chardev: median(historyAggregates),
+      peer: median(singles),
+      peerName: 'chardev, single client, no history',
+      ratio: median(historyRatios),
+      target: '(figure)',
+      met: null,
+      note: `counted as the row without history; the writer got all ${bytes} bytes, sha256 equal; ${madeOf(historyWhole, historyMissed)}`,
+      details: {
+        bytes,
+        reps,
+        aggregateMBps: historyAggregates,
+        ratios: historyRatios,
+        liveClientsWithWholeStream: historyWhole,
+        liveBytesMissed: historyMissed,
+      },
+    },
     fanFloorRow(
       'floor-fanout-tee',
       `  floor: kernel-only fan-out relay (tee into a 256 KiB pipe per client, splice to each socket; viewers miss what does not fit), vs chardev's 1 client`,
