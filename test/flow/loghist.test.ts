@@ -229,6 +229,51 @@ function assertSpliced(output: GuestOutput, bytes: number, atLeast: number): voi
   assert.ok(share >= atLeast, `${(share * 100).toFixed(1)} % of the stream went by splice, not at least ${atLeast * 100} %`);
 }
 
+/**
+ * Ends the kernel path's run as a reader of the history that attaches nobody (QMP's
+ * ringbuf-read) does: the history is then exactly the last MiB the device took. Then waits
+ * for the kernel path to go on.
+ */
+async function settleAndCheckHistory(rig: Rig): Promise<void> {
+  rig.device.settleOutput();
+  const taken = rig.device.counters.bytesFromGuest;
+  assert.ok(
+    rig.device.history?.snapshot().equals(rig.data.subarray(taken - HISTORY_BYTES, taken)),
+    `settled at byte ${taken}: the history is the last MiB before it`,
+  );
+  assert.equal(rig.device.history?.totalBytes, taken);
+  await waitFor(() => rig.output.path === 'kernel' && rig.output.stats.spliced > taken + MiB, 'the kernel path to go on after the settle', 10000);
+}
+
+/** A client attaching now, read for a MiB of history and 2 MiB after it; `atAttach`: the bytes the device had taken when it came. */
+async function lateViewer(rig: Rig): Promise<{ seen: Read; atAttach: number }> {
+  let atAttach = -1;
+  const onClient = (change: string): void => {
+    if (change === 'attached' && atAttach < 0) atAttach = rig.device.counters.bytesFromGuest;
+  };
+  rig.device.on('client', onClient);
+  const viewer = await rig.client();
+  const seen = await rig.read(viewer, HISTORY_BYTES + 2 * MiB);
+  rig.device.off('client', onClient);
+  assert.equal(seen.end, 'done');
+  return { seen, atAttach };
+}
+
+/**
+ * What a late viewer got: the history (the stream's last MiB before it came), the read-only
+ * notice (inline: a raw socket), then live output from the very next byte.
+ */
+function assertHistoryThenLive(rig: Rig, seen: Read, atAttach: number, who: string): void {
+  const notice = /\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(seen.data.toString('latin1'));
+  assert.ok(notice, `${who} was told it is read-only`);
+  const history = seen.data.subarray(0, notice.index);
+  const live = seen.data.subarray(notice.index + notice[0].length);
+  assert.ok(atAttach >= HISTORY_BYTES, `the guest had written ${atAttach} B when ${who} came`);
+  assert.equal(history.length, HISTORY_BYTES, 'the history is full');
+  assert.ok(history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)), `the history is exactly the last MiB the device took before ${who} came`);
+  assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
+}
+
 const pct = (part: number, whole: number): string => `${((part / whole) * 100).toFixed(1)} %`;
 
 describe('the kernel path with <log> beside the client and <cd:history> (real processes, sha256)', { concurrency: 1, timeout: 240000 }, () => {
@@ -325,42 +370,14 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       const writing = rig.read(writer, bytes, 8_000_000);
       await waitFor(() => rig.output.stats.spliced > 6 * MiB, 'the kernel path to move 6 MiB', 10000);
       assert.equal(rig.output.path, 'kernel');
-      // A reader of the history that attaches nobody (QMP's ringbuf-read) settles first: the
-      // history is then exactly the last MiB the device took.
-      rig.device.settleOutput();
-      const taken = rig.device.counters.bytesFromGuest;
-      assert.ok(
-        rig.device.history?.snapshot().equals(rig.data.subarray(taken - HISTORY_BYTES, taken)),
-        `settled at byte ${taken}: the history is the last MiB before it`,
-      );
-      assert.equal(rig.device.history?.totalBytes, taken);
-      await waitFor(() => rig.output.path === 'kernel' && rig.output.stats.spliced > taken + MiB, 'the kernel path to go on after the settle', 10000);
-      let atAttach = -1;
-      rig.device.on('client', (change) => {
-        if (change === 'attached' && atAttach < 0) atAttach = rig.device.counters.bytesFromGuest;
-      });
-      const viewer = await rig.client();
-      const seen = await rig.read(viewer, HISTORY_BYTES + 2 * MiB);
-      assert.equal(seen.end, 'done');
+      await settleAndCheckHistory(rig);
+      const { seen, atAttach } = await lateViewer(rig);
       const w = await writing;
       assert.equal(w.got, bytes);
       assert.equal(w.sha, sha256(rig.data), "sha256: the writer got every byte, across the viewer's arrival");
       await rig.output.ended;
       if (withLog) rig.assertLogWhole();
-      // What the viewer got: the history (the stream's bytes up to the moment it came), the
-      // read-only notice (inline: a raw socket), then live output from the next byte on.
-      const text = seen.data.toString('latin1');
-      const notice = /\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(text);
-      assert.ok(notice, 'the viewer was told it is read-only');
-      const history = seen.data.subarray(0, notice.index);
-      const live = seen.data.subarray(notice.index + notice[0].length);
-      assert.ok(atAttach >= HISTORY_BYTES, `the guest had written ${atAttach} B when the viewer came`);
-      assert.equal(history.length, HISTORY_BYTES, 'the history is full');
-      assert.ok(
-        history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)),
-        'the history is exactly the last MiB the device took before the viewer came',
-      );
-      assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
+      assertHistoryThenLive(rig, seen, atAttach, 'the viewer');
       if (withLog) assert.ok(rig.output.stats.spliced < bytes, 'the viewer moved the stream to the JavaScript path for a while');
       // Without a <log>, writer and viewer go on together in a fan-out run that keeps the history.
       else
@@ -387,36 +404,13 @@ describe('the kernel path with <log> beside the client and <cd:history> (real pr
       const watching = rig.read(first, bytes + 4096);
       await waitFor(() => rig.output.stats.spliced > 6 * MiB, 'the fan-out to move 6 MiB', 10000);
       assert.equal(rig.output.path, 'kernel');
-      rig.device.settleOutput();
-      const taken = rig.device.counters.bytesFromGuest;
-      assert.ok(
-        rig.device.history?.snapshot().equals(rig.data.subarray(taken - HISTORY_BYTES, taken)),
-        `settled at byte ${taken}: the history is the last MiB before it`,
-      );
-      assert.equal(rig.device.history?.totalBytes, taken);
-      await waitFor(() => rig.output.path === 'kernel' && rig.output.stats.spliced > taken + MiB, 'the fan-out to go on after the settle', 10000);
-      let atAttach = -1;
-      rig.device.on('client', (change) => {
-        if (change === 'attached' && atAttach < 0) atAttach = rig.device.counters.bytesFromGuest;
-      });
-      const second = await rig.client();
-      const seen = await rig.read(second, HISTORY_BYTES + 2 * MiB);
-      assert.equal(seen.end, 'done');
+      await settleAndCheckHistory(rig);
+      const { seen, atAttach } = await lateViewer(rig);
       const w = await writing;
       assert.equal(w.got, bytes);
       assert.equal(w.sha, sha256(rig.data), "sha256: the writer got every byte, across the viewers' arrival");
       await rig.output.ended;
-      const text = seen.data.toString('latin1');
-      const notice = /\r\n\[chardev: read-only: [^\]]*\]\r\n/.exec(text);
-      assert.ok(notice, 'the second viewer was told it is read-only');
-      const history = seen.data.subarray(0, notice.index);
-      const live = seen.data.subarray(notice.index + notice[0].length);
-      assert.equal(history.length, HISTORY_BYTES, 'the history is full');
-      assert.ok(
-        history.equals(rig.data.subarray(atAttach - HISTORY_BYTES, atAttach)),
-        'the history is exactly the last MiB the device took before the second viewer came',
-      );
-      assert.ok(live.equals(rig.data.subarray(atAttach, atAttach + live.length)), 'the live stream follows the history with no byte lost or repeated');
+      assertHistoryThenLive(rig, seen, atAttach, 'the second viewer');
       assert.equal(
         sha256(rig.device.history?.snapshot() ?? Buffer.alloc(0)),
         sha256(rig.data.subarray(bytes - HISTORY_BYTES)),
