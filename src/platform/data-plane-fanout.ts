@@ -310,9 +310,7 @@ export class FanoutRuns {
       return 0;
     }
     const off = fan.head % fan.ring.length;
-    // With a history ring, no read larger than it: each read's bytes are written there whole (`keep`).
-    const most = fan.historyFd >= 0 ? Math.min(room, fan.historyBytes) : room;
-    const k = c.readAt(fan.from, fan.ringAt + off, Math.min(most, fan.ring.length - off));
+    const k = c.readAt(fan.from, fan.ringAt + off, Math.min(room, fan.ring.length - off));
     if (k === 0) {
       this.#end(fan, 'eof');
       return undefined;
@@ -387,27 +385,31 @@ export class FanoutRuns {
 }
 
 /**
- * The `k` bytes just read (at `off` in the run's ring, ending at `head`; never more than the
- * history ring holds, see `#take`) into the history ring at their stream positions modulo its
- * size. False when a write failed: `historyKept` says how far the ring has the stream, and
- * its last `historyBytes` before that are intact (this read's writes went only over older ones).
+ * The `k` bytes just read (at `off` in the run's ring, ending at `head`) into the history
+ * ring at their stream positions modulo its size; of more than it holds, only the last (the
+ * rest would be written over). False when a write failed; then `historyKept` is where the
+ * ring's last `historyBytes` are still the stream's and what follows it is this read's rest,
+ * which the run hands back (`historyLeft`): with none of it skipped, the writes so far went
+ * only over bytes older than those; with some skipped, the whole read is handed back, and it
+ * is more than the history holds.
  */
 function keep(c: FanoutLibc, fan: Fan, off: number, k: number): boolean {
   const size = fan.historyBytes;
-  let pos = fan.head - k;
-  let addr = fan.ringAt + off;
-  let left = k;
+  const skip = Math.max(0, k - size);
+  let pos = fan.head - k + skip;
+  let addr = fan.ringAt + off + skip;
+  let left = k - skip;
   while (left > 0) {
     const at = pos % size;
     const w = c.pwriteAt(fan.historyFd, addr, Math.min(left, size - at), at);
     if (w <= 0) {
       if (w < 0 && c.errno() === EINTR) continue;
+      fan.historyKept = skip > 0 ? fan.head - k : pos;
       return false;
     }
     pos += w;
     addr += w;
     left -= w;
-    fan.historyKept = pos;
   }
   fan.historyKept = fan.head;
   return true;

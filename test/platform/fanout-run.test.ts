@@ -208,8 +208,9 @@ function ringTail(ring: Buffer, kept: number): Buffer {
 }
 
 describe('fan-out run with a history ring', () => {
-  for (const size of [100_003, 1024 * KiB]) {
-    it(`keeps the stream's last ${size} bytes, wrapping, and reads no more at once than the ring holds`, () => {
+  // Larger than a read (64 KiB here) and the MiB the README's examples use; smaller than a read, whose first bytes are skipped.
+  for (const size of [100_003, 1024 * KiB, 10_007]) {
+    it(`keeps the stream's last ${size} bytes, wrapping`, () => {
       const c = new Script(3 * 1024 * KiB + 12345);
       const posts: FromWorker[] = [];
       const runs = startRun(c, posts, size);
@@ -228,6 +229,7 @@ describe('fan-out run with a history ring', () => {
 
   it('a write to the ring that fails ends the run; the ring still holds the last bytes before it, and the rest comes back with the end', () => {
     const size = 100_003;
+    // 10_007 below: a ring smaller than a read.
     const c = new Script(2 * 1024 * KiB);
     const posts: FromWorker[] = [];
     const runs = startRun(c, posts, size);
@@ -249,5 +251,28 @@ describe('fan-out run with a history ring', () => {
     // The clients lose nothing either: what they had not been sent yet is handed back.
     const writer = Buffer.concat([c.bytesOf(WRITER), Buffer.from(ended.writerLeft ?? new Uint8Array(0))]);
     assert.ok(writer.equals(c.stream.subarray(0, ended.moved)), 'the writer has every byte the run read');
+  });
+});
+
+describe('fan-out run with a history ring smaller than a read', () => {
+  it('a failed write hands the whole read back: the history then ends with the last bytes of the stream all the same', () => {
+    const size = 10_007;
+    const c = new Script(1024 * KiB);
+    const posts: FromWorker[] = [];
+    const runs = startRun(c, posts, size);
+    c.written = c.stream.length;
+    c.viewerRoom = Number.POSITIVE_INFINITY;
+    c.historyRoom = 3 * size + 5;
+    for (let i = 0; i < 100 && posts.every((m) => m.op !== 'fanout-ended'); i++) runs.stepAll();
+    const ended = posts.find((m) => m.op === 'fanout-ended');
+    assert.ok(ended !== undefined && ended.op === 'fanout-ended', 'the run ended');
+    assert.equal(ended.error, 'history:ENOMEM');
+    const kept = ended.historyKept ?? -1;
+    const left = Buffer.from(ended.historyLeft ?? new Uint8Array(0));
+    assert.ok(left.equals(c.stream.subarray(kept, ended.moved)), 'what comes back is the stream after what the ring is said to keep');
+    assert.ok(left.length >= size, 'a whole read, more than the history holds');
+    // As the device rebuilds it: the ring's tail up to `kept`, then the rest; only its last `size` bytes stay.
+    const history = Buffer.concat([ringTail(c.history, kept), left]);
+    assert.ok(history.subarray(history.length - size).equals(c.stream.subarray(ended.moved - size, ended.moved)), 'the history ends with the last bytes read');
   });
 });
