@@ -36,6 +36,12 @@ export const FANOUT_VIEWER_QUEUE_BYTES = 256 * 1024;
  * comes beyond is not taken (as before, when input without a listener was not delivered).
  */
 export const HELD_INPUT_BYTES = 4 * 1024 * 1024;
+/**
+ * The smallest `<cd:history>` a single writer's run keeps in a ring in memory (`#historyTarget`):
+ * each tee (up to the guest pipe's MiB) is written into the ring whole, wrapping, so a smaller
+ * ring would take many splices per tee. A smaller history stays on the JavaScript path.
+ */
+const RING_TEE_MIN_BYTES = 64 * 1024;
 
 export interface ChardevEvents {
   /** Host → guest bytes. Input is read only while at least one 'data' listener exists. */
@@ -405,11 +411,11 @@ export class Chardev {
    * a ring in memory of the history's size (a memory file of the device's, `#ringFd`), read
    * back into the history when the run ends — before any client change, as the hub stops
    * the run first. Not for a pty's reader: its runs write blocking (`stepTty`), a tee run
-   * would not.
+   * would not; nor for a history under RING_TEE_MIN_BYTES (`ringTeeFits`).
    */
   #historyTarget(writer: HubClient, history: HistoryRing): KernelTarget | undefined {
     const fd = writer.sink.kernelPath?.fd();
-    if (fd === undefined || !onRawSocket(writer)) return undefined;
+    if (fd === undefined || !ringTeeFits(writer, history)) return undefined;
     const ring = this.#historyRing();
     if (ring === undefined) return undefined;
     return {
@@ -543,7 +549,7 @@ export class Chardev {
     if (this.#stopped || backend === undefined || this.def.ext.stall !== undefined) return false;
     if (this.hub.size > 1) return this.#fanoutTarget(true);
     const writer = this.hub.soleWriter;
-    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined && !onRawSocket(writer)) return false;
+    if (this.#log !== undefined ? !this.#log.kernelCapable : this.history !== undefined && !ringTeeFits(writer, this.history)) return false;
     return writer?.sink.kernelPath !== undefined && writer.sink.queuedBytes > 0;
   }
 
@@ -787,11 +793,12 @@ export class Chardev {
 }
 
 /**
- * The writer's transport is a raw tcp or unix socket (it frames notices inline, so the
- * fan-out can serve it too), not a pty: the transports a history ring is kept beside.
+ * A single writer's run may keep `history` in a ring (`#historyTarget`): the writer's
+ * transport is a raw tcp or unix socket (it frames notices inline, so the fan-out can serve
+ * it too), not a pty, and the history is at least RING_TEE_MIN_BYTES.
  */
-function onRawSocket(writer: HubClient | undefined): boolean {
-  return writer?.sink.kernelPath?.noticeFrame !== undefined;
+function ringTeeFits(writer: HubClient | undefined, history: HistoryRing): boolean {
+  return writer?.sink.kernelPath?.noticeFrame !== undefined && history.sizeBytes >= RING_TEE_MIN_BYTES;
 }
 
 /**
