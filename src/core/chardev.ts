@@ -2,11 +2,10 @@
  * The guest-side handle of one running device: what an emulator (or `chardev run`'s
  * child process) talks to. It owns its backend and the optional `<log>` tee.
  */
-import * as fs from 'node:fs';
 import type { ChrDeviceDef, ChrType, RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
 import type { Backend } from './backend.ts';
-import { describeErrno, isRegularFile } from './files.ts';
+import { closeQuietly, describeErrno, isRegularFile, readAllAt } from './files.ts';
 import { makeMemoryFile } from '../platform/splice.ts';
 import { RotatingLog, type KernelFile } from './rotating-log.ts';
 import { HistoryRing } from './history.ts';
@@ -707,7 +706,7 @@ export class Chardev {
     } finally {
       this.hub.closeAll('the device was stopped');
       this.#log?.close(abort);
-      if (this.#ringFd !== undefined && this.#ringFd >= 0) fs.closeSync(this.#ringFd);
+      if (this.#ringFd !== undefined && this.#ringFd >= 0) closeQuietly(this.#ringFd);
       this.#ringFd = undefined;
       if (this.#isOpen) {
         // QEMU sends CLOSED when a chardev is destroyed.
@@ -811,17 +810,7 @@ function readRingTail(fd: number, ringBytes: number, loggedBytes: number): Buffe
   const out = Buffer.allocUnsafe(n);
   // Wrapped: the part from the ring's end first, then from its start up to `endAt`.
   const first = n > endAt ? n - endAt : 0;
-  let got = first > 0 ? readFully(fd, out.subarray(0, first), ringBytes - first) : 0;
-  if (got === first) got += readFully(fd, out.subarray(first), endAt - (n - first));
+  let got = first > 0 ? readAllAt(fd, out.subarray(0, first), ringBytes - first) : 0;
+  if (got === first) got += readAllAt(fd, out.subarray(first), endAt - (n - first));
   return out.subarray(0, got);
-}
-
-function readFully(fd: number, into: Buffer, position: number): number {
-  let got = 0;
-  while (got < into.length) {
-    const k = fs.readSync(fd, into, got, into.length - got, position + got);
-    if (k <= 0) break;
-    got += k;
-  }
-  return got;
 }

@@ -96,6 +96,17 @@ export function writeAllSync(fd: number, data: Uint8Array): void {
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
+/** Fill `into` from `fd` at `position` on, as far as the file goes; returns the bytes read. */
+export function readAllAt(fd: number, into: Buffer, position: number): number {
+  let got = 0;
+  while (got < into.length) {
+    const k = fs.readSync(fd, into, got, into.length - got, position + got);
+    if (k <= 0) break;
+    got += k;
+  }
+  return got;
+}
+
 /** Close an fd we own, ignoring EBADF-style failures during teardown. */
 export function closeQuietly(fd: number): void {
   try {

@@ -13,7 +13,7 @@
  * again on later writes. No byte is lost to a failed rotation.
  */
 import * as fs from 'node:fs';
-import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, unlinkQuietly, writeAllSync } from './files.ts';
+import { OUTPUT_FILE_MODE, closeQuietly, describeErrno, openOutputFile, readAllAt, unlinkQuietly, writeAllSync } from './files.ts';
 import { DEFAULT_ROTATE } from '../config/extensions.ts';
 import type { RotateExtensionDef } from '../config/types.ts';
 import { ChardevError } from '../errors.ts';
@@ -146,13 +146,7 @@ export class RotatingLog {
     }
     try {
       const out = Buffer.allocUnsafe(want);
-      let got = 0;
-      while (got < want) {
-        const k = fs.readSync(fd, out, got, want - got, this.#size - want + got);
-        if (k <= 0) break;
-        got += k;
-      }
-      return out.subarray(0, got);
+      return out.subarray(0, readAllAt(fd, out, this.#size - want));
     } catch {
       return Buffer.alloc(0);
     } finally {
