@@ -87,8 +87,6 @@ interface Fan {
   /** FanoutStartMsg.history's ring, or -1; closed with the run. */
   readonly historyFd: number;
   readonly historyBytes: number;
-  /** The stream's first bytes the ring has (it failed at this byte, or it has all: `head`). */
-  historyKept: number;
 }
 
 /** The C calls a fan-out run makes (a test scripts them: test/platform/fanout-run.test.ts). */
@@ -147,7 +145,6 @@ export class FanoutRuns {
       ready: true,
       historyFd: msg.history?.fd ?? -1,
       historyBytes: msg.history?.bytes ?? 0,
-      historyKept: 0,
     });
   }
 
@@ -328,9 +325,12 @@ export class FanoutRuns {
     }
     fan.held = false;
     fan.head += k;
-    if (fan.historyFd >= 0 && !keep(c, fan, off, k)) {
-      this.#end(fan, 'error', `history:${errnoName(c.errno())}`);
-      return undefined;
+    if (fan.historyFd >= 0) {
+      const kept = keep(c, fan, off, k);
+      if (kept < fan.head) {
+        this.#end(fan, 'error', `history:${errnoName(c.errno())}`, kept);
+        return undefined;
+      }
     }
     for (const v of fan.viewers) {
       if (v.excluded || v.gone) {
@@ -350,10 +350,11 @@ export class FanoutRuns {
     return k;
   }
 
-  #end(fan: Fan, reason: 'stopped' | 'eof' | 'idle' | 'error', error?: string): void {
+  /** `historyKept`: how far the history ring has the stream (`keep`); all of it unless a write failed. */
+  #end(fan: Fan, reason: 'stopped' | 'eof' | 'idle' | 'error', error?: string, historyKept = fan.head): void {
     this.#fans.delete(fan.id);
     const c = this.#host.c;
-    const writerLeft = rest(fan, fan.writer, []);
+    const writerLeft = copyOut(fan, fan.writer.at, []);
     const viewersLeft = fan.viewers.map((v) => {
       if (v.excluded || v.gone) return null;
       // The rest of a notice it was being sent goes first; what it missed since (or before
@@ -363,7 +364,7 @@ export class FanoutRuns {
       if (v.untold > 0 && v.at < fan.head) told.push(noticeOf(fan, v));
       // Handed to it now, ahead of anything later: counted as sent like the rest.
       v.sent += fan.head - v.at;
-      return rest(fan, v, told);
+      return copyOut(fan, v.at, told);
     });
     c.closeFd(fan.from);
     if (fan.historyFd >= 0) c.closeFd(fan.historyFd);
@@ -376,7 +377,7 @@ export class FanoutRuns {
       viewers: counts(fan),
       writerLeft,
       viewersLeft,
-      ...(fan.historyFd >= 0 ? { historyKept: fan.historyKept, historyLeft: slice(fan, fan.historyKept, fan.head) } : {}),
+      ...(fan.historyFd >= 0 ? { historyKept, historyLeft: copyOut(fan, historyKept, []) } : {}),
       end: reason,
       ...(error !== undefined ? { error } : {}),
     });
@@ -387,13 +388,13 @@ export class FanoutRuns {
 /**
  * The `k` bytes just read (at `off` in the run's ring, ending at `head`) into the history
  * ring at their stream positions modulo its size; of more than it holds, only the last (the
- * rest would be written over). False when a write failed; then `historyKept` is where the
- * ring's last `historyBytes` are still the stream's and what follows it is this read's rest,
- * which the run hands back (`historyLeft`): with none of it skipped, the writes so far went
- * only over bytes older than those; with some skipped, the whole read is handed back, and it
- * is more than the history holds.
+ * rest would be written over). Returns how far the ring has the stream: `head`, or less when
+ * a write failed; then the ring's last `historyBytes` before that point are still the
+ * stream's and what follows it is this read's rest, which the run hands back (`historyLeft`):
+ * with none of it skipped, the writes so far went only over bytes older than those; with
+ * some skipped, the whole read is handed back, and it is more than the history holds.
  */
-function keep(c: FanoutLibc, fan: Fan, off: number, k: number): boolean {
+function keep(c: FanoutLibc, fan: Fan, off: number, k: number): number {
   const size = fan.historyBytes;
   const skip = Math.max(0, k - size);
   let pos = fan.head - k + skip;
@@ -404,27 +405,13 @@ function keep(c: FanoutLibc, fan: Fan, off: number, k: number): boolean {
     const w = c.pwriteAt(fan.historyFd, addr, Math.min(left, size - at), at);
     if (w <= 0) {
       if (w < 0 && c.errno() === EINTR) continue;
-      fan.historyKept = skip > 0 ? fan.head - k : pos;
-      return false;
+      return skip > 0 ? fan.head - k : pos;
     }
     pos += w;
     addr += w;
     left -= w;
   }
-  fan.historyKept = fan.head;
-  return true;
-}
-
-/** Stream bytes [from, to) of a run, copied out of its ring (they are still in it), or null for none. */
-function slice(fan: Fan, from: number, to: number): Uint8Array | null {
-  const n = to - from;
-  if (n <= 0) return null;
-  const out = Buffer.allocUnsafe(n);
-  const off = from % fan.ring.length;
-  const first = Math.min(n, fan.ring.length - off);
-  fan.ring.copy(out, 0, off, off + first);
-  if (n > first) fan.ring.copy(out, first, 0, n - first);
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  return fan.head;
 }
 
 /** A client of a run: every one, the writer too, made here with the same fields in the same order (one shape for V8). */
@@ -443,11 +430,11 @@ function noticeOf(fan: Fan, v: Viewer): Buffer {
   return text;
 }
 
-/** What a client still has to go, after `head` (a viewer's notice), copied out of the ring. */
-function rest(fan: Fan, o: Out, head: Buffer[]): Uint8Array | null {
-  const n = fan.head - o.at;
+/** Stream bytes from `from` up to the head (still in the run's ring), after `head` (a viewer's notice), copied out; null for none. */
+function copyOut(fan: Fan, from: number, head: Buffer[]): Uint8Array | null {
+  const n = fan.head - from;
   const parts = [...head];
-  const off = o.at % fan.ring.length;
+  const off = from % fan.ring.length;
   const first = Math.min(n, fan.ring.length - off);
   if (first > 0) parts.push(fan.ring.subarray(off, off + first));
   if (n > first) parts.push(fan.ring.subarray(0, n - first));
