@@ -1208,6 +1208,25 @@ async function fanOutFloor(
  * client must get every byte, hash checked, or the measurement fails; the figure is the
  * slowest one's rate against a single client's with the same guest.
  */
+/**
+ * A fan-out side's guest bytes per live client and their sum per second. Each client's count is
+ * what the reader counted, less chardev's inline missed-output notices (which it counts with
+ * them), so never more than the hub handed that client's socket; the writer is hash-checked by
+ * the caller, so all of its count is guest bytes. The span runs from the first byte any client
+ * got to the last.
+ */
+function liveAggregate(run: StreamRun): { received: number[]; aggregate: number } {
+  const received = run.reader.bytes.map((b, i) => (i === 0 ? b : Math.min(b, run.clients[i]?.bytesSent ?? 0)));
+  const span = (Math.max(...run.reader.last) - run.reader.first) / 1e9;
+  return {
+    received,
+    aggregate: mbps(
+      received.reduce((a, b) => a + b, 0),
+      span,
+    ),
+  };
+}
+
 export async function fanOut(ctx: Ctx): Promise<Row[]> {
   const viewers = 100;
   const bytes = (ctx.quick ? 16 : 64) * MiB;
@@ -1288,16 +1307,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     stalledMissed.push(many.clients[viewers]?.bytesMissed ?? NaN);
     connectSeconds.push(many.reader.connectSeconds);
     noticeBytes.push(many.reader.noticeBytes);
-    // Guest bytes each live client received: what the reader counted, less chardev's inline
-    // missed-output notices (which it counts with them) — so never more than the hub handed
-    // that client's socket. The writer is hash-checked above: all of its count is guest bytes.
-    const received = many.reader.bytes.map((b, i) => (i === 0 ? b : Math.min(b, many.clients[i]?.bytesSent ?? 0)));
+    const { received, aggregate } = liveAggregate(many);
     chardevReceived.push(received);
     inlineNoticeBytes.push(many.reader.bytes.reduce((sum, b, i) => sum + b - (received[i] ?? 0), 0));
     chardevMissed.push(fanOutCompleteness(received, bytes).missedBytes);
-    const totalBytes = received.reduce((a, b) => a + b, 0);
-    const span = (Math.max(...many.reader.last) - many.reader.first) / 1e9;
-    const aggregate = mbps(totalBytes, span);
     singles.push(single);
     aggregates.push(aggregate);
     aggRatios.push(aggregate / single);
@@ -1308,14 +1321,10 @@ export async function fanOut(ctx: Ctx): Promise<Row[]> {
     verify('fanout-aggregate-history', `chardev with <cd:history>, the writer (first of ${viewers} clients)`, kept.reader, 0, bytes, digest);
     if ((kept.clients[0]?.bytesMissed ?? 0) !== 0)
       throw new LostBytesError(`fanout-aggregate-history: chardev counted ${kept.clients[0]?.bytesMissed} bytes missed by the writer client`);
-    const keptReceived = kept.reader.bytes.map((b, i) => (i === 0 ? b : Math.min(b, kept.clients[i]?.bytesSent ?? 0)));
-    const keptAggregate = mbps(
-      keptReceived.reduce((a, b) => a + b, 0),
-      (Math.max(...kept.reader.last) - kept.reader.first) / 1e9,
-    );
-    historyAggregates.push(keptAggregate);
-    historyRatios.push(keptAggregate / single);
-    const keptCounts = fanOutCompleteness(keptReceived, bytes);
+    const keptLive = liveAggregate(kept);
+    historyAggregates.push(keptLive.aggregate);
+    historyRatios.push(keptLive.aggregate / single);
+    const keptCounts = fanOutCompleteness(keptLive.received, bytes);
     historyWhole.push(keptCounts.whole);
     historyMissed.push(keptCounts.missedBytes);
 

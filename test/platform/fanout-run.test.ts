@@ -229,7 +229,6 @@ describe('fan-out run with a history ring', () => {
 
   it('a write to the ring that fails ends the run; the ring still holds the last bytes before it, and the rest comes back with the end', () => {
     const size = 100_003;
-    // 10_007 below: a ring smaller than a read.
     const c = new Script(2 * 1024 * KiB);
     const posts: FromWorker[] = [];
     const runs = startRun(c, posts, size);
